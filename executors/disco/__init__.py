@@ -1,0 +1,1 @@
+"""The Disco Diffusion engine: plain PyTorch, no Jina."""
