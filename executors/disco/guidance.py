@@ -1,0 +1,145 @@
+"""Disco Diffusion's CLIP guidance: the gradient that steers each diffusion step.
+
+From the noisy ``x`` we estimate the clean image (cheaply with the secondary model, or with
+the UNet), blend it with ``x`` by the noise level, and score it: spherical distance between
+CLIP embeddings of its cutouts and the weighted prompts, plus total-variation, range,
+saturation and (with an init image) LPIPS losses. The gradient of the score with respect to
+``x`` is returned, NaN made zero, its RMS clamped to ``clamp_max``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .clip_model import CLIP_INPUT_SIZE, clip_normalize
+from .cutouts import CutoutRandomness, make_cutouts
+from .diffusion import GaussianDiffusion
+from .secondary import alpha_sigma_to_t
+from .settings import Settings, count_schedule, parse_schedule
+
+
+def spherical_dist_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance between (normalised) embeddings."""
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """L2 total variation per image."""
+    image = F.pad(image, (0, 1, 0, 1), "replicate")
+    dx = image[..., :-1, 1:] - image[..., :-1, :-1]
+    dy = image[..., 1:, :-1] - image[..., :-1, :-1]
+    return (dx**2 + dy**2).mean([1, 2, 3])
+
+
+def range_loss(image: torch.Tensor) -> torch.Tensor:
+    """How far pixels stray outside [-1, 1], per image."""
+    return (image - image.clamp(-1, 1)).pow(2).mean([1, 2, 3])
+
+
+def saturation_loss(image: torch.Tensor) -> torch.Tensor:
+    return (image - image.clamp(-1, 1)).abs().mean()
+
+
+@dataclass
+class Schedules:
+    """Per-virtual-step cutout settings, read at index ``1000 - (int(t) + 1)``."""
+
+    overview: list[int]
+    innercut: list[int]
+    ic_pow: list[float]
+    icgray_p: list[float]
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Schedules:
+        return cls(
+            count_schedule("cut_overview", s.cut_overview),
+            count_schedule("cut_innercut", s.cut_innercut),
+            parse_schedule("cut_ic_pow", s.cut_ic_pow),
+            parse_schedule("cut_icgray_p", s.cut_icgray_p),
+        )
+
+
+@dataclass
+class Guidance:
+    settings: Settings
+    diffusion: GaussianDiffusion
+    clip: torch.nn.Module
+    target_embeds: torch.Tensor  # (m, d), one row per (possibly fuzzed) prompt
+    target_weights: torch.Tensor  # (m,), divided by their absolute sum
+    rng: CutoutRandomness
+    secondary: torch.nn.Module | None = None
+    unet: torch.nn.Module | None = None  # used when there is no secondary model
+    init: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1], for the init loss
+    init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    losses: list[float] = field(default_factory=list)  # CLIP loss of each cutout batch, for display
+    schedules: Schedules = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schedules = Schedules.from_settings(self.settings)
+        if self.secondary is None and self.unet is None:
+            raise ValueError("guidance needs the secondary model or the UNet to estimate the clean image")
+
+    def _denoised(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean-image estimate, and the blend with ``x`` that the losses see."""
+        d = self.diffusion
+        fac = float(d.sqrt_one_minus_alphas_cumprod[index])
+        if self.secondary is not None:
+            alpha = torch.tensor(d.sqrt_alphas_cumprod[index], dtype=torch.float32, device=x.device)
+            sigma = torch.tensor(d.sqrt_one_minus_alphas_cumprod[index], dtype=torch.float32, device=x.device)
+            cosine_t = alpha_sigma_to_t(alpha, sigma).repeat(x.shape[0])
+            estimate = self.secondary(x, cosine_t).pred
+        else:
+            t = torch.full((x.shape[0],), d.scaled_timestep(index), device=x.device)
+            estimate = d.xstart_from_eps(x, index, self.unet(x, t)[:, : x.shape[1]])
+        return estimate, estimate * fac + x * (1 - fac)
+
+    def __call__(self, x: torch.Tensor, t_scaled: torch.Tensor, index: int) -> torch.Tensor:
+        s = self.settings
+        n = x.shape[0]
+        at = 1000 - (int(t_scaled[0].item()) + 1)  # the schedule's virtual step
+        overview, innercut = self.schedules.overview[at], self.schedules.innercut[at]
+        with torch.enable_grad():
+            x = x.detach().requires_grad_()
+            estimate, x_in = self._denoised(x, index)
+            x_in_grad = torch.zeros_like(x_in)
+            if s.clip_guidance_scale:
+                for _ in range(s.cutn_batches):
+                    cuts = make_cutouts(
+                        x_in.add(1).div(2),
+                        overview,
+                        innercut,
+                        self.schedules.ic_pow[at],
+                        self.schedules.icgray_p[at],
+                        self.rng,
+                        CLIP_INPUT_SIZE,
+                        s.skip_augs,
+                    )
+                    image_embeds = self.clip.encode_image(clip_normalize(cuts)).float()
+                    dists = spherical_dist_loss(image_embeds.unsqueeze(1), self.target_embeds.unsqueeze(0))
+                    dists = dists.view(overview + innercut, n, -1)
+                    clip_losses = dists.mul(self.target_weights).sum(2).mean(0)
+                    self.losses.append(clip_losses.sum().item())
+                    x_in_grad += (
+                        torch.autograd.grad(clip_losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
+                    )
+            loss = (
+                tv_loss(x_in).sum() * s.tv_scale
+                + range_loss(estimate).sum() * s.range_scale
+                + saturation_loss(x_in) * s.sat_scale
+            )
+            if self.init is not None and self.init_loss is not None and s.init_scale:
+                loss = loss + self.init_loss(x_in, self.init).sum() * s.init_scale
+            if loss.requires_grad:
+                x_in_grad += torch.autograd.grad(loss, x_in)[0]
+            if torch.isnan(x_in_grad).any():
+                return torch.zeros_like(x)  # a NaN step is skipped, not propagated
+            grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
+        if s.clamp_grad:
+            magnitude = grad.square().mean().sqrt()
+            grad = grad * magnitude.clamp(max=s.clamp_max) / magnitude.clamp(min=1e-12)
+        return grad

@@ -1,0 +1,58 @@
+"""Text prompts: ``"text:weight"`` parsing, style/artist, and weight normalisation."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .settings import SettingsError
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_NOT_FINITE = re.compile(r"\s*[-+]?(nan|inf|infinity)\s*", re.IGNORECASE)
+_SCHEMES = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    weight: float
+
+
+def parse_prompt(prompt: str) -> Prompt:
+    """Split ``"text:weight"`` at the last colon (not a URL's scheme colon); no weight means 1.
+
+    A suffix that is not a number is part of the text ("a view: dawn" is one prompt).
+    """
+    head, sep, tail = prompt.rpartition(":")
+    if not sep or (head.lower() in ("http", "https") and prompt.lower().startswith(_SCHEMES)):
+        return Prompt(prompt.strip(), 1.0)
+    if _NOT_FINITE.fullmatch(tail):
+        raise SettingsError(
+            "text_prompts", f"prompt weight must be a finite number, got {tail.strip()!r} in {prompt!r}"
+        )
+    if not _NUMBER.fullmatch(tail):
+        return Prompt(prompt.strip(), 1.0)
+    if not head.strip():
+        raise SettingsError("text_prompts", f"prompt {prompt!r} has a weight but no text")
+    return Prompt(head.strip(), float(tail))
+
+
+def build_prompts(text_prompts: list[str], style: str | None = None, artist: str | None = None) -> list[Prompt]:
+    """Parse every prompt; ``style`` and ``artist`` extend the first prompt's text."""
+    prompts = [parse_prompt(p) for p in text_prompts]
+    first = prompts[0].text.rstrip(",. ")
+    if style:
+        first += f", {style}"
+    if artist:
+        first += f", by {artist}"
+    prompts[0] = Prompt(first, prompts[0].weight)
+    return prompts
+
+
+def normalised_weights(weights: list[float]) -> list[float]:
+    """Divide by the absolute sum (negative weights allowed); a sum near zero is refused."""
+    total = sum(weights)
+    if abs(total) < 1e-3 or not math.isfinite(total):
+        raise SettingsError("text_prompts", f"prompt weights must not sum to 0, got {weights} (sum {total:g})")
+    return [w / abs(total) for w in weights]

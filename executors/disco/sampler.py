@@ -1,0 +1,106 @@
+"""One image from settings and prompt embeddings: the guided reverse diffusion, step by step.
+
+``sample_image`` is a generator of ``StepReport``s, one per diffusion step; every
+``display_rate``-th step and the last carry the current image (the model's denoised estimate,
+as Disco Diffusion shows it). Stop iterating to stop the run. Everything random comes from
+``seed``, so on the CPU the same seed gives identical frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .cutouts import CutoutRandomness
+from .diffusion import GaussianDiffusion
+from .guidance import Guidance
+from .perlin import perlin_init
+from .prompts import normalised_weights
+from .settings import Settings
+
+FUZZY_COPIES = 25  # Disco Diffusion's fuzzy_prompt: 25 jittered copies of each prompt
+
+
+@dataclass
+class Models:
+    """Everything loaded once per process and shared by runs."""
+
+    unet: torch.nn.Module
+    clip: torch.nn.Module
+    secondary: torch.nn.Module | None = None
+    init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # LPIPS, when loaded
+    device: torch.device = torch.device("cpu")
+
+
+@dataclass
+class StepReport:
+    step: int  # steps done in this run, 1..total
+    total: int
+    cur_t: int  # Disco's cur_t after the step: the next timestep index, -1 after the last step
+    image: torch.Tensor | None  # (3, H, W) in [0, 1] on the CPU, on display steps and the last
+    loss: float | None  # the latest CLIP loss, for display
+
+
+def _targets(
+    settings: Settings, embeds: torch.Tensor, weights: list[float], g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if settings.fuzzy_prompt:
+        jitter = torch.randn((FUZZY_COPIES, *embeds.shape), generator=g).to(embeds)
+        embeds = (embeds.unsqueeze(0) + jitter * settings.rand_mag).clamp(0, 1).transpose(0, 1).flatten(0, 1)
+        weights = [w for w in weights for _ in range(FUZZY_COPIES)]
+    w = torch.tensor(normalised_weights(weights), dtype=torch.float32, device=embeds.device)
+    return embeds, w
+
+
+def sample_image(
+    settings: Settings,
+    prompt_embeds: torch.Tensor,
+    prompt_weights: list[float],
+    models: Models,
+    seed: int,
+    init_image: torch.Tensor | None = None,
+) -> Iterator[StepReport]:
+    """Run one image. ``prompt_embeds`` (m, 1024) normalised; ``init_image`` (1, 3, H, W) in [-1, 1]."""
+    device = models.device
+    g_cpu = torch.Generator().manual_seed(seed)
+    g_dev = g_cpu if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
+    h, w = settings.height, settings.width
+    diffusion = GaussianDiffusion(settings.steps)
+    x_T = torch.randn((settings.batch_size, 3, h, w), generator=g_dev, device=device)
+
+    embeds, weights = _targets(settings, prompt_embeds.to(device), prompt_weights, g_cpu)
+    start = None
+    if init_image is not None:
+        start = init_image.to(device)
+    if settings.perlin_init:
+        start = perlin_init(w, h, settings.perlin_mode, g_cpu).to(device)
+    guidance = Guidance(
+        settings,
+        diffusion,
+        models.clip,
+        embeds,
+        weights,
+        CutoutRandomness(g_cpu, g_dev),
+        secondary=models.secondary if settings.use_secondary_model else None,
+        unet=models.unet,
+        # The init loss compares with the user's image (not with perlin noise).
+        init=init_image.to(device) if init_image is not None else None,
+        init_loss=models.init_loss,
+    )
+    common = dict(
+        skip_steps=settings.skip_steps, init_image=start, cond_fn=guidance, clip_denoised=settings.clip_denoised
+    )
+    if settings.diffusion_sampling_mode == "ddim":
+        loop = diffusion.ddim_loop(models.unet, x_T, eta=settings.eta, generator=g_dev, **common)
+    else:
+        loop = diffusion.plms_loop(models.unet, x_T, **common)
+
+    total = diffusion.num_timesteps - settings.skip_steps
+    for j, step in enumerate(loop):
+        last = step.index == 0
+        show = j % settings.display_rate == 0 or last
+        image = step.pred_xstart[0].add(1).div(2).clamp(0, 1).detach().cpu() if show else None
+        loss = guidance.losses[-1] if guidance.losses else None
+        yield StepReport(j + 1, total, step.index - 1, image, loss)

@@ -1,0 +1,328 @@
+"""Every generation setting: its default, type, range and validation, in one place.
+
+The seed API's parameters keep the PaddleHub module's names and defaults; the Disco Diffusion
+extras are keyword-only there and carry the module's defaults. ``validate_settings`` is run by
+the client and again by the server before any model loads; its error names the parameter,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LIGHTHOUSE = (
+    "A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood "
+    "by greg rutkowski and thomas kinkade, Trending on artstation."
+)
+DIFFUSION_MODELS = ("512x512_diffusion_uncond_finetune_008100", "256x256_diffusion_uncond")
+PERLIN_MODES = ("mixed", "colored", "gray")
+PERLIN_ALIASES = {"mix": "mixed", "color": "colored", "grey": "gray"}
+SAMPLING_MODES = ("ddim", "plms")
+SCHEDULE_LENGTH = 1000  # schedules are read over 1000 "virtual" steps
+MAX_STEPS = 1000
+MAX_BATCHES = 1000
+
+
+def max_pixels() -> int:
+    """Largest width * height accepted; ``DISCO_MAX_PIXELS`` overrides (default 2048 * 2048)."""
+    return int(os.environ.get("DISCO_MAX_PIXELS", 2048 * 2048))
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+@dataclass
+class Settings:
+    # The seed API (PaddleHub disco_diffusion_clip_rn50), in its order.
+    text_prompts: list[str] = field(default_factory=lambda: [LIGHTHOUSE, "yellow color scheme"])
+    init_image: str | bytes | None = None
+    width_height: list[int] = field(default_factory=lambda: [1280, 768])
+    skip_steps: int = 10
+    steps: int = 250
+    init_scale: float = 1000
+    clip_guidance_scale: float = 5000
+    tv_scale: float = 0
+    range_scale: float = 150
+    sat_scale: float = 0
+    perlin_init: bool = False
+    perlin_mode: str = "mixed"
+    seed: int | None = None
+    display_rate: int = 10
+    n_batches: int = 4
+    batch_name: str = ""
+    use_gpu: bool = True
+    output_dir: str = "disco_diffusion_clip_rn50_out"
+    # Disco Diffusion extras (keyword-only in the API).
+    style: str | None = None
+    artist: str | None = None
+    cutn_batches: int = 4
+    diffusion_sampling_mode: str = "ddim"
+    eta: float = 0.8
+    clamp_grad: bool = True
+    clamp_max: float = 0.05
+    randomize_class: bool = True
+    clip_denoised: bool = False
+    fuzzy_prompt: bool = False
+    rand_mag: float = 0.05
+    cut_overview: str = "[12]*400+[4]*600"
+    cut_innercut: str = "[4]*400+[12]*600"
+    cut_ic_pow: float | str = 1
+    cut_icgray_p: str = "[0.2]*400+[0]*600"
+    batch_size: int = 1
+    diffusion_model: str = DIFFUSION_MODELS[0]
+    use_secondary_model: bool = True
+    skip_augs: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.width_height[0]
+
+    @property
+    def height(self) -> int:
+        return self.width_height[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        data = self.to_dict()
+        if isinstance(data["init_image"], bytes):
+            data["init_image"] = None  # image bytes do not belong in a settings file
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> Settings:
+        path = Path(text_or_path)
+        text = path.read_text() if isinstance(text_or_path, Path) or _looks_like_file(text_or_path) else text_or_path
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise SettingsError("settings", f"a YAML mapping of setting names to values is required, got {data!r}")
+        return validate_settings(data)
+
+
+def _looks_like_file(text: str | Path) -> bool:
+    return "\n" not in str(text) and str(text).endswith((".yml", ".yaml")) and Path(text).is_file()
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+
+
+# ----- type coercion: strict, but tolerant of floats that carry whole numbers (gRPC tags) -----
+
+
+def _int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(name, f"must be an integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise SettingsError(name, f"must be an integer, got {value!r}")
+        value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise SettingsError(name, f"must be in [{low}, {high if high is not None else 'inf'}], got {value}")
+    return value
+
+
+def _float(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(name, f"must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise SettingsError(name, f"must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise SettingsError(name, f"must be in [{low}, {high if high is not None else 'inf'}], got {value}")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):  # gRPC Struct turns bools into numbers
+        return bool(value)
+    raise SettingsError(name, f"must be true or false, got {value!r}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str:
+    if isinstance(value, str):
+        value = (aliases or {}).get(value.lower(), value.lower())
+        if value in allowed:
+            return value
+    raise SettingsError(name, f"must be one of {list(allowed)}, got {value!r}")
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise SettingsError(name, f"must be text or None, got {value!r}")
+
+
+# ----- schedules: "[12]*400+[4]*600", parsed without eval -----
+
+_TERM = re.compile(r"\s*\[([^\[\]]*)\]\s*(?:\*\s*(\d+))?\s*")
+
+
+def parse_schedule(name: str, value: Any, length: int = SCHEDULE_LENGTH) -> list[float]:
+    """A per-virtual-step schedule: a number (constant), a list, or ``[a, b]*n + [c]*m`` text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [_float(name, value)] * length
+    if isinstance(value, list | tuple):
+        values = [_float(name, v) for v in value]
+    elif isinstance(value, str):
+        values = []
+        for term in value.split("+"):
+            match = _TERM.fullmatch(term)
+            if not match:
+                raise SettingsError(
+                    name, f"cannot parse {term.strip()!r} in {value!r}; write terms like [12]*400+[4]*600"
+                )
+            items = [s.strip() for s in match.group(1).split(",") if s.strip()]
+            try:
+                numbers = [float(s) for s in items]
+            except ValueError:
+                raise SettingsError(name, f"schedule values must be numbers, got [{match.group(1)}]") from None
+            repeat = int(match.group(2) or 1)
+            if len(numbers) * repeat > length:
+                raise SettingsError(name, f"{value!r} is longer than {length} steps")
+            values.extend(numbers * repeat)
+    else:
+        raise SettingsError(name, f"must be a schedule like '[12]*400+[4]*600' or a number, got {value!r}")
+    if len(values) != length:
+        raise SettingsError(name, f"must cover exactly {length} steps, {value!r} covers {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise SettingsError(name, "schedule values must be finite")
+    return values
+
+
+def count_schedule(name: str, value: Any) -> list[int]:
+    values = parse_schedule(name, value)
+    if any(v < 0 or not v.is_integer() for v in values):
+        raise SettingsError(name, f"cutout counts must be whole numbers >= 0, got {value!r}")
+    return [int(v) for v in values]
+
+
+# ----- the validator -----
+
+
+def validate_settings(values: Mapping[str, Any] | Settings | None = None, **overrides: Any) -> Settings:
+    """Check and normalise every setting; raise ``SettingsError`` naming the first bad one."""
+    if isinstance(values, Settings):
+        values = values.to_dict()
+    if values is not None and not isinstance(values, Mapping):
+        raise SettingsError("settings", f"must be a mapping of setting names to values, got {type(values).__name__}")
+    data = {**(values or {}), **overrides}
+    unknown = [k for k in data if k not in SETTING_NAMES]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), SETTING_NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SettingsError(str(unknown[0]), f"unknown setting{hint} Known settings: {', '.join(SETTING_NAMES)}")
+    s = Settings(**data)
+
+    s.text_prompts = _text_prompts(s.text_prompts)
+    if s.init_image is not None and not isinstance(s.init_image, str | bytes):
+        raise SettingsError(
+            "init_image", f"must be a file path, a URL or image bytes, got {type(s.init_image).__name__}"
+        )
+    if s.init_image == "":
+        s.init_image = None
+    s.width_height = _width_height(s.width_height)
+    s.steps = _int("steps", s.steps, 1, MAX_STEPS)
+    s.skip_steps = _int("skip_steps", s.skip_steps, 0)
+    if s.skip_steps >= s.steps:
+        raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
+    for name in ("init_scale", "clip_guidance_scale", "tv_scale", "range_scale", "sat_scale"):
+        setattr(s, name, _float(name, getattr(s, name)))
+    s.perlin_init = _bool("perlin_init", s.perlin_init)
+    s.perlin_mode = _choice("perlin_mode", s.perlin_mode, PERLIN_MODES, PERLIN_ALIASES)
+    if s.seed is not None:
+        s.seed = _int("seed", s.seed, 0, 2**32 - 1)
+    s.display_rate = _int("display_rate", s.display_rate, 1)
+    s.n_batches = _int("n_batches", s.n_batches, 1, MAX_BATCHES)
+    s.batch_name = _batch_name(s.batch_name)
+    s.use_gpu = _bool("use_gpu", s.use_gpu)
+    if not isinstance(s.output_dir, str | os.PathLike) or not str(s.output_dir).strip():
+        raise SettingsError("output_dir", f"must be a directory path, got {s.output_dir!r}")
+    s.output_dir = str(s.output_dir)
+
+    s.style = _optional_text("style", s.style)
+    s.artist = _optional_text("artist", s.artist)
+    s.cutn_batches = _int("cutn_batches", s.cutn_batches, 1, 64)
+    s.diffusion_sampling_mode = _choice("diffusion_sampling_mode", s.diffusion_sampling_mode, SAMPLING_MODES)
+    s.eta = _float("eta", s.eta, 0.0, 1.0)
+    s.clamp_grad = _bool("clamp_grad", s.clamp_grad)
+    s.clamp_max = _float("clamp_max", s.clamp_max, 0.0)
+    if s.clamp_grad and s.clamp_max <= 0:
+        raise SettingsError("clamp_max", f"must be > 0 when clamp_grad is on, got {s.clamp_max}")
+    s.randomize_class = _bool("randomize_class", s.randomize_class)
+    s.clip_denoised = _bool("clip_denoised", s.clip_denoised)
+    s.fuzzy_prompt = _bool("fuzzy_prompt", s.fuzzy_prompt)
+    s.rand_mag = _float("rand_mag", s.rand_mag, 0.0)
+    overview = count_schedule("cut_overview", s.cut_overview)
+    inner = count_schedule("cut_innercut", s.cut_innercut)
+    if any(o + i == 0 for o, i in zip(overview, inner, strict=True)):
+        raise SettingsError("cut_innercut", "cut_overview + cut_innercut must be at least 1 at every step")
+    if any(p <= 0 for p in parse_schedule("cut_ic_pow", s.cut_ic_pow)):
+        raise SettingsError("cut_ic_pow", f"must be > 0, got {s.cut_ic_pow!r}")
+    if any(not 0 <= p <= 1 for p in parse_schedule("cut_icgray_p", s.cut_icgray_p)):
+        raise SettingsError("cut_icgray_p", f"probabilities must be in [0, 1], got {s.cut_icgray_p!r}")
+    if isinstance(s.cut_ic_pow, int | float) and not isinstance(s.cut_ic_pow, bool):
+        s.cut_ic_pow = float(s.cut_ic_pow)
+    s.batch_size = _int("batch_size", s.batch_size, 1, 1)
+    s.diffusion_model = _choice("diffusion_model", s.diffusion_model, DIFFUSION_MODELS)
+    s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
+    s.skip_augs = _bool("skip_augs", s.skip_augs)
+    return s
+
+
+def _text_prompts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise SettingsError("text_prompts", f"must be a non-empty list of prompts, got {value!r}")
+    for p in value:
+        if not isinstance(p, str) or not p.strip():
+            raise SettingsError("text_prompts", f"every prompt must be non-empty text, got {p!r}")
+    return list(value)
+
+
+def _width_height(value: Any) -> list[int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise SettingsError("width_height", f"must be [width, height], got {value!r}")
+    w, h = (_int("width_height", v, 64) for v in value)
+    if w % 64 or h % 64:
+        raise SettingsError("width_height", f"width and height must be multiples of 64, got [{w}, {h}]")
+    if w * h > max_pixels():
+        raise SettingsError(
+            "width_height", f"{w}x{h} is {w * h} pixels, above the cap of {max_pixels()} (DISCO_MAX_PIXELS)"
+        )
+    return [w, h]
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9 _.()\-]*")
+
+
+def _batch_name(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 100 or not _SAFE_NAME.fullmatch(value) or value.startswith("."):
+        raise SettingsError(
+            "batch_name",
+            f"must be up to 100 letters, digits, spaces or _ . ( ) - and not start with '.', got {value!r}",
+        )
+    return value
