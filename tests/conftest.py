@@ -13,3 +13,27 @@ REFERENCE = ROOT / "tests" / "fixtures" / "reference"
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """The narrow test UNet and the secondary model (recipe weights) and a seeded random CLIP RN50."""
+    import json
+
+    import torch
+    from disco.clip_model import load_clip
+    from disco.sampler import Models
+    from disco.secondary import build_secondary
+    from disco.unet import UNetConfig, build_unet
+    from recipe import recipe_state_dict
+
+    meta = json.loads((REFERENCE / "meta.json").read_text())
+    unet = build_unet(
+        UNetConfig.from_guided_diffusion(meta["tiny_unet_config"]),
+        recipe_state_dict(REFERENCE / "manifest_tiny_unet.json", meta["seeds"]["tiny_weights"]),
+    )
+    secondary = build_secondary(
+        recipe_state_dict(REFERENCE / "manifest_secondary_model_imagenet_2.json", meta["seeds"]["secondary_weights"])
+    )
+    torch.manual_seed(0)
+    return Models(unet=unet, clip=load_clip(None), secondary=secondary)

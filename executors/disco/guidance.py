@@ -127,18 +127,18 @@ class Guidance:
                     x_in_grad += (
                         torch.autograd.grad(clip_losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
                     )
-            loss = (
-                tv_loss(x_in).sum() * s.tv_scale
-                + range_loss(estimate).sum() * s.range_scale
-                + saturation_loss(x_in) * s.sat_scale
-            )
+            loss = tv_loss(x_in).sum() * s.tv_scale + saturation_loss(x_in) * s.sat_scale
             if self.init is not None and self.init_loss is not None and s.init_scale:
                 loss = loss + self.init_loss(x_in, self.init).sum() * s.init_scale
-            if loss.requires_grad:
-                x_in_grad += torch.autograd.grad(loss, x_in)[0]
+            x_in_grad += torch.autograd.grad(loss, x_in)[0]
             if torch.isnan(x_in_grad).any():
                 return torch.zeros_like(x)  # a NaN step is skipped, not propagated
-            grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
+            # Disco Diffusion differentiates the range loss with respect to x_in, of which the
+            # estimate is an input, so its gradient was always zero; here it reaches x.
+            surrogate = (x_in * x_in_grad).sum() + range_loss(estimate).sum() * s.range_scale
+            grad = -torch.autograd.grad(surrogate, x)[0]
+            if torch.isnan(grad).any():
+                return torch.zeros_like(x)
         if s.clamp_grad:
             magnitude = grad.square().mean().sqrt()
             grad = grad * magnitude.clamp(max=s.clamp_max) / magnitude.clamp(min=1e-12)

@@ -1,0 +1,215 @@
+"""Guidance, cutouts, perlin and the sampler on small images with the test models."""
+
+import pytest
+import torch
+from disco.clip_model import clip_normalize, encode_texts
+from disco.cutouts import CutoutRandomness, make_cutouts
+from disco.diffusion import GaussianDiffusion
+from disco.guidance import Guidance, range_loss, saturation_loss, spherical_dist_loss, tv_loss
+from disco.perlin import perlin_init
+from disco.sampler import Models, sample_image
+from disco.settings import validate_settings
+
+SMALL = dict(width_height=[64, 64], cut_overview="[1]*1000", cut_innercut="[1]*1000", cutn_batches=1)
+
+
+def rng(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return CutoutRandomness(g, g)
+
+
+def run(models, steps=4, skip=1, seed=1, init=None, **settings):
+    s = validate_settings(**{**SMALL, "steps": steps, "skip_steps": skip, "display_rate": 1, **settings})
+    embeds = encode_texts(models.clip, ["a red apple"])
+    return list(sample_image(s, embeds, [1.0], models, seed=seed, init_image=init))
+
+
+def clip_similarity(models, image, prompt="a red apple"):
+    with torch.no_grad():
+        img = torch.nn.functional.interpolate(image[None], size=224, mode="bilinear")
+        e = models.clip.encode_image(clip_normalize(img)).float()
+    return torch.nn.functional.cosine_similarity(e, encode_texts(models.clip, [prompt]))[0].item()
+
+
+# ----- cutouts -----
+
+
+def test_cutout_count_size_and_range():
+    image = torch.rand(1, 3, 64, 128)
+    cuts = make_cutouts(image, overview=4, innercut=3, ic_pow=1.0, icgray_p=0.0, rng=rng(), cut_size=32)
+    assert cuts.shape == (7, 3, 32, 32)
+    plain = make_cutouts(
+        image, overview=2, innercut=0, ic_pow=1.0, icgray_p=0.0, rng=rng(), cut_size=32, skip_augs=True
+    )
+    # the second overview is the grayscale of the first
+    assert torch.allclose(plain[1, 0], plain[1, 1]) and not torch.allclose(plain[0, 0], plain[0, 1])
+
+
+def test_cutouts_are_reproducible_from_the_generator():
+    image = torch.rand(1, 3, 64, 64)
+    a = make_cutouts(image, 2, 4, 1.0, 0.2, rng(5), cut_size=32)
+    b = make_cutouts(image, 2, 4, 1.0, 0.2, rng(5), cut_size=32)
+    c = make_cutouts(image, 2, 4, 1.0, 0.2, rng(6), cut_size=32)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_cutouts_pass_gradients():
+    image = torch.rand(1, 3, 64, 64, requires_grad=True)
+    make_cutouts(image, 1, 2, 1.0, 0.0, rng(), cut_size=32).sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+# ----- losses and the guidance gradient -----
+
+
+def test_spherical_distance():
+    a = torch.tensor([[1.0, 0.0]])
+    assert spherical_dist_loss(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    assert spherical_dist_loss(a, torch.tensor([[0.0, 3.0]])).item() == pytest.approx(2 * (torch.pi / 4) ** 2)
+
+
+def guidance_for(models, diffusion, **settings):
+    s = validate_settings(**{**SMALL, "clip_guidance_scale": 0, "range_scale": 0, "clamp_grad": False, **settings})
+    embeds = encode_texts(models.clip, ["a red apple"])
+    return Guidance(
+        s, diffusion, models.clip, embeds, torch.ones(1), rng(), secondary=models.secondary, unet=models.unet
+    )
+
+
+@pytest.mark.parametrize(
+    "scale,measure",
+    [
+        ("tv_scale", lambda est, x_in: tv_loss(x_in).sum()),
+        ("range_scale", lambda est, x_in: range_loss(est).sum()),
+        ("sat_scale", lambda est, x_in: saturation_loss(x_in)),
+    ],
+)
+def test_each_loss_moves_its_measure_and_is_off_at_zero(tiny_models, scale, measure):
+    diffusion = GaussianDiffusion(10)
+    x = 3 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # well outside [-1, 1]
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    off = guidance_for(tiny_models, diffusion)
+    assert torch.count_nonzero(off(x, t, 5)) == 0
+    on = guidance_for(tiny_models, diffusion, **{scale: 1000})
+    grad = on(x, t, 5)
+    assert grad.abs().sum() > 0
+    with torch.no_grad():
+        before = measure(*on._denoised(x, 5))
+        after = measure(*on._denoised(x + 1e-2 * grad / grad.abs().max(), 5))
+    assert after < before
+
+
+def test_clip_gradient_raises_similarity(tiny_models):
+    diffusion = GaussianDiffusion(10)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    g = guidance_for(tiny_models, diffusion, clip_guidance_scale=1000, skip_augs=True)
+    grad = g(x, t, 5)
+    with torch.no_grad():
+        before = clip_similarity(tiny_models, g._denoised(x, 5)[1][0].add(1).div(2))
+        after = clip_similarity(tiny_models, g._denoised(x + 0.05 * grad / grad.abs().max(), 5)[1][0].add(1).div(2))
+    assert after > before
+
+
+def test_gradient_rms_is_clamped(tiny_models):
+    diffusion = GaussianDiffusion(10)
+    x = 3 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    grad = guidance_for(tiny_models, diffusion, range_scale=1e6, clamp_grad=True, clamp_max=0.05)(x, t, 5)
+    assert grad.square().mean().sqrt().item() == pytest.approx(0.05, rel=1e-4)
+
+
+def test_nan_gradient_becomes_zero(tiny_models):
+    diffusion = GaussianDiffusion(10)
+    g = guidance_for(tiny_models, diffusion, init_scale=1)
+    g.init = torch.zeros(1, 3, 64, 64)
+    g.init_loss = lambda a, b: (a * float("nan")).sum()
+    grad = g(torch.randn(1, 3, 64, 64), torch.tensor([diffusion.scaled_timestep(5)]), 5)
+    assert torch.count_nonzero(grad) == 0
+
+
+def test_unet_estimate_is_used_without_secondary_model(tiny_models):
+    diffusion = GaussianDiffusion(10)
+    x = 3 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    with_secondary = guidance_for(tiny_models, diffusion, range_scale=100)
+    g = guidance_for(tiny_models, diffusion, range_scale=100)
+    g.secondary = None
+    a, b = with_secondary(x, t, 5), g(x, t, 5)
+    assert b.abs().sum() > 0 and not torch.allclose(a, b)
+
+
+# ----- perlin -----
+
+
+def test_perlin_modes_shapes_ranges_and_colours():
+    images = {m: perlin_init(96, 64, m, torch.Generator().manual_seed(0)) for m in ("mixed", "colored", "gray")}
+    for image in images.values():
+        assert image.shape == (1, 3, 64, 96)
+        assert image.min() >= -1 and image.max() <= 1 and image.std() > 0.1
+    gray = images["gray"][0]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    colored = images["colored"][0]
+    assert (colored[0] - colored[1]).abs().mean() > 0.05
+    assert not torch.equal(images["mixed"], images["colored"])
+    again = perlin_init(96, 64, "mixed", torch.Generator().manual_seed(0))
+    assert torch.equal(again, images["mixed"])
+
+
+# ----- the sampler -----
+
+
+def test_frames_every_display_rate_and_the_last(tiny_models):
+    s = validate_settings(**SMALL, steps=8, skip_steps=1, display_rate=3, clip_guidance_scale=0)
+    reports = list(sample_image(s, encode_texts(tiny_models.clip, ["x"]), [1.0], tiny_models, seed=0))
+    assert [r.step for r in reports] == list(range(1, 8))
+    assert [r.step for r in reports if r.image is not None] == [1, 4, 7]
+    assert reports[-1].cur_t == -1 and reports[-1].image.shape == (3, 64, 64)
+    assert 0 <= reports[-1].image.min() and reports[-1].image.max() <= 1
+
+
+def test_same_seed_same_frames_other_seed_different(tiny_models):
+    a = run(tiny_models, seed=1)
+    b = run(tiny_models, seed=1)
+    c = run(tiny_models, seed=2)
+    assert all(torch.equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[-1].image, c[-1].image)
+
+
+def test_guided_sampling_raises_clip_similarity(tiny_models):
+    unguided = run(tiny_models, steps=6, skip=2, clip_guidance_scale=0, range_scale=0)[-1].image
+    guided = run(tiny_models, steps=6, skip=2, clip_guidance_scale=20000, range_scale=0, clamp_max=0.5)[-1].image
+    assert clip_similarity(tiny_models, guided) > clip_similarity(tiny_models, unguided)
+
+
+def test_plms_mode_runs_and_differs_from_ddim(tiny_models):
+    ddim = run(tiny_models, clip_guidance_scale=0)[-1].image
+    plms = run(tiny_models, clip_guidance_scale=0, diffusion_sampling_mode="plms")[-1].image
+    assert plms.shape == ddim.shape and not torch.allclose(plms, ddim)
+
+
+def test_init_image_with_large_skip_stays_near_it(tiny_models):
+    init = torch.linspace(-0.8, 0.8, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    near = run(tiny_models, steps=10, skip=8, clip_guidance_scale=0, init=init)[-1].image
+    free = run(tiny_models, steps=10, skip=1, clip_guidance_scale=0, init=init)[-1].image
+    target = init[0].add(1).div(2)
+    assert (near - target).abs().mean() < 0.5 * (free - target).abs().mean()
+
+
+def test_perlin_init_changes_the_start(tiny_models):
+    plain = run(tiny_models, steps=10, skip=8, clip_guidance_scale=0)[-1].image
+    perlin = run(tiny_models, steps=10, skip=8, clip_guidance_scale=0, perlin_init=True, perlin_mode="gray")[-1].image
+    assert not torch.allclose(plain, perlin, atol=1e-2)
+
+
+def test_fuzzy_prompt_makes_25_jittered_targets(tiny_models):
+    from disco.sampler import _targets
+
+    s = validate_settings(fuzzy_prompt=True, rand_mag=0.05)
+    embeds, weights = _targets(s, encode_texts(tiny_models.clip, ["a", "b"]), [1.0, 1.0], torch.Generator())
+    assert embeds.shape == (50, 1024) and weights.shape == (50,)
+    assert weights.sum().item() == pytest.approx(1.0)
+
+
+def test_models_default_to_cpu(tiny_models):
+    assert isinstance(tiny_models, Models) and tiny_models.device.type == "cpu"

@@ -1,0 +1,128 @@
+"""Settings: the seed API's defaults, validation that names the parameter, YAML, schedules."""
+
+import inspect
+import math
+
+import pytest
+from disco.settings import LIGHTHOUSE, Settings, SettingsError, parse_schedule, validate_settings
+
+SEED_DEFAULTS = {
+    "text_prompts": [LIGHTHOUSE, "yellow color scheme"],
+    "init_image": None,
+    "width_height": [1280, 768],
+    "skip_steps": 10,
+    "steps": 250,
+    "init_scale": 1000,
+    "clip_guidance_scale": 5000,
+    "tv_scale": 0,
+    "range_scale": 150,
+    "sat_scale": 0,
+    "perlin_init": False,
+    "perlin_mode": "mixed",
+    "seed": None,
+    "display_rate": 10,
+    "n_batches": 4,
+    "batch_name": "",
+    "use_gpu": True,
+    "output_dir": "disco_diffusion_clip_rn50_out",
+}
+
+
+def test_seed_parameters_and_defaults_in_order():
+    names = [f for f in inspect.signature(Settings).parameters]
+    assert names[: len(SEED_DEFAULTS)] == list(SEED_DEFAULTS)
+    s = validate_settings()
+    for name, value in SEED_DEFAULTS.items():
+        assert getattr(s, name) == value, name
+
+
+def test_disco_extras_defaults():
+    s = Settings()
+    assert (s.cutn_batches, s.diffusion_sampling_mode, s.eta, s.clamp_grad, s.clamp_max) == (4, "ddim", 0.8, True, 0.05)
+    assert (s.cut_overview, s.cut_innercut, s.cut_icgray_p, s.cut_ic_pow) == (
+        "[12]*400+[4]*600",
+        "[4]*400+[12]*600",
+        "[0.2]*400+[0]*600",
+        1,
+    )
+    assert s.diffusion_model == "512x512_diffusion_uncond_finetune_008100" and s.use_secondary_model
+
+
+@pytest.mark.parametrize(
+    "name,value,fragment",
+    [
+        ("width_height", [100, 64], "multiples of 64"),
+        ("width_height", [64], "[width, height]"),
+        ("width_height", [64 * 64, 64 * 64], "DISCO_MAX_PIXELS"),
+        ("steps", 0, "[1, 1000]"),
+        ("steps", 2.5, "integer"),
+        ("steps", True, "integer"),
+        ("skip_steps", 250, "smaller than steps"),
+        ("skip_steps", -1, "skip_steps"),
+        ("display_rate", 0, "display_rate"),
+        ("clip_guidance_scale", math.inf, "finite"),
+        ("tv_scale", "high", "number"),
+        ("perlin_mode", "plaid", "['mixed', 'colored', 'gray']"),
+        ("diffusion_sampling_mode", "euler", "['ddim', 'plms']"),
+        ("eta", 1.5, "eta"),
+        ("n_batches", 0, "n_batches"),
+        ("seed", -1, "seed"),
+        ("text_prompts", [], "non-empty"),
+        ("text_prompts", ["ok", "  "], "non-empty"),
+        ("batch_name", "../../etc", "batch_name"),
+        ("batch_name", "a/b", "batch_name"),
+        ("cut_overview", "[12]*400+[4]*500", "exactly 1000"),
+        ("cut_overview", "__import__('os')", "cannot parse"),
+        ("cut_innercut", "[-1]*1000", "whole numbers"),
+        ("cut_icgray_p", "[2]*1000", "[0, 1]"),
+        ("cut_ic_pow", 0, "> 0"),
+        ("diffusion_model", "sd-v1", "diffusion_model"),
+        ("batch_size", 2, "batch_size"),
+        ("use_gpu", "yes", "true or false"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_parameter(name, value, fragment):
+    with pytest.raises(SettingsError) as err:
+        validate_settings(**{name: value})
+    assert err.value.parameter == name
+    assert str(err.value).startswith(f"{name}:")
+    assert fragment in str(err.value)
+
+
+def test_unknown_setting_suggests_the_close_name():
+    with pytest.raises(SettingsError, match="did you mean 'clip_guidance_scale'"):
+        validate_settings(clip_guidance_scal=1)
+
+
+def test_grpc_floats_are_read_back_as_their_types():
+    s = validate_settings(steps=250.0, width_height=[1280.0, 768.0], seed=42.0, perlin_init=0.0, use_gpu=1)
+    assert (s.steps, s.width_height, s.seed, s.perlin_init, s.use_gpu) == (250, [1280, 768], 42, False, True)
+    assert isinstance(s.steps, int) and isinstance(s.seed, int)
+
+
+def test_perlin_mode_aliases():
+    assert validate_settings(perlin_mode="color").perlin_mode == "colored"
+    assert validate_settings(perlin_mode="mix").perlin_mode == "mixed"
+
+
+def test_yaml_round_trip(tmp_path):
+    s = validate_settings(text_prompts=["a cat:2", "dog:-1"], steps=50, seed=7, cut_ic_pow="[1]*500+[2]*500")
+    path = tmp_path / "settings.yml"
+    s.to_yaml(path)
+    assert Settings.from_yaml(path) == s
+    assert Settings.from_yaml(s.to_yaml()) == s
+
+
+def test_yaml_with_a_bad_value_names_it():
+    with pytest.raises(SettingsError, match="^steps:"):
+        Settings.from_yaml("steps: -4\n")
+
+
+def test_schedules():
+    assert parse_schedule("x", "[12]*400+[4]*600")[399:401] == [12, 4]
+    assert parse_schedule("x", "[1,2]*500")[:4] == [1, 2, 1, 2]
+    assert parse_schedule("x", 3) == [3.0] * 1000
+    assert parse_schedule("x", [0.5] * 1000)[-1] == 0.5
+    for bad in ("[1]*999", "[1]*1001", "[a]*1000", "1000*[1]", "[1]*400+", "eval('1')"):
+        with pytest.raises(SettingsError, match="^x:"):
+            parse_schedule("x", bad)
