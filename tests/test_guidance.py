@@ -213,3 +213,43 @@ def test_fuzzy_prompt_makes_25_jittered_targets(tiny_models):
 
 def test_models_default_to_cpu(tiny_models):
     assert isinstance(tiny_models, Models) and tiny_models.device.type == "cpu"
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "vgg16-397923af.pth"
+    # torchvision's VGG16 layout; the classifier is left out to keep the file small (LPIPS reads features only)
+    cfg = torchvision.models.vgg.cfgs["D"]  # VGG16
+    features = torchvision.models.vgg.make_layers(cfg).state_dict()
+    torch.save({f"features.{k}": v for k, v in features.items()}, path)
+    return path
+
+
+def test_init_loss_is_lpips_and_moves_towards_the_init(tiny_models, vgg16_file):
+    from disco.lpips_loss import load_lpips
+
+    lpips_model = load_lpips(vgg16_file)
+    diffusion = GaussianDiffusion(10)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    init = torch.linspace(-0.8, 0.8, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    t = torch.tensor([diffusion.scaled_timestep(2)])
+    g = guidance_for(tiny_models, diffusion, init_scale=0)
+    g.init, g.init_loss = init, lpips_model
+    assert torch.count_nonzero(g(x, t, 2)) == 0
+    g.settings.init_scale = 1000
+    grad = g(x, t, 2)
+    with torch.no_grad():
+        before = lpips_model(g._denoised(x, 2)[1], init).sum()
+        after = lpips_model(g._denoised(x + 1e-2 * grad / grad.abs().max(), 2)[1], init).sum()
+    assert after < before
+
+
+def test_lpips_refuses_a_file_that_is_not_vgg16(tmp_path):
+    from disco.lpips_loss import load_lpips
+
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not a VGG16"):
+        load_lpips(tmp_path / "bad.pth")
