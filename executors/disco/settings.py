@@ -326,3 +326,15 @@ def _batch_name(value: Any) -> str:
             f"must be up to 100 letters, digits, spaces or _ . ( ) - and not start with '.', got {value!r}",
         )
     return value
+
+
+def settings_to_tags(s: Settings) -> dict[str, Any]:
+    """Settings as Document tags (JSON types); the init image travels separately, as bytes."""
+    tags = s.to_dict()
+    tags["init_image"] = None
+    return tags
+
+
+def settings_from_tags(tags: Mapping[str, Any]) -> Settings:
+    """Validate settings carried in tags (gRPC turns numbers into floats; the validator casts)."""
+    return validate_settings({k: v for k, v in tags.items() if k in SETTING_NAMES})

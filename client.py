@@ -1,0 +1,406 @@
+"""Disco Diffusion (CLIP RN50) client: ``generate_image`` and the command line.
+
+    from client import generate_image
+    da = generate_image(text_prompts=["A lighthouse in a storm:1", "yellow color scheme:0.5"], steps=250)
+
+    python client.py --text_prompts "A lighthouse in a storm" --steps 250 [--host grpc://host:51000]
+
+Without ``host`` the Flow in ``flow.yml`` is started in this process on a free local port and
+stopped afterwards. Settings are checked here before anything starts, and again by the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import urllib.request
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "executors"))
+
+from disco.outputs import save_outputs  # noqa: E402
+from disco.settings import (  # noqa: E402
+    LIGHTHOUSE,
+    SETTING_NAMES,
+    Settings,
+    SettingsError,
+    settings_to_tags,
+    validate_settings,
+)
+
+FLOW_FILE = ROOT / "flow.yml"
+PROGRESS_INTERVAL_S = 0.5
+SEED_NAMES = list(SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1])
+
+
+def generate_image(
+    text_prompts: list[str] | None = [LIGHTHOUSE, "yellow color scheme"],  # noqa: B006 (the seed API's default)
+    init_image: str | None = None,
+    width_height: list[int] | None = [1280, 768],  # noqa: B006
+    skip_steps: int | None = 10,
+    steps: int | None = 250,
+    init_scale: int | None = 1000,
+    clip_guidance_scale: int | None = 5000,
+    tv_scale: int | None = 0,
+    range_scale: int | None = 150,
+    sat_scale: int | None = 0,
+    perlin_init: bool | None = False,
+    perlin_mode: str | None = "mixed",
+    seed: int | None = None,
+    display_rate: int | None = 10,
+    n_batches: int | None = 4,
+    batch_name: str | None = "",
+    use_gpu: bool | None = True,
+    output_dir: str | None = "disco_diffusion_clip_rn50_out",
+    *,
+    host: str | None = None,
+    progress: bool = True,
+    **extras: Any,
+):
+    """Generate ``n_batches`` images; returns a DocumentArray (docarray v1), one Document per image.
+
+    Each Document: ``uri`` the final image (PNG data URI), ``chunks`` the frames every
+    ``display_rate`` steps and the last (``tags['cur_t']``, ``tags['step']``), ``tags`` the
+    settings and that image's ``seed`` (batch ``i`` uses ``seed + i``). Files are written to
+    ``output_dir``. Disco Diffusion extras (``cutn_batches``, ``eta``, ``cut_overview``, ...) are
+    keyword arguments. Ctrl-C stops the run at the next step and keeps what was made.
+    """
+    local = {k: v for k, v in locals().items() if k in SEED_NAMES}
+    settings = validate_settings(
+        {k: v for k, v in local.items() if v is not None or k in ("seed", "init_image")}, **extras
+    )
+    init_bytes = read_init_image(settings.init_image) if settings.init_image else None
+    if settings.seed is None:
+        settings.seed = random.randint(0, 2**32 - 1 - settings.n_batches)
+    if settings.seed + settings.n_batches - 1 > 2**32 - 1:
+        raise SettingsError("seed", f"seed + n_batches - 1 must stay below 2**32, got {settings.seed}")
+    docs = make_documents(settings, init_bytes)
+    with flow_address(host, settings.use_gpu) as address:
+        results = asyncio.run(_run(address, docs, progress))
+    save_outputs(results, settings)
+    return results
+
+
+def read_init_image(source: str | bytes) -> bytes:
+    """The client reads paths and URLs; the server only ever receives bytes."""
+    if isinstance(source, bytes):
+        return source
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                return response.read()
+        except OSError as exc:
+            raise SettingsError("init_image", f"cannot fetch {source}: {exc}") from None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise SettingsError("init_image", f"no such file: {path}")
+    return path.read_bytes()
+
+
+def make_documents(settings: Settings, init_bytes: bytes | None):
+    from docarray import Document, DocumentArray
+
+    tags = settings_to_tags(settings)
+    docs = DocumentArray()
+    for i in range(settings.n_batches):
+        doc = Document(
+            id=uuid.uuid4().hex, tags={**tags, "seed": settings.seed + i, "batch_index": i, "run_seed": settings.seed}
+        )
+        if init_bytes:
+            doc.blob = init_bytes
+        docs.append(doc)
+    return docs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def flow_address(host: str | None, use_gpu: bool = True):
+    """A running Flow's address: ``host`` as given, or an in-process Flow from flow.yml."""
+    if host:
+        yield host if "://" in host else f"grpc://{host}"
+        return
+    from jina import Flow
+
+    os.environ.setdefault("DISCO_USE_GPU", "1" if use_gpu else "0")
+    flow = Flow.load_config(str(FLOW_FILE))
+    flow.port = free_port()
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # py_modules in flow.yml are relative to the repository
+    try:
+        with flow:
+            os.chdir(cwd)
+            yield f"grpc://127.0.0.1:{flow.port}"
+    finally:
+        os.chdir(cwd)
+
+
+async def _post(client, endpoint: str, docs, parameters: dict | None = None):
+    from docarray import DocumentArray
+
+    out = DocumentArray()
+    async for response in client.post(endpoint, docs, parameters=parameters or {}):
+        out.extend(response)
+    return out
+
+
+async def _run(address: str, docs, show_progress: bool = True):
+    """Send one request per image (replicas can spread them), poll progress, cancel on Ctrl-C."""
+    from docarray import DocumentArray
+    from jina import Client
+
+    client = Client(host=address, asyncio=True)
+    bars = ProgressBars(docs, enabled=show_progress)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread: no Ctrl-C handling
+        pass
+
+    jobs = [asyncio.create_task(_post(client, "/generate", DocumentArray([d]))) for d in docs]
+
+    async def watch() -> None:
+        while not all(j.done() for j in jobs):
+            if stop.is_set():
+                bars.note("stopping: cancelling at the next step, keeping the frames made so far")
+                await _post(client, "/cancel", DocumentArray([type(d)(id=d.id) for d in docs]))
+                return
+            pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
+            try:
+                states = await _post(client, "/progress", DocumentArray([type(d)(id=d.id) for d in pending]))
+                bars.update(states)
+            except Exception:  # progress is best effort; the job's own result decides
+                pass
+            try:
+                await asyncio.wait_for(stop.wait(), PROGRESS_INTERVAL_S)
+            except TimeoutError:
+                pass
+
+    watcher = asyncio.create_task(watch())
+    try:
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    finally:
+        await watcher  # it returns once every job is done (or after sending a cancel)
+        bars.finish([o for o in outcomes if not isinstance(o, BaseException)] if "outcomes" in locals() else [])
+        bars.close()
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:
+        raise GenerationFailed(errors)
+    results = DocumentArray()
+    for out in outcomes:
+        results.extend(out)
+    for doc in results:
+        cast_tags(doc)
+    return results
+
+
+class GenerationFailed(RuntimeError):
+    def __init__(self, errors: list[BaseException]):
+        self.errors = errors
+        super().__init__("; ".join(_server_message(e) for e in errors))
+
+
+def _server_message(error: BaseException) -> str:
+    """The server's own error text (its exception's message), not a gRPC dump."""
+    status = getattr(error, "args", [None])[0]
+    exc = getattr(getattr(status, "status", None), "exception", None)
+    if exc is not None and exc.args:
+        return f"{exc.name}: {exc.args[0]}"
+    return f"{type(error).__name__}: {error}"
+
+
+INT_TAGS = {
+    "seed",
+    "run_seed",
+    "batch_index",
+    "steps",
+    "skip_steps",
+    "display_rate",
+    "n_batches",
+    "cutn_batches",
+    "batch_size",
+    "steps_done",
+    "step",
+    "cur_t",
+    "total",
+}
+
+
+def cast_tags(doc) -> None:
+    """gRPC carries numbers as floats (protobuf Struct): give whole-number settings back their type."""
+    for tags in [doc.tags, *(c.tags for c in doc.chunks)]:
+        for key in INT_TAGS & set(tags):
+            if isinstance(tags[key], float) and tags[key].is_integer():
+                tags[key] = int(tags[key])
+        if "width_height" in tags:
+            tags["width_height"] = [int(v) for v in tags["width_height"]]
+
+
+class ProgressBars:
+    """One tqdm bar per image: step / total, ETA, CLIP loss."""
+
+    def __init__(self, docs, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.enabled = enabled
+        self.bars = {}
+        if enabled:
+            for i, d in enumerate(docs):
+                total = int(d.tags["steps"]) - int(d.tags["skip_steps"])
+                self.bars[d.id] = tqdm(
+                    total=total, position=i, desc=f"image {i} (seed {int(d.tags['seed'])})", unit="step", leave=True
+                )
+
+    def update(self, states) -> None:
+        for state in states:
+            bar = self.bars.get(state.id)
+            step = state.tags.get("step")
+            if bar is not None and step is not None:
+                bar.update(int(step) - bar.n)
+                if state.tags.get("loss") is not None:
+                    bar.set_postfix(loss=f"{state.tags['loss']:.3f}", status=state.tags.get("status"))
+
+    def finish(self, results) -> None:
+        for result in results:
+            for doc in result:
+                bar = self.bars.get(doc.id)
+                if bar is not None and doc.tags.get("steps_done") is not None:
+                    bar.update(int(doc.tags["steps_done"]) - bar.n)
+                    bar.set_postfix(status=doc.tags.get("status"))
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(message)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+# ----- command line -----
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+HELP = {
+    "text_prompts": "what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0)",
+    "init_image": "start from this image (path or URL) instead of noise",
+    "width_height": "output width and height, each a multiple of 64",
+    "skip_steps": "skip this many of the first (noisiest) steps; larger keeps more of an init image",
+    "steps": "diffusion steps (1-1000); more is slower and finer",
+    "init_scale": "how strongly the result stays like init_image (LPIPS loss)",
+    "clip_guidance_scale": "how strongly the image follows the prompts",
+    "tv_scale": "smoothness (total variation) loss; 0 is off",
+    "range_scale": "penalty on values outside the colour range; 0 is off",
+    "sat_scale": "saturation penalty; 0 is off",
+    "perlin_init": "start from perlin noise",
+    "perlin_mode": "perlin noise colours: mixed, colored or gray",
+    "seed": "random seed (default: random, printed); image i uses seed + i",
+    "display_rate": "keep a frame every this many steps (and the last)",
+    "n_batches": "how many images",
+    "batch_name": "name used in the output file names",
+    "use_gpu": "use the GPU when there is one (in-process Flow only; a remote Flow decides itself)",
+    "output_dir": "directory for the PNGs, GIFs and sprite sheets",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="client.py",
+        description="Disco Diffusion (CLIP RN50) text-to-image, served as a Jina Flow.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="a running Flow, e.g. grpc://localhost:51000 (default: start the Flow in this process)",
+    )
+    parser.add_argument("--settings", type=Path, help="a YAML file of settings; flags given here override it")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    for name in SETTING_NAMES:
+        default = getattr(defaults, name)
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, "Disco Diffusion setting")}
+        if isinstance(default, bool):
+            kwargs.update(type=_bool, metavar="{true,false}")
+        elif name in ("text_prompts",):
+            kwargs.update(nargs="+")
+        elif name == "width_height":
+            kwargs.update(nargs=2, type=int, metavar=("WIDTH", "HEIGHT"))
+        elif name in (
+            "init_image",
+            "style",
+            "artist",
+            "batch_name",
+            "output_dir",
+            "perlin_mode",
+            "diffusion_sampling_mode",
+            "diffusion_model",
+            "cut_overview",
+            "cut_innercut",
+            "cut_icgray_p",
+        ):
+            kwargs.update(type=str)
+        elif name == "cut_ic_pow":
+            kwargs.update(type=lambda v: float(v) if v.replace(".", "", 1).isdigit() else v)
+        elif isinstance(default, int) or name in ("seed",):
+            kwargs.update(type=int)
+        else:
+            kwargs.update(type=float)
+        kwargs["help"] += f" (default: {default!r})" if name != "text_prompts" else " (default: the lighthouse prompt)"
+        parser.add_argument(f"--{name}", **kwargs)
+    return parser
+
+
+def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_image) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    host, settings_file, no_progress = args.pop("host"), args.pop("settings"), args.pop("no_progress")
+    try:
+        values = Settings.from_yaml(settings_file).to_dict() if settings_file else {}
+        values.update(args)
+        da = generate(**values, host=host, progress=not no_progress)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GenerationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = [
+        {"seed": d.tags.get("seed"), "status": d.tags.get("status"), "files": d.tags.get("files", [])} for d in da
+    ]
+    print(json.dumps(summary, indent=1))
+    return 130 if any(d.tags.get("status") == "cancelled" for d in da) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Jina executor: guided reverse diffusion, one Document per image, with progress and cancel.
+
+``/generate`` runs one job at a time per replica (Jina serialises synchronous endpoints);
+``/progress`` and ``/cancel`` are asynchronous, so they are answered while a job runs, and
+they go through the shared job board, so any replica can answer for any job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from disco.images import decode_init_image, png_bytes, to_uint8_hwc  # noqa: E402
+from disco.jobs import JobBoard  # noqa: E402
+from disco.loading import ModelCache, pick_device  # noqa: E402
+from disco.sampler import sample_image  # noqa: E402
+from disco.settings import DIFFUSION_MODELS, settings_from_tags  # noqa: E402
+from docarray import Document, DocumentArray  # noqa: E402
+from jina import Executor, requests  # noqa: E402
+
+
+class SamplingFailed(RuntimeError):
+    pass
+
+
+class DiffusionSampler(Executor):
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        use_gpu: bool | None = None,
+        preload: str | None = DIFFUSION_MODELS[0],
+        jobs_dir: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if use_gpu is None:
+            use_gpu = os.environ.get("DISCO_USE_GPU", "1") not in ("0", "false", "False")
+        self.cache = ModelCache(model_dir, pick_device(use_gpu))
+        if preload:  # load the default models at start, not on the first request
+            self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
+        self.board = JobBoard(jobs_dir)
+        self.board.sweep()
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    @requests(on="/generate")
+    def generate(self, docs: DocumentArray, **kwargs) -> None:
+        for doc in docs:
+            self._generate(doc)
+
+    def _generate(self, doc: Document) -> None:
+        s = settings_from_tags(doc.tags)
+        seed = int(doc.tags["seed"])
+        init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
+        if doc.embedding is None:
+            raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
+        embeds = torch.as_tensor(doc.embedding, dtype=torch.float32)
+        weights = [float(w) for w in doc.tags["prompt_weights"]]
+        models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
+
+        started = time.time()
+        status, step = "done", 0
+        self.board.update(doc.id, status="running", step=0, total=s.steps - s.skip_steps, replica=self.replica)
+        try:
+            if self.board.cancelled(doc.id):
+                status = "cancelled"
+            else:
+                for report in sample_image(s, embeds, weights, models, seed=seed, init_image=init):
+                    step = report.step
+                    png = None
+                    if report.image is not None:
+                        if not torch.isfinite(report.image).all():
+                            raise SamplingFailed(f"the image became NaN at step {report.step}")
+                        frame = to_uint8_hwc(report.image)
+                        doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
+                        png = png_bytes(frame)
+                    self.board.update(
+                        doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, loss=report.loss
+                    )
+                    if self.board.cancelled(doc.id):
+                        status = "cancelled"  # stop at this step; the frames so far go back
+                        break
+        except Exception as exc:
+            self.board.update(doc.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.board.update(doc.id, status=status, finished=time.time())
+        doc.tags.update(status=status, steps_done=step, replica=self.replica, started=started, finished=time.time())
+
+    @requests(on="/progress")
+    async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
+        """Per Document id: status, step, total, cur_t, loss; with ``parameters={'frame': True}``
+        the latest frame as ``doc.uri``."""
+        want_frame = bool((parameters or {}).get("frame"))
+        for doc in docs:
+            state = self.board.read(doc.id) or {"status": "waiting"}
+            doc.tags.update(state)
+            if want_frame and (png := self.board.latest_frame(doc.id)):
+                doc.blob = png
+                doc.convert_blob_to_datauri(mimetype="image/png")
+
+    @requests(on="/cancel")
+    async def cancel(self, docs: DocumentArray, **kwargs) -> None:
+        for doc in docs:
+            self.board.cancel(doc.id)
+            doc.tags["cancel_requested"] = True

@@ -1,0 +1,88 @@
+"""Progress and cancellation of running jobs, shared through a directory.
+
+Jina spreads requests over replicas round-robin, so the replica asked for a job's progress
+is often not the one running it. Each job therefore lives in files under one directory
+(``DISCO_JOBS_DIR``, default a folder in the system temp dir; on Kubernetes a shared volume):
+``<id>.json`` (state, rewritten atomically every step), ``<id>.png`` (latest frame) and
+``<id>.cancel`` (the stop request). Any replica can answer for any job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def jobs_dir() -> Path:
+    return Path(os.environ.get("DISCO_JOBS_DIR") or Path(tempfile.gettempdir()) / "disco-jobs")
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids become file names: letters, digits, '-' and '_' only."""
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job id must be 1-64 letters, digits, '-' or '_', got {job_id!r}")
+    return job_id
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class JobBoard:
+    def __init__(self, directory: str | Path | None = None):
+        self.dir = Path(directory) if directory else jobs_dir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: str, suffix: str) -> Path:
+        return self.dir / f"{check_job_id(job_id)}{suffix}"
+
+    def update(self, job_id: str, frame_png: bytes | None = None, **state: Any) -> None:
+        if frame_png is not None:
+            _write_atomic(self._path(job_id, ".png"), frame_png)
+        current = self.read(job_id) or {}
+        current.update(state, updated=time.time())
+        _write_atomic(self._path(job_id, ".json"), json.dumps(current).encode())
+
+    def read(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._path(job_id, ".json").read_bytes())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def latest_frame(self, job_id: str) -> bytes | None:
+        try:
+            return self._path(job_id, ".png").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the job to stop at its next step (also before it starts)."""
+        self._path(job_id, ".cancel").touch()
+
+    def cancelled(self, job_id: str) -> bool:
+        return self._path(job_id, ".cancel").exists()
+
+    def forget(self, job_id: str, older_than_s: float = 0) -> None:
+        for suffix in (".json", ".png", ".cancel"):
+            path = self._path(job_id, suffix)
+            if path.exists() and time.time() - path.stat().st_mtime >= older_than_s:
+                path.unlink(missing_ok=True)
+
+    def sweep(self, older_than_s: float = 24 * 3600) -> None:
+        """Remove files of jobs untouched for a day, so the directory does not grow forever."""
+        now = time.time()
+        for path in self.dir.glob("*"):
+            try:
+                if now - path.stat().st_mtime > older_than_s:
+                    path.unlink()
+            except FileNotFoundError:
+                pass

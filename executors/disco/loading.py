@@ -1,0 +1,87 @@
+"""Loading the models a run needs, once per process, from the model directory.
+
+Files come from ``weights.ensure`` (cache in ``DISCO_MODEL_DIR``, download on first use).
+CLIP RN50 is read from ``open_clip_rn50_openai.safetensors`` in the model directory when that
+file is there, otherwise through open_clip's own ``openai`` download, cached in the same place.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import weights
+from .clip_model import load_clip
+from .lpips_loss import VGG16_FILE, load_lpips
+from .sampler import Models
+from .secondary import load_secondary
+from .unet import MODEL_CONFIGS, load_unet
+
+SECONDARY_FILE = "secondary_model_imagenet_2.pth"
+CLIP_FILE = "open_clip_rn50_openai.safetensors"
+log = logging.getLogger(__name__)
+
+
+def pick_device(use_gpu: bool = True) -> torch.device:
+    """The GPU when present and allowed, else the CPU (with a warning if a GPU was wanted)."""
+    if use_gpu and torch.cuda.is_available():
+        return torch.device("cuda")
+    if use_gpu:
+        warnings.warn("use_gpu=True but no CUDA GPU is available: running on the CPU (much slower)", stacklevel=2)
+    return torch.device("cpu")
+
+
+def clip_for(model_dir: Path, device: torch.device) -> torch.nn.Module:
+    local = model_dir / CLIP_FILE
+    model = load_clip(local if local.is_file() else "openai", cache_dir=model_dir)
+    return model.to(device)
+
+
+class ModelCache:
+    """Models by name, loaded on first use and kept: a process serves many requests."""
+
+    def __init__(self, model_dir: str | Path | None = None, device: torch.device | None = None):
+        self.model_dir = Path(model_dir) if model_dir else weights.model_dir()
+        self.device = device or pick_device(True)
+        self._unets: dict[str, torch.nn.Module] = {}
+        self._clip: torch.nn.Module | None = None
+        self._secondary: torch.nn.Module | None = None
+        self._lpips: torch.nn.Module | None = None
+
+    def _file(self, name: str) -> Path:
+        return weights.ensure(name, self.model_dir)
+
+    def unet(self, name: str) -> torch.nn.Module:
+        if name not in self._unets:
+            if name not in MODEL_CONFIGS:
+                raise ValueError(f"diffusion_model: unknown model {name!r}; allowed: {sorted(MODEL_CONFIGS)}")
+            log.info("loading %s", name)
+            self._unets[name] = load_unet(self._file(f"{name}.pt"), MODEL_CONFIGS[name]).to(self.device)
+        return self._unets[name]
+
+    def clip(self) -> torch.nn.Module:
+        if self._clip is None:
+            self._clip = clip_for(self.model_dir, self.device)
+        return self._clip
+
+    def secondary(self) -> torch.nn.Module:
+        if self._secondary is None:
+            self._secondary = load_secondary(self._file(SECONDARY_FILE)).to(self.device)
+        return self._secondary
+
+    def lpips(self) -> torch.nn.Module:
+        if self._lpips is None:
+            self._lpips = load_lpips(self._file(VGG16_FILE)).to(self.device)
+        return self._lpips
+
+    def models(self, diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> Models:
+        return Models(
+            unet=self.unet(diffusion_model),
+            clip=self.clip(),
+            secondary=self.secondary() if use_secondary_model else None,
+            init_loss=self.lpips() if with_init_loss else None,
+            device=self.device,
+        )

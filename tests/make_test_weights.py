@@ -1,0 +1,91 @@
+"""Write weight files with the real layouts and real file names, filled by the fixture recipe.
+
+    python tests/make_test_weights.py DIR [--models NAME ...]
+
+Every model the product loads gets a file, so the whole product runs end to end here without
+downloads (the pictures are noise: the weights are not trained). ``DIR/checksums.json``
+records their sha256, which the weights module accepts in place of the published ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "executors"))
+sys.path.insert(0, str(HERE))
+
+from recipe import recipe_state_dict  # noqa: E402
+
+REFERENCE = HERE / "fixtures" / "reference"
+UNETS = {"512x512_diffusion_uncond_finetune_008100": 1245, "256x256_diffusion_uncond": 1256}
+SECONDARY = "secondary_model_imagenet_2.pth"
+CLIP = "open_clip_rn50_openai.safetensors"
+VGG16 = "vgg16-397923af.pth"
+ALL = [*(f"{n}.pt" for n in UNETS), SECONDARY, CLIP, VGG16]
+
+
+def _state(name: str) -> dict[str, torch.Tensor]:
+    if name.removesuffix(".pt") in UNETS:
+        stem = name.removesuffix(".pt")
+        return recipe_state_dict(REFERENCE / f"manifest_{stem}.json", UNETS[stem])
+    if name == SECONDARY:
+        return recipe_state_dict(REFERENCE / "manifest_secondary_model_imagenet_2.json", 1241)
+    torch.manual_seed(0)
+    if name == CLIP:
+        import open_clip
+
+        return open_clip.create_model("RN50-quickgelu", pretrained=None).state_dict()
+    if name == VGG16:
+        import torchvision
+
+        # torchvision's VGG16 feature layers (LPIPS reads only these; the classifier is left out).
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]).state_dict()
+        return {f"features.{k}": v for k, v in features.items()}
+    raise ValueError(f"unknown model file {name!r}; known: {ALL}")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make(directory: Path, names: list[str]) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    checksums_file = directory / "checksums.json"
+    checksums = json.loads(checksums_file.read_text()) if checksums_file.exists() else {}
+    for name in names:
+        path = directory / name
+        state = {k: v.contiguous() for k, v in _state(name).items()}
+        if name.endswith(".safetensors"):
+            from safetensors.torch import save_file
+
+            save_file(state, str(path))
+        else:
+            torch.save(state, path)
+        checksums[name] = sha256(path)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    checksums_file.write_text(json.dumps(checksums, indent=1))
+    return checksums
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--models", nargs="+", default=ALL, choices=ALL, help="which files (default: all)")
+    args = parser.parse_args(argv)
+    make(args.directory, args.models)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
