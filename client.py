@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -143,11 +144,37 @@ def flow_address(host: str | None, use_gpu: bool = True):
     cwd = os.getcwd()
     os.chdir(ROOT)  # py_modules in flow.yml are relative to the repository
     try:
-        with flow:
-            os.chdir(cwd)
+        with _spawned_processes():
+            flow.__enter__()
+        os.chdir(cwd)
+        try:
             yield f"grpc://127.0.0.1:{flow.port}"
+        finally:
+            flow.__exit__(None, None, None)
     finally:
         os.chdir(cwd)
+
+
+@contextmanager
+def _spawned_processes():
+    """Start processes as fresh interpreters, without re-running the caller's script.
+
+    Jina forks its executor processes by default; a fork of a process that has already run
+    torch (its OpenMP threads) hangs at the child's first parallel op. Spawned children would
+    re-import the caller's ``__main__`` from its file, which for a script without a
+    ``__main__`` guard means running it again, so the file is hidden while they start (the
+    children only need jina's own functions).
+    """
+    method = multiprocessing.get_start_method(allow_none=True)
+    main = sys.modules["__main__"]
+    main_file = main.__dict__.pop("__file__", None)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(method, force=True)
+        if main_file is not None:
+            main.__file__ = main_file
 
 
 async def _post(client, endpoint: str, docs, parameters: dict | None = None):

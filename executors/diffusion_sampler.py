@@ -7,6 +7,7 @@ they go through the shared job board, so any replica can answer for any job.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sys
@@ -99,8 +100,7 @@ class DiffusionSampler(Executor):
             state = self.board.read(doc.id) or {"status": "waiting"}
             doc.tags.update(state)
             if want_frame and (png := self.board.latest_frame(doc.id)):
-                doc.blob = png
-                doc.convert_blob_to_datauri(mimetype="image/png")
+                doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
 
     @requests(on="/cancel")
     async def cancel(self, docs: DocumentArray, **kwargs) -> None:

@@ -1,21 +1,33 @@
 """Model files: where they come from, where they are cached, and a careful download.
 
 Files live in ``DISCO_MODEL_DIR`` (default ``~/.cache/disco-diffusion``). A missing file is
-downloaded on first use (or by ``python -m disco.weights``): into ``<name>.part``, resumed
-with an HTTP Range request after an interruption, tried over every mirror, checked against
-its sha256 before an atomic rename, under a file lock so concurrent starts do not collide.
-A ``checksums.json`` in the model directory may name other sha256 values for locally made or
-converted files (the tests' recipe weights use it); they are checked just the same.
+downloaded on first use, or ahead of time with::
+
+    python -m disco.weights [--dir DIR] [--mirror URL] [NAME ...]
+
+The download goes to ``<name>.part``, is resumed with an HTTP ``Range`` request after an
+interruption, tries every mirror in turn, and is checked against its sha256 before an atomic
+rename to ``<name>``: a file under its final name is always complete and verified. A lock on
+``<name>.lock`` makes concurrent starts wait for one download instead of racing it. The
+verified hash is remembered in ``<name>.sha256ok`` (size and mtime), so a 2.2 GB file is not
+re-hashed on every start. A ``checksums.json`` in the model directory may give other sha256
+values for locally made or converted files (the tests' recipe weights use it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import errno
 import fcntl
 import hashlib
+import http.client
 import json
+import logging
 import os
+import re
+import shutil
 import sys
 import time
 import urllib.error
@@ -23,16 +35,24 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-CONNECT_TIMEOUT_S = 10.0
-ATTEMPTS_PER_URL = 2
+CONNECT_TIMEOUT_S = 5.0  # offline fails in seconds
+READ_TIMEOUT_S = 60.0  # a stalled transfer is abandoned (and later resumed)
+ATTEMPTS_PER_URL = 2  # failed attempts in a row; an attempt that got bytes does not count
+BACKOFF_S = 1.0  # pause before retrying a URL, times the attempt number
+USER_AGENT = "disco-diffusion-jina (python urllib)"
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 @dataclass(frozen=True)
 class ModelFile:
     name: str
-    sha256: str  # full digest, or a prefix of at least 8 hex digits (torchvision-style names)
+    sha256: str
+    size: int | None  # bytes, when known (then checked); None: not checked
     urls: tuple[str, ...]
     description: str = ""
 
@@ -43,47 +63,59 @@ REGISTRY: dict[str, ModelFile] = {
         ModelFile(
             "512x512_diffusion_uncond_finetune_008100.pt",
             "9c111ab89e214862b76e1fa6a1b3f1d329b1a88281885943d2cdbe357ad57648",
+            None,
             (
+                "https://v-diffusion.s3.us-west-2.amazonaws.com/512x512_diffusion_uncond_finetune_008100.pt",
                 "https://huggingface.co/lowlevelware/512x512_diffusion_unconditional_ImageNet/resolve/main/"
+                "512x512_diffusion_uncond_finetune_008100.pt",
+                "https://ipfs.io/ipfs/QmYNhbgnjPRuprob6WiELb3egd8rZa2xTEYGzAfkLuaKJw?filename="
                 "512x512_diffusion_uncond_finetune_008100.pt",
                 "https://the-eye.eu/public/AI/models/512x512_diffusion_unconditional_ImageNet/"
                 "512x512_diffusion_uncond_finetune_008100.pt",
             ),
-            "ADM 512x512 unconditional ImageNet diffusion (2.2 GB)",
+            "ADM 512x512 unconditional ImageNet diffusion, Katherine Crowson's fine-tune (2.2 GB)",
         ),
         ModelFile(
             "256x256_diffusion_uncond.pt",
             "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1",
+            None,
             (
                 "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",
-                "https://www.dropbox.com/s/9tqnqo930mpnpcn/256x256_diffusion_uncond.pt",
+                "https://www.dropbox.com/s/9tqnqo930mpnpcn/256x256_diffusion_uncond.pt?dl=1",
+                "https://ipfs.io/ipfs/QmRkZ4JBLHwpZqeAuULYeGzo3TZqfgnrg6bFvUXFneotP9?filename=256x256_diffusion_uncond.pt",
             ),
-            "ADM 256x256 unconditional ImageNet diffusion (2.2 GB)",
+            "ADM 256x256 unconditional ImageNet diffusion, OpenAI (2.2 GB)",
         ),
         ModelFile(
             "secondary_model_imagenet_2.pth",
             "983e3de6f95c88c81b2ca7ebb2c217933be1973b1ff058776b970f901584613a",
+            None,
             (
-                "https://huggingface.co/spaces/huggi/secondary_model_imagenet_2.pth/resolve/main/"
-                "secondary_model_imagenet_2.pth",
-                "https://the-eye.eu/public/AI/models/v-diffusion/secondary_model_imagenet_2.pth",
+                "https://v-diffusion.s3.us-west-2.amazonaws.com/secondary_model_imagenet_2.pth",
+                "https://ipfs.io/ipfs/QmX1VDNBAsAbupaLLkL2AxTQsxbFFYac8rqM9croNm3H9U?filename=secondary_model_imagenet_2.pth",
                 "https://ipfs.pollinations.ai/ipfs/bafybeibaawhhk7fhyhvmm7x24zwwkeuocuizbqbcg5nqx64jq42j75rdiy/"
                 "secondary_model_imagenet_2.pth",
+                "https://the-eye.eu/public/AI/models/v-diffusion/secondary_model_imagenet_2.pth",
             ),
             "Disco Diffusion's secondary model (54 MB)",
         ),
         ModelFile(
             "vgg16-397923af.pth",
-            "397923af",
+            "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+            553433881,
             ("https://download.pytorch.org/models/vgg16-397923af.pth",),
-            "VGG16 for the LPIPS init-image loss (528 MB; only with an init image)",
+            "torchvision VGG16 for the LPIPS init-image loss (528 MB; used only with an init image)",
         ),
     )
 }
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(Exception):
     """A model file is missing and could not be downloaded; the message says what to do."""
+
+
+class _WrongFile(Exception):
+    """This mirror serves something else (wrong size or checksum): do not retry it."""
 
 
 def model_dir() -> Path:
@@ -98,136 +130,255 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_sha256(file: ModelFile, directory: Path) -> str:
-    local = directory / "checksums.json"
-    if local.is_file():
-        try:
-            return json.loads(local.read_text()).get(file.name, file.sha256)
-        except json.JSONDecodeError:
-            pass
-    return file.sha256
+def _expected(file: ModelFile, directory: Path) -> ModelFile:
+    """``file`` with the sha256 that ``directory/checksums.json`` names for it, if any (size then unknown)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        local = json.loads((directory / "checksums.json").read_text()).get(file.name)
+        if local and local != file.sha256:
+            return dataclasses.replace(file, sha256=local, size=None)
+    return file
 
 
-def _verified(path: Path, expected: str) -> bool:
-    """True if the file's sha256 matches; the result is remembered per size and mtime."""
-    stamp = path.with_name(path.name + ".sha256ok")
-    st = path.stat()
-    key = f"{st.st_size}:{st.st_mtime_ns}:{expected}"
-    if stamp.is_file() and stamp.read_text() == key:
-        return True
-    if sha256_of(path).startswith(expected):
-        stamp.write_text(key)
-        return True
-    return False
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256ok")
+
+
+def _is_verified(path: Path, file: ModelFile) -> bool:
+    """True if ``path`` has the right sha256, remembered per size and mtime in ``<name>.sha256ok``."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if file.size is not None and st.st_size != file.size:
+        return False
+    key = f"{st.st_size} {st.st_mtime_ns} {file.sha256}\n"
+    with contextlib.suppress(OSError):
+        if _stamp(path).read_text() == key:
+            return True
+    if sha256_of(path) != file.sha256:
+        return False
+    with contextlib.suppress(OSError):  # a read-only model directory still works, it just re-hashes
+        _stamp(path).write_text(key)
+    return True
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # a second process waits here, then finds the file done
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _exclusive(handle: IO[str]) -> Iterator[None]:
+    """An exclusive ``flock`` on ``handle``: a second process waits here, then finds the file done."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("waiting for another process to finish %s", Path(handle.name).name.removesuffix(".lock"))
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _fetch(url: str, part: Path, progress: bool) -> None:
-    """Download ``url`` into ``part``, continuing a partial file when the server allows."""
+class _ReadTimeout:
+    """Connect with the short timeout, then wait longer for data (a big transfer may pause)."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.sock.settimeout(READ_TIMEOUT_S)  # type: ignore[attr-defined]
+
+
+class _HTTPConnection(_ReadTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ReadTimeout, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+_opener = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+
+
+def _fetch(url: str, part: Path, file: ModelFile, progress: bool) -> None:
+    """Download ``url`` into ``part``, continuing a partial file when the server allows it."""
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "disco-diffusion-jina"})
+    if file.size is not None and have > file.size:
+        have = 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if have:
         request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as response:
+    try:
+        response = _opener.open(request, timeout=CONNECT_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have and (file.size is None or have == file.size):
+            return  # "range not satisfiable": the partial file may be whole already; the checksum decides
+        raise
+    with response:
+        content_range = response.headers.get("Content-Range", "")
+        if have and response.status == 206 and not content_range.startswith(f"bytes {have}-"):
+            part.unlink()
+            raise OSError(f"asked for bytes {have}- but got {content_range!r}: starting over")
         if have and response.status != 206:
-            have = 0  # the server ignored Range: start over
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length else None
+            have = 0  # the server ignored the Range: start over
+        length = response.headers.get("Content-Length", "")
+        total = have + int(length) if length.isdigit() else None
+        if match := re.fullmatch(r"bytes \d+-\d+/(\d+)", content_range):
+            total = int(match[1])
+        if file.size is not None and total is not None and total != file.size:
+            raise _WrongFile(f"the server offers {total} bytes, expected {file.size}")
+        if total is not None and shutil.disk_usage(part.parent).free < total - have:
+            raise OSError(errno.ENOSPC, f"not enough free space in {part.parent} for {total - have} more bytes")
         from tqdm import tqdm
 
-        with (
-            open(part, "ab" if have else "wb") as out,
-            tqdm(
-                total=total,
-                initial=have,
-                unit="B",
-                unit_scale=True,
-                desc=part.name.removesuffix(".part"),
-                disable=not progress,
-            ) as bar,
-        ):
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=file.name,
+            disable=not (progress and sys.stderr.isatty()),
+        )
+        with open(part, "ab" if have else "wb") as out, bar:
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
-        if total is not None and part.stat().st_size < total:
-            raise OSError(f"transfer ended at {part.stat().st_size} of {total} bytes")
+                if file.size is not None and out.tell() > file.size:
+                    raise _WrongFile(f"the server sent more than the expected {file.size} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+            got = out.tell()
+        if total is not None and got < total:
+            raise OSError(f"connection closed at {got} of {total} bytes")
+
+
+def _download(file: ModelFile, target: Path, progress: bool) -> None:
+    """Try every URL in turn until ``target`` is in place and verified; else raise ``WeightsUnavailable``."""
+    part = target.with_name(target.name + ".part")
+    tried: list[str] = []
+    for url in file.urls:
+        failures = 0
+        while failures < ATTEMPTS_PER_URL:
+            before = part.stat().st_size if part.exists() else 0
+            try:
+                log.info("downloading %s from %s", file.name, url)
+                _fetch(url, part, file, progress)
+            except _WrongFile as exc:
+                part.unlink(missing_ok=True)
+                tried.append(f"{url}: wrong file ({exc})")
+                break
+            except urllib.error.HTTPError as exc:
+                tried.append(f"{url}: HTTP {exc.code} {exc.reason}")
+                if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                    break  # this mirror does not have it; asking again will not help
+                failures += 1
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+                    tried.append(f"{url}: cannot write {part}: {exc.strerror or exc}")
+                    raise WeightsUnavailable(_explain(file, target, tried)) from None  # no mirror can fix this
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                tried.append(f"{url}: {reason or type(exc).__name__}")
+                grew = part.exists() and part.stat().st_size > before
+                failures = 0 if grew else failures + 1  # bytes came in: keep resuming
+            else:
+                if sha256_of(part) == file.sha256:
+                    os.replace(part, target)
+                    _is_verified(target, file)  # records the stamp
+                    log.info("%s is ready at %s", file.name, target)
+                    return
+                part.unlink()  # a wrong file is never kept, not even as a partial one
+                tried.append(f"{url}: checksum mismatch (the download's sha256 is not {file.sha256})")
+                break
+            if failures < ATTEMPTS_PER_URL:
+                time.sleep(BACKOFF_S * max(failures, 1))
+    raise WeightsUnavailable(_explain(file, target, tried))
 
 
 def ensure(
-    name: str,
+    name: str | ModelFile,
     directory: str | Path | None = None,
-    *,
-    file: ModelFile | None = None,
+    urls: Sequence[str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """The path of a verified model file, downloading it first if needed."""
-    file = file or REGISTRY.get(name)
+    """The path of the verified model file ``name``, downloading it first if needed.
+
+    ``name`` is a registry name or a ``ModelFile`` (for a file outside the registry); ``urls``
+    replaces its mirrors; ``directory`` defaults to ``model_dir()``. Raises ``WeightsUnavailable``,
+    whose message says what was tried and how to place the file by hand, when it cannot be had.
+    """
+    file = name if isinstance(name, ModelFile) else REGISTRY.get(name)
     if file is None:
-        raise WeightsUnavailable(f"unknown model file {name!r}; known: {sorted(REGISTRY)}")
-    directory = Path(directory) if directory else model_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+        raise WeightsUnavailable(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
+    if urls is not None:
+        file = dataclasses.replace(file, urls=tuple(urls))
+    directory = Path(directory).expanduser() if directory else model_dir()
+    file = _expected(file, directory)
     target = directory / file.name
-    expected = expected_sha256(file, directory)
-    with _locked(directory / f"{file.name}.lock"):
-        if target.is_file():
-            if _verified(target, expected):
+    if _is_verified(target, file):
+        return target  # the usual case: no lock, no writes (the directory may be read-only)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock_file = open(directory / f"{file.name}.lock", "a")  # closed by the with below
+    except OSError as exc:
+        raise WeightsUnavailable(_explain(file, target, [f"cannot write to {directory}: {exc}"])) from None
+    with lock_file, _exclusive(lock_file):
+        if target.exists():  # another process may have just finished it
+            if _is_verified(target, file):
                 return target
-            target.unlink()  # a damaged file: fetch it again
-        part = directory / f"{file.name}.part"
-        tried: list[str] = []
-        for url in file.urls:
-            for attempt in range(ATTEMPTS_PER_URL):
-                try:
-                    _fetch(url, part, progress)
-                except urllib.error.HTTPError as exc:
-                    if exc.code != 416 or not part.exists():  # 416: the partial file is already complete
-                        tried.append(f"{url} (HTTP {exc.code} {exc.reason})")
-                        if exc.code in (403, 404, 410):
-                            break  # this mirror does not have it; retrying will not help
-                        time.sleep(min(2.0, 0.5 * (attempt + 1)))
-                        continue
-                except (OSError, urllib.error.URLError) as exc:
-                    tried.append(f"{url} ({getattr(exc, 'reason', exc)})")
-                    time.sleep(min(2.0, 0.5 * (attempt + 1)))
-                    continue
-                if sha256_of(part).startswith(expected):
-                    os.replace(part, target)
-                    _verified(target, expected)
-                    return target
-                part.unlink()  # a wrong file is never kept, not even as a partial
-                tried.append(f"{url} (checksum mismatch: expected sha256 {expected})")
-                break
-        raise WeightsUnavailable(_explain(file, target, tried))
+            log.warning("%s is not the expected file (sha256 or size): deleting it, downloading again", target)
+            target.unlink()
+            _stamp(target).unlink(missing_ok=True)
+        _download(file, target, progress)
+    return target
 
 
 def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
+    part = target.with_name(target.name + ".part")
     lines = [
-        f"cannot get model file {file.name} ({file.description})",
-        f"looked in: {target.parent} (set DISCO_MODEL_DIR to use another directory)",
-        "tried:",
+        f"cannot get model file {file.name}" + (f": {file.description}" if file.description else ""),
+        f"looked in: {target.parent} (set DISCO_MODEL_DIR, or --dir of python -m disco.weights, to use another)",
+        "tried:" if tried else "no URL to try",
         *(f"  - {t}" for t in tried),
-        f"to place it by hand, download it from one of the URLs above and save it as {target}",
+        "to place it by hand: download it from one of these URLs",
+        *(f"    {url}" for url in file.urls),
+        f"  and save it as {target} (sha256 {file.sha256})",
     ]
+    if part.exists():
+        lines.append(f"the partial download {part} is kept and will be resumed")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m disco.weights", description="Download model files.")
-    parser.add_argument("names", nargs="*", help=f"files to get (default: all of {sorted(REGISTRY)})")
-    parser.add_argument("--dir", type=Path, default=None, help="model directory (default: DISCO_MODEL_DIR)")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m disco.weights",
+        description="Download and verify the model files, then print where they are.",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"files to get (default: all): {', '.join(REGISTRY)}")
+    parser.add_argument(
+        "--dir", type=Path, help="model directory (default: $DISCO_MODEL_DIR or ~/.cache/disco-diffusion)"
+    )
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        metavar="URL",
+        help="a base URL serving the files under their names, used instead of the public mirrors (repeatable)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    for name in args.names:
+        if name not in REGISTRY:
+            parser.error(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        for name in args.names or [n for n in REGISTRY if not n.startswith("vgg16")]:
-            print(ensure(name, args.dir))
+        for name in args.names or list(REGISTRY):
+            urls = [f"{base.rstrip('/')}/{name}" for base in args.mirror] if args.mirror else None
+            print(ensure(name, args.dir, urls, progress=not args.quiet), flush=True)
     except WeightsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,335 @@
+"""The product end to end: a real Flow over real gRPC on 127.0.0.1, the client, the CLI.
+
+Weights are recipe files with the real layouts and names (tests/make_test_weights.py), so
+the images are noise; what is checked is the machinery: transport, frames, seeds, files,
+progress, cancel and errors.
+"""
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from disco.settings import validate_settings
+from docarray import Document, DocumentArray
+from jina import Client
+
+import client as disco_client
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(
+    width_height=[64, 64],
+    steps=4,
+    skip_steps=1,
+    display_rate=2,
+    cut_overview="[1]*1000",
+    cut_innercut="[1]*1000",
+    cutn_batches=1,
+    use_gpu=False,
+)
+NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    from make_test_weights import make
+
+    directory = tmp_path_factory.mktemp("models")
+    make(
+        directory,
+        [
+            "512x512_diffusion_uncond_finetune_008100.pt",
+            "secondary_model_imagenet_2.pth",
+            "open_clip_rn50_openai.safetensors",
+            "vgg16-397923af.pth",
+        ],
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def flow_env(model_dir, tmp_path_factory):
+    env = {
+        "DISCO_MODEL_DIR": str(model_dir),
+        "DISCO_JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
+        "DISCO_USE_GPU": "0",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def wait_ready(address: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"jina flow exited with {process.returncode}")
+        if Client(host=address).is_flow_ready(timeout=2):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the Flow at {address} was not ready in {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def served_flow(flow_env, tmp_path_factory):
+    """``jina flow --uses flow.yml`` in a subprocess (the file's port swapped for a free one)."""
+    port = disco_client.free_port()
+    config = tmp_path_factory.mktemp("flow") / "flow.yml"
+    config.write_text((ROOT / "flow.yml").read_text().replace("port: 51000", f"port: {port}"))
+    log = open(config.with_suffix(".log"), "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)],
+        cwd=ROOT,
+        env={**os.environ, **flow_env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so teardown can stop the executors too
+    )
+    address = f"grpc://127.0.0.1:{port}"
+    try:
+        wait_ready(address, process)
+        yield address
+    finally:
+        # Executors may outlive a SIGTERM to the Flow, so the group gets a SIGKILL after the grace period.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def request_docs(seed=3, n=1, **settings):
+    s = validate_settings(**{**TINY, "seed": seed, "n_batches": n, **settings})
+    return disco_client.make_documents(s, None)
+
+
+def image_of(uri: str) -> np.ndarray:
+    d = Document(uri=uri)
+    d.load_uri_to_image_tensor()
+    return d.tensor
+
+
+def test_client_post_over_grpc(served_flow):
+    result = Client(host=served_flow).post("/generate", request_docs())
+    doc = result[0]
+    # steps 4, skip 1: three steps; display_rate 2 keeps steps 1 and 3 (the last)
+    assert [int(c.tags["step"]) for c in doc.chunks] == [1, 3]
+    assert [int(c.tags["cur_t"]) for c in doc.chunks] == [1, -1]
+    assert all(c.uri.startswith("data:image/png;base64,") and c.tensor is None for c in doc.chunks)
+    assert image_of(doc.uri).shape == (64, 64, 3)
+    assert doc.uri == doc.chunks[-1].uri
+    assert doc.embedding is None and doc.tags["status"] == "done"
+
+
+def test_generate_image_seeds_files_and_names(served_flow, tmp_path):
+    out = tmp_path / "out"
+    da = disco_client.generate_image(
+        text_prompts=["a lighthouse:1", "sea:-0.5"],
+        seed=11,
+        n_batches=2,
+        output_dir=str(out),
+        host=served_flow,
+        progress=False,
+        **TINY,
+    )
+    assert len(da) == 2
+    assert [d.tags["seed"] for d in da] == [11, 12] and all(isinstance(d.tags["seed"], int) for d in da)
+    again = disco_client.generate_image(
+        text_prompts=["a lighthouse:1", "sea:-0.5"],
+        seed=11,
+        n_batches=1,
+        output_dir=str(out),
+        host=served_flow,
+        progress=False,
+        **TINY,
+    )
+    assert np.array_equal(image_of(da[0].uri), image_of(again[0].uri))  # same seed, same pixels
+    assert not np.array_equal(image_of(da[0].uri), image_of(da[1].uri))  # seed + 1, another image
+
+    names = sorted(p.name for p in out.iterdir())
+    assert all(NAME.fullmatch(n) for n in names), names
+    first = {
+        "reverse_diffusion-11_0.png",
+        "reverse_diffusion-11_0-step0001.png",
+        "reverse_diffusion-11_0-step0003.png",
+        "reverse_diffusion-11_0.gif",
+        "reverse_diffusion-11_0-sprite.png",
+        "reverse_diffusion-11_1.png",
+    }
+    assert first <= set(names)
+    assert "reverse_diffusion-11-run2_0.png" in names  # the second run did not overwrite the first
+    assert (out / "reverse_diffusion-11_0.png").read_bytes() != b""
+    assert da[0].tags["files"][0].endswith("reverse_diffusion-11_0.png")
+
+
+def test_seed_snippet_runs_as_written(served_flow, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    da = disco_client.generate_image(
+        text_prompts=["A lighthouse"],
+        output_dir="./disco_diffusion_clip_rn50_out/",
+        n_batches=1,
+        host=served_flow,
+        progress=False,
+        **TINY,
+    )
+    da[0].save_uri_to_file("disco_diffusion_clip_rn50_out-result.png")
+    da[0].chunks.plot_image_sprites(skip_empty=True, show_index=True, keep_aspect_ratio=True)
+    da[0].chunks.save_gif(
+        "disco_diffusion_clip_rn50_out-result.gif", show_index=True, inline_display=True, size_ratio=0.5
+    )
+    assert (tmp_path / "disco_diffusion_clip_rn50_out-result.png").stat().st_size > 0
+    assert (tmp_path / "disco_diffusion_clip_rn50_out-result.gif").stat().st_size > 0
+    assert isinstance(da[0].tags["seed"], int)  # seed=None became a random seed, reported
+
+
+async def _generate_and_watch(address, docs, cancel_after_step=None):
+    client = Client(host=address, asyncio=True)
+    job = asyncio.create_task(disco_client._post(client, "/generate", docs))
+    seen = []
+    while not job.done():
+        state = await disco_client._post(
+            client, "/progress", DocumentArray([Document(id=docs[0].id)]), parameters={"frame": True}
+        )
+        seen.append(state[0])
+        step = state[0].tags.get("step")
+        if cancel_after_step is not None and step is not None and step >= cancel_after_step:
+            await disco_client._post(client, "/cancel", DocumentArray([Document(id=docs[0].id)]))
+            cancel_after_step = None
+        await asyncio.sleep(0.3)
+    return await job, seen
+
+
+def test_progress_is_answered_during_a_run(served_flow):
+    docs = request_docs(steps=8, skip_steps=0, display_rate=3)
+    result, seen = asyncio.run(_generate_and_watch(served_flow, docs))
+    running = [s for s in seen if s.tags.get("status") == "running" and s.tags.get("step")]
+    assert running, "no progress was reported while the job ran"
+    steps = [int(s.tags["step"]) for s in running]
+    assert steps == sorted(steps) and 0 < steps[0] < 8
+    assert all(int(s.tags["total"]) == 8 for s in running)
+    assert any(s.uri and s.uri.startswith("data:image/png") for s in running)  # the latest frame
+    assert result[0].tags["status"] == "done" and int(result[0].tags["steps_done"]) == 8
+
+
+def test_cancel_stops_at_the_next_step_and_keeps_frames(served_flow):
+    docs = request_docs(steps=30, skip_steps=0, display_rate=1)
+    result, _ = asyncio.run(_generate_and_watch(served_flow, docs, cancel_after_step=2))
+    doc = result[0]
+    assert doc.tags["status"] == "cancelled"
+    done = int(doc.tags["steps_done"])
+    assert 2 <= done < 30
+    assert len(doc.chunks) == done and doc.uri == doc.chunks[-1].uri  # every frame made so far is kept
+
+
+def test_bad_request_fails_alone_and_the_flow_serves_the_next(served_flow):
+    bad = request_docs()
+    bad[0].tags["steps"] = -5  # skips the client's validation: the server checks again
+    with pytest.raises(Exception, match="steps"):
+        Client(host=served_flow).post("/generate", bad)
+    bad_image = request_docs()
+    bad_image[0].blob = b"definitely not an image"
+    with pytest.raises(Exception, match="init_image"):
+        Client(host=served_flow).post("/generate", bad_image)
+    assert Client(host=served_flow).post("/generate", request_docs())[0].tags["status"] == "done"
+
+
+def test_cli_against_the_served_flow(served_flow, tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "client.py"),
+        "--text_prompts",
+        "a lighthouse",
+        "--width_height",
+        "64",
+        "64",
+        "--steps",
+        "3",
+        "--skip_steps",
+        "0",
+        "--display_rate",
+        "1",
+        "--n_batches",
+        "1",
+        "--seed",
+        "7",
+        "--cut_overview",
+        "[1]*1000",
+        "--cut_innercut",
+        "[1]*1000",
+        "--cutn_batches",
+        "1",
+        "--perlin_init",
+        "False",
+        "--output_dir",
+        str(tmp_path),
+        "--host",
+        served_flow,
+        "--no_progress",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "reverse_diffusion-7_0.png").exists()
+    assert '"seed": 7' in done.stdout
+
+
+def test_cli_bad_input_exits_2_without_traceback(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "client.py"),
+            "--text_prompts",
+            "x",
+            "--width_height",
+            "100",
+            "64",
+            "--output_dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "width_height" in done.stderr and "multiples of 64" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_cli_help_explains_every_parameter():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    for name in (
+        "--text_prompts",
+        "--width_height",
+        "--steps",
+        "--perlin_mode",
+        "--cut_overview",
+        "--host",
+        "--use_secondary_model",
+        "--output_dir",
+    ):
+        assert name in done.stdout
+
+
+def test_generate_image_starts_the_flow_in_process(flow_env, tmp_path):
+    da = disco_client.generate_image(
+        text_prompts=["a lighthouse"], seed=21, n_batches=1, output_dir=str(tmp_path), progress=False, **TINY
+    )
+    assert len(da) == 1 and len(da[0].chunks) == 2
+    assert (tmp_path / "reverse_diffusion-21_0.png").exists()
+    # and the Flow is gone afterwards: nothing keeps running in this process
+    assert not [t for t in threading.enumerate() if "flow" in t.name.lower()]
