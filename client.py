@@ -39,6 +39,7 @@ from disco.settings import (  # noqa: E402
     settings_to_tags,
     validate_settings,
 )
+from disco.weights import WeightsUnavailable  # noqa: E402
 
 FLOW_FILE = ROOT / "flow.yml"
 PROGRESS_INTERVAL_S = 0.5
@@ -87,7 +88,9 @@ def generate_image(
     if settings.seed + settings.n_batches - 1 > 2**32 - 1:
         raise SettingsError("seed", f"seed + n_batches - 1 must stay below 2**32, got {settings.seed}")
     docs = make_documents(settings, init_bytes)
-    with flow_address(host, settings.use_gpu) as address:
+    if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
+        download_models(settings, with_init_loss=init_bytes is not None, progress=progress)
+    with flow_address(host, settings.use_gpu, settings.diffusion_model) as address:
         results = asyncio.run(_run(address, docs, progress))
     save_outputs(results, settings)
     return results
@@ -124,6 +127,16 @@ def make_documents(settings: Settings, init_bytes: bytes | None):
     return docs
 
 
+def download_models(settings: Settings, with_init_loss: bool, progress: bool = True) -> list[Path]:
+    """Ensure the model files these settings need are in the model directory (raises WeightsUnavailable)."""
+    from disco.loading import files_needed
+    from disco.weights import ensure
+
+    with_init_loss = with_init_loss and settings.init_scale > 0
+    names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss)
+    return [ensure(name, progress=progress) for name in names]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,20 +144,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def flow_address(host: str | None, use_gpu: bool = True):
+def flow_address(host: str | None, use_gpu: bool = True, diffusion_model: str | None = None):
     """A running Flow's address: ``host`` as given, or an in-process Flow from flow.yml."""
     if host:
         yield host if "://" in host else f"grpc://{host}"
         return
     from jina import Flow
 
-    os.environ.setdefault("DISCO_USE_GPU", "1" if use_gpu else "0")
     flow = Flow.load_config(str(FLOW_FILE))
     flow.port = free_port()
     cwd = os.getcwd()
     os.chdir(ROOT)  # py_modules in flow.yml are relative to the repository
+    # the executors read these at start: this run's device, and its UNet loaded up front
+    env = {"DISCO_USE_GPU": "1" if use_gpu else "0", **({"DISCO_PRELOAD": diffusion_model} if diffusion_model else {})}
     try:
-        with _spawned_processes():
+        with _spawned_processes(), _environment(env):
             flow.__enter__()
         os.chdir(cwd)
         try:
@@ -153,6 +167,17 @@ def flow_address(host: str | None, use_gpu: bool = True):
             flow.__exit__(None, None, None)
     finally:
         os.chdir(cwd)
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @contextmanager
@@ -374,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--settings", type=Path, help="a YAML file of settings; flags given here override it")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="only download the model files these settings need into $DISCO_MODEL_DIR "
+        "(default ~/.cache/disco-diffusion), print their paths and exit",
+    )
     for name in SETTING_NAMES:
         default = getattr(defaults, name)
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, "Disco Diffusion setting")}
@@ -412,14 +443,20 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     host, settings_file, no_progress = args.pop("host"), args.pop("settings"), args.pop("no_progress")
+    download_only = args.pop("download")
     try:
         values = Settings.from_yaml(settings_file).to_dict() if settings_file else {}
         values.update(args)
+        if download_only:
+            settings = validate_settings(values)
+            for path in download_models(settings, settings.init_image is not None, progress=not no_progress):
+                print(path)
+            return 0
         da = generate(**values, host=host, progress=not no_progress)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except GenerationFailed as exc:
+    except (GenerationFailed, WeightsUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = [

@@ -42,7 +42,8 @@ class DiffusionSampler(Executor):
         if use_gpu is None:
             use_gpu = os.environ.get("DISCO_USE_GPU", "1") not in ("0", "false", "False")
         self.cache = ModelCache(model_dir, pick_device(use_gpu))
-        if preload:  # load the default models at start, not on the first request
+        preload = os.environ.get("DISCO_PRELOAD", preload)  # the in-process client sets its run's model
+        if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
         self.board = JobBoard(jobs_dir)
         self.board.sweep()

@@ -363,3 +363,50 @@ def test_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert weights.model_dir() == tmp_path
     monkeypatch.delenv("DISCO_MODEL_DIR")
     assert weights.model_dir() == Path.home() / ".cache" / "disco-diffusion"
+
+
+def client_env(model_dir: Path, mirror: str) -> dict[str, str]:
+    return {**os.environ, "DISCO_MODEL_DIR": str(model_dir), "DISCO_WEIGHTS_MIRROR": mirror}
+
+
+def test_client_download_fetches_what_the_settings_need(server: Server, tmp_path: Path) -> None:
+    needed = ["256x256_diffusion_uncond.pt", "open_clip_rn50_openai.safetensors", "secondary_model_imagenet_2.pth"]
+    for i, name in enumerate(needed):
+        server.state.files[name] = random_bytes(20 + i)
+    (tmp_path / "checksums.json").write_text(json.dumps({n: sha(server.state.files[n]) for n in needed}))
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--download", "--diffusion_model", "256x256_diffusion_uncond"],
+        env=client_env(tmp_path, server.base),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()) == sorted(str(tmp_path / n) for n in needed)
+    assert all((tmp_path / n).read_bytes() == server.state.files[n] for n in needed)
+    assert not (tmp_path / "512x512_diffusion_uncond_finetune_008100.pt").exists()  # not needed, not fetched
+
+
+def test_client_offline_stops_in_seconds_naming_file_directory_and_urls(tmp_path: Path) -> None:
+    mirror = f"http://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--text_prompts", "a cat", "--steps", "5", "--skip_steps", "0"],
+        env=client_env(tmp_path / "models", mirror),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - started
+
+    name = "512x512_diffusion_uncond_finetune_008100.pt"
+    assert proc.returncode == 1
+    assert elapsed < 30  # imports included; the downloads themselves give up in a few seconds
+    assert f"cannot get model file {name}" in proc.stderr
+    assert f"looked in: {tmp_path / 'models'}" in proc.stderr
+    assert f"{mirror}/{name}" in proc.stderr and "save it as" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "disco_diffusion_clip_rn50_out").exists()  # nothing generated, nothing written

@@ -1,8 +1,8 @@
 """Loading the models a run needs, once per process, from the model directory.
 
 Files come from ``weights.ensure`` (cache in ``DISCO_MODEL_DIR``, download on first use).
-CLIP RN50 is read from ``open_clip_rn50_openai.safetensors`` in the model directory when that
-file is there, otherwise through open_clip's own ``openai`` download, cached in the same place.
+CLIP RN50 is open_clip's own published ``openai`` file, fetched by the same downloader (fast
+offline errors, resume, checksum) and loaded by open_clip.
 """
 
 from __future__ import annotations
@@ -34,10 +34,14 @@ def pick_device(use_gpu: bool = True) -> torch.device:
     return torch.device("cpu")
 
 
-def clip_for(model_dir: Path, device: torch.device) -> torch.nn.Module:
-    local = model_dir / CLIP_FILE
-    model = load_clip(local if local.is_file() else "openai", cache_dir=model_dir)
-    return model.to(device)
+def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> list[str]:
+    """The model files a run with these settings loads."""
+    names = [f"{diffusion_model}.pt", CLIP_FILE]
+    if use_secondary_model:
+        names.append(SECONDARY_FILE)
+    if with_init_loss:
+        names.append(VGG16_FILE)
+    return names
 
 
 class ModelCache:
@@ -64,7 +68,7 @@ class ModelCache:
 
     def clip(self) -> torch.nn.Module:
         if self._clip is None:
-            self._clip = clip_for(self.model_dir, self.device)
+            self._clip = load_clip(self._file(CLIP_FILE)).to(self.device)
         return self._clip
 
     def secondary(self) -> torch.nn.Module:

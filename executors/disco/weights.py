@@ -4,6 +4,7 @@ Files live in ``DISCO_MODEL_DIR`` (default ``~/.cache/disco-diffusion``). A miss
 downloaded on first use, or ahead of time with::
 
     python -m disco.weights [--dir DIR] [--mirror URL] [NAME ...]
+    python client.py --download [settings]      # the files those settings need
 
 The download goes to ``<name>.part``, is resumed with an HTTP ``Range`` request after an
 interruption, tries every mirror in turn, and is checked against its sha256 before an atomic
@@ -98,6 +99,17 @@ REGISTRY: dict[str, ModelFile] = {
                 "https://the-eye.eu/public/AI/models/v-diffusion/secondary_model_imagenet_2.pth",
             ),
             "Disco Diffusion's secondary model (54 MB)",
+        ),
+        ModelFile(
+            "open_clip_rn50_openai.safetensors",
+            "da0baa37fb2211eee5729ab69ed587eb10d48f5b7076ceeed01552fc3d4cb4ee",
+            408291932,
+            (
+                # open_clip's own published RN50 'openai' weights (its hf_hub entry), at a pinned revision
+                "https://huggingface.co/timm/resnet50_clip.openai/resolve/ec3d92cf63a5f9d591f0d611b736895966c73076/"
+                "open_clip_model.safetensors",
+            ),
+            "OpenAI CLIP RN50 in open_clip's format (408 MB)",
         ),
         ModelFile(
             "vgg16-397923af.pth",
@@ -309,12 +321,16 @@ def ensure(
     """The path of the verified model file ``name``, downloading it first if needed.
 
     ``name`` is a registry name or a ``ModelFile`` (for a file outside the registry); ``urls``
-    replaces its mirrors; ``directory`` defaults to ``model_dir()``. Raises ``WeightsUnavailable``,
-    whose message says what was tried and how to place the file by hand, when it cannot be had.
+    replaces its mirrors, as does ``DISCO_WEIGHTS_MIRROR`` (comma-separated base URLs serving
+    the files under their names, e.g. a mirror inside a private network); ``directory`` defaults
+    to ``model_dir()``. Raises ``WeightsUnavailable``, whose message says what was tried and how
+    to place the file by hand, when it cannot be had.
     """
     file = name if isinstance(name, ModelFile) else REGISTRY.get(name)
     if file is None:
         raise WeightsUnavailable(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
+    if urls is None and os.environ.get("DISCO_WEIGHTS_MIRROR"):
+        urls = [f"{base.strip().rstrip('/')}/{file.name}" for base in os.environ["DISCO_WEIGHTS_MIRROR"].split(",")]
     if urls is not None:
         file = dataclasses.replace(file, urls=tuple(urls))
     directory = Path(directory).expanduser() if directory else model_dir()
@@ -344,7 +360,7 @@ def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
         f"cannot get model file {file.name}" + (f": {file.description}" if file.description else ""),
         f"looked in: {target.parent} (set DISCO_MODEL_DIR, or --dir of python -m disco.weights, to use another)",
         "tried:" if tried else "no URL to try",
-        *(f"  - {t}" for t in tried),
+        *(f"  - {t}" + (f" ({n} times)" if n > 1 else "") for t, n in _runs(tried)),
         "to place it by hand: download it from one of these URLs",
         *(f"    {url}" for url in file.urls),
         f"  and save it as {target} (sha256 {file.sha256})",
@@ -352,6 +368,17 @@ def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
     if part.exists():
         lines.append(f"the partial download {part} is kept and will be resumed")
     return "\n".join(lines)
+
+
+def _runs(items: Sequence[str]) -> list[tuple[str, int]]:
+    """Consecutive repeats collapsed: [(item, count), ...]."""
+    out: list[tuple[str, int]] = []
+    for item in items:
+        if out and out[-1][0] == item:
+            out[-1] = (item, out[-1][1] + 1)
+        else:
+            out.append((item, 1))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
