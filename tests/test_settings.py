@@ -126,3 +126,65 @@ def test_schedules():
     for bad in ("[1]*999", "[1]*1001", "[a]*1000", "1000*[1]", "[1]*400+", "eval('1')"):
         with pytest.raises(SettingsError, match="^x:"):
             parse_schedule("x", bad)
+
+
+# ----- property test: any input validates or raises SettingsError, never anything else -----
+
+from disco.settings import SETTING_NAMES, settings_from_tags, settings_to_tags  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ANY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+# plausible values too, so that inputs also get past the first checks and into the later ones
+_PLAUSIBLE = {
+    "text_prompts": st.lists(st.sampled_from(["a cat", "sea:0.5", "x:-1", "http://a.b/c:2", ":", "a:b:c"]), max_size=3),
+    "width_height": st.lists(st.sampled_from([0, 64, 100, 128, 4096, -64]), min_size=0, max_size=3),
+    "steps": st.integers(-2, 1200),
+    "skip_steps": st.integers(-2, 1200),
+    "display_rate": st.integers(-1, 20),
+    "n_batches": st.integers(-1, 20),
+    "perlin_mode": st.sampled_from(["mixed", "colored", "gray", "grey", "MIXED", "nope"]),
+    "cut_overview": st.sampled_from(
+        ["[12]*400+[4]*600", "[1]*1000", "[0]*1000", "[1]*999", "__import__('os')", "[a]*3"]
+    ),
+    "cut_icgray_p": st.sampled_from(["[0.2]*400+[0]*600", "[2]*1000", "[-0.1]*1000", "1e999"]),
+    "cut_ic_pow": st.one_of(st.floats(), st.sampled_from(["[1]*1000", "[0]*1000", "x"])),
+    "batch_name": st.sampled_from(["", "ok name", "../up", "a/b", ".hidden", "x" * 101, "é"]),
+    "diffusion_model": st.sampled_from(["512x512_diffusion_uncond_finetune_008100", "256x256_diffusion_uncond", "x"]),
+    "seed": st.one_of(st.none(), st.integers(-1, 2**33)),
+}
+_VALUES = st.one_of(
+    st.dictionaries(st.sampled_from(SETTING_NAMES), _ANY, max_size=6),
+    st.fixed_dictionaries({}, optional={k: v | _ANY for k, v in _PLAUSIBLE.items()}),
+    st.dictionaries(st.text(max_size=12), _ANY, max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_VALUES)
+def test_any_input_validates_or_raises_settings_error(values):
+    try:
+        s = validate_settings(values)
+    except SettingsError as exc:
+        assert exc.parameter and str(exc).startswith(f"{exc.parameter}: ")
+        return
+    # what validates is usable: it survives the trip to the server and validates there again
+    assert validate_settings(settings_from_tags(settings_to_tags(s))) == s
+
+
+@settings(max_examples=100, deadline=None)
+@given(_ANY)
+def test_anything_that_is_not_a_mapping_is_refused_cleanly(value):
+    if isinstance(value, dict) or value is None:  # None means "all defaults"
+        return
+    with pytest.raises(SettingsError):
+        validate_settings(value)

@@ -231,7 +231,8 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), SETTING_NAMES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SettingsError(str(unknown[0]), f"unknown setting{hint} Known settings: {', '.join(SETTING_NAMES)}")
+        name = str(unknown[0]) if str(unknown[0]).isidentifier() else repr(unknown[0])
+        raise SettingsError(name, f"unknown setting{hint} Known settings: {', '.join(SETTING_NAMES)}")
     s = Settings(**data)
 
     s.text_prompts = _text_prompts(s.text_prompts)
