@@ -91,8 +91,11 @@ def generate_image(
     if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
         download_models(settings, with_init_loss=init_bytes is not None, progress=progress)
     with flow_address(host, settings.use_gpu, settings.diffusion_model) as address:
-        results = asyncio.run(_run(address, docs, progress))
-    save_outputs(results, settings)
+        results, errors = asyncio.run(_run(address, docs, progress))
+    save_outputs(results, settings)  # whatever was made is kept, also when some images failed
+    failed = [f"image {d.tags.get('batch_index')}: {d.tags.get('error')}" for d in results if d.tags.get("error")]
+    if errors or failed:
+        raise GenerationFailed([_server_message(e) for e in errors] + failed, results)
     return results
 
 
@@ -112,6 +115,11 @@ def read_init_image(source: str | bytes) -> bytes:
     return path.read_bytes()
 
 
+def client_timeout_s() -> float:
+    """How long the server keeps a job running after its client stopped polling (gone or killed)."""
+    return float(os.environ.get("DISCO_CLIENT_TIMEOUT_S", 60))
+
+
 def make_documents(settings: Settings, init_bytes: bytes | None):
     from docarray import Document, DocumentArray
 
@@ -119,7 +127,14 @@ def make_documents(settings: Settings, init_bytes: bytes | None):
     docs = DocumentArray()
     for i in range(settings.n_batches):
         doc = Document(
-            id=uuid.uuid4().hex, tags={**tags, "seed": settings.seed + i, "batch_index": i, "run_seed": settings.seed}
+            id=uuid.uuid4().hex,
+            tags={
+                **tags,
+                "seed": settings.seed + i,
+                "batch_index": i,
+                "run_seed": settings.seed,
+                "client_timeout_s": client_timeout_s(),  # this client polls progress, so silence means gone
+            },
         )
         if init_bytes:
             doc.blob = init_bytes
@@ -256,20 +271,22 @@ async def _run(address: str, docs, show_progress: bool = True):
         except (RuntimeError, ValueError, NotImplementedError):
             pass
     errors = [o for o in outcomes if isinstance(o, BaseException)]
-    if errors:
-        raise GenerationFailed(errors)
     results = DocumentArray()
     for out in outcomes:
-        results.extend(out)
+        if not isinstance(out, BaseException):
+            results.extend(out)
     for doc in results:
         cast_tags(doc)
-    return results
+    return results, errors
 
 
 class GenerationFailed(RuntimeError):
-    def __init__(self, errors: list[BaseException]):
-        self.errors = errors
-        super().__init__("; ".join(_server_message(e) for e in errors))
+    """Some images failed; ``results`` holds what was made (also partial frames), already saved."""
+
+    def __init__(self, messages: list[str], results=None):
+        self.messages = messages
+        self.results = results
+        super().__init__("; ".join(messages))
 
 
 def _server_message(error: BaseException) -> str:
@@ -456,14 +473,23 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (GenerationFailed, WeightsUnavailable) as exc:
+    except GenerationFailed as exc:
+        if exc.results:
+            _print_summary(exc.results)  # what was made is saved: say where
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except WeightsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_summary(da)
+    return 130 if any(d.tags.get("status") == "cancelled" for d in da) else 0
+
+
+def _print_summary(docs) -> None:
     summary = [
-        {"seed": d.tags.get("seed"), "status": d.tags.get("status"), "files": d.tags.get("files", [])} for d in da
+        {"seed": d.tags.get("seed"), "status": d.tags.get("status"), "files": d.tags.get("files", [])} for d in docs
     ]
     print(json.dumps(summary, indent=1))
-    return 130 if any(d.tags.get("status") == "cancelled" for d in da) else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Jina executor: guided reverse diffusion, one Document per image, with progress and cancel.
 
-``/generate`` runs one job at a time per replica (Jina serialises synchronous endpoints);
+``/generate`` runs one job at a time per replica (Jina serialises synchronous endpoints).
+Bad input fails the request before sampling starts; a fault during sampling (NaN, an
+exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
+frames made so far still go back.
 ``/progress`` and ``/cancel`` are asynchronous, so they are answered while a job runs, and
 they go through the shared job board, so any replica can answer for any job.
 """
@@ -65,7 +68,8 @@ class DiffusionSampler(Executor):
         models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
 
         started = time.time()
-        status, step = "done", 0
+        status, step, error = "done", 0, None
+        client_timeout = float(doc.tags.get("client_timeout_s") or 0)  # 0: the client does not poll
         self.board.update(doc.id, status="running", step=0, total=s.steps - s.skip_steps, replica=self.replica)
         try:
             if self.board.cancelled(doc.id):
@@ -86,11 +90,15 @@ class DiffusionSampler(Executor):
                     if self.board.cancelled(doc.id):
                         status = "cancelled"  # stop at this step; the frames so far go back
                         break
-        except Exception as exc:
-            self.board.update(doc.id, status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        self.board.update(doc.id, status=status, finished=time.time())
+                    if client_timeout and time.time() - (self.board.last_seen(doc.id) or started) > client_timeout:
+                        status = "abandoned"  # its client stopped polling: free the sampler for others
+                        break
+        except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        self.board.update(doc.id, status=status, error=error, finished=time.time())
         doc.tags.update(status=status, steps_done=step, replica=self.replica, started=started, finished=time.time())
+        if error:
+            doc.tags["error"] = error
 
     @requests(on="/progress")
     async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
@@ -98,6 +106,7 @@ class DiffusionSampler(Executor):
         the latest frame as ``doc.uri``."""
         want_frame = bool((parameters or {}).get("frame"))
         for doc in docs:
+            self.board.seen(doc.id)
             state = self.board.read(doc.id) or {"status": "waiting"}
             doc.tags.update(state)
             if want_frame and (png := self.board.latest_frame(doc.id)):

@@ -7,6 +7,7 @@ progress, cancel and errors.
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -243,6 +244,124 @@ def test_bad_request_fails_alone_and_the_flow_serves_the_next(served_flow):
     with pytest.raises(Exception, match="init_image"):
         Client(host=served_flow).post("/generate", bad_image)
     assert Client(host=served_flow).post("/generate", request_docs())[0].tags["status"] == "done"
+
+
+EXPLODING = dict(clamp_grad=False, clip_guidance_scale=1e38, steps=6, skip_steps=0, display_rate=1)
+
+
+def test_nan_mid_sampling_fails_that_job_keeps_its_frames_and_the_flow_goes_on(served_flow):
+    result = Client(host=served_flow).post("/generate", request_docs(**EXPLODING))
+    doc = result[0]
+    assert doc.tags["status"] == "failed"
+    assert "NaN at step" in doc.tags["error"]
+    failed_at = int(re.search(r"NaN at step (\d+)", doc.tags["error"])[1])
+    assert failed_at >= 2 and len(doc.chunks) == failed_at - 1  # the good frames before the failure came back
+    assert Client(host=served_flow).post("/generate", request_docs())[0].tags["status"] == "done"
+
+
+def test_generate_image_saves_what_was_made_then_raises(served_flow, tmp_path):
+    with pytest.raises(disco_client.GenerationFailed, match="image 0: SamplingFailed: the image became NaN") as info:
+        disco_client.generate_image(
+            text_prompts=["x"],
+            seed=5,
+            n_batches=1,
+            output_dir=str(tmp_path),
+            host=served_flow,
+            progress=False,
+            **{**TINY, **EXPLODING},
+        )
+    results = info.value.results
+    assert len(results) == 1 and results[0].tags["status"] == "failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(f).name for f in results[0].tags["files"])
+
+
+def test_two_clients_at_once_get_their_own_correct_images(served_flow, tmp_path):
+    outcomes = {}
+
+    def call(seed):
+        outcomes[seed] = disco_client.generate_image(
+            text_prompts=["a lighthouse"],
+            seed=seed,
+            n_batches=1,
+            output_dir=str(tmp_path / str(seed)),
+            host=served_flow,
+            progress=False,
+            **TINY,
+        )
+
+    threads = [threading.Thread(target=call, args=(seed,)) for seed in (31, 32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(outcomes) == [31, 32]
+    assert [outcomes[s][0].tags["seed"] for s in (31, 32)] == [31, 32]
+    a, b = (image_of(outcomes[s][0].uri) for s in (31, 32))
+    assert not np.array_equal(a, b)
+    alone = disco_client.generate_image(
+        text_prompts=["a lighthouse"],
+        seed=31,
+        n_batches=1,
+        output_dir=str(tmp_path / "alone"),
+        host=served_flow,
+        progress=False,
+        **TINY,
+    )
+    assert np.array_equal(image_of(alone[0].uri), a)  # sharing the Flow did not change the picture
+
+
+def test_the_server_never_reads_paths_or_urls_sent_by_clients(served_flow):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_error(404)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for source in (f"http://127.0.0.1:{server.server_port}/image.png", "/etc/hostname"):
+            docs = request_docs()
+            docs[0].tags["init_image"] = source  # a path or URL in the settings, no bytes
+            docs[0].tags["output_dir"] = "/should/never/be/created"
+            result = Client(host=served_flow).post("/generate", docs)
+            assert result[0].tags["status"] == "done"
+    finally:
+        server.shutdown()
+    assert hits == []
+    assert not Path("/should/never/be/created").exists()
+
+
+def test_a_client_that_goes_away_frees_the_sampler(served_flow, flow_env, tmp_path):
+    board = Path(flow_env["DISCO_JOBS_DIR"])
+    before = set(board.glob("*.json"))
+    cmd = [sys.executable, str(ROOT / "client.py"), "--text_prompts", "x", "--width_height", "64", "64",
+           "--steps", "200", "--skip_steps", "0", "--cut_overview", "[1]*1000", "--cut_innercut", "[1]*1000",
+           "--cutn_batches", "1", "--n_batches", "1", "--output_dir", str(tmp_path), "--host", served_flow,
+           "--no_progress"]  # fmt: skip
+    client = subprocess.Popen(cmd, env={**os.environ, "DISCO_CLIENT_TIMEOUT_S": "3"}, stderr=subprocess.DEVNULL)
+    try:
+        job = None
+        deadline = time.time() + 120
+        while time.time() < deadline and job is None:
+            for path in set(board.glob("*.json")) - before:
+                state = json.loads(path.read_text())
+                if state.get("status") == "running" and state.get("step", 0) >= 2:
+                    job = path
+            time.sleep(0.2)
+        assert job is not None, "the job did not start"
+    finally:
+        client.kill()
+        client.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and json.loads(job.read_text()).get("status") == "running":
+        time.sleep(0.5)
+    state = json.loads(job.read_text())
+    assert state["status"] == "abandoned"
+    assert state["step"] < 200
 
 
 def test_cli_against_the_served_flow(served_flow, tmp_path):

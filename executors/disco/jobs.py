@@ -4,7 +4,8 @@ Jina spreads requests over replicas round-robin, so the replica asked for a job'
 is often not the one running it. Each job therefore lives in files under one directory
 (``DISCO_JOBS_DIR``, default a folder in the system temp dir; on Kubernetes a shared volume):
 ``<id>.json`` (state, rewritten atomically every step), ``<id>.png`` (latest frame) and
-``<id>.cancel`` (the stop request). Any replica can answer for any job.
+``<id>.cancel`` (the stop request) and ``<id>.seen`` (touched whenever the job's client polls
+its progress, so a job whose client went away can be stopped). Any replica can answer for any job.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ class JobBoard:
         except FileNotFoundError:
             return None
 
+    def seen(self, job_id: str) -> None:
+        """The job's client just asked about it (it is still there, waiting for the result)."""
+        self._path(job_id, ".seen").touch()
+
+    def last_seen(self, job_id: str) -> float | None:
+        try:
+            return self._path(job_id, ".seen").stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def cancel(self, job_id: str) -> None:
         """Ask the job to stop at its next step (also before it starts)."""
         self._path(job_id, ".cancel").touch()
@@ -72,7 +83,7 @@ class JobBoard:
         return self._path(job_id, ".cancel").exists()
 
     def forget(self, job_id: str, older_than_s: float = 0) -> None:
-        for suffix in (".json", ".png", ".cancel"):
+        for suffix in (".json", ".png", ".cancel", ".seen"):
             path = self._path(job_id, suffix)
             if path.exists() and time.time() - path.stat().st_mtime >= older_than_s:
                 path.unlink(missing_ok=True)
