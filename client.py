@@ -83,6 +83,10 @@ def generate_image(
         {k: v for k, v in local.items() if v is not None or k in ("seed", "init_image")}, **extras
     )
     init_bytes = read_init_image(settings.init_image) if settings.init_image else None
+    if init_bytes is not None:
+        from disco.images import decode_init_image
+
+        decode_init_image(init_bytes, settings.width, settings.height)  # not an image, too big: refused here already
     if settings.seed is None:
         settings.seed = random.randint(0, 2**32 - 1 - settings.n_batches)
     if settings.seed + settings.n_batches - 1 > 2**32 - 1:

@@ -426,6 +426,39 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing started, nothing written
 
 
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda d: d / "missing.png", "no such file"),
+        (lambda d: (d / "notes.png").write_text("not an image") and d / "notes.png", "cannot read the image"),
+        (lambda d: _big_png(d / "huge.png"), "too many pixels"),
+    ],
+    ids=["missing", "not-an-image", "too-many-pixels"],
+)
+def test_cli_refuses_a_bad_init_image_before_starting_anything(tmp_path, make, fragment):
+    source = make(tmp_path)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--init_image", str(source), "--width_height", "64", "64"]
+        + ["--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DISCO_MAX_PIXELS": str(64 * 64), "DISCO_MODEL_DIR": str(tmp_path / "no-models")},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: init_image: ") and fragment in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists() and not (tmp_path / "no-models").exists()  # refused before any download or Flow
+
+
+def _big_png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (1024, 1024)).save(path)  # 16 x the 64x64 cap set below, over the 4x margin
+    return path
+
+
 def test_cli_help_explains_every_parameter():
     done = subprocess.run(
         [sys.executable, str(ROOT / "client.py"), "--help"], capture_output=True, text=True, timeout=120
