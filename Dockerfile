@@ -55,4 +55,6 @@ EXPOSE 51000
 HEALTHCHECK --interval=30s --timeout=20s --start-period=30m --retries=3 \
     CMD ["jina", "ping", "flow", "grpc://localhost:51000", "--timeout", "10000"]
 
-CMD ["jina", "flow", "--uses", "flow.yml"]
+# serve.py is `jina flow --uses flow.yml` with DISCO_SAMPLER_REPLICAS samplers (one GPU each when several).
+ENV DISCO_SAMPLER_REPLICAS=1
+CMD ["python", "serve.py"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "executors"))
+sys.path[:0] = [str(ROOT), str(ROOT / "executors")]
 
 from disco.outputs import save_outputs  # noqa: E402
 from disco.settings import (  # noqa: E402
@@ -41,7 +41,6 @@ from disco.settings import (  # noqa: E402
 )
 from disco.weights import WeightsUnavailable  # noqa: E402
 
-FLOW_FILE = ROOT / "flow.yml"
 PROGRESS_INTERVAL_S = 0.5
 SEED_NAMES = list(SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1])
 
@@ -168,24 +167,17 @@ def flow_address(host: str | None, use_gpu: bool = True, diffusion_model: str | 
     if host:
         yield host if "://" in host else f"grpc://{host}"
         return
-    from jina import Flow
+    from serve import load_flow
 
-    flow = Flow.load_config(str(FLOW_FILE))
-    flow.port = free_port()
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # py_modules in flow.yml are relative to the repository
+    flow = load_flow(port=free_port())  # flow.yml, DISCO_SAMPLER_REPLICAS samplers
     # the executors read these at start: this run's device, and its UNet loaded up front
     env = {"DISCO_USE_GPU": "1" if use_gpu else "0", **({"DISCO_PRELOAD": diffusion_model} if diffusion_model else {})}
+    with _spawned_processes(), _environment(env):
+        flow.__enter__()
     try:
-        with _spawned_processes(), _environment(env):
-            flow.__enter__()
-        os.chdir(cwd)
-        try:
-            yield f"grpc://127.0.0.1:{flow.port}"
-        finally:
-            flow.__exit__(None, None, None)
+        yield f"grpc://127.0.0.1:{flow.port}"
     finally:
-        os.chdir(cwd)
+        flow.__exit__(None, None, None)
 
 
 @contextmanager

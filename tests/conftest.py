@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -38,3 +39,37 @@ def tiny_models():
     )
     torch.manual_seed(0)
     return Models(unet=unet, clip=load_clip(None), secondary=secondary)
+
+
+# ----- the product end to end: recipe weights under their real names, and the Flow's environment -----
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    from make_test_weights import make
+
+    directory = tmp_path_factory.mktemp("models")
+    make(
+        directory,
+        [
+            "512x512_diffusion_uncond_finetune_008100.pt",
+            "secondary_model_imagenet_2.pth",
+            "open_clip_rn50_openai.safetensors",
+            "vgg16-397923af.pth",
+        ],
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def flow_env(model_dir, tmp_path_factory):
+    env = {
+        "DISCO_MODEL_DIR": str(model_dir),
+        "DISCO_JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
+        "DISCO_USE_GPU": "0",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -1,0 +1,77 @@
+"""Serve flow.yml with the sampler scaled out: ``python serve.py [--port P] [--replicas N]``.
+
+``jina flow --uses flow.yml`` serves one sampler. This does the same with
+``DISCO_SAMPLER_REPLICAS`` (or ``--replicas``) sampler replicas; when the machine has several
+GPUs, Jina pins replica ``i`` to GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES`` round-robin).
+The in-process Flow of ``client.py`` is built here too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+FLOW_FILE = ROOT / "flow.yml"
+
+
+def sampler_replicas() -> int:
+    value = os.environ.get("DISCO_SAMPLER_REPLICAS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"error: DISCO_SAMPLER_REPLICAS must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def gpu_count() -> int:
+    """GPUs on this machine, counted the way Jina counts them (without initialising CUDA here)."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout.count("UUID")
+    except (OSError, subprocess.SubprocessError):
+        return 0
+
+
+def flow_config(replicas: int | None = None, port: int | None = None) -> dict[str, Any]:
+    """flow.yml as a dict, with the sampler's replica count and GPU pinning applied."""
+    config = yaml.safe_load(FLOW_FILE.read_text())
+    replicas = replicas or sampler_replicas()
+    for executor in config["executors"]:
+        executor["uses"] = str(ROOT / executor["uses"])  # independent of the current directory
+        if executor["name"] == "sampler":
+            executor["replicas"] = replicas
+            gpus = gpu_count()
+            if replicas > 1 and gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+                executor.setdefault("env", {})["CUDA_VISIBLE_DEVICES"] = "RR"  # Jina: replica i -> GPU i % gpus
+    if port is not None:
+        config["with"]["port"] = port
+    return config
+
+
+def load_flow(replicas: int | None = None, port: int | None = None):
+    from jina import Flow
+
+    return Flow.load_config(flow_config(replicas, port))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=None, help="gRPC port (default: the one in flow.yml, 51000)")
+    parser.add_argument(
+        "--replicas", type=int, default=None, help="sampler replicas (default: $DISCO_SAMPLER_REPLICAS or 1)"
+    )
+    args = parser.parse_args(argv)
+    with load_flow(args.replicas, args.port) as flow:
+        flow.block()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
