@@ -111,6 +111,23 @@ def test_clip_gradient_raises_similarity(tiny_models):
     assert after > before
 
 
+def test_cutout_batches_through_clip_together_give_the_gradient_of_one_pass_each(tiny_models, monkeypatch):
+    from disco import guidance as guidance_module
+
+    diffusion = GaussianDiffusion(10)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    settings = dict(clip_guidance_scale=1000, cutn_batches=3, cut_overview="[2]*1000", cut_innercut="[2]*1000")
+    together = guidance_for(tiny_models, diffusion, **settings)
+    grad_together = together(x, t, 5)
+    monkeypatch.setattr(guidance_module, "CLIP_BATCH", 1)  # one cutout batch per CLIP pass, as Disco runs it
+    apart = guidance_for(tiny_models, diffusion, **settings)
+    grad_apart = apart(x, t, 5)
+    assert grad_together.abs().sum() > 0
+    torch.testing.assert_close(grad_together, grad_apart, rtol=1e-4, atol=1e-7)
+    assert together.losses == pytest.approx(apart.losses, rel=1e-5) and len(together.losses) == 3
+
+
 def test_gradient_rms_is_clamped(tiny_models):
     diffusion = GaussianDiffusion(10)
     x = 3 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -23,7 +23,7 @@ def load_clip(pretrained: str | Path | None = "openai", cache_dir: str | Path | 
     model = open_clip.create_model(
         CLIP_ARCH, pretrained=str(pretrained) if pretrained else None, cache_dir=str(cache_dir) if cache_dir else None
     )
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # see guidance.CL
 
 
 def check_prompt_length(text: str) -> None:
