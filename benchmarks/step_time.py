@@ -93,6 +93,7 @@ def reference_steps(settings, weights: Path, dev: torch.device):
     if config["use_fp16"]:
         model.convert_to_fp16()
     secondary, clip, embeds, prompt_weights = shared_models(weights, dev)
+    clip = clip.to(memory_format=torch.contiguous_format)  # as the notebook loads it (ours runs NHWC)
     rng = CutoutRandomness(torch.Generator().manual_seed(0), torch.Generator(dev).manual_seed(0))
     overview, innercut = count_schedule("cut_overview", s.cut_overview), count_schedule("cut_innercut", s.cut_innercut)
     icgray = parse_schedule("cut_icgray_p", s.cut_icgray_p)
