@@ -270,3 +270,13 @@ def test_lpips_refuses_a_file_that_is_not_vgg16(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="not a VGG16"):
         load_lpips(tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("steps", [1, 7, 100, 250, 300, 333, 999, 1000])
+def test_schedule_step_read_on_the_host_matches_the_device_timestep(steps):
+    import numpy as np
+
+    d = GaussianDiffusion(steps)
+    for index in range(steps):
+        on_device = torch.full((1,), d.scaled_timestep(index))  # what the loop hands to cond_fn
+        assert int(np.float32(d.scaled_timestep(index))) == int(on_device[0].item())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,7 +112,9 @@ class Guidance:
     def __call__(self, x: torch.Tensor, t_scaled: torch.Tensor, index: int) -> torch.Tensor:
         s = self.settings
         n = x.shape[0]
-        at = 1000 - (int(t_scaled[0].item()) + 1)  # the schedule's virtual step
+        # the schedule's virtual step, from Disco's int(t) + 1; read on the host (the float32 that
+        # t_scaled holds), so the loop does not wait for the device here
+        at = 1000 - (int(np.float32(self.diffusion.scaled_timestep(index))) + 1)
         overview, innercut = self.schedules.overview[at], self.schedules.innercut[at]
         with torch.enable_grad():
             x = x.detach().requires_grad_()
