@@ -4,13 +4,13 @@
 Bad input fails the request before sampling starts; a fault during sampling (NaN, an
 exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
 frames made so far still go back.
-``/progress`` and ``/cancel`` are asynchronous, so they are answered while a job runs, and
-they go through the shared job board, so any replica can answer for any job.
+Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
+from it by the Renderer, so this executor's replicas receive ``/generate`` requests only and
+Jina's round-robin hands consecutive images to different replicas.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import sys
@@ -99,21 +99,3 @@ class DiffusionSampler(Executor):
         doc.tags.update(status=status, steps_done=step, replica=self.replica, started=started, finished=time.time())
         if error:
             doc.tags["error"] = error
-
-    @requests(on="/progress")
-    async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
-        """Per Document id: status, step, total, cur_t, loss; with ``parameters={'frame': True}``
-        the latest frame as ``doc.uri``."""
-        want_frame = bool((parameters or {}).get("frame"))
-        for doc in docs:
-            self.board.seen(doc.id)
-            state = self.board.read(doc.id) or {"status": "waiting"}
-            doc.tags.update(state)
-            if want_frame and (png := self.board.latest_frame(doc.id)):
-                doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
-
-    @requests(on="/cancel")
-    async def cancel(self, docs: DocumentArray, **kwargs) -> None:
-        for doc in docs:
-            self.board.cancel(doc.id)
-            doc.tags["cancel_requested"] = True

@@ -1,12 +1,31 @@
-"""Jina executor: frames to PNG image chunks, the final image to ``doc.uri``; raw tensors dropped."""
+"""Jina executor: frames to PNG image chunks, the final image to ``doc.uri``; raw tensors dropped.
+
+It also answers ``/progress`` and ``/cancel`` for running jobs, from the job board the
+samplers write (``DISCO_JOBS_DIR``). Answering them here rather than in the sampler keeps the
+sampler's replicas for ``/generate`` alone: Jina skips executors that do not bind an endpoint,
+and its round-robin over the sampler replicas then spreads the images of a call evenly
+(progress polls would otherwise take turns in the rotation). These endpoints are
+asynchronous, so they are answered while images are being rendered.
+"""
 
 from __future__ import annotations
 
-from docarray import DocumentArray
-from jina import Executor, requests
+import base64
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from disco.jobs import JobBoard  # noqa: E402
+from docarray import DocumentArray  # noqa: E402
+from jina import Executor, requests  # noqa: E402
 
 
 class Renderer(Executor):
+    def __init__(self, jobs_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.board = JobBoard(jobs_dir)
+
     @requests(on="/generate")
     def render(self, docs: DocumentArray, **kwargs) -> None:
         for doc in docs:
@@ -18,3 +37,22 @@ class Renderer(Executor):
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
             doc.embedding = None
             doc.blob = None
+
+    @requests(on="/progress")
+    async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
+        """Per Document id: status, step, total, cur_t, loss; with ``parameters={'frame': True}``
+        the latest frame as ``doc.uri``. Each poll also tells the sampler the client is still there."""
+        want_frame = bool((parameters or {}).get("frame"))
+        for doc in docs:
+            self.board.seen(doc.id)
+            state = self.board.read(doc.id) or {"status": "waiting"}
+            doc.tags.update(state)
+            if want_frame and (png := self.board.latest_frame(doc.id)):
+                doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
+
+    @requests(on="/cancel")
+    async def cancel(self, docs: DocumentArray, **kwargs) -> None:
+        """Ask these jobs to stop at their next step (also jobs still waiting for a sampler)."""
+        for doc in docs:
+            self.board.cancel(doc.id)
+            doc.tags["cancel_requested"] = True
