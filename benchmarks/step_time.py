@@ -1,14 +1,16 @@
 """Seconds per guided sampling step: the reference implementation and this engine, side by side.
 
     pip install --no-deps -r benchmarks/requirements.txt     # the reference, guided-diffusion-sdk
-    python benchmarks/step_time.py --quick                    # CPU, 256x256, cutn_batches=1
+    python benchmarks/step_time.py --quick                    # CPU, 256x256, cutn_batches=1 (~6 min)
     python benchmarks/step_time.py                            # GPU: several sizes, Disco's defaults
 
 (a) reference: guided-diffusion-sdk's UNet (the fork Disco Diffusion uses) and its DDIM loop,
     driving a cond_fn written the way the Disco Diffusion notebook writes it: secondary model,
     cutouts, one CLIP pass per cutout batch, spherical-distance loss; fp32 on CPU, an fp16
     UNet on GPU as discoart runs it.
-(b) this engine's ``sample_image`` with the same settings.
+(b) this engine's ``sample_image`` with the same settings, in its default ``fast`` mode
+    ("ours": NNPACK Winograd convolutions in the UNet on CPU, fp16 autocast on GPU) and in its
+    ``exact`` fp32 mode ("ours_exact").
 
 Both get the recipe weights of the real 512x512 layout, the same secondary model and the same
 (randomly initialised) CLIP RN50; the cutouts are this project's implementation of Disco's
@@ -34,6 +36,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+SIDES = ("reference", "ours", "ours_exact")
 sys.path[:0] = [str(ROOT / "executors"), str(ROOT / "tests")]
 
 from disco.clip_model import load_clip  # noqa: E402
@@ -149,14 +152,17 @@ def clip_normalize(images: torch.Tensor) -> torch.Tensor:
     return normalize(images)
 
 
-def our_steps(settings, weights: Path, dev: torch.device):
+def our_steps(settings, weights: Path, dev: torch.device, mode: str):
+    from disco.fast import autocast_dtype, prepare_clip, prepare_unet
     from disco.sampler import Models, sample_image
     from disco.unet import MODEL_CONFIGS, build_unet
 
     state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     unet = build_unet(MODEL_CONFIGS["512x512_diffusion_uncond_finetune_008100"], state).to(dev)
     secondary, clip, embeds, prompt_weights = shared_models(weights, dev)
-    models = Models(unet=unet, clip=clip, secondary=secondary, device=dev)
+    unet = prepare_unet(unet, dev, mode)
+    clip = prepare_clip(clip, mode)
+    models = Models(unet=unet, clip=clip, secondary=secondary, device=dev, autocast=autocast_dtype(dev, mode))
     for _ in sample_image(settings, embeds, prompt_weights.tolist(), models, seed=0):
         yield
 
@@ -166,7 +172,10 @@ def run_side(side: str, width: int, height: int, cutn_batches: int, warmup: int,
     s = validate_settings(
         width_height=[width, height], steps=250, skip_steps=10, cutn_batches=cutn_batches, display_rate=1000
     )
-    steps = (reference_steps if side == "reference" else our_steps)(s, weights, dev)
+    if side == "reference":
+        steps = reference_steps(s, weights, dev)
+    else:
+        steps = our_steps(s, weights, dev, "exact" if side == "ours_exact" else "fast")
     times = []
     for i in range(warmup + measure):
         if dev.type == "cuda":
@@ -216,7 +225,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for side in ("reference", "ours"):
+    for side in SIDES:
         rows = [r for r in results if r["side"] == side]
         ax.plot([r["width"] * r["height"] / 1e6 for r in rows], [r["median_s"] for r in rows], "o-", label=side)
     ax.set_xlabel("image size (megapixels)")
@@ -229,13 +238,13 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CPU-sized: 128 and 256 px, cutn_batches=1")
-    parser.add_argument("--sizes", nargs="+", help="WxH sizes (default: quick 128x128 256x256; else up to 1280x768)")
+    parser.add_argument("--quick", action="store_true", help="CPU-sized: 256x256, cutn_batches=1")
+    parser.add_argument("--sizes", nargs="+", help="WxH sizes (default: quick 256x256; else up to 1280x768)")
     parser.add_argument("--cutn_batches", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--measure", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         args.side = args.child
         return child(args)
-    default_sizes = ["128x128", "256x256"] if args.quick else ["256x256", "512x512", "1280x768"]
+    default_sizes = ["256x256"] if args.quick else ["256x256", "512x512", "1280x768"]
     sizes = [tuple(int(v) for v in text.split("x")) for text in args.sizes or default_sizes]
 
     results = []
@@ -254,15 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(tmp) / "unet512_recipe.pt"
         write_weights(weights)
         for size in sizes:
-            for side in ("reference", "ours"):
+            for side in SIDES:
                 r = measure_in_process(side, size, args, weights)
                 results.append(r)
-                print(f"{side:9s} {size[0]}x{size[1]}: {r['median_s']:.2f} s/step, peak {r['peak_gib']:.2f} GiB")
-    ratios = {
-        f"{w}x{h}": next(r for r in results if r["side"] == "ours" and (r["width"], r["height"]) == (w, h))["median_s"]
-        / next(r for r in results if r["side"] == "reference" and (r["width"], r["height"]) == (w, h))["median_s"]
-        for w, h in sizes
-    }
+                print(f"{side:10s} {size[0]}x{size[1]}: {r['median_s']:.2f} s/step, peak {r['peak_gib']:.2f} GiB")
+
+    def median(side: str, w: int, h: int) -> float:
+        return next(r for r in results if r["side"] == side and (r["width"], r["height"]) == (w, h))["median_s"]
+
+    ratios = {f"{w}x{h}": median("ours", w, h) / median("reference", w, h) for w, h in sizes}
+    exact_ratios = {f"{w}x{h}": median("ours_exact", w, h) / median("reference", w, h) for w, h in sizes}
     dev = device()
     summary = {
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'})",
@@ -271,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "cutn_batches": args.cutn_batches,
         "results": results,
         "ratio_ours_over_reference": ratios,
+        "ratio_ours_exact_over_reference": exact_ratios,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -279,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, args.out / f"step_time-{kind}-{stamp}.png")
     print(f"wrote {args.out / f'step_time-{kind}-{stamp}.json'} and .png")
     largest = f"{sizes[-1][0]}x{sizes[-1][1]}"
+    print(f"ratio ours_exact/reference: {exact_ratios[largest]:.3f}")
     print(f"ratio ours/reference: {ratios[largest]:.3f}")
     return 0
 

@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+from disco.fast import mode_from_env  # noqa: E402
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc  # noqa: E402
 from disco.jobs import JobBoard  # noqa: E402
 from disco.loading import ModelCache, pick_device  # noqa: E402
@@ -39,12 +40,14 @@ class DiffusionSampler(Executor):
         use_gpu: bool | None = None,
         preload: str | None = DIFFUSION_MODELS[0],
         jobs_dir: str | None = None,
+        mode: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if use_gpu is None:
             use_gpu = os.environ.get("DISCO_USE_GPU", "1") not in ("0", "false", "False")
-        self.cache = ModelCache(model_dir, pick_device(use_gpu))
+        # "fast" (default) or "exact" fp32, see disco/fast.py; DISCO_MODE when not given here
+        self.cache = ModelCache(model_dir, pick_device(use_gpu), mode or mode_from_env())
         preload = os.environ.get("DISCO_PRELOAD", preload)  # the in-process client sets its run's model
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
@@ -84,9 +87,8 @@ class DiffusionSampler(Executor):
                         frame = to_uint8_hwc(report.image)
                         doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
                         png = png_bytes(frame)
-                    self.board.update(
-                        doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, loss=report.loss
-                    )
+                    shown = {"loss": report.loss} if report.loss is not None else {}
+                    self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
                     if self.board.cancelled(doc.id):
                         status = "cancelled"  # stop at this step; the frames so far go back
                         break

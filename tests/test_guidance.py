@@ -53,6 +53,27 @@ def test_cutouts_are_reproducible_from_the_generator():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("size", [(64, 64), (300, 300), (224, 224), (96, 160), (1280, 1280)])
+def test_resize_matches_resize_right(size):
+    from disco.cutouts import resize
+    from resize_right import resize as resize_right
+
+    image = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    want = resize_right(image, out_shape=(2, 3, 224, 224))
+    torch.testing.assert_close(resize(image, 224, 224), want, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("angle,shift", [(0.0, (0, 0)), (7.3, (3, -5)), (-9.9, (-11, 11))])
+def test_rotate_shift_matches_torchvision_affine(angle, shift):
+    import torchvision.transforms.functional as TF
+    from disco.cutouts import rotate_shift
+    from torchvision.transforms import InterpolationMode
+
+    image = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    want = TF.affine(image, angle, list(shift), 1.0, [0.0, 0.0], InterpolationMode.BILINEAR)
+    torch.testing.assert_close(rotate_shift(image, angle, shift), want, rtol=0, atol=2e-5)
+
+
 def test_cutouts_pass_gradients():
     image = torch.rand(1, 3, 64, 64, requires_grad=True)
     make_cutouts(image, 1, 2, 1.0, 0.0, rng(), cut_size=32).sum().backward()
@@ -125,7 +146,8 @@ def test_cutout_batches_through_clip_together_give_the_gradient_of_one_pass_each
     grad_apart = apart(x, t, 5)
     assert grad_together.abs().sum() > 0
     torch.testing.assert_close(grad_together, grad_apart, rtol=1e-4, atol=1e-7)
-    assert together.losses == pytest.approx(apart.losses, rel=1e-5) and len(together.losses) == 3
+    together_losses, apart_losses = [float(v) for v in together.losses], [float(v) for v in apart.losses]
+    assert together_losses == pytest.approx(apart_losses, rel=1e-5) and len(together_losses) == 3
 
 
 def test_gradient_rms_is_clamped(tiny_models):

@@ -3,6 +3,7 @@ text embeddings and the image preprocessing the guidance uses."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import open_clip
@@ -44,6 +45,13 @@ def encode_texts(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
     return F.normalize(model.encode_text(_TOKENIZER(texts).to(device)).float(), dim=-1)
 
 
+@lru_cache(maxsize=8)
+def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # copied to the device once: a copy per guidance step would make the host wait for the GPU
+    return CLIP_MEAN.to(device, dtype), CLIP_STD.to(device, dtype)
+
+
 def clip_normalize(images: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] to CLIP's input statistics."""
-    return (images - CLIP_MEAN.to(images)) / CLIP_STD.to(images)
+    mean, std = _statistics(images.device, images.dtype)
+    return (images - mean) / std

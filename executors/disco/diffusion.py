@@ -84,7 +84,8 @@ class GaussianDiffusion:
 
     @staticmethod
     def _coef(arr: np.ndarray, index: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(arr[index], dtype=torch.float32, device=like.device)
+        # a fill, not a copy from the host: a copy to the GPU would wait for its queued work
+        return torch.full((), float(arr[index]), dtype=torch.float32, device=like.device)
 
     def q_sample(self, x_start: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
         """Noise ``x_start`` to the level of respaced step ``index``."""

@@ -9,6 +9,7 @@ saturation and (with an init image) LPIPS losses. The gradient of the score with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -80,7 +81,9 @@ class Guidance:
     unet: torch.nn.Module | None = None  # used when there is no secondary model
     init: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1], for the init loss
     init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    losses: list[float] = field(default_factory=list)  # CLIP loss of each cutout batch, for display
+    autocast: torch.dtype | None = None  # reduced precision for CLIP and the secondary model
+    # CLIP loss of each cutout batch, for display; kept on the device so the loop never waits
+    losses: list[torch.Tensor] = field(default_factory=list)
     schedules: Schedules = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,10 +96,10 @@ class Guidance:
         d = self.diffusion
         fac = float(d.sqrt_one_minus_alphas_cumprod[index])
         if self.secondary is not None:
-            alpha = torch.tensor(d.sqrt_alphas_cumprod[index], dtype=torch.float32, device=x.device)
-            sigma = torch.tensor(d.sqrt_one_minus_alphas_cumprod[index], dtype=torch.float32, device=x.device)
+            alpha = torch.full((), float(d.sqrt_alphas_cumprod[index]), dtype=torch.float32, device=x.device)
+            sigma = torch.full((), float(d.sqrt_one_minus_alphas_cumprod[index]), dtype=torch.float32, device=x.device)
             cosine_t = alpha_sigma_to_t(alpha, sigma).repeat(x.shape[0])
-            estimate = self.secondary(x, cosine_t).pred
+            estimate = self.secondary(x, cosine_t).pred.float()
         else:
             t = torch.full((x.shape[0],), d.scaled_timestep(index), device=x.device)
             estimate = d.xstart_from_eps(x, index, self.unet(x, t)[:, : x.shape[1]])
@@ -116,7 +119,8 @@ class Guidance:
         # t_scaled holds), so the loop does not wait for the device here
         at = 1000 - (int(np.float32(self.diffusion.scaled_timestep(index))) + 1)
         overview, innercut = self.schedules.overview[at], self.schedules.innercut[at]
-        with torch.enable_grad():
+        precision = torch.autocast(x.device.type, self.autocast) if self.autocast else contextlib.nullcontext()
+        with torch.enable_grad(), precision:
             x = x.detach().requires_grad_()
             estimate, x_in = self._denoised(x, index)
             x_in_grad = torch.zeros_like(x_in)
@@ -131,7 +135,7 @@ class Guidance:
                     dists = spherical_dist_loss(image_embeds.unsqueeze(1), self.target_embeds.unsqueeze(0))
                     dists = dists.view(batches, overview + innercut, n, -1)
                     clip_losses = dists.mul(self.target_weights).sum(3).mean(1)  # (batches, n)
-                    self.losses.extend(clip_losses.sum(1).tolist())
+                    self.losses.extend(clip_losses.sum(1).detach().unbind())
                     x_in_grad += (
                         torch.autograd.grad(clip_losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
                     )
@@ -139,15 +143,14 @@ class Guidance:
             if self.init is not None and self.init_loss is not None and s.init_scale:
                 loss = loss + self.init_loss(x_in, self.init).sum() * s.init_scale
             x_in_grad += torch.autograd.grad(loss, x_in)[0]
-            if torch.isnan(x_in_grad).any():
-                return torch.zeros_like(x)  # a NaN step is skipped, not propagated
             # Disco Diffusion differentiates the range loss with respect to x_in, of which the
             # estimate is an input, so its gradient was always zero; here it reaches x.
             surrogate = (x_in * x_in_grad).sum() + range_loss(estimate).sum() * s.range_scale
             grad = -torch.autograd.grad(surrogate, x)[0]
-            if torch.isnan(grad).any():
-                return torch.zeros_like(x)
         if s.clamp_grad:
             magnitude = grad.square().mean().sqrt()
             grad = grad * magnitude.clamp(max=s.clamp_max) / magnitude.clamp(min=1e-12)
-        return grad
+        # A step whose gradient has a NaN is taken unguided (as Disco does), decided on the
+        # device: an `if` here would make the host wait for the GPU every step.
+        nan = torch.isnan(x_in_grad).any() | torch.isnan(grad).any()
+        return torch.where(nan, torch.zeros_like(grad), grad)

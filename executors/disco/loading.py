@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import weights
+from . import fast, weights
 from .clip_model import load_clip
 from .lpips_loss import VGG16_FILE, load_lpips
 from .sampler import Models
@@ -47,9 +47,12 @@ def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss
 class ModelCache:
     """Models by name, loaded on first use and kept: a process serves many requests."""
 
-    def __init__(self, model_dir: str | Path | None = None, device: torch.device | None = None):
+    def __init__(self, model_dir: str | Path | None = None, device: torch.device | None = None, mode: str = "fast"):
+        if mode not in fast.MODES:
+            raise ValueError(f"mode: {mode!r} is not a mode; allowed: {', '.join(fast.MODES)}")
         self.model_dir = Path(model_dir) if model_dir else weights.model_dir()
         self.device = device or pick_device(True)
+        self.mode = mode
         self._unets: dict[str, torch.nn.Module] = {}
         self._clip: torch.nn.Module | None = None
         self._secondary: torch.nn.Module | None = None
@@ -63,12 +66,13 @@ class ModelCache:
             if name not in MODEL_CONFIGS:
                 raise ValueError(f"diffusion_model: unknown model {name!r}; allowed: {sorted(MODEL_CONFIGS)}")
             log.info("loading %s", name)
-            self._unets[name] = load_unet(self._file(f"{name}.pt"), MODEL_CONFIGS[name]).to(self.device)
+            unet = load_unet(self._file(f"{name}.pt"), MODEL_CONFIGS[name]).to(self.device)
+            self._unets[name] = fast.prepare_unet(unet, self.device, self.mode)
         return self._unets[name]
 
     def clip(self) -> torch.nn.Module:
         if self._clip is None:
-            self._clip = load_clip(self._file(CLIP_FILE)).to(self.device)
+            self._clip = fast.prepare_clip(load_clip(self._file(CLIP_FILE)).to(self.device), self.mode)
         return self._clip
 
     def secondary(self) -> torch.nn.Module:
@@ -88,4 +92,5 @@ class ModelCache:
             secondary=self.secondary() if use_secondary_model else None,
             init_loss=self.lpips() if with_init_loss else None,
             device=self.device,
+            autocast=fast.autocast_dtype(self.device, self.mode),
         )

@@ -32,6 +32,7 @@ class Models:
     secondary: torch.nn.Module | None = None
     init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # LPIPS, when loaded
     device: torch.device = torch.device("cpu")
+    autocast: torch.dtype | None = None  # the guidance's reduced precision (fast mode on a GPU)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class StepReport:
     total: int
     cur_t: int  # Disco's cur_t after the step: the next timestep index, -1 after the last step
     image: torch.Tensor | None  # (3, H, W) in [0, 1] on the CPU, on display steps and the last
-    loss: float | None  # the latest CLIP loss, for display
+    loss: float | None  # the latest CLIP loss, for display (on display steps)
 
 
 def _targets(
@@ -88,6 +89,7 @@ def sample_image(
         # The init loss compares with the user's image (not with perlin noise).
         init=init_image.to(device) if init_image is not None else None,
         init_loss=models.init_loss,
+        autocast=models.autocast,
     )
     common = dict(
         skip_steps=settings.skip_steps, init_image=start, cond_fn=guidance, clip_denoised=settings.clip_denoised
@@ -102,5 +104,6 @@ def sample_image(
         last = step.index == 0
         show = j % settings.display_rate == 0 or last
         image = step.pred_xstart[0].add(1).div(2).clamp(0, 1).detach().cpu() if show else None
-        loss = guidance.losses[-1] if guidance.losses else None
+        # read on display steps only: reading a device value makes the host wait for the GPU
+        loss = float(guidance.losses[-1]) if show and guidance.losses else None
         yield StepReport(j + 1, total, step.index - 1, image, loss)
