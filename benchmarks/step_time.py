@@ -15,8 +15,9 @@
 Both get the recipe weights of the real 512x512 layout, the same secondary model and the same
 (randomly initialised) CLIP RN50; the cutouts are this project's implementation of Disco's
 "Dango" cutouts on both sides, so what differs is the UNet, the loop and the guidance code.
-Each side runs in its own process (its peak memory is its own). After ``--warmup`` steps, the
-median of ``--measure`` steps is reported. Results go to ``benchmarks/results/`` (JSON and a
+Each side runs in its own process (its peak memory is its own); after ``--warmup`` steps the
+sides take their measured steps in turn, so a slow spell of the machine hits all of them, and
+the median of ``--measure`` steps is reported. Results go to ``benchmarks/results/`` (JSON and a
 plot of step time against image size), and the last line is ``ratio ours/reference: X``.
 """
 
@@ -167,32 +168,25 @@ def our_steps(settings, weights: Path, dev: torch.device, mode: str):
         yield
 
 
-def run_side(side: str, width: int, height: int, cutn_batches: int, warmup: int, measure: int, weights: Path) -> dict:
+def open_steps(side: str, width: int, height: int, cutn_batches: int, weights: Path):
     dev = device()
     s = validate_settings(
         width_height=[width, height], steps=250, skip_steps=10, cutn_batches=cutn_batches, display_rate=1000
     )
     if side == "reference":
-        steps = reference_steps(s, weights, dev)
-    else:
-        steps = our_steps(s, weights, dev, "exact" if side == "ours_exact" else "fast")
-    times = []
-    for i in range(warmup + measure):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        next(steps)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if dev.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    )
-    return {"side": side, "width": width, "height": height, "median_s": statistics.median(times), "steps_s": times,
-            "peak_gib": peak, "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "RSS"}  # fmt: skip
+        return reference_steps(s, weights, dev)
+    return our_steps(s, weights, dev, "exact" if side == "ours_exact" else "fast")
+
+
+def timed_step(steps) -> float:
+    cuda = device().type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    next(steps)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def write_weights(path: Path) -> None:
@@ -202,20 +196,66 @@ def write_weights(path: Path) -> None:
 
 
 def child(args: argparse.Namespace) -> int:
-    result = run_side(args.side, args.width, args.height, args.cutn_batches, args.warmup, args.measure, args.weights)
+    """One side, in its own process: warm up, then one step per "step" line on stdin."""
+    steps = open_steps(args.side, args.width, args.height, args.cutn_batches, args.weights)
+    for _ in range(args.warmup):
+        timed_step(steps)
+    print("READY", flush=True)
+    times = []
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        times.append(timed_step(steps))
+        print(f"TIME {times[-1]}", flush=True)
+    cuda = device().type == "cuda"
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = {"side": args.side, "width": args.width, "height": args.height, "median_s": statistics.median(times),
+              "steps_s": times, "peak_gib": peak / 2**30,
+              "peak_kind": "cuda max_memory_allocated" if cuda else "RSS"}  # fmt: skip
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
 
-def measure_in_process(side: str, size: tuple[int, int], args: argparse.Namespace, weights: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", side, "--weights", str(weights), "--width", str(size[0])]
-    cmd += ["--height", str(size[1]), "--cutn_batches", str(args.cutn_batches)]
-    cmd += ["--warmup", str(args.warmup), "--measure", str(args.measure)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{side} at {size} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+class Side:
+    """A child process running one side, driven a step at a time."""
+
+    def __init__(self, side: str, size: tuple[int, int], args: argparse.Namespace, weights: Path, logs: Path):
+        cmd = [sys.executable, __file__, "--child", side, "--weights", str(weights), "--width", str(size[0])]
+        cmd += ["--height", str(size[1]), "--cutn_batches", str(args.cutn_batches), "--warmup", str(args.warmup)]
+        self.name, self.log = side, logs / f"{side}-{size[0]}x{size[1]}.log"
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True
+        )
+        self.expect("READY")
+
+    def expect(self, prefix: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line.removeprefix(prefix).strip()
+        self.proc.wait()
+        raise SystemExit(f"{self.name} failed:\n{self.log.read_text()[-3000:]}")
+
+    def step(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return float(self.expect("TIME "))
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("done\n")
+        self.proc.stdin.flush()
+        result = json.loads(self.expect("RESULT "))
+        self.proc.wait()
+        return result
+
+
+def measure_interleaved(size: tuple[int, int], args: argparse.Namespace, weights: Path, logs: Path) -> list[dict]:
+    """All sides' steps taken in turn (the order rotating each round), so a slow spell of the
+    machine falls on every side alike; each side keeps its own process and peak memory."""
+    sides = [Side(side, size, args, weights, logs) for side in SIDES]
+    for round_ in range(args.measure):
+        for k in range(len(sides)):
+            sides[(round_ + k) % len(sides)].step()
+    return [side.finish() for side in sides]
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -242,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", help="WxH sizes (default: quick 256x256; else up to 1280x768)")
     parser.add_argument("--cutn_batches", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--measure", type=int, default=3)
+    parser.add_argument("--measure", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -263,10 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(tmp) / "unet512_recipe.pt"
         write_weights(weights)
         for size in sizes:
-            for side in SIDES:
-                r = measure_in_process(side, size, args, weights)
+            for r in measure_interleaved(size, args, weights, Path(tmp)):
                 results.append(r)
-                print(f"{side:10s} {size[0]}x{size[1]}: {r['median_s']:.2f} s/step, peak {r['peak_gib']:.2f} GiB")
+                print(f"{r['side']:10s} {size[0]}x{size[1]}: {r['median_s']:.2f} s/step, peak {r['peak_gib']:.2f} GiB")
 
     def median(side: str, w: int, h: int) -> float:
         return next(r for r in results if r["side"] == side and (r["width"], r["height"]) == (w, h))["median_s"]
