@@ -83,24 +83,25 @@ class GaussianDiffusion:
         return t * (1000.0 / self.diffusion_steps) if self.rescale_timesteps else t
 
     @staticmethod
-    def _coef(arr: np.ndarray, index: int, like: torch.Tensor) -> torch.Tensor:
+    def coef(arr: np.ndarray, index: int, like: torch.Tensor) -> torch.Tensor:
+        """``arr[index]`` as a float32 scalar tensor on ``like``'s device."""
         # a fill, not a copy from the host: a copy to the GPU would wait for its queued work
         return torch.full((), float(arr[index]), dtype=torch.float32, device=like.device)
 
     def q_sample(self, x_start: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
         """Noise ``x_start`` to the level of respaced step ``index``."""
-        c = self._coef
+        c = self.coef
         return (
             c(self.sqrt_alphas_cumprod, index, x_start) * x_start
             + c(self.sqrt_one_minus_alphas_cumprod, index, x_start) * noise
         )
 
     def xstart_from_eps(self, x: torch.Tensor, index: int, eps: torch.Tensor) -> torch.Tensor:
-        c = self._coef
+        c = self.coef
         return c(self.sqrt_recip_alphas_cumprod, index, x) * x - c(self.sqrt_recipm1_alphas_cumprod, index, x) * eps
 
     def eps_from_xstart(self, x: torch.Tensor, index: int, pred_xstart: torch.Tensor) -> torch.Tensor:
-        c = self._coef
+        c = self.coef
         return (c(self.sqrt_recip_alphas_cumprod, index, x) * x - pred_xstart) / c(
             self.sqrt_recipm1_alphas_cumprod, index, x
         )
@@ -119,7 +120,7 @@ class GaussianDiffusion:
         guided = eps
         if cond_fn is not None:
             # Score rule (Song et al.): eps' = eps - sqrt(1 - abar) * grad log p(y | x).
-            abar = self._coef(self.alphas_cumprod, index, x)
+            abar = self.coef(self.alphas_cumprod, index, x)
             guided = eps - (1 - abar).sqrt() * cond_fn(x, t, index)
         return eps, guided, pred_xstart
 
@@ -151,8 +152,8 @@ class GaussianDiffusion:
         for index in range(first, -1, -1):
             _, eps, pred_xstart_model = self._eps(model, x, index, cond_fn, clip_denoised)
             pred_xstart = self.xstart_from_eps(x, index, eps)
-            abar = self._coef(self.alphas_cumprod, index, x)
-            abar_prev = self._coef(self.alphas_cumprod_prev, index, x)
+            abar = self.coef(self.alphas_cumprod, index, x)
+            abar_prev = self.coef(self.alphas_cumprod_prev, index, x)
             sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
             noise = noise_fn(x)  # drawn at every step, the last included, like the reference
             x = pred_xstart * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma**2) * eps
@@ -183,7 +184,7 @@ class GaussianDiffusion:
         x, first = self._initial(x_T, skip_steps, init_image)
         old_eps: list[torch.Tensor] = []
         for index in range(first, -1, -1):
-            abar_prev = self._coef(self.alphas_cumprod_prev, index, x)
+            abar_prev = self.coef(self.alphas_cumprod_prev, index, x)
             _, eps, pred_xstart_model = self._eps(model, x, index, cond_fn, clip_denoised)
             if order > 1 and index == first:
                 guided_xstart = self.xstart_from_eps(x, index, eps)

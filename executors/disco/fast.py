@@ -58,13 +58,8 @@ class WinogradConv2d(nn.Conv2d):
             and x.dim() == 4
             and x.shape[-1] * x.shape[-2] >= WINOGRAD_MIN_PIXELS
         ):
-            padding = self.padding if isinstance(self.padding, tuple) else _same_padding(self)
-            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, list(padding))
+            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, [1, 1])
         return super().forward(x)
-
-
-def _same_padding(conv: nn.Conv2d) -> tuple[int, int]:
-    return (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2)
 
 
 def _winograd_eligible(conv: nn.Module) -> bool:
@@ -75,7 +70,7 @@ def _winograd_eligible(conv: nn.Module) -> bool:
         and conv.dilation == (1, 1)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
-        and conv.padding in ((1, 1), "same")
+        and conv.padding == (1, 1)
     )
 
 

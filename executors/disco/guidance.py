@@ -96,8 +96,7 @@ class Guidance:
         d = self.diffusion
         fac = float(d.sqrt_one_minus_alphas_cumprod[index])
         if self.secondary is not None:
-            alpha = torch.full((), float(d.sqrt_alphas_cumprod[index]), dtype=torch.float32, device=x.device)
-            sigma = torch.full((), float(d.sqrt_one_minus_alphas_cumprod[index]), dtype=torch.float32, device=x.device)
+            alpha, sigma = d.coef(d.sqrt_alphas_cumprod, index, x), d.coef(d.sqrt_one_minus_alphas_cumprod, index, x)
             cosine_t = alpha_sigma_to_t(alpha, sigma).repeat(x.shape[0])
             estimate = self.secondary(x, cosine_t).pred.float()
         else:
