@@ -6,11 +6,9 @@ progress, cancel and errors.
 """
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +20,7 @@ import pytest
 from disco.settings import validate_settings
 from docarray import Document, DocumentArray
 from jina import Client
+from served import served
 
 import client as disco_client
 
@@ -39,45 +38,15 @@ TINY = dict(
 NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")
 
 
-def wait_ready(address: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"jina flow exited with {process.returncode}")
-        if Client(host=address).is_flow_ready(timeout=2):
-            return
-        time.sleep(1)
-    raise TimeoutError(f"the Flow at {address} was not ready in {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def served_flow(flow_env, tmp_path_factory):
     """``jina flow --uses flow.yml`` in a subprocess (the file's port swapped for a free one)."""
     port = disco_client.free_port()
     config = tmp_path_factory.mktemp("flow") / "flow.yml"
     config.write_text((ROOT / "flow.yml").read_text().replace("port: 51000", f"port: {port}"))
-    log = open(config.with_suffix(".log"), "w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)],
-        cwd=ROOT,
-        env={**os.environ, **flow_env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so teardown can stop the executors too
-    )
-    address = f"grpc://127.0.0.1:{port}"
-    try:
-        wait_ready(address, process)
+    command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
+    with served(command, port, flow_env, config.with_suffix(".log"), cwd=ROOT) as address:
         yield address
-    finally:
-        # Executors may outlive a SIGTERM to the Flow, so the group gets a SIGKILL after the grace period.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def request_docs(seed=3, n=1, **settings):

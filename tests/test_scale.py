@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from served import served
 
 import client as disco_client
 import serve
@@ -119,46 +120,20 @@ def test_docker_compose_export(tmp_path):
 
 
 def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path):
-    import contextlib
-    import os
-    import signal
-    import time
-
-    from jina import Client
-
     port = disco_client.free_port()
-    log = open(tmp_path / "serve.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "--port", str(port)],
-        env={**os.environ, **flow_env, "DISCO_SAMPLER_REPLICAS": "2"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=tmp_path,  # works from any directory
-    )
-    try:
-        deadline = time.time() + 300
-        while not Client(host=f"grpc://127.0.0.1:{port}").is_flow_ready(timeout=2):
-            assert process.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(1)
+    command = [sys.executable, str(ROOT / "serve.py"), "--port", str(port)]
+    env = {**flow_env, "DISCO_SAMPLER_REPLICAS": "2"}
+    with served(command, port, env, tmp_path / "serve.log", cwd=tmp_path) as address:  # from any directory
         # The gateway asks each executor for its endpoints (retried until one answer succeeds),
         # and those requests take turns in the same round-robin as /generate: concurrent first
         # requests can pair up on one replica (seen once in CI). One call first settles that.
         disco_client.generate_image(
-            text_prompts=["x"], seed=1, n_batches=1, output_dir=str(tmp_path / "warm"), host=f"127.0.0.1:{port}",
+            text_prompts=["x"], seed=1, n_batches=1, output_dir=str(tmp_path / "warm"), host=address,
             progress=False, **{**TINY, "steps": 3, "display_rate": 3},
         )  # fmt: skip
         da = disco_client.generate_image(
-            text_prompts=["x"], seed=1, n_batches=2, output_dir=str(tmp_path / "out"), host=f"127.0.0.1:{port}",
+            text_prompts=["x"], seed=1, n_batches=2, output_dir=str(tmp_path / "out"), host=address,
             progress=False, **{**TINY, "steps": 3, "display_rate": 3},
         )  # fmt: skip
         assert [d.tags["status"] for d in da] == ["done", "done"]
         assert da[0].tags["replica"] != da[1].tags["replica"]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # executors may outlive the Flow's SIGTERM
-        log.close()
