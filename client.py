@@ -213,11 +213,15 @@ def _spawned_processes():
             main.__file__ = main_file
 
 
-async def _post(client, endpoint: str, docs, parameters: dict | None = None):
+# The executor that answers /progress and /cancel (flow.yml's name for the Renderer).
+JOB_STATE_EXECUTOR = "renderer"
+
+
+async def _post(client, endpoint: str, docs, target_executor: str | None = None, parameters: dict | None = None):
     from docarray import DocumentArray
 
     out = DocumentArray()
-    async for response in client.post(endpoint, docs, parameters=parameters or {}):
+    async for response in client.post(endpoint, docs, parameters=parameters or {}, target_executor=target_executor):
         out.extend(response)
     return out
 
@@ -242,11 +246,15 @@ async def _run(address: str, docs, show_progress: bool = True):
         while not all(j.done() for j in jobs):
             if stop.is_set():
                 bars.note("stopping: cancelling at the next step, keeping the frames made so far")
-                await _post(client, "/cancel", DocumentArray([type(d)(id=d.id) for d in docs]))
+                await _post(client, "/cancel", DocumentArray([type(d)(id=d.id) for d in docs]), JOB_STATE_EXECUTOR)
                 return
             pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
             try:
-                states = await _post(client, "/progress", DocumentArray([type(d)(id=d.id) for d in pending]))
+                # Addressed to the Renderer: jina 3.34 (docarray v1) sends an endpoint to every
+                # executor, bound or not, so polls would otherwise take turns in the samplers'
+                # round-robin and pair a call's images on one replica.
+                ids = DocumentArray([type(d)(id=d.id) for d in pending])
+                states = await _post(client, "/progress", ids, JOB_STATE_EXECUTOR)
                 bars.update(states)
             except Exception:  # progress is best effort; the job's own result decides
                 pass

@@ -5,8 +5,9 @@ Bad input fails the request before sampling starts; a fault during sampling (NaN
 exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
 frames made so far still go back.
 Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
-from it by the Renderer, so this executor's replicas receive ``/generate`` requests only and
-Jina's round-robin hands consecutive images to different replicas.
+from it by the Renderer, to which the client addresses them, so this executor's replicas
+receive ``/generate`` requests only and Jina's round-robin hands consecutive images to
+different replicas.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Jina executor: frames to PNG image chunks, the final image to ``doc.uri``; raw tensors dropped.
 
 It also answers ``/progress`` and ``/cancel`` for running jobs, from the job board the
-samplers write (``DISCO_JOBS_DIR``). Answering them here rather than in the sampler keeps the
-sampler's replicas for ``/generate`` alone: Jina skips executors that do not bind an endpoint,
-and its round-robin over the sampler replicas then spreads the images of a call evenly
-(progress polls would otherwise take turns in the rotation). These endpoints are
-asynchronous, so they are answered while images are being rendered.
+samplers write (``DISCO_JOBS_DIR``). The client addresses them here alone
+(``target_executor``), which keeps the sampler's replicas for ``/generate``: Jina's
+round-robin over the replicas then spreads the images of a call evenly (progress polls would
+otherwise take turns in the rotation). These endpoints are asynchronous, so they are answered
+while images are being rendered.
 """
 
 from __future__ import annotations

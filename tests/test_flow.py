@@ -139,12 +139,12 @@ async def _generate_and_watch(address, docs, cancel_after_step=None):
     seen = []
     while not job.done():
         state = await disco_client._post(
-            client, "/progress", DocumentArray([Document(id=docs[0].id)]), parameters={"frame": True}
+            client, "/progress", DocumentArray([Document(id=docs[0].id)]), "renderer", parameters={"frame": True}
         )
         seen.append(state[0])
         step = state[0].tags.get("step")
         if cancel_after_step is not None and step is not None and step >= cancel_after_step:
-            await disco_client._post(client, "/cancel", DocumentArray([Document(id=docs[0].id)]))
+            await disco_client._post(client, "/cancel", DocumentArray([Document(id=docs[0].id)]), "renderer")
             cancel_after_step = None
         await asyncio.sleep(0.3)
     return await job, seen

@@ -124,13 +124,6 @@ def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path
     command = [sys.executable, str(ROOT / "serve.py"), "--port", str(port)]
     env = {**flow_env, "DISCO_SAMPLER_REPLICAS": "2"}
     with served(command, port, env, tmp_path / "serve.log", cwd=tmp_path) as address:  # from any directory
-        # The gateway asks each executor for its endpoints (retried until one answer succeeds),
-        # and those requests take turns in the same round-robin as /generate: concurrent first
-        # requests can pair up on one replica (seen once in CI). One call first settles that.
-        disco_client.generate_image(
-            text_prompts=["x"], seed=1, n_batches=1, output_dir=str(tmp_path / "warm"), host=address,
-            progress=False, **{**TINY, "steps": 3, "display_rate": 3},
-        )  # fmt: skip
         da = disco_client.generate_image(
             text_prompts=["x"], seed=1, n_batches=2, output_dir=str(tmp_path / "out"), host=address,
             progress=False, **{**TINY, "steps": 3, "display_rate": 3},
