@@ -129,4 +129,5 @@ def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path
             progress=False, **{**TINY, "steps": 3, "display_rate": 3},
         )  # fmt: skip
         assert [d.tags["status"] for d in da] == ["done", "done"]
-        assert da[0].tags["replica"] != da[1].tags["replica"]
+        replicas = [d.tags["replica"] for d in da]
+        assert replicas[0] != replicas[1], (tmp_path / "serve.log").read_text(errors="replace")[-4000:]
