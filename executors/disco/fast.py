@@ -28,12 +28,16 @@ WINOGRAD_MIN_PIXELS = 2048
 GPU_DTYPE = torch.float16
 
 
+def check_mode(mode: str, parameter: str = "mode") -> str:
+    """``mode`` when it is one of ``MODES``; else a ValueError naming ``parameter``."""
+    if mode not in MODES:
+        raise ValueError(f"{parameter}: {mode!r} is not a mode; allowed: {', '.join(MODES)}")
+    return mode
+
+
 def mode_from_env(default: str = "fast") -> str:
     """``DISCO_MODE`` when set, else ``default``; checked against ``MODES``."""
-    mode = os.environ.get("DISCO_MODE", default).strip().lower()
-    if mode not in MODES:
-        raise ValueError(f"DISCO_MODE: {mode!r} is not a mode; allowed: {', '.join(MODES)}")
-    return mode
+    return check_mode(os.environ.get("DISCO_MODE", default).strip().lower(), "DISCO_MODE")
 
 
 @cache

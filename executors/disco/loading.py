@@ -48,11 +48,9 @@ class ModelCache:
     """Models by name, loaded on first use and kept: a process serves many requests."""
 
     def __init__(self, model_dir: str | Path | None = None, device: torch.device | None = None, mode: str = "fast"):
-        if mode not in fast.MODES:
-            raise ValueError(f"mode: {mode!r} is not a mode; allowed: {', '.join(fast.MODES)}")
+        self.mode = fast.check_mode(mode)
         self.model_dir = Path(model_dir) if model_dir else weights.model_dir()
         self.device = device or pick_device(True)
-        self.mode = mode
         self._unets: dict[str, torch.nn.Module] = {}
         self._clip: torch.nn.Module | None = None
         self._secondary: torch.nn.Module | None = None
