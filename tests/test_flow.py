@@ -136,15 +136,14 @@ def test_seed_snippet_runs_as_written(served_flow, tmp_path, monkeypatch):
 async def _generate_and_watch(address, docs, cancel_after_step=None):
     client = Client(host=address, asyncio=True)
     job = asyncio.create_task(disco_client._post(client, "/generate", docs))
+    ids, job_state = DocumentArray([Document(id=docs[0].id)]), disco_client.JOB_STATE_EXECUTOR
     seen = []
     while not job.done():
-        state = await disco_client._post(
-            client, "/progress", DocumentArray([Document(id=docs[0].id)]), "renderer", parameters={"frame": True}
-        )
+        state = await disco_client._post(client, "/progress", ids, job_state, parameters={"frame": True})
         seen.append(state[0])
         step = state[0].tags.get("step")
         if cancel_after_step is not None and step is not None and step >= cancel_after_step:
-            await disco_client._post(client, "/cancel", DocumentArray([Document(id=docs[0].id)]), "renderer")
+            await disco_client._post(client, "/cancel", ids, job_state)
             cancel_after_step = None
         await asyncio.sleep(0.3)
     return await job, seen
