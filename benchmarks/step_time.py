@@ -123,8 +123,8 @@ def reference_steps(settings, weights: Path, dev: torch.device):
                 dists = dists.view([overview[1000 - t_int] + innercut[1000 - t_int], n, -1])
                 losses = dists.mul(prompt_weights).sum(2).mean(0)
                 x_in_grad += torch.autograd.grad(losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
-            # as in the notebook: the range loss is taken of `out`, so it adds nothing to x_in's gradient
-            loss = tv_loss(x_in).sum() * s.tv_scale + range_loss(out).sum() * s.range_scale
+            # as the PaddleHub module computes it: the range loss of the blend x_in
+            loss = tv_loss(x_in).sum() * s.tv_scale + range_loss(x_in).sum() * s.range_scale
             loss = loss + saturation_loss(x_in).sum() * s.sat_scale
             x_in_grad += torch.autograd.grad(loss, x_in)[0]
             grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from disco.clip_model import clip_normalize, encode_texts
 from disco.cutouts import CutoutRandomness, make_cutouts
 from disco.diffusion import GaussianDiffusion
@@ -101,7 +102,7 @@ def guidance_for(models, diffusion, **settings):
     "scale,measure",
     [
         ("tv_scale", lambda est, x_in: tv_loss(x_in).sum()),
-        ("range_scale", lambda est, x_in: range_loss(est).sum()),
+        ("range_scale", lambda est, x_in: range_loss(x_in).sum()),
         ("sat_scale", lambda est, x_in: saturation_loss(x_in)),
     ],
 )
@@ -176,6 +177,83 @@ def test_unet_estimate_is_used_without_secondary_model(tiny_models):
     g.secondary = None
     a, b = with_secondary(x, t, 5), g(x, t, 5)
     assert b.abs().sum() > 0 and not torch.allclose(a, b)
+
+
+def module_guidance_gradient(models, diffusion, settings, embeds, x, index, secondary, rng_seed=0):
+    """The PaddleHub module's cond_fn, written out on its own: blend, losses on the blend, one gradient
+    with respect to the blend carried back to x, NaN -> zeros, RMS clamp. Cutouts and CLIP are shared
+    with the engine (same generator, one CLIP pass per cutout batch, as the module runs them)."""
+    from disco.secondary import alpha_sigma_to_t
+
+    s, g = settings, rng(rng_seed)
+    at = 1000 - (int(diffusion.scaled_timestep(index)) + 1)
+    overview = int(s.cut_overview.split("]")[0][1:])
+    innercut = int(s.cut_innercut.split("]")[0][1:])
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        fac = float(diffusion.sqrt_one_minus_alphas_cumprod[index])
+        if secondary:
+            alpha = torch.tensor(diffusion.sqrt_alphas_cumprod[index], dtype=torch.float32)
+            sigma = torch.tensor(diffusion.sqrt_one_minus_alphas_cumprod[index], dtype=torch.float32)
+            out = models.secondary(x, alpha_sigma_to_t(alpha, sigma)[None].repeat(x.shape[0])).pred
+        else:
+            t = torch.full((x.shape[0],), diffusion.scaled_timestep(index))
+            eps = models.unet(x, t)[:, :3]
+            out = (
+                float(diffusion.sqrt_recip_alphas_cumprod[index]) * x
+                - float(diffusion.sqrt_recipm1_alphas_cumprod[index]) * eps
+            )
+        x_in = out * fac + x * (1 - fac)
+        x_in_grad = torch.zeros_like(x_in)
+        for _ in range(s.cutn_batches):
+            cuts = make_cutouts(x_in.add(1).div(2), overview, innercut, 1.0, 0.2 if at < 400 else 0.0, g, 224)
+            image_embeds = models.clip.encode_image(clip_normalize(cuts)).float()
+            dists = spherical_dist_loss(image_embeds.unsqueeze(1), embeds.unsqueeze(0))
+            losses = dists.view(overview + innercut, x.shape[0], -1).sum(2).mean(0)
+            x_in_grad += torch.autograd.grad(losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
+        tv = F.pad(x_in, (0, 1, 0, 1), "replicate")
+        tv = ((tv[..., :-1, 1:] - tv[..., :-1, :-1]) ** 2 + (tv[..., 1:, :-1] - tv[..., :-1, :-1]) ** 2).mean([1, 2, 3])
+        rng_loss = (x_in - x_in.clamp(-1, 1)).pow(2).mean([1, 2, 3])
+        sat = (x_in - x_in.clamp(-1, 1)).abs().mean()
+        loss = tv.sum() * s.tv_scale + rng_loss.sum() * s.range_scale + sat * s.sat_scale
+        x_in_grad += torch.autograd.grad(loss, x_in)[0]
+        if torch.isnan(x_in_grad).any():
+            return torch.zeros_like(x)
+        grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
+    magnitude = grad.square().mean().sqrt()
+    return grad * magnitude.clamp(max=s.clamp_max) / magnitude
+
+
+@pytest.mark.parametrize("secondary", [True, False])
+@pytest.mark.parametrize("range_scale", [0, 150])
+def test_guidance_gradient_is_the_modules(tiny_models, range_scale, secondary):
+    diffusion = GaussianDiffusion(10)
+    index = 7
+    x = 1.5 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))  # partly outside [-1, 1]
+    settings = dict(
+        clip_guidance_scale=5000, range_scale=range_scale, tv_scale=20, sat_scale=10, clamp_grad=True,
+        clamp_max=0.05, cutn_batches=2, cut_overview="[2]*1000", cut_innercut="[2]*1000", use_secondary_model=secondary,
+    )  # fmt: skip
+    ours = guidance_for(tiny_models, diffusion, **settings)
+    if not secondary:
+        ours.secondary = None
+    got = ours(x, torch.tensor([diffusion.scaled_timestep(index)]), index)
+    embeds = encode_texts(tiny_models.clip, ["a red apple"])
+    want = module_guidance_gradient(tiny_models, diffusion, ours.settings, embeds, x, index, secondary)
+    assert want.abs().sum() > 0
+    error = ((got - want).norm() / want.norm()).item()
+    assert error < 1e-5, f"relative error {error:.2e}"
+
+
+def test_range_loss_acts_on_the_blend_at_the_modules_defaults(tiny_models):
+    """range_scale=150 changes the gradient (it reaches x through the blend, as in the module)."""
+    diffusion = GaussianDiffusion(10)
+    x = 1.5 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([diffusion.scaled_timestep(7)])
+    settings = dict(clip_guidance_scale=5000, clamp_grad=False)
+    without = guidance_for(tiny_models, diffusion, range_scale=0, **settings)(x, t, 7)
+    with_range = guidance_for(tiny_models, diffusion, range_scale=150, **settings)(x, t, 7)
+    assert ((with_range - without).norm() / without.norm()).item() > 1e-3
 
 
 # ----- perlin -----

@@ -121,7 +121,7 @@ class Guidance:
         precision = torch.autocast(x.device.type, self.autocast) if self.autocast else contextlib.nullcontext()
         with torch.enable_grad(), precision:
             x = x.detach().requires_grad_()
-            estimate, x_in = self._denoised(x, index)
+            _, x_in = self._denoised(x, index)
             x_in_grad = torch.zeros_like(x_in)
             if s.clip_guidance_scale:
                 # Disco runs CLIP once per cutout batch; the batches go through together here, in
@@ -138,14 +138,17 @@ class Guidance:
                     x_in_grad += (
                         torch.autograd.grad(clip_losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
                     )
-            loss = tv_loss(x_in).sum() * s.tv_scale + saturation_loss(x_in) * s.sat_scale
+            # Every loss sees the blend x_in (the range loss too, as the PaddleHub module computes
+            # it); their gradient with respect to x_in joins CLIP's and goes back to x through the blend.
+            loss = (
+                tv_loss(x_in).sum() * s.tv_scale
+                + range_loss(x_in).sum() * s.range_scale
+                + saturation_loss(x_in) * s.sat_scale
+            )
             if self.init is not None and self.init_loss is not None and s.init_scale:
                 loss = loss + self.init_loss(x_in, self.init).sum() * s.init_scale
             x_in_grad += torch.autograd.grad(loss, x_in)[0]
-            # Disco Diffusion differentiates the range loss with respect to x_in, of which the
-            # estimate is an input, so its gradient was always zero; here it reaches x.
-            surrogate = (x_in * x_in_grad).sum() + range_loss(estimate).sum() * s.range_scale
-            grad = -torch.autograd.grad(surrogate, x)[0]
+            grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
         if s.clamp_grad:
             magnitude = grad.square().mean().sqrt()
             grad = grad * magnitude.clamp(max=s.clamp_max) / magnitude.clamp(min=1e-12)
