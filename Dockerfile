@@ -1,16 +1,22 @@
 # Disco Diffusion (CLIP RN50) as a Jina Flow, served over gRPC on port 51000.
 #
-#   docker build -t disco-diffusion-jina .
+#   docker build -t disco-diffusion-jina:1.0 .
 #   docker volume create disco-models
 #   # optional: fetch the weights ahead of time (~4.5 GB with both UNets) instead of on first start
-#   docker run --rm -v disco-models:/models disco-diffusion-jina python -m disco.weights
-#   docker run --gpus all -p 51000:51000 -v disco-models:/models disco-diffusion-jina
+#   docker run --rm -v disco-models:/models disco-diffusion-jina:1.0 python -m disco.weights
+#   docker run --gpus all -p 51000:51000 -v disco-models:/models disco-diffusion-jina:1.0
 #
 # Weights are never baked into the image: they live in the /models volume (DISCO_MODEL_DIR).
-# Base: the CUDA "base" flavour. PyPI's torch wheels bring their own CUDA, cuBLAS and cuDNN
-# libraries (the nvidia-* wheels), so a cudnn-runtime base would only add gigabytes of
-# duplicates; the GPU driver is mounted by the NVIDIA container toolkit at run time.
-FROM nvidia/cuda:12.4.1-base-ubuntu22.04
+#
+# CUDA: torch 2.14.1 from PyPI is built for CUDA 13.0 and brings its own CUDA, cuBLAS and cuDNN
+# libraries (the nvidia-* wheels), so the base is CUDA 13.0's small "base" flavour: the host needs
+# an NVIDIA driver for CUDA 13.0 (R580 or newer), which the NVIDIA container toolkit checks before
+# the container starts (the base image's NVIDIA_REQUIRE_CUDA). For an older driver, build with a
+# CUDA 12 base and PyTorch's wheel index for that CUDA (it must carry torch 2.14.1 and torchvision
+# 0.29.1), e.g. --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
+# --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (a driver for CUDA 12.8).
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-base-ubuntu22.04
+FROM ${CUDA_IMAGE}
 
 ARG DEBIAN_FRONTEND=noninteractive
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -33,21 +39,32 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install --upgrade pip && pip install -r requirements.txt
+# Only what the product runs (requirements.txt; tests and lint are in requirements-dev.txt).
+# With TORCH_INDEX_URL, torch and torchvision (the versions pinned there) come from that index first;
+# requirements.txt's torch==2.14.1 is then already satisfied by e.g. 2.14.1+cu128.
+ARG TORCH_INDEX_URL=
+RUN pip install --upgrade pip \
+ && if [ -n "$TORCH_INDEX_URL" ]; then \
+      pip install --index-url "$TORCH_INDEX_URL" $(grep -E '^(torch|torchvision)==' requirements.txt); \
+    fi \
+ && pip install -r requirements.txt
 
-# The code stays owned by root (read-only for the service); only /models is the user's.
+# The code stays owned by root (read-only for the service); /models (weights) and /jobs (the job
+# state that replicas share) are the user's, so new volumes mounted there are writable by it.
 COPY . .
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin disco \
- && mkdir -p /models \
- && chown disco:disco /models
+ && mkdir -p /models /jobs \
+ && chown disco:disco /models /jobs
 
+# DISCO_USE_GPU=1: the executors refuse to start without a usable GPU (-e DISCO_USE_GPU=0 for the CPU).
 ENV DISCO_MODEL_DIR=/models \
+    DISCO_JOBS_DIR=/jobs \
     TORCH_HOME=/models/torch \
     HF_HOME=/models/huggingface \
     PYTHONPATH=/app/executors \
     JINA_OPTOUT_TELEMETRY=1 \
     DISCO_USE_GPU=1
-VOLUME /models
+VOLUME /models /jobs
 USER disco
 EXPOSE 51000
 

@@ -171,7 +171,9 @@ def flow_address(host: str | None, use_gpu: bool = True, diffusion_model: str | 
 
     flow = load_flow(port=free_port())  # flow.yml, DISCO_SAMPLER_REPLICAS samplers
     # the executors read these at start: this run's device, and its UNet loaded up front
-    env = {"DISCO_USE_GPU": "1" if use_gpu else "0", **({"DISCO_PRELOAD": diffusion_model} if diffusion_model else {})}
+    # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
+    env = {"DISCO_USE_GPU": "auto" if use_gpu else "0"}
+    env.update({"DISCO_PRELOAD": diffusion_model} if diffusion_model else {})
     with _spawned_processes(), _environment(env):
         flow.__enter__()
     try:

@@ -1,21 +1,27 @@
 """Kubernetes or docker-compose manifests for flow.yml, running the project's container image.
 
-    python deploy/export.py kubernetes OUT_DIR  [--image IMAGE] [--replicas N] [--namespace NS]
-    python deploy/export.py docker-compose OUT.yml [--image IMAGE] [--replicas N] [--gpus G]
+    python deploy/export.py kubernetes OUT_DIR  --image IMAGE:TAG [--replicas N] [--namespace NS]
+    python deploy/export.py docker-compose OUT.yml --image IMAGE:TAG [--replicas N] [--gpus G]
 
 ``jina export`` only exports executors that are container images, so each executor here is
 ``docker://IMAGE`` (the Dockerfile's image, which also runs the gateway); ``flow.yml`` itself
 stays runnable locally. Jina's output is then completed with what it cannot express:
 
 - each container runs its own executor config (``executors/<name>.yml`` in the image);
-- the sampler asks for one GPU per replica (``nvidia.com/gpu`` / a compose GPU reservation);
+- the sampler asks for one GPU per replica (``nvidia.com/gpu`` / a compose GPU reservation),
+  and the gateway is given the address of every sampler replica, so that it spreads the images
+  over them itself (see ``balance_sampler_replicas``): no service mesh is needed;
 - the model directory (``/models``) and the shared job directory (``/jobs``, where any
-  replica answers progress and cancel for any job) are volumes.
+  replica answers progress and cancel for any job) are volumes, writable by the image's user;
+- the weights are downloaded before the executors start (an init container / a compose
+  service), so a first start on an empty volume is not killed by the startup probe;
+- CPU and memory requests and memory limits, and probe commands that ``jina ping`` parses.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +35,28 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS, JOBS = "/models", "/jobs"
 VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-jobs": (JOBS, "1Gi")}
 ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS, "PYTHONPATH": "/app/executors"}
+UID = 1000  # the image's user `disco` (Dockerfile)
+# The pods run as that user; fsGroup makes the mounted volumes writable by it (checked only at the
+# volume's root when it already matches, not over the 2.7 GB of weights at every start).
+POD_SECURITY = {
+    "runAsUser": UID,
+    "runAsGroup": UID,
+    "runAsNonRoot": True,
+    "fsGroup": UID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+}
+# CPU request, memory request, memory limit of each container (the sampler also gets one GPU)
+RESOURCES = {
+    "gateway": ("250m", "512Mi", "1Gi"),
+    "encoder": ("500m", "3Gi", "4Gi"),  # CLIP RN50 on the CPU
+    "sampler": ("2", "16Gi", "16Gi"),  # the models are loaded in host memory before moving to the GPU
+    "renderer": ("250m", "1Gi", "2Gi"),
+    "weights": ("250m", "256Mi", "1Gi"),  # the download before start
+}
+# The executors that load weights at start, and what downloads them: the files of the default
+# settings (the sampler's preloaded UNet, the secondary model, CLIP RN50), about 2.7 GB.
+NEEDS_WEIGHTS = ("encoder", "sampler")
+DOWNLOAD = ["python", "/app/client.py", "--download"]
 
 
 def export_flow(image: str, replicas: int) -> dict[str, Any]:
@@ -62,23 +90,99 @@ def _executor_config(args: list[str], name: str) -> None:
         args[args.index("--workspace") + 1] = "/tmp/jina-workspace"
 
 
-def complete_kubernetes(out: Path, namespace: str) -> None:
-    for name in ("encoder", "sampler", "renderer"):
-        path = out / name / f"{name}.yml"
-        docs = list(yaml.safe_load_all(path.read_text()))
+def _resources(name: str) -> dict[str, Any]:
+    cpu, memory, memory_limit = RESOURCES[name]
+    resources: dict[str, Any] = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
+    if name == "sampler":
+        resources["limits"]["nvidia.com/gpu"] = 1
+    return resources
+
+
+def _split_probe_arguments(container: dict[str, Any]) -> None:
+    """Jina writes ``"--timeout 9500"`` as one item, which ``jina ping`` ignores: one item per word."""
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        command = container.get(probe, {}).get("exec", {}).get("command")
+        if command:
+            container[probe]["exec"]["command"] = [word for item in command for word in item.split()]
+
+
+def _weights_init_container(image: str) -> dict[str, Any]:
+    env = {k: v for k, v in ENV.items() if k != "DISCO_JOBS_DIR"}
+    return {
+        "name": "weights",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": DOWNLOAD,  # resumable; pods starting together wait for each other's download
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [{"name": "disco-models", "mountPath": MODELS}],
+        "resources": _resources("weights"),
+    }
+
+
+def balance_sampler_replicas(docs: list[dict[str, Any]], replicas: int) -> list[str]:
+    """Give every sampler replica its own address, and return them for the gateway.
+
+    Jina's export puts the replicas behind one ClusterIP Service and gives the gateway that one
+    address: gRPC keeps one HTTP/2 connection to it, so kube-proxy (which balances connections,
+    not requests) sends every request to the same pod unless a service mesh balances requests.
+    Instead, the sampler runs as a StatefulSet behind a headless Service, which gives pod ``i``
+    the stable DNS name ``sampler-i.sampler.NS.svc``, and the gateway is given all of them in
+    ``--deployments-addresses``: Jina's gateway keeps one connection per address of an executor
+    and sends each request to the next one (round robin), as it does for local replicas.
+    Changing the replica count therefore means exporting again (the gateway's list is fixed).
+    """
+    service = next(d for d in docs if d["kind"] == "Service")
+    service["spec"]["clusterIP"] = "None"  # headless: DNS names for the pods, no virtual IP
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    name, spec = deployment["metadata"]["name"], deployment["spec"]
+    deployment["kind"] = "StatefulSet"
+    deployment["spec"] = {
+        "serviceName": service["metadata"]["name"],
+        "podManagementPolicy": "Parallel",  # start all replicas at once, not one after another
+        "replicas": replicas,
+        "selector": spec["selector"],
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": spec["template"],
+    }
+    namespace = deployment["metadata"]["namespace"]
+    port = service["spec"]["ports"][0]["port"]
+    return [f"grpc://{name}-{i}.{service['metadata']['name']}.{namespace}.svc:{port}" for i in range(replicas)]
+
+
+def _set_gateway_addresses(docs: list[dict[str, Any]], executor: str, addresses: list[str]) -> None:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    i = args.index("--deployments-addresses") + 1
+    args[i] = json.dumps({**json.loads(args[i]), executor: addresses})
+
+
+def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
+    names = ("gateway", "encoder", "sampler", "renderer")  # Jina writes OUT/NAME/NAME.yml for each
+    manifests = {name: list(yaml.safe_load_all((out / name / f"{name}.yml").read_text())) for name in names}
+    sampler_addresses = balance_sampler_replicas(manifests["sampler"], replicas)
+    _set_gateway_addresses(manifests["gateway"], "sampler", sampler_addresses)
+    for name, docs in manifests.items():
         for doc in docs:
-            if doc.get("kind") != "Deployment":
+            if doc["kind"] not in ("Deployment", "StatefulSet"):
                 continue
-            pod = doc["spec"]["template"]["spec"]
-            container = next(c for c in pod["containers"] if c["name"] == "executor")
+            template = doc["spec"]["template"]
+            template["metadata"].pop("annotations", None)  # Jina's linkerd opt-in: no mesh is needed
+            pod = template["spec"]
+            pod["securityContext"] = dict(POD_SECURITY)
+            (container,) = pod["containers"]
+            _split_probe_arguments(container)
+            container["resources"] = _resources(name)
+            if name == "gateway":
+                continue
             _executor_config(container["args"], name)
             gpu = name == "sampler"
             container["env"] += [{"name": k, "value": v} for k, v in {**ENV, "DISCO_USE_GPU": str(int(gpu))}.items()]
             container["volumeMounts"] = [{"name": v, "mountPath": path} for v, (path, _) in VOLUMES.items()]
             pod["volumes"] = [{"name": v, "persistentVolumeClaim": {"claimName": v}} for v in VOLUMES]
-            if gpu:
-                container["resources"] = {"limits": {"nvidia.com/gpu": 1}, "requests": {"memory": "16Gi"}}
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            if name in NEEDS_WEIGHTS:
+                pod["initContainers"] = [_weights_init_container(container["image"])]
+    for name, docs in manifests.items():
+        (out / name / f"{name}.yml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     claims = [
         {
             "apiVersion": "v1",
@@ -94,17 +198,22 @@ def complete_kubernetes(out: Path, namespace: str) -> None:
 
 def complete_docker_compose(out: Path, gpus: int) -> None:
     compose = yaml.safe_load(out.read_text())
+    # the Compose Specification (docker compose v2): depends_on conditions need it, `version` is obsolete
+    compose.pop("version", None)
     sampler_index = 0
     for service_name, service in compose["services"].items():
         name = service_name.split("-rep-")[0]
         if name == "gateway":
-            continue
+            continue  # Jina gives it every sampler replica's address already
         _executor_config(service["command"], name)
-        # Jina mounts its host cache over the image's /app (the code): the volumes are ours instead
+        # Jina mounts its host cache over the image's /app (the code): the volumes are ours instead;
+        # a new named volume takes the owner of the image's directory (the image's user)
         service["volumes"] = [f"{v}:{path}" for v, (path, _) in VOLUMES.items()]
         gpu = name == "sampler"
         service["environment"] = [*service.get("environment", []), *(f"{k}={v}" for k, v in ENV.items())]
         service["environment"].append(f"DISCO_USE_GPU={int(gpu)}")
+        if name in NEEDS_WEIGHTS:
+            service["depends_on"] = {"weights": {"condition": "service_completed_successfully"}}
         if gpu:
             device = str(sampler_index % max(gpus, 1))  # replica i on GPU i mod gpus
             sampler_index += 1
@@ -113,15 +222,38 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
                     "reservations": {"devices": [{"driver": "nvidia", "device_ids": [device], "capabilities": ["gpu"]}]}
                 }
             }
+    image = compose["services"]["gateway"]["image"]
+    compose["services"]["weights"] = {
+        "image": image,
+        "command": DOWNLOAD,
+        "environment": [f"{k}={v}" for k, v in ENV.items() if k != "DISCO_JOBS_DIR"],
+        "volumes": [f"disco-models:{MODELS}"],
+        "restart": "no",
+    }
     compose["volumes"] = {v: {} for v in VOLUMES}
     out.write_text(yaml.safe_dump(compose, sort_keys=False))
+
+
+def image_reference(value: str) -> str:
+    """An image with a tag other than ``latest`` (or a digest): what the pods run must not move."""
+    last = value.rsplit("/", 1)[-1]
+    if "@" not in last and (":" not in last or last.endswith(":latest")):
+        raise argparse.ArgumentTypeError(
+            f"give the image with a version tag or a digest (e.g. disco-diffusion-jina:1.0), got {value!r}"
+        )
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["kubernetes", "docker-compose"])
     parser.add_argument("out", type=Path, help="a directory (kubernetes) or a file (docker-compose)")
-    parser.add_argument("--image", default="disco-diffusion-jina:latest", help="the image built from the Dockerfile")
+    parser.add_argument(
+        "--image",
+        required=True,
+        type=image_reference,
+        help="the image built from the Dockerfile, with a version tag or digest (not latest)",
+    )
     parser.add_argument(
         "--replicas",
         type=int,
@@ -136,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     flow = export_flow(args.image, args.replicas)
     if args.kind == "kubernetes":
         run_jina_export("kubernetes", flow, args.out, args.image, ["--k8s-namespace", args.namespace])
-        complete_kubernetes(args.out, args.namespace)
+        complete_kubernetes(args.out, args.namespace, args.replicas)
     else:
         run_jina_export("docker-compose", flow, args.out, args.image, [])
         complete_docker_compose(args.out, args.gpus)

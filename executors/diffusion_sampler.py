@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from disco.fast import mode_from_env  # noqa: E402
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc  # noqa: E402
 from disco.jobs import JobBoard  # noqa: E402
-from disco.loading import ModelCache, pick_device  # noqa: E402
+from disco.loading import ModelCache, device_from_env  # noqa: E402
 from disco.sampler import sample_image  # noqa: E402
 from disco.settings import DIFFUSION_MODELS, settings_from_tags  # noqa: E402
 from docarray import Document, DocumentArray  # noqa: E402
@@ -45,10 +45,8 @@ class DiffusionSampler(Executor):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if use_gpu is None:
-            use_gpu = os.environ.get("DISCO_USE_GPU", "1") not in ("0", "false", "False")
         # "fast" (default) or "exact" fp32, see disco/fast.py; DISCO_MODE when not given here
-        self.cache = ModelCache(model_dir, pick_device(use_gpu), mode or mode_from_env())
+        self.cache = ModelCache(model_dir, device_from_env(use_gpu), mode or mode_from_env())
         preload = os.environ.get("DISCO_PRELOAD", preload)  # the in-process client sets its run's model
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)

@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from disco.clip_model import encode_texts  # noqa: E402
-from disco.loading import ModelCache, pick_device  # noqa: E402
+from disco.loading import ModelCache, device_from_env  # noqa: E402
 from disco.prompts import build_prompts, normalised_weights  # noqa: E402
 from disco.settings import settings_from_tags  # noqa: E402
 from docarray import DocumentArray  # noqa: E402
@@ -18,9 +18,7 @@ from jina import Executor, requests  # noqa: E402
 class PromptEncoder(Executor):
     def __init__(self, model_dir: str | None = None, use_gpu: bool | None = None, **kwargs):
         super().__init__(**kwargs)
-        if use_gpu is None:
-            use_gpu = os.environ.get("DISCO_USE_GPU", "1") not in ("0", "false", "False")
-        self.cache = ModelCache(model_dir, pick_device(use_gpu))
+        self.cache = ModelCache(model_dir, device_from_env(use_gpu))
         self.clip = self.cache.clip()  # loaded once, at start
 
     @requests(on="/generate")

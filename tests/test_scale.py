@@ -1,11 +1,9 @@
-"""Scale-out: sampler replicas share one call's images; Kubernetes and docker-compose exports."""
+"""Scale-out: sampler replicas share one call's images (the exports: test_deploy.py)."""
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from served import served
 
 import client as disco_client
@@ -53,70 +51,6 @@ def test_replicas_come_from_the_environment_and_are_checked(monkeypatch):
     monkeypatch.setenv("DISCO_SAMPLER_REPLICAS", "two")
     with pytest.raises(SystemExit, match="DISCO_SAMPLER_REPLICAS"):
         serve.sampler_replicas()
-
-
-def export(kind: str, out: Path, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "export.py"), kind, str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def test_kubernetes_export(tmp_path):
-    out = tmp_path / "k8s"
-    export("kubernetes", out, "--image", "registry.example/disco:1.2", "--replicas", "3", "--namespace", "art")
-    deployments = {}
-    for path in out.glob("*/*.yml"):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == "Deployment":
-                deployments[doc["metadata"]["name"]] = doc
-    assert set(deployments) == {"gateway", "encoder", "sampler", "renderer"}
-    for name, deployment in deployments.items():
-        assert deployment["metadata"]["namespace"] == "art"
-        pod = deployment["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
-        assert container["image"] == "registry.example/disco:1.2", name  # the gateway too
-        if name == "gateway":
-            continue
-        args = container["args"]
-        config = args[args.index("--uses") + 1]
-        assert config == f"executors/{name}.yml" and (ROOT / config).is_file()
-        env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["DISCO_MODEL_DIR"] == "/models" and env["DISCO_JOBS_DIR"] == "/jobs"
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
-        assert claims[mounts["/models"]] == "disco-models" and claims[mounts["/jobs"]] == "disco-jobs"
-        gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
-        assert gpus == (1 if name == "sampler" else None)
-    assert deployments["sampler"]["spec"]["replicas"] == 3
-    claims = list(yaml.safe_load_all((out / "volumes.yml").read_text()))
-    assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-jobs"}
-    assert all(c["kind"] == "PersistentVolumeClaim" and c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims)
-
-
-def test_docker_compose_export(tmp_path):
-    out = tmp_path / "docker-compose.yml"
-    export("docker-compose", out, "--image", "disco:test", "--replicas", "2", "--gpus", "2")
-    compose = yaml.safe_load(out.read_text())
-    services = compose["services"]
-    assert set(services) == {"gateway", "encoder", "sampler-rep-0", "sampler-rep-1", "renderer"}
-    assert all(s["image"] == "disco:test" for s in services.values())
-    assert "51000:51000" in services["gateway"]["ports"]
-    devices = []
-    for name, service in services.items():
-        if name == "gateway":
-            continue
-        command = service["command"]
-        assert command[command.index("--uses") + 1] == f"executors/{name.split('-rep-')[0]}.yml"
-        assert service["volumes"] == ["disco-models:/models", "disco-jobs:/jobs"]  # nothing mounted over /app
-        if name.startswith("sampler"):
-            (device,) = service["deploy"]["resources"]["reservations"]["devices"]
-            devices += device["device_ids"]
-    assert devices == ["0", "1"]  # one GPU per replica
-    assert set(compose["volumes"]) == {"disco-models", "disco-jobs"}
 
 
 def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path):

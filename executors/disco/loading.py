@@ -8,6 +8,7 @@ offline errors, resume, checksum) and loaded by open_clip.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,31 @@ def pick_device(use_gpu: bool = True) -> torch.device:
     if use_gpu:
         warnings.warn("use_gpu=True but no CUDA GPU is available: running on the CPU (much slower)", stacklevel=2)
     return torch.device("cpu")
+
+
+def device_from_env(use_gpu: bool | None = None) -> torch.device:
+    """The executors' device: ``use_gpu`` when given, else ``DISCO_USE_GPU``.
+
+    ``DISCO_USE_GPU=1`` (as the image and the exported manifests set it) requires a GPU: with
+    none usable this raises, so a served sampler fails to start instead of running on the CPU.
+    ``0`` is the CPU; unset or ``auto`` is :func:`pick_device` (the GPU if any, else a warning).
+    """
+    if use_gpu is not None:
+        return pick_device(use_gpu)
+    value = os.environ.get("DISCO_USE_GPU", "auto").strip().lower()
+    if value in ("0", "false"):
+        return torch.device("cpu")
+    if value in ("", "auto"):
+        return pick_device(True)
+    if value not in ("1", "true"):
+        raise ValueError(f"DISCO_USE_GPU must be 1, 0 or auto, got {os.environ['DISCO_USE_GPU']!r}")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"DISCO_USE_GPU={os.environ['DISCO_USE_GPU']} but no CUDA GPU is usable: this torch "
+            f"({torch.__version__}) needs an NVIDIA driver for CUDA {torch.version.cuda} and a GPU visible to "
+            "the process (docker --gpus, nvidia.com/gpu). Set DISCO_USE_GPU=0 to run on the CPU instead."
+        )
+    return torch.device("cuda")
 
 
 def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> list[str]:

@@ -1,0 +1,314 @@
+"""Deployment: the device a served executor asks for, the image, and the exported manifests."""
+
+import asyncio
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import torch
+import yaml
+from disco.loading import device_from_env
+from jina.parsers import set_gateway_parser
+from jina.parsers.ping import set_ping_parser
+from jina.serve.networking import GrpcConnectionPool
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "registry.example/disco:1.2"
+REPLICAS = 3
+UID = 1000  # the Dockerfile's user
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_disco_use_gpu_1_without_a_gpu_refuses_to_run(monkeypatch, no_cuda):
+    monkeypatch.setenv("DISCO_USE_GPU", "1")
+    with pytest.raises(RuntimeError, match=r"DISCO_USE_GPU=1 but no CUDA GPU is usable.*DISCO_USE_GPU=0"):
+        device_from_env()
+
+
+def test_without_disco_use_gpu_1_a_missing_gpu_warns_and_uses_the_cpu(monkeypatch, no_cuda):
+    for value in ("auto", None):  # the in-process client's use_gpu=True, and nothing set
+        monkeypatch.setenv("DISCO_USE_GPU", value) if value else monkeypatch.delenv("DISCO_USE_GPU", raising=False)
+        with pytest.warns(UserWarning, match="running on the CPU"):
+            assert device_from_env() == torch.device("cpu")
+    monkeypatch.setenv("DISCO_USE_GPU", "1")
+    with pytest.warns(UserWarning, match="running on the CPU"):
+        assert device_from_env(use_gpu=True) == torch.device("cpu")  # an executor argument is not the variable
+    monkeypatch.setenv("DISCO_USE_GPU", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert device_from_env() == torch.device("cpu")
+    monkeypatch.setenv("DISCO_USE_GPU", "yes")
+    with pytest.raises(ValueError, match="DISCO_USE_GPU must be 1, 0 or auto, got 'yes'"):
+        device_from_env()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
+def test_a_served_sampler_with_disco_use_gpu_1_and_no_gpu_does_not_start(tmp_path):
+    env = {**os.environ, "DISCO_USE_GPU": "1", "DISCO_MODEL_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "executors")}
+    jina = Path(sys.executable).with_name("jina")
+    done = subprocess.run(
+        [str(jina), "executor", "--uses", str(ROOT / "executors" / "sampler.yml"), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "DISCO_USE_GPU=1 but no CUDA GPU is usable" in " ".join(output.split()), output[-3000:]
+
+
+# ----- Kubernetes -----
+
+
+def export(kind: str, out: Path, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "export.py"), kind, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory) -> dict[str, list[dict]]:
+    """The exported manifests, by file (relative path)."""
+    out = tmp_path_factory.mktemp("k8s")
+    export("kubernetes", out, "--image", IMAGE, "--replicas", str(REPLICAS), "--namespace", "art")
+    return {str(p.relative_to(out)): list(yaml.safe_load_all(p.read_text())) for p in sorted(out.rglob("*.yml"))}
+
+
+def workloads(k8s: dict[str, list[dict]]) -> dict[str, dict]:
+    return {
+        d["metadata"]["name"]: d for docs in k8s.values() for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def test_every_exported_manifest_is_valid_for_kubernetes_1_30(k8s):
+    documents = [d for docs in k8s.values() for d in docs]
+    assert len(documents) == 4 * 3 + 2  # a ConfigMap, Service and workload per part, two claims
+    for document in documents:  # strict: an unknown field fails too
+        assert kubernetes_validate.validate(document, "1.30", strict=True) == "1.30"
+    broken = json.loads(json.dumps(workloads(k8s)["sampler"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # a typo the schema catches
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.30", strict=True)
+
+
+def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(k8s):
+    found = workloads(k8s)
+    assert set(found) == {"gateway", "encoder", "sampler", "renderer"}
+    for name, workload in found.items():
+        assert workload["metadata"]["namespace"] == "art"
+        pod = workload["spec"]["template"]["spec"]
+        security = pod["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (UID, UID, UID), name
+        assert security["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        for c in [container, *pod.get("initContainers", [])]:
+            assert c["image"] == IMAGE and c["imagePullPolicy"] == "IfNotPresent", name  # the gateway too
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], (name, c["name"])
+            assert c["resources"]["limits"]["memory"], (name, c["name"])
+        gpus = container["resources"]["limits"].get("nvidia.com/gpu")
+        assert gpus == (1 if name == "sampler" else None)  # one GPU per sampler replica
+        if name == "gateway":
+            continue
+        args = container["args"]
+        config = args[args.index("--uses") + 1]
+        assert config == f"executors/{name}.yml" and (ROOT / config).is_file()
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["DISCO_MODEL_DIR"] == "/models" and env["DISCO_JOBS_DIR"] == "/jobs"
+        assert env["DISCO_USE_GPU"] == ("1" if name == "sampler" else "0")
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        assert claims[mounts["/models"]] == "disco-models" and claims[mounts["/jobs"]] == "disco-jobs"
+    sampler = found["sampler"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert sampler["requests"]["memory"] == sampler["limits"]["memory"] == "16Gi"
+    claims = k8s["volumes.yml"]
+    assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-jobs"}
+    assert all(c["kind"] == "PersistentVolumeClaim" and c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims)
+
+
+def test_kubernetes_weights_are_downloaded_before_the_executors_start(k8s):
+    for name, workload in workloads(k8s).items():
+        pod = workload["spec"]["template"]["spec"]
+        init = pod.get("initContainers", [])
+        if name not in ("encoder", "sampler"):  # the gateway and the renderer load no weights
+            assert init == [], name
+            continue
+        (weights,) = init
+        assert weights["command"] == ["python", "/app/client.py", "--download"]
+        assert (ROOT / "client.py").is_file() and "--download" in (ROOT / "client.py").read_text()
+        assert {"name": "DISCO_MODEL_DIR", "value": "/models"} in weights["env"]
+        (mount,) = weights["volumeMounts"]
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        assert mount["mountPath"] == "/models" and claims[mount["name"]] == "disco-models"
+        # only loading from the volume is left for the startup probe: it allows 10 minutes
+        probe = pod["containers"][0]["startupProbe"]
+        assert probe["initialDelaySeconds"] + probe["failureThreshold"] * probe["periodSeconds"] >= 600
+
+
+def test_kubernetes_probe_commands_are_what_jina_ping_parses(k8s):
+    probes = 0
+    for name, workload in workloads(k8s).items():
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        for kind in ("startupProbe", "livenessProbe"):
+            command = container[kind]["exec"]["command"]
+            assert command[:2] == ["jina", "ping"] and all(" " not in item for item in command), (name, command)
+            parsed = set_ping_parser().parse_args(command[2:])  # exits on an unknown argument
+            assert parsed.target == ("gateway" if name == "gateway" else "executor")
+            assert parsed.host == "grpc://127.0.0.1:8080"
+            if kind == "livenessProbe":
+                assert parsed.timeout / 1000 < container[kind]["timeoutSeconds"]  # jina answers before k8s gives up
+            probes += 1
+    assert probes == 8
+
+
+def test_the_gateway_balances_over_every_sampler_replica_without_a_mesh(k8s):
+    sampler_docs = k8s["sampler/sampler.yml"]
+    service = next(d for d in sampler_docs if d["kind"] == "Service")
+    sampler = workloads(k8s)["sampler"]
+    # a StatefulSet behind a headless Service: pod i is sampler-i.sampler.art.svc
+    assert sampler["kind"] == "StatefulSet" and sampler["spec"]["replicas"] == REPLICAS
+    assert sampler["spec"]["serviceName"] == service["metadata"]["name"] == "sampler"
+    assert service["spec"]["clusterIP"] == "None"
+    labels = sampler["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert sampler["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    port = service["spec"]["ports"][0]["port"]
+    assert sampler["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"containerPort": port}]
+    assert all("annotations" not in w["spec"]["template"]["metadata"] for w in workloads(k8s).values())  # no mesh
+
+    gateway = workloads(k8s)["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["args"][0] == "gateway"
+    args = set_gateway_parser().parse_args(gateway["args"][1:])
+    addresses = json.loads(args.deployments_addresses)
+    assert addresses["sampler"] == [f"grpc://sampler-{i}.sampler.art.svc:{port}" for i in range(REPLICAS)]
+    assert addresses["encoder"] == [f"grpc://encoder.art.svc:{port}"]
+
+    async def next_addresses(count: int) -> list[str]:
+        # what Jina's gateway does with them (request_handling.py / streamer.py): one connection
+        # per address, the next request on the next one
+        pool = GrpcConnectionPool(runtime_name="gateway")
+        for address in addresses["sampler"]:
+            pool.add_connection(deployment="sampler", address=address, head=True)
+        replicas = pool._connections.get_replicas("sampler", head=True)
+        picked = [(await replicas.get_next_connection()).address for _ in range(count)]
+        await pool.close()
+        return picked
+
+    picked = asyncio.run(next_addresses(2 * REPLICAS))
+    assert picked == [f"sampler-{i}.sampler.art.svc:{port}" for i in range(REPLICAS)] * 2
+
+
+def load_export_module():
+    spec = importlib.util.spec_from_file_location("export", ROOT / "deploy" / "export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_image_must_have_a_version_tag_or_a_digest():
+    export_module = load_export_module()
+    for good in ("disco:1.0", "registry.example:5000/team/disco:2026.11", "registry.example/disco@sha256:" + "a" * 64):
+        assert export_module.image_reference(good) == good
+    for bad in ("disco", "disco:latest", "registry.example:5000/disco", "registry.example:5000/disco:latest"):
+        with pytest.raises(Exception, match="version tag or a digest"):
+            export_module.image_reference(bad)
+
+
+# ----- docker-compose and the image -----
+
+
+def test_docker_compose_export(tmp_path):
+    out = tmp_path / "docker-compose.yml"
+    export("docker-compose", out, "--image", "disco:test", "--replicas", "2", "--gpus", "2")
+    compose = yaml.safe_load(out.read_text())
+    services = compose["services"]
+    assert set(services) == {"gateway", "encoder", "sampler-rep-0", "sampler-rep-1", "renderer", "weights"}
+    assert all(s["image"] == "disco:test" for s in services.values())
+    assert all("user" not in s for s in services.values())  # the image's user, uid 1000, owns the volumes
+    assert "51000:51000" in services["gateway"]["ports"]
+    gateway = services["gateway"]["command"]
+    addresses = json.loads(gateway[gateway.index("--deployments-addresses") + 1])
+    assert addresses["sampler"] == ["sampler-rep-0:8081", "sampler-rep-1:8081"]  # every replica
+    weights = services["weights"]
+    assert weights["command"] == ["python", "/app/client.py", "--download"]
+    assert weights["volumes"] == ["disco-models:/models"] and weights["restart"] == "no"
+    devices = []
+    for name, service in services.items():
+        if name in ("gateway", "weights"):
+            continue
+        executor = name.split("-rep-")[0]
+        command = service["command"]
+        assert command[command.index("--uses") + 1] == f"executors/{executor}.yml"
+        assert service["volumes"] == ["disco-models:/models", "disco-jobs:/jobs"]  # nothing mounted over /app
+        assert f"DISCO_USE_GPU={int(executor == 'sampler')}" in service["environment"]
+        if executor in ("encoder", "sampler"):
+            assert service["depends_on"] == {"weights": {"condition": "service_completed_successfully"}}
+        if executor == "sampler":
+            (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+            devices += device["device_ids"]
+    assert devices == ["0", "1"]  # one GPU per replica
+    assert set(compose["volumes"]) == {"disco-models", "disco-jobs"}
+    assert "version" not in compose  # the Compose Specification (depends_on conditions)
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_the_image_user_owns_the_volume_directories():
+    instructions = dockerfile_instructions()
+    runs = " ".join(arg for op, arg in instructions if op == "RUN")
+    assert re.search(rf"useradd .*--uid {UID} .*disco", runs)
+    assert re.search(r"mkdir -p /models /jobs\b", runs) and re.search(r"chown disco:disco /models /jobs\b", runs)
+    assert ("USER", "disco") in instructions
+    assert ("VOLUME", "/models /jobs") in instructions
+    env = " ".join(arg for op, arg in instructions if op == "ENV")
+    assert "DISCO_JOBS_DIR=/jobs" in env and "DISCO_MODEL_DIR=/models" in env and "DISCO_USE_GPU=1" in env
+
+
+def test_the_image_installs_only_the_runtime_requirements_on_a_matching_cuda_base():
+    instructions = dockerfile_instructions()
+    runs = " ".join(arg for op, arg in instructions if op == "RUN")
+    assert "pip install -r requirements.txt" in runs and "requirements-dev" not in runs
+    assert ("COPY", "requirements.txt .") in instructions
+    (base,) = [arg for op, arg in instructions if op == "ARG" and arg.startswith("CUDA_IMAGE=")]
+    cuda = re.fullmatch(r"CUDA_IMAGE=nvidia/cuda:(\d+\.\d+)\.\d+-base-ubuntu22\.04", base)
+    assert cuda and ("FROM", "${CUDA_IMAGE}") in instructions
+    assert torch.version.cuda is None or cuda.group(1) == torch.version.cuda  # the wheels' CUDA (none: a CPU build)
+    assert any(op == "ARG" and arg.startswith("TORCH_INDEX_URL") for op, arg in instructions)
+
+
+def requirement_names(text: str) -> set[str]:
+    return {re.split(r"[=<>\[ ]", line)[0].lower() for line in text.splitlines() if line[:1].isalnum()}
+
+
+def test_requirements_are_split_into_the_product_and_the_tools():
+    runtime = (ROOT / "requirements.txt").read_text()
+    dev = (ROOT / "requirements-dev.txt").read_text()
+    assert not requirement_names(runtime) & {"pytest", "hypothesis", "ruff", "ipython", "kubernetes-validate"}
+    assert {"pytest", "hypothesis", "ruff", "ipython", "kubernetes-validate"} <= requirement_names(dev)
+    assert "-r requirements.txt" in dev.splitlines()
+    assert "DEVELOPERS" not in runtime + dev
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ".venv/bin/pip install --quiet -r requirements-dev.txt" in ci
+    readme = (ROOT / "README.md").read_text()
+    test_command = ".venv/bin/python -m pytest -q"
+    assert f"\n{test_command}\n" in ci and f"\n{test_command}\n" in readme
+    assert "pip install -r requirements-dev.txt" in readme
