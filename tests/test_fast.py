@@ -96,6 +96,9 @@ def test_modes_are_checked(monkeypatch, tmp_path):
         fast.mode_from_env()
     monkeypatch.setenv("DISCO_MODE", "Exact")
     assert fast.mode_from_env() == "exact"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert fast.autocast_dtype(torch.device("cuda"), "fast") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a T4 or a V100
     assert fast.autocast_dtype(torch.device("cuda"), "fast") == torch.float16
     assert fast.autocast_dtype(torch.device("cuda"), "exact") is None
     assert fast.autocast_dtype(torch.device("cpu"), "fast") is None
@@ -191,3 +194,18 @@ def test_the_waiting_detectors_catch_what_the_guidance_used_to_do(monkeypatch):
     assert traffic.copies == ["torch.tensor", "torch.tensor", str(torch.ops.aten._to_copy.default)]
     with pytest.raises(RuntimeError, match="item"):
         resize_right(image, out_shape=(1, 3, 32, 32))  # reads its pad sizes back from the device
+
+
+def test_half_weights_compute_as_autocast_does_and_take_half_the_memory(tiny_models):
+    unet = copy.deepcopy(tiny_models.unet)
+    x, t = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([300.0])
+    with torch.no_grad():
+        want = fast.Autocast(unet, torch.bfloat16)(x, t)
+        before = sum(p.numel() * p.element_size() for p in unet.parameters())
+        layers = fast.half_weights(unet, torch.bfloat16)
+        after = sum(p.numel() * p.element_size() for p in unet.parameters())
+        got = fast.Autocast(unet, torch.bfloat16)(x, t)
+    assert layers > 20 and after < 0.6 * before
+    norms = [m for m in unet.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    assert torch.equal(got, want)

@@ -133,17 +133,15 @@ def test_clip_gradient_raises_similarity(tiny_models):
     assert after > before
 
 
-def test_cutout_batches_through_clip_together_give_the_gradient_of_one_pass_each(tiny_models, monkeypatch):
-    from disco import guidance as guidance_module
-
+def test_cutout_batches_through_clip_together_give_the_gradient_of_one_pass_each(tiny_models):
     diffusion = GaussianDiffusion(10)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([diffusion.scaled_timestep(5)])
     settings = dict(clip_guidance_scale=1000, cutn_batches=3, cut_overview="[2]*1000", cut_innercut="[2]*1000")
     together = guidance_for(tiny_models, diffusion, **settings)
     grad_together = together(x, t, 5)
-    monkeypatch.setattr(guidance_module, "CLIP_BATCH", 1)  # one cutout batch per CLIP pass, as Disco runs it
     apart = guidance_for(tiny_models, diffusion, **settings)
+    apart.max_cutouts_per_pass = 1  # one cutout batch per CLIP pass, as Disco runs it
     grad_apart = apart(x, t, 5)
     assert grad_together.abs().sum() > 0
     torch.testing.assert_close(grad_together, grad_apart, rtol=1e-4, atol=1e-7)
@@ -254,6 +252,68 @@ def test_range_loss_acts_on_the_blend_at_the_modules_defaults(tiny_models):
     without = guidance_for(tiny_models, diffusion, range_scale=0, **settings)(x, t, 7)
     with_range = guidance_for(tiny_models, diffusion, range_scale=150, **settings)(x, t, 7)
     assert ((with_range - without).norm() / without.norm()).item() > 1e-3
+
+
+def test_bf16_autocast_guidance_follows_the_fp32_gradient(tiny_models):
+    diffusion = GaussianDiffusion(10)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    settings = dict(clip_guidance_scale=5000, range_scale=150, clamp_grad=True)
+    fp32 = guidance_for(tiny_models, diffusion, **settings)(x, t, 5)
+    g = guidance_for(tiny_models, diffusion, **settings)
+    g.autocast = torch.bfloat16
+    bf16 = g(x, t, 5)
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all() and g.fp32_retries == 0
+    assert F.cosine_similarity(bf16.flatten(), fp32.flatten(), dim=0) > 0.99
+
+
+class OverflowingInHalf(torch.nn.Module):
+    """CLIP whose image features overflow fp16 (as a large guidance scale can), finite in fp32."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+
+    def encode_image(self, images):
+        features = self.clip.encode_image(images)
+        if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16:
+            return (features.float() * 1e30).half()  # beyond fp16's 65504: inf
+        return features
+
+
+def test_fp16_overflow_is_retried_in_fp32_with_the_same_cutouts(tiny_models):
+    diffusion = GaussianDiffusion(10)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([diffusion.scaled_timestep(5)])
+    settings = dict(clip_guidance_scale=5000, clamp_grad=True, cutn_batches=2)
+    want = guidance_for(tiny_models, diffusion, **settings)(x, t, 5)  # fp32 throughout
+
+    g = guidance_for(tiny_models, diffusion, **settings)
+    g.clip, g.autocast = OverflowingInHalf(tiny_models.clip), torch.float16
+    got = g(x, t, 5)
+    assert g.fp32_retries == 1 and len(g.losses) == 2  # the fp16 attempt's losses are dropped
+    assert torch.equal(got, want)  # same cutouts (generators rewound), fp32: the fp32 gradient
+
+    g.clip = tiny_models.clip  # no overflow: fp16 is kept, nothing retried
+    fine = g(x, t, 5)
+    assert g.fp32_retries == 1 and torch.isfinite(fine).all() and fine.abs().sum() > 0
+
+
+def test_clip_pass_size_follows_free_gpu_memory(monkeypatch):
+    from disco import memory
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    pixels, cuda = 1280 * 768, torch.device("cuda")
+    sizes = {}
+    for free in (1 * gib, 4 * gib, 6 * gib, 70 * gib):
+        sizes[free // gib] = memory.cutouts_per_pass(cuda, True, pixels), memory.cutouts_per_pass(cuda, False, pixels)
+    assert sizes[1] == (1, 1)  # never less than one cutout
+    assert sizes[70] == (64, 64)
+    assert sizes[4][0] > sizes[4][1] and sizes[4][0] <= sizes[6][0]  # half precision fits more
+    assert memory.cutouts_per_pass(torch.device("cpu"), False, pixels) == memory.MAX_CUTOUTS_PER_PASS
 
 
 # ----- perlin -----

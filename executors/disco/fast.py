@@ -8,8 +8,9 @@ rounding only (about 1e-5 relative on the CPU), so a picture stays close to the 
   (2x faster measured on large maps), and the UNet spends over 80% of its time in them.
 - CLIP: each BatchNorm (a fixed affine map in eval mode) is folded into the convolution
   before it, which saves the norm's forward and backward in every guidance step.
-- GPU: fp16 autocast (tensor cores; GroupNorm, softmax and losses stay fp32, as autocast
-  keeps them) and cuDNN's autotuner.
+- GPU: bf16 autocast (fp16 on GPUs without bf16; tensor cores; GroupNorm, softmax and losses
+  stay fp32, as autocast keeps them), the UNet's convolution weights stored in that precision,
+  and cuDNN's autotuner.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ MODES = ("fast", "exact")
 # Below about 48x48 pixels NNPACK is slower than oneDNN's direct convolution (measured on
 # 2 cores: 64x64 2.0x faster, 32x32 equal, 16x16 2.3x slower).
 WINOGRAD_MIN_PIXELS = 2048
-GPU_DTYPE = torch.float16
 
 
 def check_mode(mode: str, parameter: str = "mode") -> str:
@@ -127,8 +127,23 @@ def prepare_clip(clip: nn.Module, mode: str) -> nn.Module:
 
 
 def autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
-    """The reduced precision fast mode runs in on this device (None: fp32)."""
-    return GPU_DTYPE if mode == "fast" and device.type == "cuda" else None
+    """The reduced precision fast mode runs in on this device (None: fp32): bf16 where the GPU
+    has it (fp32's range, so the guidance's large gradients cannot overflow), else fp16 (the
+    guidance then retries a step in fp32 when its gradient overflows)."""
+    if mode != "fast" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def half_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the weights of every convolution and linear layer in ``dtype``, in place; returns
+    how many layers. Under autocast to the same dtype those layers compute exactly as before
+    (autocast would cast the weights on every call), and the weights take half the memory.
+    Norms keep fp32 weights, as autocast computes them in fp32."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    for layer in layers:
+        layer.to(dtype)
+    return len(layers)
 
 
 class Autocast(nn.Module):
@@ -150,5 +165,6 @@ def prepare_unet(unet: nn.Module, device: torch.device, mode: str) -> nn.Module:
     dtype = autocast_dtype(device, mode)
     if dtype is not None:
         torch.backends.cudnn.benchmark = True
+        half_weights(unet, dtype)  # 1.1 GB less for the 512 model: the default image fits 8 GB
         return Autocast(unet, dtype)
     return unet

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from .clip_model import CLIP_INPUT_SIZE, clip_normalize
 from .cutouts import CutoutRandomness, make_cutouts
 from .diffusion import GaussianDiffusion
+from .memory import cutouts_per_pass
 from .secondary import alpha_sigma_to_t
 from .settings import Settings, count_schedule, parse_schedule
 
-CLIP_BATCH = 64  # most cutouts per CLIP pass: more is faster on a GPU, and needs more memory for the backward
 CL = torch.channels_last  # CLIP's convolutions run faster on NHWC (about 10% on CPU)
 
 
@@ -82,6 +82,10 @@ class Guidance:
     init: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1], for the init loss
     init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     autocast: torch.dtype | None = None  # reduced precision for CLIP and the secondary model
+    # most cutouts per CLIP pass (one backward each); by default what the device's free memory holds
+    max_cutouts_per_pass: int | None = None
+    # steps whose fp16 gradient was not finite and were computed again in fp32
+    fp32_retries: int = 0
     # CLIP loss of each cutout batch, for display; kept on the device so the loop never waits
     losses: list[torch.Tensor] = field(default_factory=list)
     schedules: Schedules = field(init=False)
@@ -90,6 +94,9 @@ class Guidance:
         self.schedules = Schedules.from_settings(self.settings)
         if self.secondary is None and self.unet is None:
             raise ValueError("guidance needs the secondary model or the UNet to estimate the clean image")
+        if self.max_cutouts_per_pass is None:
+            pixels = self.settings.width * self.settings.height * self.settings.batch_size
+            self.max_cutouts_per_pass = cutouts_per_pass(self.target_embeds.device, self.autocast is not None, pixels)
 
     def _denoised(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean-image estimate, and the blend with ``x`` that the losses see."""
@@ -112,21 +119,40 @@ class Guidance:
         )  # fmt: skip
 
     def __call__(self, x: torch.Tensor, t_scaled: torch.Tensor, index: int) -> torch.Tensor:
+        if self.autocast != torch.float16:
+            return self._gradient(x, index, self.autocast)
+        # fp16 has no range to spare: a gradient that overflowed is computed again in fp32 with
+        # the same cutouts (the generators rewound), counted, never silently zeroed. This reads
+        # one value back per step, which bf16 (fp32's range) does not need.
+        generators = [g for g in (self.rng.params, self.rng.noise) if g is not None]
+        states, losses = [g.get_state() for g in generators], len(self.losses)
+        grad, finite = self._gradient(x, index, torch.float16, check=True)
+        if bool(finite):
+            return grad
+        self.fp32_retries += 1
+        for g, state in zip(generators, states, strict=True):
+            g.set_state(state)
+        del self.losses[losses:]
+        return self._gradient(x, index, None)
+
+    def _gradient(self, x: torch.Tensor, index: int, dtype: torch.dtype | None, check: bool = False):
+        """The guidance gradient at ``x``; with ``check``, also whether it came out finite (on the device)."""
         s = self.settings
         n = x.shape[0]
         # the schedule's virtual step, from Disco's int(t) + 1; read on the host (the float32 that
         # t_scaled holds), so the loop does not wait for the device here
         at = 1000 - (int(np.float32(self.diffusion.scaled_timestep(index))) + 1)
         overview, innercut = self.schedules.overview[at], self.schedules.innercut[at]
-        precision = torch.autocast(x.device.type, self.autocast) if self.autocast else contextlib.nullcontext()
+        precision = torch.autocast(x.device.type, dtype) if dtype else contextlib.nullcontext()
         with torch.enable_grad(), precision:
             x = x.detach().requires_grad_()
             _, x_in = self._denoised(x, index)
             x_in_grad = torch.zeros_like(x_in)
             if s.clip_guidance_scale:
                 # Disco runs CLIP once per cutout batch; the batches go through together here, in
-                # groups of up to CLIP_BATCH cutouts (same cutouts, same RNG order, one backward).
-                per_pass = max(1, CLIP_BATCH // ((overview + innercut) * n))
+                # passes of up to max_cutouts_per_pass cutouts (same cutouts, same RNG order, one
+                # backward each), so the pass size changes the speed and the memory, not the result.
+                per_pass = max(1, self.max_cutouts_per_pass // ((overview + innercut) * n))
                 for first in range(0, s.cutn_batches, per_pass):
                     batches = min(per_pass, s.cutn_batches - first)
                     cuts = torch.cat([self._cutouts(x_in, at, overview, innercut) for _ in range(batches)])
@@ -149,10 +175,12 @@ class Guidance:
                 loss = loss + self.init_loss(x_in, self.init).sum() * s.init_scale
             x_in_grad += torch.autograd.grad(loss, x_in)[0]
             grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
+        finite = torch.isfinite(x_in_grad).all() & torch.isfinite(grad).all() if check else None
         if s.clamp_grad:
             magnitude = grad.square().mean().sqrt()
             grad = grad * magnitude.clamp(max=s.clamp_max) / magnitude.clamp(min=1e-12)
         # A step whose gradient has a NaN is taken unguided (as Disco does), decided on the
         # device: an `if` here would make the host wait for the GPU every step.
         nan = torch.isnan(x_in_grad).any() | torch.isnan(grad).any()
-        return torch.where(nan, torch.zeros_like(grad), grad)
+        grad = torch.where(nan, torch.zeros_like(grad), grad)
+        return (grad, finite) if check else grad

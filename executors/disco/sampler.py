@@ -8,6 +8,7 @@ as Disco Diffusion shows it). Stop iterating to stop the run. Everything random 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from .perlin import perlin_init
 from .prompts import normalised_weights
 from .settings import Settings
 
+log = logging.getLogger(__name__)
 FUZZY_COPIES = 25  # Disco Diffusion's fuzzy_prompt: 25 jittered copies of each prompt
 
 
@@ -42,6 +44,7 @@ class StepReport:
     cur_t: int  # Disco's cur_t after the step: the next timestep index, -1 after the last step
     image: torch.Tensor | None  # (3, H, W) in [0, 1] on the CPU, on display steps and the last
     loss: float | None  # the latest CLIP loss, for display (on display steps)
+    fp32_retries: int = 0  # steps so far whose fp16 guidance overflowed and was computed again in fp32
 
 
 def _targets(
@@ -106,4 +109,6 @@ def sample_image(
         image = step.pred_xstart[0].add(1).div(2).clamp(0, 1).detach().cpu() if show else None
         # read on display steps only: reading a device value makes the host wait for the GPU
         loss = float(guidance.losses[-1]) if show and guidance.losses else None
-        yield StepReport(j + 1, total, step.index - 1, image, loss)
+        yield StepReport(j + 1, total, step.index - 1, image, loss, guidance.fp32_retries)
+    if guidance.fp32_retries:
+        log.warning("%d of %d steps overflowed in fp16 and were computed in fp32", guidance.fp32_retries, total)

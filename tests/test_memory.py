@@ -1,0 +1,54 @@
+"""Memory of a guidance step, counted on fake tensors (shapes, no values): the default image
+fits 8 GB in fast mode and 12 GB in exact mode, and the engine's per-cutout figures hold."""
+
+import copy
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+from disco import fast, memory
+from disco.clip_model import clip_normalize
+from disco.cutouts import CutoutRandomness, make_cutouts
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+GIB = 2**30
+
+
+def test_live_bytes_counts_what_is_alive_and_the_peak():
+    with FakeTensorMode(), memory.LiveBytes() as counter:
+        a = torch.empty(1024, 1024)  # 4 MiB
+        with counter.part() as part:
+            b = torch.empty(2048, 1024)  # 8 MiB
+            del b
+            c = a.view(-1)  # a view: no new storage
+        assert counter.now == 4 * 2**20 and part["peak"] == 8 * 2**20 and counter.peak == 12 * 2**20
+        del a, c
+        torch.empty(1)
+        assert counter.now == 4
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_cutout_bytes_cover_what_a_clip_pass_takes(tiny_models, half):
+    clip = fast.prepare_clip(copy.deepcopy(tiny_models.clip), "fast") if half else tiny_models.clip
+    precision = torch.autocast("cpu", dtype=torch.float16) if half else torch.enable_grad()
+    rng = CutoutRandomness(torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        image = torch.empty(1, 3, 768, 1280, requires_grad=True)
+    with memory.LiveBytes() as counter, torch.enable_grad(), precision:
+        cuts = make_cutouts(image, 12, 4, 1.0, 0.2, rng)  # Disco's first-step batch: 16 cutouts
+        torch.autograd.grad(clip.encode_image(clip_normalize(cuts)).float().sum(), image)
+    per_cutout = counter.peak / 16
+    budget = memory.CUTOUT_BYTES["half" if half else "fp32"]
+    assert 0.6 * budget < per_cutout <= budget, f"{per_cutout / 2**20:.1f} MiB per cutout"
+
+
+@pytest.mark.parametrize("side,card", [("fast", 8 * GIB), ("exact", 12 * GIB)])
+def test_the_default_image_fits_the_card(side, card):
+    from memory import measure  # benchmarks/memory.py
+
+    result = measure(side, 1280, 768, cutn_batches=4)
+    assert result["predicted_peak_bytes"] + memory.RESERVE <= card, result
+    if side == "exact":  # a 12 GB card cannot take all 64 cutouts in one fp32 pass
+        assert result["cutout_batches_per_clip_pass"] < 4
