@@ -226,7 +226,6 @@ class Side:
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True
         )
-        self.expect("READY")
 
     def expect(self, prefix: str) -> str:
         for line in self.proc.stdout:
@@ -250,8 +249,11 @@ class Side:
 
 def measure_interleaved(size: tuple[int, int], args: argparse.Namespace, weights: Path, logs: Path) -> list[dict]:
     """All sides' steps taken in turn (the order rotating each round), so a slow spell of the
-    machine falls on every side alike; each side keeps its own process and peak memory."""
+    machine falls on every side alike; each side keeps its own process and peak memory. The
+    processes start and warm up together (nothing is timed then), which saves minutes on a GPU."""
     sides = [Side(side, size, args, weights, logs) for side in SIDES]
+    for side in sides:
+        side.expect("READY")
     for round_ in range(args.measure):
         for k in range(len(sides)):
             sides[(round_ + k) % len(sides)].step()
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help="the 512x512 UNet's recipe weights (default: made here)")
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -300,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "unet512_recipe.pt"
-        write_weights(weights)
+        weights = args.weights
+        if weights is None:
+            weights = Path(tmp) / "unet512_recipe.pt"
+            write_weights(weights)
         for size in sizes:
             for r in measure_interleaved(size, args, weights, Path(tmp)):
                 results.append(r)

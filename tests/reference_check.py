@@ -1,11 +1,13 @@
 """Run every case of a reference fixture directory against the engine.
 
-    python tests/reference_check.py tests/fixtures/reference [--only unet,ddim_eta0.8]
+    python tests/reference_check.py tests/fixtures/reference [--only unet,ddim_eta0.8] [--device cuda]
 
 The directory format (see its README.md): ``meta.json`` (configs, seeds, loop cases),
 ``expected.npz`` (inputs and expected outputs) and ``manifest_*.json`` (checkpoint layouts).
 Weights are filled by the recipe, so nothing is downloaded. Prints one line per case with
 its max error and tolerance; exits 1 if any case is outside tolerance or cannot run.
+``--device cuda`` runs the models and loops on the GPU as exact mode does (fp32 weights,
+PyTorch's own TF32 settings, which the first line prints); inputs and outputs stay on the CPU.
 """
 
 from __future__ import annotations
@@ -56,14 +58,16 @@ def compare(case: str, name: str, actual: np.ndarray, expected: np.ndarray, rtol
 class Fixtures:
     """A fixture directory, with models built lazily from the recipe and cached."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, device: torch.device | None = None):
         self.dir = directory
+        self.device = device or torch.device("cpu")
         self.meta = json.loads((directory / "meta.json").read_text())
         self.arrays = np.load(directory / "expected.npz")
         self._models: dict[str, torch.nn.Module] = {}
 
     def tensor(self, name: str) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.arrays[name]))
+        """A fixture array as a tensor on the checked device."""
+        return torch.from_numpy(np.array(self.arrays[name])).to(self.device)
 
     def _weights(self, manifest: str, seed_name: str) -> dict[str, torch.Tensor]:
         return recipe_state_dict(self.dir / manifest, int(self.meta["seeds"][seed_name]))
@@ -83,12 +87,13 @@ class Fixtures:
                 self._models[which] = build_secondary(
                     self._weights("manifest_secondary_model_imagenet_2.json", "secondary_weights")
                 )
+            self._models[which].to(self.device)
         return self._models[which]
 
 
 def unet_forward(fx: Fixtures, case: str, which: str) -> list[Comparison]:
     with torch.no_grad():
-        out = fx.model(which)(fx.tensor(f"{case}_x"), fx.tensor(f"{case}_t")).numpy()
+        out = fx.model(which)(fx.tensor(f"{case}_x"), fx.tensor(f"{case}_t")).cpu().numpy()
     return [compare(case, f"{case}_out", out, fx.arrays[f"{case}_out"], FORWARD_RTOL, 1e-6)]
 
 
@@ -96,7 +101,7 @@ def secondary_forward(fx: Fixtures, case: str) -> list[Comparison]:
     with torch.no_grad():
         out = fx.model("secondary")(fx.tensor("sec_x"), fx.tensor("sec_t"))
     return [
-        compare(case, f"sec_{name}", getattr(out, name).numpy(), fx.arrays[f"sec_{name}"], FORWARD_RTOL, 1e-6)
+        compare(case, f"sec_{name}", getattr(out, name).cpu().numpy(), fx.arrays[f"sec_{name}"], FORWARD_RTOL, 1e-6)
         for name in ("v", "pred", "eps")
     ]
 
@@ -124,7 +129,7 @@ def sampling_loop(fx: Fixtures, case: str) -> list[Comparison]:
         raise ValueError(f"unknown mode {spec['mode']!r}")
     steps = list(loop)
     for name in ("samples", "pred_xstart"):
-        actual = torch.stack([s.sample if name == "samples" else s.pred_xstart for s in steps]).numpy()
+        actual = torch.stack([s.sample if name == "samples" else s.pred_xstart for s in steps]).cpu().numpy()
         results.append(compare(case, f"{case}_{name}", actual, fx.arrays[f"{case}_{name}"], LOOP_RTOL, 0.0))
     return results
 
@@ -155,9 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path, help="a fixture directory (meta.json, expected.npz, manifest_*.json)")
     parser.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    parser.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device: no CUDA GPU is available")
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        print(f"device {torch.cuda.get_device_name(device)}; TF32 convolutions {tf32[0]}, matmuls {tf32[1]}")
     torch.manual_seed(0)
-    fx = Fixtures(args.directory)
+    fx = Fixtures(args.directory, device)
     cases = discover(fx)
     wanted = [c for c in args.only.split(",") if c] or list(cases)
     unknown = [c for c in wanted if c not in cases]
