@@ -7,7 +7,7 @@ The directory format (see its README.md): ``meta.json`` (configs, seeds, loop ca
 Weights are filled by the recipe, so nothing is downloaded. Prints one line per case with
 its max error and tolerance; exits 1 if any case is outside tolerance or cannot run.
 ``--device cuda`` runs the models and loops on the GPU as exact mode does (fp32 weights,
-PyTorch's own TF32 settings, which the first line prints); inputs and outputs stay on the CPU.
+TF32 off, as the first line prints); inputs and outputs stay on the CPU.
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             parser.error("--device: no CUDA GPU is available")
+        # exact mode's numbers, as the engine runs them (fast.prepare_unet): fp32 without TF32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
         print(f"device {torch.cuda.get_device_name(device)}; TF32 convolutions {tf32[0]}, matmuls {tf32[1]}")
     torch.manual_seed(0)

@@ -162,6 +162,10 @@ def prepare_unet(unet: nn.Module, device: torch.device, mode: str) -> nn.Module:
     """The loaded UNet made ready for ``mode`` on ``device``."""
     if mode == "fast" and device.type == "cpu":
         use_winograd(unet)
+    if mode == "exact" and device.type == "cuda":
+        # PyTorch lets cuDNN use TF32 (10-bit mantissa) by default: exact means fp32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     dtype = autocast_dtype(device, mode)
     if dtype is not None:
         torch.backends.cudnn.benchmark = True
