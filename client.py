@@ -330,10 +330,16 @@ class JobWatcher:
                 state = latest
                 break
             await asyncio.sleep(0.5)
-        error = state.get("error") if state.get("status") == "failed" else None
-        step, total = state.get("step"), state.get("total")
-        error = error or f"the connection to the Flow broke at step {step} of {total} ({message})"
-        out = Document(id=doc.id, tags={**doc.tags, "status": "failed", "error": error, "steps_done": step})
+        step, total = (int(state[k]) if state.get(k) is not None else "?" for k in ("step", "total"))
+        if state.get("status") == "failed" and state.get("error"):
+            error = state["error"]
+        elif "deployment sampler" in message:  # the gateway could no longer reach the job's sampler
+            error = f"the sampler process died at step {step} of {total}; the server restarts it"
+        else:
+            error = f"the connection to the Flow broke at step {step} of {total}: {message.splitlines()[0]}"
+        out = Document(
+            id=doc.id, tags={**doc.tags, "status": "failed", "error": error, "steps_done": state.get("step")}
+        )
         for frame in self.frames[doc.id]:
             out.chunks.append(frame)
         if len(out.chunks):

@@ -58,12 +58,9 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         try:
-            while self.stop_signal is None:
-                if not self._start():
-                    break
-                dead = self._watch()
-                if dead:
-                    self._restart_after(dead)
+            started = self._start()
+            while started and (dead := self._watch()):
+                started = self._restart_after(dead)
             return 0
         finally:
             self._stop_flow()
@@ -113,7 +110,8 @@ class Supervisor:
                 jobs[job_id] = state
         return jobs
 
-    def _restart_after(self, dead: list[psutil.Process]) -> None:
+    def _restart_after(self, dead: list[psutil.Process]) -> bool:
+        """Fail the dead process's jobs, drain the others, start the Flow again; False when a stop came first."""
         pids = ", ".join(str(p.pid) for p in dead)
         lost = self._own_jobs({p.pid for p in dead})
         for job_id, state in lost.items():
@@ -123,8 +121,10 @@ class Supervisor:
         self._drain()
         self._stop_flow(kill=True)  # a Flow with a dead member does not close cleanly
         started = time.time()
-        if self._start():
-            log(f"the Flow is serving again ({time.time() - started:.0f} s)")
+        if not self._start():
+            return False
+        log(f"the Flow is serving again ({time.time() - started:.0f} s)")
+        return True
 
     def _drain(self) -> None:
         """Stop this Flow's running jobs at their next step and wait until their callers have them."""

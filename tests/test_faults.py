@@ -126,3 +126,66 @@ def test_ctrl_c_in_a_terminal_keeps_the_frames_and_stops_the_local_flow(flow_env
     assert names == frames | {f"reverse_diffusion-9_0{end}" for end in (".png", ".gif", "-sprite.png")}
     assert json.loads(stdout)[0]["status"] == "cancelled"
     wait_for(lambda: not alive(flow), 60, "the local Flow's processes to exit")
+
+
+# ----- a served Flow (serve.py): a sampler killed mid-job, then the Flow stopped while a client waits -----
+
+
+def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
+    from served import wait_ready
+
+    from client import free_port
+
+    board, port, log = Path(flow_env["DISCO_JOBS_DIR"]), free_port(), tmp_path / "serve.log"
+    address = f"grpc://127.0.0.1:{port}"
+    command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", "--replicas=1"]
+    with open(log, "w") as out:
+        serve = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **flow_env, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    everything = []
+    try:
+        wait_ready(address, serve, log)
+        everything = psutil.Process(serve.pid).children(recursive=True)
+
+        # 1. the sampler process dies mid-job: the client keeps the frames, says so, exits 1
+        before = set(board.glob("*.json"))
+        first = subprocess.Popen(cli(tmp_path / "a", "--steps", "300", "--seed", "5", "--host", address), text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        job = wait_for(lambda: new_job(board, before, 3), 120, "the job to make 3 steps")
+        os.kill(int(job["replica"].rpartition(":")[2]), signal.SIGKILL)
+        killed = time.time()
+        _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 1, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert "error: image 0: the sampler process died" in stderr.strip().splitlines()[-1]
+        names = {p.name for p in (tmp_path / "a").iterdir()}
+        assert "reverse_diffusion-5_0.png" in names and "reverse_diffusion-5_0-step0001.png" in names, names
+
+        # 2. the Flow comes back by itself and serves the next request
+        wait_for(lambda: log.read_text().count("Flow is ready to serve!") >= 2, 240, "the Flow to restart")
+        print(f"the Flow served again {time.time() - killed:.1f} s after the sampler was killed")
+        everything += psutil.Process(serve.pid).children(recursive=True)
+        assert Client(host=address).post("/generate", raw_request())[0].tags["status"] == "done"
+
+        # 3. SIGTERM to serve.py while a client waits: the job stops at its next step, its frames go back
+        before = set(board.glob("*.json"))
+        second = subprocess.Popen(cli(tmp_path / "b", "--steps", "300", "--seed", "6", "--host", address), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        wait_for(lambda: new_job(board, before, 2), 120, "the second job to make 2 steps")
+        stopped = time.time()
+        serve.send_signal(signal.SIGTERM)
+        _, stderr = second.communicate(timeout=120)
+        assert second.returncode == 1, stderr[-3000:]
+        assert "error: image 0: the Flow was stopped at step" in stderr.strip().splitlines()[-1]
+        assert "reverse_diffusion-6_0.png" in {p.name for p in (tmp_path / "b").iterdir()}
+        assert serve.wait(60) == 0
+        print(f"serve.py exited {time.time() - stopped:.1f} s after SIGTERM")
+        assert "waiting for 1 running job(s) to stop at their next step" in log.read_text()
+        wait_for(lambda: not alive(everything), 30, "every process of the Flow to exit")
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        for process in alive(everything):
+            process.kill()
