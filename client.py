@@ -321,7 +321,7 @@ class JobWatcher:
         from docarray import Document
 
         state = self.states.get(doc.id, {})
-        for _ in range(10):
+        for _ in range(20):  # the server keeps the Flow up about 10 s for this question
             try:
                 latest = dict((await self._progress([doc.id]))[0].tags)
             except Exception:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "executors"))
 from disco.jobs import JobBoard  # noqa: E402
 
 POLL_S = 0.5
+LOST_NOTICE_S = 10  # how long a dead sampler's jobs wait for their clients to ask about them
 
 
 def log(message: str) -> None:
@@ -118,6 +119,9 @@ class Supervisor:
             error = f"the sampler process died (pid {pids}) at step {state.get('step')} of {state.get('total')}"
             self.board.update(job_id, status="failed", error=error, finished=time.time())
         log(f"process {pids} of the Flow died (jobs lost: {', '.join(lost) or 'none'}): restarting the Flow")
+        marked, deadline = time.time(), time.time() + LOST_NOTICE_S
+        while time.time() < deadline and any((self.board.last_seen(j) or 0) <= marked for j in lost):
+            time.sleep(0.1)  # clients that poll read why their job failed before the Flow goes down
         self._drain()
         self._stop_flow(kill=True)  # a Flow with a dead member does not close cleanly
         started = time.time()
