@@ -5,8 +5,10 @@
 
     python client.py --text_prompts "A lighthouse in a storm" --steps 250 [--host grpc://host:51000]
 
-Without ``host`` the Flow in ``flow.yml`` is started in this process on a free local port and
-stopped afterwards. Settings are checked here before anything starts, and again by the server.
+Without ``host`` the Flow in ``flow.yml`` is started for this call on a free local port and
+stopped afterwards (local_flow.py). Settings are checked here before anything starts, and again
+by the server. Inside a running event loop (Jupyter) the calls to the Flow run in a thread of
+their own.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import random
 import signal
-import socket
 import sys
+import threading
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ from disco.settings import (  # noqa: E402
     validate_settings,
 )
 from disco.weights import WeightsUnavailable  # noqa: E402
+
+from local_flow import FlowFailed, free_port, local_flow  # noqa: E402, F401 (free_port: for callers)
+from progress import ProgressBars  # noqa: E402
 
 PROGRESS_INTERVAL_S = 0.5
 SEED_NAMES = list(SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1])
@@ -94,12 +98,46 @@ def generate_image(
     if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
         download_models(settings, with_init_loss=init_bytes is not None, progress=progress)
     with flow_address(host, settings.use_gpu, settings.diffusion_model) as address:
-        results, errors = asyncio.run(_run(address, docs, progress))
+        results, errors = run_coroutine(lambda: _run(address, docs, progress))
     save_outputs(results, settings)  # whatever was made is kept, also when some images failed
-    failed = [f"image {d.tags.get('batch_index')}: {d.tags.get('error')}" for d in results if d.tags.get("error")]
+    failed = [f"image {d.tags.get('batch_index')}: {m}" for d in results if (m := _failure(d))]
     if errors or failed:
         raise GenerationFailed([_server_message(e) for e in errors] + failed, results)
     return results
+
+
+def _failure(doc) -> str | None:
+    """Why an image did not finish, or None (done, or cancelled by its caller)."""
+    status, where = doc.tags.get("status"), f"at step {doc.tags.get('steps_done')}"
+    if doc.tags.get("error"):
+        return str(doc.tags["error"])
+    if status == "shutdown":
+        return f"the Flow was stopped {where}; the frames made so far are saved"
+    if status == "abandoned":
+        return f"the server stopped the job {where}: it heard nothing from this client for too long"
+    return None
+
+
+def run_coroutine(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """``asyncio.run``, also from inside a running event loop (Jupyter): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(make())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="disco-client")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def read_init_image(source: str | bytes) -> bytes:
@@ -155,64 +193,14 @@ def download_models(settings: Settings, with_init_loss: bool, progress: bool = T
     return [ensure(name, progress=progress) for name in names]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def flow_address(host: str | None, use_gpu: bool = True, diffusion_model: str | None = None):
-    """A running Flow's address: ``host`` as given, or an in-process Flow from flow.yml."""
+def flow_address(host: str | None, use_gpu: bool = True, diffusion_model: str | None = None) -> Iterator[str]:
+    """A running Flow's address: ``host`` as given, or a Flow started for this call (local_flow.py)."""
     if host:
         yield host if "://" in host else f"grpc://{host}"
         return
-    from serve import load_flow
-
-    flow = load_flow(port=free_port())  # flow.yml, DISCO_SAMPLER_REPLICAS samplers
-    # the executors read these at start: this run's device, and its UNet loaded up front
-    # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
-    env = {"DISCO_USE_GPU": "auto" if use_gpu else "0"}
-    env.update({"DISCO_PRELOAD": diffusion_model} if diffusion_model else {})
-    with _spawned_processes(), _environment(env):
-        flow.__enter__()
-    try:
-        yield f"grpc://127.0.0.1:{flow.port}"
-    finally:
-        flow.__exit__(None, None, None)
-
-
-@contextmanager
-def _environment(values: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
-@contextmanager
-def _spawned_processes():
-    """Start processes as fresh interpreters, without re-running the caller's script.
-
-    Jina forks its executor processes by default; a fork of a process that has already run
-    torch (its OpenMP threads) hangs at the child's first parallel op. Spawned children would
-    re-import the caller's ``__main__`` from its file, which for a script without a
-    ``__main__`` guard means running it again, so the file is hidden while they start (the
-    children only need jina's own functions).
-    """
-    method = multiprocessing.get_start_method(allow_none=True)
-    main = sys.modules["__main__"]
-    main_file = main.__dict__.pop("__file__", None)
-    multiprocessing.set_start_method("spawn", force=True)
-    try:
-        yield
-    finally:
-        multiprocessing.set_start_method(method, force=True)
-        if main_file is not None:
-            main.__file__ = main_file
+    with local_flow(use_gpu, diffusion_model) as address:
+        yield address
 
 
 # The executor that answers /progress and /cancel (flow.yml's name for the Renderer).
@@ -229,12 +217,17 @@ async def _post(client, endpoint: str, docs, target_executor: str | None = None,
 
 
 async def _run(address: str, docs, show_progress: bool = True):
-    """Send one request per image (replicas can spread them), poll progress, cancel on Ctrl-C."""
+    """Send one request per image (replicas can spread them), poll progress, cancel on Ctrl-C.
+
+    Polls also fetch each new frame, so when a job's request fails mid-run (its sampler
+    process died) the frames made so far are still here and come back as a failed image.
+    """
     from docarray import DocumentArray
     from jina import Client
 
     client = Client(host=address, asyncio=True)
     bars = ProgressBars(docs, enabled=show_progress)
+    watcher = JobWatcher(client, docs)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
@@ -252,12 +245,7 @@ async def _run(address: str, docs, show_progress: bool = True):
                 return
             pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
             try:
-                # Addressed to the Renderer: jina 3.34 (docarray v1) sends an endpoint to every
-                # executor, bound or not, so polls would otherwise take turns in the samplers'
-                # round-robin and pair a call's images on one replica.
-                ids = DocumentArray([type(d)(id=d.id) for d in pending])
-                states = await _post(client, "/progress", ids, JOB_STATE_EXECUTOR)
-                bars.update(states)
+                bars.update(await watcher.poll(pending))
             except Exception:  # progress is best effort; the job's own result decides
                 pass
             try:
@@ -265,17 +253,20 @@ async def _run(address: str, docs, show_progress: bool = True):
             except TimeoutError:
                 pass
 
-    watcher = asyncio.create_task(watch())
+    polling = asyncio.create_task(watch())
     try:
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
     finally:
-        await watcher  # it returns once every job is done (or after sending a cancel)
-        bars.finish([o for o in outcomes if not isinstance(o, BaseException)] if "outcomes" in locals() else [])
-        bars.close()
+        await polling  # it returns once every job is done (or after sending a cancel)
         try:
             loop.remove_signal_handler(signal.SIGINT)
         except (RuntimeError, ValueError, NotImplementedError):
             pass
+    for i, (doc, out) in enumerate(zip(docs, outcomes, strict=True)):
+        if isinstance(out, BaseException) and watcher.started(doc.id):
+            outcomes[i] = DocumentArray([await watcher.lost(doc, _server_message(out))])
+    bars.finish([o for o in outcomes if not isinstance(o, BaseException)])
+    bars.close()
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     results = DocumentArray()
     for out in outcomes:
@@ -284,6 +275,76 @@ async def _run(address: str, docs, show_progress: bool = True):
     for doc in results:
         cast_tags(doc)
     return results, errors
+
+
+class JobWatcher:
+    """Polls ``/progress`` for a run's images and keeps every frame it sees (each fetched once)."""
+
+    def __init__(self, client, docs):
+        self.client = client
+        self.states: dict[str, dict] = {}
+        self.frames: dict[str, list] = {d.id: [] for d in docs}
+
+    async def _progress(self, ids: list[str], frame: bool = False):
+        from docarray import Document, DocumentArray
+
+        query = DocumentArray([Document(id=i) for i in ids])
+        return await _post(self.client, "/progress", query, JOB_STATE_EXECUTOR, {"frame": frame} if frame else None)
+
+    async def poll(self, pending) -> list:
+        """The jobs' states (for the bars); fetches the frame of any job that made a new one."""
+        states = await self._progress([d.id for d in pending])
+        fresh = []
+        for state in states:
+            self.states[state.id] = dict(state.tags)
+            kept = self.frames[state.id]
+            if state.tags.get("frame_step") and (not kept or kept[-1].tags["step"] < state.tags["frame_step"]):
+                fresh.append(state.id)
+        if fresh:
+            from docarray import Document
+
+            for state in await self._progress(fresh, frame=True):
+                if state.uri and state.tags.get("frame_step"):
+                    step, cur_t = state.tags["frame_step"], state.tags.get("frame_cur_t")
+                    self.frames[state.id].append(Document(uri=state.uri, tags={"step": step, "cur_t": cur_t}))
+        return states
+
+    def started(self, job_id: str) -> bool:
+        return (self.states.get(job_id) or {}).get("status", "waiting") != "waiting"
+
+    async def lost(self, doc, message: str):
+        """A failed Document for a job whose request failed mid-run: its frames so far and why.
+
+        The server marks a job whose sampler process died; its own message is used when the
+        Flow still answers within a few seconds.
+        """
+        from docarray import Document
+
+        state = self.states.get(doc.id, {})
+        for _ in range(20):  # the server keeps the Flow up about 10 s for this question
+            try:
+                latest = dict((await self._progress([doc.id]))[0].tags)
+            except Exception:
+                break  # the Flow is gone (stopped, or restarting)
+            if latest.get("status") not in ("running", "waiting", None):
+                state = latest
+                break
+            await asyncio.sleep(0.5)
+        step, total = (int(state[k]) if state.get(k) is not None else "?" for k in ("step", "total"))
+        if state.get("status") == "failed" and state.get("error"):
+            error = state["error"]
+        elif "deployment sampler" in message:  # the gateway could no longer reach the job's sampler
+            error = f"the sampler process died at step {step} of {total}; the server restarts it"
+        else:
+            error = f"the connection to the Flow broke at step {step} of {total}: {message.splitlines()[0]}"
+        out = Document(
+            id=doc.id, tags={**doc.tags, "status": "failed", "error": error, "steps_done": state.get("step")}
+        )
+        for frame in self.frames[doc.id]:
+            out.chunks.append(frame)
+        if len(out.chunks):
+            out.uri = out.chunks[-1].uri
+        return out
 
 
 class GenerationFailed(RuntimeError):
@@ -329,49 +390,6 @@ def cast_tags(doc) -> None:
                 tags[key] = int(tags[key])
         if "width_height" in tags:
             tags["width_height"] = [int(v) for v in tags["width_height"]]
-
-
-class ProgressBars:
-    """One tqdm bar per image: step / total, ETA, CLIP loss."""
-
-    def __init__(self, docs, enabled: bool = True):
-        from tqdm import tqdm
-
-        self.enabled = enabled
-        self.bars = {}
-        if enabled:
-            for i, d in enumerate(docs):
-                total = int(d.tags["steps"]) - int(d.tags["skip_steps"])
-                self.bars[d.id] = tqdm(
-                    total=total, position=i, desc=f"image {i} (seed {int(d.tags['seed'])})", unit="step", leave=True
-                )
-
-    def update(self, states) -> None:
-        for state in states:
-            bar = self.bars.get(state.id)
-            step = state.tags.get("step")
-            if bar is not None and step is not None:
-                bar.update(int(step) - bar.n)
-                if state.tags.get("loss") is not None:
-                    bar.set_postfix(loss=f"{state.tags['loss']:.3f}", status=state.tags.get("status"))
-
-    def finish(self, results) -> None:
-        for result in results:
-            for doc in result:
-                bar = self.bars.get(doc.id)
-                if bar is not None and doc.tags.get("steps_done") is not None:
-                    bar.update(int(doc.tags["steps_done"]) - bar.n)
-                    bar.set_postfix(status=doc.tags.get("status"))
-
-    def note(self, message: str) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            tqdm.write(message)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
 
 
 # ----- command line -----
@@ -484,11 +502,18 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
             _print_summary(exc.results)  # what was made is saved: say where
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except WeightsUnavailable as exc:
+    except (WeightsUnavailable, FlowFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before any image started (loading, starting the Flow)
+        print("interrupted: nothing was made", file=sys.stderr)
+        return 130
     _print_summary(da)
-    return 130 if any(d.tags.get("status") == "cancelled" for d in da) else 0
+    if any(d.tags.get("status") == "cancelled" for d in da):
+        where = Path(da[0].tags.get("output_dir", ".")) if len(da) else Path(".")
+        print(f"interrupted: stopped at the next step; the frames made so far are saved in {where}", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _print_summary(docs) -> None:

@@ -3,7 +3,9 @@
 ``jina flow --uses flow.yml`` serves one sampler. This does the same with
 ``DISCO_SAMPLER_REPLICAS`` (or ``--replicas``) sampler replicas; when the machine has several
 GPUs, Jina pins replica ``i`` to GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES`` round-robin).
-The in-process Flow of ``client.py`` is built here too.
+It also keeps the Flow serving (see supervisor.py): a dead executor process is restarted, and
+SIGINT/SIGTERM stop running jobs at their next step and send them back before the Flow stops.
+The Flow that ``client.py`` starts for itself is this one too.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +66,41 @@ def load_flow(replicas: int | None = None, port: int | None = None):
     return Flow.load_config(flow_config(replicas, port))
 
 
+def run_flow(replicas: int | None, port: int | None, ready_file: Path) -> None:
+    """Serve the Flow in this process until SIGTERM/SIGINT or until the process that started it is gone."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while not stop.is_set() and os.getppid() == parent:
+            time.sleep(1)
+        stop.set()
+
+    with load_flow(replicas, port) as flow:
+        ready_file.write_text(str(flow.port))
+        threading.Thread(target=watch_parent, daemon=True).start()
+        flow.block(stop_event=stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=None, help="gRPC port (default: the one in flow.yml, 51000)")
     parser.add_argument(
         "--replicas", type=int, default=None, help="sampler replicas (default: $DISCO_SAMPLER_REPLICAS or 1)"
     )
+    parser.add_argument("--ready-file", type=Path, help="written once the Flow serves (and after each restart)")
+    parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
+    parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
-    with load_flow(args.replicas, args.port) as flow:
-        flow.block()
-    return 0
+    flow_args = [f"--{name}={value}" for name, value in (("port", args.port), ("replicas", args.replicas)) if value]
+    if args.flow_only:
+        run_flow(args.replicas, args.port, args.ready_file)
+        return 0
+    from supervisor import Supervisor
+
+    return Supervisor(flow_args, args.ready_file, args.stop_with_parent).run()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """Jina executor: guided reverse diffusion, one Document per image, with progress and cancel.
 
 ``/generate`` runs one job at a time per replica (Jina serialises synchronous endpoints).
+A job whose caller has not polled ``/progress`` for ``DISCO_CLIENT_TIMEOUT_S`` seconds
+(default 60, counted from its start until the first poll; a client's ``client_timeout_s`` tag
+may shorten it) stops at its next step as ``abandoned``: Jina's gateway does not pass on that
+a caller hung up, so silence is the sign. A job asked to stop ends with the reason as its
+status (``cancelled``, ``shutdown``, ``abandoned``) and its frames so far.
 Bad input fails the request before sampling starts; a fault during sampling (NaN, an
 exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
 frames made so far still go back.
@@ -53,6 +58,7 @@ class DiffusionSampler(Executor):
         self.board = JobBoard(jobs_dir)
         self.board.sweep()
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.client_timeout_s = float(os.environ.get("DISCO_CLIENT_TIMEOUT_S", 60))
 
     @requests(on="/generate")
     def generate(self, docs: DocumentArray, **kwargs) -> None:
@@ -71,11 +77,12 @@ class DiffusionSampler(Executor):
 
         started = time.time()
         status, step, error = "done", 0, None
-        client_timeout = float(doc.tags.get("client_timeout_s") or 0)  # 0: the client does not poll
+        asked = float(doc.tags.get("client_timeout_s") or 0)
+        timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
         self.board.update(doc.id, status="running", step=0, total=s.steps - s.skip_steps, replica=self.replica)
         try:
-            if self.board.cancelled(doc.id):
-                status = "cancelled"
+            if reason := self.board.stop_reason(doc.id):
+                status = reason
             else:
                 for report in sample_image(s, embeds, weights, models, seed=seed, init_image=init):
                     step = report.step
@@ -87,12 +94,15 @@ class DiffusionSampler(Executor):
                         doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
                         png = png_bytes(frame)
                     shown = {"loss": report.loss} if report.loss is not None else {}
+                    if png is not None:
+                        shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames
                     self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
-                    if self.board.cancelled(doc.id):
-                        status = "cancelled"  # stop at this step; the frames so far go back
+                    if reason := self.board.stop_reason(doc.id):
+                        status = reason  # stop at this step; the frames so far go back
                         break
-                    if client_timeout and time.time() - (self.board.last_seen(doc.id) or started) > client_timeout:
-                        status = "abandoned"  # its client stopped polling: free the sampler for others
+                    # a caller silent for that long is gone (or never watched): free the sampler for others
+                    if time.time() - (self.board.last_seen(doc.id) or started) > timeout:
+                        status = "abandoned"
                         break
         except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
             status, error = "failed", f"{type(exc).__name__}: {exc}"

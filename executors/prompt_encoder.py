@@ -1,8 +1,14 @@
-"""Jina executor: prompts to CLIP RN50 text embeddings (``doc.embedding``, ``tags['prompt_weights']``)."""
+"""Jina executor: prompts to CLIP RN50 text embeddings (``doc.embedding``, ``tags['prompt_weights']``).
+
+As the Flow's first executor it also checks each request as any client may have sent it: an
+unknown tag (a misspelt setting) is refused with the nearest valid name, and a missing or
+null ``seed`` becomes a random one, reported back in ``tags['seed']``.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -10,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from disco.clip_model import encode_texts  # noqa: E402
 from disco.loading import ModelCache, device_from_env  # noqa: E402
 from disco.prompts import build_prompts, normalised_weights  # noqa: E402
-from disco.settings import settings_from_tags  # noqa: E402
+from disco.settings import settings_from_request  # noqa: E402
 from docarray import DocumentArray  # noqa: E402
 from jina import Executor, requests  # noqa: E402
 
@@ -24,7 +30,9 @@ class PromptEncoder(Executor):
     @requests(on="/generate")
     def encode(self, docs: DocumentArray, **kwargs) -> None:
         for doc in docs:
-            s = settings_from_tags(doc.tags)
+            s = settings_from_request(doc.tags)
+            if s.seed is None:
+                doc.tags["seed"] = random.randint(0, 2**32 - 1)
             prompts = build_prompts(s.text_prompts, s.style, s.artist)
             weights = normalised_weights([p.weight for p in prompts])  # refuses a zero sum early
             doc.embedding = encode_texts(self.clip, [p.text for p in prompts]).cpu().numpy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +38,8 @@ class Renderer(Executor):
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
             doc.embedding = None
             doc.blob = None
+            if self.board.read(doc.id) is not None:
+                self.board.update(doc.id, returned=time.time())  # a Flow that is stopping waits for this
 
     @requests(on="/progress")
     async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
@@ -46,9 +49,10 @@ class Renderer(Executor):
         for doc in docs:
             self.board.seen(doc.id)
             state = self.board.read(doc.id) or {"status": "waiting"}
-            doc.tags.update(state)
             if want_frame and (png := self.board.latest_frame(doc.id)):
+                state = self.board.read(doc.id) or state  # written after the frame: its frame_step is this one's
                 doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
+            doc.tags.update(state)
 
     @requests(on="/cancel")
     async def cancel(self, docs: DocumentArray, **kwargs) -> None:

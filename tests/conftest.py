@@ -73,3 +73,24 @@ def flow_env(model_dir, tmp_path_factory):
     yield env
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+SERVER_CLIENT_TIMEOUT_S = 20  # the served Flow stops jobs nobody polled for this long
+
+
+@pytest.fixture(scope="session")
+def served_flow(flow_env, tmp_path_factory):
+    """``jina flow --uses flow.yml`` in a subprocess (the file's port swapped for a free one)."""
+    import socket
+
+    from served import served
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path_factory.mktemp("flow") / "flow.yml"
+    config.write_text((ROOT / "flow.yml").read_text().replace("port: 51000", f"port: {port}"))
+    command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
+    env = {**flow_env, "DISCO_CLIENT_TIMEOUT_S": str(SERVER_CLIENT_TIMEOUT_S)}
+    with served(command, port, env, config.with_suffix(".log"), cwd=ROOT) as address:
+        yield address

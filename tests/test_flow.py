@@ -20,7 +20,6 @@ import pytest
 from disco.settings import validate_settings
 from docarray import Document, DocumentArray
 from jina import Client
-from served import served
 
 import client as disco_client
 
@@ -36,17 +35,6 @@ TINY = dict(
     use_gpu=False,
 )
 NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")
-
-
-@pytest.fixture(scope="session")
-def served_flow(flow_env, tmp_path_factory):
-    """``jina flow --uses flow.yml`` in a subprocess (the file's port swapped for a free one)."""
-    port = disco_client.free_port()
-    config = tmp_path_factory.mktemp("flow") / "flow.yml"
-    config.write_text((ROOT / "flow.yml").read_text().replace("port: 51000", f"port: {port}"))
-    command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
-    with served(command, port, flow_env, config.with_suffix(".log"), cwd=ROOT) as address:
-        yield address
 
 
 def request_docs(seed=3, n=1, **settings):

@@ -4,8 +4,11 @@ Jina spreads requests over replicas round-robin, so the replica asked for a job'
 is often not the one running it. Each job therefore lives in files under one directory
 (``DISCO_JOBS_DIR``, default a folder in the system temp dir; on Kubernetes a shared volume):
 ``<id>.json`` (state, rewritten atomically every step), ``<id>.png`` (latest frame) and
-``<id>.cancel`` (the stop request) and ``<id>.seen`` (touched whenever the job's client polls
-its progress, so a job whose client went away can be stopped). Any replica can answer for any job.
+``<id>.cancel`` (the stop request; its text says why: ``cancelled`` by the client, ``shutdown`` when
+the Flow stops, ``abandoned`` when the caller went away) and ``<id>.seen`` (touched whenever the
+job's client polls its progress, so a job whose client went away can be stopped). Any replica can
+answer for any job, and the process that supervises a Flow reads it to stop or fail the jobs of
+its samplers.
 """
 
 from __future__ import annotations
@@ -75,12 +78,30 @@ class JobBoard:
         except FileNotFoundError:
             return None
 
-    def cancel(self, job_id: str) -> None:
-        """Ask the job to stop at its next step (also before it starts)."""
-        self._path(job_id, ".cancel").touch()
+    def cancel(self, job_id: str, reason: str = "cancelled") -> None:
+        """Ask the job to stop at its next step (also before it starts); ``reason`` becomes its status."""
+        path = self._path(job_id, ".cancel")
+        if not path.exists():  # the first reason wins: a client's cancel is not turned into a shutdown
+            _write_atomic(path, reason.encode())
 
     def cancelled(self, job_id: str) -> bool:
         return self._path(job_id, ".cancel").exists()
+
+    def stop_reason(self, job_id: str) -> str | None:
+        """Why the job was asked to stop (``cancelled``, ``shutdown``, ``abandoned``), or None."""
+        try:
+            return self._path(job_id, ".cancel").read_text().strip() or "cancelled"
+        except FileNotFoundError:
+            return None
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """The state of every job still running, by id."""
+        jobs = {}
+        for path in self.dir.glob("*.json"):
+            state = self.read(path.stem) if _JOB_ID.fullmatch(path.stem) else None
+            if state and state.get("status") == "running":
+                jobs[path.stem] = state
+        return jobs
 
     def forget(self, job_id: str, older_than_s: float = 0) -> None:
         for suffix in (".json", ".png", ".cancel", ".seen"):

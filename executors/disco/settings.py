@@ -38,6 +38,12 @@ def max_pixels() -> int:
     return int(os.environ.get("DISCO_MAX_PIXELS", 2048 * 2048))
 
 
+def max_pixel_steps() -> int | None:
+    """Largest width * height * sampled steps a server accepts (``DISCO_MAX_PIXEL_STEPS``; unset: no cap)."""
+    value = os.environ.get("DISCO_MAX_PIXEL_STEPS")
+    return int(value) if value else None
+
+
 class SettingsError(ValueError):
     """A setting is invalid; ``parameter`` names it."""
 
@@ -288,7 +294,20 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
     s.diffusion_model = _choice("diffusion_model", s.diffusion_model, DIFFUSION_MODELS)
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
+    _check_cost(s)
     return s
+
+
+def _check_cost(s: Settings) -> None:
+    cap = max_pixel_steps()
+    cost = s.width * s.height * (s.steps - s.skip_steps)
+    if cap is not None and cost > cap:
+        raise SettingsError(
+            "steps",
+            f"{s.width}x{s.height} pixels x {s.steps - s.skip_steps} steps (steps - skip_steps) is {cost} "
+            f"pixel-steps, above this server's cap of {cap} (DISCO_MAX_PIXEL_STEPS): "
+            "lower width_height or steps, or raise skip_steps",
+        )
 
 
 def _text_prompts(value: Any) -> list[str]:
@@ -334,6 +353,15 @@ def settings_to_tags(s: Settings) -> dict[str, Any]:
     tags = s.to_dict()
     tags["init_image"] = None
     return tags
+
+
+# Tags a request may carry besides the settings: the client's bookkeeping for one image of a run.
+REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
+
+
+def settings_from_request(tags: Mapping[str, Any]) -> Settings:
+    """Validate a request's tags strictly: an unknown key (a misspelt setting) is refused, by name."""
+    return validate_settings({k: v for k, v in tags.items() if k not in REQUEST_TAGS})
 
 
 def settings_from_tags(tags: Mapping[str, Any]) -> Settings:

@@ -1,0 +1,67 @@
+"""The Flow a client starts for itself when it is given no host: ``serve.py`` on a free local port.
+
+It runs in a session of its own, so a terminal's Ctrl-C (sent to the whole foreground
+process group) reaches the client alone: the client cancels its jobs and collects their
+frames while the Flow is still there, then stops it. ``serve.py`` stops by itself if the client
+dies, and restarts an executor process that dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+class FlowFailed(RuntimeError):
+    """The local Flow could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_flow(use_gpu: bool = True, diffusion_model: str | None = None) -> Iterator[str]:
+    """Start ``serve.py`` for this process, yield its gRPC address once it serves, stop it afterwards."""
+    port = free_port()
+    # the executors read these at start: this run's device, and its UNet loaded up front
+    # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
+    env = {**os.environ, "DISCO_USE_GPU": "auto" if use_gpu else "0"}
+    if diffusion_model:
+        env["DISCO_PRELOAD"] = diffusion_model
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "ready"
+        command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--ready-file={ready}"]
+        # its log goes to stderr (file descriptor 2, also under Jupyter): stdout is the caller's
+        process = subprocess.Popen([*command, "--stop-with-parent"], env=env, start_new_session=True, stdout=2)
+        try:
+            while not ready.exists():
+                if process.poll() is not None:
+                    raise FlowFailed(f"the local Flow exited with code {process.returncode} while starting")
+                time.sleep(0.2)
+            yield f"grpc://127.0.0.1:{port}"
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM: serve.py stops its running jobs (if any are left), then the Flow."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(120)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its Flow notices that serve.py is gone and stops too
+        process.wait()

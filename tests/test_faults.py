@@ -1,0 +1,191 @@
+"""Faults in users' hands, over real processes and real signals: clients other than client.py,
+a caller that goes away, Ctrl-C to the whole process group, a sampler killed mid-job, and a
+served Flow stopped while clients wait.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from disco.settings import SettingsError, settings_to_tags, validate_settings
+from docarray import Document, DocumentArray
+from jina import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(width_height=[64, 64], steps=4, skip_steps=1, display_rate=2, cutn_batches=1, use_gpu=False)
+TINY.update(cut_overview="[1]*1000", cut_innercut="[1]*1000")
+
+
+def raw_request(**changes) -> DocumentArray:
+    """A request as a plain Jina client builds it from the README: settings as tags, no bookkeeping."""
+    tags = {k: v for k, v in settings_to_tags(validate_settings(**TINY, seed=1)).items()}
+    tags.update(changes)
+    return DocumentArray([Document(id=uuid.uuid4().hex, tags={k: v for k, v in tags.items() if v != "DROP"})])
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ----- clients other than client.py -----
+
+
+def test_a_misspelt_key_is_refused_by_name_and_nothing_runs(served_flow, flow_env):
+    docs = raw_request(text_prompt=["a lighthouse"])
+    with pytest.raises(Exception, match=r"text_prompt: unknown setting; did you mean .{0,4}text_prompts"):
+        Client(host=served_flow).post("/generate", docs)
+    assert not (Path(flow_env["DISCO_JOBS_DIR"]) / f"{docs[0].id}.json").exists()  # no job started
+
+
+def test_a_missing_or_null_seed_is_random_and_reported(served_flow):
+    seeds = []
+    for docs in (raw_request(seed="DROP"), raw_request(seed=None)):
+        doc = Client(host=served_flow).post("/generate", docs)[0]
+        assert doc.tags["status"] == "done"
+        seeds.append(doc.tags["seed"])
+    assert all(isinstance(s, float) and s.is_integer() and 0 <= s < 2**32 for s in seeds)  # protobuf: floats
+    assert seeds[0] != seeds[1]
+
+
+def test_the_cost_cap_refuses_big_jobs_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("DISCO_MAX_PIXEL_STEPS", str(64 * 64 * 10))
+    validate_settings(**{**TINY, "steps": 11, "skip_steps": 1})  # exactly at the cap
+    with pytest.raises(SettingsError, match=r"steps: 64x64 pixels x 11 steps .* above this server's cap") as info:
+        validate_settings(**{**TINY, "steps": 12, "skip_steps": 1})
+    assert "DISCO_MAX_PIXEL_STEPS" in str(info.value)
+
+
+def test_a_job_nobody_polls_stops_as_abandoned_and_its_frames_go_back(served_flow):
+    """A plain client that posts and never polls ``/progress``: the server's own timeout ends the job."""
+    from conftest import SERVER_CLIENT_TIMEOUT_S
+
+    started = time.time()
+    doc = Client(host=served_flow).post("/generate", raw_request(steps=1000, skip_steps=0, display_rate=5))[0]
+    took = time.time() - started
+    assert doc.tags["status"] == "abandoned" and 0 < doc.tags["steps_done"] < 1000
+    assert SERVER_CLIENT_TIMEOUT_S < took < SERVER_CLIENT_TIMEOUT_S + 60, took
+    assert len(doc.chunks) >= 1 and doc.uri == doc.chunks[-1].uri
+
+
+# ----- the CLI in a terminal: Ctrl-C reaches the whole foreground process group -----
+
+
+def cli(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "client.py"), "--text_prompts", "a lighthouse", "--width_height", "64", "64",
+            "--skip_steps", "0", "--display_rate", "1", "--n_batches", "1", "--cut_overview", "[1]*1000",
+            "--cut_innercut", "[1]*1000", "--cutn_batches", "1", "--output_dir", str(out), "--no_progress",
+            *extra]  # fmt: skip
+
+
+def new_job(board: Path, before: set, min_step: int) -> dict | None:
+    for path in set(board.glob("*.json")) - before:
+        state = json.loads(path.read_text())
+        if state.get("status") == "running" and state.get("step", 0) >= min_step:
+            return {**state, "id": path.stem}
+    return None
+
+
+def alive(processes) -> list:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_ctrl_c_in_a_terminal_keeps_the_frames_and_stops_the_local_flow(flow_env, tmp_path):
+    board, out = Path(flow_env["DISCO_JOBS_DIR"]), tmp_path / "out"
+    before = set(board.glob("*.json"))
+    client = subprocess.Popen(
+        cli(out, "--steps", "300", "--seed", "9"), start_new_session=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        job = wait_for(lambda: new_job(board, before, 3), 300, "the job to make 3 steps")
+        flow = psutil.Process(client.pid).children(recursive=True)
+        os.killpg(client.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        stdout, stderr = client.communicate(timeout=180)
+    finally:
+        client.kill()
+    assert client.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    message = f"interrupted: stopped at the next step; the frames made so far are saved in {out}"
+    assert stderr.strip().splitlines()[-1] == message
+    state = json.loads((board / f"{job['id']}.json").read_text())
+    assert state["status"] == "cancelled" and 3 <= state["step"] < 300
+    names = {p.name for p in out.iterdir()}
+    frames = {f"reverse_diffusion-9_0-step{i:04d}.png" for i in range(1, state["step"] + 1)}
+    assert names == frames | {f"reverse_diffusion-9_0{end}" for end in (".png", ".gif", "-sprite.png")}
+    assert json.loads(stdout)[0]["status"] == "cancelled"
+    wait_for(lambda: not alive(flow), 60, "the local Flow's processes to exit")
+
+
+# ----- a served Flow (serve.py): a sampler killed mid-job, then the Flow stopped while a client waits -----
+
+
+def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
+    from served import wait_ready
+
+    from client import free_port
+
+    board, port, log = Path(flow_env["DISCO_JOBS_DIR"]), free_port(), tmp_path / "serve.log"
+    address = f"grpc://127.0.0.1:{port}"
+    command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", "--replicas=1"]
+    with open(log, "w") as out:
+        serve = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **flow_env, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    everything = []
+    try:
+        wait_ready(address, serve, log)
+        everything = psutil.Process(serve.pid).children(recursive=True)
+
+        # 1. the sampler process dies mid-job: the client keeps the frames, says so, exits 1
+        before = set(board.glob("*.json"))
+        first = subprocess.Popen(cli(tmp_path / "a", "--steps", "300", "--seed", "5", "--host", address), text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        job = wait_for(lambda: new_job(board, before, 3), 120, "the job to make 3 steps")
+        os.kill(int(job["replica"].rpartition(":")[2]), signal.SIGKILL)
+        killed = time.time()
+        _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 1, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert "error: image 0: the sampler process died" in stderr.strip().splitlines()[-1]
+        names = {p.name for p in (tmp_path / "a").iterdir()}
+        assert "reverse_diffusion-5_0.png" in names and "reverse_diffusion-5_0-step0001.png" in names, names
+
+        # 2. the Flow comes back by itself and serves the next request
+        wait_for(lambda: log.read_text().count("Flow is ready to serve!") >= 2, 240, "the Flow to restart")
+        print(f"the Flow served again {time.time() - killed:.1f} s after the sampler was killed")
+        everything += psutil.Process(serve.pid).children(recursive=True)
+        assert Client(host=address).post("/generate", raw_request())[0].tags["status"] == "done"
+
+        # 3. SIGTERM to serve.py while a client waits: the job stops at its next step, its frames go back
+        before = set(board.glob("*.json"))
+        second = subprocess.Popen(cli(tmp_path / "b", "--steps", "300", "--seed", "6", "--host", address), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        wait_for(lambda: new_job(board, before, 2), 120, "the second job to make 2 steps")
+        stopped = time.time()
+        serve.send_signal(signal.SIGTERM)
+        _, stderr = second.communicate(timeout=120)
+        assert second.returncode == 1, stderr[-3000:]
+        assert "error: image 0: the Flow was stopped at step" in stderr.strip().splitlines()[-1]
+        assert "reverse_diffusion-6_0.png" in {p.name for p in (tmp_path / "b").iterdir()}
+        assert serve.wait(60) == 0
+        print(f"serve.py exited {time.time() - stopped:.1f} s after SIGTERM")
+        assert "waiting for 1 running job(s) to stop at their next step" in log.read_text()
+        wait_for(lambda: not alive(everything), 30, "every process of the Flow to exit")
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        for process in alive(everything):
+            process.kill()
