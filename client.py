@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT / "executors")]
 
+from disco.cpu_estimate import cpu_notice  # noqa: E402
 from disco.outputs import save_outputs  # noqa: E402
 from disco.settings import (  # noqa: E402
     LIGHTHOUSE,
@@ -42,6 +43,7 @@ from disco.settings import (  # noqa: E402
 )
 from disco.weights import WeightsUnavailable  # noqa: E402
 
+from console import ignore_third_party_warnings, say  # noqa: E402
 from local_flow import FlowFailed, free_port, local_flow  # noqa: E402, F401 (free_port: for callers)
 from progress import ProgressBars  # noqa: E402
 
@@ -71,6 +73,7 @@ def generate_image(
     *,
     host: str | None = None,
     progress: bool = True,
+    verbose: bool = False,
     **extras: Any,
 ):
     """Generate ``n_batches`` images; returns a DocumentArray (docarray v1), one Document per image.
@@ -80,7 +83,10 @@ def generate_image(
     settings and that image's ``seed`` (batch ``i`` uses ``seed + i``). Files are written to
     ``output_dir``. Disco Diffusion extras (``cutn_batches``, ``eta``, ``cut_overview``, ...) are
     keyword arguments. Ctrl-C stops the run at the next step and keeps what was made.
+    ``verbose=True`` shows the Flow's own log and the libraries' warnings too.
     """
+    if not verbose:
+        ignore_third_party_warnings()
     local = {k: v for k, v in locals().items() if k in SEED_NAMES}
     settings = validate_settings(
         {k: v for k, v in local.items() if v is not None or k in ("seed", "init_image")}, **extras
@@ -95,9 +101,13 @@ def generate_image(
     if settings.seed + settings.n_batches - 1 > 2**32 - 1:
         raise SettingsError("seed", f"seed + n_batches - 1 must stay below 2**32, got {settings.seed}")
     docs = make_documents(settings, init_bytes)
+    use_gpu = settings.use_gpu
     if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
         download_models(settings, with_init_loss=init_bytes is not None, progress=progress)
-    with flow_address(host, settings.use_gpu, settings.diffusion_model) as address:
+        use_gpu = settings.use_gpu and gpu_available()
+        if not use_gpu:
+            say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off"))
+    with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
         results, errors = run_coroutine(lambda: _run(address, docs, progress))
     save_outputs(results, settings)  # whatever was made is kept, also when some images failed
     failed = [f"image {d.tags.get('batch_index')}: {m}" for d in results if (m := _failure(d))]
@@ -193,13 +203,22 @@ def download_models(settings: Settings, with_init_loss: bool, progress: bool = T
     return [ensure(name, progress=progress) for name in names]
 
 
+def gpu_available() -> bool:
+    """Whether this machine has a CUDA GPU that torch can use (the Flow started here would use it)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @contextmanager
-def flow_address(host: str | None, use_gpu: bool = True, diffusion_model: str | None = None) -> Iterator[str]:
+def flow_address(
+    host: str | None, use_gpu: bool = True, diffusion_model: str | None = None, quiet: bool = False
+) -> Iterator[str]:
     """A running Flow's address: ``host`` as given, or a Flow started for this call (local_flow.py)."""
     if host:
         yield host if "://" in host else f"grpc://{host}"
         return
-    with local_flow(use_gpu, diffusion_model) as address:
+    with local_flow(use_gpu, diffusion_model, quiet) as address:
         yield address
 
 
@@ -441,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settings", type=Path, help="a YAML file of settings; flags given here override it")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--verbose", action="store_true", help="also show the Flow's own log and the libraries' warnings"
+    )
+    parser.add_argument(
         "--download",
         action="store_true",
         help="only download the model files these settings need into $DISCO_MODEL_DIR "
@@ -484,7 +506,9 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     host, settings_file, no_progress = args.pop("host"), args.pop("settings"), args.pop("no_progress")
-    download_only = args.pop("download")
+    download_only, verbose = args.pop("download"), args.pop("verbose")
+    if not verbose:  # gRPC's core logs connection notices (too_many_pings) on its own; read when it starts
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         values = Settings.from_yaml(settings_file).to_dict() if settings_file else {}
         values.update(args)
@@ -493,7 +517,7 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
             for path in download_models(settings, settings.init_image is not None, progress=not no_progress):
                 print(path)
             return 0
-        da = generate(**values, host=host, progress=not no_progress)
+        da = generate(**values, host=host, progress=not no_progress, verbose=verbose)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from console import quiet_env
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -33,14 +35,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_flow(use_gpu: bool = True, diffusion_model: str | None = None) -> Iterator[str]:
-    """Start ``serve.py`` for this process, yield its gRPC address once it serves, stop it afterwards."""
+def local_flow(use_gpu: bool = True, diffusion_model: str | None = None, quiet: bool = False) -> Iterator[str]:
+    """Start ``serve.py`` for this process, yield its gRPC address once it serves, stop it afterwards.
+
+    ``quiet``: its processes print only their warnings and errors (see console.py), no banner."""
     port = free_port()
     # the executors read these at start: this run's device, and its UNet loaded up front
     # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
     env = {**os.environ, "DISCO_USE_GPU": "auto" if use_gpu else "0"}
     if diffusion_model:
         env["DISCO_PRELOAD"] = diffusion_model
+    if quiet:
+        env.update(quiet_env())
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
         command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--ready-file={ready}"]

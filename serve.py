@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from console import ignore_third_party_warnings, quiet
+
 ROOT = Path(__file__).resolve().parent
 FLOW_FILE = ROOT / "flow.yml"
 
@@ -78,6 +80,10 @@ def run_flow(replicas: int | None, port: int | None, ready_file: Path) -> None:
             time.sleep(1)
         stop.set()
 
+    if quiet():  # a client's own Flow: its start-up banner (jina prints it with rich's print) is not shown
+        import jina.orchestrate.flow.base as flow_base
+
+        flow_base.print = lambda *args, **kwargs: None
     with load_flow(replicas, port) as flow:
         ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
+    ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
     flow_args = [f"--{name}={value}" for name, value in (("port", args.port), ("replicas", args.replicas)) if value]
     if args.flow_only:
         run_flow(args.replicas, args.port, args.ready_file)

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT / "executors"))
 
 from disco.jobs import JobBoard  # noqa: E402
 
+from console import quiet  # noqa: E402
+
 POLL_S = 0.5
 LOST_NOTICE_S = 10  # how long a dead sampler's jobs wait for their clients to ask about them
 
@@ -67,7 +69,7 @@ class Supervisor:
             self._stop_flow()
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self.stop_signal is None:
+        if self.stop_signal is None and not quiet():  # a client's own Flow stops quietly after its run
             log(f"{signal.Signals(signum).name} received: stopping")
         self.stop_signal = signum
 

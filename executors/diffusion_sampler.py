@@ -15,8 +15,6 @@ receive ``/generate`` requests only and Jina's round-robin hands consecutive ima
 different replicas.
 """
 
-from __future__ import annotations
-
 import os
 import socket
 import sys
@@ -24,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from disco.fast import mode_from_env  # noqa: E402
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc  # noqa: E402
@@ -71,7 +70,7 @@ class DiffusionSampler(Executor):
         init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
         if doc.embedding is None:
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
-        embeds = torch.as_tensor(doc.embedding, dtype=torch.float32)
+        embeds = torch.from_numpy(np.array(doc.embedding, dtype=np.float32))  # a writable copy
         weights = [float(w) for w in doc.tags["prompt_weights"]]
         models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
 

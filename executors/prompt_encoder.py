@@ -5,8 +5,6 @@ unknown tag (a misspelt setting) is refused with the nearest valid name, and a m
 null ``seed`` becomes a random one, reported back in ``tags['seed']``.
 """
 
-from __future__ import annotations
-
 import os
 import random
 import sys

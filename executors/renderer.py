@@ -8,8 +8,6 @@ otherwise take turns in the rotation). These endpoints are asynchronous, so they
 while images are being rendered.
 """
 
-from __future__ import annotations
-
 import base64
 import os
 import sys

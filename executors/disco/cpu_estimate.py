@@ -1,0 +1,48 @@
+"""How long a run takes on a CPU, said before it starts.
+
+Seconds per step ≈ ``UNET_S + UNET_S_PER_PIXEL * width * height + CLIP_S_PER_CUTOUT * cutouts * cutn_batches``,
+fitted to ``benchmarks/step_time.py`` on 2 CPU cores in fast mode (``benchmarks/results/``):
+11.2 s at 256x256 and 29.2 s at 512x512, both with one batch of 16 cutouts, of which CLIP's
+forward and backward take about 3.2 s. More cores make it faster, a busy machine slower: it is
+an order of magnitude, meant to tell minutes from hours.
+"""
+
+from __future__ import annotations
+
+from .settings import Settings, count_schedule
+
+UNET_S_PER_PIXEL = (29.23 - 11.21) / (512 * 512 - 256 * 256)  # 9.2e-5 s: the UNet grows with the pixels
+CLIP_S_PER_CUTOUT = 3.2 / 16  # CLIP forward and backward, per cutout
+UNET_S = 11.21 - UNET_S_PER_PIXEL * 256 * 256 - CLIP_S_PER_CUTOUT * 16  # 2.0 s: the rest, whatever the size
+SMALL_RUN = "--width_height 256 256 --steps 50 --cutn_batches 1 --n_batches 1"
+
+
+def cpu_seconds_per_step(width: int, height: int, cutn_batches: int = 4, cutouts: float = 16) -> float:
+    """Estimated seconds per step on 2 CPU cores (fast mode) for an image of ``width`` x ``height``."""
+    return UNET_S + UNET_S_PER_PIXEL * width * height + CLIP_S_PER_CUTOUT * cutouts * cutn_batches
+
+
+def mean_cutouts(s: Settings) -> float:
+    """Cutouts per batch, averaged over the schedule (overview plus inner cuts)."""
+    overview, inner = count_schedule("cut_overview", s.cut_overview), count_schedule("cut_innercut", s.cut_innercut)
+    return sum(overview + inner) / len(overview)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 10 * 3600 else f"{seconds / 3600:.0f} h"
+
+
+def cpu_notice(s: Settings, why: str) -> str:
+    """What a run on the CPU means for these settings, and how to make it small."""
+    per_step = cpu_seconds_per_step(s.width, s.height, s.cutn_batches, mean_cutouts(s))
+    steps = s.steps - s.skip_steps
+    images = f"{s.n_batches} image{'s' if s.n_batches > 1 else ''}"
+    return (
+        f"running on the CPU ({why}): {images} of {s.width}x{s.height}, {steps} steps each, "
+        f"about {duration(per_step)} a step, {duration(per_step * steps * s.n_batches)} in all on 2 cores. "
+        f"Use a GPU, or for a first try: {SMALL_RUN}"
+    )
