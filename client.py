@@ -31,13 +31,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT / "executors")]
 
-from disco.cpu_estimate import cpu_notice  # noqa: E402
+from disco.cpu_estimate import SMALL_RUN, cpu_notice  # noqa: E402
 from disco.outputs import save_outputs  # noqa: E402
 from disco.settings import (  # noqa: E402
     LIGHTHOUSE,
     SETTING_NAMES,
     Settings,
     SettingsError,
+    describe,
     settings_to_tags,
     validate_settings,
 )
@@ -423,34 +424,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-HELP = {
-    "text_prompts": "what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0)",
-    "init_image": "start from this image (path or URL) instead of noise",
-    "width_height": "output width and height, each a multiple of 64",
-    "skip_steps": "skip this many of the first (noisiest) steps; larger keeps more of an init image",
-    "steps": "diffusion steps (1-1000); more is slower and finer",
-    "init_scale": "how strongly the result stays like init_image (LPIPS loss)",
-    "clip_guidance_scale": "how strongly the image follows the prompts",
-    "tv_scale": "smoothness (total variation) loss; 0 is off",
-    "range_scale": "penalty on values outside the colour range; 0 is off",
-    "sat_scale": "saturation penalty; 0 is off",
-    "perlin_init": "start from perlin noise",
-    "perlin_mode": "perlin noise colours: mixed, colored or gray",
-    "seed": "random seed (default: random, printed); image i uses seed + i",
-    "display_rate": "keep a frame every this many steps (and the last)",
-    "n_batches": "how many images",
-    "batch_name": "name used in the output file names",
-    "use_gpu": "use the GPU when there is one (in-process Flow only; a remote Flow decides itself)",
-    "output_dir": "directory for the PNGs, GIFs and sprite sheets",
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: every setting with its meaning, what is allowed and its default (disco/settings.py)."""
     defaults = Settings()
     parser = argparse.ArgumentParser(
         prog="client.py",
         description="Disco Diffusion (CLIP RN50) text-to-image, served as a Jina Flow.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"A first try on a CPU: {SMALL_RUN}",
     )
     parser.add_argument(
         "--host",
@@ -466,11 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--download",
         action="store_true",
         help="only download the model files these settings need into $DISCO_MODEL_DIR "
-        "(default ~/.cache/disco-diffusion), print their paths and exit",
+        "(~/.cache/disco-diffusion unless set), print their paths and exit",
     )
     for name in SETTING_NAMES:
         default = getattr(defaults, name)
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, "Disco Diffusion setting")}
+        meaning, allowed, shown = describe(name)
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{meaning}; {allowed} (default: {shown})"}
         if isinstance(default, bool):
             kwargs.update(type=_bool, metavar="{true,false}")
         elif name in ("text_prompts",):
@@ -497,7 +478,6 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(type=int)
         else:
             kwargs.update(type=float)
-        kwargs["help"] += f" (default: {default!r})" if name != "text_prompts" else " (default: the lighthouse prompt)"
         parser.add_argument(f"--{name}", **kwargs)
     return parser
 

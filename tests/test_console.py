@@ -34,3 +34,47 @@ def test_an_in_process_run_prints_only_our_lines(flow_env, tmp_path):
     assert any(line.startswith("image 1 (seed 6):") and "3/3" in line for line in lines)
     assert any(line.startswith("disco: running on the CPU") for line in lines)  # the estimate, before the run
     assert (tmp_path / "out" / "reverse_diffusion-5_1.png").exists()
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """``--help``'s options: each option's name and its whole help text on one line."""
+    entries: dict[str, str] = {}
+    options = text[text.index("options:") :].split("\n\n")[0]
+    for block in re.split(r"\n(?=  -)", options)[1:]:
+        name = block.split()[0].rstrip(",")
+        entries[name] = " ".join(block.split())
+    return entries
+
+
+def test_help_gives_each_setting_its_meaning_allowed_values_and_one_default():
+    from disco.settings import SETTING_NAMES, describe
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    entries = help_entries(done.stdout)
+    for name in SETTING_NAMES:
+        meaning, allowed, default = describe(name)
+        entry = entries[f"--{name}"]
+        assert meaning and meaning in entry, name
+        assert allowed and allowed in entry, name
+        assert entry.count("(default: ") == 1 and entry.endswith(f"(default: {default})"), entry
+    assert all(entry.count("default:") <= 1 for entry in entries.values()), entries
+    assert "Disco Diffusion setting" not in done.stdout
+
+
+def test_the_cpu_estimate_matches_the_benchmark_and_says_how_to_make_it_small():
+    from disco.cpu_estimate import SMALL_RUN, cpu_notice, cpu_seconds_per_step
+    from disco.settings import validate_settings
+
+    # benchmarks/results: fast mode, 2 cores, one batch of 16 cutouts
+    assert abs(cpu_seconds_per_step(256, 256, cutn_batches=1) - 11.21) < 0.01
+    assert abs(cpu_seconds_per_step(512, 512, cutn_batches=1) - 29.23) < 0.01
+    default = cpu_seconds_per_step(1280, 768)  # 4 cutout batches
+    assert 90 < default < 130
+    notice = cpu_notice(validate_settings(), "no CUDA GPU found")
+    assert "4 images of 1280x768, 240 steps each" in notice and "about 2 min a step, 28 h in all" in notice
+    assert notice.endswith(SMALL_RUN)
+    small = validate_settings(width_height=[256, 256], steps=50, skip_steps=0, cutn_batches=1, n_batches=1)
+    assert "about 11 s a step, 9 min in all" in cpu_notice(small, "use_gpu is off")

@@ -52,47 +52,103 @@ class SettingsError(ValueError):
         self.parameter = parameter
 
 
+def setting(
+    default: Any = None,
+    meaning: str = "",
+    *,
+    factory: Any = None,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    allowed: str | None = None,
+    shown: str | None = None,
+) -> Any:
+    """A field of ``Settings``: its default, what it means (``--help``) and what is allowed.
+
+    ``low``, ``high`` and ``choices`` are the limits the validator enforces; ``allowed`` words the
+    limits the validator checks in code of its own (e.g. multiples of 64); ``shown`` is the default
+    as ``--help`` writes it, when its repr is not helpful.
+    """
+    meta = {"meaning": meaning, "low": low, "high": high, "choices": choices, "allowed": allowed, "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
+
+
 @dataclass
 class Settings:
     # The seed API (PaddleHub disco_diffusion_clip_rn50), in its order.
-    text_prompts: list[str] = field(default_factory=lambda: [LIGHTHOUSE, "yellow color scheme"])
-    init_image: str | bytes | None = None
-    width_height: list[int] = field(default_factory=lambda: [1280, 768])
-    skip_steps: int = 10
-    steps: int = 250
-    init_scale: float = 1000
-    clip_guidance_scale: float = 5000
-    tv_scale: float = 0
-    range_scale: float = 150
-    sat_scale: float = 0
-    perlin_init: bool = False
-    perlin_mode: str = "mixed"
-    seed: int | None = None
-    display_rate: int = 10
-    n_batches: int = 4
-    batch_name: str = ""
-    use_gpu: bool = True
-    output_dir: str = "disco_diffusion_clip_rn50_out"
+    text_prompts: list[str] = setting(
+        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0)",
+        factory=lambda: [LIGHTHOUSE, "yellow color scheme"],
+        allowed="one or more prompts of at most 77 CLIP tokens",
+        shown="the lighthouse prompt and 'yellow color scheme'",
+    )
+    init_image: str | bytes | None = setting(None, "start from this image instead of noise", allowed="a path or URL")
+    width_height: list[int] = setting(
+        meaning="output width and height",
+        factory=lambda: [1280, 768],
+        allowed="multiples of 64, at most DISCO_MAX_PIXELS pixels (2048x2048 unless set)",
+        shown="1280 768",
+    )
+    skip_steps: int = setting(
+        10, "skip the first (noisiest) steps; larger keeps more of an init image", low=0, allowed="0 to steps - 1"
+    )
+    steps: int = setting(250, "diffusion steps; more is slower and finer", low=1, high=MAX_STEPS)
+    init_scale: float = setting(1000, "how strongly the result stays like init_image (LPIPS loss)")
+    clip_guidance_scale: float = setting(5000, "how strongly the image follows the prompts")
+    tv_scale: float = setting(0, "smoothness (total variation) loss; 0 is off")
+    range_scale: float = setting(150, "penalty on values outside the colour range; 0 is off")
+    sat_scale: float = setting(0, "saturation penalty; 0 is off")
+    perlin_init: bool = setting(False, "start from perlin noise instead of Gaussian noise")
+    perlin_mode: str = setting("mixed", "the perlin noise's colours", choices=PERLIN_MODES)
+    seed: int | None = setting(
+        None, "random seed; image i uses seed + i", low=0, high=2**32 - 1, shown="a random seed, reported"
+    )
+    display_rate: int = setting(10, "keep a frame every this many steps (and the last)", low=1)
+    n_batches: int = setting(4, "how many images", low=1, high=MAX_BATCHES)
+    batch_name: str = setting(
+        "", "part of the output file names", allowed="up to 100 letters, digits, spaces or _ . ( ) -"
+    )
+    use_gpu: bool = setting(True, "use the GPU when there is one (a remote Flow decides for itself)")
+    output_dir: str = setting(
+        "disco_diffusion_clip_rn50_out", "where the PNGs, GIFs and sprite sheets go", allowed="a directory"
+    )
     # Disco Diffusion extras (keyword-only in the API).
-    style: str | None = None
-    artist: str | None = None
-    cutn_batches: int = 4
-    diffusion_sampling_mode: str = "ddim"
-    eta: float = 0.8
-    clamp_grad: bool = True
-    clamp_max: float = 0.05
-    randomize_class: bool = True
-    clip_denoised: bool = False
-    fuzzy_prompt: bool = False
-    rand_mag: float = 0.05
-    cut_overview: str = "[12]*400+[4]*600"
-    cut_innercut: str = "[4]*400+[12]*600"
-    cut_ic_pow: float | str = 1
-    cut_icgray_p: str = "[0.2]*400+[0]*600"
-    batch_size: int = 1
-    diffusion_model: str = DIFFUSION_MODELS[0]
-    use_secondary_model: bool = True
-    skip_augs: bool = False
+    style: str | None = setting(None, "a style, appended to the first prompt as ', STYLE'")
+    artist: str | None = setting(None, "an artist, appended to the first prompt as ', by ARTIST'")
+    cutn_batches: int = setting(
+        4, "batches of cutouts CLIP judges at each step; a step's time grows with it", low=1, high=64
+    )
+    diffusion_sampling_mode: str = setting("ddim", "the sampler", choices=SAMPLING_MODES)
+    eta: float = setting(0.8, "DDIM's noise: 0 is deterministic, 1 adds the most", low=0.0, high=1.0)
+    clamp_grad: bool = setting(True, "clamp the guidance gradient to clamp_max")
+    clamp_max: float = setting(0.05, "the largest guidance gradient when clamp_grad is on", low=0.0)
+    randomize_class: bool = setting(True, "give the diffusion model a random ImageNet class at each step")
+    clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
+    fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
+    rand_mag: float = setting(0.05, "how much noise fuzzy_prompt adds", low=0.0)
+    cut_overview: str = setting(
+        "[12]*400+[4]*600", "whole-image cutouts per batch, by step", allowed=f"cutout counts as {SCHEDULE}"
+    )
+    cut_innercut: str = setting(
+        "[4]*400+[12]*600", "zoomed-in cutouts per batch, by step", allowed=f"cutout counts as {SCHEDULE}"
+    )
+    cut_ic_pow: float | str = setting(
+        1, "how small the zoomed-in cutouts get (larger: smaller)", allowed=f"a number > 0, or {SCHEDULE}"
+    )
+    cut_icgray_p: str = setting(
+        "[0.2]*400+[0]*600", "the chance that a cutout is grey, by step", allowed=f"probabilities 0 to 1 as {SCHEDULE}"
+    )
+    batch_size: int = setting(1, "images per sampler call", low=1, high=1)
+    diffusion_model: str = setting(DIFFUSION_MODELS[0], "the diffusion model", choices=DIFFUSION_MODELS)
+    use_secondary_model: bool = setting(
+        True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
+    )
+    skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
 
     @property
     def width(self) -> int:
@@ -129,6 +185,44 @@ def _looks_like_file(text: str | Path) -> bool:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
+_META = {f.name: f.metadata for f in fields(Settings)}
+
+
+def limits(name: str) -> tuple[Any, Any]:
+    """The (low, high) bounds of a numeric setting, as the validator enforces them (None: open)."""
+    return _META[name]["low"], _META[name]["high"]
+
+
+def choices(name: str) -> tuple[str, ...]:
+    return _META[name]["choices"]
+
+
+def describe(name: str) -> tuple[str, str, str]:
+    """A setting's meaning, what is allowed and its default, in words (for ``--help``)."""
+    meta, default = _META[name], Settings.__dataclass_fields__[name]
+    value = default.default_factory() if default.default_factory is not dataclasses.MISSING else default.default
+    if meta["shown"]:
+        shown = meta["shown"]
+    elif isinstance(value, bool):
+        shown = str(value).lower()
+    else:
+        shown = "none" if value is None else "''" if value == "" else str(value)
+    low, high = meta["low"], meta["high"]
+    if meta["allowed"]:
+        allowed = meta["allowed"]
+    elif meta["choices"]:
+        allowed = "one of " + ", ".join(meta["choices"])
+    elif isinstance(value, bool):
+        allowed = "true or false"
+    elif low is not None and high is not None:
+        allowed = f"{low} to {high}" if low != high else f"only {low}"
+    elif low is not None:
+        allowed = f"at least {low}"
+    elif isinstance(value, int | float):
+        allowed = "any number"
+    else:
+        allowed = "text"
+    return meta["meaning"], allowed, shown
 
 
 # ----- type coercion: strict, but tolerant of floats that carry whole numbers (gRPC tags) -----
@@ -249,18 +343,18 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
     if s.init_image == "":
         s.init_image = None
     s.width_height = _width_height(s.width_height)
-    s.steps = _int("steps", s.steps, 1, MAX_STEPS)
-    s.skip_steps = _int("skip_steps", s.skip_steps, 0)
+    s.steps = _int("steps", s.steps, *limits("steps"))
+    s.skip_steps = _int("skip_steps", s.skip_steps, *limits("skip_steps"))
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     for name in ("init_scale", "clip_guidance_scale", "tv_scale", "range_scale", "sat_scale"):
         setattr(s, name, _float(name, getattr(s, name)))
     s.perlin_init = _bool("perlin_init", s.perlin_init)
-    s.perlin_mode = _choice("perlin_mode", s.perlin_mode, PERLIN_MODES, PERLIN_ALIASES)
+    s.perlin_mode = _choice("perlin_mode", s.perlin_mode, choices("perlin_mode"), PERLIN_ALIASES)
     if s.seed is not None:
-        s.seed = _int("seed", s.seed, 0, 2**32 - 1)
-    s.display_rate = _int("display_rate", s.display_rate, 1)
-    s.n_batches = _int("n_batches", s.n_batches, 1, MAX_BATCHES)
+        s.seed = _int("seed", s.seed, *limits("seed"))
+    s.display_rate = _int("display_rate", s.display_rate, *limits("display_rate"))
+    s.n_batches = _int("n_batches", s.n_batches, *limits("n_batches"))
     s.batch_name = _batch_name(s.batch_name)
     s.use_gpu = _bool("use_gpu", s.use_gpu)
     if not isinstance(s.output_dir, str | os.PathLike) or not str(s.output_dir).strip():
@@ -269,17 +363,19 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
 
     s.style = _optional_text("style", s.style)
     s.artist = _optional_text("artist", s.artist)
-    s.cutn_batches = _int("cutn_batches", s.cutn_batches, 1, 64)
-    s.diffusion_sampling_mode = _choice("diffusion_sampling_mode", s.diffusion_sampling_mode, SAMPLING_MODES)
-    s.eta = _float("eta", s.eta, 0.0, 1.0)
+    s.cutn_batches = _int("cutn_batches", s.cutn_batches, *limits("cutn_batches"))
+    s.diffusion_sampling_mode = _choice(
+        "diffusion_sampling_mode", s.diffusion_sampling_mode, choices("diffusion_sampling_mode")
+    )
+    s.eta = _float("eta", s.eta, *limits("eta"))
     s.clamp_grad = _bool("clamp_grad", s.clamp_grad)
-    s.clamp_max = _float("clamp_max", s.clamp_max, 0.0)
+    s.clamp_max = _float("clamp_max", s.clamp_max, *limits("clamp_max"))
     if s.clamp_grad and s.clamp_max <= 0:
         raise SettingsError("clamp_max", f"must be > 0 when clamp_grad is on, got {s.clamp_max}")
     s.randomize_class = _bool("randomize_class", s.randomize_class)
     s.clip_denoised = _bool("clip_denoised", s.clip_denoised)
     s.fuzzy_prompt = _bool("fuzzy_prompt", s.fuzzy_prompt)
-    s.rand_mag = _float("rand_mag", s.rand_mag, 0.0)
+    s.rand_mag = _float("rand_mag", s.rand_mag, *limits("rand_mag"))
     overview = count_schedule("cut_overview", s.cut_overview)
     inner = count_schedule("cut_innercut", s.cut_innercut)
     if any(o + i == 0 for o, i in zip(overview, inner, strict=True)):
@@ -290,8 +386,8 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
         raise SettingsError("cut_icgray_p", f"probabilities must be in [0, 1], got {s.cut_icgray_p!r}")
     if isinstance(s.cut_ic_pow, int | float) and not isinstance(s.cut_ic_pow, bool):
         s.cut_ic_pow = float(s.cut_ic_pow)
-    s.batch_size = _int("batch_size", s.batch_size, 1, 1)
-    s.diffusion_model = _choice("diffusion_model", s.diffusion_model, DIFFUSION_MODELS)
+    s.batch_size = _int("batch_size", s.batch_size, *limits("batch_size"))
+    s.diffusion_model = _choice("diffusion_model", s.diffusion_model, choices("diffusion_model"))
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
     _check_cost(s)
