@@ -197,11 +197,12 @@ def make_documents(settings: Settings, init_bytes: bytes | None):
 def download_models(settings: Settings, with_init_loss: bool, progress: bool = True) -> list[Path]:
     """Ensure the model files these settings need are in the model directory (raises WeightsUnavailable)."""
     from disco.loading import files_needed
-    from disco.weights import ensure
+    from disco.weights import ensure_all
 
     with_init_loss = with_init_loss and settings.init_scale > 0
-    names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss)
-    return [ensure(name, progress=progress) for name in names]
+    return ensure_all(
+        files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss), progress=progress
+    )
 
 
 def gpu_available() -> bool:

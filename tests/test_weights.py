@@ -410,3 +410,41 @@ def test_client_offline_stops_in_seconds_naming_file_directory_and_urls(tmp_path
     assert f"{mirror}/{name}" in proc.stderr and "save it as" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "disco_diffusion_clip_rn50_out").exists()  # nothing generated, nothing written
+
+
+def test_offline_error_names_every_missing_file_with_sizes_and_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in models.iterdir())
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--download"],
+        env=client_env(models, f"http://127.0.0.1:{closed_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"3 model files are missing from {models}, 2.7 GB in all:" in proc.stderr
+    for name, size in (
+        ("512x512_diffusion_uncond_finetune_008100.pt", "2.2 GB"),
+        ("open_clip_rn50_openai.safetensors", "408 MB"),
+        ("secondary_model_imagenet_2.pth", "55 MB"),
+    ):
+        assert f"  {name}  {size}\n" in proc.stderr
+    assert sorted(p.name for p in models.iterdir()) == before  # no .lock, no .part, nothing else
+    fresh = tmp_path / "fresh"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), "--download"],
+        env=client_env(fresh, f"http://127.0.0.1:{closed_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and not fresh.exists()  # a folder made for the download is gone again
+
+
+def test_a_download_leaves_no_lock_file(server: Server, tmp_path: Path) -> None:
+    file = publish(server, "w.bin", random_bytes(5))
+    ensure(file, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin", "w.bin.sha256ok"]

@@ -36,7 +36,6 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,11 @@ class ModelFile:
     size: int | None  # bytes, when known (then checked); None: not checked
     urls: tuple[str, ...]
     description: str = ""
+    approx_size: int | None = None  # bytes, roughly, for messages when ``size`` is not pinned
+
+    @property
+    def shown_size(self) -> int:
+        return self.size or self.approx_size or 0
 
 
 REGISTRY: dict[str, ModelFile] = {
@@ -74,7 +78,8 @@ REGISTRY: dict[str, ModelFile] = {
                 "https://the-eye.eu/public/AI/models/512x512_diffusion_unconditional_ImageNet/"
                 "512x512_diffusion_uncond_finetune_008100.pt",
             ),
-            "ADM 512x512 unconditional ImageNet diffusion, Katherine Crowson's fine-tune (2.2 GB)",
+            "ADM 512x512 unconditional ImageNet diffusion, Katherine Crowson's fine-tune",
+            2_200_000_000,
         ),
         ModelFile(
             "256x256_diffusion_uncond.pt",
@@ -85,7 +90,8 @@ REGISTRY: dict[str, ModelFile] = {
                 "https://www.dropbox.com/s/9tqnqo930mpnpcn/256x256_diffusion_uncond.pt?dl=1",
                 "https://ipfs.io/ipfs/QmRkZ4JBLHwpZqeAuULYeGzo3TZqfgnrg6bFvUXFneotP9?filename=256x256_diffusion_uncond.pt",
             ),
-            "ADM 256x256 unconditional ImageNet diffusion, OpenAI (2.2 GB)",
+            "ADM 256x256 unconditional ImageNet diffusion, OpenAI",
+            2_200_000_000,
         ),
         ModelFile(
             "secondary_model_imagenet_2.pth",
@@ -98,7 +104,8 @@ REGISTRY: dict[str, ModelFile] = {
                 "secondary_model_imagenet_2.pth",
                 "https://the-eye.eu/public/AI/models/v-diffusion/secondary_model_imagenet_2.pth",
             ),
-            "Disco Diffusion's secondary model (54 MB)",
+            "Disco Diffusion's secondary model",
+            55_000_000,
         ),
         ModelFile(
             "open_clip_rn50_openai.safetensors",
@@ -109,14 +116,14 @@ REGISTRY: dict[str, ModelFile] = {
                 "https://huggingface.co/timm/resnet50_clip.openai/resolve/ec3d92cf63a5f9d591f0d611b736895966c73076/"
                 "open_clip_model.safetensors",
             ),
-            "OpenAI CLIP RN50 in open_clip's format (408 MB)",
+            "OpenAI CLIP RN50 in open_clip's format",
         ),
         ModelFile(
             "vgg16-397923af.pth",
             "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
             553433881,
             ("https://download.pytorch.org/models/vgg16-397923af.pth",),
-            "torchvision VGG16 for the LPIPS init-image loss (528 MB; used only with an init image)",
+            "torchvision VGG16 for the LPIPS init-image loss (used only with an init image)",
         ),
     )
 }
@@ -124,6 +131,10 @@ REGISTRY: dict[str, ModelFile] = {
 
 class WeightsUnavailable(Exception):
     """A model file is missing and could not be downloaded; the message says what to do."""
+
+
+class _CannotWrite(Exception):
+    """The model directory cannot be written (to hold the lock file)."""
 
 
 class _WrongFile(Exception):
@@ -175,17 +186,37 @@ def _is_verified(path: Path, file: ModelFile) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive(handle: IO[str]) -> Iterator[None]:
-    """An exclusive ``flock`` on ``handle``: a second process waits here, then finds the file done."""
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the lock file ``path``: a second process waits here, then finds the file done.
+
+    The lock file is removed when the holder is done, so the model directory keeps only model files.
+    A waiter that then holds the lock on a removed file opens the new one and locks again.
+    """
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log.info("waiting for another process to finish %s", Path(handle.name).name.removesuffix(".lock"))
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _CannotWrite(exc) from None
+    while True:
+        try:
+            handle = open(path, "a")
+        except OSError as exc:
+            raise _CannotWrite(exc) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process to finish %s", path.name.removesuffix(".lock"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                break  # the lock file in the directory is the one locked
+        except FileNotFoundError:
+            pass
+        handle.close()
     try:
         yield
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        path.unlink(missing_ok=True)  # before unlocking: a waiter then sees its file was removed
+        handle.close()
 
 
 class _ReadTimeout:
@@ -312,6 +343,43 @@ def _download(file: ModelFile, target: Path, progress: bool) -> None:
     raise WeightsUnavailable(_explain(file, target, tried))
 
 
+def _resolve(name: str | ModelFile, directory: Path, urls: Sequence[str] | None = None) -> ModelFile:
+    """The file as this call sees it: its mirrors (``urls``, ``DISCO_WEIGHTS_MIRROR``) and expected sha256."""
+    file = name if isinstance(name, ModelFile) else REGISTRY.get(name)
+    if file is None:
+        raise WeightsUnavailable(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
+    if urls is None and os.environ.get("DISCO_WEIGHTS_MIRROR"):
+        urls = [f"{base.strip().rstrip('/')}/{file.name}" for base in os.environ["DISCO_WEIGHTS_MIRROR"].split(",")]
+    if urls is not None:
+        file = dataclasses.replace(file, urls=tuple(urls))
+    return _expected(file, directory)
+
+
+def ensure_all(names: Sequence[str], directory: str | Path | None = None, progress: bool = True) -> list[Path]:
+    """``ensure`` each file in turn. When one cannot be had, the error names every file still
+    missing with its size and the total, then why the first failed and where the others come from."""
+    directory = Path(directory).expanduser() if directory else model_dir()
+    paths = []
+    for i, name in enumerate(names):
+        try:
+            paths.append(ensure(name, directory, progress=progress))
+        except WeightsUnavailable as exc:
+            files = [_resolve(n, directory) for n in names[i:]]
+            missing = [files[0]] + [f for f in files[1:] if not _is_verified(directory / f.name, f)]
+            if len(missing) == 1:
+                raise
+            total = sum(f.shown_size for f in missing)
+            lines = [
+                f"{len(missing)} model files are missing from {directory}, {human_size(total)} in all:",
+                *(f"  {f.name}  {human_size(f.shown_size)}" for f in missing),
+                str(exc),
+                "the other files come from these URLs, each saved under its name in the same directory:",
+                *(f"  {f.name}: {' or '.join(f.urls)}" for f in missing[1:]),
+            ]
+            raise WeightsUnavailable("\n".join(lines)) from None
+    return paths
+
+
 def ensure(
     name: str | ModelFile,
     directory: str | Path | None = None,
@@ -326,38 +394,39 @@ def ensure(
     to ``model_dir()``. Raises ``WeightsUnavailable``, whose message says what was tried and how
     to place the file by hand, when it cannot be had.
     """
-    file = name if isinstance(name, ModelFile) else REGISTRY.get(name)
-    if file is None:
-        raise WeightsUnavailable(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
-    if urls is None and os.environ.get("DISCO_WEIGHTS_MIRROR"):
-        urls = [f"{base.strip().rstrip('/')}/{file.name}" for base in os.environ["DISCO_WEIGHTS_MIRROR"].split(",")]
-    if urls is not None:
-        file = dataclasses.replace(file, urls=tuple(urls))
     directory = Path(directory).expanduser() if directory else model_dir()
-    file = _expected(file, directory)
+    file = _resolve(name, directory, urls)
     target = directory / file.name
     if _is_verified(target, file):
         return target  # the usual case: no lock, no writes (the directory may be read-only)
+    created = not directory.exists()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        lock_file = open(directory / f"{file.name}.lock", "a")  # closed by the with below
-    except OSError as exc:
+        with _exclusive(directory / f"{file.name}.lock"):
+            if target.exists():  # another process may have just finished it
+                if _is_verified(target, file):
+                    return target
+                log.warning("%s is not the expected file (sha256 or size): deleting it, downloading again", target)
+                target.unlink()
+                _stamp(target).unlink(missing_ok=True)
+            _download(file, target, progress)
+    except _CannotWrite as exc:
         raise WeightsUnavailable(_explain(file, target, [f"cannot write to {directory}: {exc}"])) from None
-    with lock_file, _exclusive(lock_file):
-        if target.exists():  # another process may have just finished it
-            if _is_verified(target, file):
-                return target
-            log.warning("%s is not the expected file (sha256 or size): deleting it, downloading again", target)
-            target.unlink()
-            _stamp(target).unlink(missing_ok=True)
-        _download(file, target, progress)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # a directory this call made and nothing came of: removed again
     return target
+
+
+def human_size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
     part = target.with_name(target.name + ".part")
     lines = [
-        f"cannot get model file {file.name}" + (f": {file.description}" if file.description else ""),
+        f"cannot get model file {file.name} ({human_size(file.shown_size)})"
+        + (f": {file.description}" if file.description else ""),
         f"looked in: {target.parent} (set DISCO_MODEL_DIR, or --dir of python -m disco.weights, to use another)",
         "tried:" if tried else "no URL to try",
         *(f"  - {t}" + (f" ({n} times)" if n > 1 else "") for t, n in _runs(tried)),
