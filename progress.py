@@ -1,39 +1,84 @@
-"""Progress display for a run: one tqdm bar per image (step / total, ETA, CLIP loss, status)."""
+"""Progress display for a run: one tqdm bar per image (step / total, ETA, CLIP loss, status).
+
+An image whose job has not started says ``waiting for a sampler`` and how many of the run's
+images are ahead of it. Its clock starts when its job starts, and the rate (and so the ETA) is
+shown once two steps are done: a single step says little about the next ones.
+"""
 
 from __future__ import annotations
 
+from typing import IO, Any
+
+WAITING_FORMAT = "{desc}"
+WAITING = "waiting for a sampler"
+FIRST_STEPS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+RATE_AFTER_STEPS = 2
+
 
 class ProgressBars:
-    """One tqdm bar per image: step / total, ETA, CLIP loss."""
+    """One tqdm bar per image: waiting, then step / total, ETA, CLIP loss."""
 
-    def __init__(self, docs, enabled: bool = True):
+    def __init__(self, docs: Any, enabled: bool = True, file: IO[str] | None = None):
         from tqdm import tqdm
 
         self.enabled = enabled
         self.bars = {}
+        self.order = [d.id for d in docs]
+        self.started: set[str] = set()
         if enabled:
             for i, d in enumerate(docs):
                 total = int(d.tags["steps"]) - int(d.tags["skip_steps"])
                 self.bars[d.id] = tqdm(
-                    total=total, position=i, desc=f"image {i} (seed {int(d.tags['seed'])})", unit="step", leave=True
+                    total=total,
+                    position=i,
+                    desc=f"image {i} (seed {int(d.tags['seed'])}): {WAITING}",
+                    unit="step",
+                    leave=True,
+                    smoothing=0,  # the average since the job started: steps take about the same time
+                    bar_format=WAITING_FORMAT,
+                    file=file,
                 )
 
-    def update(self, states) -> None:
+    def update(self, states: Any) -> None:
+        """Show the jobs' states as ``/progress`` reports them (``tags``: status, step, loss)."""
+        status = {s.id: s.tags.get("status", "waiting") for s in states}
         for state in states:
             bar = self.bars.get(state.id)
+            if bar is None:
+                continue
+            if state.tags.get("status", "waiting") == "waiting" and state.id not in self.started:
+                before = self.order[: self.order.index(state.id)]
+                ahead = [i for i in before if status.get(i, "done") in ("waiting", "running")]
+                queue = f", {len(ahead)} of this run's images ahead" if ahead else ""
+                bar.set_description_str(f"{self._name(bar)}: {WAITING}{queue}")
+                continue
             step = state.tags.get("step")
-            if bar is not None and step is not None:
+            if state.id not in self.started:
+                self.started.add(state.id)
+                bar.bar_format = FIRST_STEPS_FORMAT
+                bar.set_description_str(self._name(bar), refresh=False)
+                bar.reset(total=bar.total)  # the clock starts with the job, not with the request
+            if step is not None:
+                if int(step) >= RATE_AFTER_STEPS:
+                    bar.bar_format = None  # tqdm's own: with the rate and the time left
                 bar.update(int(step) - bar.n)
-                if state.tags.get("loss") is not None:
-                    bar.set_postfix(loss=f"{state.tags['loss']:.3f}", status=state.tags.get("status"))
+            if state.tags.get("loss") is not None:
+                bar.set_postfix(loss=f"{state.tags['loss']:.3f}", status=state.tags.get("status"))
 
-    def finish(self, results) -> None:
+    def finish(self, results: Any) -> None:
         for result in results:
             for doc in result:
                 bar = self.bars.get(doc.id)
                 if bar is not None and doc.tags.get("steps_done") is not None:
+                    if doc.id not in self.started:
+                        bar.bar_format = FIRST_STEPS_FORMAT
+                        bar.set_description_str(self._name(bar), refresh=False)
                     bar.update(int(doc.tags["steps_done"]) - bar.n)
                     bar.set_postfix(status=doc.tags.get("status"))
+
+    @staticmethod
+    def _name(bar: Any) -> str:
+        return bar.desc.split(":")[0]  # "image i (seed s)"
 
     def note(self, message: str) -> None:
         if self.enabled:

@@ -78,3 +78,32 @@ def test_the_cpu_estimate_matches_the_benchmark_and_says_how_to_make_it_small():
     assert notice.endswith(SMALL_RUN)
     small = validate_settings(width_height=[256, 256], steps=50, skip_steps=0, cutn_batches=1, n_batches=1)
     assert "about 11 s a step, 9 min in all" in cpu_notice(small, "use_gpu is off")
+
+
+def test_progress_says_waiting_then_shows_the_rate_only_after_two_steps():
+    import io
+
+    from docarray import Document
+
+    from progress import ProgressBars
+
+    docs = [Document(id=f"j{i}", tags={"steps": 10, "skip_steps": 0, "seed": 5 + i}) for i in range(3)]
+    bars = ProgressBars(docs, file=io.StringIO())
+
+    def show(*states):
+        bars.update([Document(id=f"j{i}", tags=tags) for i, tags in states])
+        return [str(bars.bars[f"j{i}"]) for i in range(3)]
+
+    waiting = {"status": "waiting"}
+    assert show((0, waiting), (1, waiting), (2, waiting)) == [
+        "image 0 (seed 5): waiting for a sampler",
+        "image 1 (seed 6): waiting for a sampler, 1 of this run's images ahead",
+        "image 2 (seed 7): waiting for a sampler, 2 of this run's images ahead",
+    ]
+    first, second, third = show((0, {"status": "running", "step": 1, "loss": 1.5}), (1, waiting), (2, waiting))
+    assert first.startswith("image 0 (seed 5):  10%") and "1/10" in first
+    assert "step/s" not in first and "s/step" not in first and "<" not in first  # no rate, no time left yet
+    assert second.endswith("1 of this run's images ahead")
+    first = show((0, {"status": "running", "step": 2}), (1, {"status": "running", "step": 0}), (2, waiting))[0]
+    assert "2/10" in first and ("step/s" in first or "s/step" in first)
+    bars.close()
