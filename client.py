@@ -286,6 +286,10 @@ async def _run(address: str, docs, show_progress: bool = True):
     for i, (doc, out) in enumerate(zip(docs, outcomes, strict=True)):
         if isinstance(out, BaseException) and watcher.started(doc.id):
             outcomes[i] = DocumentArray([await watcher.lost(doc, _server_message(out))])
+    try:  # collected: the server may remove the jobs' files now
+        await _post(client, "/forget", DocumentArray([type(d)(id=d.id) for d in docs]), JOB_STATE_EXECUTOR)
+    except Exception:  # a Flow that is gone keeps them until its sweep (a day)
+        pass
     bars.finish([o for o in outcomes if not isinstance(o, BaseException)])
     bars.close()
     errors = [o for o in outcomes if isinstance(o, BaseException)]

@@ -149,7 +149,9 @@ class Supervisor:
 
     def _in_flight(self, job_id: str) -> bool:
         """Still running, or stopped but not yet through the Renderer to its caller."""
-        state = self.board.read(job_id) or {}
+        state = self.board.read(job_id)
+        if state is None:
+            return False  # its client collected it and had it removed
         return state.get("status") == "running" or not state.get("returned")
 
     def _stop_flow(self, kill: bool = False) -> None:

@@ -1,6 +1,6 @@
 """Jina executor: frames to PNG image chunks, the final image to ``doc.uri``; raw tensors dropped.
 
-It also answers ``/progress`` and ``/cancel`` for running jobs, from the job board the
+It also answers ``/progress``, ``/cancel`` and ``/forget`` for jobs, from the job board the
 samplers write (``DISCO_JOBS_DIR``). The client addresses them here alone
 (``target_executor``), which keeps the sampler's replicas for ``/generate``: Jina's
 round-robin over the replicas then spreads the images of a call evenly (progress polls would
@@ -51,6 +51,15 @@ class Renderer(Executor):
                 state = self.board.read(doc.id) or state  # written after the frame: its frame_step is this one's
                 doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
             doc.tags.update(state)
+
+    @requests(on="/forget")
+    async def forget(self, docs: DocumentArray, **kwargs) -> None:
+        """The client has these jobs' results: remove their files (a job still running keeps them).
+        Files of jobs nobody collected go after a day."""
+        for doc in docs:
+            if (self.board.read(doc.id) or {}).get("status") != "running":
+                self.board.forget(doc.id)
+        self.board.sweep()
 
     @requests(on="/cancel")
     async def cancel(self, docs: DocumentArray, **kwargs) -> None:

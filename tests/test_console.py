@@ -19,7 +19,9 @@ def console_lines(stderr: str) -> list[str]:
     return [line for line in re.split(r"[\r\n]", ANSI.sub("", stderr)) if line.strip()]
 
 
-def test_an_in_process_run_prints_only_our_lines(flow_env, tmp_path):
+def test_an_in_process_run_prints_only_our_lines_and_leaves_no_job_files(flow_env, tmp_path):
+    jobs = Path(flow_env["DISCO_JOBS_DIR"])
+    before = set(jobs.iterdir())
     done = subprocess.run(
         [sys.executable, str(ROOT / "client.py"), "--text_prompts", "a lighthouse", *SMALL_RUN]
         + ["--output_dir", str(tmp_path / "out")],
@@ -34,6 +36,7 @@ def test_an_in_process_run_prints_only_our_lines(flow_env, tmp_path):
     assert any(line.startswith("image 1 (seed 6):") and "3/3" in line for line in lines)
     assert any(line.startswith("disco: running on the CPU") for line in lines)  # the estimate, before the run
     assert (tmp_path / "out" / "reverse_diffusion-5_1.png").exists()
+    assert set(jobs.iterdir()) - before == set()  # collected jobs are removed from the job board
 
 
 def help_entries(text: str) -> dict[str, str]:

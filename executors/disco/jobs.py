@@ -104,6 +104,7 @@ class JobBoard:
         return jobs
 
     def forget(self, job_id: str, older_than_s: float = 0) -> None:
+        """Remove the job's files (those untouched for ``older_than_s`` seconds)."""
         for suffix in (".json", ".png", ".cancel", ".seen"):
             path = self._path(job_id, suffix)
             if path.exists() and time.time() - path.stat().st_mtime >= older_than_s:
