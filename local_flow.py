@@ -1,4 +1,4 @@
-"""The Flow a client starts for itself when it is given no host: ``serve.py`` on a free local port.
+"""The Flow a client starts for itself when it is given no host: ``serve.py`` on free local ports.
 
 It runs in a session of its own, so a terminal's Ctrl-C (sent to the whole foreground
 process group) reaches the client alone: the client cancels its jobs and collects their
@@ -34,8 +34,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def local_flow(use_gpu: bool = True, diffusion_model: str | None = None) -> Iterator[str]:
-    """Start ``serve.py`` for this process, yield its gRPC address once it serves, stop it afterwards."""
-    port = free_port()
+    """Start ``serve.py`` for this process, yield its gRPC address once it serves, stop it afterwards.
+    Its HTTP port (REST, the page) is another free port."""
+    port, http_port = free_port(), free_port()
     # the executors read these at start: this run's device, and its UNet loaded up front
     # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
     env = {**os.environ, "DISCO_USE_GPU": "auto" if use_gpu else "0"}
@@ -43,7 +44,8 @@ def local_flow(use_gpu: bool = True, diffusion_model: str | None = None) -> Iter
         env["DISCO_PRELOAD"] = diffusion_model
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
-        command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--ready-file={ready}"]
+        command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--http-port={http_port}"]
+        command.append(f"--ready-file={ready}")
         # its log goes to stderr (file descriptor 2, also under Jupyter): stdout is the caller's
         process = subprocess.Popen([*command, "--stop-with-parent"], env=env, start_new_session=True, stdout=2)
         try:
