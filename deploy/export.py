@@ -5,7 +5,8 @@
 
 ``jina export`` only exports executors that are container images, so each executor here is
 ``docker://IMAGE`` (the Dockerfile's image, which also runs the gateway: gRPC and HTTP, the web
-page included, from ``gateway/gateway.yml``); ``flow.yml`` itself stays runnable locally. Jina's output is then completed with what it cannot express:
+page included, from ``gateway/gateway.yml``); ``flow.yml`` itself stays runnable locally.
+Jina's output is then completed with what it cannot express:
 
 - each container runs its own executor config (``executors/<name>.yml`` in the image);
 - the sampler asks for one GPU per replica (``nvidia.com/gpu`` / a compose GPU reservation),
