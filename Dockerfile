@@ -1,10 +1,11 @@
-# Disco Diffusion (CLIP RN50) as a Jina Flow, served over gRPC on port 51000.
+# Disco Diffusion (CLIP RN50) as a Jina Flow, served over gRPC on port 51000 and HTTP on 51001
+# (REST, and the web page at /ui/).
 #
 #   docker build -t disco-diffusion-jina:1.0 .
 #   docker volume create disco-models
 #   # optional: fetch the weights ahead of time (~4.5 GB with both UNets) instead of on first start
 #   docker run --rm -v disco-models:/models disco-diffusion-jina:1.0 python -m disco.weights
-#   docker run --gpus all -p 51000:51000 -v disco-models:/models disco-diffusion-jina:1.0
+#   docker run --gpus all -p 51000:51000 -p 51001:51001 -v disco-models:/models disco-diffusion-jina:1.0
 #
 # Weights are never baked into the image: they live in the /models volume (DISCO_MODEL_DIR).
 #
@@ -66,7 +67,7 @@ ENV DISCO_MODEL_DIR=/models \
     DISCO_USE_GPU=1
 VOLUME /models /jobs
 USER disco
-EXPOSE 51000
+EXPOSE 51000 51001
 
 # The first start may download the weights into an empty volume: allow for it before failures count.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=30m --retries=3 \

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT / "executors")]
 
 from disco.cpu_estimate import SMALL_RUN, cpu_notice  # noqa: E402
-from disco.outputs import save_outputs  # noqa: E402
+from disco.outputs import read_png_settings, save_outputs  # noqa: E402
 from disco.settings import (  # noqa: E402
     LIGHTHOUSE,
     SETTING_NAMES,
@@ -442,7 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a running Flow, e.g. grpc://localhost:51000 (default: start the Flow in this process)",
     )
-    parser.add_argument("--settings", type=Path, help="a YAML file of settings; flags given here override it")
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        help="a YAML file of settings, or a PNG this project wrote (remakes that image); flags given here override it",
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--verbose", action="store_true", help="also show the Flow's own log and the libraries' warnings"
@@ -495,7 +499,7 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
     if not verbose:  # gRPC's core logs connection notices (too_many_pings) on its own; read when it starts
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
-        values = Settings.from_yaml(settings_file).to_dict() if settings_file else {}
+        values = read_settings_file(settings_file).to_dict() if settings_file else {}
         values.update(args)
         if download_only:
             settings = validate_settings(values)
@@ -523,6 +527,13 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] = generate_
         print(f"interrupted: stopped at the next step; the frames made so far are saved in {where}", file=sys.stderr)
         return 130
     return 0
+
+
+def read_settings_file(path: Path) -> Settings:
+    """Settings from a YAML file, or those embedded in a PNG this project wrote."""
+    if path.suffix.lower() == ".png":
+        return validate_settings(read_png_settings(path))
+    return Settings.from_yaml(path)
 
 
 def _print_summary(docs) -> None:

@@ -1,4 +1,4 @@
-"""The Flow a client starts for itself when it is given no host: ``serve.py`` on a free local port.
+"""The Flow a client starts for itself when it is given no host: ``serve.py`` on free local ports.
 
 It runs in a session of its own, so a terminal's Ctrl-C (sent to the whole foreground
 process group) reaches the client alone: the client cancels its jobs and collects their
@@ -37,9 +37,10 @@ def free_port() -> int:
 @contextlib.contextmanager
 def local_flow(use_gpu: bool = True, diffusion_model: str | None = None, quiet: bool = False) -> Iterator[str]:
     """Start ``serve.py`` for this process, yield its gRPC address once it serves, stop it afterwards.
+    Its HTTP port (REST, the page) is another free port.
 
     ``quiet``: its processes print only their warnings and errors (see console.py), no banner."""
-    port = free_port()
+    port, http_port = free_port(), free_port()
     # the executors read these at start: this run's device, and its UNet loaded up front
     # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
     env = {**os.environ, "DISCO_USE_GPU": "auto" if use_gpu else "0"}
@@ -49,7 +50,8 @@ def local_flow(use_gpu: bool = True, diffusion_model: str | None = None, quiet: 
         env.update(quiet_env())
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
-        command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--ready-file={ready}"]
+        command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--http-port={http_port}"]
+        command.append(f"--ready-file={ready}")
         # its log goes to stderr (file descriptor 2, also under Jupyter): stdout is the caller's
         process = subprocess.Popen([*command, "--stop-with-parent"], env=env, start_new_session=True, stdout=2)
         try:

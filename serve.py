@@ -1,4 +1,4 @@
-"""Serve flow.yml with the sampler scaled out: ``python serve.py [--port P] [--replicas N]``.
+"""Serve flow.yml with the sampler scaled out: ``python serve.py [--port P] [--http-port H] [--replicas N]``.
 
 ``jina flow --uses flow.yml`` serves one sampler. This does the same with
 ``DISCO_SAMPLER_REPLICAS`` (or ``--replicas``) sampler replicas; when the machine has several
@@ -46,9 +46,13 @@ def gpu_count() -> int:
         return 0
 
 
-def flow_config(replicas: int | None = None, port: int | None = None) -> dict[str, Any]:
+def flow_config(replicas: int | None = None, port: int | None = None, http_port: int | None = None) -> dict[str, Any]:
     """flow.yml as a dict, with the sampler's replica count and GPU pinning applied."""
     config = yaml.safe_load(FLOW_FILE.read_text())
+    gateway = config["gateway"]
+    gateway["uses"] = str(ROOT / gateway["uses"])
+    grpc_port, default_http_port = gateway["port"]
+    gateway["port"] = [port or grpc_port, http_port or default_http_port]  # the protocols' order: grpc, http
     replicas = replicas or sampler_replicas()
     for executor in config["executors"]:
         executor["uses"] = str(ROOT / executor["uses"])  # independent of the current directory
@@ -57,18 +61,16 @@ def flow_config(replicas: int | None = None, port: int | None = None) -> dict[st
             gpus = gpu_count()
             if replicas > 1 and gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
                 executor.setdefault("env", {})["CUDA_VISIBLE_DEVICES"] = "RR"  # Jina: replica i -> GPU i % gpus
-    if port is not None:
-        config["with"]["port"] = port
     return config
 
 
-def load_flow(replicas: int | None = None, port: int | None = None):
+def load_flow(replicas: int | None = None, port: int | None = None, http_port: int | None = None):
     from jina import Flow
 
-    return Flow.load_config(flow_config(replicas, port))
+    return Flow.load_config(flow_config(replicas, port, http_port))
 
 
-def run_flow(replicas: int | None, port: int | None, ready_file: Path) -> None:
+def run_flow(replicas: int | None, port: int | None, http_port: int | None, ready_file: Path) -> None:
     """Serve the Flow in this process until SIGTERM/SIGINT or until the process that started it is gone."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,7 +86,7 @@ def run_flow(replicas: int | None, port: int | None, ready_file: Path) -> None:
         import jina.orchestrate.flow.base as flow_base
 
         flow_base.print = lambda *args, **kwargs: None
-    with load_flow(replicas, port) as flow:
+    with load_flow(replicas, port, http_port) as flow:
         ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
         flow.block(stop_event=stop)
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=None, help="gRPC port (default: the one in flow.yml, 51000)")
     parser.add_argument(
+        "--http-port", type=int, default=None, help="HTTP port: REST and the page at /ui/ (default: flow.yml's, 51001)"
+    )
+    parser.add_argument(
         "--replicas", type=int, default=None, help="sampler replicas (default: $DISCO_SAMPLER_REPLICAS or 1)"
     )
     parser.add_argument("--ready-file", type=Path, help="written once the Flow serves (and after each restart)")
@@ -101,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
-    flow_args = [f"--{name}={value}" for name, value in (("port", args.port), ("replicas", args.replicas)) if value]
+    options = (("port", args.port), ("http-port", args.http_port), ("replicas", args.replicas))
+    flow_args = [f"--{name}={value}" for name, value in options if value]
     if args.flow_only:
-        run_flow(args.replicas, args.port, args.ready_file)
+        run_flow(args.replicas, args.port, args.http_port, args.ready_file)
         return 0
     from supervisor import Supervisor
 

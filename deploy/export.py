@@ -4,8 +4,9 @@
     python deploy/export.py docker-compose OUT.yml --image IMAGE:TAG [--replicas N] [--gpus G]
 
 ``jina export`` only exports executors that are container images, so each executor here is
-``docker://IMAGE`` (the Dockerfile's image, which also runs the gateway); ``flow.yml`` itself
-stays runnable locally. Jina's output is then completed with what it cannot express:
+``docker://IMAGE`` (the Dockerfile's image, which also runs the gateway: gRPC and HTTP, the web
+page included, from ``gateway/gateway.yml``); ``flow.yml`` itself stays runnable locally.
+Jina's output is then completed with what it cannot express:
 
 - each container runs its own executor config (``executors/<name>.yml`` in the image);
 - the sampler asks for one GPU per replica (``nvidia.com/gpu`` / a compose GPU reservation),
@@ -62,6 +63,7 @@ DOWNLOAD = ["python", "/app/client.py", "--download"]
 def export_flow(image: str, replicas: int) -> dict[str, Any]:
     """flow.yml with every executor as the project's image, and the sampler's replicas."""
     flow = yaml.safe_load((ROOT / "flow.yml").read_text())
+    flow["gateway"]["uses"] = f"docker://{image}"  # the page's gateway is code in the image too
     for executor in flow["executors"]:
         executor["uses"] = f"docker://{image}"
         executor.pop("jcloud", None)
@@ -88,6 +90,11 @@ def _executor_config(args: list[str], name: str) -> None:
     args[args.index("--uses") + 1] = f"executors/{name}.yml"
     if "--workspace" in args:  # the code in /app is read-only for the image's user
         args[args.index("--workspace") + 1] = "/tmp/jina-workspace"
+
+
+def _gateway_config(args: list[str]) -> None:
+    """The gateway runs the image's gateway config: gRPC, and HTTP with the web page."""
+    args[args.index("--uses") + 1] = "gateway/gateway.yml"
 
 
 def _resources(name: str) -> dict[str, Any]:
@@ -173,6 +180,7 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
             _split_probe_arguments(container)
             container["resources"] = _resources(name)
             if name == "gateway":
+                _gateway_config(container["args"])
                 continue
             _executor_config(container["args"], name)
             gpu = name == "sampler"
@@ -204,6 +212,7 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
     for service_name, service in compose["services"].items():
         name = service_name.split("-rep-")[0]
         if name == "gateway":
+            _gateway_config(service["command"])
             continue  # Jina gives it every sampler replica's address already
         _executor_config(service["command"], name)
         # Jina mounts its host cache over the image's /app (the code): the volumes are ours instead;

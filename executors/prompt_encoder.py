@@ -2,7 +2,8 @@
 
 As the Flow's first executor it also checks each request as any client may have sent it: an
 unknown tag (a misspelt setting) is refused with the nearest valid name, and a missing or
-null ``seed`` becomes a random one, reported back in ``tags['seed']``.
+null ``seed`` becomes a random one, reported back in ``tags['seed']``. A number setting that
+arrived as true/false (a 1 or 0 sent over HTTP) is passed on as the number.
 """
 
 import os
@@ -14,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from disco.clip_model import encode_texts  # noqa: E402
 from disco.loading import ModelCache, device_from_env  # noqa: E402
 from disco.prompts import build_prompts, normalised_weights  # noqa: E402
-from disco.settings import settings_from_request  # noqa: E402
+from disco.settings import NUMBER_SETTINGS, REQUEST_TAGS, settings_from_request  # noqa: E402
 from docarray import DocumentArray  # noqa: E402
 from jina import Executor, requests  # noqa: E402
 
@@ -29,6 +30,9 @@ class PromptEncoder(Executor):
     def encode(self, docs: DocumentArray, **kwargs) -> None:
         for doc in docs:
             s = settings_from_request(doc.tags)
+            for name in (*NUMBER_SETTINGS, *REQUEST_TAGS):
+                if isinstance(doc.tags.get(name), bool):
+                    doc.tags[name] = int(doc.tags[name])
             if s.seed is None:
                 doc.tags["seed"] = random.randint(0, 2**32 - 1)
             prompts = build_prompts(s.text_prompts, s.style, s.artist)

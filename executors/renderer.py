@@ -6,16 +6,23 @@ samplers write (``DISCO_JOBS_DIR``). The client addresses them here alone
 round-robin over the replicas then spreads the images of a call evenly (progress polls would
 otherwise take turns in the rotation). These endpoints are asynchronous, so they are answered
 while images are being rendered.
+
+Every PNG it returns carries the settings that remake its image (disco/outputs.py). With
+``parameters={'animations': True}`` (the web page asks for it) each image also gets its frames
+as a GIF and a sprite sheet, as data URIs in ``tags['gif']`` and ``tags['sprite']``.
 """
 
 import base64
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from disco.jobs import JobBoard  # noqa: E402
+from disco.outputs import embed_settings_in_uri, image_settings, write_animations  # noqa: E402
 from docarray import DocumentArray  # noqa: E402
 from jina import Executor, requests  # noqa: E402
 
@@ -26,12 +33,17 @@ class Renderer(Executor):
         self.board = JobBoard(jobs_dir)
 
     @requests(on="/generate")
-    def render(self, docs: DocumentArray, **kwargs) -> None:
+    def render(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
         for doc in docs:
+            recipe = image_settings(doc.tags)
             for chunk in doc.chunks:
                 if chunk.tensor is not None:
                     chunk.convert_image_tensor_to_uri()  # PNG data URI
                     chunk.tensor = None
+                if chunk.uri:
+                    chunk.uri = embed_settings_in_uri(chunk.uri, recipe)
+            if (parameters or {}).get("animations") and len(doc.chunks):
+                doc.tags.update(_animations(doc.chunks, recipe))
             if len(doc.chunks):
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
             doc.embedding = None
@@ -67,3 +79,14 @@ class Renderer(Executor):
         for doc in docs:
             self.board.cancel(doc.id)
             doc.tags["cancel_requested"] = True
+
+
+def _animations(chunks, recipe: dict) -> dict[str, str]:
+    """The frames as a GIF and a sprite sheet, as data URIs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gif, sprite = Path(tmp) / "frames.gif", Path(tmp) / "sprite.png"
+        write_animations(chunks, gif, sprite, recipe)
+        return {
+            "gif": "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode(),
+            "sprite": "data:image/png;base64," + base64.b64encode(sprite.read_bytes()).decode(),
+        }

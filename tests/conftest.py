@@ -79,18 +79,30 @@ SERVER_CLIENT_TIMEOUT_S = 20  # the served Flow stops jobs nobody polled for thi
 
 
 @pytest.fixture(scope="session")
-def served_flow(flow_env, tmp_path_factory):
-    """``jina flow --uses flow.yml`` in a subprocess (the file's port swapped for a free one)."""
-    import socket
+def flow_ports() -> tuple[int, int]:
+    """Free ports for the served Flow's gRPC and HTTP servers."""
+    from local_flow import free_port
 
+    return free_port(), free_port()
+
+
+@pytest.fixture(scope="session")
+def served_flow(flow_env, flow_ports, tmp_path_factory):
+    """``jina flow --uses flow.yml`` in a subprocess (the file's ports swapped for free ones)."""
     from served import served
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, http_port = flow_ports
     config = tmp_path_factory.mktemp("flow") / "flow.yml"
-    config.write_text((ROOT / "flow.yml").read_text().replace("port: 51000", f"port: {port}"))
+    text = (ROOT / "flow.yml").read_text()
+    assert "port: [51000, 51001]" in text
+    config.write_text(text.replace("port: [51000, 51001]", f"port: [{port}, {http_port}]"))
     command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
     env = {**flow_env, "DISCO_CLIENT_TIMEOUT_S": str(SERVER_CLIENT_TIMEOUT_S)}
     with served(command, port, env, config.with_suffix(".log"), cwd=ROOT) as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def served_http(served_flow, flow_ports) -> str:
+    """The served Flow's HTTP address (REST and the web page)."""
+    return f"http://127.0.0.1:{flow_ports[1]}"

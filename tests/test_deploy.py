@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -98,7 +100,8 @@ def workloads(k8s: dict[str, list[dict]]) -> dict[str, dict]:
 
 def test_every_exported_manifest_is_valid_for_kubernetes_1_30(k8s):
     documents = [d for docs in k8s.values() for d in docs]
-    assert len(documents) == 4 * 3 + 2  # a ConfigMap, Service and workload per part, two claims
+    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, two claims
+    assert len(documents) == 4 * 3 + 1 + 2
     for document in documents:  # strict: an unknown field fails too
         assert kubernetes_validate.validate(document, "1.30", strict=True) == "1.30"
     broken = json.loads(json.dumps(workloads(k8s)["sampler"]))
@@ -312,3 +315,47 @@ def test_requirements_are_split_into_the_product_and_the_tools():
     test_command = ".venv/bin/python -m pytest -q"
     assert f"\n{test_command}\n" in ci and f"\n{test_command}\n" in readme
     assert "pip install -r requirements-dev.txt" in readme
+
+
+def test_the_exported_gateway_serves_grpc_and_http_with_the_page(k8s, tmp_path):
+    gateway = workloads(k8s)["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    args = set_gateway_parser().parse_args(gateway["args"][1:])
+    assert gateway["args"][gateway["args"].index("--uses") + 1] == "gateway/gateway.yml"
+    assert [str(p) for p in args.protocol] == ["GRPC", "HTTP"] and args.port == [8080, 8081]
+    assert [p["containerPort"] for p in gateway["ports"]] == [8080, 8081]
+    services = [d for docs in k8s.values() for d in docs if d["kind"] == "Service"]
+    assert {(s["metadata"]["name"], s["spec"]["ports"][0]["port"]) for s in services} >= {
+        ("gateway", 8080),
+        ("gateway-1-http", 8081),
+    }
+    compose = tmp_path / "docker-compose.yml"
+    export("docker-compose", compose, "--image", "disco:test")
+    command = yaml.safe_load(compose.read_text())["services"]["gateway"]["command"]
+    assert yaml.safe_load(compose.read_text())["services"]["gateway"]["ports"] == ["51000:51000", "51001:51001"]
+    # what the container runs (its working directory is the repository's copy, /app), on free ports here
+    from local_flow import free_port
+
+    grpc_port, http_port, monitoring = free_port(), free_port(), free_port()
+    i = command.index("--port")
+    command[i + 1 : i + 3] = [str(grpc_port), str(http_port)]
+    command[command.index("--port-monitoring") + 1] = str(monitoring)
+    jina = Path(sys.executable).with_name("jina")
+    log = tmp_path / "gateway.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([str(jina), *command], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        page = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ui/", timeout=2) as response:
+                    page = response.read().decode()
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+        assert page and "<title>Disco Diffusion</title>" in page, log.read_text()[-3000:]
+        ping = subprocess.run([str(jina), "ping", "gateway", f"grpc://127.0.0.1:{grpc_port}"], timeout=60)
+        assert ping.returncode == 0
+    finally:
+        process.terminate()
+        process.wait(30)

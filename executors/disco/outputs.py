@@ -9,15 +9,102 @@ For image ``i`` of a run (the run's ``seed``; image ``i`` itself used ``seed + i
 
 An empty ``batch_name`` drops its part (``reverse_diffusion-{seed}_...``). When files of an
 earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten.
+
+Every PNG written carries the settings that remake its image (that image's own ``seed``,
+``n_batches`` 1) as JSON in a ``tEXt`` chunk keyed ``disco-diffusion``; ``read_png_settings``
+reads them back (``client.py --settings IMAGE.png``).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import struct
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
+from .settings import SETTING_NAMES, Settings, SettingsError, settings_from_tags
+
+PNG_KEY = "disco-diffusion"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# not part of a picture's recipe: where the client wrote files, and image bytes
+_NOT_EMBEDDED = ("output_dir", "init_image")
+
+
+def image_settings(tags: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that remake one image from its Document's tags: its own seed, one image."""
+    known = {k: v for k, v in tags.items() if k in SETTING_NAMES}
+    try:
+        known = settings_from_tags(known).to_dict()  # whole numbers back from the floats of gRPC and JSON
+    except SettingsError:
+        pass
+    settings = {k: v for k, v in known.items() if k not in _NOT_EMBEDDED}
+    settings["n_batches"] = 1
+    if tags.get("seed") is not None:
+        settings["seed"] = int(tags["seed"])
+    return settings
+
+
+def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    if not png.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG image")
+    chunks, at = [], len(_PNG_SIGNATURE)
+    while at + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[at : at + 8])
+        chunks.append((kind, png[at + 8 : at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def embed_settings(png: bytes, settings: Mapping[str, Any]) -> bytes:
+    """``png`` with ``settings`` as JSON in its ``disco-diffusion`` text chunk (replacing one already there)."""
+    text = PNG_KEY.encode() + b"\0" + json.dumps(dict(settings), ensure_ascii=True).encode()
+    out = [_PNG_SIGNATURE]
+    for kind, data in _png_chunks(png):
+        if kind == b"tEXt" and data.split(b"\0", 1)[0] == PNG_KEY.encode():
+            continue
+        out.append(_png_chunk(kind, data))
+        if kind == b"IHDR":
+            out.append(_png_chunk(b"tEXt", text))
+    return b"".join(out)
+
+
+def png_settings(png: bytes) -> dict[str, Any] | None:
+    """The settings embedded in a PNG by ``embed_settings``, or None."""
+    for kind, data in _png_chunks(png):
+        key, _, value = data.partition(b"\0")
+        if kind == b"tEXt" and key == PNG_KEY.encode():
+            return json.loads(value)
+    return None
+
+
+def read_png_settings(path: str | Path) -> dict[str, Any]:
+    """The settings embedded in an image this project wrote (raises SettingsError when there are none)."""
+    try:
+        found = png_settings(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SettingsError("settings", f"cannot read settings from {path}: {exc}") from None
+    if not isinstance(found, dict):
+        raise SettingsError("settings", f"{path} carries no Disco Diffusion settings")
+    return found
+
+
+def embed_settings_in_uri(uri: str, settings: Mapping[str, Any]) -> str:
+    """A PNG data URI with ``settings`` embedded."""
+    return "data:image/png;base64," + base64.b64encode(embed_settings(_data_uri_bytes(uri), settings)).decode()
+
+
+def write_animations(chunks: Any, gif: Path, sprite: Path, settings: Mapping[str, Any]) -> None:
+    """The frames as a GIF and as a sprite sheet (a PNG, with ``settings`` embedded)."""
+    chunks.save_gif(str(gif), show_index=True, size_ratio=1.0)
+    chunks.plot_image_sprites(str(sprite), skip_empty=True, show_index=True, keep_aspect_ratio=True)
+    sprite.write_bytes(embed_settings(sprite.read_bytes(), settings))
 
 
 def run_prefix(output_dir: Path, batch_name: str, seed: int) -> str:
@@ -55,21 +142,20 @@ def save_outputs(docs: Any, settings: Settings) -> list[Path]:
     written: list[Path] = []
     for doc in docs:
         i = int(doc.tags.get("batch_index", 0))
+        recipe = image_settings(doc.tags)
         files = []
         for chunk in doc.chunks:
             if chunk.uri:
                 path = _inside(out, f"{prefix}_{i}-step{int(chunk.tags.get('step', 0)):04d}.png")
-                path.write_bytes(_data_uri_bytes(chunk.uri))
+                path.write_bytes(embed_settings(_data_uri_bytes(chunk.uri), recipe))
                 files.append(path)
         if doc.uri:
             final = _inside(out, f"{prefix}_{i}.png")
-            final.write_bytes(_data_uri_bytes(doc.uri))
+            final.write_bytes(embed_settings(_data_uri_bytes(doc.uri), recipe))
             files.insert(0, final)
         if len(doc.chunks):
-            gif = _inside(out, f"{prefix}_{i}.gif")
-            doc.chunks.save_gif(str(gif), show_index=True, size_ratio=1.0)
-            sprite = _inside(out, f"{prefix}_{i}-sprite.png")
-            doc.chunks.plot_image_sprites(str(sprite), skip_empty=True, show_index=True, keep_aspect_ratio=True)
+            gif, sprite = _inside(out, f"{prefix}_{i}.gif"), _inside(out, f"{prefix}_{i}-sprite.png")
+            write_animations(doc.chunks, gif, sprite, recipe)
             files += [gif, sprite]
         doc.tags["files"] = [str(f) for f in files]
         written += files

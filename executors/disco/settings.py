@@ -455,9 +455,18 @@ def settings_to_tags(s: Settings) -> dict[str, Any]:
 REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
 
 
+# Settings that are numbers. Jina's HTTP gateway reads a tag's 1 or 0 as true or false (docarray's
+# tag type tries bool first), so a request's true/false there stands for 1/0.
+NUMBER_SETTINGS = tuple(f.name for f in fields(Settings) if f.type in ("int", "float", "int | None", "float | str"))
+
+
 def settings_from_request(tags: Mapping[str, Any]) -> Settings:
     """Validate a request's tags strictly: an unknown key (a misspelt setting) is refused, by name."""
-    return validate_settings({k: v for k, v in tags.items() if k not in REQUEST_TAGS})
+    values = {k: v for k, v in tags.items() if k not in REQUEST_TAGS}
+    for name in NUMBER_SETTINGS:
+        if isinstance(values.get(name), bool):
+            values[name] = int(values[name])
+    return validate_settings(values)
 
 
 def settings_from_tags(tags: Mapping[str, Any]) -> Settings:

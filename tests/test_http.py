@@ -1,0 +1,101 @@
+"""HTTP: the REST call of the README over real HTTP, and the settings every PNG carries."""
+
+import base64
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from disco.outputs import embed_settings, png_settings, read_png_settings
+from disco.settings import SettingsError, validate_settings
+from PIL import Image
+
+import client as disco_client
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(
+    width_height=[64, 64],
+    steps=4,
+    skip_steps=1,
+    display_rate=2,
+    cut_overview="[1]*1000",
+    cut_innercut="[1]*1000",
+    cutn_batches=1,
+    use_gpu=False,
+)
+
+
+def readme_rest_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"<!-- rest-example -->\n```bash\n(.*?)```", text, re.S).group(1)
+
+
+def post(address: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{address}/post", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_the_readme_curl_example_over_real_http(served_http, tmp_path):
+    command = readme_rest_example()
+    body = json.loads(re.search(r"-d '(.*?)'", command, re.S).group(1))
+    tags = body["data"][0]["tags"]
+    validate_settings(tags)  # valid as written
+    # as written, but small enough for the CPU and the test weights
+    body["data"][0]["tags"] = {**tags, **TINY}
+    command = command.replace("http://localhost:51001", served_http)
+    command = re.sub(r"-d '(.*?)'", lambda _: "-d " + shlex.quote(json.dumps(body)), command, flags=re.S)
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=120)
+    image = Image.open(tmp_path / "lighthouse.png")
+    assert image.size == (64, 64)
+    assert json.loads(image.text["disco-diffusion"])["seed"] == tags["seed"]
+
+
+def test_rest_refuses_bad_settings_by_name_and_reads_ones_and_zeros_as_numbers(served_http):
+    bad = post(served_http, {"execEndpoint": "/generate", "data": [{"tags": {**TINY, "steps": 0}}]})
+    assert "steps: must be in [1, 1000], got 0" in bad["header"]["status"]["description"]
+    # a 1 or 0 in JSON tags reaches the executors as true/false: taken as the number
+    ok = post(
+        served_http,
+        {"execEndpoint": "/generate", "data": [{"tags": {**TINY, "n_batches": 1, "seed": 0, "sat_scale": 0}}]},
+    )
+    doc = ok["data"][0]
+    assert doc["tags"]["status"] == "done" and doc["tags"]["seed"] == 0
+    assert png_settings(base64.b64decode(doc["uri"].split(",")[1]))["n_batches"] == 1
+
+
+def test_png_settings_round_trip_and_refusals(tmp_path):
+    png = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(png)
+    with pytest.raises(SettingsError, match="carries no Disco Diffusion settings"):
+        read_png_settings(png)
+    tagged = embed_settings(embed_settings(png.read_bytes(), {"seed": 1}), {"seed": 2, "text_prompts": ["é"]})
+    (tmp_path / "tagged.png").write_bytes(tagged)
+    assert read_png_settings(tmp_path / "tagged.png") == {"seed": 2, "text_prompts": ["é"]}
+    assert Image.open(tmp_path / "tagged.png").size == (8, 8)  # still a valid PNG
+    with pytest.raises(SettingsError, match="cannot read settings"):
+        read_png_settings(tmp_path / "missing.png")
+
+
+def test_every_png_written_remakes_its_image_with_client_settings(served_flow, tmp_path):
+    out, again = tmp_path / "out", tmp_path / "again"
+    da = disco_client.generate_image(
+        text_prompts=["a lighthouse:1", "sea:-0.5"], seed=7, n_batches=2, output_dir=str(out), host=served_flow,
+        progress=False, **TINY,
+    )  # fmt: skip
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(read_png_settings(p)["text_prompts"] == ["a lighthouse:1", "sea:-0.5"] for p in pngs)
+    second = Path(da[1].tags["files"][0])
+    assert read_png_settings(second)["seed"] == 8 and read_png_settings(second)["n_batches"] == 1
+    code = disco_client.main(
+        ["--settings", str(second), "--output_dir", str(again), "--host", served_flow, "--no_progress"]
+    )
+    assert code == 0
+    remade = next(p for p in again.glob("*.png") if re.fullmatch(r"reverse_diffusion-8_0\.png", p.name))
+    assert np.array_equal(np.asarray(Image.open(remade)), np.asarray(Image.open(second)))
