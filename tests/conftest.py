@@ -87,7 +87,13 @@ def flow_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
-def served_flow(flow_env, flow_ports, tmp_path_factory):
+def served_output_dir(tmp_path_factory) -> Path:
+    """The served Flow's output folder (DISCO_OUTPUT_DIR): the page's gallery shows its images."""
+    return tmp_path_factory.mktemp("served_outputs")
+
+
+@pytest.fixture(scope="session")
+def served_flow(flow_env, flow_ports, served_output_dir, tmp_path_factory):
     """``jina flow --uses flow.yml`` in a subprocess (the file's ports swapped for free ones)."""
     from served import served
 
@@ -98,6 +104,7 @@ def served_flow(flow_env, flow_ports, tmp_path_factory):
     config.write_text(text.replace("port: [51000, 51001]", f"port: [{port}, {http_port}]"))
     command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
     env = {**flow_env, "DISCO_CLIENT_TIMEOUT_S": str(SERVER_CLIENT_TIMEOUT_S)}
+    env["DISCO_OUTPUT_DIR"] = str(served_output_dir)
     with served(command, port, env, config.with_suffix(".log"), cwd=ROOT) as address:
         yield address
 

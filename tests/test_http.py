@@ -1,11 +1,13 @@
 """HTTP: the REST call of the README over real HTTP, and the settings every PNG carries."""
 
 import base64
+import io
 import json
 import re
 import shlex
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -99,3 +101,37 @@ def test_every_png_written_remakes_its_image_with_client_settings(served_flow, t
     assert code == 0
     remade = next(p for p in again.glob("*.png") if re.fullmatch(r"reverse_diffusion-8_0\.png", p.name))
     assert np.array_equal(np.asarray(Image.open(remade)), np.asarray(Image.open(second)))
+
+
+def saved_png(directory: Path, name: str, settings: dict | None) -> bytes:
+    """A small PNG written into ``directory``, carrying ``settings`` when given."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, format="PNG")
+    data = embed_settings(buffer.getvalue(), settings) if settings else buffer.getvalue()
+    (directory / name).write_bytes(data)
+    return data
+
+
+def test_the_page_lists_and_serves_only_the_images_in_the_output_folder(served_http, served_output_dir):
+    settings = {"text_prompts": ["a saved lighthouse:1"], "seed": 41, "width_height": [64, 64], "n_batches": 1}
+    final = saved_png(served_output_dir, "reverse_diffusion-41_0.png", settings)
+    saved_png(served_output_dir, "reverse_diffusion-41_0-sprite.png", settings)
+    saved_png(served_output_dir, "reverse_diffusion-41_0-step0002.png", settings)  # a frame: not listed
+    (served_output_dir / "reverse_diffusion-41_0.gif").write_bytes(b"GIF89a")
+    saved_png(served_output_dir, "reverse_diffusion-99_0.png", None)  # no settings: not one of ours
+    (served_output_dir / "notes.txt").write_text("private")
+
+    with urllib.request.urlopen(f"{served_http}/ui/outputs", timeout=30) as response:
+        listing = json.load(response)
+    ours = [image for image in listing["images"] if image["name"].startswith("reverse_diffusion-41_0")]
+    assert listing["folder"] is True and ours == [
+        {"name": "reverse_diffusion-41_0.png", "settings": settings, "gif": "reverse_diffusion-41_0.gif",
+         "sprite": "reverse_diffusion-41_0-sprite.png"}
+    ]  # fmt: skip
+    assert "reverse_diffusion-99_0.png" not in [image["name"] for image in listing["images"]]
+    with urllib.request.urlopen(f"{served_http}/ui/outputs/reverse_diffusion-41_0.png", timeout=30) as response:
+        assert response.read() == final
+    for name in ("notes.txt", "..%2Fflow.yml", "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "reverse_diffusion-missing.png"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{served_http}/ui/outputs/{name}", timeout=30)
+        assert refused.value.code == 404, name

@@ -1,11 +1,13 @@
 """The web page in a real browser: Debian's chromium, headless, driven by Playwright."""
 
+import io
 import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +34,23 @@ def page():
         browser.close()
 
 
-def test_paint_watch_cancel_and_reuse_in_the_page(page, served_http, tmp_path):
+def test_paint_watch_cancel_and_reuse_in_the_page(page, served_http, served_output_dir, tmp_path):
+    from disco.outputs import embed_settings
     from playwright.sync_api import expect
+
+    # an image already in the server's output folder shows in the gallery
+    saved = {"text_prompts": ["an image from before:1"], "seed": 4242, "width_height": [64, 64], "n_batches": 1}
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (30, 90, 160)).save(buffer, format="PNG")
+    (served_output_dir / "reverse_diffusion-4242_0.png").write_bytes(embed_settings(buffer.getvalue(), saved))
 
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{served_http}/ui/")
     expect(page.locator("h1")).to_have_text("Disco Diffusion")
+    card = page.locator('figure.picture[data-seed="4242"]')
+    expect(card).to_contain_text("an image from before:1")
+    expect(card.locator("img")).to_have_attribute("src", "outputs/reverse_diffusion-4242_0.png")
 
     # a setting the server refuses: its message, next to the field
     page.fill("#steps", "0")

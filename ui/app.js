@@ -305,28 +305,49 @@ function fileName(job) {
 
 function addToGallery(job) {
   const doc = job.doc;
-  const settings = { ...job.settings, n_batches: 1 };
+  galleryCard({ ...job.settings, n_batches: 1 }, job.status, {
+    png: doc.uri, gif: doc.tags.gif, sprite: doc.tags.sprite, stem: fileName(job),
+  });
+}
+
+// One picture in the gallery: what it shows, "reuse these settings", its downloads.
+function galleryCard(settings, status, files, atEnd = false) {
+  const seed = settings.seed;
   const lines = [
-    `seed ${job.seed} · ${job.status}`,
+    `seed ${seed} · ${status}`,
     `${(settings.width_height || []).join("x")}, ${settings.steps ?? 250} steps, guidance ${settings.clip_guidance_scale ?? 5000}`,
     (settings.text_prompts || []).join(" | "),
   ];
   const reuse = el("button", { type: "button", class: "reuse", text: "Reuse these settings" });
   reuse.addEventListener("click", () => { clearErrors(); fillForm(settings); window.scrollTo(0, 0); });
-  const links = el("div", { class: "links" }, [el("a", { href: doc.uri, download: `${fileName(job)}.png`, text: "PNG" })]);
-  if (doc.tags.gif) links.append(el("a", { href: doc.tags.gif, download: `${fileName(job)}.gif`, text: "GIF" }));
-  if (doc.tags.sprite) {
-    links.append(el("a", { href: doc.tags.sprite, download: `${fileName(job)}-sprite.png`, text: "sprite sheet" }));
+  const links = el("div", { class: "links" }, [el("a", { href: files.png, download: `${files.stem}.png`, text: "PNG" })]);
+  if (files.gif) links.append(el("a", { href: files.gif, download: `${files.stem}.gif`, text: "GIF" }));
+  if (files.sprite) {
+    links.append(el("a", { href: files.sprite, download: `${files.stem}-sprite.png`, text: "sprite sheet" }));
   }
   const details = el("details", {}, [el("summary", { text: "settings" }),
     el("pre", { text: JSON.stringify(settings, null, 1) })]);
-  const card = el("figure", { class: "picture", "data-seed": String(job.seed) }, [
-    el("img", { src: doc.uri, alt: `seed ${job.seed}` }),
+  const card = el("figure", { class: "picture", "data-seed": String(seed) }, [
+    el("img", { src: files.png, alt: `seed ${seed}` }),
     ...lines.map((line) => el("div", { text: line })), links, reuse, details,
   ]);
-  gallery.prepend(card);
+  if (atEnd) gallery.append(card); else gallery.prepend(card);
+}
+
+// The images already in the server's output folder (when it has one), after this page's own.
+async function loadSavedImages() {
+  const response = await fetch("outputs");
+  if (!response.ok) return;
+  const { images } = await response.json();
+  const href = (name) => name && `outputs/${encodeURIComponent(name)}`;
+  for (const image of images) {
+    galleryCard({ ...image.settings, n_batches: 1 }, "saved", {
+      png: href(image.name), gif: href(image.gif), sprite: href(image.sprite), stem: image.name.replace(/\.png$/, ""),
+    }, true);
+  }
 }
 
 buildAdvanced();
 form.addEventListener("submit", submit);
 poll();
+loadSavedImages();
