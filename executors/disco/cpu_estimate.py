@@ -15,6 +15,7 @@ UNET_S_PER_PIXEL = (29.23 - 11.21) / (512 * 512 - 256 * 256)  # 9.2e-5 s: the UN
 CLIP_S_PER_CUTOUT = 3.2 / 16  # CLIP forward and backward, per cutout
 UNET_S = 11.21 - UNET_S_PER_PIXEL * 256 * 256 - CLIP_S_PER_CUTOUT * 16  # 2.0 s: the rest, whatever the size
 SMALL_RUN = "--width_height 256 256 --steps 50 --cutn_batches 1 --n_batches 1"
+LONG_RUN_S = 15 * 60  # longer than this on a CPU: say how to make it small
 
 
 def cpu_seconds_per_step(width: int, height: int, cutn_batches: int = 4, cutouts: float = 16) -> float:
@@ -41,8 +42,10 @@ def cpu_notice(s: Settings, why: str) -> str:
     per_step = cpu_seconds_per_step(s.width, s.height, s.cutn_batches, mean_cutouts(s))
     steps = s.steps - s.skip_steps
     images = f"{s.n_batches} image{'s' if s.n_batches > 1 else ''}"
-    return (
+    total = per_step * steps * s.n_batches
+    notice = (
         f"running on the CPU ({why}): {images} of {s.width}x{s.height}, {steps} steps each, "
-        f"about {duration(per_step)} a step, {duration(per_step * steps * s.n_batches)} in all on 2 cores. "
-        f"Use a GPU, or for a first try: {SMALL_RUN}"
+        f"about {duration(per_step)} a step, {duration(total)} in all on 2 cores."
     )
+    # a small run needs no advice on making it small
+    return notice + f" Use a GPU, or for a first try: {SMALL_RUN}" if total > LONG_RUN_S else notice
