@@ -10,6 +10,17 @@ sys.path.insert(0, str(ROOT / "executors"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 REFERENCE = ROOT / "tests" / "fixtures" / "reference"
+# a quick image on the test weights: 64x64, a few steps, one small cutout batch
+TINY = dict(
+    width_height=[64, 64],
+    steps=4,
+    skip_steps=1,
+    display_rate=2,
+    cut_overview="[1]*1000",
+    cut_innercut="[1]*1000",
+    cutn_batches=1,
+    use_gpu=False,
+)
 
 
 @pytest.fixture(scope="session")

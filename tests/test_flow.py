@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from disco.settings import validate_settings
 from docarray import Document, DocumentArray
 from jina import Client
@@ -24,16 +25,6 @@ from jina import Client
 import client as disco_client
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(
-    width_height=[64, 64],
-    steps=4,
-    skip_steps=1,
-    display_rate=2,
-    cut_overview="[1]*1000",
-    cut_innercut="[1]*1000",
-    cutn_batches=1,
-    use_gpu=False,
-)
 NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from disco.outputs import embed_settings, png_settings, read_png_settings
 from disco.settings import SettingsError, validate_settings
 from PIL import Image
@@ -20,16 +21,6 @@ from PIL import Image
 import client as disco_client
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(
-    width_height=[64, 64],
-    steps=4,
-    skip_steps=1,
-    display_rate=2,
-    cut_overview="[1]*1000",
-    cut_innercut="[1]*1000",
-    cutn_batches=1,
-    use_gpu=False,
-)
 
 
 def readme_rest_example() -> str:
