@@ -30,7 +30,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gpg-agent software-properties-common \
  && add-apt-repository -y ppa:deadsnakes/ppa \
  && apt-get update \
- && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv tini \
  && apt-get purge -y --auto-remove software-properties-common gpg-agent \
  && rm -rf /var/lib/apt/lists/*
 
@@ -74,5 +74,8 @@ HEALTHCHECK --interval=30s --timeout=20s --start-period=30m --retries=3 \
     CMD ["jina", "ping", "flow", "grpc://localhost:51000", "--timeout", "10000"]
 
 # serve.py is `jina flow --uses flow.yml` with DISCO_SAMPLER_REPLICAS samplers (one GPU each when several).
+# tini as PID 1: it hands SIGTERM to serve.py (which drains its jobs) and reaps the processes
+# that the Flow's executors leave behind.
 ENV DISCO_SAMPLER_REPLICAS=1
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "serve.py"]

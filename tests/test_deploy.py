@@ -286,6 +286,16 @@ def test_the_image_user_owns_the_volume_directories():
     assert "DISCO_JOBS_DIR=/jobs" in env and "DISCO_MODEL_DIR=/models" in env and "DISCO_USE_GPU=1" in env
 
 
+def test_the_image_runs_serve_py_under_an_init_process():
+    # serve.py stops its Flow's processes itself; tini, as PID 1, passes it docker's SIGTERM and
+    # reaps whatever an executor leaves behind (a plain PID 1 would keep zombies)
+    instructions = dockerfile_instructions()
+    runs = " ".join(arg for op, arg in instructions if op == "RUN")
+    assert re.search(r"apt-get install -y --no-install-recommends [^&]*\btini\b", runs)
+    assert ("ENTRYPOINT", '["/usr/bin/tini", "--"]') in instructions
+    assert ("CMD", '["python", "serve.py"]') in instructions
+
+
 def test_the_image_installs_only_the_runtime_requirements_on_a_matching_cuda_base():
     instructions = dockerfile_instructions()
     runs = " ".join(arg for op, arg in instructions if op == "RUN")
