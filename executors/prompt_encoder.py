@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from disco.clip_model import encode_texts  # noqa: E402
 from disco.loading import ModelCache, device_from_env  # noqa: E402
 from disco.prompts import build_prompts, normalised_weights  # noqa: E402
-from disco.settings import NUMBER_SETTINGS, REQUEST_TAGS, settings_from_request  # noqa: E402
+from disco.settings import numbers_from_booleans, settings_from_request  # noqa: E402
 from docarray import DocumentArray  # noqa: E402
 from jina import Executor, requests  # noqa: E402
 
@@ -29,10 +29,8 @@ class PromptEncoder(Executor):
     @requests(on="/generate")
     def encode(self, docs: DocumentArray, **kwargs) -> None:
         for doc in docs:
+            doc.tags.update(numbers_from_booleans(doc.tags))  # the executors after this one read numbers
             s = settings_from_request(doc.tags)
-            for name in (*NUMBER_SETTINGS, *REQUEST_TAGS):
-                if isinstance(doc.tags.get(name), bool):
-                    doc.tags[name] = int(doc.tags[name])
             if s.seed is None:
                 doc.tags["seed"] = random.randint(0, 2**32 - 1)
             prompts = build_prompts(s.text_prompts, s.style, s.artist)

@@ -460,13 +460,15 @@ REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
 NUMBER_SETTINGS = tuple(f.name for f in fields(Settings) if f.type in ("int", "float", "int | None", "float | str"))
 
 
+def numbers_from_booleans(tags: Mapping[str, Any]) -> dict[str, Any]:
+    """``tags`` with a true/false in a number setting or a request tag read as the 1/0 it stands for."""
+    numbers = (*NUMBER_SETTINGS, *REQUEST_TAGS)
+    return {k: int(v) if isinstance(v, bool) and k in numbers else v for k, v in tags.items()}
+
+
 def settings_from_request(tags: Mapping[str, Any]) -> Settings:
     """Validate a request's tags strictly: an unknown key (a misspelt setting) is refused, by name."""
-    values = {k: v for k, v in tags.items() if k not in REQUEST_TAGS}
-    for name in NUMBER_SETTINGS:
-        if isinstance(values.get(name), bool):
-            values[name] = int(values[name])
-    return validate_settings(values)
+    return validate_settings({k: v for k, v in numbers_from_booleans(tags).items() if k not in REQUEST_TAGS})
 
 
 def settings_from_tags(tags: Mapping[str, Any]) -> Settings:
