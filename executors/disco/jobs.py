@@ -84,9 +84,6 @@ class JobBoard:
         if not path.exists():  # the first reason wins: a client's cancel is not turned into a shutdown
             _write_atomic(path, reason.encode())
 
-    def cancelled(self, job_id: str) -> bool:
-        return self._path(job_id, ".cancel").exists()
-
     def stop_reason(self, job_id: str) -> str | None:
         """Why the job was asked to stop (``cancelled``, ``shutdown``, ``abandoned``), or None."""
         try:
