@@ -45,7 +45,7 @@ from disco.settings import (  # noqa: E402
 from disco.weights import WeightsUnavailable  # noqa: E402
 
 from console import ignore_third_party_warnings, say  # noqa: E402
-from local_flow import FlowFailed, free_port, local_flow  # noqa: E402, F401 (free_port: for callers)
+from local_flow import FlowFailed, local_flow  # noqa: E402
 from progress import ProgressBars  # noqa: E402
 
 PROGRESS_INTERVAL_S = 0.5
@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host",
         default=None,
-        help="a running Flow, e.g. grpc://localhost:51000 (default: start the Flow in this process)",
+        help="a running Flow, e.g. grpc://localhost:51000 (default: start one for this run, on free local ports)",
     )
     parser.add_argument(
         "--settings",

@@ -4,28 +4,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 from served import served
 
 import client as disco_client
 import serve
+from local_flow import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(
-    width_height=[64, 64],
-    steps=8,
-    skip_steps=0,
-    display_rate=4,
-    cut_overview="[1]*1000",
-    cut_innercut="[1]*1000",
-    cutn_batches=1,
-    use_gpu=False,
-)
+RUN = {**TINY, "steps": 8, "skip_steps": 0, "display_rate": 4}
 
 
 def test_two_sampler_replicas_make_the_images_of_one_call_at_once(flow_env, tmp_path, monkeypatch):
     monkeypatch.setenv("DISCO_SAMPLER_REPLICAS", "2")
     da = disco_client.generate_image(
-        text_prompts=["a lighthouse"], seed=3, n_batches=2, output_dir=str(tmp_path), progress=False, **TINY
+        text_prompts=["a lighthouse"], seed=3, n_batches=2, output_dir=str(tmp_path), progress=False, **RUN
     )
     assert [d.tags["status"] for d in da] == ["done", "done"]
     a, b = da
@@ -54,13 +47,13 @@ def test_replicas_come_from_the_environment_and_are_checked(monkeypatch):
 
 
 def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path):
-    port = disco_client.free_port()
+    port = free_port()
     command = [sys.executable, str(ROOT / "serve.py"), "--port", str(port)]
     env = {**flow_env, "DISCO_SAMPLER_REPLICAS": "2"}
     with served(command, port, env, tmp_path / "serve.log", cwd=tmp_path) as address:  # from any directory
         da = disco_client.generate_image(
             text_prompts=["x"], seed=1, n_batches=2, output_dir=str(tmp_path / "out"), host=address,
-            progress=False, **{**TINY, "steps": 3, "display_rate": 3},
+            progress=False, **{**RUN, "steps": 3, "display_rate": 3},
         )  # fmt: skip
         assert [d.tags["status"] for d in da] == ["done", "done"]
         replicas = [d.tags["replica"] for d in da]
