@@ -412,18 +412,23 @@ def test_client_offline_stops_in_seconds_naming_file_directory_and_urls(tmp_path
     assert not (tmp_path / "disco_diffusion_clip_rn50_out").exists()  # nothing generated, nothing written
 
 
-def test_offline_error_names_every_missing_file_with_sizes_and_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "notes.txt").write_text("mine")
-    before = sorted(p.name for p in models.iterdir())
-    proc = subprocess.run(
+def download_offline(models: Path) -> subprocess.CompletedProcess:
+    """``client.py --download`` into ``models`` with every mirror unreachable."""
+    return subprocess.run(
         [sys.executable, str(ROOT / "client.py"), "--download"],
         env=client_env(models, f"http://127.0.0.1:{closed_port()}"),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_offline_error_names_every_missing_file_with_sizes_and_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in models.iterdir())
+    proc = download_offline(models)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"3 model files are missing from {models}, 2.7 GB in all:" in proc.stderr
     for name, size in (
@@ -434,13 +439,7 @@ def test_offline_error_names_every_missing_file_with_sizes_and_leaves_the_folder
         assert f"  {name}  {size}\n" in proc.stderr
     assert sorted(p.name for p in models.iterdir()) == before  # no .lock, no .part, nothing else
     fresh = tmp_path / "fresh"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "client.py"), "--download"],
-        env=client_env(fresh, f"http://127.0.0.1:{closed_port()}"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = download_offline(fresh)
     assert proc.returncode == 1 and not fresh.exists()  # a folder made for the download is gone again
 
 
