@@ -58,6 +58,7 @@ RESOURCES = {
 # settings (the sampler's preloaded UNet, the secondary model, CLIP RN50), about 2.7 GB.
 NEEDS_WEIGHTS = ("encoder", "sampler")
 DOWNLOAD = ["python", "/app/client.py", "--download"]
+DOWNLOAD_ENV = {k: v for k, v in ENV.items() if k != "DISCO_JOBS_DIR"}  # it needs no job directory
 
 
 def export_flow(image: str, replicas: int) -> dict[str, Any]:
@@ -114,13 +115,12 @@ def _split_probe_arguments(container: dict[str, Any]) -> None:
 
 
 def _weights_init_container(image: str) -> dict[str, Any]:
-    env = {k: v for k, v in ENV.items() if k != "DISCO_JOBS_DIR"}
     return {
         "name": "weights",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": DOWNLOAD,  # resumable; pods starting together wait for each other's download
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "env": [{"name": k, "value": v} for k, v in DOWNLOAD_ENV.items()],
         "volumeMounts": [{"name": "disco-models", "mountPath": MODELS}],
         "resources": _resources("weights"),
     }
@@ -235,7 +235,7 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
     compose["services"]["weights"] = {
         "image": image,
         "command": DOWNLOAD,
-        "environment": [f"{k}={v}" for k, v in ENV.items() if k != "DISCO_JOBS_DIR"],
+        "environment": [f"{k}={v}" for k, v in DOWNLOAD_ENV.items()],
         "volumes": [f"disco-models:{MODELS}"],
         "restart": "no",
     }
