@@ -53,7 +53,10 @@ RUN pip install --upgrade pip \
 # The code stays owned by root (read-only for the service); /models (weights) and /jobs (the job
 # state that replicas share) are the user's, so new volumes mounted there are writable by it.
 COPY . .
-RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin disco \
+# The engine (disco) and the service (disco_service) as an installed project, in place (serve.py
+# and flow.yml stay in /app); its requirements are installed above.
+RUN pip install --no-deps -e . \
+ && useradd --create-home --uid 1000 --shell /usr/sbin/nologin disco \
  && mkdir -p /models /jobs \
  && chown disco:disco /models /jobs
 
@@ -62,7 +65,6 @@ ENV DISCO_MODEL_DIR=/models \
     DISCO_JOBS_DIR=/jobs \
     TORCH_HOME=/models/torch \
     HF_HOME=/models/huggingface \
-    PYTHONPATH=/app/executors \
     JINA_OPTOUT_TELEMETRY=1 \
     DISCO_USE_GPU=1
 VOLUME /models /jobs

@@ -28,12 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(ROOT / "executors")]
-
-from disco.cpu_estimate import SMALL_RUN, cpu_notice  # noqa: E402
-from disco.outputs import read_png_settings, save_outputs  # noqa: E402
-from disco.settings import (  # noqa: E402
+from disco.settings import (
     LIGHTHOUSE,
     SETTING_NAMES,
     Settings,
@@ -42,11 +37,14 @@ from disco.settings import (  # noqa: E402
     settings_to_tags,
     validate_settings,
 )
-from disco.weights import WeightsUnavailable  # noqa: E402
+from disco.weights import WeightsUnavailable
+from disco_service.console import ignore_third_party_warnings, say
+from disco_service.cpu_estimate import SMALL_RUN, cpu_notice
+from disco_service.local_flow import FlowFailed, local_flow
+from disco_service.outputs import read_png_settings, save_outputs
+from disco_service.progress import ProgressBars
 
-from console import ignore_third_party_warnings, say  # noqa: E402
-from local_flow import FlowFailed, local_flow  # noqa: E402
-from progress import ProgressBars  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 PROGRESS_INTERVAL_S = 0.5
 SEED_NAMES = list(SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1])

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from console import ignore_third_party_warnings, quiet
+from disco_service.console import ignore_third_party_warnings, quiet
 
 ROOT = Path(__file__).resolve().parent
 FLOW_FILE = ROOT / "flow.yml"
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.flow_only:
         run_flow(args.replicas, args.port, args.http_port, args.ready_file)
         return 0
-    from supervisor import Supervisor
+    from disco_service.supervisor import Supervisor
 
     return Supervisor(flow_args, args.ready_file, args.stop_with_parent).run()
 

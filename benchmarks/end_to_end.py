@@ -20,16 +20,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "executors"))
+from disco.clip_model import encode_texts
+from disco.fast import MODES
+from disco.images import png_bytes, to_uint8_hwc
+from disco.loading import ModelCache, pick_device
+from disco.prompts import build_prompts
+from disco.sampler import sample_image
+from disco.settings import Settings, validate_settings
 
-from disco.clip_model import encode_texts  # noqa: E402
-from disco.fast import MODES  # noqa: E402
-from disco.images import png_bytes, to_uint8_hwc  # noqa: E402
-from disco.loading import ModelCache, pick_device  # noqa: E402
-from disco.prompts import build_prompts  # noqa: E402
-from disco.sampler import sample_image  # noqa: E402
-from disco.settings import Settings, validate_settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def synchronize(device: torch.device) -> None:

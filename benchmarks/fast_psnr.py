@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "executors"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+from disco import fast
+from disco.images import png_bytes, to_uint8_hwc
+from disco.sampler import Models, sample_image
+from disco.settings import validate_settings
+from disco.unet import MODEL_CONFIGS, build_unet
 
-from disco import fast  # noqa: E402
-from disco.images import png_bytes, to_uint8_hwc  # noqa: E402
-from disco.sampler import Models, sample_image  # noqa: E402
-from disco.settings import validate_settings  # noqa: E402
-from disco.unet import MODEL_CONFIGS, build_unet  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "benchmarks")]  # the test weights' recipe, step_time's models
 from recipe import recipe_state_dict  # noqa: E402
 from step_time import UNET_MANIFEST, WEIGHT_SEED, device, shared_models  # noqa: E402
 

@@ -35,17 +35,16 @@ from pathlib import Path
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "executors")]
+from disco import fast, guidance
+from disco.clip_model import load_clip
+from disco.cutouts import CutoutRandomness
+from disco.diffusion import GaussianDiffusion
+from disco.memory import LiveBytes, fitting_cutouts
+from disco.secondary import SecondaryDiffusionImageNet2
+from disco.settings import count_schedule, validate_settings
+from disco.unet import MODEL_CONFIGS, UNetModel
 
-from disco import fast, guidance  # noqa: E402
-from disco.clip_model import load_clip  # noqa: E402
-from disco.cutouts import CutoutRandomness  # noqa: E402
-from disco.diffusion import GaussianDiffusion  # noqa: E402
-from disco.memory import LiveBytes, fitting_cutouts  # noqa: E402
-from disco.secondary import SecondaryDiffusionImageNet2  # noqa: E402
-from disco.settings import count_schedule, validate_settings  # noqa: E402
-from disco.unet import MODEL_CONFIGS, UNetModel  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GB = 1024**3
 SIDES = ("fast", "exact", "disco", "fast_one_pass")

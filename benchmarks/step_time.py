@@ -36,15 +36,15 @@ from pathlib import Path
 
 import torch
 
+from disco.clip_model import load_clip
+from disco.cutouts import CutoutRandomness, make_cutouts
+from disco.guidance import range_loss, saturation_loss, spherical_dist_loss, tv_loss
+from disco.secondary import alpha_sigma_to_t, build_secondary
+from disco.settings import count_schedule, parse_schedule, validate_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SIDES = ("reference", "ours", "ours_exact")
-sys.path[:0] = [str(ROOT / "executors"), str(ROOT / "tests")]
-
-from disco.clip_model import load_clip  # noqa: E402
-from disco.cutouts import CutoutRandomness, make_cutouts  # noqa: E402
-from disco.guidance import range_loss, saturation_loss, spherical_dist_loss, tv_loss  # noqa: E402
-from disco.secondary import alpha_sigma_to_t, build_secondary  # noqa: E402
-from disco.settings import count_schedule, parse_schedule, validate_settings  # noqa: E402
+sys.path[:0] = [str(ROOT / "tests")]  # the test weights' recipe
 
 FIXTURES = ROOT / "tests" / "fixtures" / "reference"
 UNET_MANIFEST = FIXTURES / "manifest_512x512_diffusion_uncond_finetune_008100.json"

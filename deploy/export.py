@@ -35,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MODELS, JOBS = "/models", "/jobs"
 VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-jobs": (JOBS, "1Gi")}
-ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS, "PYTHONPATH": "/app/executors"}
+ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS}
 UID = 1000  # the image's user `disco` (Dockerfile)
 # The pods run as that user; fsGroup makes the mounted volumes writable by it (checked only at the
 # volume's root when it already matches, not over the 2.7 GB of weights at every start).

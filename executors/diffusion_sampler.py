@@ -17,21 +17,19 @@ different replicas.
 
 import os
 import socket
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import torch
+from docarray import Document, DocumentArray
+from jina import Executor, requests
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from disco.fast import mode_from_env  # noqa: E402
-from disco.images import decode_init_image, png_bytes, to_uint8_hwc  # noqa: E402
-from disco.jobs import JobBoard  # noqa: E402
-from disco.loading import ModelCache, device_from_env  # noqa: E402
-from disco.sampler import sample_image  # noqa: E402
-from disco.settings import DIFFUSION_MODELS, settings_from_tags  # noqa: E402
-from docarray import Document, DocumentArray  # noqa: E402
-from jina import Executor, requests  # noqa: E402
+from disco.fast import mode_from_env
+from disco.images import decode_init_image, png_bytes, to_uint8_hwc
+from disco.loading import ModelCache, device_from_env
+from disco.sampler import sample_image
+from disco.settings import DIFFUSION_MODELS, settings_from_tags
+from disco_service.jobs import JobBoard
 
 
 class SamplingFailed(RuntimeError):

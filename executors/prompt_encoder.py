@@ -6,18 +6,15 @@ null ``seed`` becomes a random one, reported back in ``tags['seed']``. A number 
 arrived as true/false (a 1 or 0 sent over HTTP) is passed on as the number.
 """
 
-import os
 import random
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from docarray import DocumentArray
+from jina import Executor, requests
 
-from disco.clip_model import encode_texts  # noqa: E402
-from disco.loading import ModelCache, device_from_env  # noqa: E402
-from disco.prompts import build_prompts, normalised_weights  # noqa: E402
-from disco.settings import numbers_from_booleans, settings_from_request  # noqa: E402
-from docarray import DocumentArray  # noqa: E402
-from jina import Executor, requests  # noqa: E402
+from disco.clip_model import encode_texts
+from disco.loading import ModelCache, device_from_env
+from disco.prompts import build_prompts, normalised_weights
+from disco.settings import numbers_from_booleans, settings_from_request
 
 
 class PromptEncoder(Executor):

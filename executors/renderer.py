@@ -13,18 +13,15 @@ as a GIF and a sprite sheet, as data URIs in ``tags['gif']`` and ``tags['sprite'
 """
 
 import base64
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from docarray import DocumentArray
+from jina import Executor, requests
 
-from disco.jobs import JobBoard  # noqa: E402
-from disco.outputs import embed_settings_in_uri, image_settings, write_animations  # noqa: E402
-from docarray import DocumentArray  # noqa: E402
-from jina import Executor, requests  # noqa: E402
+from disco_service.jobs import JobBoard
+from disco_service.outputs import embed_settings_in_uri, image_settings, write_animations
 
 
 class Renderer(Executor):

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
+
+from disco_service.outputs import png_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "ui"
 OUTPUT_DIR_ENV = "DISCO_OUTPUT_DIR"
 MAX_LISTED = 200  # the newest images, so a large folder stays quick to list
 NOT_FINAL = re.compile(r"-(step\d+|sprite)\.png$")  # frames and sprite sheets sit beside each final PNG
-sys.path.insert(0, str(ROOT / "executors"))
-
-from disco.outputs import png_settings  # noqa: E402
 
 
 def output_dir() -> Path | None:

@@ -5,9 +5,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "executors"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 REFERENCE = ROOT / "tests" / "fixtures" / "reference"
 # a quick image on the test weights: 64x64, a few steps, one small cutout batch
@@ -34,11 +31,12 @@ def tiny_models():
     import json
 
     import torch
+    from recipe import recipe_state_dict
+
     from disco.clip_model import load_clip
     from disco.sampler import Models
     from disco.secondary import build_secondary
     from disco.unet import UNetConfig, build_unet
-    from recipe import recipe_state_dict
 
     meta = json.loads((REFERENCE / "meta.json").read_text())
     unet = build_unet(
@@ -92,7 +90,7 @@ SERVER_CLIENT_TIMEOUT_S = 20  # the served Flow stops jobs nobody polled for thi
 @pytest.fixture(scope="session")
 def flow_ports() -> tuple[int, int]:
     """Free ports for the served Flow's gRPC and HTTP servers."""
-    from local_flow import free_port
+    from disco_service.local_flow import free_port
 
     return free_port(), free_port()
 

@@ -16,12 +16,9 @@ import sys
 from pathlib import Path
 
 import torch
+from recipe import recipe_state_dict
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "executors"))
-sys.path.insert(0, str(HERE))
-
-from recipe import recipe_state_dict  # noqa: E402
 
 REFERENCE = HERE / "fixtures" / "reference"
 UNETS = {"512x512_diffusion_uncond_finetune_008100": 1245, "256x256_diffusion_uncond": 1256}

@@ -21,15 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from recipe import recipe_state_dict
+
+from disco.diffusion import GaussianDiffusion
+from disco.secondary import build_secondary
+from disco.unet import MODEL_CONFIGS, UNetConfig, build_unet
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "executors"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from disco.diffusion import GaussianDiffusion  # noqa: E402
-from disco.secondary import build_secondary  # noqa: E402
-from disco.unet import MODEL_CONFIGS, UNetConfig, build_unet  # noqa: E402
-from recipe import recipe_state_dict  # noqa: E402
 
 # Forward passes agree to 1e-3 * (std + 1e-6), whole loops to 2e-3 * std (fixture README).
 FORWARD_RTOL = 1e-3

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_check import FORWARD_RTOL, LOOP_RTOL
+
 from disco import fast
 from disco.clip_model import encode_texts
 from disco.cutouts import CutoutRandomness
@@ -24,7 +26,6 @@ from disco.guidance import Guidance
 from disco.loading import ModelCache
 from disco.sampler import Models, sample_image
 from disco.settings import Settings, validate_settings
-from reference_check import FORWARD_RTOL, LOOP_RTOL
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -16,10 +16,11 @@ import kubernetes_validate
 import pytest
 import torch
 import yaml
-from disco.loading import device_from_env
 from jina.parsers import set_gateway_parser
 from jina.parsers.ping import set_ping_parser
 from jina.serve.networking import GrpcConnectionPool
+
+from disco.loading import device_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "registry.example/disco:1.2"
@@ -57,7 +58,7 @@ def test_without_disco_use_gpu_1_a_missing_gpu_warns_and_uses_the_cpu(monkeypatc
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
 def test_a_served_sampler_with_disco_use_gpu_1_and_no_gpu_does_not_start(tmp_path):
-    env = {**os.environ, "DISCO_USE_GPU": "1", "DISCO_MODEL_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "executors")}
+    env = {**os.environ, "DISCO_USE_GPU": "1", "DISCO_MODEL_DIR": str(tmp_path)}
     jina = Path(sys.executable).with_name("jina")
     done = subprocess.run(
         [str(jina), "executor", "--uses", str(ROOT / "executors" / "sampler.yml"), "--port", "0"],
@@ -346,7 +347,7 @@ def test_the_exported_gateway_serves_grpc_and_http_with_the_page(k8s, tmp_path):
     command = yaml.safe_load(compose.read_text())["services"]["gateway"]["command"]
     assert yaml.safe_load(compose.read_text())["services"]["gateway"]["ports"] == ["51000:51000", "51001:51001"]
     # what the container runs (its working directory is the repository's copy, /app), on free ports here
-    from local_flow import free_port
+    from disco_service.local_flow import free_port
 
     grpc_port, http_port, monitoring = free_port(), free_port(), free_port()
     i = command.index("--port")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from disco.diffusion import GaussianDiffusion, ddim_timesteps
 
 

@@ -5,6 +5,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from disco import fast
 from disco.clip_model import encode_texts
 from disco.cutouts import CutoutRandomness
@@ -13,8 +16,6 @@ from disco.guidance import Guidance
 from disco.loading import ModelCache
 from disco.sampler import Models, sample_image
 from disco.settings import validate_settings
-from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 needs_nnpack = pytest.mark.skipif(not fast.winograd_available(), reason="this PyTorch build has no NNPACK")
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from disco.settings import SettingsError, settings_to_tags, validate_settings
 from docarray import Document, DocumentArray
 from jina import Client
+
+from disco.settings import SettingsError, settings_to_tags, validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(width_height=[64, 64], steps=4, skip_steps=1, display_rate=2, cutn_batches=1, use_gpu=False)
@@ -136,7 +137,7 @@ def test_ctrl_c_in_a_terminal_keeps_the_frames_and_stops_the_local_flow(flow_env
 def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
     from served import wait_ready
 
-    from local_flow import free_port
+    from disco_service.local_flow import free_port
 
     board, port, log = Path(flow_env["DISCO_JOBS_DIR"]), free_port(), tmp_path / "serve.log"
     address = f"grpc://127.0.0.1:{port}"

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY
-from disco.settings import validate_settings
 from docarray import Document, DocumentArray
 from jina import Client
 
 import client as disco_client
+from disco.settings import validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from disco.clip_model import clip_normalize, encode_texts
 from disco.cutouts import CutoutRandomness, make_cutouts
 from disco.diffusion import GaussianDiffusion
@@ -56,8 +57,9 @@ def test_cutouts_are_reproducible_from_the_generator():
 
 @pytest.mark.parametrize("size", [(64, 64), (300, 300), (224, 224), (96, 160), (1280, 1280)])
 def test_resize_matches_resize_right(size):
-    from disco.cutouts import resize
     from resize_right import resize as resize_right
+
+    from disco.cutouts import resize
 
     image = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
     want = resize_right(image, out_shape=(2, 3, 224, 224))
@@ -67,8 +69,9 @@ def test_resize_matches_resize_right(size):
 @pytest.mark.parametrize("angle,shift", [(0.0, (0, 0)), (7.3, (3, -5)), (-9.9, (-11, 11))])
 def test_rotate_shift_matches_torchvision_affine(angle, shift):
     import torchvision.transforms.functional as TF
-    from disco.cutouts import rotate_shift
     from torchvision.transforms import InterpolationMode
+
+    from disco.cutouts import rotate_shift
 
     image = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     want = TF.affine(image, angle, list(shift), 1.0, [0.0, 0.0], InterpolationMode.BILINEAR)

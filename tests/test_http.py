@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY
-from disco.outputs import embed_settings, png_settings, read_png_settings
-from disco.settings import SettingsError, validate_settings
 from PIL import Image
 
 import client as disco_client
+from disco.settings import SettingsError, validate_settings
+from disco_service.outputs import embed_settings, png_settings, read_png_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
+from recipe import recipe_state_dict
+
 from disco.checkpoint import load_state_dict_file
 from disco.secondary import SecondaryDiffusionImageNet2, load_secondary
 from disco.unet import MODEL_CONFIGS, UNetConfig, UNetModel, load_unet
-from recipe import recipe_state_dict
 
 
 def layout(model: torch.nn.Module) -> list[tuple[str, list[int], str]]:

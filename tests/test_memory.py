@@ -2,17 +2,15 @@
 fits 8 GB in fast mode and 12 GB in exact mode, and the engine's per-cutout figures hold."""
 
 import copy
-import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from torch._subclasses.fake_tensor import FakeTensorMode
+
 from disco import fast, memory
 from disco.clip_model import clip_normalize
 from disco.cutouts import CutoutRandomness, make_cutouts
-from torch._subclasses.fake_tensor import FakeTensorMode
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
 GIB = 2**30
 
 

@@ -7,9 +7,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SETUP = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})
+SETUP = """
 import client as module  # in place of hub.Module(name="disco_diffusion_clip_rn50")
 SMALL = dict(width_height=[64, 64], steps=4, skip_steps=1, display_rate=2, n_batches=1, use_gpu=False,
              cutn_batches=1, cut_overview="[1]*1000", cut_innercut="[1]*1000", progress=False)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from disco.clip_model import encode_texts
 from disco.prompts import Prompt, build_prompts, normalised_weights, parse_prompt
 from disco.settings import SettingsError

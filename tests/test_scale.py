@@ -9,7 +9,7 @@ from served import served
 
 import client as disco_client
 import serve
-from local_flow import free_port
+from disco_service.local_flow import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = {**TINY, "steps": 8, "skip_steps": 0, "display_rate": 4}

@@ -4,7 +4,19 @@ import inspect
 import math
 
 import pytest
-from disco.settings import LIGHTHOUSE, Settings, SettingsError, parse_schedule, validate_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from disco.settings import (
+    LIGHTHOUSE,
+    SETTING_NAMES,
+    Settings,
+    SettingsError,
+    parse_schedule,
+    settings_from_tags,
+    settings_to_tags,
+    validate_settings,
+)
 
 SEED_DEFAULTS = {
     "text_prompts": [LIGHTHOUSE, "yellow color scheme"],
@@ -130,9 +142,6 @@ def test_schedules():
 
 # ----- property test: any input validates or raises SettingsError, never anything else -----
 
-from disco.settings import SETTING_NAMES, settings_from_tags, settings_to_tags  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _ANY = st.recursive(
     st.none()

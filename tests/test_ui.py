@@ -35,8 +35,9 @@ def page():
 
 
 def test_paint_watch_cancel_and_reuse_in_the_page(page, served_http, served_output_dir, tmp_path):
-    from disco.outputs import embed_settings
     from playwright.sync_api import expect
+
+    from disco_service.outputs import embed_settings
 
     # an image already in the server's output folder shows in the gallery
     saved = {"text_prompts": ["an image from before:1"], "seed": 4242, "width_height": [64, 64], "n_batches": 1}

@@ -9,7 +9,7 @@ an order of magnitude, meant to tell minutes from hours.
 
 from __future__ import annotations
 
-from .settings import Settings, count_schedule
+from disco.settings import Settings, count_schedule
 
 UNET_S_PER_PIXEL = (29.23 - 11.21) / (512 * 512 - 256 * 256)  # 9.2e-5 s: the UNet grows with the pixels
 CLIP_S_PER_CUTOUT = 3.2 / 16  # CLIP forward and backward, per cutout

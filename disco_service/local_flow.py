@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from console import quiet_env
+from disco_service.console import quiet_env
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository: serve.py, flow.yml
 
 
 class FlowFailed(RuntimeError):

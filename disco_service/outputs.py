@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .settings import SETTING_NAMES, Settings, SettingsError, settings_from_tags
+from disco.settings import SETTING_NAMES, Settings, SettingsError, settings_from_tags
 
 PNG_KEY = "disco-diffusion"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

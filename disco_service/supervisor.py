@@ -26,12 +26,10 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "executors"))
+from disco_service.console import quiet
+from disco_service.jobs import JobBoard
 
-from disco.jobs import JobBoard  # noqa: E402
-
-from console import quiet  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the repository: serve.py, flow.yml
 
 POLL_S = 0.5
 LOST_NOTICE_S = 10  # how long a dead sampler's jobs wait for their clients to ask about them
