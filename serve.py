@@ -23,17 +23,19 @@ from typing import Any
 
 import yaml
 
-from disco_service.console import ignore_third_party_warnings, quiet
+from disco_service import config
+from disco_service.console import ignore_third_party_warnings
+from disco_service.wire import ENCODER, SAMPLER
 
 ROOT = Path(__file__).resolve().parent
 FLOW_FILE = ROOT / "flow.yml"
 
 
 def sampler_replicas() -> int:
-    value = os.environ.get("DISCO_SAMPLER_REPLICAS", "1")
-    if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"error: DISCO_SAMPLER_REPLICAS must be a whole number >= 1, got {value!r}")
-    return int(value)
+    try:
+        return config.load().sampler_replicas
+    except config.ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def gpu_count() -> int:
@@ -46,8 +48,15 @@ def gpu_count() -> int:
         return 0
 
 
-def flow_config(replicas: int | None = None, port: int | None = None, http_port: int | None = None) -> dict[str, Any]:
-    """flow.yml as a dict, with the sampler's replica count and GPU pinning applied."""
+def flow_config(
+    replicas: int | None = None,
+    port: int | None = None,
+    http_port: int | None = None,
+    use_gpu: str | None = None,
+    preload: str | None = None,
+) -> dict[str, Any]:
+    """flow.yml as a dict, with the sampler's replica count and GPU pinning applied, and the
+    executors' ``use_gpu`` and the sampler's ``preload`` (``uses_with``) when given."""
     config = yaml.safe_load(FLOW_FILE.read_text())
     gateway = config["gateway"]
     gateway["uses"] = str(ROOT / gateway["uses"])
@@ -56,7 +65,11 @@ def flow_config(replicas: int | None = None, port: int | None = None, http_port:
     replicas = replicas or sampler_replicas()
     for executor in config["executors"]:
         executor["uses"] = str(ROOT / executor["uses"])  # independent of the current directory
-        if executor["name"] == "sampler":
+        if use_gpu is not None and executor["name"] in (ENCODER, SAMPLER):
+            executor.setdefault("uses_with", {})["use_gpu"] = use_gpu
+        if executor["name"] == SAMPLER:
+            if preload:
+                executor.setdefault("uses_with", {})["preload"] = preload
             executor["replicas"] = replicas
             gpus = gpu_count()
             if replicas > 1 and gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
@@ -64,13 +77,13 @@ def flow_config(replicas: int | None = None, port: int | None = None, http_port:
     return config
 
 
-def load_flow(replicas: int | None = None, port: int | None = None, http_port: int | None = None):
+def load_flow(replicas: int | None = None, port: int | None = None, http_port: int | None = None, **uses_with):
     from jina import Flow
 
-    return Flow.load_config(flow_config(replicas, port, http_port))
+    return Flow.load_config(flow_config(replicas, port, http_port, **uses_with))
 
 
-def run_flow(replicas: int | None, port: int | None, http_port: int | None, ready_file: Path) -> None:
+def run_flow(args: argparse.Namespace) -> None:
     """Serve the Flow in this process until SIGTERM/SIGINT or until the process that started it is gone."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,12 +95,12 @@ def run_flow(replicas: int | None, port: int | None, http_port: int | None, read
             time.sleep(1)
         stop.set()
 
-    if quiet():  # a client's own Flow: its start-up banner (jina prints it with rich's print) is not shown
+    if args.quiet:  # a client's own Flow: its start-up banner (jina prints it with rich's print) is not shown
         import jina.orchestrate.flow.base as flow_base
 
         flow_base.print = lambda *args, **kwargs: None
-    with load_flow(replicas, port, http_port) as flow:
-        ready_file.write_text(str(flow.port))
+    with load_flow(args.replicas, args.port, args.http_port, use_gpu=args.use_gpu, preload=args.preload) as flow:
+        args.ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
         flow.block(stop_event=stop)
 
@@ -101,19 +114,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replicas", type=int, default=None, help="sampler replicas (default: $DISCO_SAMPLER_REPLICAS or 1)"
     )
+    parser.add_argument(
+        "--use-gpu",
+        choices=config.DEVICE_CHOICES,
+        default=None,
+        help="the executors' device: 1 needs a GPU, 0 the CPU, auto the GPU if any (default: $DISCO_USE_GPU)",
+    )
+    parser.add_argument(
+        "--preload",
+        default=None,
+        help="the diffusion model the sampler loads at start, or none (default: the default one)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no banner, no notice when stopping (a client's own Flow)")
     parser.add_argument("--ready-file", type=Path, help="written once the Flow serves (and after each restart)")
     parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
-    options = (("port", args.port), ("http-port", args.http_port), ("replicas", args.replicas))
-    flow_args = [f"--{name}={value}" for name, value in options if value]
+    options = (
+        ("port", args.port),
+        ("http-port", args.http_port),
+        ("replicas", args.replicas),
+        ("use-gpu", args.use_gpu),
+        ("preload", args.preload),
+    )
+    flow_args = [f"--{name}={value}" for name, value in options if value] + (["--quiet"] if args.quiet else [])
     if args.flow_only:
-        run_flow(args.replicas, args.port, args.http_port, args.ready_file)
+        run_flow(args)
         return 0
     from disco_service.supervisor import Supervisor
 
-    return Supervisor(flow_args, args.ready_file, args.stop_with_parent).run()
+    return Supervisor(flow_args, args.ready_file, args.stop_with_parent, quiet=args.quiet).run()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ rounding only (about 1e-5 relative on the CPU), so a picture stays close to the 
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 import torch
@@ -33,11 +32,6 @@ def check_mode(mode: str, parameter: str = "mode") -> str:
     if mode not in MODES:
         raise ValueError(f"{parameter}: {mode!r} is not a mode; allowed: {', '.join(MODES)}")
     return mode
-
-
-def mode_from_env(default: str = "fast") -> str:
-    """``DISCO_MODE`` when set, else ``default``; checked against ``MODES``."""
-    return check_mode(os.environ.get("DISCO_MODE", default).strip().lower(), "DISCO_MODE")
 
 
 @cache

@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .settings import SettingsError, max_pixels
+from .settings import DEFAULT_LIMITS, SettingsError
 
 
 def decode_init_image(data: bytes, width: int, height: int) -> torch.Tensor:
     """Image bytes to a (1, 3, height, width) tensor in [-1, 1]; bad input names ``init_image``."""
     if not isinstance(data, bytes | bytearray) or not data:
         raise SettingsError("init_image", "no image bytes were given")
-    limit = max_pixels() * 4  # an init image may be larger than the output, within reason
+    limit = DEFAULT_LIMITS.max_pixels * 4  # an init image may be larger than the output, within reason
     Image.MAX_IMAGE_PIXELS = limit  # refuse decompression bombs before decoding them
     try:
         with warnings.catch_warnings():
@@ -24,9 +24,7 @@ def decode_init_image(data: bytes, width: int, height: int) -> torch.Tensor:
             with Image.open(io.BytesIO(data)) as img:
                 img = img.convert("RGB").resize((width, height), Image.LANCZOS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SettingsError(
-            "init_image", f"the image has too many pixels: the limit is {limit} (4 x DISCO_MAX_PIXELS)"
-        ) from None
+        raise SettingsError("init_image", f"the image has too many pixels: the limit is {limit}") from None
     except (OSError, ValueError) as exc:
         raise SettingsError("init_image", f"cannot read the image ({type(exc).__name__}: {exc})") from None
     array = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)

@@ -1,6 +1,6 @@
 """Loading the models a run needs, once per process, from the model directory.
 
-Files come from ``weights.ensure`` (cache in ``DISCO_MODEL_DIR``, download on first use).
+Files come from ``weights.ensure`` (the model directory the caller names; download on first use).
 CLIP RN50 is open_clip's own published ``openai`` file, fetched by the same downloader (fast
 offline errors, resume, checksum) and loaded by open_clip.
 """
@@ -8,7 +8,6 @@ offline errors, resume, checksum) and loaded by open_clip.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -16,13 +15,12 @@ import torch
 
 from . import fast, weights
 from .clip_model import load_clip
-from .lpips_loss import VGG16_FILE, load_lpips
+from .lpips_loss import load_lpips
 from .sampler import Models
 from .secondary import load_secondary
 from .unet import MODEL_CONFIGS, load_unet
+from .weights import CLIP_FILE, SECONDARY_FILE, VGG16_FILE, files_needed  # noqa: F401 (files_needed: re-exported)
 
-SECONDARY_FILE = "secondary_model_imagenet_2.pth"
-CLIP_FILE = "open_clip_rn50_openai.safetensors"
 log = logging.getLogger(__name__)
 
 
@@ -35,47 +33,40 @@ def pick_device(use_gpu: bool = True) -> torch.device:
     return torch.device("cpu")
 
 
-def device_from_env(use_gpu: bool | None = None) -> torch.device:
-    """The executors' device: ``use_gpu`` when given, else ``DISCO_USE_GPU``.
-
-    ``DISCO_USE_GPU=1`` (as the image and the exported manifests set it) requires a GPU: with
-    none usable this raises, so a served sampler fails to start instead of running on the CPU.
-    ``0`` is the CPU; unset or ``auto`` is :func:`pick_device` (the GPU if any, else a warning).
-    """
-    if use_gpu is not None:
-        return pick_device(use_gpu)
-    value = os.environ.get("DISCO_USE_GPU", "auto").strip().lower()
+def select_device(use_gpu: bool | str, name: str = "use_gpu") -> torch.device:
+    """The device for ``use_gpu``: ``True``/``"auto"``: the GPU if there is one, else the CPU with a
+    warning; ``False``/``"0"``: the CPU; ``"1"``: a GPU is required, and without a usable one this
+    raises (so a served sampler fails to start instead of running on the CPU). ``name`` is how
+    the caller's users know the setting (e.g. ``DISCO_USE_GPU``), for the messages."""
+    value = str(use_gpu).strip().lower() if not isinstance(use_gpu, bool) else ("auto" if use_gpu else "0")
     if value in ("0", "false"):
         return torch.device("cpu")
     if value in ("", "auto"):
         return pick_device(True)
     if value not in ("1", "true"):
-        raise ValueError(f"DISCO_USE_GPU must be 1, 0 or auto, got {os.environ['DISCO_USE_GPU']!r}")
+        raise ValueError(f"{name} must be 1, 0 or auto, got {use_gpu!r}")
     if not torch.cuda.is_available():
         raise RuntimeError(
-            f"DISCO_USE_GPU={os.environ['DISCO_USE_GPU']} but no CUDA GPU is usable: this torch "
+            f"{name}={use_gpu} but no CUDA GPU is usable: this torch "
             f"({torch.__version__}) needs an NVIDIA driver for CUDA {torch.version.cuda} and a GPU visible to "
-            "the process (docker --gpus, nvidia.com/gpu). Set DISCO_USE_GPU=0 to run on the CPU instead."
+            f"the process (docker --gpus, nvidia.com/gpu). Set {name}=0 to run on the CPU instead."
         )
     return torch.device("cuda")
-
-
-def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> list[str]:
-    """The model files a run with these settings loads."""
-    names = [f"{diffusion_model}.pt", CLIP_FILE]
-    if use_secondary_model:
-        names.append(SECONDARY_FILE)
-    if with_init_loss:
-        names.append(VGG16_FILE)
-    return names
 
 
 class ModelCache:
     """Models by name, loaded on first use and kept: a process serves many requests."""
 
-    def __init__(self, model_dir: str | Path | None = None, device: torch.device | None = None, mode: str = "fast"):
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        device: torch.device | None = None,
+        mode: str = "fast",
+        mirrors: tuple[str, ...] | None = None,
+    ):
         self.mode = fast.check_mode(mode)
-        self.model_dir = Path(model_dir) if model_dir else weights.model_dir()
+        self.model_dir = Path(model_dir) if model_dir else weights.default_model_dir()
+        self.mirrors = mirrors
         self.device = device or pick_device(True)
         self._unets: dict[str, torch.nn.Module] = {}
         self._clip: torch.nn.Module | None = None
@@ -83,7 +74,7 @@ class ModelCache:
         self._lpips: torch.nn.Module | None = None
 
     def _file(self, name: str) -> Path:
-        return weights.ensure(name, self.model_dir)
+        return weights.ensure(name, self.model_dir, mirrors=self.mirrors)
 
     def unet(self, name: str) -> torch.nn.Module:
         if name not in self._unets:

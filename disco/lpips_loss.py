@@ -14,8 +14,6 @@ import torch
 
 from .checkpoint import load_state_dict_file
 
-VGG16_FILE = "vgg16-397923af.pth"
-
 
 def load_lpips(vgg16_path: str | Path) -> torch.nn.Module:
     """LPIPS-VGG with the backbone loaded strictly from a torchvision VGG16 state_dict."""

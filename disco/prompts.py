@@ -39,14 +39,34 @@ def parse_prompt(prompt: str) -> Prompt:
 
 
 def build_prompts(text_prompts: list[str], style: str | None = None, artist: str | None = None) -> list[Prompt]:
-    """Parse every prompt; ``style`` and ``artist`` extend the first prompt's text."""
+    """Parse every prompt; ``style`` and ``artist`` extend the first prompt's text as the PaddleHub
+    module does (its ``generate_image``): trailing ``,.，。`` stripped, then ``",{style}"`` and
+    ``",{artist},trending on artstation"`` appended. The ``:weight`` suffix never reaches the text."""
     prompts = [parse_prompt(p) for p in text_prompts]
-    first = prompts[0].text.rstrip(",. ")
+    first = prompts[0].text
+    if style or artist:
+        first = first.rstrip(",.，。")
     if style:
-        first += f", {style}"
+        first += f",{style}"
     if artist:
-        first += f", by {artist}"
+        first += f",{artist},trending on artstation"
     prompts[0] = Prompt(first, prompts[0].weight)
+    return prompts
+
+
+def check_prompts(
+    text_prompts: list[str], style: str | None = None, artist: str | None = None, tokens: bool = True
+) -> list[Prompt]:
+    """The prompts as CLIP will get them, checked in full: each parses, the weights do not sum
+    to 0, and (``tokens``) each text fits CLIP's 77 tokens. Raises ``SettingsError`` naming
+    ``text_prompts``."""
+    prompts = build_prompts(text_prompts, style, artist)
+    normalised_weights([p.weight for p in prompts])
+    if tokens:
+        from .clip_model import check_prompt_length  # the tokenizer comes with open_clip (and torch)
+
+        for prompt in prompts:
+            check_prompt_length(prompt.text)
     return prompts
 
 

@@ -1,9 +1,13 @@
 """Every generation setting: its default, type, range and validation, in one place.
 
 The seed API's parameters keep the PaddleHub module's names and defaults; the Disco Diffusion
-extras are keyword-only there and carry the module's defaults. ``validate_settings`` is run by
-the client and again by the server before any model loads; its error names the parameter,
-the bad value and what is allowed.
+extras are keyword-only there and carry the module's defaults. The ``Settings`` fields are the
+one source of each setting's default and type: the client's signature and command line, the wire
+protocol's number restoring and the web page's form (``settings_schema``) are read from them.
+``validate_settings`` runs at the two trust boundaries (the client API, and the server's first
+executor) before any model loads; its error names the parameter, the bad value and what is
+allowed. Limits a server sets (``Limits``) come in as an argument: this module reads no
+environment.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import difflib
 import math
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +39,17 @@ MAX_STEPS = 1000
 MAX_BATCHES = 1000
 
 
-def max_pixels() -> int:
-    """Largest width * height accepted; ``DISCO_MAX_PIXELS`` overrides (default 2048 * 2048)."""
-    return int(os.environ.get("DISCO_MAX_PIXELS", 2048 * 2048))
+@dataclass(frozen=True)
+class Limits:
+    """What one image may cost: ``max_pixels`` (width x height) and ``max_pixel_steps``
+    (width x height x sampled steps, None: no cap). A server sets its own (``DISCO_MAX_PIXELS``,
+    ``DISCO_MAX_PIXEL_STEPS``, read by ``disco_service.config``)."""
+
+    max_pixels: int = 2048 * 2048
+    max_pixel_steps: int | None = None
 
 
-def max_pixel_steps() -> int | None:
-    """Largest width * height * sampled steps a server accepts (``DISCO_MAX_PIXEL_STEPS``; unset: no cap)."""
-    value = os.environ.get("DISCO_MAX_PIXEL_STEPS")
-    return int(value) if value else None
+DEFAULT_LIMITS = Limits()
 
 
 class SettingsError(ValueError):
@@ -91,7 +99,7 @@ class Settings:
     width_height: list[int] = setting(
         meaning="output width and height",
         factory=lambda: [1280, 768],
-        allowed="multiples of 64, at most DISCO_MAX_PIXELS pixels (2048x2048 unless set)",
+        allowed="multiples of 64, at most the server's pixel cap (2048x2048 unless DISCO_MAX_PIXELS is set)",
         shown="1280 768",
     )
     skip_steps: int = setting(
@@ -118,8 +126,10 @@ class Settings:
         "disco_diffusion_clip_rn50_out", "where the PNGs, GIFs and sprite sheets go", allowed="a directory"
     )
     # Disco Diffusion extras (keyword-only in the API).
-    style: str | None = setting(None, "a style, appended to the first prompt as ', STYLE'")
-    artist: str | None = setting(None, "an artist, appended to the first prompt as ', by ARTIST'")
+    style: str | None = setting(None, "a style, appended to the first prompt's text as ',STYLE' (as the module does)")
+    artist: str | None = setting(
+        None, "an artist, appended to the first prompt's text as ',ARTIST,trending on artstation' (as the module does)"
+    )
     cutn_batches: int = setting(
         4, "batches of cutouts CLIP judges at each step; a step's time grows with it", low=1, high=64
     )
@@ -127,7 +137,11 @@ class Settings:
     eta: float = setting(0.8, "DDIM's noise: 0 is deterministic, 1 adds the most", low=0.0, high=1.0)
     clamp_grad: bool = setting(True, "clamp the guidance gradient to clamp_max")
     clamp_max: float = setting(0.05, "the largest guidance gradient when clamp_grad is on", low=0.0)
-    randomize_class: bool = setting(True, "give the diffusion model a random ImageNet class at each step")
+    randomize_class: bool = setting(
+        True,
+        "kept for the module's signature: it picks a random ImageNet class for class-conditional models, "
+        "and both diffusion models here are unconditional, so it changes nothing",
+    )
     clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
     fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
     rand_mag: float = setting(0.05, "how much noise fuzzy_prompt adds", low=0.0)
@@ -188,7 +202,7 @@ SETTING_NAMES = tuple(f.name for f in fields(Settings))
 _META = {f.name: f.metadata for f in fields(Settings)}
 
 
-def limits(name: str) -> tuple[Any, Any]:
+def limits_of(name: str) -> tuple[Any, Any]:
     """The (low, high) bounds of a numeric setting, as the validator enforces them (None: open)."""
     return _META[name]["low"], _META[name]["high"]
 
@@ -320,8 +334,19 @@ def count_schedule(name: str, value: Any) -> list[int]:
 # ----- the validator -----
 
 
-def validate_settings(values: Mapping[str, Any] | Settings | None = None, **overrides: Any) -> Settings:
-    """Check and normalise every setting; raise ``SettingsError`` naming the first bad one."""
+def validate_settings(
+    values: Mapping[str, Any] | Settings | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    tokens: bool = True,
+    **overrides: Any,
+) -> Settings:
+    """Check and normalise every setting; raise ``SettingsError`` naming the first bad one.
+
+    ``limits``: the cost caps of the server that will run it. The prompts are parsed and checked
+    in full (weights, their sum and, with ``tokens``, CLIP's 77-token limit, which needs open_clip's
+    tokenizer and so torch), so a bad prompt fails here, before any model loads.
+    """
     if isinstance(values, Settings):
         values = values.to_dict()
     if values is not None and not isinstance(values, Mapping):
@@ -342,9 +367,9 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
         )
     if s.init_image == "":
         s.init_image = None
-    s.width_height = _width_height(s.width_height)
-    s.steps = _int("steps", s.steps, *limits("steps"))
-    s.skip_steps = _int("skip_steps", s.skip_steps, *limits("skip_steps"))
+    s.width_height = _width_height(s.width_height, limits)
+    s.steps = _int("steps", s.steps, *limits_of("steps"))
+    s.skip_steps = _int("skip_steps", s.skip_steps, *limits_of("skip_steps"))
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     for name in ("init_scale", "clip_guidance_scale", "tv_scale", "range_scale", "sat_scale"):
@@ -352,9 +377,9 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
     s.perlin_init = _bool("perlin_init", s.perlin_init)
     s.perlin_mode = _choice("perlin_mode", s.perlin_mode, choices("perlin_mode"), PERLIN_ALIASES)
     if s.seed is not None:
-        s.seed = _int("seed", s.seed, *limits("seed"))
-    s.display_rate = _int("display_rate", s.display_rate, *limits("display_rate"))
-    s.n_batches = _int("n_batches", s.n_batches, *limits("n_batches"))
+        s.seed = _int("seed", s.seed, *limits_of("seed"))
+    s.display_rate = _int("display_rate", s.display_rate, *limits_of("display_rate"))
+    s.n_batches = _int("n_batches", s.n_batches, *limits_of("n_batches"))
     s.batch_name = _batch_name(s.batch_name)
     s.use_gpu = _bool("use_gpu", s.use_gpu)
     if not isinstance(s.output_dir, str | os.PathLike) or not str(s.output_dir).strip():
@@ -363,19 +388,19 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
 
     s.style = _optional_text("style", s.style)
     s.artist = _optional_text("artist", s.artist)
-    s.cutn_batches = _int("cutn_batches", s.cutn_batches, *limits("cutn_batches"))
+    s.cutn_batches = _int("cutn_batches", s.cutn_batches, *limits_of("cutn_batches"))
     s.diffusion_sampling_mode = _choice(
         "diffusion_sampling_mode", s.diffusion_sampling_mode, choices("diffusion_sampling_mode")
     )
-    s.eta = _float("eta", s.eta, *limits("eta"))
+    s.eta = _float("eta", s.eta, *limits_of("eta"))
     s.clamp_grad = _bool("clamp_grad", s.clamp_grad)
-    s.clamp_max = _float("clamp_max", s.clamp_max, *limits("clamp_max"))
+    s.clamp_max = _float("clamp_max", s.clamp_max, *limits_of("clamp_max"))
     if s.clamp_grad and s.clamp_max <= 0:
         raise SettingsError("clamp_max", f"must be > 0 when clamp_grad is on, got {s.clamp_max}")
     s.randomize_class = _bool("randomize_class", s.randomize_class)
     s.clip_denoised = _bool("clip_denoised", s.clip_denoised)
     s.fuzzy_prompt = _bool("fuzzy_prompt", s.fuzzy_prompt)
-    s.rand_mag = _float("rand_mag", s.rand_mag, *limits("rand_mag"))
+    s.rand_mag = _float("rand_mag", s.rand_mag, *limits_of("rand_mag"))
     overview = count_schedule("cut_overview", s.cut_overview)
     inner = count_schedule("cut_innercut", s.cut_innercut)
     if any(o + i == 0 for o, i in zip(overview, inner, strict=True)):
@@ -386,16 +411,19 @@ def validate_settings(values: Mapping[str, Any] | Settings | None = None, **over
         raise SettingsError("cut_icgray_p", f"probabilities must be in [0, 1], got {s.cut_icgray_p!r}")
     if isinstance(s.cut_ic_pow, int | float) and not isinstance(s.cut_ic_pow, bool):
         s.cut_ic_pow = float(s.cut_ic_pow)
-    s.batch_size = _int("batch_size", s.batch_size, *limits("batch_size"))
+    s.batch_size = _int("batch_size", s.batch_size, *limits_of("batch_size"))
     s.diffusion_model = _choice("diffusion_model", s.diffusion_model, choices("diffusion_model"))
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
-    _check_cost(s)
+    _check_cost(s, limits)
+    from .prompts import check_prompts  # parsing needs the settings' error type; CLIP's tokenizer loads lazily
+
+    check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens)
     return s
 
 
-def _check_cost(s: Settings) -> None:
-    cap = max_pixel_steps()
+def _check_cost(s: Settings, limits: Limits) -> None:
+    cap = limits.max_pixel_steps
     cost = s.width * s.height * (s.steps - s.skip_steps)
     if cap is not None and cost > cap:
         raise SettingsError(
@@ -417,15 +445,16 @@ def _text_prompts(value: Any) -> list[str]:
     return list(value)
 
 
-def _width_height(value: Any) -> list[int]:
+def _width_height(value: Any, limits: Limits) -> list[int]:
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise SettingsError("width_height", f"must be [width, height], got {value!r}")
     w, h = (_int("width_height", v, 64) for v in value)
     if w % 64 or h % 64:
         raise SettingsError("width_height", f"width and height must be multiples of 64, got [{w}, {h}]")
-    if w * h > max_pixels():
+    if w * h > limits.max_pixels:
         raise SettingsError(
-            "width_height", f"{w}x{h} is {w * h} pixels, above the cap of {max_pixels()} (DISCO_MAX_PIXELS)"
+            "width_height",
+            f"{w}x{h} is {w * h} pixels, above this server's cap of {limits.max_pixels} (DISCO_MAX_PIXELS)",
         )
     return [w, h]
 
@@ -444,33 +473,71 @@ def _batch_name(value: Any) -> str:
     return value
 
 
-def settings_to_tags(s: Settings) -> dict[str, Any]:
-    """Settings as Document tags (JSON types); the init image travels separately, as bytes."""
-    tags = s.to_dict()
-    tags["init_image"] = None
-    return tags
+# ----- each setting's type, read from the fields (the one source for the wire, the CLI and the page) -----
+
+KINDS = ("bool", "int", "float", "number_or_schedule", "text", "optional_text", "texts", "size", "image")
 
 
-# Tags a request may carry besides the settings: the client's bookkeeping for one image of a run.
-REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
+@cache
+def kind(name: str) -> str:
+    """The kind of value a setting holds, from its field's type: one of ``KINDS``.
+
+    ``int``: whole numbers (also when a transport turned them into floats), ``float``: any number,
+    ``number_or_schedule``: a number or a schedule text, ``texts``: a list of texts, ``size``: two
+    whole numbers, ``image``: a path, URL or bytes (``init_image``).
+    """
+    hint = typing.get_type_hints(Settings)[name]
+    args = set(typing.get_args(hint)) - {type(None)}
+    optional = type(None) in typing.get_args(hint)
+    if hint is bool:
+        return "bool"
+    if hint is int or (optional and args == {int}):
+        return "int"
+    if hint is float:
+        return "float"
+    if args == {float, str}:
+        return "number_or_schedule"
+    if hint is str:
+        return "text"
+    if optional and args == {str}:
+        return "optional_text"
+    if typing.get_origin(hint) is list:
+        return "size" if typing.get_args(hint) == (int,) else "texts"
+    if bytes in args:
+        return "image"
+    raise TypeError(f"Settings.{name}: no kind for {hint}")  # a new field type needs a kind here
 
 
-# Settings that are numbers. Jina's HTTP gateway reads a tag's 1 or 0 as true or false (docarray's
-# tag type tries bool first), so a request's true/false there stands for 1/0.
-NUMBER_SETTINGS = tuple(f.name for f in fields(Settings) if f.type in ("int", "float", "int | None", "float | str"))
+def default(name: str) -> Any:
+    """A setting's default value (a fresh copy for lists)."""
+    spec = Settings.__dataclass_fields__[name]
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
 
 
-def numbers_from_booleans(tags: Mapping[str, Any]) -> dict[str, Any]:
-    """``tags`` with a true/false in a number setting or a request tag read as the 1/0 it stands for."""
-    numbers = (*NUMBER_SETTINGS, *REQUEST_TAGS)
-    return {k: int(v) if isinstance(v, bool) and k in numbers else v for k, v in tags.items()}
+SEED_API_NAMES = SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1]  # the seed API's parameters, in order
 
 
-def settings_from_request(tags: Mapping[str, Any]) -> Settings:
-    """Validate a request's tags strictly: an unknown key (a misspelt setting) is refused, by name."""
-    return validate_settings({k: v for k, v in numbers_from_booleans(tags).items() if k not in REQUEST_TAGS})
-
-
-def settings_from_tags(tags: Mapping[str, Any]) -> Settings:
-    """Validate settings carried in tags (gRPC turns numbers into floats; the validator casts)."""
-    return validate_settings({k: v for k, v in tags.items() if k in SETTING_NAMES})
+def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
+    """Every setting as plain data, for a form: name, kind, default, meaning, what is allowed
+    (in words, and as ``low``/``high``/``choices`` where the validator has them) and whether it is
+    one of the seed API's parameters. ``limits`` words the server's own caps."""
+    rows = []
+    for name in SETTING_NAMES:
+        meaning, allowed, _ = describe(name)
+        if name == "width_height":
+            allowed = f"multiples of 64, at most {limits.max_pixels} pixels (width x height)"
+        low, high = limits_of(name)
+        rows.append(
+            {
+                "name": name,
+                "kind": kind(name),
+                "default": default(name),
+                "meaning": meaning,
+                "allowed": allowed,
+                "low": low,
+                "high": high,
+                "choices": list(choices(name) or []) or None,
+                "seed_api": name in SEED_API_NAMES,
+            }
+        )
+    return rows

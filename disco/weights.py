@@ -1,9 +1,9 @@
 """Model files: where they come from, where they are cached, and a careful download.
 
-Files live in ``DISCO_MODEL_DIR`` (default ``~/.cache/disco-diffusion``). A missing file is
-downloaded on first use, or ahead of time with::
+Files live in the model directory the caller names (the service's ``DISCO_MODEL_DIR``, default
+``~/.cache/disco-diffusion``). A missing file is downloaded on first use, or ahead of time with::
 
-    python -m disco.weights [--dir DIR] [--mirror URL] [NAME ...]
+    python -m disco_service.download [--dir DIR] [--mirror URL] [NAME ...]
     python client.py --download [settings]      # the files those settings need
 
 The download goes to ``<name>.part``, is resumed with an HTTP ``Range`` request after an
@@ -17,7 +17,6 @@ values for locally made or converted files (the tests' recipe weights use it).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import errno
@@ -38,6 +37,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# The files a run may load besides its diffusion model ("<diffusion_model>.pt").
+SECONDARY_FILE = "secondary_model_imagenet_2.pth"
+CLIP_FILE = "open_clip_rn50_openai.safetensors"
+VGG16_FILE = "vgg16-397923af.pth"  # LPIPS' VGG16, for the init image's loss
+
+
+def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> list[str]:
+    """The model files a run with these settings loads (registry names; no torch needed to ask)."""
+    names = [f"{diffusion_model}.pt", CLIP_FILE]
+    if use_secondary_model:
+        names.append(SECONDARY_FILE)
+    if with_init_loss:
+        names.append(VGG16_FILE)
+    return names
+
 
 CHUNK = 1 << 20
 CONNECT_TIMEOUT_S = 5.0  # offline fails in seconds
@@ -141,8 +156,9 @@ class _WrongFile(Exception):
     """This mirror serves something else (wrong size or checksum): do not retry it."""
 
 
-def model_dir() -> Path:
-    return Path(os.environ.get("DISCO_MODEL_DIR") or Path.home() / ".cache" / "disco-diffusion").expanduser()
+def default_model_dir() -> Path:
+    """Where model files are kept unless the caller names a directory: ``~/.cache/disco-diffusion``."""
+    return Path.home() / ".cache" / "disco-diffusion"
 
 
 def sha256_of(path: Path) -> str:
@@ -343,28 +359,35 @@ def _download(file: ModelFile, target: Path, progress: bool) -> None:
     raise WeightsUnavailable(_explain(file, target, tried))
 
 
-def _resolve(name: str | ModelFile, directory: Path, urls: Sequence[str] | None = None) -> ModelFile:
-    """The file as this call sees it: its mirrors (``urls``, ``DISCO_WEIGHTS_MIRROR``) and expected sha256."""
+def _resolve(
+    name: str | ModelFile, directory: Path, urls: Sequence[str] | None = None, mirrors: Sequence[str] | None = None
+) -> ModelFile:
+    """The file as this call sees it: its URLs (``urls``, else ``mirrors`` as base URLs) and expected sha256."""
     file = name if isinstance(name, ModelFile) else REGISTRY.get(name)
     if file is None:
         raise WeightsUnavailable(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
-    if urls is None and os.environ.get("DISCO_WEIGHTS_MIRROR"):
-        urls = [f"{base.strip().rstrip('/')}/{file.name}" for base in os.environ["DISCO_WEIGHTS_MIRROR"].split(",")]
+    if urls is None and mirrors:
+        urls = [f"{base.strip().rstrip('/')}/{file.name}" for base in mirrors]
     if urls is not None:
         file = dataclasses.replace(file, urls=tuple(urls))
     return _expected(file, directory)
 
 
-def ensure_all(names: Sequence[str], directory: str | Path | None = None, progress: bool = True) -> list[Path]:
+def ensure_all(
+    names: Sequence[str],
+    directory: str | Path | None = None,
+    progress: bool = True,
+    mirrors: Sequence[str] | None = None,
+) -> list[Path]:
     """``ensure`` each file in turn. When one cannot be had, the error names every file still
     missing with its size and the total, then why the first failed and where the others come from."""
-    directory = Path(directory).expanduser() if directory else model_dir()
+    directory = Path(directory).expanduser() if directory else default_model_dir()
     paths = []
     for i, name in enumerate(names):
         try:
-            paths.append(ensure(name, directory, progress=progress))
+            paths.append(ensure(name, directory, progress=progress, mirrors=mirrors))
         except WeightsUnavailable as exc:
-            files = [_resolve(n, directory) for n in names[i:]]
+            files = [_resolve(n, directory, mirrors=mirrors) for n in names[i:]]
             missing = [files[0]] + [f for f in files[1:] if not _is_verified(directory / f.name, f)]
             if len(missing) == 1:
                 raise
@@ -385,17 +408,18 @@ def ensure(
     directory: str | Path | None = None,
     urls: Sequence[str] | None = None,
     progress: bool = True,
+    mirrors: Sequence[str] | None = None,
 ) -> Path:
     """The path of the verified model file ``name``, downloading it first if needed.
 
     ``name`` is a registry name or a ``ModelFile`` (for a file outside the registry); ``urls``
-    replaces its mirrors, as does ``DISCO_WEIGHTS_MIRROR`` (comma-separated base URLs serving
-    the files under their names, e.g. a mirror inside a private network); ``directory`` defaults
-    to ``model_dir()``. Raises ``WeightsUnavailable``, whose message says what was tried and how
-    to place the file by hand, when it cannot be had.
+    replaces its mirrors, as do ``mirrors`` (base URLs serving the files under their names, e.g. a
+    mirror inside a private network); ``directory`` defaults to ``default_model_dir()``. Raises
+    ``WeightsUnavailable``, whose message says what was tried and how to place the file by hand,
+    when it cannot be had.
     """
-    directory = Path(directory).expanduser() if directory else model_dir()
-    file = _resolve(name, directory, urls)
+    directory = Path(directory).expanduser() if directory else default_model_dir()
+    file = _resolve(name, directory, urls, mirrors)
     target = directory / file.name
     if _is_verified(target, file):
         return target  # the usual case: no lock, no writes (the directory may be read-only)
@@ -427,7 +451,8 @@ def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
     lines = [
         f"cannot get model file {file.name} ({human_size(file.shown_size)})"
         + (f": {file.description}" if file.description else ""),
-        f"looked in: {target.parent} (set DISCO_MODEL_DIR, or --dir of python -m disco.weights, to use another)",
+        f"looked in: {target.parent} "
+        "(set DISCO_MODEL_DIR, or --dir of python -m disco_service.download, to use another)",
         "tried:" if tried else "no URL to try",
         *(f"  - {t}" + (f" ({n} times)" if n > 1 else "") for t, n in _runs(tried)),
         "to place it by hand: download it from one of these URLs",
@@ -448,38 +473,3 @@ def _runs(items: Sequence[str]) -> list[tuple[str, int]]:
         else:
             out.append((item, 1))
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m disco.weights",
-        description="Download and verify the model files, then print where they are.",
-    )
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"files to get (default: all): {', '.join(REGISTRY)}")
-    parser.add_argument(
-        "--dir", type=Path, help="model directory (default: $DISCO_MODEL_DIR or ~/.cache/disco-diffusion)"
-    )
-    parser.add_argument(
-        "--mirror",
-        action="append",
-        metavar="URL",
-        help="a base URL serving the files under their names, used instead of the public mirrors (repeatable)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for name in args.names:
-        if name not in REGISTRY:
-            parser.error(f"unknown model file {name!r}; known: {', '.join(REGISTRY)}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        for name in args.names or list(REGISTRY):
-            urls = [f"{base.rstrip('/')}/{name}" for base in args.mirror] if args.mirror else None
-            print(ensure(name, args.dir, urls, progress=not args.quiet), flush=True)
-    except WeightsUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,15 +44,9 @@ def quiet_env() -> dict[str, str]:
     env = {
         "JINA_LOG_LEVEL": os.environ.get("JINA_LOG_LEVEL", "WARNING"),
         "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "NONE"),
-        "DISCO_QUIET": "1",
     }
     env["PYTHONWARNINGS"] = ",".join(p for p in (os.environ.get("PYTHONWARNINGS"), pythonwarnings) if p)
     return env
-
-
-def quiet() -> bool:
-    """True in a Flow started quietly for a client (see ``quiet_env``)."""
-    return os.environ.get("DISCO_QUIET") == "1"
 
 
 def say(message: str) -> None:

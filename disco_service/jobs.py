@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from .wire import JobStatus
+
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def jobs_dir() -> Path:
-    return Path(os.environ.get("DISCO_JOBS_DIR") or Path(tempfile.gettempdir()) / "disco-jobs")
 
 
 def check_job_id(job_id: str) -> str:
@@ -42,8 +39,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class JobBoard:
-    def __init__(self, directory: str | Path | None = None):
-        self.dir = Path(directory) if directory else jobs_dir()
+    def __init__(self, directory: str | Path):
+        """``directory``: the board's folder (the service's ``DISCO_JOBS_DIR``), made if missing."""
+        self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _path(self, job_id: str, suffix: str) -> Path:
@@ -53,7 +51,7 @@ class JobBoard:
         if frame_png is not None:
             _write_atomic(self._path(job_id, ".png"), frame_png)
         current = self.read(job_id) or {}
-        current.update(state, updated=time.time())
+        current.update({k: v.value if isinstance(v, JobStatus) else v for k, v in state.items()}, updated=time.time())
         _write_atomic(self._path(job_id, ".json"), json.dumps(current).encode())
 
     def read(self, job_id: str) -> dict[str, Any] | None:
@@ -78,25 +76,26 @@ class JobBoard:
         except FileNotFoundError:
             return None
 
-    def cancel(self, job_id: str, reason: str = "cancelled") -> None:
+    def cancel(self, job_id: str, reason: JobStatus = JobStatus.CANCELLED) -> None:
         """Ask the job to stop at its next step (also before it starts); ``reason`` becomes its status."""
         path = self._path(job_id, ".cancel")
         if not path.exists():  # the first reason wins: a client's cancel is not turned into a shutdown
-            _write_atomic(path, reason.encode())
+            _write_atomic(path, JobStatus(reason).value.encode())
 
-    def stop_reason(self, job_id: str) -> str | None:
-        """Why the job was asked to stop (``cancelled``, ``shutdown``, ``abandoned``), or None."""
+    def stop_reason(self, job_id: str) -> JobStatus | None:
+        """Why the job was asked to stop (cancelled, shutdown or abandoned), or None."""
         try:
-            return self._path(job_id, ".cancel").read_text().strip() or "cancelled"
+            text = self._path(job_id, ".cancel").read_text().strip()
         except FileNotFoundError:
             return None
+        return JobStatus(text) if text in JobStatus._value2member_map_ else JobStatus.CANCELLED
 
     def running(self) -> dict[str, dict[str, Any]]:
         """The state of every job still running, by id."""
         jobs = {}
         for path in self.dir.glob("*.json"):
             state = self.read(path.stem) if _JOB_ID.fullmatch(path.stem) else None
-            if state and state.get("status") == "running":
+            if state and state.get("status") == JobStatus.RUNNING:
                 jobs[path.stem] = state
         return jobs
 

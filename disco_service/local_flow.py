@@ -41,17 +41,17 @@ def local_flow(use_gpu: bool = True, diffusion_model: str | None = None, quiet: 
 
     ``quiet``: its processes print only their warnings and errors (see console.py), no banner."""
     port, http_port = free_port(), free_port()
-    # the executors read these at start: this run's device, and its UNet loaded up front
-    # (auto: the GPU if there is one, else a warning and the CPU; a served Flow's DISCO_USE_GPU=1 requires one)
-    env = {**os.environ, "DISCO_USE_GPU": "auto" if use_gpu else "0"}
-    if diffusion_model:
-        env["DISCO_PRELOAD"] = diffusion_model
-    if quiet:
-        env.update(quiet_env())
+    env = {**os.environ, **(quiet_env() if quiet else {})}
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
         command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--http-port={http_port}"]
         command.append(f"--ready-file={ready}")
+        # this run's device (auto: the GPU if there is one, else a warning and the CPU), and its UNet loaded up front
+        command.append(f"--use-gpu={'auto' if use_gpu else '0'}")
+        if diffusion_model:
+            command.append(f"--preload={diffusion_model}")
+        if quiet:
+            command.append("--quiet")
         # its log goes to stderr (file descriptor 2, also under Jupyter): stdout is the caller's
         process = subprocess.Popen([*command, "--stop-with-parent"], env=env, start_new_session=True, stdout=2)
         try:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from disco.settings import SETTING_NAMES, Settings, SettingsError, settings_from_tags
+from disco.settings import SETTING_NAMES, Settings, SettingsError
+
+from .wire import restore_numbers
 
 PNG_KEY = "disco-diffusion"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -35,11 +38,7 @@ _NOT_EMBEDDED = ("output_dir", "init_image")
 
 def image_settings(tags: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that remake one image from its Document's tags: its own seed, one image."""
-    known = {k: v for k, v in tags.items() if k in SETTING_NAMES}
-    try:
-        known = settings_from_tags(known).to_dict()  # whole numbers back from the floats of gRPC and JSON
-    except SettingsError:
-        pass
+    known = {k: v for k, v in restore_numbers(tags).items() if k in SETTING_NAMES}
     settings = {k: v for k, v in known.items() if k not in _NOT_EMBEDDED}
     settings["n_batches"] = 1
     if tags.get("seed") is not None:
@@ -132,6 +131,22 @@ def _inside(directory: Path, name: str) -> Path:
     if directory.resolve() not in path.parents:
         raise ValueError(f"refusing to write outside output_dir: {name!r}")
     return path
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """``output_dir`` checked before any work starts: a directory that can be written, or one
+    that can be made (its nearest existing parent is a writable directory); nothing is created
+    yet. Raises ``SettingsError`` naming ``output_dir`` otherwise."""
+    out = Path(output_dir).expanduser()
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "exists and is not a directory" if existing == out else f"is under {str(existing)!r}, which is a file"
+        raise SettingsError("output_dir", f"{str(out)!r} {where}: name a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingsError("output_dir", f"cannot write to {str(existing)!r} (permission denied)")
+    return out
 
 
 def save_outputs(docs: Any, settings: Settings) -> list[Path]:

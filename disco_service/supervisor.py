@@ -26,8 +26,9 @@ from pathlib import Path
 
 import psutil
 
-from disco_service.console import quiet
+from disco_service import config
 from disco_service.jobs import JobBoard
+from disco_service.wire import JobStatus
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: serve.py, flow.yml
 
@@ -39,17 +40,24 @@ def log(message: str) -> None:
     print(f"[serve] {message}", file=sys.stderr, flush=True)
 
 
-def stop_timeout_s() -> float:
-    """How long a stop waits for running jobs to reach their next step (``DISCO_STOP_TIMEOUT_S``)."""
-    return float(os.environ.get("DISCO_STOP_TIMEOUT_S", 600))
-
-
 class Supervisor:
-    def __init__(self, flow_args: list[str], ready_file: Path | None = None, stop_with_parent: bool = False):
+    def __init__(
+        self,
+        flow_args: list[str],
+        ready_file: Path | None = None,
+        stop_with_parent: bool = False,
+        quiet: bool = False,
+        cfg: config.Config | None = None,
+    ):
+        """``flow_args``: serve.py's flags for the Flow it runs; ``quiet``: a client's own Flow, which
+        stops without saying so; ``cfg``: the service's configuration (jobs directory, stop timeout)."""
+        cfg = cfg or config.load()
         self.flow_args = flow_args
         self.ready_file = ready_file
         self.parent = os.getppid() if stop_with_parent else None
-        self.board = JobBoard()
+        self.quiet = quiet
+        self.stop_timeout_s = cfg.stop_timeout_s
+        self.board = JobBoard(cfg.jobs_dir)
         self.host = socket.gethostname()
         self.stop_signal: int | None = None
         self.flow: subprocess.Popen | None = None
@@ -67,7 +75,7 @@ class Supervisor:
             self._stop_flow()
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self.stop_signal is None and not quiet():  # a client's own Flow stops quietly after its run
+        if self.stop_signal is None and not self.quiet:  # a client's own Flow stops quietly after its run
             log(f"{signal.Signals(signum).name} received: stopping")
         self.stop_signal = signum
 
@@ -117,7 +125,7 @@ class Supervisor:
         lost = self._own_jobs({p.pid for p in dead})
         for job_id, state in lost.items():
             error = f"the sampler process died (pid {pids}) at step {state.get('step')} of {state.get('total')}"
-            self.board.update(job_id, status="failed", error=error, finished=time.time())
+            self.board.update(job_id, status=JobStatus.FAILED, error=error, finished=time.time())
         log(f"process {pids} of the Flow died (jobs lost: {', '.join(lost) or 'none'}): restarting the Flow")
         marked, deadline = time.time(), time.time() + LOST_NOTICE_S
         while time.time() < deadline and any((self.board.last_seen(j) or 0) <= marked for j in lost):
@@ -136,9 +144,9 @@ class Supervisor:
         if not jobs:
             return
         for job_id in jobs:
-            self.board.cancel(job_id, "shutdown")
+            self.board.cancel(job_id, JobStatus.SHUTDOWN)
         log(f"waiting for {len(jobs)} running job(s) to stop at their next step: {', '.join(jobs)}")
-        deadline = time.time() + stop_timeout_s()
+        deadline = time.time() + self.stop_timeout_s
         while time.time() < deadline and any(self._in_flight(job_id) for job_id in jobs):
             if not all(_alive(p) for p in self.members):
                 break  # nothing more will come back from a Flow with a dead member
@@ -150,7 +158,7 @@ class Supervisor:
         state = self.board.read(job_id)
         if state is None:
             return False  # its client collected it and had it removed
-        return state.get("status") == "running" or not state.get("returned")
+        return state.get("status") == JobStatus.RUNNING or not state.get("returned")
 
     def _stop_flow(self, kill: bool = False) -> None:
         if self.flow is None or self.flow.poll() is not None:

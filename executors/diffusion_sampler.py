@@ -1,11 +1,11 @@
 """Jina executor: guided reverse diffusion, one Document per image, with progress and cancel.
 
 ``/generate`` runs one job at a time per replica (Jina serialises synchronous endpoints).
-A job whose caller has not polled ``/progress`` for ``DISCO_CLIENT_TIMEOUT_S`` seconds
-(default 60, counted from its start until the first poll; a client's ``client_timeout_s`` tag
-may shorten it) stops at its next step as ``abandoned``: Jina's gateway does not pass on that
-a caller hung up, so silence is the sign. A job asked to stop ends with the reason as its
-status (``cancelled``, ``shutdown``, ``abandoned``) and its frames so far.
+A job whose caller has not polled ``/progress`` for ``client_timeout_s`` seconds
+(``DISCO_CLIENT_TIMEOUT_S``, default 60, counted from its start until the first poll; a
+client's ``client_timeout_s`` tag may shorten it) stops at its next step as ``abandoned``:
+Jina's gateway does not pass on that a caller hung up, so silence is the sign. A job asked to
+stop ends with the reason as its status (``cancelled``, ``shutdown``, ``abandoned``) and its frames so far.
 Bad input fails the request before sampling starts; a fault during sampling (NaN, an
 exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
 frames made so far still go back.
@@ -24,12 +24,13 @@ import torch
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from disco.fast import mode_from_env
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc
-from disco.loading import ModelCache, device_from_env
+from disco.loading import ModelCache, select_device
 from disco.sampler import sample_image
-from disco.settings import DIFFUSION_MODELS, settings_from_tags
+from disco.settings import DIFFUSION_MODELS
+from disco_service import config, wire
 from disco_service.jobs import JobBoard
+from disco_service.wire import JobStatus
 
 
 class SamplingFailed(RuntimeError):
@@ -44,18 +45,22 @@ class DiffusionSampler(Executor):
         preload: str | None = DIFFUSION_MODELS[0],
         jobs_dir: str | None = None,
         mode: str | None = None,
+        client_timeout_s: float | None = None,
         **kwargs,
     ):
+        """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
+        (``disco_service.config``). ``preload``: the diffusion model loaded at start (``none``: on
+        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py)."""
         super().__init__(**kwargs)
-        # "fast" (default) or "exact" fp32, see disco/fast.py; DISCO_MODE when not given here
-        self.cache = ModelCache(model_dir, device_from_env(use_gpu), mode or mode_from_env())
-        preload = os.environ.get("DISCO_PRELOAD", preload)  # the in-process client sets its run's model
+        cfg = config.load()
+        device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
+        self.cache = ModelCache(model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors)
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
-        self.board = JobBoard(jobs_dir)
+        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
         self.board.sweep()
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
-        self.client_timeout_s = float(os.environ.get("DISCO_CLIENT_TIMEOUT_S", 60))
+        self.client_timeout_s = float(client_timeout_s or cfg.client_timeout_s)
 
     @requests(on="/generate")
     def generate(self, docs: DocumentArray, **kwargs) -> None:
@@ -63,8 +68,8 @@ class DiffusionSampler(Executor):
             self._generate(doc)
 
     def _generate(self, doc: Document) -> None:
-        s = settings_from_tags(doc.tags)
-        seed = int(doc.tags["seed"])
+        s = wire.settings_from_tags(doc.tags)  # validated by the encoder, the Flow's first executor
+        seed = s.seed
         init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
         if doc.embedding is None:
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
@@ -73,10 +78,10 @@ class DiffusionSampler(Executor):
         models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
 
         started = time.time()
-        status, step, error = "done", 0, None
+        status, step, error = JobStatus.DONE, 0, None
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
-        self.board.update(doc.id, status="running", step=0, total=s.steps - s.skip_steps, replica=self.replica)
+        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, total=s.steps - s.skip_steps, replica=self.replica)
         try:
             if reason := self.board.stop_reason(doc.id):
                 status = reason
@@ -99,11 +104,13 @@ class DiffusionSampler(Executor):
                         break
                     # a caller silent for that long is gone (or never watched): free the sampler for others
                     if time.time() - (self.board.last_seen(doc.id) or started) > timeout:
-                        status = "abandoned"
+                        status = JobStatus.ABANDONED
                         break
         except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
         self.board.update(doc.id, status=status, error=error, finished=time.time())
-        doc.tags.update(status=status, steps_done=step, replica=self.replica, started=started, finished=time.time())
+        doc.tags.update(
+            status=JobStatus(status).value, steps_done=step, replica=self.replica, started=started, finished=time.time()
+        )
         if error:
             doc.tags["error"] = error

@@ -7,7 +7,7 @@ round-robin over the replicas then spreads the images of a call evenly (progress
 otherwise take turns in the rotation). These endpoints are asynchronous, so they are answered
 while images are being rendered.
 
-Every PNG it returns carries the settings that remake its image (disco/outputs.py). With
+Every PNG it returns carries the settings that remake its image (disco_service/outputs.py). With
 ``parameters={'animations': True}`` (the web page asks for it) each image also gets its frames
 as a GIF and a sprite sheet, as data URIs in ``tags['gif']`` and ``tags['sprite']``.
 """
@@ -20,14 +20,17 @@ from pathlib import Path
 from docarray import DocumentArray
 from jina import Executor, requests
 
+from disco_service import config
 from disco_service.jobs import JobBoard
 from disco_service.outputs import embed_settings_in_uri, image_settings, write_animations
+from disco_service.wire import JobStatus
 
 
 class Renderer(Executor):
     def __init__(self, jobs_dir: str | None = None, **kwargs):
+        """``jobs_dir`` (``uses_with``) overrides the service's configuration (``DISCO_JOBS_DIR``)."""
         super().__init__(**kwargs)
-        self.board = JobBoard(jobs_dir)
+        self.board = JobBoard(jobs_dir or config.load().jobs_dir)
 
     @requests(on="/generate")
     def render(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
@@ -55,7 +58,7 @@ class Renderer(Executor):
         want_frame = bool((parameters or {}).get("frame"))
         for doc in docs:
             self.board.seen(doc.id)
-            state = self.board.read(doc.id) or {"status": "waiting"}
+            state = self.board.read(doc.id) or {"status": JobStatus.WAITING.value}
             if want_frame and (png := self.board.latest_frame(doc.id)):
                 state = self.board.read(doc.id) or state  # written after the frame: its frame_step is this one's
                 doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
@@ -66,7 +69,7 @@ class Renderer(Executor):
         """The client has these jobs' results: remove their files (a job still running keeps them).
         Files of jobs nobody collected go after a day."""
         for doc in docs:
-            if (self.board.read(doc.id) or {}).get("status") != "running":
+            if (self.board.read(doc.id) or {}).get("status") != JobStatus.RUNNING:
                 self.board.forget(doc.id)
         self.board.sweep()
 
@@ -75,7 +78,6 @@ class Renderer(Executor):
         """Ask these jobs to stop at their next step (also jobs still waiting for a sampler)."""
         for doc in docs:
             self.board.cancel(doc.id)
-            doc.tags["cancel_requested"] = True
 
 
 def _animations(chunks, recipe: dict) -> dict[str, str]:

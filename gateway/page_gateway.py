@@ -20,18 +20,18 @@ from pathlib import Path
 from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
+from disco_service import config
 from disco_service.outputs import png_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "ui"
-OUTPUT_DIR_ENV = "DISCO_OUTPUT_DIR"
 MAX_LISTED = 200  # the newest images, so a large folder stays quick to list
 NOT_FINAL = re.compile(r"-(step\d+|sprite)\.png$")  # frames and sprite sheets sit beside each final PNG
 
 
 def output_dir() -> Path | None:
-    value = os.environ.get(OUTPUT_DIR_ENV)
-    return Path(value) if value and Path(value).is_dir() else None
+    value = config.load().output_dir
+    return value if value and value.is_dir() else None
 
 
 def saved_images(directory: Path) -> list[dict]:

@@ -20,7 +20,8 @@ from jina.parsers import set_gateway_parser
 from jina.parsers.ping import set_ping_parser
 from jina.serve.networking import GrpcConnectionPool
 
-from disco.loading import device_from_env
+from disco.loading import select_device
+from disco_service import config
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "registry.example/disco:1.2"
@@ -31,6 +32,11 @@ UID = 1000  # the Dockerfile's user
 @pytest.fixture
 def no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def device_from_env(use_gpu: str | None = None) -> torch.device:
+    """The executors' device as they pick it: their ``use_gpu`` argument, else ``DISCO_USE_GPU``."""
+    return select_device(use_gpu if use_gpu is not None else config.load().use_gpu, "DISCO_USE_GPU")
 
 
 def test_disco_use_gpu_1_without_a_gpu_refuses_to_run(monkeypatch, no_cuda):
@@ -46,13 +52,13 @@ def test_without_disco_use_gpu_1_a_missing_gpu_warns_and_uses_the_cpu(monkeypatc
             assert device_from_env() == torch.device("cpu")
     monkeypatch.setenv("DISCO_USE_GPU", "1")
     with pytest.warns(UserWarning, match="running on the CPU"):
-        assert device_from_env(use_gpu=True) == torch.device("cpu")  # an executor argument is not the variable
+        assert device_from_env(use_gpu="auto") == torch.device("cpu")  # an executor argument is not the variable
     monkeypatch.setenv("DISCO_USE_GPU", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert device_from_env() == torch.device("cpu")
     monkeypatch.setenv("DISCO_USE_GPU", "yes")
-    with pytest.raises(ValueError, match="DISCO_USE_GPU must be 1, 0 or auto, got 'yes'"):
+    with pytest.raises(config.ConfigError, match="DISCO_USE_GPU must be auto, 1 or 0, got 'yes'"):
         device_from_env()
 
 
@@ -154,7 +160,7 @@ def test_kubernetes_weights_are_downloaded_before_the_executors_start(k8s):
             continue
         (weights,) = init
         assert weights["command"] == ["python", "/app/client.py", "--download"]
-        assert (ROOT / "client.py").is_file() and "--download" in (ROOT / "client.py").read_text()
+        assert (ROOT / "client.py").is_file() and "--download" in (ROOT / "disco_service" / "cli.py").read_text()
         assert {"name": "DISCO_MODEL_DIR", "value": "/models"} in weights["env"]
         (mount,) = weights["volumeMounts"]
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}

@@ -16,6 +16,7 @@ from disco.guidance import Guidance
 from disco.loading import ModelCache
 from disco.sampler import Models, sample_image
 from disco.settings import validate_settings
+from disco_service import config
 
 needs_nnpack = pytest.mark.skipif(not fast.winograd_available(), reason="this PyTorch build has no NNPACK")
 
@@ -93,10 +94,10 @@ def test_modes_are_checked(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"mode: 'turbo' is not a mode; allowed: fast, exact"):
         ModelCache(tmp_path, torch.device("cpu"), mode="turbo")
     monkeypatch.setenv("DISCO_MODE", "fp8")
-    with pytest.raises(ValueError, match="DISCO_MODE: 'fp8'"):
-        fast.mode_from_env()
+    with pytest.raises(config.ConfigError, match="DISCO_MODE must be fast or exact, got 'fp8'"):
+        config.load()
     monkeypatch.setenv("DISCO_MODE", "Exact")
-    assert fast.mode_from_env() == "exact"
+    assert config.load().mode == "exact"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert fast.autocast_dtype(torch.device("cuda"), "fast") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a T4 or a V100

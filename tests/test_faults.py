@@ -18,7 +18,8 @@ import pytest
 from docarray import Document, DocumentArray
 from jina import Client
 
-from disco.settings import SettingsError, settings_to_tags, validate_settings
+from disco.settings import SettingsError, validate_settings
+from disco_service.wire import settings_to_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(width_height=[64, 64], steps=4, skip_steps=1, display_rate=2, cutn_batches=1, use_gpu=False)

@@ -23,6 +23,9 @@ from jina import Client
 
 import client as disco_client
 from disco.settings import validate_settings
+from disco_service.api import make_documents
+from disco_service.transport import post
+from disco_service.wire import JOB_STATE_EXECUTOR
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")
@@ -30,7 +33,7 @@ NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-ste
 
 def request_docs(seed=3, n=1, **settings):
     s = validate_settings(**{**TINY, "seed": seed, "n_batches": n, **settings})
-    return disco_client.make_documents(s, None)
+    return make_documents(s, None)
 
 
 def image_of(uri: str) -> np.ndarray:
@@ -114,15 +117,15 @@ def test_seed_snippet_runs_as_written(served_flow, tmp_path, monkeypatch):
 
 async def _generate_and_watch(address, docs, cancel_after_step=None):
     client = Client(host=address, asyncio=True)
-    job = asyncio.create_task(disco_client._post(client, "/generate", docs))
-    ids, job_state = DocumentArray([Document(id=docs[0].id)]), disco_client.JOB_STATE_EXECUTOR
+    job = asyncio.create_task(post(client, "/generate", docs))
+    ids, job_state = DocumentArray([Document(id=docs[0].id)]), JOB_STATE_EXECUTOR
     seen = []
     while not job.done():
-        state = await disco_client._post(client, "/progress", ids, job_state, parameters={"frame": True})
+        state = await post(client, "/progress", ids, job_state, parameters={"frame": True})
         seen.append(state[0])
         step = state[0].tags.get("step")
         if cancel_after_step is not None and step is not None and step >= cancel_after_step:
-            await disco_client._post(client, "/cancel", ids, job_state)
+            await post(client, "/cancel", ids, job_state)
             cancel_after_step = None
         await asyncio.sleep(0.3)
     return await job, seen

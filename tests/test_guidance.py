@@ -75,7 +75,8 @@ def test_rotate_shift_matches_torchvision_affine(angle, shift):
 
     image = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     want = TF.affine(image, angle, list(shift), 1.0, [0.0, 0.0], InterpolationMode.BILINEAR)
-    torch.testing.assert_close(rotate_shift(image, angle, shift), want, rtol=0, atol=2e-5)
+    # float32 rounding of the sampling grid differs with the CPU's vector width: up to 2.9e-5 seen
+    torch.testing.assert_close(rotate_shift(image, angle, shift), want, rtol=0, atol=5e-5)
 
 
 def test_cutouts_pass_gradients():

@@ -5,7 +5,7 @@ import torch
 
 from disco.clip_model import encode_texts
 from disco.prompts import Prompt, build_prompts, normalised_weights, parse_prompt
-from disco.settings import SettingsError
+from disco.settings import SettingsError, validate_settings
 
 
 @pytest.mark.parametrize(
@@ -41,10 +41,26 @@ def test_weights_summing_to_zero_are_refused():
         normalised_weights([1, -1])
 
 
-def test_style_and_artist_extend_the_first_prompt_only():
-    prompts = build_prompts(["a lighthouse.:2", "yellow"], style="oil painting", artist="Turner")
-    assert prompts[0] == Prompt("a lighthouse, oil painting, by Turner", 2.0)
+def test_style_and_artist_extend_the_first_prompt_only_as_the_module_does():
+    # the module strips trailing ,.，。 and appends ",{style}" and ",{artist},trending on artstation"
+    prompts = build_prompts(["a lighthouse."], style="oil painting", artist="Greg Rutkowski")
+    assert prompts[0].text == "a lighthouse,oil painting,Greg Rutkowski,trending on artstation"
+    prompts = build_prompts(["灯塔。:2", "yellow"], style="水彩", artist=None)
+    assert prompts[0] == Prompt("灯塔,水彩", 2.0)  # the weight stays out of the text
     assert prompts[1] == Prompt("yellow", 1.0)
+    assert build_prompts(["a lighthouse."])[0].text == "a lighthouse."  # no style, no artist: unchanged
+
+
+@pytest.mark.parametrize(
+    "prompts,message",
+    [
+        (["a lighthouse:1", "the sea:-1"], "must not sum to 0"),
+        ([" ".join(["lighthouse"] * 90)], "CLIP tokens, the limit is 77"),
+    ],
+)
+def test_bad_prompts_are_refused_by_the_validator_before_any_model(prompts, message):
+    with pytest.raises(SettingsError, match=f"^text_prompts: .*{message}"):
+        validate_settings(text_prompts=prompts)
 
 
 def test_text_embeddings_are_normalised_and_exclude_the_weight(tiny_models):

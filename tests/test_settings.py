@@ -13,10 +13,9 @@ from disco.settings import (
     Settings,
     SettingsError,
     parse_schedule,
-    settings_from_tags,
-    settings_to_tags,
     validate_settings,
 )
+from disco_service import wire
 
 SEED_DEFAULTS = {
     "text_prompts": [LIGHTHOUSE, "yellow color scheme"],
@@ -187,7 +186,8 @@ def test_any_input_validates_or_raises_settings_error(values):
         assert exc.parameter and str(exc).startswith(f"{exc.parameter}: ")
         return
     # what validates is usable: it survives the trip to the server and validates there again
-    assert validate_settings(settings_from_tags(settings_to_tags(s))) == s
+    assert wire.settings_from_request(wire.settings_to_tags(s)) == s
+    assert wire.settings_from_tags(wire.settings_to_tags(s)) == s
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,0 +1,216 @@
+"""``generate_image``: the PaddleHub module's function, as the client runs it.
+
+Its signature is read from the ``Settings`` fields (``SIGNATURE``): the seed API's parameters in
+their order with their defaults, then the client's own keywords (``host``, ``progress``,
+``verbose``), then the Disco Diffusion extras, keyword-only. One call: validate (the client's
+trust boundary), read the init image, check ``output_dir``, fetch missing model files (local
+Flow only), start or reach the Flow, run the jobs, save what came back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+import typing
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from disco.settings import SEED_API_NAMES, SETTING_NAMES, Settings, SettingsError, default, validate_settings
+
+from . import config, wire
+from .console import ignore_third_party_warnings, say
+from .cpu_estimate import cpu_notice
+from .local_flow import local_flow
+from .outputs import check_output_dir, save_outputs
+from .transport import run_coroutine, run_jobs, server_message
+from .wire import JobStatus
+
+CLIENT_KEYWORDS = {"host": (str | None, None), "progress": (bool, True), "verbose": (bool, False)}
+
+
+def _signature() -> inspect.Signature:
+    hints = typing.get_type_hints(Settings)
+    kinds = [
+        *((n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in SEED_API_NAMES),
+        *((n, inspect.Parameter.KEYWORD_ONLY) for n in SETTING_NAMES if n not in SEED_API_NAMES),
+    ]
+    params = [inspect.Parameter(n, kind, default=default(n), annotation=hints[n]) for n, kind in kinds]
+    own = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+        for n, (a, d) in CLIENT_KEYWORDS.items()
+    ]
+    at = len(SEED_API_NAMES)
+    return inspect.Signature([*params[:at], *own, *params[at:]], return_annotation="DocumentArray")
+
+
+SIGNATURE = _signature()
+
+
+class GenerationFailed(RuntimeError):
+    """Some images failed; ``results`` holds what was made (also partial frames), already saved."""
+
+    def __init__(self, messages: list[str], results=None):
+        self.messages = messages
+        self.results = results
+        super().__init__("; ".join(messages))
+
+
+def collect_settings(args: tuple, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A call's arguments as (settings values, client keywords). A seed-API parameter passed as
+    None means its default (the module's ``Optional`` parameters); unknown names are left for the
+    validator, which names them with the nearest valid one."""
+    if len(args) > len(SEED_API_NAMES):
+        raise TypeError(f"generate_image takes at most {len(SEED_API_NAMES)} positional arguments, got {len(args)}")
+    values = dict(zip(SEED_API_NAMES, args, strict=False))
+    for name, value in kwargs.items():
+        if name in values:
+            raise TypeError(f"generate_image got multiple values for argument {name!r}")
+        values[name] = value
+    own = {n: values.pop(n, d) for n, (_, d) in CLIENT_KEYWORDS.items()}
+    values = {k: v for k, v in values.items() if v is not None or k not in SETTING_NAMES or default(k) is None}
+    return values, own
+
+
+def generate_image(*args: Any, **kwargs: Any):
+    """Generate ``n_batches`` images; returns a DocumentArray (docarray v1), one Document per image.
+
+    The PaddleHub module's parameters, defaults and return value (``SIGNATURE``, read from the
+    ``Settings`` fields). Each Document: ``uri`` the final image (PNG data URI), ``chunks`` the
+    frames every ``display_rate`` steps and the last (``tags['cur_t']``, ``tags['step']``),
+    ``tags`` the settings and that image's ``seed`` (batch ``i`` uses ``seed + i``), its
+    ``status`` and the ``files`` written to ``output_dir``. Disco Diffusion extras
+    (``cutn_batches``, ``eta``, ``cut_overview``, ...) are keyword arguments. ``host``: a running
+    Flow (default: one started for this call); ``progress``: progress bars; ``verbose``: the
+    Flow's own log and the libraries' warnings too. Ctrl-C stops the run at the next step and
+    keeps what was made.
+
+    Raises ``SettingsError`` (naming the parameter) before anything starts when a setting is
+    bad; ``GenerationFailed`` (with ``results``, already saved) when some images failed;
+    ``WeightsUnavailable`` when a model file cannot be had.
+    """
+    values, own = collect_settings(args, kwargs)
+    return generate(values, **own)
+
+
+generate_image.__signature__ = SIGNATURE
+
+
+def generate(values: Mapping[str, Any], host: str | None = None, progress: bool = True, verbose: bool = False):
+    """The body of ``generate_image``: settings values in (validated here), a DocumentArray out."""
+    if not verbose:
+        ignore_third_party_warnings()
+    cfg = config.load()
+    settings = validate_settings(values, limits=cfg.limits)
+    init_bytes = read_init_image(settings.init_image) if settings.init_image else None
+    if init_bytes is not None:
+        from disco.images import decode_init_image
+
+        decode_init_image(init_bytes, settings.width, settings.height)  # not an image: refused here already
+    if settings.seed is None:
+        settings.seed = wire.new_run_seed(settings.n_batches)
+    wire.check_run_seed(settings.seed, settings.n_batches)
+    check_output_dir(settings.output_dir)  # a file, or a folder that cannot be written: refused before any work
+    docs = make_documents(settings, init_bytes, cfg.client_timeout_s)
+    use_gpu = settings.use_gpu
+    if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
+        download_models(settings, with_init_loss=init_bytes is not None, progress=progress, cfg=cfg)
+        use_gpu = settings.use_gpu and gpu_available()
+        if not use_gpu:
+            say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off"))
+    with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
+        results, errors = run_coroutine(lambda: run_jobs(address, docs, progress))
+    failed = [f"image {d.tags.get('batch_index')}: {m}" for d in results if (m := failure(d))]
+    failed += _save(results, settings)  # whatever was made is kept, also when some images failed
+    if errors or failed:
+        raise GenerationFailed([server_message(e) for e in errors] + failed, results)
+    return results
+
+
+def _save(results, settings: Settings) -> list[str]:
+    """Save the results; when ``output_dir`` fails mid-way (disk full, removed), save them to a
+    new temporary folder instead, so nothing made is lost. The failures, in words."""
+    try:
+        save_outputs(results, settings)
+        return []
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="disco-unsaved-"))
+        settings.output_dir = str(fallback)
+        save_outputs(results, settings)
+        return [f"saving to output_dir failed ({exc}); the images were saved in {fallback} instead"]
+
+
+def failure(doc) -> str | None:
+    """Why an image did not finish, or None (done, or cancelled by its caller)."""
+    status, where = doc.tags.get("status"), f"at step {doc.tags.get('steps_done')}"
+    if doc.tags.get("error"):
+        return str(doc.tags["error"])
+    if status == JobStatus.SHUTDOWN:
+        return f"the Flow was stopped {where}; the frames made so far are saved"
+    if status == JobStatus.ABANDONED:
+        return f"the server stopped the job {where}: it heard nothing from this client for too long"
+    return None
+
+
+def read_init_image(source: str | bytes) -> bytes:
+    """The client reads paths and URLs; the server only ever receives bytes."""
+    if isinstance(source, bytes):
+        return source
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                return response.read()
+        except OSError as exc:
+            raise SettingsError("init_image", f"cannot fetch {source}: {exc}") from None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise SettingsError("init_image", f"no such file: {path}")
+    return path.read_bytes()
+
+
+def make_documents(settings: Settings, init_bytes: bytes | None, client_timeout_s: float | None = None):
+    """One Document per image (``n_batches``), each with its own seed (``seed + i``) and id."""
+    from docarray import Document, DocumentArray
+
+    docs = DocumentArray()
+    for i in range(settings.n_batches):
+        doc = Document(id=uuid.uuid4().hex, tags=wire.request_tags(settings, i, client_timeout_s))
+        if init_bytes:
+            doc.blob = init_bytes
+        docs.append(doc)
+    return docs
+
+
+def download_models(
+    settings: Settings, with_init_loss: bool, progress: bool = True, cfg: config.Config | None = None
+) -> list[Path]:
+    """Ensure the model files these settings need are in the model directory (raises WeightsUnavailable).
+    Needs no torch: it only lists file names and downloads."""
+    from disco.weights import ensure_all, files_needed
+
+    cfg = cfg or config.load()
+    with_init_loss = with_init_loss and settings.init_scale > 0
+    names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss)
+    return ensure_all(names, cfg.model_dir, progress=progress, mirrors=cfg.weights_mirrors)
+
+
+def gpu_available() -> bool:
+    """Whether this machine has a CUDA GPU that torch can use (the Flow started here would use it)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@contextmanager
+def flow_address(
+    host: str | None, use_gpu: bool = True, diffusion_model: str | None = None, quiet: bool = False
+) -> Iterator[str]:
+    """A running Flow's address: ``host`` as given, or a Flow started for this call (local_flow.py)."""
+    if host:
+        yield host if "://" in host else f"grpc://{host}"
+        return
+    with local_flow(use_gpu, diffusion_model, quiet) as address:
+        yield address

@@ -1,0 +1,177 @@
+"""The command line: ``python client.py --text_prompts "..." [--width_height 1280 768] ...``.
+
+It mirrors ``hub run disco_diffusion_clip_rn50``: one option per setting, its type read from the
+``Settings`` field (``disco.settings.kind``), its help from the settings table. Exit codes: 0 done,
+1 failed (what was made is saved), 2 bad input (nothing started), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from disco.settings import SETTING_NAMES, SettingsError, describe, kind, validate_settings
+from disco.weights import WeightsUnavailable
+
+from . import config
+from .api import GenerationFailed, download_models, generate_image
+from .cpu_estimate import SMALL_RUN
+from .local_flow import FlowFailed
+from .outputs import read_png_settings
+from .wire import JobStatus
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _whole(text: str) -> int:
+    """A whole number, also written as 1e3 or 250.0."""
+    try:
+        return int(text)
+    except ValueError:
+        value = _number(text)
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        return int(value)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _number_or_schedule(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a schedule such as [1]*400+[2]*600; the validator judges it
+
+
+# How each kind of setting is read from the command line (kinds: disco.settings.KINDS).
+ARGUMENTS: dict[str, dict[str, Any]] = {
+    "bool": {"type": _bool, "metavar": "{true,false}"},
+    "int": {"type": _whole},
+    "float": {"type": _number},
+    "number_or_schedule": {"type": _number_or_schedule},
+    "text": {"type": str},
+    "optional_text": {"type": str},
+    "texts": {"nargs": "+"},
+    "size": {"nargs": 2, "type": _whole, "metavar": ("WIDTH", "HEIGHT")},
+    "image": {"type": str, "metavar": "PATH_OR_URL"},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every setting with its meaning, what is allowed and its default (disco/settings.py)."""
+    parser = argparse.ArgumentParser(
+        prog="client.py",
+        description="Disco Diffusion (CLIP RN50) text-to-image, served as a Jina Flow.",
+        epilog=f"A first try on a CPU: {SMALL_RUN}",
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="a running Flow, e.g. grpc://localhost:51000 (default: start one for this run, on free local ports)",
+    )
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        help="a YAML file of settings, or a PNG this project wrote (remakes that image); flags given here override it",
+    )
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show the Flow's own log and the libraries' warnings"
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="only download the model files these settings need into $DISCO_MODEL_DIR "
+        "(~/.cache/disco-diffusion unless set), print their paths and exit",
+    )
+    for name in SETTING_NAMES:
+        meaning, allowed, shown = describe(name)
+        help_text = f"{meaning}; {allowed} (default: {shown})"
+        parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=help_text, **ARGUMENTS[kind(name)])
+    return parser
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """The settings in a YAML file, or those embedded in a PNG this project wrote, not yet
+    validated (the run validates them once, with the flags). A file that is missing, unreadable
+    or not a mapping raises ``SettingsError`` naming ``settings``."""
+    try:
+        if path.suffix.lower() == ".png":
+            return read_png_settings(path)
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise SettingsError("settings", f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError("settings", f"{str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError("settings", f"{str(path)!r} must hold a mapping of setting names to values")
+    return data
+
+
+def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = None) -> int:
+    """Run the command line; returns the exit code. ``generate`` replaces ``generate_image`` (tests)."""
+    generate = generate or generate_image
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    host, settings_file, no_progress = args.pop("host"), args.pop("settings"), args.pop("no_progress")
+    download_only, verbose = args.pop("download"), args.pop("verbose")
+    if not verbose:  # gRPC's core logs connection notices (too_many_pings) on its own; read when it starts
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    try:
+        values = read_settings_file(settings_file) if settings_file else {}
+        values.update(args)
+        if download_only:  # lists file names: no torch, no CLIP tokenizer
+            settings = validate_settings(values, limits=config.load().limits, tokens=False)
+            for path in download_models(settings, settings.init_image is not None, progress=not no_progress):
+                print(path)
+            return 0
+        da = generate(**values, host=host, progress=not no_progress, verbose=verbose)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GenerationFailed as exc:
+        if exc.results:
+            _print_summary(exc.results)  # what was made is saved: say where
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (WeightsUnavailable, FlowFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before any image started (loading, starting the Flow)
+        print("interrupted: nothing was made", file=sys.stderr)
+        return 130
+    _print_summary(da)
+    if any(d.tags.get("status") == JobStatus.CANCELLED for d in da):
+        where = Path(da[0].tags.get("output_dir", ".")) if len(da) else Path(".")
+        print(f"interrupted: stopped at the next step; the frames made so far are saved in {where}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_summary(docs) -> None:
+    summary = [
+        {"seed": d.tags.get("seed"), "status": d.tags.get("status"), "files": d.tags.get("files", [])} for d in docs
+    ]
+    print(json.dumps(summary, indent=1))

@@ -1,0 +1,95 @@
+"""The service's configuration: the one reader of the ``DISCO_*`` environment variables.
+
+The engine (``disco``) reads no environment: its limits, device and mode come in as arguments.
+Processes of the service read their configuration here once (``load()``) and hand it on as
+arguments: executors through ``__init__`` (``uses_with``), ``serve.py`` through its flags.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| ``DISCO_MODEL_DIR`` | ``~/.cache/disco-diffusion`` | where model files are kept (and downloaded to) |
+| ``DISCO_WEIGHTS_MIRROR`` | unset | comma-separated base URLs that replace each file's public mirrors |
+| ``DISCO_JOBS_DIR`` | ``$TMPDIR/disco-jobs`` | the job board: progress, latest frame and cancel of each job |
+| ``DISCO_USE_GPU`` | ``auto`` | ``1``: a GPU is required, ``0``: the CPU, ``auto``: the GPU if there is one |
+| ``DISCO_MODE`` | ``fast`` | the engine mode, ``fast`` or ``exact`` (``disco/fast.py``) |
+| ``DISCO_MAX_PIXELS`` | ``4194304`` (2048x2048) | the largest width x height a request may ask for |
+| ``DISCO_MAX_PIXEL_STEPS`` | unset (no cap) | the largest width x height x sampled steps of one image |
+| ``DISCO_CLIENT_TIMEOUT_S`` | ``60`` | a job whose caller stopped polling for this long stops as abandoned |
+| ``DISCO_STOP_TIMEOUT_S`` | ``600`` | how long a stopping Flow waits for its jobs to reach their next step |
+| ``DISCO_SAMPLER_REPLICAS`` | ``1`` | sampler replicas that ``serve.py`` starts |
+| ``DISCO_OUTPUT_DIR`` | unset | a folder whose images the page's gallery shows |
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from disco.fast import MODES
+from disco.settings import DEFAULT_LIMITS, Limits
+
+DEVICE_CHOICES = ("auto", "1", "0")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value that is not allowed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    model_dir: Path
+    weights_mirrors: tuple[str, ...] | None
+    jobs_dir: Path
+    use_gpu: str  # one of DEVICE_CHOICES
+    mode: str  # one of disco.fast.MODES
+    limits: Limits
+    client_timeout_s: float
+    stop_timeout_s: float
+    sampler_replicas: int
+    output_dir: Path | None
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, kind: type, low: float) -> float:
+    text = environ.get(name, "").strip()
+    if not text:
+        return kind(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__} >= {low}, got {text!r}") from None
+    if value < low:
+        raise ConfigError(f"{name} must be a {kind.__name__} >= {low}, got {text!r}")
+    return value
+
+
+def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], aliases=None) -> str:
+    text = environ.get(name, "").strip().lower() or default
+    text = (aliases or {}).get(text, text)
+    if text not in allowed:
+        raise ConfigError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {environ.get(name)!r}")
+    return text
+
+
+def load(environ: Mapping[str, str] | None = None) -> Config:
+    """The configuration from ``environ`` (default ``os.environ``); raises ``ConfigError`` naming a bad variable."""
+    env = os.environ if environ is None else environ
+    mirrors = tuple(b.strip().rstrip("/") for b in env.get("DISCO_WEIGHTS_MIRROR", "").split(",") if b.strip())
+    pixel_steps = env.get("DISCO_MAX_PIXEL_STEPS", "").strip()
+    output_dir = env.get("DISCO_OUTPUT_DIR", "").strip()
+    return Config(
+        model_dir=Path(env.get("DISCO_MODEL_DIR") or Path.home() / ".cache" / "disco-diffusion").expanduser(),
+        weights_mirrors=mirrors or None,
+        jobs_dir=Path(env.get("DISCO_JOBS_DIR") or Path(tempfile.gettempdir()) / "disco-jobs"),
+        use_gpu=_choice(env, "DISCO_USE_GPU", "auto", DEVICE_CHOICES, {"true": "1", "false": "0"}),
+        mode=_choice(env, "DISCO_MODE", "fast", MODES),
+        limits=Limits(
+            max_pixels=int(_number(env, "DISCO_MAX_PIXELS", DEFAULT_LIMITS.max_pixels, int, 64 * 64)),
+            max_pixel_steps=int(_number(env, "DISCO_MAX_PIXEL_STEPS", 0, int, 1)) if pixel_steps else None,
+        ),
+        client_timeout_s=_number(env, "DISCO_CLIENT_TIMEOUT_S", 60, float, 1),
+        stop_timeout_s=_number(env, "DISCO_STOP_TIMEOUT_S", 600, float, 0),
+        sampler_replicas=int(_number(env, "DISCO_SAMPLER_REPLICAS", 1, int, 1)),
+        output_dir=Path(output_dir).expanduser() if output_dir else None,
+    )

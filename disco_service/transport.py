@@ -1,0 +1,230 @@
+"""Talking to a running Flow over gRPC: one request per image, progress polls, cancel on Ctrl-C.
+
+The images of a run go out as separate ``/generate`` requests (replicas can spread them); while
+they run, ``/progress`` polls to the Renderer (``wire.JOB_STATE_EXECUTOR``) feed the progress
+bars and fetch each new frame, so a job whose request fails mid-run (its sampler died) still
+comes back with the frames made so far. Inside a running event loop (Jupyter) the calls run in
+a thread of their own (``run_coroutine``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from . import wire
+from .progress import ProgressBars
+from .wire import JobStatus
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+def run_coroutine(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """``asyncio.run``, also from inside a running event loop (Jupyter): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(make())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="disco-client")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+async def post(client, endpoint: str, docs, target_executor: str | None = None, parameters: dict | None = None):
+    """One request; the Documents that come back."""
+    from docarray import DocumentArray
+
+    out = DocumentArray()
+    async for response in client.post(endpoint, docs, parameters=parameters or {}, target_executor=target_executor):
+        out.extend(response)
+    return out
+
+
+def _ids(docs):
+    from docarray import Document, DocumentArray
+
+    return DocumentArray([Document(id=d.id) for d in docs])
+
+
+async def run_jobs(address: str, docs, show_progress: bool = True):
+    """Send one request per image, poll progress, cancel on Ctrl-C; ``(results, errors)``.
+
+    ``results``: a DocumentArray of what came back (also failed images with their frames so
+    far), numbers restored (``wire.cast_tags``); ``errors``: the exceptions of requests that
+    failed before their job started.
+    """
+    from docarray import DocumentArray
+    from jina import Client
+
+    client = Client(host=address, asyncio=True)
+    bars = ProgressBars(docs, enabled=show_progress)
+    watcher = JobWatcher(client, docs)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread: no Ctrl-C handling
+        pass
+
+    jobs = [asyncio.create_task(post(client, "/generate", DocumentArray([d]))) for d in docs]
+
+    async def watch() -> None:
+        while not all(j.done() for j in jobs):
+            if stop.is_set():
+                bars.note("stopping: cancelling at the next step, keeping the frames made so far")
+                await post(client, "/cancel", _ids(docs), wire.JOB_STATE_EXECUTOR)
+                return
+            pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
+            try:
+                bars.update(await watcher.poll(pending))
+            except Exception:  # progress is best effort; the job's own result decides
+                pass
+            try:
+                await asyncio.wait_for(stop.wait(), PROGRESS_INTERVAL_S)
+            except TimeoutError:
+                pass
+
+    polling = asyncio.create_task(watch())
+    try:
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    finally:
+        await polling  # it returns once every job is done (or after sending a cancel)
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass
+    for i, (doc, out) in enumerate(zip(docs, outcomes, strict=True)):
+        if isinstance(out, BaseException) and watcher.started(doc.id):
+            outcomes[i] = DocumentArray([await watcher.lost(doc, out)])
+    try:  # collected: the server may remove the jobs' files now
+        await post(client, "/forget", _ids(docs), wire.JOB_STATE_EXECUTOR)
+    except Exception:  # a Flow that is gone keeps them until its sweep (a day)
+        pass
+    bars.finish([o for o in outcomes if not isinstance(o, BaseException)])
+    bars.close()
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    results = DocumentArray()
+    for out in outcomes:
+        if not isinstance(out, BaseException):
+            results.extend(out)
+    for doc in results:
+        wire.cast_tags(doc)
+    return results, errors
+
+
+class JobWatcher:
+    """Polls ``/progress`` for a run's images and keeps every frame it sees (each fetched once)."""
+
+    def __init__(self, client, docs):
+        self.client = client
+        self.states: dict[str, dict] = {}
+        self.frames: dict[str, list] = {d.id: [] for d in docs}
+
+    async def _progress(self, ids: list[str], frame: bool = False):
+        from docarray import Document, DocumentArray
+
+        query = DocumentArray([Document(id=i) for i in ids])
+        return await post(self.client, "/progress", query, wire.JOB_STATE_EXECUTOR, {"frame": frame} if frame else None)
+
+    async def poll(self, pending) -> list:
+        """The jobs' states (for the bars); fetches the frame of any job that made a new one."""
+        states = await self._progress([d.id for d in pending])
+        fresh = []
+        for state in states:
+            self.states[state.id] = wire.restore_numbers(state.tags)
+            kept = self.frames[state.id]
+            step = self.states[state.id].get("frame_step")
+            if step and (not kept or kept[-1].tags["step"] < step):
+                fresh.append(state.id)
+        if fresh:
+            from docarray import Document
+
+            for state in await self._progress(fresh, frame=True):
+                tags = wire.restore_numbers(state.tags)
+                if state.uri and tags.get("frame_step"):
+                    frame = Document(uri=state.uri, tags={"step": tags["frame_step"], "cur_t": tags.get("frame_cur_t")})
+                    self.frames[state.id].append(frame)
+        return states
+
+    def started(self, job_id: str) -> bool:
+        return (self.states.get(job_id) or {}).get("status", JobStatus.WAITING) != JobStatus.WAITING
+
+    async def lost(self, doc, error: BaseException):
+        """A failed Document for a job whose request failed mid-run: its frames so far and why.
+
+        The server marks a job whose sampler process died; its own message is used when the
+        Flow still answers within a few seconds.
+        """
+        from docarray import Document
+
+        state = self.states.get(doc.id, {})
+        for _ in range(20):  # the server keeps the Flow up about 10 s for this question
+            try:
+                latest = wire.restore_numbers((await self._progress([doc.id]))[0].tags)
+            except Exception:
+                break  # the Flow is gone (stopped, or restarting)
+            if latest.get("status") not in (JobStatus.RUNNING, JobStatus.WAITING, None):
+                state = latest
+                break
+            await asyncio.sleep(0.5)
+        step, total = (state.get(k, "?") for k in ("step", "total"))
+        if state.get("status") == JobStatus.FAILED and state.get("error"):
+            message = state["error"]
+        elif unreachable_executor(error) == wire.SAMPLER:  # the gateway could no longer reach the job's sampler
+            message = f"the sampler process died at step {step} of {total}; the server restarts it"
+        else:
+            message = f"the connection to the Flow broke at step {step} of {total}: {server_message(error)}"
+        out = Document(
+            id=doc.id,
+            tags={**doc.tags, "status": JobStatus.FAILED.value, "error": message, "steps_done": state.get("step")},
+        )
+        for frame in self.frames[doc.id]:
+            out.chunks.append(frame)
+        if len(out.chunks):
+            out.uri = out.chunks[-1].uri
+        return out
+
+
+def _status(error: BaseException):
+    """The gRPC status a Jina client error carries, or None."""
+    return getattr(getattr(error, "args", [None])[0] if getattr(error, "args", None) else None, "status", None)
+
+
+def unreachable_executor(error: BaseException) -> str | None:
+    """The executor the gateway could not reach, when that is what ``error`` says (else None)."""
+    status = _status(error)
+    exc = getattr(status, "exception", None)
+    text = " ".join(str(a) for a in getattr(exc, "args", []) or []) + " " + str(error)
+    for name in (wire.ENCODER, wire.SAMPLER, wire.RENDERER):
+        if f"deployment {name}" in text:
+            return name
+    return None
+
+
+def server_message(error: BaseException) -> str:
+    """What went wrong, in one line: the server's own exception (``Name: message``), or the
+    transport's failure without its gRPC dump."""
+    if (name := unreachable_executor(error)) is not None:
+        return f"the Flow's {name} could not be reached (it may be restarting after a fault)"
+    exc = getattr(_status(error), "exception", None)
+    if exc is not None and getattr(exc, "args", None):
+        return f"{exc.name}: {exc.args[0]}"
+    text = str(error)
+    if "failed to connect to all addresses" in text or "UNAVAILABLE" in text:
+        return "the Flow cannot be reached (gRPC UNAVAILABLE): is it running, and is the address right?"
+    first = next((line.strip() for line in text.splitlines() if line.strip() and line.strip() != "None"), "")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -1,0 +1,139 @@
+"""The wire protocol: what a Document carries between the client and the Flow's executors.
+
+A request is one Document per image. ``doc.tags`` holds the settings (their names as in
+``disco.settings.Settings``; the init image travels as bytes in ``doc.blob``) and the request's
+bookkeeping (``REQUEST_TAGS``). On the way back, tags carry the job's ``status`` (a
+``JobStatus``), ``steps_done``, ``error`` and the like (``RESULT_TAGS``), and chunks carry the
+frames with ``step`` and ``cur_t``.
+
+gRPC's Struct carries every number as a float, and Jina's HTTP gateway reads a tag's 1 or 0 as
+true or false (docarray's tag type tries bool first): ``restore_numbers`` gives each value back
+the type of its ``Settings`` field, once, wherever tags are read.
+
+Validation happens at the two trust boundaries: the client API and the Flow's first executor
+(``settings_from_request``). Later hops decode without checking again (``settings_from_tags``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from disco.settings import (
+    DEFAULT_LIMITS,
+    SETTING_NAMES,
+    Limits,
+    Settings,
+    SettingsError,
+    kind,
+    validate_settings,
+)
+
+# The Flow's executors, as flow.yml names them.
+ENCODER, SAMPLER, RENDERER = "encoder", "sampler", "renderer"
+JOB_STATE_EXECUTOR = RENDERER  # it answers /progress, /cancel and /forget from the job board
+
+# Tags a request may carry besides the settings: the client's bookkeeping for one image of a run.
+REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
+# Whole numbers that are not settings: bookkeeping, progress and results.
+INT_TAGS = ("seed", "run_seed", "batch_index", "steps_done", "step", "total", "cur_t", "frame_step", "frame_cur_t")
+
+MAX_SEED = 2**32 - 1
+
+
+class JobStatus(StrEnum):
+    """Where a job is. Tags and job-board files hold its ``value``."""
+
+    WAITING = "waiting"  # sent, no sampler has it yet
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"  # its caller asked it to stop
+    ABANDONED = "abandoned"  # its caller stopped polling
+    SHUTDOWN = "shutdown"  # the Flow was stopped
+    FAILED = "failed"  # an error (NaN, an exception, the sampler died): see the error tag
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.WAITING, JobStatus.RUNNING)
+
+
+STOP_REASONS = (JobStatus.CANCELLED, JobStatus.SHUTDOWN, JobStatus.ABANDONED)
+
+
+def new_run_seed(n_batches: int = 1) -> int:
+    """A random seed for a run whose images use ``seed + i`` (``i < n_batches``): all stay below 2**32."""
+    return random.randint(0, MAX_SEED - (n_batches - 1))
+
+
+def check_run_seed(seed: int, n_batches: int) -> None:
+    """Image ``i`` of a run uses ``seed + i``; the last must still be a valid seed."""
+    if seed + n_batches - 1 > MAX_SEED:
+        raise SettingsError(
+            "seed", f"seed + n_batches - 1 must stay below 2**32, got seed {seed} with n_batches {n_batches}"
+        )
+
+
+def settings_to_tags(settings: Settings) -> dict[str, Any]:
+    """Settings as Document tags (JSON types); the init image travels separately, as bytes."""
+    tags = settings.to_dict()
+    tags["init_image"] = None
+    return tags
+
+
+def request_tags(settings: Settings, batch_index: int, client_timeout_s: float | None = None) -> dict[str, Any]:
+    """The tags of image ``batch_index`` of a run: the settings, that image's own seed and the bookkeeping."""
+    tags = {**settings_to_tags(settings), "seed": settings.seed + batch_index}
+    tags.update(batch_index=batch_index, run_seed=settings.seed)
+    if client_timeout_s is not None:
+        tags["client_timeout_s"] = client_timeout_s  # this client polls progress, so silence means gone
+    return tags
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
+    """``tags`` with every number given its setting's type: whole numbers of ``int`` settings and
+    of ``INT_TAGS`` as ``int``; a true/false in a number setting read as the 1/0 it stands for
+    (HTTP). Other values are left as they are (the validator judges them)."""
+    out = dict(tags)
+    for key, value in tags.items():
+        if key in SETTING_NAMES:
+            k = kind(key)
+            if k == "int":
+                out[key] = _whole(value)
+            elif k in ("float", "number_or_schedule") and isinstance(value, bool):
+                out[key] = int(value)
+            elif k == "size" and isinstance(value, list | tuple):
+                out[key] = [_whole(v) for v in value]
+        elif key in INT_TAGS:
+            out[key] = _whole(value)
+        elif key == "client_timeout_s" and isinstance(value, bool):
+            out[key] = int(value)
+    return out
+
+
+def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> Settings:
+    """A request's settings, validated strictly (the server's trust boundary): an unknown tag (a
+    misspelt setting) is refused by name; ``limits`` are this server's caps."""
+    values = {k: v for k, v in restore_numbers(tags).items() if k not in REQUEST_TAGS}
+    return validate_settings(values, limits=limits)
+
+
+def settings_from_tags(tags: Mapping[str, Any]) -> Settings:
+    """The settings a request carries after the first executor validated them: decoded, not checked again."""
+    restored = restore_numbers(tags)
+    return Settings(**{k: restored[k] for k in SETTING_NAMES if k in restored})
+
+
+def cast_tags(doc: Any) -> None:
+    """A returned Document's tags (and its chunks') with their numbers' types restored, in place."""
+    for tags in [doc.tags, *(c.tags for c in doc.chunks)]:
+        tags.update(restore_numbers(tags))
