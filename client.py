@@ -94,7 +94,7 @@ def generate_image(
     if init_bytes is not None:
         from disco.images import decode_init_image
 
-        decode_init_image(init_bytes, settings.width, settings.height)  # not an image, too big: refused here already
+        decode_init_image(init_bytes, settings.width, settings.height)  # not an image, a bomb: refused here already
     if settings.seed is None:
         settings.seed = random.randint(0, 2**32 - 1 - settings.n_batches)
     if settings.seed + settings.n_batches - 1 > 2**32 - 1:
