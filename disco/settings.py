@@ -445,7 +445,7 @@ def _batch_name(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        problem = f"must be text, got {type(value).__name__}"
+        problem = f"is not text but {type(value).__name__}"
     elif bad := next((c for c in value if not _name_character(c)), None):
         problem = f"{bad!r} is not allowed"
     elif len(value) > 100 or len(value.encode()) > BATCH_NAME_BYTES:

@@ -42,7 +42,7 @@ def test_letters_and_digits_of_any_script_are_accepted_as_they_are(name):
         ("prn .png", "is a Windows device name"),
         ("x" * 101, "is 101 characters, 101 bytes of UTF-8 long"),
         ("灯" * 67, "is 67 characters, 201 bytes of UTF-8 long"),
-        (5, "must be text, got int"),
+        (5, "is not text but int"),
     ],
 )
 def test_anything_else_is_refused_saying_what_is_wrong_and_what_is_allowed(name, problem):
