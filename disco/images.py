@@ -3,32 +3,80 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from .settings import DEFAULT_LIMITS, SettingsError
+from .settings import SettingsError
+
+# An init image is resized to the output, so any photo will do; only a picture whose header claims
+# more pixels than this (about 11585 x 11585, beyond any camera's) is refused as a decompression bomb.
+MAX_INIT_PIXELS = 2**27
+# Transparent parts of an init image are shown over white, as most viewers and browsers show them.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def decode_init_image(data: bytes, width: int, height: int) -> torch.Tensor:
-    """Image bytes to a (1, 3, height, width) tensor in [-1, 1]; bad input names ``init_image``."""
+    """Image bytes to a (1, 3, height, width) tensor in [-1, 1], the picture as an image viewer shows it.
+
+    Any format and mode Pillow reads is taken: the first frame of an animation, turned upright by its
+    EXIF orientation, in 8-bit sRGB (CMYK, YCbCr and LAB converted; 16-bit grey scaled by 65535/255,
+    32-bit integer and float grey stretched from their own minimum to maximum, a flat one mid-grey),
+    transparency composited over ``TRANSPARENT_BACKGROUND``, then resized to ``width`` x ``height``
+    (Lanczos, the aspect ratio not kept). Raises ``SettingsError("init_image", ...)`` for no bytes,
+    bytes that are no readable image, or one of more than ``MAX_INIT_PIXELS`` pixels.
+    """
     if not isinstance(data, bytes | bytearray) or not data:
         raise SettingsError("init_image", "no image bytes were given")
-    limit = DEFAULT_LIMITS.max_pixels * 4  # an init image may be larger than the output, within reason
-    Image.MAX_IMAGE_PIXELS = limit  # refuse decompression bombs before decoding them
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_INIT_PIXELS decides
             with Image.open(io.BytesIO(data)) as img:
-                img = img.convert("RGB").resize((width, height), Image.LANCZOS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SettingsError("init_image", f"the image has too many pixels: the limit is {limit}") from None
-    except (OSError, ValueError) as exc:
+                w, h = img.size
+                if w * h > MAX_INIT_PIXELS:
+                    raise Image.DecompressionBombError(f"{w}x{h} is {w * h} pixels")
+                img.seek(0)
+                img = _as_viewed(img).resize((width, height), Image.LANCZOS)
+    except Image.DecompressionBombError as exc:  # ours, or Pillow's own (beyond 2 x Image.MAX_IMAGE_PIXELS)
+        raise SettingsError(
+            "init_image", f"the image has too many pixels ({exc}); the limit is {MAX_INIT_PIXELS}"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise SettingsError("init_image", f"cannot read the image ({type(exc).__name__}: {exc})") from None
     array = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return array.unsqueeze(0).mul(2).sub(1)
+
+
+def _as_viewed(img: Image.Image) -> Image.Image:
+    """An opened image as an 8-bit RGB image, the way a viewer shows it (see ``decode_init_image``)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in (*_SIXTEEN_BIT, "I", "F"):
+        img = _grey_to_8_bits(img)
+    elif img.mode == "La":
+        img = img.convert("LA")  # Pillow converts premultiplied grey only to straight grey
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        img = Image.new("RGB", img.size, TRANSPARENT_BACKGROUND)
+        img.paste(rgba, mask=rgba)
+    return img.convert("RGB")
+
+
+def _grey_to_8_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey image as 8-bit grey (``L``)."""
+    values = np.asarray(img, dtype=np.float32)
+    if img.mode in _SIXTEEN_BIT:
+        low, high = 0.0, 65535.0
+    else:
+        finite = values[np.isfinite(values)]
+        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        if high == low:
+            return Image.new("L", img.size, 128)
+        values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    return Image.fromarray(np.rint((values - low) * (255 / (high - low))).astype(np.uint8))
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
@@ -84,6 +85,14 @@ def setting(
 
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
+# A file name may have 255 bytes; the longest one around a batch name takes 55 more of them:
+# reverse_diffusion-{batch_name}-{seed}-run{N}_{i}-step{NNNN}.png
+BATCH_NAME_BYTES = 200
+BATCH_NAME_ALLOWED = (
+    f"up to 100 characters and {BATCH_NAME_BYTES} bytes of UTF-8: letters and digits of any script (with their "
+    "accents), spaces and _ . ( ) -, not starting with '.' and not a Windows device name (CON, PRN, AUX, NUL, "
+    "COM1-9, LPT1-9)"
+)
 
 
 @dataclass
@@ -118,9 +127,7 @@ class Settings:
     )
     display_rate: int = setting(10, "keep a frame every this many steps (and the last)", low=1)
     n_batches: int = setting(4, "how many images", low=1, high=MAX_BATCHES)
-    batch_name: str = setting(
-        "", "part of the output file names", allowed="up to 100 letters, digits, spaces or _ . ( ) -"
-    )
+    batch_name: str = setting("", "part of the output file names", allowed=BATCH_NAME_ALLOWED)
     use_gpu: bool = setting(True, "use the GPU when there is one (a remote Flow decides for itself)")
     output_dir: str = setting(
         "disco_diffusion_clip_rn50_out", "where the PNGs, GIFs and sprite sheets go", allowed="a directory"
@@ -459,18 +466,31 @@ def _width_height(value: Any, limits: Limits) -> list[int]:
     return [w, h]
 
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9 _.()\-]*")
+# Windows device names, refused as a file name's stem in any case (with or without an extension)
+_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL"} | {f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789¹²³"}
 
 
 def _batch_name(value: Any) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > 100 or not _SAFE_NAME.fullmatch(value) or value.startswith("."):
-        raise SettingsError(
-            "batch_name",
-            f"must be up to 100 letters, digits, spaces or _ . ( ) - and not start with '.', got {value!r}",
-        )
-    return value
+    if not isinstance(value, str):
+        problem = f"is not text but {type(value).__name__}"
+    elif bad := next((c for c in value if not _name_character(c)), None):
+        problem = f"{bad!r} is not allowed"
+    elif len(value) > 100 or len(value.encode()) > BATCH_NAME_BYTES:
+        problem = f"is {len(value)} characters, {len(value.encode())} bytes of UTF-8 long"
+    elif value.startswith("."):
+        problem = "starts with '.'"
+    elif value.split(".")[0].rstrip(" ").upper() in _DEVICE_NAMES:
+        problem = "is a Windows device name"
+    else:
+        return value
+    raise SettingsError("batch_name", f"{problem}; allowed: {BATCH_NAME_ALLOWED}; got {value!r}")
+
+
+def _name_character(c: str) -> bool:
+    """A letter, mark (accents, vowel signs) or digit of any script, a space, or one of _ . ( ) -."""
+    return unicodedata.category(c)[0] in "LMN" or c in " _.()-"
 
 
 # ----- each setting's type, read from the fields (the one source for the wire, the CLI and the page) -----

@@ -11,7 +11,8 @@ An empty ``batch_name`` drops its part (``reverse_diffusion-{seed}_...``). When 
 earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten.
 
 Every PNG written carries the settings that remake its image (that image's own ``seed``,
-``n_batches`` 1) as JSON in a ``tEXt`` chunk keyed ``disco-diffusion``; ``read_png_settings``
+``n_batches`` 1) as JSON in a ``tEXt`` chunk keyed ``disco-diffusion``, in ASCII (other characters,
+e.g. of a ``batch_name`` in any script, as ``\\u`` escapes: ``tEXt`` is Latin-1); ``read_png_settings``
 reads them back (``client.py --settings IMAGE.png``).
 """
 

@@ -1,5 +1,7 @@
 import os
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,18 @@ TINY = dict(
     cutn_batches=1,
     use_gpu=False,
 )
+
+
+def hand_made_png(width: int, height: int, bit_depth: int, colour_type: int, pixel: bytes = b"") -> bytes:
+    """A PNG of one colour that Pillow cannot write (16-bit colour), or only its header when ``pixel``
+    is empty (a picture that claims any size, e.g. a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
+    body = chunk(b"IDAT", zlib.compress((b"\0" + pixel * width) * height)) if pixel else b""
+    return b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, hand_made_png
 from docarray import Document, DocumentArray
 from jina import Client
 
@@ -372,9 +372,7 @@ def test_cli_refuses_a_bad_init_image_before_starting_anything(tmp_path, make, f
 
 
 def _big_png(path: Path) -> Path:
-    from PIL import Image
-
-    Image.new("RGB", (1024, 1024)).save(path)  # 16 x the 64x64 cap set below, over the 4x margin
+    path.write_bytes(hand_made_png(20000, 20000, 8, 2))  # a header claiming 400 megapixels: a decompression bomb
     return path
 
 
