@@ -13,6 +13,11 @@ rename to ``<name>``: a file under its final name is always complete and verifie
 verified hash is remembered in ``<name>.sha256ok`` (size and mtime), so a 2.2 GB file is not
 re-hashed on every start. A ``checksums.json`` in the model directory may give other sha256
 values for locally made or converted files (the tests' recipe weights use it).
+
+A file whose sha256 no public source gives (``ModelFile.sha256`` is None: one of the CLIP models,
+see ``CLIP_WEIGHTS``) is checked for what can be checked: a complete transfer (the server's length),
+its size where it is known, and, when it is loaded, every tensor's name and shape against its
+architecture (open_clip loads it strictly). A ``checksums.json`` entry pins it like any other.
 """
 
 from __future__ import annotations
@@ -36,17 +41,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .clip_catalog import CLIP_FILES, DEFAULT_CLIP_MODEL
+
 log = logging.getLogger(__name__)
 
 # The files a run may load besides its diffusion model ("<diffusion_model>.pt").
 SECONDARY_FILE = "secondary_model_imagenet_2.pth"
-CLIP_FILE = "open_clip_rn50_openai.safetensors"
+CLIP_FILE = CLIP_FILES[DEFAULT_CLIP_MODEL]  # CLIP RN50, the default clip_models
 VGG16_FILE = "vgg16-397923af.pth"  # LPIPS' VGG16, for the init image's loss
 
 
-def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> list[str]:
-    """The model files a run with these settings loads (registry names; no torch needed to ask)."""
-    names = [f"{diffusion_model}.pt", CLIP_FILE]
+def files_needed(
+    diffusion_model: str,
+    use_secondary_model: bool,
+    with_init_loss: bool,
+    clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
+) -> list[str]:
+    """The model files a run with these settings loads (registry names; no torch needed to ask).
+    ``clip_models``: the setting's names (``"ViT-B-32::openai"``), one file each."""
+    names = [f"{diffusion_model}.pt", *(CLIP_FILES[name] for name in clip_models)]
     if use_secondary_model:
         names.append(SECONDARY_FILE)
     if with_init_loss:
@@ -66,7 +79,7 @@ DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 @dataclass(frozen=True)
 class ModelFile:
     name: str
-    sha256: str
+    sha256: str | None  # None: no public source gives it (see the module's notes)
     size: int | None  # bytes, when known (then checked); None: not checked
     urls: tuple[str, ...]
     description: str = ""
@@ -144,6 +157,83 @@ REGISTRY: dict[str, ModelFile] = {
 }
 
 
+def _openai_clip(file: str, sha256: str, approx_size: int, model: str) -> ModelFile:
+    """An OpenAI CLIP checkpoint (a TorchScript archive) as OpenAI publishes it: the sha256 is part of its URL."""
+    return ModelFile(
+        file,
+        sha256,
+        None,
+        tuple(f"https://{host}/clip/models/{sha256}/{file}" for host in OPENAI_CLIP_HOSTS),
+        f"OpenAI CLIP {model} (OpenAI's TorchScript checkpoint)",
+        approx_size,
+    )
+
+
+# OpenAI's CDN for CLIP (openai/CLIP, open_clip's pretrained table), and the storage account behind it
+OPENAI_CLIP_HOSTS = ("openaipublic.azureedge.net", "openaipublic.blob.core.windows.net")
+LAION = "https://huggingface.co/laion"
+# The CLIP models of clip_models besides RN50 (which is above): one file each (disco.clip_catalog).
+# OpenAI's sha256 are in their URLs. For the LAION files, the sha256 are the Hugging Face LFS object ids:
+# ViT-B-32's from its LFS pointer at the pinned revision (with its size), ViT-L-14's from a Hugging Face
+# cache listing (blobs are named by their sha256). No public source gives ViT-B-16's: it is the one file
+# checked by its complete transfer and its strict load only (see the module's notes).
+CLIP_WEIGHTS = (
+    _openai_clip("RN101.pt", "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", 278_000_000, "RN101"),
+    _openai_clip(
+        "RN50x4.pt", "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", 402_000_000, "RN50x4"
+    ),
+    _openai_clip(
+        "RN50x16.pt", "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", 630_000_000, "RN50x16"
+    ),
+    _openai_clip(
+        "RN50x64.pt", "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", 1_260_000_000, "RN50x64"
+    ),
+    _openai_clip(
+        "ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", 338_000_000, "ViT-B/32"
+    ),
+    _openai_clip(
+        "ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", 335_000_000, "ViT-B/16"
+    ),
+    _openai_clip(
+        "ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", 890_000_000, "ViT-L/14"
+    ),
+    _openai_clip(
+        "ViT-L-14-336px.pt",
+        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+        891_000_000,
+        "ViT-L/14 at 336 px",
+    ),
+    ModelFile(
+        "open_clip_vit_b_32_laion2b_s34b_b79k.safetensors",
+        "ac4f8c4b88af6d963118cbf40ad93176d092abbedfcb752601ae1866352656e6",
+        605_143_316,
+        (
+            f"{LAION}/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/1a25a446712ba5ee05982a381eed697ef9b435cf/"
+            "open_clip_model.safetensors",
+            f"{LAION}/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors",
+        ),
+        "LAION-2B CLIP ViT-B/32 (laion2b_s34b_b79k) in open_clip's format",
+    ),
+    ModelFile(
+        "open_clip_vit_b_16_laion2b_s34b_b88k.bin",
+        None,
+        None,
+        (f"{LAION}/CLIP-ViT-B-16-laion2B-s34B-b88K/resolve/main/open_clip_pytorch_model.bin",),
+        "LAION-2B CLIP ViT-B/16 (laion2b_s34b_b88k) in open_clip's format",
+        599_000_000,
+    ),
+    ModelFile(
+        "open_clip_vit_l_14_laion2b_s32b_b82k.bin",
+        "5ddb47339f44e4fd9cace3d3960d38af1b51a25857440cfae90afc44706d7e2b",
+        None,
+        (f"{LAION}/CLIP-ViT-L-14-laion2B-s32B-b82K/resolve/main/open_clip_pytorch_model.bin",),
+        "LAION-2B CLIP ViT-L/14 (laion2b_s32b_b82k) in open_clip's format",
+        1_710_000_000,
+    ),
+)
+REGISTRY.update({f.name: f for f in CLIP_WEIGHTS})
+
+
 class WeightsUnavailable(Exception):
     """A model file is missing and could not be downloaded; the message says what to do."""
 
@@ -190,6 +280,8 @@ def _is_verified(path: Path, file: ModelFile) -> bool:
         return False
     if file.size is not None and st.st_size != file.size:
         return False
+    if file.sha256 is None:
+        return True  # nothing published to compare with: its load checks it (see the module's notes)
     key = f"{st.st_size} {st.st_mtime_ns} {file.sha256}\n"
     with contextlib.suppress(OSError):
         if _stamp(path).read_text() == key:
@@ -346,7 +438,14 @@ def _download(file: ModelFile, target: Path, progress: bool) -> None:
                 grew = part.exists() and part.stat().st_size > before
                 failures = 0 if grew else failures + 1  # bytes came in: keep resuming
             else:
-                if sha256_of(part) == file.sha256:
+                if file.sha256 is None:
+                    log.warning(
+                        "%s has no published sha256: accepted as a complete transfer (to pin it, name its sha256 "
+                        "in %s)",
+                        file.name,
+                        target.parent / "checksums.json",
+                    )
+                if file.sha256 is None or sha256_of(part) == file.sha256:
                     os.replace(part, target)
                     _is_verified(target, file)  # records the stamp
                     log.info("%s is ready at %s", file.name, target)
@@ -457,7 +556,8 @@ def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
         *(f"  - {t}" + (f" ({n} times)" if n > 1 else "") for t, n in _runs(tried)),
         "to place it by hand: download it from one of these URLs",
         *(f"    {url}" for url in file.urls),
-        f"  and save it as {target} (sha256 {file.sha256})",
+        f"  and save it as {target} ("
+        + (f"sha256 {file.sha256})" if file.sha256 else "no published sha256: any complete copy is accepted)"),
     ]
     if part.exists():
         lines.append(f"the partial download {part} is kept and will be resumed")

@@ -1,5 +1,8 @@
 """Download and verify model files ahead of time: ``python -m disco_service.download [NAME ...]``.
 
+Without names it gets every file but the CLIP models other than the default RN50 (``CLIP_WEIGHTS``,
+about 7 GB together): name those, or let ``client.py --download --clip_models ...`` pick them.
+
 The directory is ``--dir``, else ``DISCO_MODEL_DIR`` (``~/.cache/disco-diffusion`` unless set);
 the mirrors are ``--mirror``, else ``DISCO_WEIGHTS_MIRROR``, else each file's public ones.
 """
@@ -12,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from disco.weights import REGISTRY, WeightsUnavailable, ensure
+from disco.weights import CLIP_WEIGHTS, REGISTRY, WeightsUnavailable, ensure
 
 from . import config
 
@@ -22,7 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m disco_service.download",
         description="Download and verify the model files, then print where they are.",
     )
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"files to get (default: all): {', '.join(REGISTRY)}")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"files to get (default: all but the optional CLIP models): {', '.join(REGISTRY)}",
+    )
     parser.add_argument(
         "--dir", type=Path, help="model directory (default: $DISCO_MODEL_DIR or ~/.cache/disco-diffusion)"
     )
@@ -45,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mirrors = args.mirror or cfg.weights_mirrors
     try:
-        for name in args.names or list(REGISTRY):
+        optional = {f.name for f in CLIP_WEIGHTS}
+        for name in args.names or [n for n in REGISTRY if n not in optional]:
             print(ensure(name, args.dir or cfg.model_dir, progress=not args.quiet, mirrors=mirrors), flush=True)
     except WeightsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,11 @@
 Every model the product loads gets a file, so the whole product runs end to end here without
 downloads (the pictures are noise: the weights are not trained). ``DIR/checksums.json``
 records their sha256, which the weights module accepts in place of the published ones.
+
+The CLIP models of ``clip_models`` get open_clip's random weights (seeded) in their file's layout:
+OpenAI's TorchScript checkpoint (``RN101.pt``, ``ViT-B-32.pt``, ...: fp16 matrices and OpenAI's
+``input_resolution``/``context_length``/``vocab_size`` entries, as in OpenAI's files), safetensors or
+a plain state dict (LAION's). By default only RN50's is written; name the others.
 """
 
 from __future__ import annotations
@@ -18,14 +23,19 @@ from pathlib import Path
 import torch
 from recipe import recipe_state_dict
 
+from disco.clip_catalog import CLIP_FILES, CLIP_SPECS, DEFAULT_CLIP_MODEL
+
 HERE = Path(__file__).resolve().parent
 
 REFERENCE = HERE / "fixtures" / "reference"
 UNETS = {"512x512_diffusion_uncond_finetune_008100": 1245, "256x256_diffusion_uncond": 1256}
 SECONDARY = "secondary_model_imagenet_2.pth"
-CLIP = "open_clip_rn50_openai.safetensors"
+CLIP = CLIP_FILES[DEFAULT_CLIP_MODEL]
 VGG16 = "vgg16-397923af.pth"
 ALL = [*(f"{n}.pt" for n in UNETS), SECONDARY, CLIP, VGG16]
+CLIP_BY_FILE = {spec.file: spec for spec in CLIP_SPECS.values()}
+KNOWN = [*ALL, *(f for f in CLIP_BY_FILE if f != CLIP)]
+OPENAI_EXTRAS = {"input_resolution", "context_length", "vocab_size"}
 
 
 def _state(name: str) -> dict[str, torch.Tensor]:
@@ -35,17 +45,41 @@ def _state(name: str) -> dict[str, torch.Tensor]:
     if name == SECONDARY:
         return recipe_state_dict(REFERENCE / "manifest_secondary_model_imagenet_2.json", 1241)
     torch.manual_seed(0)
-    if name == CLIP:
+    if name in CLIP_BY_FILE:
         import open_clip
 
-        return open_clip.create_model("RN50-quickgelu", pretrained=None).state_dict()
+        return open_clip.create_model(CLIP_BY_FILE[name].architecture, pretrained=None).state_dict()
     if name == VGG16:
         import torchvision
 
         # torchvision's VGG16 feature layers (LPIPS reads only these; the classifier is left out).
         features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]).state_dict()
         return {f"features.{k}": v for k, v in features.items()}
-    raise ValueError(f"unknown model file {name!r}; known: {ALL}")
+    raise ValueError(f"unknown model file {name!r}; known: {KNOWN}")
+
+
+class _Holder(torch.nn.Module):
+    """A module that only holds tensors: scripted, it makes a TorchScript archive of a state dict."""
+
+
+def save_openai_checkpoint(state: dict[str, torch.Tensor], path: Path, input_size: int) -> None:
+    """``state`` as OpenAI's CLIP checkpoints store it: a TorchScript archive whose state dict has the
+    same names, matrices in fp16, and OpenAI's ``input_resolution``, ``context_length`` and ``vocab_size``."""
+    extras = {
+        "input_resolution": torch.tensor(input_size),
+        "context_length": torch.tensor(state["positional_embedding"].shape[0]),
+        "vocab_size": torch.tensor(state["token_embedding.weight"].shape[0]),
+    }
+    root = _Holder()
+    for key, value in {**state, **extras}.items():
+        *path_, leaf = key.split(".")
+        module = root
+        for part in path_:
+            if not hasattr(module, part):
+                module.add_module(part, _Holder())
+            module = getattr(module, part)
+        module.register_buffer(leaf, value.half() if value.is_floating_point() and value.dim() >= 2 else value)
+    torch.jit.save(torch.jit.script(root), str(path))
 
 
 def sha256(path: Path) -> str:
@@ -63,7 +97,9 @@ def make(directory: Path, names: list[str]) -> dict[str, str]:
     for name in names:
         path = directory / name
         state = {k: v.contiguous() for k, v in _state(name).items()}
-        if name.endswith(".safetensors"):
+        if name in CLIP_BY_FILE and name.endswith(".pt"):  # OpenAI's layout
+            save_openai_checkpoint(state, path, CLIP_BY_FILE[name].input_size)
+        elif name.endswith(".safetensors"):
             from safetensors.torch import save_file
 
             save_file(state, str(path))
@@ -78,7 +114,9 @@ def make(directory: Path, names: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--models", nargs="+", default=ALL, choices=ALL, help="which files (default: all)")
+    parser.add_argument(
+        "--models", nargs="+", default=ALL, choices=KNOWN, help="which files (default: all but the optional CLIP ones)"
+    )
     args = parser.parse_args(argv)
     make(args.directory, args.models)
     return 0

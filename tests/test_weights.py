@@ -354,6 +354,9 @@ def test_registry_entries_are_well_formed() -> None:
     } <= set(weights.REGISTRY)
     for name, file in weights.REGISTRY.items():
         assert file.name == name
+        if file.sha256 is None:  # no public source gives it: accepted on a complete transfer, loaded strictly
+            assert name == "open_clip_vit_b_16_laion2b_s34b_b88k.bin" and file.shown_size > 0
+            continue
         assert len(file.sha256) == 64 and int(file.sha256, 16) >= 0
         assert len(file.urls) >= 1 and all(u.startswith("https://") for u in file.urls)
         assert len(set(file.urls)) == len(file.urls)
