@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .clip_catalog import DEFAULT_CLIP_MODEL
 from .settings import SettingsError
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
@@ -55,18 +57,23 @@ def build_prompts(text_prompts: list[str], style: str | None = None, artist: str
 
 
 def check_prompts(
-    text_prompts: list[str], style: str | None = None, artist: str | None = None, tokens: bool = True
+    text_prompts: list[str],
+    style: str | None = None,
+    artist: str | None = None,
+    tokens: bool = True,
+    clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
 ) -> list[Prompt]:
     """The prompts as CLIP will get them, checked in full: each parses, the weights do not sum
-    to 0, and (``tokens``) each text fits CLIP's 77 tokens. Raises ``SettingsError`` naming
-    ``text_prompts``."""
+    to 0, and (``tokens``) each text fits the tokenizer of every model in ``clip_models`` (77
+    tokens for all offered ones). Raises ``SettingsError`` naming ``text_prompts``."""
     prompts = build_prompts(text_prompts, style, artist)
     normalised_weights([p.weight for p in prompts])
     if tokens:
         from .clip_model import check_prompt_length  # the tokenizer comes with open_clip (and torch)
 
-        for prompt in prompts:
-            check_prompt_length(prompt.text)
+        for model in clip_models:
+            for prompt in prompts:
+                check_prompt_length(prompt.text, model)
     return prompts
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from .clip_catalog import CLIP_MODELS, CLIP_SPECS, DEFAULT_CLIP_MODEL
+
 LIGHTHOUSE = (
     "A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood "
     "by greg rutkowski and thomas kinkade, Trending on artstation."
@@ -85,6 +87,9 @@ def setting(
 
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
+CLIP_MODELS_ALLOWED = "one or more of (open_clip's model::pretrained names): " + "; ".join(
+    f"{name} ({spec.about})" for name, spec in CLIP_SPECS.items()
+)
 # A file name may have 255 bytes; the longest one around a batch name takes 55 more of them:
 # reverse_diffusion-{batch_name}-{seed}-run{N}_{i}-step{NNNN}.png
 BATCH_NAME_BYTES = 200
@@ -170,6 +175,14 @@ class Settings:
         True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
     )
     skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
+    clip_models: list[str] = setting(
+        meaning="the CLIP models that judge the image; each gets its own cutouts at its input size and its own "
+        "prompt embeddings, and their losses add up (each model adds its time and memory)",
+        factory=lambda: [DEFAULT_CLIP_MODEL],
+        choices=CLIP_MODELS,  # each element's (a form offers them; the validator checks them in _clip_models)
+        allowed=CLIP_MODELS_ALLOWED,
+        shown=DEFAULT_CLIP_MODEL,
+    )
 
     @property
     def width(self) -> int:
@@ -422,11 +435,33 @@ def validate_settings(
     s.diffusion_model = _choice("diffusion_model", s.diffusion_model, choices("diffusion_model"))
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
+    s.clip_models = _clip_models(s.clip_models)
     _check_cost(s, limits)
     from .prompts import check_prompts  # parsing needs the settings' error type; CLIP's tokenizer loads lazily
 
-    check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens)
+    check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens, clip_models=s.clip_models)
     return s
+
+
+def _clip_models(value: Any) -> list[str]:
+    """A list of offered model names, in order, each once; one name, or names separated by commas or
+    spaces in one text (a form field), also do. Case is forgiven (``vit-b-32::openai``)."""
+    offered = "offered: " + ", ".join(CLIP_MODELS)
+    names = re.split(r"[\s,]+", value.strip()) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names or names == [""]:
+        raise SettingsError("clip_models", f"must be a non-empty list of CLIP models, got {value!r}; {offered}")
+    by_lower = {name.lower(): name for name in CLIP_MODELS}
+    chosen: list[str] = []
+    for name in names:
+        known = by_lower.get(name.lower()) if isinstance(name, str) else None
+        if known is None:
+            close = difflib.get_close_matches(name, CLIP_MODELS, n=1, cutoff=0.5) if isinstance(name, str) else []
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError("clip_models", f"unknown CLIP model {name!r}{hint}; {offered}")
+        if known in chosen:
+            raise SettingsError("clip_models", f"{known!r} is named twice; name each model once")
+        chosen.append(known)
+    return chosen
 
 
 def _check_cost(s: Settings, limits: Limits) -> None:
