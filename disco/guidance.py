@@ -5,6 +5,10 @@ the UNet), blend it with ``x`` by the noise level, and score it: spherical dista
 CLIP embeddings of its cutouts and the weighted prompts, plus total-variation, range,
 saturation and (with an init image) LPIPS losses. The gradient of the score with respect to
 ``x`` is returned, NaN made zero, its RMS clamped to ``clamp_max``.
+
+With several CLIP models (``clip_models``) each one judges cutouts of its own, made at its input
+size, against the prompts embedded by itself, ``cutn_batches`` batches each, one model after the
+other; their CLIP losses add up (as the Disco Diffusion notebook loops over its ``model_stats``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clip_model import CLIP_INPUT_SIZE, clip_normalize
+from .clip_catalog import DEFAULT_CLIP_MODEL, OPENAI_MEAN, OPENAI_STD
+from .clip_model import clip_normalize, input_size
 from .cutouts import CutoutRandomness, make_cutouts
 from .diffusion import GaussianDiffusion
 from .memory import cutouts_per_pass
@@ -70,19 +75,35 @@ class Schedules:
 
 
 @dataclass
+class ClipGuide:
+    """One CLIP model's part of the guidance: the model, the prompts embedded by it and their weights."""
+
+    model: torch.nn.Module
+    target_embeds: torch.Tensor  # (m, d), one row per (possibly fuzzed) prompt; d: this model's width
+    target_weights: torch.Tensor  # (m,), divided by their absolute sum
+    name: str = DEFAULT_CLIP_MODEL  # its clip_models name: which memory figures size its passes
+    mean: tuple[float, float, float] = OPENAI_MEAN  # the image statistics it was trained with
+    std: tuple[float, float, float] = OPENAI_STD
+    cutouts_per_pass: int | None = None  # most cutouts per CLIP pass; by default what free memory holds
+
+    @property
+    def size(self) -> int:
+        """Its input size: the side of its cutouts, pixels."""
+        return input_size(self.model)
+
+
+@dataclass
 class Guidance:
     settings: Settings
     diffusion: GaussianDiffusion
-    clip: torch.nn.Module
-    target_embeds: torch.Tensor  # (m, d), one row per (possibly fuzzed) prompt
-    target_weights: torch.Tensor  # (m,), divided by their absolute sum
+    clips: list[ClipGuide]  # the clip_models, in order; their losses add up
     rng: CutoutRandomness
     secondary: torch.nn.Module | None = None
     unet: torch.nn.Module | None = None  # used when there is no secondary model
     init: torch.Tensor | None = None  # (1, 3, H, W) in [-1, 1], for the init loss
     init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     autocast: torch.dtype | None = None  # reduced precision for CLIP and the secondary model
-    # most cutouts per CLIP pass (one backward each); by default what the device's free memory holds
+    # most cutouts per CLIP pass (one backward each) for every model, overriding each ClipGuide's
     max_cutouts_per_pass: int | None = None
     # steps whose fp16 gradient was not finite and were computed again in fp32
     fp32_retries: int = 0
@@ -94,9 +115,13 @@ class Guidance:
         self.schedules = Schedules.from_settings(self.settings)
         if self.secondary is None and self.unet is None:
             raise ValueError("guidance needs the secondary model or the UNet to estimate the clean image")
-        if self.max_cutouts_per_pass is None:
-            pixels = self.settings.width * self.settings.height * self.settings.batch_size
-            self.max_cutouts_per_pass = cutouts_per_pass(self.target_embeds.device, self.autocast is not None, pixels)
+        if not self.clips:
+            raise ValueError("guidance needs at least one CLIP model")
+        pixels = self.settings.width * self.settings.height * self.settings.batch_size
+        for clip in self.clips:  # one model's passes end before the next model's begin: each has the memory
+            if clip.cutouts_per_pass is None:
+                device, half = clip.target_embeds.device, self.autocast is not None
+                clip.cutouts_per_pass = cutouts_per_pass(device, half, pixels, clip.name)
 
     def _denoised(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean-image estimate, and the blend with ``x`` that the losses see."""
@@ -111,10 +136,10 @@ class Guidance:
             estimate = d.xstart_from_eps(x, index, self.unet(x, t)[:, : x.shape[1]])
         return estimate, estimate * fac + x * (1 - fac)
 
-    def _cutouts(self, x_in: torch.Tensor, at: int, overview: int, innercut: int) -> torch.Tensor:
+    def _cutouts(self, x_in: torch.Tensor, at: int, overview: int, innercut: int, size: int = 224) -> torch.Tensor:
         sch = self.schedules
         return make_cutouts(
-            x_in.add(1).div(2), overview, innercut, sch.ic_pow[at], sch.icgray_p[at], self.rng, CLIP_INPUT_SIZE,
+            x_in.add(1).div(2), overview, innercut, sch.ic_pow[at], sch.icgray_p[at], self.rng, size,
             self.settings.skip_augs,
         )  # fmt: skip
 
@@ -148,18 +173,20 @@ class Guidance:
             x = x.detach().requires_grad_()
             _, x_in = self._denoised(x, index)
             x_in_grad = torch.zeros_like(x_in)
-            if s.clip_guidance_scale:
+            for clip in self.clips if s.clip_guidance_scale else ():
                 # Disco runs CLIP once per cutout batch; the batches go through together here, in
-                # passes of up to max_cutouts_per_pass cutouts (same cutouts, same RNG order, one
+                # passes of up to cutouts_per_pass cutouts (same cutouts, same RNG order, one
                 # backward each), so the pass size changes the speed and the memory, not the result.
-                per_pass = max(1, self.max_cutouts_per_pass // ((overview + innercut) * n))
+                limit = self.max_cutouts_per_pass or clip.cutouts_per_pass
+                per_pass = max(1, limit // ((overview + innercut) * n))
                 for first in range(0, s.cutn_batches, per_pass):
                     batches = min(per_pass, s.cutn_batches - first)
-                    cuts = torch.cat([self._cutouts(x_in, at, overview, innercut) for _ in range(batches)])
-                    image_embeds = self.clip.encode_image(clip_normalize(cuts).contiguous(memory_format=CL)).float()
-                    dists = spherical_dist_loss(image_embeds.unsqueeze(1), self.target_embeds.unsqueeze(0))
+                    cuts = torch.cat([self._cutouts(x_in, at, overview, innercut, clip.size) for _ in range(batches)])
+                    cuts = clip_normalize(cuts, clip.mean, clip.std).contiguous(memory_format=CL)
+                    image_embeds = clip.model.encode_image(cuts).float()
+                    dists = spherical_dist_loss(image_embeds.unsqueeze(1), clip.target_embeds.unsqueeze(0))
                     dists = dists.view(batches, overview + innercut, n, -1)
-                    clip_losses = dists.mul(self.target_weights).sum(3).mean(1)  # (batches, n)
+                    clip_losses = dists.mul(clip.target_weights).sum(3).mean(1)  # (batches, n)
                     self.losses.extend(clip_losses.sum(1).detach().unbind())
                     x_in_grad += (
                         torch.autograd.grad(clip_losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches

@@ -1,19 +1,21 @@
 """Loading the models a run needs, once per process, from the model directory.
 
 Files come from ``weights.ensure`` (the model directory the caller names; download on first use).
-CLIP RN50 is open_clip's own published ``openai`` file, fetched by the same downloader (fast
-offline errors, resume, checksum) and loaded by open_clip.
+The CLIP models (``clip_models``) are fetched by the same downloader (fast offline errors, resume,
+checksum) and loaded through open_clip (``disco.clip_model``); each one loaded stays for later runs.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from . import fast, weights
+from .clip_catalog import CLIP_FILES, DEFAULT_CLIP_MODEL
 from .clip_model import load_clip
 from .lpips_loss import load_lpips
 from .sampler import Models
@@ -69,7 +71,7 @@ class ModelCache:
         self.mirrors = mirrors
         self.device = device or pick_device(True)
         self._unets: dict[str, torch.nn.Module] = {}
-        self._clip: torch.nn.Module | None = None
+        self._clips: dict[str, torch.nn.Module] = {}
         self._secondary: torch.nn.Module | None = None
         self._lpips: torch.nn.Module | None = None
 
@@ -85,10 +87,15 @@ class ModelCache:
             self._unets[name] = fast.prepare_unet(unet, self.device, self.mode)
         return self._unets[name]
 
-    def clip(self) -> torch.nn.Module:
-        if self._clip is None:
-            self._clip = fast.prepare_clip(load_clip(self._file(CLIP_FILE)).to(self.device), self.mode)
-        return self._clip
+    def clip(self, name: str = DEFAULT_CLIP_MODEL) -> torch.nn.Module:
+        """The CLIP model ``name`` (a ``clip_models`` name), loaded on first use."""
+        if name not in self._clips:
+            if name not in CLIP_FILES:
+                raise ValueError(f"clip_models: unknown model {name!r}; offered: {', '.join(CLIP_FILES)}")
+            log.info("loading CLIP %s", name)
+            clip = load_clip(self._file(CLIP_FILES[name]), name).to(self.device)
+            self._clips[name] = fast.prepare_clip(clip, self.mode)
+        return self._clips[name]
 
     def secondary(self) -> torch.nn.Module:
         if self._secondary is None:
@@ -100,10 +107,17 @@ class ModelCache:
             self._lpips = load_lpips(self._file(VGG16_FILE)).to(self.device)
         return self._lpips
 
-    def models(self, diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> Models:
+    def models(
+        self,
+        diffusion_model: str,
+        use_secondary_model: bool,
+        with_init_loss: bool,
+        clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
+    ) -> Models:
+        """What a run with these settings uses, loading what is not loaded yet."""
         return Models(
             unet=self.unet(diffusion_model),
-            clip=self.clip(),
+            clips={name: self.clip(name) for name in clip_models},
             secondary=self.secondary() if use_secondary_model else None,
             init_loss=self.lpips() if with_init_loss else None,
             device=self.device,

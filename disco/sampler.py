@@ -9,14 +9,15 @@ as Disco Diffusion shows it). Stop iterating to stop the run. Everything random 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
+from .clip_catalog import DEFAULT_CLIP_MODEL, clip_spec
 from .cutouts import CutoutRandomness
 from .diffusion import GaussianDiffusion
-from .guidance import Guidance
+from .guidance import ClipGuide, Guidance
 from .perlin import perlin_init
 from .prompts import normalised_weights
 from .settings import Settings
@@ -30,11 +31,21 @@ class Models:
     """Everything loaded once per process and shared by runs."""
 
     unet: torch.nn.Module
-    clip: torch.nn.Module
+    clip: torch.nn.Module | None = None  # CLIP RN50 (the default clip_models) or the first of ``clips``
     secondary: torch.nn.Module | None = None
     init_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # LPIPS, when loaded
     device: torch.device = torch.device("cpu")
     autocast: torch.dtype | None = None  # the guidance's reduced precision (fast mode on a GPU)
+    # the CLIP models by clip_models name; when not given, ``clip`` is RN50::openai
+    clips: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.clips:
+            if self.clip is None:
+                raise ValueError("Models needs a CLIP model: clip or clips")
+            self.clips = {DEFAULT_CLIP_MODEL: self.clip}
+        elif self.clip is None:
+            self.clip = next(iter(self.clips.values()))
 
 
 @dataclass
@@ -58,15 +69,41 @@ def _targets(
     return embeds, w
 
 
+def _clip_guides(
+    settings: Settings,
+    prompt_embeds: torch.Tensor | Mapping[str, torch.Tensor],
+    prompt_weights: list[float],
+    models: Models,
+    g: torch.Generator,
+) -> list[ClipGuide]:
+    """Each of ``settings.clip_models`` with its model and its prompt targets, in order (a fuzzy
+    prompt's jitter is drawn model by model, as the notebook does)."""
+    if isinstance(prompt_embeds, torch.Tensor):
+        if len(settings.clip_models) != 1:
+            raise ValueError(f"one prompt embedding for {len(settings.clip_models)} clip_models: give one per model")
+        prompt_embeds = {settings.clip_models[0]: prompt_embeds}
+    guides = []
+    for name in settings.clip_models:
+        if name not in models.clips or name not in prompt_embeds:
+            missing = "model" if name not in models.clips else "prompt embedding"
+            raise ValueError(f"clip_models: {name} has no loaded {missing} (loaded: {', '.join(models.clips)})")
+        embeds, weights = _targets(settings, prompt_embeds[name].to(models.device), prompt_weights, g)
+        spec = clip_spec(name)
+        guides.append(ClipGuide(models.clips[name], embeds, weights, name, spec.mean, spec.std))
+    return guides
+
+
 def sample_image(
     settings: Settings,
-    prompt_embeds: torch.Tensor,
+    prompt_embeds: torch.Tensor | Mapping[str, torch.Tensor],
     prompt_weights: list[float],
     models: Models,
     seed: int,
     init_image: torch.Tensor | None = None,
 ) -> Iterator[StepReport]:
-    """Run one image. ``prompt_embeds`` (m, 1024) normalised; ``init_image`` (1, 3, H, W) in [-1, 1]."""
+    """Run one image. ``prompt_embeds``: per model of ``settings.clip_models`` (by name), its
+    normalised embeddings of the prompts (m, d), or one tensor when there is one model;
+    ``init_image`` (1, 3, H, W) in [-1, 1]."""
     device = models.device
     g_cpu = torch.Generator().manual_seed(seed)
     g_dev = g_cpu if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
@@ -74,7 +111,7 @@ def sample_image(
     diffusion = GaussianDiffusion(settings.steps)
     x_T = torch.randn((settings.batch_size, 3, h, w), generator=g_dev, device=device)
 
-    embeds, weights = _targets(settings, prompt_embeds.to(device), prompt_weights, g_cpu)
+    clips = _clip_guides(settings, prompt_embeds, prompt_weights, models, g_cpu)
     start = None
     if init_image is not None:
         start = init_image.to(device)
@@ -83,9 +120,7 @@ def sample_image(
     guidance = Guidance(
         settings,
         diffusion,
-        models.clip,
-        embeds,
-        weights,
+        clips,
         CutoutRandomness(g_cpu, g_dev),
         secondary=models.secondary if settings.use_secondary_model else None,
         unet=models.unet,

@@ -22,7 +22,7 @@ from disco import fast
 from disco.clip_model import encode_texts
 from disco.cutouts import CutoutRandomness
 from disco.diffusion import GaussianDiffusion
-from disco.guidance import Guidance
+from disco.guidance import ClipGuide, Guidance
 from disco.loading import ModelCache
 from disco.sampler import Models, sample_image
 from disco.settings import Settings, validate_settings
@@ -71,9 +71,7 @@ def guidance_for(models: Models, settings: Settings, diffusion: GaussianDiffusio
     return Guidance(
         settings,
         diffusion,
-        models.clip,
-        encode_texts(models.clip, [PROMPT]),
-        torch.ones(1, device=device),
+        [ClipGuide(models.clip, encode_texts(models.clip, [PROMPT]), torch.ones(1, device=device))],
         CutoutRandomness(torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)),
         secondary=models.secondary,
         unet=models.unet,

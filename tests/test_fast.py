@@ -12,7 +12,7 @@ from disco import fast
 from disco.clip_model import encode_texts
 from disco.cutouts import CutoutRandomness
 from disco.diffusion import GaussianDiffusion
-from disco.guidance import Guidance
+from disco.guidance import ClipGuide, Guidance
 from disco.loading import ModelCache
 from disco.sampler import Models, sample_image
 from disco.settings import validate_settings
@@ -148,7 +148,7 @@ def test_guidance_step_never_waits_for_the_device(tiny_models, monkeypatch):
     diffusion = GaussianDiffusion(10)
     clip, secondary = copy.deepcopy(tiny_models.clip).to(meta), copy.deepcopy(tiny_models.secondary).to(meta)
     rng = CutoutRandomness(torch.Generator().manual_seed(0), None)  # sizes and offsets: host values
-    guidance = Guidance(s, diffusion, clip, embeds, torch.ones(1, device=meta), rng, secondary=secondary)
+    guidance = Guidance(s, diffusion, [ClipGuide(clip, embeds, torch.ones(1, device=meta))], rng, secondary=secondary)
     x = torch.empty(1, 3, 64, 64, device=meta)
     t = torch.full((1,), diffusion.scaled_timestep(5), device=meta)
     guidance(x, t, 5)  # first call: per-size constants (resize weights, CLIP statistics) go to the device

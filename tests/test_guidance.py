@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from disco.clip_model import clip_normalize, encode_texts
 from disco.cutouts import CutoutRandomness, make_cutouts
 from disco.diffusion import GaussianDiffusion
-from disco.guidance import Guidance, range_loss, saturation_loss, spherical_dist_loss, tv_loss
+from disco.guidance import ClipGuide, Guidance, range_loss, saturation_loss, spherical_dist_loss, tv_loss
 from disco.perlin import perlin_init
 from disco.sampler import Models, sample_image
 from disco.settings import validate_settings
@@ -98,7 +98,12 @@ def guidance_for(models, diffusion, **settings):
     s = validate_settings(**{**SMALL, "clip_guidance_scale": 0, "range_scale": 0, "clamp_grad": False, **settings})
     embeds = encode_texts(models.clip, ["a red apple"])
     return Guidance(
-        s, diffusion, models.clip, embeds, torch.ones(1), rng(), secondary=models.secondary, unet=models.unet
+        s,
+        diffusion,
+        [ClipGuide(models.clip, embeds, torch.ones(1))],
+        rng(),
+        secondary=models.secondary,
+        unet=models.unet,
     )
 
 
@@ -276,7 +281,7 @@ class OverflowingInHalf(torch.nn.Module):
 
     def __init__(self, clip):
         super().__init__()
-        self.clip = clip
+        self.clip, self.visual = clip, clip.visual
 
     def encode_image(self, images):
         features = self.clip.encode_image(images)
@@ -293,12 +298,12 @@ def test_fp16_overflow_is_retried_in_fp32_with_the_same_cutouts(tiny_models):
     want = guidance_for(tiny_models, diffusion, **settings)(x, t, 5)  # fp32 throughout
 
     g = guidance_for(tiny_models, diffusion, **settings)
-    g.clip, g.autocast = OverflowingInHalf(tiny_models.clip), torch.float16
+    g.clips[0].model, g.autocast = OverflowingInHalf(tiny_models.clip), torch.float16
     got = g(x, t, 5)
     assert g.fp32_retries == 1 and len(g.losses) == 2  # the fp16 attempt's losses are dropped
     assert torch.equal(got, want)  # same cutouts (generators rewound), fp32: the fp32 gradient
 
-    g.clip = tiny_models.clip  # no overflow: fp16 is kept, nothing retried
+    g.clips[0].model = tiny_models.clip  # no overflow: fp16 is kept, nothing retried
     fine = g(x, t, 5)
     assert g.fp32_retries == 1 and torch.isfinite(fine).all() and fine.abs().sum() > 0
 
