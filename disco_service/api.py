@@ -193,7 +193,7 @@ def download_models(
 
     cfg = cfg or config.load()
     with_init_loss = with_init_loss and settings.init_scale > 0
-    names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss)
+    names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss, settings.clip_models)
     return ensure_all(names, cfg.model_dir, progress=progress, mirrors=cfg.weights_mirrors)
 
 

@@ -6,6 +6,15 @@ bookkeeping (``REQUEST_TAGS``). On the way back, tags carry the job's ``status``
 ``JobStatus``), ``steps_done``, ``error`` and the like (``RESULT_TAGS``), and chunks carry the
 frames with ``step`` and ``cur_t``.
 
+Between the encoder and the sampler, ``doc.embedding`` carries the prompts embedded by every model
+of ``clip_models``, side by side: an array ``(n_prompts, d_1 + d_2 + ...)``, model by model in the
+setting's order (each block normalised; ``d`` is the model's width: 1024 for RN50, 512 for ViT-B/32),
+with their widths in ``tags['clip_embedding_widths']`` and the prompts' weights in
+``tags['prompt_weights']``. With RN50 alone this is the ``(n_prompts, 1024)`` array it has always
+been, and a Document without the widths tag is read that way (``pack_embeddings`` /
+``unpack_embeddings``). One array keeps the Document small (binary, not a Struct of floats) and leaves
+``doc.chunks`` to the frames.
+
 gRPC's Struct carries every number as a float, and Jina's HTTP gateway reads a tag's 1 or 0 as
 true or false (docarray's tag type tries bool first): ``restore_numbers`` gives each value back
 the type of its ``Settings`` field, once, wherever tags are read.
@@ -20,6 +29,8 @@ import random
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
+
+import numpy as np
 
 from disco.settings import (
     DEFAULT_LIMITS,
@@ -41,6 +52,8 @@ REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
 INT_TAGS = ("seed", "run_seed", "batch_index", "steps_done", "step", "total", "cur_t", "frame_step", "frame_cur_t")
 
 MAX_SEED = 2**32 - 1
+# The encoder's results for the sampler: each model's embedding width, and the prompts' weights.
+EMBEDDING_WIDTHS_TAG, PROMPT_WEIGHTS_TAG = "clip_embedding_widths", "prompt_weights"
 
 
 class JobStatus(StrEnum):
@@ -137,3 +150,41 @@ def cast_tags(doc: Any) -> None:
     """A returned Document's tags (and its chunks') with their numbers' types restored, in place."""
     for tags in [doc.tags, *(c.tags for c in doc.chunks)]:
         tags.update(restore_numbers(tags))
+
+
+def pack_embeddings(embeddings: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Each model's prompt embeddings ``(n_prompts, d)``, in ``clip_models`` order, as one float32 array
+    ``(n_prompts, sum d)`` for ``doc.embedding`` and the widths for ``tags['clip_embedding_widths']``."""
+    blocks = [np.asarray(e, dtype=np.float32) for e in embeddings.values()]
+    if not blocks or any(b.ndim != 2 or b.shape[0] != blocks[0].shape[0] for b in blocks):
+        raise ValueError(f"embeddings must be (n_prompts, d) arrays, one per model, got {[b.shape for b in blocks]}")
+    return np.concatenate(blocks, axis=1), [b.shape[1] for b in blocks]
+
+
+def unpack_embeddings(embedding: Any, tags: Mapping[str, Any], clip_models: list[str]) -> dict[str, np.ndarray]:
+    """``doc.embedding`` split back into each model's ``(n_prompts, d)`` embeddings, by model name.
+    Without a widths tag the whole array belongs to the only model (RN50's format). A Document whose
+    widths do not fit its ``clip_models`` or its array raises ValueError saying what it holds."""
+    array = np.array(embedding, dtype=np.float32)  # a writable copy
+    widths = tags.get(EMBEDDING_WIDTHS_TAG)
+    if widths is None:
+        if len(clip_models) != 1:
+            raise ValueError(f"the Document has one prompt embedding for {len(clip_models)} clip_models and no "
+                             f"{EMBEDDING_WIDTHS_TAG}: send it through the PromptEncoder")  # fmt: skip
+        widths = [array.shape[-1]]
+    widths = [_whole(w) for w in widths]
+    if (
+        array.ndim != 2
+        or len(widths) != len(clip_models)
+        or not all(isinstance(w, int) and w > 0 for w in widths)
+        or sum(widths) != array.shape[1]
+    ):
+        raise ValueError(
+            f"the Document's prompt embedding {array.shape} with {EMBEDDING_WIDTHS_TAG} {widths} does not fit "
+            f"clip_models {clip_models}"
+        )
+    starts = np.cumsum([0, *widths])
+    return {
+        name: np.ascontiguousarray(array[:, a:b])
+        for name, a, b in zip(clip_models, starts[:-1], starts[1:], strict=True)
+    }

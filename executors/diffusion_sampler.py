@@ -19,7 +19,6 @@ import os
 import socket
 import time
 
-import numpy as np
 import torch
 from docarray import Document, DocumentArray
 from jina import Executor, requests
@@ -73,9 +72,13 @@ class DiffusionSampler(Executor):
         init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
         if doc.embedding is None:
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
-        embeds = torch.from_numpy(np.array(doc.embedding, dtype=np.float32))  # a writable copy
-        weights = [float(w) for w in doc.tags["prompt_weights"]]
-        models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
+        embeds = {
+            name: torch.from_numpy(e)
+            for name, e in wire.unpack_embeddings(doc.embedding, doc.tags, s.clip_models).items()
+        }
+        weights = [float(w) for w in doc.tags[wire.PROMPT_WEIGHTS_TAG]]
+        with_init_loss = init is not None and s.init_scale > 0
+        models = self.cache.models(s.diffusion_model, s.use_secondary_model, with_init_loss, s.clip_models)
 
         started = time.time()
         status, step, error = JobStatus.DONE, 0, None

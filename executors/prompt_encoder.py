@@ -1,4 +1,5 @@
-"""Jina executor: prompts to CLIP RN50 text embeddings (``doc.embedding``, ``tags['prompt_weights']``).
+"""Jina executor: prompts to text embeddings by each of ``clip_models`` (``doc.embedding``, side by side,
+``tags['clip_embedding_widths']``, ``tags['prompt_weights']``: see ``disco_service.wire``).
 
 As the Flow's first executor it is the server's trust boundary: it validates each request as
 any client may have sent it (``wire.settings_from_request``, with this server's limits): an
@@ -35,7 +36,7 @@ class PromptEncoder(Executor):
         )
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
         self.cache = ModelCache(model_dir or cfg.model_dir, device, mirrors=cfg.weights_mirrors)
-        self.clip = self.cache.clip()  # loaded once, at start
+        self.cache.clip()  # the default CLIP RN50, loaded at start; others on first use, then kept
 
     @requests(on="/generate")
     def encode(self, docs: DocumentArray, **kwargs) -> None:
@@ -45,5 +46,7 @@ class PromptEncoder(Executor):
             if s.seed is None:
                 doc.tags["seed"] = wire.new_run_seed()
             prompts = build_prompts(s.text_prompts, s.style, s.artist)
-            doc.embedding = encode_texts(self.clip, [p.text for p in prompts]).cpu().numpy()
-            doc.tags["prompt_weights"] = [p.weight for p in prompts]
+            texts = [p.text for p in prompts]
+            embeddings = {m: encode_texts(self.cache.clip(m), texts, m).cpu().numpy() for m in s.clip_models}
+            doc.embedding, doc.tags[wire.EMBEDDING_WIDTHS_TAG] = wire.pack_embeddings(embeddings)
+            doc.tags[wire.PROMPT_WEIGHTS_TAG] = [p.weight for p in prompts]
