@@ -79,6 +79,7 @@ def model_dir(tmp_path_factory):
             "secondary_model_imagenet_2.pth",
             "open_clip_rn50_openai.safetensors",
             "vgg16-397923af.pth",
+            "ViT-B-32.pt",  # a second CLIP model for clip_models, in OpenAI's layout
         ],
     )
     return directory

@@ -351,3 +351,25 @@ def test_the_encoder_embeds_the_prompts_with_every_chosen_model(tmp_path):
     split = wire.unpack_embeddings(both.embedding, both.tags, [VIT, "RN50::openai"])
     assert np.allclose(split["RN50::openai"], rn50.embedding, atol=1e-6)  # the same RN50 embeddings either way
     assert np.allclose(np.linalg.norm(split[VIT], axis=1), 1, atol=1e-5)
+
+
+def test_a_served_flow_guides_with_two_models(served_flow):
+    from conftest import TINY
+    from docarray import Document
+    from jina import Client
+
+    from disco_service.api import make_documents
+
+    def paint(**settings):
+        docs = make_documents(validate_settings(**{**TINY, "seed": 3, "n_batches": 1, **settings}), None)
+        doc = Client(host=served_flow).post("/generate", docs)[0]
+        assert doc.tags["status"] == "done", doc.tags.get("error")
+        image = Document(uri=doc.uri)
+        image.load_uri_to_image_tensor()
+        return doc, image.tensor
+
+    both, both_image = paint(clip_models=["RN50::openai", VIT])
+    assert both.tags["clip_models"] == ["RN50::openai", VIT] and both.embedding is None
+    _, rn50_image = paint()
+    assert both_image.shape == rn50_image.shape == (64, 64, 3)
+    assert not np.array_equal(both_image, rn50_image)  # ViT-B/32 took part
