@@ -97,29 +97,20 @@ def test_the_loops_mirror_the_sample_the_previous_step_ended_with(mode):
         return torch.cat([eps, torch.zeros_like(eps)], dim=1)
 
     x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    flip = lambda v: mirror_halves(v, True, False)  # noqa: E731
-    loop = (
-        d.ddim_loop(model, x, eta=0.8, generator=torch.Generator().manual_seed(1), **{"skip_steps": 2})
-        if mode == "ddim"
-        else d.plms_loop(model, x, skip_steps=2)
-    )
-    plain = [s.sample for s in loop]
+
+    def flip(v):
+        return mirror_halves(v, True, False)
+
+    def loop(**transformation):
+        if mode == "ddim":
+            noise = torch.Generator().manual_seed(1)
+            return d.ddim_loop(model, x, eta=0.8, generator=noise, skip_steps=2, **transformation)
+        return d.plms_loop(model, x, skip_steps=2, **transformation)
+
+    plain = [s.sample for s in loop()]
     seen.clear()
-    loop = (
-        d.ddim_loop(
-            model,
-            x,
-            eta=0.8,
-            generator=torch.Generator().manual_seed(1),
-            skip_steps=2,
-            transformation_fn=flip,
-            transformation_percent=[0.25],
-        )  # fmt: skip
-        if mode == "ddim"
-        else d.plms_loop(model, x, skip_steps=2, transformation_fn=flip, transformation_percent=[0.25])
-    )
-    steps = list(loop)
-    index = transformation_indices(8, [0.25]).pop()  # 6: the third of 8 steps (indices 7..0)
+    steps = list(loop(transformation_fn=flip, transformation_percent=[0.25]))
+    index = transformation_indices(8, [0.25]).pop()  # 6: the second of 8 steps (indices 7..0)
     j = 7 - index
     call = j + (1 if mode == "plms" else 0)  # PLMS's first step calls the model twice
     assert torch.equal(seen[call], flip(steps[j - 1].sample)) and symmetric(seen[call], True)
