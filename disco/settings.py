@@ -85,6 +85,8 @@ def setting(
 
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
+SCALE_ALLOWED = "a number, or numbers as a schedule over 1000 steps such as [5000]*500+[2000]*500"
+MAX_TRANSFORMATIONS = 100
 # A file name may have 255 bytes; the longest one around a batch name takes 55 more of them:
 # reverse_diffusion-{batch_name}-{seed}-run{N}_{i}-step{NNNN}.png
 BATCH_NAME_BYTES = 200
@@ -115,11 +117,17 @@ class Settings:
         10, "skip the first (noisiest) steps; larger keeps more of an init image", low=0, allowed="0 to steps - 1"
     )
     steps: int = setting(250, "diffusion steps; more is slower and finer", low=1, high=MAX_STEPS)
-    init_scale: float = setting(1000, "how strongly the result stays like init_image (LPIPS loss)")
-    clip_guidance_scale: float = setting(5000, "how strongly the image follows the prompts")
-    tv_scale: float = setting(0, "smoothness (total variation) loss; 0 is off")
-    range_scale: float = setting(150, "penalty on values outside the colour range; 0 is off")
-    sat_scale: float = setting(0, "saturation penalty; 0 is off")
+    init_scale: float | str = setting(
+        1000, "how strongly the result stays like init_image (LPIPS loss)", allowed=SCALE_ALLOWED
+    )
+    clip_guidance_scale: float | str = setting(
+        5000, "how strongly the image follows the prompts", allowed=SCALE_ALLOWED
+    )
+    tv_scale: float | str = setting(0, "smoothness (total variation) loss; 0 is off", allowed=SCALE_ALLOWED)
+    range_scale: float | str = setting(
+        150, "penalty on values outside the colour range; 0 is off", allowed=SCALE_ALLOWED
+    )
+    sat_scale: float | str = setting(0, "saturation penalty; 0 is off", allowed=SCALE_ALLOWED)
     perlin_init: bool = setting(False, "start from perlin noise instead of Gaussian noise")
     perlin_mode: str = setting("mixed", "the perlin noise's colours", choices=PERLIN_MODES)
     seed: int | None = setting(
@@ -137,13 +145,22 @@ class Settings:
     artist: str | None = setting(
         None, "an artist, appended to the first prompt's text as ',ARTIST,trending on artstation' (as the module does)"
     )
-    cutn_batches: int = setting(
-        4, "batches of cutouts CLIP judges at each step; a step's time grows with it", low=1, high=64
+    cutn_batches: int | str = setting(
+        4,
+        "batches of cutouts CLIP judges at each step; a step's time grows with it",
+        low=1,
+        high=64,
+        allowed=f"a whole number 1 to 64, or such numbers as {SCHEDULE}",
     )
     diffusion_sampling_mode: str = setting("ddim", "the sampler", choices=SAMPLING_MODES)
     eta: float = setting(0.8, "DDIM's noise: 0 is deterministic, 1 adds the most", low=0.0, high=1.0)
     clamp_grad: bool = setting(True, "clamp the guidance gradient to clamp_max")
-    clamp_max: float = setting(0.05, "the largest guidance gradient when clamp_grad is on", low=0.0)
+    clamp_max: float | str = setting(
+        0.05,
+        "the largest guidance gradient when clamp_grad is on",
+        low=0.0,
+        allowed=f"a number > 0 (>= 0 with clamp_grad off), or such numbers as {SCHEDULE}",
+    )
     randomize_class: bool = setting(
         True,
         "kept for the module's signature: it picks a random ImageNet class for class-conditional models, "
@@ -170,6 +187,24 @@ class Settings:
         True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
     )
     skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
+    use_horizontal_symmetry: bool = setting(
+        False, "at transformation_percent of the run, mirror the image's left half onto its right half"
+    )
+    use_vertical_symmetry: bool = setting(
+        False, "at transformation_percent of the run, mirror the image's top half onto its bottom half"
+    )
+    transformation_percent: list[float] = setting(
+        meaning="when the symmetry settings mirror the image: fractions of the sampled steps (0.09: after 9%)",
+        factory=lambda: [0.09],
+        allowed=f"1 to {MAX_TRANSFORMATIONS} fractions, each between 0 and 1 (both excluded)",
+        shown="0.09",
+    )
+
+    def schedule(self, name: str) -> list[float]:
+        """A number-or-schedule setting's value at each of the 1000 virtual steps (a number: all alike).
+
+        Raises ``SettingsError`` naming the setting when its value cannot be read as a schedule."""
+        return parse_schedule(name, getattr(self, name))
 
     @property
     def width(self) -> int:
@@ -331,6 +366,39 @@ def parse_schedule(name: str, value: Any, length: int = SCHEDULE_LENGTH) -> list
     return values
 
 
+def _number_or_schedule(
+    name: str, value: Any, low: float | None = None, high: float | None = None, whole: bool = False
+) -> float | int | str:
+    """A number (returned as ``_float``/``_int`` return it, so a number behaves as before), or a
+    schedule text whose every value passes the same checks (returned as written)."""
+    check = _int if whole else _float
+    if not isinstance(value, str) or not value.lstrip().startswith("["):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(name, f"must be a number or a schedule such as [5000]*500+[2000]*500, got {value!r}")
+        return check(name, value, low, high)
+    for v in sorted(set(parse_schedule(name, value))):
+        try:
+            check(name, v, low, high)
+        except SettingsError as exc:
+            problem = str(exc).removeprefix(f"{name}: ")
+            raise SettingsError(name, f"every value of the schedule {value!r} {problem}") from None
+    return value
+
+
+def _fractions(name: str, value: Any) -> list[float]:
+    """Fractions of the run: a list of 1 to ``MAX_TRANSFORMATIONS`` numbers in (0, 1); one number
+    stands for a list of one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]
+    allowed = f"1 to {MAX_TRANSFORMATIONS} fractions of the run, each between 0 and 1 (both excluded), e.g. [0.09]"
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_TRANSFORMATIONS:
+        raise SettingsError(name, f"must be {allowed}, got {value!r}")
+    fractions = [_float(name, v) for v in value]
+    if (bad := next((f for f in fractions if not 0 < f < 1), None)) is not None:
+        raise SettingsError(name, f"must be {allowed}, got {bad}")
+    return fractions
+
+
 def count_schedule(name: str, value: Any) -> list[int]:
     values = parse_schedule(name, value)
     if any(v < 0 or not v.is_integer() for v in values):
@@ -380,7 +448,7 @@ def validate_settings(
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     for name in ("init_scale", "clip_guidance_scale", "tv_scale", "range_scale", "sat_scale"):
-        setattr(s, name, _float(name, getattr(s, name)))
+        setattr(s, name, _number_or_schedule(name, getattr(s, name)))
     s.perlin_init = _bool("perlin_init", s.perlin_init)
     s.perlin_mode = _choice("perlin_mode", s.perlin_mode, choices("perlin_mode"), PERLIN_ALIASES)
     if s.seed is not None:
@@ -395,15 +463,16 @@ def validate_settings(
 
     s.style = _optional_text("style", s.style)
     s.artist = _optional_text("artist", s.artist)
-    s.cutn_batches = _int("cutn_batches", s.cutn_batches, *limits_of("cutn_batches"))
+    s.cutn_batches = _number_or_schedule("cutn_batches", s.cutn_batches, *limits_of("cutn_batches"), whole=True)
     s.diffusion_sampling_mode = _choice(
         "diffusion_sampling_mode", s.diffusion_sampling_mode, choices("diffusion_sampling_mode")
     )
     s.eta = _float("eta", s.eta, *limits_of("eta"))
     s.clamp_grad = _bool("clamp_grad", s.clamp_grad)
-    s.clamp_max = _float("clamp_max", s.clamp_max, *limits_of("clamp_max"))
-    if s.clamp_grad and s.clamp_max <= 0:
-        raise SettingsError("clamp_max", f"must be > 0 when clamp_grad is on, got {s.clamp_max}")
+    s.clamp_max = _number_or_schedule("clamp_max", s.clamp_max, *limits_of("clamp_max"))
+    if s.clamp_grad and min(s.schedule("clamp_max")) <= 0:
+        at = "at every step " if isinstance(s.clamp_max, str) else ""
+        raise SettingsError("clamp_max", f"must be > 0 {at}when clamp_grad is on, got {s.clamp_max!r}")
     s.randomize_class = _bool("randomize_class", s.randomize_class)
     s.clip_denoised = _bool("clip_denoised", s.clip_denoised)
     s.fuzzy_prompt = _bool("fuzzy_prompt", s.fuzzy_prompt)
@@ -422,6 +491,9 @@ def validate_settings(
     s.diffusion_model = _choice("diffusion_model", s.diffusion_model, choices("diffusion_model"))
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
+    s.use_horizontal_symmetry = _bool("use_horizontal_symmetry", s.use_horizontal_symmetry)
+    s.use_vertical_symmetry = _bool("use_vertical_symmetry", s.use_vertical_symmetry)
+    s.transformation_percent = _fractions("transformation_percent", s.transformation_percent)
     _check_cost(s, limits)
     from .prompts import check_prompts  # parsing needs the settings' error type; CLIP's tokenizer loads lazily
 
@@ -495,7 +567,19 @@ def _name_character(c: str) -> bool:
 
 # ----- each setting's type, read from the fields (the one source for the wire, the CLI and the page) -----
 
-KINDS = ("bool", "int", "float", "number_or_schedule", "text", "optional_text", "texts", "size", "image")
+KINDS = (
+    "bool",
+    "int",
+    "float",
+    "number_or_schedule",
+    "int_or_schedule",
+    "text",
+    "optional_text",
+    "texts",
+    "numbers",
+    "size",
+    "image",
+)
 
 
 @cache
@@ -503,8 +587,9 @@ def kind(name: str) -> str:
     """The kind of value a setting holds, from its field's type: one of ``KINDS``.
 
     ``int``: whole numbers (also when a transport turned them into floats), ``float``: any number,
-    ``number_or_schedule``: a number or a schedule text, ``texts``: a list of texts, ``size``: two
-    whole numbers, ``image``: a path, URL or bytes (``init_image``).
+    ``number_or_schedule``: a number or a schedule text, ``int_or_schedule``: a whole number or a
+    schedule text of whole numbers, ``texts``: a list of texts, ``numbers``: a list of numbers,
+    ``size``: two whole numbers, ``image``: a path, URL or bytes (``init_image``).
     """
     hint = typing.get_type_hints(Settings)[name]
     args = set(typing.get_args(hint)) - {type(None)}
@@ -517,12 +602,15 @@ def kind(name: str) -> str:
         return "float"
     if args == {float, str}:
         return "number_or_schedule"
+    if args == {int, str}:
+        return "int_or_schedule"
     if hint is str:
         return "text"
     if optional and args == {str}:
         return "optional_text"
-    if typing.get_origin(hint) is list:
-        return "size" if typing.get_args(hint) == (int,) else "texts"
+    lists = {(int,): "size", (float,): "numbers", (str,): "texts"}
+    if typing.get_origin(hint) is list and typing.get_args(hint) in lists:
+        return lists[typing.get_args(hint)]
     if bytes in args:
         return "image"
     raise TypeError(f"Settings.{name}: no kind for {hint}")  # a new field type needs a kind here

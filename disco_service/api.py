@@ -192,7 +192,7 @@ def download_models(
     from disco.weights import ensure_all, files_needed
 
     cfg = cfg or config.load()
-    with_init_loss = with_init_loss and settings.init_scale > 0
+    with_init_loss = with_init_loss and max(settings.schedule("init_scale")) > 0  # at any step
     names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss)
     return ensure_all(names, cfg.model_dir, progress=progress, mirrors=cfg.weights_mirrors)
 

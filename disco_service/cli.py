@@ -62,15 +62,26 @@ def _number_or_schedule(text: str) -> float | str:
         return text  # a schedule such as [1]*400+[2]*600; the validator judges it
 
 
+def _whole_or_schedule(text: str) -> int | str:
+    """A whole number (also written as 1e3 or 4.0), or a schedule text the validator judges."""
+    try:
+        float(text)
+    except ValueError:
+        return text
+    return _whole(text)  # 2.5 is refused here as --steps refuses it
+
+
 # How each kind of setting is read from the command line (kinds: disco.settings.KINDS).
 ARGUMENTS: dict[str, dict[str, Any]] = {
     "bool": {"type": _bool, "metavar": "{true,false}"},
     "int": {"type": _whole},
     "float": {"type": _number},
     "number_or_schedule": {"type": _number_or_schedule},
+    "int_or_schedule": {"type": _whole_or_schedule},
     "text": {"type": str},
     "optional_text": {"type": str},
     "texts": {"nargs": "+"},
+    "numbers": {"nargs": "+", "type": _number, "metavar": "NUMBER"},
     "size": {"nargs": 2, "type": _whole, "metavar": ("WIDTH", "HEIGHT")},
     "image": {"type": str, "metavar": "PATH_OR_URL"},
 }
@@ -105,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in SETTING_NAMES:
         meaning, allowed, shown = describe(name)
-        help_text = f"{meaning}; {allowed} (default: {shown})"
+        help_text = f"{meaning}; {allowed} (default: {shown})".replace("%", "%%")  # argparse formats help with %
         parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=help_text, **ARGUMENTS[kind(name)])
     return parser
 

@@ -24,9 +24,12 @@ def cpu_seconds_per_step(width: int, height: int, cutn_batches: int = 4, cutouts
 
 
 def mean_cutouts(s: Settings) -> float:
-    """Cutouts per batch, averaged over the schedule (overview plus inner cuts)."""
+    """Cutouts CLIP judges per step (overview plus inner cuts, times ``cutn_batches``), averaged
+    over the 1000 virtual steps of the schedules: a step's time grows with it, so a run's time
+    follows the mean, not the largest value, of a scheduled ``cutn_batches``."""
     overview, inner = count_schedule("cut_overview", s.cut_overview), count_schedule("cut_innercut", s.cut_innercut)
-    return sum(overview + inner) / len(overview)
+    batches = count_schedule("cutn_batches", s.cutn_batches)
+    return sum((o + i) * b for o, i, b in zip(overview, inner, batches, strict=True)) / len(overview)
 
 
 def duration(seconds: float) -> str:
@@ -39,7 +42,7 @@ def duration(seconds: float) -> str:
 
 def cpu_notice(s: Settings, why: str) -> str:
     """What a run on the CPU means for these settings, and how to make it small."""
-    per_step = cpu_seconds_per_step(s.width, s.height, s.cutn_batches, mean_cutouts(s))
+    per_step = cpu_seconds_per_step(s.width, s.height, cutn_batches=1, cutouts=mean_cutouts(s))  # all batches
     steps = s.steps - s.skip_steps
     images = f"{s.n_batches} image{'s' if s.n_batches > 1 else ''}"
     total = per_step * steps * s.n_batches

@@ -100,19 +100,22 @@ def _whole(value: Any) -> Any:
 
 
 def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
-    """``tags`` with every number given its setting's type: whole numbers of ``int`` settings and
-    of ``INT_TAGS`` as ``int``; a true/false in a number setting read as the 1/0 it stands for
-    (HTTP). Other values are left as they are (the validator judges them)."""
+    """``tags`` with every number given its setting's type: whole numbers of ``int`` and
+    ``int_or_schedule`` settings and of ``INT_TAGS`` as ``int``; a true/false in a number setting
+    (or in a list of numbers) read as the 1/0 it stands for (HTTP). Other values, schedule texts
+    among them, are left as they are (the validator judges them)."""
     out = dict(tags)
     for key, value in tags.items():
         if key in SETTING_NAMES:
             k = kind(key)
-            if k == "int":
+            if k in ("int", "int_or_schedule"):
                 out[key] = _whole(value)
             elif k in ("float", "number_or_schedule") and isinstance(value, bool):
                 out[key] = int(value)
             elif k == "size" and isinstance(value, list | tuple):
                 out[key] = [_whole(v) for v in value]
+            elif k == "numbers" and isinstance(value, list | tuple):
+                out[key] = [int(v) if isinstance(v, bool) else v for v in value]
         elif key in INT_TAGS:
             out[key] = _whole(value)
         elif key == "client_timeout_s" and isinstance(value, bool):

@@ -75,7 +75,8 @@ class DiffusionSampler(Executor):
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
         embeds = torch.from_numpy(np.array(doc.embedding, dtype=np.float32))  # a writable copy
         weights = [float(w) for w in doc.tags["prompt_weights"]]
-        models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
+        init_loss = init is not None and max(s.schedule("init_scale")) > 0  # LPIPS, when some step uses it
+        models = self.cache.models(s.diffusion_model, s.use_secondary_model, init_loss)
 
         started = time.time()
         status, step, error = JobStatus.DONE, 0, None
