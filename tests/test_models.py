@@ -300,3 +300,14 @@ def test_test_weights_default_to_the_default_run_and_keep_what_is_there(tmp_path
     assert mine.read_bytes() == b"the real one"
     with pytest.raises(ValueError, match="unknown model files \\['nope.pt'\\]"):
         make(tmp_path, ["nope.pt"])
+
+
+def test_download_without_names_gets_the_default_run_and_vgg16_not_every_model():
+    from disco_service.download import DEFAULT_FILES
+
+    assert DEFAULT_FILES == [*DEFAULT_RUN, weights.VGG16_FILE]
+    assert (
+        sum(weights.REGISTRY[n].shown_size for n in DEFAULT_FILES)
+        < 3.3e9
+        < sum(f.shown_size for f in weights.REGISTRY.values())
+    )
