@@ -115,10 +115,10 @@ def generate(values: Mapping[str, Any], host: str | None = None, progress: bool 
         settings.seed = wire.new_run_seed(settings.n_batches)
     wire.check_run_seed(settings.seed, settings.n_batches)
     check_output_dir(settings.output_dir)  # a file, or a folder that cannot be written: refused before any work
+    if not host:  # the Flow started here reads the checkpoint path as this process sees it
+        settings.diffusion_model = local_checkpoint(settings.diffusion_model)
     docs = make_documents(settings, init_bytes, cfg.client_timeout_s)
     use_gpu = settings.use_gpu
-    if not host:
-        settings.diffusion_model = local_checkpoint(settings.diffusion_model)
     if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
         download_models(settings, with_init_loss=init_bytes is not None, progress=progress, cfg=cfg)
         use_gpu = settings.use_gpu and gpu_available()

@@ -257,6 +257,39 @@ def test_the_client_gives_its_own_flow_an_absolute_path_and_checks_it(tmp_path, 
         local_checkpoint("gone.pt")
 
 
+def test_the_clients_own_flow_is_sent_the_absolute_path(tmp_path, monkeypatch):
+    import contextlib
+
+    from conftest import TINY
+
+    from disco_service import api
+
+    class Started(Exception):
+        pass
+
+    asked = []
+
+    @contextlib.contextmanager
+    def flow_address(host, use_gpu, diffusion_model, quiet):
+        asked.append(diffusion_model)
+        raise Started  # what the Flow is asked for is all this test needs
+        yield
+
+    sent = []
+    make_documents = api.make_documents
+    monkeypatch.setattr(api, "make_documents", lambda *a, **k: sent.append(make_documents(*a, **k)) or sent[-1])
+    monkeypatch.setattr(api, "download_models", lambda *a, **k: [])
+    monkeypatch.setattr(api, "gpu_available", lambda: False)
+    monkeypatch.setattr(api, "flow_address", flow_address)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fine-tunes").mkdir()
+    torch.save({"x": torch.zeros(1)}, tmp_path / "fine-tunes" / "mine.pt")
+    with pytest.raises(Started):
+        api.generate({**TINY, "diffusion_model": "fine-tunes/mine.pt", "output_dir": str(tmp_path)}, progress=False)
+    mine = str(tmp_path / "fine-tunes" / "mine.pt")
+    assert asked == [mine] and [d.tags["diffusion_model"] for d in sent[0]] == [mine] * TINY.get("n_batches", 4)
+
+
 def test_the_cache_keeps_the_unets_used_last_and_reloads_a_changed_file(tmp_path):
     cache = ModelCache(tmp_path, torch.device("cpu"), mode="exact", max_unets=1)
     torch.save(light_state(MODEL_CONFIGS[KALIYUGA]), tmp_path / "a.pt")
