@@ -183,6 +183,13 @@ def test_a_checkpoint_of_each_layout_loads_from_a_path(owner, cache):
     assert cache.unet(str(cache.model_dir / "mine.pt")) is unet  # one file, loaded once
 
 
+def test_a_half_precision_checkpoint_is_read_as_fp32(cache):
+    cache.model_dir.mkdir()
+    half = {k: torch.zeros((), dtype=torch.half).expand(s) for k, s in layout_shapes(MODEL_CONFIGS[KALIYUGA]).items()}
+    torch.save(half, cache.model_dir / "half.pt")
+    assert {p.dtype for p in cache.unet("half.pt").parameters()} == {torch.float32}
+
+
 def refused_checkpoint(cache: ModelCache, state: dict) -> str:
     cache.model_dir.mkdir(exist_ok=True)
     torch.save(state, cache.model_dir / "wrong.pt")
