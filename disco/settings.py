@@ -164,7 +164,7 @@ class Settings:
     randomize_class: bool = setting(
         True,
         "kept for the module's signature: it picks a random ImageNet class for class-conditional models, "
-        "and both diffusion models here are unconditional, so it changes nothing",
+        "and every diffusion model here is unconditional, so it changes nothing",
     )
     clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
     fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
