@@ -153,7 +153,7 @@ _MODELS = (
     ),
     DiffusionModel(
         "pixelartdiffusion4k",
-        "pixel art, an earlier pixel-art fine-tune: KaliYuga, 256x256",
+        "pixel art, another of KaliYuga's pixel-art fine-tunes: KaliYuga, 256x256",
         "a1ba4f13f6dabb72b1064f15d8ae504d98d6192ad343572cc416deda7cccac30",
         (_hf("KaliYuga/pixelartdiffusion4k", "pixelartdiffusion4k.pt"), f"{DISCOART_MIRROR}/pixelartdiffusion4k.pt"),
         KALIYUGA_256,
@@ -162,7 +162,7 @@ _MODELS = (
     ),
     DiffusionModel(
         "pixelartdiffusion_expanded",
-        "pixel art from a larger, more varied training set: KaliYuga's PADexpanded, 256x256",
+        "pixel art, the expanded version of KaliYuga's pixel art model (PADexpanded): KaliYuga, 256x256",
         "a73b40556634034bf43b5a716b531b46fb1ab890634d854f5bcbbef56838739a",
         (_hf("KaliYuga/PADexpanded", "PADexpanded.pt"), f"{DISCOART_MIRROR}/PADexpanded.pt"),
         KALIYUGA_256,
@@ -216,7 +216,7 @@ _MODELS = (
     ),
     DiffusionModel(
         "portrait_generator_v001",
-        "painted portraits, one face filling the frame: Felipe3DArtist, 512x512",
+        "painted portraits: Felipe3DArtist, 512x512",
         "b7e8c747af880d4480b6707006f1ace000b058dd0eac5bb13558ba3752d9b5b9",
         (
             _hf("felipe3dartist/portrait_generator_v001", "portrait_generator_v001_ema_0.9999_1MM.pt"),
@@ -243,7 +243,7 @@ _MODELS = (
     ),
     DiffusionModel(
         "IsometricDiffusionRevrart512px",
-        "isometric illustrations, buildings and rooms seen from above at an angle: Revrart, 512x512",
+        "isometric illustrations: Revrart, 512x512",
         "649bb7d10ea5170b71bc24adfb17f0305955fde38d2bb1bc5428c6d5baf9811c",
         (_hf("Revrart/IsometricDiffusionRevrart512px", "IsometricDiffusionRevrart512px.pt"),),
         IMAGENET_512,
