@@ -27,11 +27,18 @@ from typing import Any
 
 import yaml
 
+from .models import CHECKPOINT_SUFFIXES, DEFAULT_MODEL, is_checkpoint_path
+from .models import DIFFUSION_MODELS as MODELS
+
 LIGHTHOUSE = (
     "A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood "
     "by greg rutkowski and thomas kinkade, Trending on artstation."
 )
-DIFFUSION_MODELS = ("512x512_diffusion_uncond_finetune_008100", "256x256_diffusion_uncond")
+DIFFUSION_MODELS = tuple(MODELS)  # the registry's models (disco/models.py), the default first
+CHECKPOINT_ALLOWED = (
+    "the path of your own checkpoint (.pt) of one of their UNet layouts: inside the server's model directory, "
+    "or anywhere on this machine for the Flow the client starts itself"
+)
 PERLIN_MODES = ("mixed", "colored", "gray")
 PERLIN_ALIASES = {"mix": "mixed", "color": "colored", "grey": "gray"}
 SAMPLING_MODES = ("ddim", "plms")
@@ -69,16 +76,26 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     choices: tuple[str, ...] | None = None,
+    choice_meanings: Mapping[str, str] | None = None,
     allowed: str | None = None,
     shown: str | None = None,
 ) -> Any:
     """A field of ``Settings``: its default, what it means (``--help``) and what is allowed.
 
-    ``low``, ``high`` and ``choices`` are the limits the validator enforces; ``allowed`` words the
-    limits the validator checks in code of its own (e.g. multiples of 64); ``shown`` is the default
-    as ``--help`` writes it, when its repr is not helpful.
+    ``low``, ``high`` and ``choices`` are the limits the validator enforces; ``choice_meanings``
+    says in one line what each choice is for; ``allowed`` words the limits the validator checks in
+    code of its own (e.g. multiples of 64; with ``choices``: what else is allowed); ``shown`` is
+    the default as ``--help`` writes it, when its repr is not helpful.
     """
-    meta = {"meaning": meaning, "low": low, "high": high, "choices": choices, "allowed": allowed, "shown": shown}
+    meta = {
+        "meaning": meaning,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "choice_meanings": choice_meanings,
+        "allowed": allowed,
+        "shown": shown,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -164,7 +181,7 @@ class Settings:
     randomize_class: bool = setting(
         True,
         "kept for the module's signature: it picks a random ImageNet class for class-conditional models, "
-        "and both diffusion models here are unconditional, so it changes nothing",
+        "and every diffusion model here is unconditional, so it changes nothing",
     )
     clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
     fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
@@ -182,7 +199,13 @@ class Settings:
         "[0.2]*400+[0]*600", "the chance that a cutout is grey, by step", allowed=f"probabilities 0 to 1 as {SCHEDULE}"
     )
     batch_size: int = setting(1, "images per sampler call", low=1, high=1)
-    diffusion_model: str = setting(DIFFUSION_MODELS[0], "the diffusion model", choices=DIFFUSION_MODELS)
+    diffusion_model: str = setting(
+        DEFAULT_MODEL,
+        "the diffusion model: what kind of picture it paints",
+        choices=DIFFUSION_MODELS,
+        choice_meanings={name: model.description for name, model in MODELS.items()},
+        allowed=CHECKPOINT_ALLOWED,
+    )
     use_secondary_model: bool = setting(
         True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
     )
@@ -253,6 +276,11 @@ def choices(name: str) -> tuple[str, ...]:
     return _META[name]["choices"]
 
 
+def choice_meanings(name: str) -> dict[str, str]:
+    """What each of a setting's choices is for, in one line each (empty: the setting has none)."""
+    return dict(_META[name]["choice_meanings"] or {})
+
+
 def describe(name: str) -> tuple[str, str, str]:
     """A setting's meaning, what is allowed and its default, in words (for ``--help``)."""
     meta, default = _META[name], Settings.__dataclass_fields__[name]
@@ -264,10 +292,14 @@ def describe(name: str) -> tuple[str, str, str]:
     else:
         shown = "none" if value is None else "''" if value == "" else str(value)
     low, high = meta["low"], meta["high"]
-    if meta["allowed"]:
+    if meta["choices"]:
+        meanings = meta["choice_meanings"] or {}
+        listed = [f"{c} ({meanings[c]})" if c in meanings else c for c in meta["choices"]]
+        allowed = "one of " + ("; " if meanings else ", ").join(listed)
+        if meta["allowed"]:
+            allowed += f"; or {meta['allowed']}"
+    elif meta["allowed"]:
         allowed = meta["allowed"]
-    elif meta["choices"]:
-        allowed = "one of " + ", ".join(meta["choices"])
     elif isinstance(value, bool):
         allowed = "true or false"
     elif low is not None and high is not None:
@@ -488,17 +520,55 @@ def validate_settings(
     if isinstance(s.cut_ic_pow, int | float) and not isinstance(s.cut_ic_pow, bool):
         s.cut_ic_pow = float(s.cut_ic_pow)
     s.batch_size = _int("batch_size", s.batch_size, *limits_of("batch_size"))
-    s.diffusion_model = _choice("diffusion_model", s.diffusion_model, choices("diffusion_model"))
+    s.diffusion_model = _diffusion_model(s.diffusion_model)
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
     s.use_horizontal_symmetry = _bool("use_horizontal_symmetry", s.use_horizontal_symmetry)
     s.use_vertical_symmetry = _bool("use_vertical_symmetry", s.use_vertical_symmetry)
     s.transformation_percent = _fractions("transformation_percent", s.transformation_percent)
+    _check_model_needs(s)
     _check_cost(s, limits)
     from .prompts import check_prompts  # parsing needs the settings' error type; CLIP's tokenizer loads lazily
 
     check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens)
     return s
+
+
+def _diffusion_model(value: Any) -> str:
+    """A registry model's name (in any case), or the path of a checkpoint file (not read here:
+    where the file is read decides whether it may be; a URL is never fetched)."""
+    names = choices("diffusion_model")
+    if isinstance(value, str):
+        by_lower = {n.lower(): n for n in names}
+        if value.strip().lower() in by_lower:
+            return by_lower[value.strip().lower()]
+        if "://" in value:
+            raise SettingsError(
+                "diffusion_model",
+                f"a URL is not read ({value!r}): download the checkpoint and give its path, or name a model",
+            )
+        if is_checkpoint_path(value) and value.strip() == value and "\0" not in value:
+            return value
+    close = difflib.get_close_matches(str(value), names, n=1) if isinstance(value, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SettingsError(
+        "diffusion_model",
+        f"must be one of {list(names)} or a checkpoint path ending in {' or '.join(CHECKPOINT_SUFFIXES)}, "
+        f"got {value!r}{hint}",
+    )
+
+
+def _check_model_needs(s: Settings) -> None:
+    """Refuse settings the chosen model cannot work with (its ``needs``), naming the setting."""
+    model = MODELS.get(s.diffusion_model)
+    for need in model.needs if model else ():
+        value = getattr(s, need.setting)
+        if value not in need.allowed:
+            allowed = " or ".join(repr(a) for a in need.allowed)
+            raise SettingsError(
+                need.setting,
+                f"diffusion_model {model.name} needs {need.setting} {allowed} ({need.why}), got {value!r}",
+            )
 
 
 def _check_cost(s: Settings, limits: Limits) -> None:
@@ -628,8 +698,9 @@ SEED_API_NAMES = SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1]  # the s
 def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
     """Every setting as plain data, for a form: name, kind, default (and ``shown``, the default in
     words), meaning, what is allowed (in words, and as ``low``/``high``/``choices`` where the
-    validator has them) and whether it is one of the seed API's parameters. ``limits`` words the
-    server's own caps (pixels; pixel-steps under ``steps`` when the server has such a cap)."""
+    validator has them, with what each choice is for in ``choice_meanings``) and whether it is one
+    of the seed API's parameters. ``limits`` words the server's own caps (pixels; pixel-steps
+    under ``steps`` when the server has such a cap)."""
     rows = []
     for name in SETTING_NAMES:
         meaning, allowed, shown = describe(name)
@@ -649,6 +720,7 @@ def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
                 "low": low,
                 "high": high,
                 "choices": list(choices(name) or []) or None,
+                "choice_meanings": choice_meanings(name) or None,
                 "seed_api": name in SEED_API_NAMES,
             }
         )

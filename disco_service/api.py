@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from disco.models import is_checkpoint_path
 from disco.settings import SEED_API_NAMES, SETTING_NAMES, Settings, SettingsError, default, validate_settings
 
 from . import config, wire
@@ -114,6 +115,8 @@ def generate(values: Mapping[str, Any], host: str | None = None, progress: bool 
         settings.seed = wire.new_run_seed(settings.n_batches)
     wire.check_run_seed(settings.seed, settings.n_batches)
     check_output_dir(settings.output_dir)  # a file, or a folder that cannot be written: refused before any work
+    if not host:  # the Flow started here reads the checkpoint path as this process sees it
+        settings.diffusion_model = local_checkpoint(settings.diffusion_model)
     docs = make_documents(settings, init_bytes, cfg.client_timeout_s)
     use_gpu = settings.use_gpu
     if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
@@ -153,6 +156,19 @@ def failure(doc) -> str | None:
     if status == JobStatus.ABANDONED:
         return f"the server stopped the job {where}: it heard nothing from this client for too long"
     return None
+
+
+def local_checkpoint(diffusion_model: str) -> str:
+    """For the Flow the client starts on this machine: a checkpoint path as an absolute path (a
+    relative one is taken from the current directory), refused naming ``diffusion_model`` when
+    there is no such file. A registry name is returned as it is. (A served Flow reads checkpoint
+    paths inside its own model directory instead: with ``--host`` the path is the server's.)"""
+    if not is_checkpoint_path(diffusion_model):
+        return diffusion_model
+    path = Path(diffusion_model).expanduser().absolute()
+    if not path.is_file():
+        raise SettingsError("diffusion_model", f"no checkpoint file {str(path)!r}")
+    return str(path)
 
 
 def read_init_image(source: str | bytes) -> bytes:

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,18 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, but never splitting a word at a hyphen (model names such as Ukiyo-e_... stay whole)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every setting with its meaning, what is allowed and its default (disco/settings.py)."""
     parser = argparse.ArgumentParser(
         prog="client.py",
+        formatter_class=_HelpFormatter,
         description="Disco Diffusion (CLIP RN50) text-to-image, served as a Jina Flow.",
         epilog=f"A first try on a CPU: {SMALL_RUN}",
     )

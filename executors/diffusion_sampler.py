@@ -46,15 +46,20 @@ class DiffusionSampler(Executor):
         jobs_dir: str | None = None,
         mode: str | None = None,
         client_timeout_s: float | None = None,
+        checkpoints_anywhere: bool = False,
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
         (``disco_service.config``). ``preload``: the diffusion model loaded at start (``none``: on
-        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py)."""
+        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py); ``checkpoints_anywhere``:
+        a ``diffusion_model`` checkpoint path may name any file on this machine (the Flow a client
+        starts for itself), else only files in the model directory."""
         super().__init__(**kwargs)
         cfg = config.load()
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
-        self.cache = ModelCache(model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors)
+        self.cache = ModelCache(
+            model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors, bool(checkpoints_anywhere)
+        )
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
         self.board = JobBoard(jobs_dir or cfg.jobs_dir)

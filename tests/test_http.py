@@ -167,3 +167,12 @@ def test_the_page_settings_word_this_servers_limits(monkeypatch):
     )
     monkeypatch.delenv("DISCO_MAX_PIXEL_STEPS")
     assert {row["name"]: row for row in page_settings()["settings"]}["steps"]["allowed"] == "1 to 1000"
+
+
+def test_the_page_settings_offer_every_model_with_what_it_is_for():
+    from disco.models import DIFFUSION_MODELS
+    from gateway.page_gateway import page_settings
+
+    row = {row["name"]: row for row in page_settings()["settings"]}["diffusion_model"]
+    assert row["choices"] == list(DIFFUSION_MODELS)
+    assert row["choice_meanings"] == {name: model.description for name, model in DIFFUSION_MODELS.items()}

@@ -119,6 +119,17 @@ def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
     assert page.get_attribute("#seed", "placeholder") == rows["seed"]["shown"]
     expect(page.locator('[data-setting="eta"] .hint')).to_have_text("DDIM's noise: 0 is deterministic, 1 adds the most")
 
+    # the model picker: every model, each with what it is for, the chosen one's under the picker
+    models = rows["diffusion_model"]["choice_meanings"]
+    assert [o.get_attribute("title") for o in page.locator("#diffusion_model option").all()] == list(models.values())
+    note = page.locator('[data-meaning="diffusion_model"]')
+    expect(note).to_have_text(models[rows["diffusion_model"]["default"]])
+    page.click("#advanced summary")
+    page.select_option("#diffusion_model", "PulpSciFiDiffusion")
+    expect(note).to_have_text(models["PulpSciFiDiffusion"])
+    page.select_option("#diffusion_model", rows["diffusion_model"]["default"])
+    page.click("#advanced summary")
+
     # a seed whose last image would pass the largest seed: refused here, nothing is sent
     sent, listen = generate_requests(page)
     page.fill("#seed", str(schema["max_seed"]))

@@ -64,9 +64,20 @@ function sizeParts(name) {
 function inputsFor(row) {
   const { name, kind } = row;
   if (row.choices) {
+    // each choice with what it is for (choice_meanings, e.g. the diffusion models): its tooltip, and
+    // the chosen one's under the picker
+    const meanings = row.choice_meanings || {};
     const select = el("select", { id: name, name });
-    for (const option of row.choices) select.append(el("option", { value: option, text: option }));
-    return { inputs: [select], read: () => select.value, write: (v) => { select.value = v ?? ""; } };
+    for (const option of row.choices) {
+      select.append(el("option", { value: option, text: option, ...(meanings[option] ? { title: meanings[option] } : {}) }));
+    }
+    const note = Object.keys(meanings).length ? el("p", { class: "choice-meaning", "data-meaning": name }) : null;
+    const show = () => { if (note) note.textContent = meanings[select.value] || ""; };
+    select.addEventListener("change", show);
+    return {
+      inputs: [select], extra: note ? [note] : [], read: () => select.value,
+      write: (v) => { select.value = v ?? ""; show(); },
+    };
   }
   if (kind === "bool") {
     const box = el("input", { id: name, name, type: "checkbox" });
@@ -117,7 +128,7 @@ function buildField(row) {
   const name = row.name.split(/(?<=_)/).flatMap((part) => [part, el("wbr")]);
   const label = el("label", { for: field.inputs[0].id, title }, name);
   if (row.kind === "texts") label.append(" ", el("small", { text: "one per line" }));
-  let body = field.inputs;
+  let body = [...field.inputs, ...(field.extra || [])];
   if (row.kind === "size") {
     body = [el("div", { class: "row" }, field.inputs.map((input) =>
       el("div", {}, [el("label", { for: input.id, class: "part", text: input.id }), input])))];
