@@ -79,6 +79,8 @@ class Expression:
             result = float(self.evaluate(float(t)))
         except (ArithmeticError, ValueError) as exc:  # division by zero, overflow, math domain errors
             raise SettingsError(name, f"{self.text!r} cannot be computed at frame {t}: {exc}") from None
+        except RecursionError:
+            raise SettingsError(name, f"{self.text[:40]!r}... is nested too deeply") from None
         if not math.isfinite(result):
             raise SettingsError(name, f"{self.text!r} is not a finite number at frame {t} (got {result})")
         return result

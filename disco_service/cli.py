@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in SETTING_NAMES:
         meaning, allowed, shown = describe(name)
-        help_text = f"{meaning}; {allowed} (default: {shown})"
+        help_text = f"{meaning}; {allowed} (default: {shown})".replace("%", "%%")  # argparse formats help with %
         parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=help_text, **ARGUMENTS[kind(name)])
     return parser
 

@@ -20,8 +20,6 @@ receive ``/generate`` requests only and Jina's round-robin hands consecutive ima
 different replicas.
 """
 
-from __future__ import annotations
-
 import os
 import socket
 import time
@@ -136,7 +134,7 @@ class DiffusionSampler(Executor):
             self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
             yield report.step
 
-    def _animation(self, doc: Document, job: AnimationJob, frame_steps) -> Iterator[int]:
+    def _animation(self, doc: Document, job: "AnimationJob", frame_steps) -> Iterator[int]:
         """Run an animation: display frames are the latest frame only, finished frames become
         chunks and board files; yields the steps done over the whole run."""
         done, finished = 0, 0

@@ -393,5 +393,5 @@ def test_the_encoder_refuses_a_video_animation_without_the_video(served_flow):
 
     s = validate_settings(**{**ANIMATED, "seed": 1}, animation_mode="Video Input")
     docs = DocumentArray([Document(tags=wire.request_tags_animation(s, 0))])
-    with pytest.raises(Exception, match="video_init_path: Video Input needs the video's bytes"):
+    with pytest.raises(Exception, match="video_init_path: Video Input needs the video"):
         Client(host=served_flow).post("/generate", docs)
