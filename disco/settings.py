@@ -683,20 +683,24 @@ SEED_API_NAMES = SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1]  # the s
 
 
 def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
-    """Every setting as plain data, for a form: name, kind, default, meaning, what is allowed
-    (in words, and as ``low``/``high``/``choices`` where the validator has them) and whether it is
-    one of the seed API's parameters. ``limits`` words the server's own caps."""
+    """Every setting as plain data, for a form: name, kind, default (and ``shown``, the default in
+    words), meaning, what is allowed (in words, and as ``low``/``high``/``choices`` where the
+    validator has them) and whether it is one of the seed API's parameters. ``limits`` words the
+    server's own caps (pixels; pixel-steps under ``steps`` when the server has such a cap)."""
     rows = []
     for name in SETTING_NAMES:
-        meaning, allowed, _ = describe(name)
+        meaning, allowed, shown = describe(name)
         if name == "width_height":
             allowed = f"multiples of 64, at most {limits.max_pixels} pixels (width x height)"
+        if name == "steps" and limits.max_pixel_steps is not None:
+            allowed += f", and width x height x (steps - skip_steps) at most {limits.max_pixel_steps} pixel-steps"
         low, high = limits_of(name)
         rows.append(
             {
                 "name": name,
                 "kind": kind(name),
                 "default": default(name),
+                "shown": shown,
                 "meaning": meaning,
                 "allowed": allowed,
                 "low": low,
