@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
@@ -42,6 +42,8 @@ CHECKPOINT_ALLOWED = (
 PERLIN_MODES = ("mixed", "colored", "gray")
 PERLIN_ALIASES = {"mix": "mixed", "color": "colored", "grey": "gray"}
 SAMPLING_MODES = ("ddim", "plms")
+ANIMATION_MODES = ("None", "2D", "Video Input")  # the notebook's "3D" needs depth models not offered here
+MAX_FRAMES = 10000  # frame numbers in file names have four digits
 SCHEDULE_LENGTH = 1000  # schedules are read over 1000 "virtual" steps
 MAX_STEPS = 1000
 MAX_BATCHES = 1000
@@ -104,6 +106,11 @@ def setting(
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
 SCALE_ALLOWED = "a number, or numbers as a schedule over 1000 steps such as [5000]*500+[2000]*500"
 MAX_TRANSFORMATIONS = 100
+KEYFRAMES = (
+    "key frames 'frame: (value), ...' (e.g. '0: (1), 10: (1.05)'), linear in between; a value may use t, the "
+    "frame number: numbers, t, pi, e, + - * / % **, parentheses and sin cos tan asin acos atan sinh cosh tanh "
+    "exp log log10 sqrt abs floor ceil min max"
+)
 # A file name may have 255 bytes; the longest one around a batch name takes 55 more of them:
 # reverse_diffusion-{batch_name}-{seed}-run{N}_{i}-step{NNNN}.png
 BATCH_NAME_BYTES = 200
@@ -117,10 +124,11 @@ BATCH_NAME_ALLOWED = (
 @dataclass
 class Settings:
     # The seed API (PaddleHub disco_diffusion_clip_rn50), in its order.
-    text_prompts: list[str] = setting(
-        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0)",
+    text_prompts: list[str] | dict[int, list[str]] = setting(
+        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0); for an "
+        "animation also {frame: [prompts], ...}: the latest key at or before a frame applies",
         factory=lambda: [LIGHTHOUSE, "yellow color scheme"],
-        allowed="one or more prompts of at most 77 CLIP tokens",
+        allowed="one or more prompts of at most 77 CLIP tokens, or a JSON object of frame numbers to such lists",
         shown="the lighthouse prompt and 'yellow color scheme'",
     )
     init_image: str | bytes | None = setting(None, "start from this image instead of noise", allowed="a path or URL")
@@ -221,6 +229,44 @@ class Settings:
         factory=lambda: [0.09],
         allowed=f"1 to {MAX_TRANSFORMATIONS} fractions, each between 0 and 1 (both excluded)",
         shown="0.09",
+    )
+
+    # Animation (the Disco Diffusion notebook's "Animation Settings"): one job makes every frame.
+    animation_mode: str = setting(
+        "None",
+        "None: still images; 2D: each frame starts from the previous one moved by angle, zoom and translation; "
+        "Video Input: each frame starts from a frame of video_init_path",
+        choices=ANIMATION_MODES,
+    )
+    max_frames: int = setting(
+        MAX_FRAMES, "frames of an animation (Video Input: at most this many of the video's)", low=1, high=MAX_FRAMES
+    )
+    angle: str = setting("0:(0)", "2D: rotation per frame in degrees, counter-clockwise", allowed=KEYFRAMES)
+    zoom: str = setting("0: (1), 10: (1.05)", "2D: scale per frame (1: none, above 1 zooms in)", allowed=KEYFRAMES)
+    translation_x: str = setting("0: (0)", "2D: pixels per frame to the right", allowed=KEYFRAMES)
+    translation_y: str = setting("0: (0)", "2D: pixels per frame downwards", allowed=KEYFRAMES)
+    frames_scale: float = setting(
+        1500, "animation: how strongly each frame stays like the one it starts from (LPIPS loss)", low=0.0
+    )
+    frames_skip_steps: str = setting(
+        "60%",
+        "animation: share of the steps skipped for every frame after the first (Video Input: every frame); "
+        "more flickers less but adds less new detail",
+        allowed="a percentage from 0% to 99% that leaves at least one step",
+    )
+    video_init_path: Annotated[str | bytes | None, "video"] = setting(
+        None, "Video Input: the video (the client reads the file and sends its bytes)", allowed="a video file"
+    )
+    extract_nth_frame: int = setting(2, "Video Input: use every nth frame of the video", low=1)
+    video_init_seed_continuity: bool = setting(
+        False, "Video Input: every frame uses the same seed (otherwise frame n uses seed + n)"
+    )
+    fps: float = setting(12, "2D: frames per second of the MP4 (Video Input keeps the video's pace)", low=1, high=120)
+    resume_run: bool = setting(
+        False, "continue an animation from its frames in output_dir (same batch_name; seed, or its latest run)"
+    )
+    resume_from_frame: int | None = setting(
+        None, "with resume_run: keep frames up to this one and make the rest", low=0, shown="after the last frame"
     )
 
     def schedule(self, name: str) -> list[float]:
@@ -527,6 +573,7 @@ def validate_settings(
     s.use_vertical_symmetry = _bool("use_vertical_symmetry", s.use_vertical_symmetry)
     s.transformation_percent = _fractions("transformation_percent", s.transformation_percent)
     _check_model_needs(s)
+    _animation(s)
     _check_cost(s, limits)
     from .prompts import check_prompts  # parsing needs the settings' error type; CLIP's tokenizer loads lazily
 
@@ -583,7 +630,9 @@ def _check_cost(s: Settings, limits: Limits) -> None:
         )
 
 
-def _text_prompts(value: Any) -> list[str]:
+def _text_prompts(value: Any) -> list[str] | dict[int, list[str]]:
+    if isinstance(value, Mapping):
+        return _prompt_schedule(value)
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not value:
@@ -592,6 +641,96 @@ def _text_prompts(value: Any) -> list[str]:
         if not isinstance(p, str) or not p.strip():
             raise SettingsError("text_prompts", f"every prompt must be non-empty text, got {p!r}")
     return list(value)
+
+
+def _prompt_schedule(value: Mapping) -> dict[int, list[str]]:
+    """``{frame: [prompts]}`` (the notebook's form; frame numbers may come as text, e.g. from JSON)."""
+    if not value:
+        raise SettingsError("text_prompts", "a mapping of frame numbers to prompts must not be empty")
+    schedule: dict[int, list[str]] = {}
+    for key, prompts in value.items():
+        frame = key
+        if isinstance(key, str) and key.strip().isascii() and key.strip().isdigit():
+            frame = int(key.strip())
+        elif isinstance(key, float) and key.is_integer():
+            frame = int(key)
+        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 10**9:
+            raise SettingsError("text_prompts", f"keys must be frame numbers (whole numbers >= 0), got {key!r}")
+        if frame in schedule:
+            raise SettingsError("text_prompts", f"frame {frame} is given twice")
+        schedule[frame] = _text_prompts(prompts) if not isinstance(prompts, Mapping) else _not_nested(prompts)
+    return dict(sorted(schedule.items()))
+
+
+def _not_nested(value: Mapping) -> list[str]:
+    raise SettingsError("text_prompts", f"each frame's prompts must be a list of texts, got {dict(value)!r}")
+
+
+def _animation(s: Settings) -> None:
+    """The animation settings; for an animation ``n_batches`` is 1 (one animation per run, as in the notebook)."""
+    s.animation_mode = _animation_mode(s.animation_mode)
+    s.max_frames = _int("max_frames", s.max_frames, *limits_of("max_frames"))
+    for name in KEYFRAME_SETTINGS:
+        value = getattr(s, name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = repr(float(value)) if math.isfinite(value) else value  # one number: every frame
+        if not isinstance(value, str):
+            raise SettingsError(name, f"must be key frames as text such as '0: (1), 10: (1.05)', got {value!r}")
+        setattr(s, name, value)
+        from .keyframes import keyframe_series, parse_keyframe_values
+
+        if s.animation_mode == "2D":
+            keyframe_series(name, value, s.max_frames)  # every frame's value: a bad one fails now
+        else:
+            parse_keyframe_values(name, value)
+    s.frames_scale = _float("frames_scale", s.frames_scale, *limits_of("frames_scale"))
+    frames_skip_steps(s)
+    if s.video_init_path is not None and not isinstance(s.video_init_path, str | bytes):
+        raise SettingsError(
+            "video_init_path", f"must be a video file's path or bytes, got {type(s.video_init_path).__name__}"
+        )
+    s.video_init_path = s.video_init_path or None
+    s.extract_nth_frame = _int("extract_nth_frame", s.extract_nth_frame, *limits_of("extract_nth_frame"))
+    s.video_init_seed_continuity = _bool("video_init_seed_continuity", s.video_init_seed_continuity)
+    s.fps = _float("fps", s.fps, *limits_of("fps"))
+    s.resume_run = _bool("resume_run", s.resume_run)
+    if s.resume_from_frame is not None:
+        s.resume_from_frame = _int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)
+    if s.animation_mode != "None":
+        s.n_batches = 1
+
+
+def _animation_mode(value: Any) -> str:
+    if isinstance(value, str):
+        canonical = {mode.lower(): mode for mode in ANIMATION_MODES}.get(value.strip().lower())
+        if canonical:
+            return canonical
+        if value.strip().lower() == "3d":
+            raise SettingsError(
+                "animation_mode",
+                "'3D' is not offered: it needs depth models (MiDaS, AdaBins) that this service does not have; "
+                f"use one of {list(ANIMATION_MODES)}",
+            )
+    raise SettingsError("animation_mode", f"must be one of {list(ANIMATION_MODES)}, got {value!r}")
+
+
+_PERCENT = re.compile(r"\s*(\d{1,2}(?:\.\d+)?)\s*%\s*")
+
+
+def frames_skip_steps(s: Settings) -> int:
+    """The steps skipped for every animation frame after the first: ``floor(steps * percentage / 100)``,
+    as the notebook computes them from ``frames_skip_steps`` (e.g. ``"60%"``)."""
+    match = _PERCENT.fullmatch(s.frames_skip_steps) if isinstance(s.frames_skip_steps, str) else None
+    if not match:
+        raise SettingsError(
+            "frames_skip_steps", f"must be a percentage from 0% to 99% such as '60%', got {s.frames_skip_steps!r}"
+        )
+    skipped = math.floor(s.steps * float(match.group(1)) / 100)
+    if skipped >= s.steps:
+        raise SettingsError(
+            "frames_skip_steps", f"{s.frames_skip_steps} of {s.steps} steps skips them all: lower it or raise steps"
+        )
+    return skipped
 
 
 def _width_height(value: Any, limits: Limits) -> list[int]:
@@ -649,7 +788,9 @@ KINDS = (
     "numbers",
     "size",
     "image",
+    "video",
 )
+KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")
 
 
 @cache
@@ -658,11 +799,17 @@ def kind(name: str) -> str:
 
     ``int``: whole numbers (also when a transport turned them into floats), ``float``: any number,
     ``number_or_schedule``: a number or a schedule text, ``int_or_schedule``: a whole number or a
-    schedule text of whole numbers, ``texts``: a list of texts, ``numbers``: a list of numbers,
-    ``size``: two whole numbers, ``image``: a path, URL or bytes (``init_image``).
+    schedule text of whole numbers, ``texts``: a list of texts (``text_prompts`` also a mapping of
+    frame numbers to such lists), ``numbers``: a list of numbers, ``size``: two whole numbers,
+    ``image``: a path, URL or bytes (``init_image``), ``video``: a video file's path or bytes
+    (``video_init_path``, marked so in its ``Annotated`` type).
     """
-    hint = typing.get_type_hints(Settings)[name]
+    hint = typing.get_type_hints(Settings, include_extras=True)[name]
+    if typing.get_origin(hint) is Annotated:
+        return hint.__metadata__[0]
     args = set(typing.get_args(hint)) - {type(None)}
+    if args and all(typing.get_origin(a) in (list, dict) for a in args):
+        return "texts"  # a list of texts, or frame numbers to lists of texts
     optional = type(None) in typing.get_args(hint)
     if hint is bool:
         return "bool"

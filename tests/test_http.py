@@ -150,7 +150,7 @@ def test_the_page_settings_route_lists_every_setting_with_its_default_kind_and_t
     assert by_name["perlin_mode"]["choices"] == ["mixed", "colored", "gray"]
     assert "4194304 pixels" in by_name["width_height"]["allowed"]  # this server's cap (the default)
     assert page["job_state_executor"] == wire.JOB_STATE_EXECUTOR == "renderer"
-    assert page["request_tags"] == ["batch_index", "run_seed", "client_timeout_s"]
+    assert page["request_tags"] == ["batch_index", "run_seed", "client_timeout_s", "start_frame"]
     assert page["max_seed"] == 2**32 - 1
     assert page["job_statuses"] == ["waiting", "running", "done", "cancelled", "abandoned", "shutdown", "failed"]
 

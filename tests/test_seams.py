@@ -233,7 +233,7 @@ def test_each_image_is_validated_once_by_the_server_and_once_by_the_client(model
     sampler = DiffusionSampler(model_dir=str(model_dir), use_gpu="0", preload="none", jobs_dir=str(tmp_path))
     renderer = Renderer(jobs_dir=str(tmp_path))
 
-    async def no_flow(address, docs, show_progress):
+    async def no_flow(address, docs, show_progress, on_finished_frame=None):
         sent.extend(docs)
         return DocumentArray(), []
 
@@ -246,7 +246,7 @@ def test_each_image_is_validated_once_by_the_server_and_once_by_the_client(model
     encoder.encode(docs)
     assert len(calls) == 2  # the server's first executor, once per image
     tags = set(docs[0].tags)
-    assert tags <= {*SETTING_NAMES, *wire.REQUEST_TAGS, "prompt_weights"}, tags  # nothing nobody reads
+    assert tags <= {*SETTING_NAMES, *wire.REQUEST_TAGS, "prompt_weights", "prompt_sets"}, tags  # nothing nobody reads
     sampler.generate(DocumentArray(docs))
     renderer.render(DocumentArray(docs))
     assert len(calls) == 2  # later hops decode, they do not validate again
