@@ -7,7 +7,9 @@ GPU's free memory so that the default image fits in 8 GB in fast mode and 12 GB 
 With several CLIP models, one model's passes end before the next one's begin, so each is sized
 for the whole free memory (their weights are loaded, and so already taken out of it). The figures
 below are measured by ``benchmarks/memory.py`` with ``LiveBytes`` (and checked against it in the
-tests); the result of a step does not depend on the pass size.
+tests); the result of a step does not depend on the pass size. Nor does the pass size depend on
+``cutn_batches``: a step with more cutout batches (a scheduled ``cutn_batches`` at its largest
+included) makes more passes of the same size, which takes longer and no more memory.
 """
 
 from __future__ import annotations

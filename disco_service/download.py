@@ -1,10 +1,11 @@
-"""Download and verify model files ahead of time: ``python -m disco_service.download [NAME ...]``.
+"""Download and verify model files ahead of time: ``python -m disco_service.download [NAME ...] [--all]``.
 
-Without names it gets every file but the CLIP models other than the default RN50 (``CLIP_WEIGHTS``,
-about 7 GB together): name those, or let ``client.py --download --clip_models ...`` pick them.
-
-The directory is ``--dir``, else ``DISCO_MODEL_DIR`` (``~/.cache/disco-diffusion`` unless set);
-the mirrors are ``--mirror``, else ``DISCO_WEIGHTS_MIRROR``, else each file's public ones.
+Without names: the files a run with the default settings loads, and VGG16 for init images
+(``DEFAULT_FILES``); ``--all``: every file of the registry, every diffusion model and every CLIP
+model of ``clip_models`` included (about 20 GB, and 8 GB more of CLIP models). The directory is
+``--dir``, else ``DISCO_MODEL_DIR`` (``~/.cache/disco-diffusion`` unless set); the mirrors are
+``--mirror``, else ``DISCO_WEIGHTS_MIRROR``, else each file's public ones. ``client.py --download
+--clip_models ...`` gets the files those settings need.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from disco.weights import CLIP_WEIGHTS, REGISTRY, WeightsUnavailable, ensure
+from disco.models import DEFAULT_MODEL
+from disco.weights import REGISTRY, WeightsUnavailable, ensure, files_needed
 
 from . import config
+
+DEFAULT_FILES = files_needed(DEFAULT_MODEL, use_secondary_model=True, with_init_loss=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,11 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m disco_service.download",
         description="Download and verify the model files, then print where they are.",
     )
+    known, default = " ".join(REGISTRY), " ".join(DEFAULT_FILES)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"files to get (default: {default}): {known}")
     parser.add_argument(
-        "names",
-        nargs="*",
-        metavar="NAME",
-        help=f"files to get (default: all but the optional CLIP models): {', '.join(REGISTRY)}",
+        "--all", action="store_true", help="every file above, every diffusion model and CLIP model included"
     )
     parser.add_argument(
         "--dir", type=Path, help="model directory (default: $DISCO_MODEL_DIR or ~/.cache/disco-diffusion)"
@@ -53,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mirrors = args.mirror or cfg.weights_mirrors
     try:
-        optional = {f.name for f in CLIP_WEIGHTS}
-        for name in args.names or [n for n in REGISTRY if n not in optional]:
+        for name in list(REGISTRY) if args.all else args.names or DEFAULT_FILES:
             print(ensure(name, args.dir or cfg.model_dir, progress=not args.quiet, mirrors=mirrors), flush=True)
     except WeightsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -329,6 +329,7 @@ def test_the_settings_schema_offers_the_models_for_a_form():
 
     row = next(r for r in settings_schema() if r["name"] == "clip_models")
     assert row["kind"] == "texts" and row["default"] == ["RN50::openai"] and row["choices"] == list(CLIP_MODELS)
+    assert row["choice_meanings"] == {name: spec.about for name, spec in CLIP_SPECS.items()}
     assert "ViT-B-32::openai (OpenAI ViT-B/32: the quickest" in row["allowed"] and not row["seed_api"]
 
 
