@@ -356,3 +356,13 @@ def test_a_served_flow_runs_schedules_and_symmetry_sent_over_rest(served_http):
     recipe = png_settings(base64.b64decode(doc["uri"].split(",")[1]))
     assert recipe["clip_guidance_scale"] == "[5000]*500+[2000]*500" and recipe["cutn_batches"] == 1
     assert recipe["use_vertical_symmetry"] is True and recipe["transformation_percent"] == [0.5, 0.9]
+
+
+def test_an_animation_loads_lpips_when_a_scheduled_init_scale_is_on_at_some_step(tmp_path):
+    from disco_service.animations import plan_animation
+
+    for init_scale, want in (("[0]*500+[1000]*500", True), ("[0]*1000", False), (1000, True), (0, False)):
+        s = validate_settings(
+            tokens=False, animation_mode="2D", max_frames=1, init_scale=init_scale, output_dir=str(tmp_path), seed=1
+        )
+        assert plan_animation(s, b"a picture").with_init_loss is want, init_scale
