@@ -51,7 +51,7 @@ class AnimationRun:
     def with_init_loss(self) -> bool:
         """Whether some frame of this run is pulled towards a picture (LPIPS, which needs VGG16)."""
         s = self.settings
-        first_has_init = self.start_frame == 0 and self.blob is not None and s.init_scale > 0
+        first_has_init = self.start_frame == 0 and self.blob is not None and max(s.schedule("init_scale")) > 0
         later = s.animation_mode == "Video Input" or self.frames > max(self.start_frame, 1)
         return first_has_init or (later and s.frames_scale > 0)
 

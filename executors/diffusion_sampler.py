@@ -220,7 +220,7 @@ def _animation_job(doc: Document, s) -> AnimationJob:
         else:  # resumed: the blob is the previous frame
             arguments["previous_frame"] = to_uint8_hwc(picture[0].add(1).div(2))
             first_total = later_steps
-        with_init_loss = (start == 0 and picture is not None and s.init_scale > 0) or (
+        with_init_loss = (start == 0 and picture is not None and max(s.schedule("init_scale")) > 0) or (
             s.frames_scale > 0 and frames > max(start, 1)
         )
     if start >= frames:
