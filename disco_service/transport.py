@@ -44,35 +44,85 @@ def run_coroutine(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return outcome["value"]
 
 
-async def post(client, endpoint: str, docs, target_executor: str | None = None, parameters: dict | None = None):
-    """One request; the Documents that come back."""
+async def post(
+    client,
+    endpoint: str,
+    docs,
+    target_executor: str | None = None,
+    parameters: dict | None = None,
+    metadata: tuple = (),
+):
+    """One request (``metadata``: gRPC metadata, e.g. the token); the Documents that come back."""
     from docarray import DocumentArray
 
     out = DocumentArray()
-    async for response in client.post(endpoint, docs, parameters=parameters or {}, target_executor=target_executor):
+    options = {"metadata": metadata} if metadata else {}
+    async for response in client.post(
+        endpoint, docs, parameters=parameters or {}, target_executor=target_executor, **options
+    ):
         out.extend(response)
     return out
 
 
-def _ids(docs):
+class FlowClient:
+    """The calls the job queue makes to a Flow over gRPC (job_queue.FlowCalls), with ``metadata``."""
+
+    def __init__(self, address: str, metadata: tuple = ()):
+        self.address = address
+        self.metadata = metadata
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from jina import Client
+
+            self._client = Client(host=self.address, asyncio=True)
+        return self._client
+
+    async def generate(self, doc):
+        from docarray import DocumentArray
+
+        parameters = {wire.ACCEPT_UNFINISHED: True}
+        out = await post(self.client, wire.GENERATE, DocumentArray([doc]), None, parameters, self.metadata)
+        return out[0]
+
+    async def progress(self, ids: list[str], frame: bool = False):
+        return await post(
+            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, {"frame": True} if frame else None,
+            self.metadata,
+        )  # fmt: skip
+
+    async def cancel(self, ids: list[str]) -> None:
+        await post(self.client, wire.CANCEL, _ids_of(ids), wire.JOB_STATE_EXECUTOR, None, self.metadata)
+
+
+def _ids_of(ids: list[str]):
     from docarray import Document, DocumentArray
 
-    return DocumentArray([Document(id=d.id) for d in docs])
+    return DocumentArray([Document(id=i) for i in ids])
 
 
-async def run_jobs(address: str, docs, show_progress: bool = True):
+def _ids(docs):
+    return _ids_of([d.id for d in docs])
+
+
+async def run_jobs(address: str, docs, show_progress: bool = True, token: str | None = None):
     """Send one request per image, poll progress, cancel on Ctrl-C; ``(results, errors)``.
 
     ``results``: a DocumentArray of what came back (also failed images with their frames so
     far), numbers restored (``wire.cast_tags``); ``errors``: the exceptions of requests that
-    failed before their job started.
+    failed before their job started. ``token``: sent as the ``authorization`` metadata.
     """
     from docarray import DocumentArray
     from jina import Client
 
+    from .tokens import bearer_metadata
+
     client = Client(host=address, asyncio=True)
+    auth = bearer_metadata(token)
     bars = ProgressBars(docs, enabled=show_progress)
-    watcher = JobWatcher(client, docs)
+    watcher = JobWatcher(client, docs, auth)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
@@ -80,13 +130,16 @@ async def run_jobs(address: str, docs, show_progress: bool = True):
     except (RuntimeError, ValueError, NotImplementedError):  # not the main thread: no Ctrl-C handling
         pass
 
-    jobs = [asyncio.create_task(post(client, "/generate", DocumentArray([d]))) for d in docs]
+    unfinished_too = {wire.ACCEPT_UNFINISHED: True}  # cancelled and failed images come back with their frames
+    jobs = [
+        asyncio.create_task(post(client, wire.GENERATE, DocumentArray([d]), None, unfinished_too, auth)) for d in docs
+    ]
 
     async def watch() -> None:
         while not all(j.done() for j in jobs):
             if stop.is_set():
                 bars.note("stopping: cancelling at the next step, keeping the frames made so far")
-                await post(client, "/cancel", _ids(docs), wire.JOB_STATE_EXECUTOR)
+                await post(client, wire.CANCEL, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
                 return
             pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
             try:
@@ -111,7 +164,7 @@ async def run_jobs(address: str, docs, show_progress: bool = True):
         if isinstance(out, BaseException) and watcher.started(doc.id):
             outcomes[i] = DocumentArray([await watcher.lost(doc, out)])
     try:  # collected: the server may remove the jobs' files now
-        await post(client, "/forget", _ids(docs), wire.JOB_STATE_EXECUTOR)
+        await post(client, wire.FORGET, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
     except Exception:  # a Flow that is gone keeps them until its sweep (a day)
         pass
     bars.finish([o for o in outcomes if not isinstance(o, BaseException)])
@@ -129,16 +182,17 @@ async def run_jobs(address: str, docs, show_progress: bool = True):
 class JobWatcher:
     """Polls ``/progress`` for a run's images and keeps every frame it sees (each fetched once)."""
 
-    def __init__(self, client, docs):
+    def __init__(self, client, docs, metadata: tuple = ()):
         self.client = client
+        self.metadata = metadata
         self.states: dict[str, dict] = {}
         self.frames: dict[str, list] = {d.id: [] for d in docs}
 
     async def _progress(self, ids: list[str], frame: bool = False):
-        from docarray import Document, DocumentArray
-
-        query = DocumentArray([Document(id=i) for i in ids])
-        return await post(self.client, "/progress", query, wire.JOB_STATE_EXECUTOR, {"frame": frame} if frame else None)
+        return await post(
+            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, {"frame": frame} if frame else None,
+            self.metadata,
+        )  # fmt: skip
 
     async def poll(self, pending) -> list:
         """The jobs' states (for the bars); fetches the frame of any job that made a new one."""
@@ -215,15 +269,29 @@ def unreachable_executor(error: BaseException) -> str | None:
     return None
 
 
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the Flow (or one of its executors) could not be reached, rather than
+    that it refused or failed the request."""
+    if unreachable_executor(error) is not None:
+        return True
+    text = str(error)
+    return "UNAVAILABLE" in text or "failed to connect to all addresses" in text
+
+
 def server_message(error: BaseException) -> str:
     """What went wrong, in one line: the server's own exception (``Name: message``), or the
     transport's failure without its gRPC dump."""
     if (name := unreachable_executor(error)) is not None:
         return f"the Flow's {name} could not be reached (it may be restarting after a fault)"
+    text = str(error)
+    if "UNAUTHENTICATED" in text:
+        reason = next((r for r in ("needs a token", "not accepted", "must be 'Bearer") if r in text), "")
+        if reason == "needs a token":
+            return "the server needs a token: give --token (or set DISCO_API_TOKEN, or token= in Python)"
+        return "the server did not accept the token" + (" (it must be 'Bearer TOKEN')" if "Bearer" in reason else "")
     exc = getattr(_status(error), "exception", None)
     if exc is not None and getattr(exc, "args", None):
         return f"{exc.name}: {exc.args[0]}"
-    text = str(error)
     if "failed to connect to all addresses" in text or "UNAVAILABLE" in text:
         return "the Flow cannot be reached (gRPC UNAVAILABLE): is it running, and is the address right?"
     first = next((line.strip() for line in text.splitlines() if line.strip() and line.strip() != "None"), "")

@@ -12,7 +12,9 @@ frames made so far still go back.
 Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
 from it by the Renderer, to which the client addresses them, so this executor's replicas
 receive ``/generate`` requests only and Jina's round-robin hands consecutive images to
-different replicas.
+different replicas. Each kept frame and, at the end, the image's record go to the result store
+(``DISCO_RESULTS_DIR``, disco_service/results.py) as they are made, so a result is kept even when
+its caller (or the gateway) is gone before the image comes back.
 """
 
 import os
@@ -30,6 +32,8 @@ from disco.sampler import sample_image
 from disco.settings import DIFFUSION_MODELS
 from disco_service import config, wire
 from disco_service.jobs import JobBoard
+from disco_service.outputs import image_settings
+from disco_service.results import ResultStore
 from disco_service.wire import JobStatus
 
 
@@ -46,6 +50,7 @@ class DiffusionSampler(Executor):
         jobs_dir: str | None = None,
         mode: str | None = None,
         client_timeout_s: float | None = None,
+        results_dir: str | None = None,
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
@@ -59,6 +64,7 @@ class DiffusionSampler(Executor):
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
         self.board = JobBoard(jobs_dir or cfg.jobs_dir)
         self.board.sweep()
+        self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.client_timeout_s = float(client_timeout_s or cfg.client_timeout_s)
 
@@ -81,7 +87,10 @@ class DiffusionSampler(Executor):
         status, step, error = JobStatus.DONE, 0, None
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
-        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, total=s.steps - s.skip_steps, replica=self.replica)
+        total = s.steps - s.skip_steps
+        recipe = image_settings(doc.tags)
+        kept: list[dict] = []  # the frames in the store: step and diffusion timestep
+        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, total=total, replica=self.replica, started=started)
         try:
             if reason := self.board.stop_reason(doc.id):
                 status = reason
@@ -95,6 +104,8 @@ class DiffusionSampler(Executor):
                         frame = to_uint8_hwc(report.image)
                         doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
                         png = png_bytes(frame)
+                        self.store.add_frame(doc.id, report.step, png, recipe)
+                        kept.append({"step": report.step, "cur_t": report.cur_t})
                     shown = {"loss": report.loss} if report.loss is not None else {}
                     if png is not None:
                         shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames
@@ -108,9 +119,20 @@ class DiffusionSampler(Executor):
                         break
         except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
             status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        self.board.update(doc.id, status=status, error=error, finished=time.time())
+        finished = time.time()
+        self.store.finish(
+            doc.id,
+            {"status": JobStatus(status).value, "seed": seed, "settings": recipe, "steps_done": step, "total": total,
+             "error": error, "replica": self.replica, "started": started, "finished": finished, "frames": kept},
+        )  # fmt: skip
+        self.board.update(doc.id, status=status, error=error, finished=finished)
         doc.tags.update(
-            status=JobStatus(status).value, steps_done=step, replica=self.replica, started=started, finished=time.time()
+            status=JobStatus(status).value,
+            steps_done=step,
+            total=total,
+            replica=self.replica,
+            started=started,
+            finished=finished,
         )
         if error:
             doc.tags["error"] = error

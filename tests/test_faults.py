@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -28,7 +29,7 @@ TINY.update(cut_overview="[1]*1000", cut_innercut="[1]*1000")
 
 def raw_request(**changes) -> DocumentArray:
     """A request as a plain Jina client builds it from the README: settings as tags, no bookkeeping."""
-    tags = {k: v for k, v in settings_to_tags(validate_settings(**TINY, seed=1)).items()}
+    tags = {k: v for k, v in settings_to_tags(validate_settings(**TINY, seed=1, n_batches=1)).items()}
     tags.update(changes)
     return DocumentArray([Document(id=uuid.uuid4().hex, tags={k: v for k, v in tags.items() if v != "DROP"})])
 
@@ -70,16 +71,21 @@ def test_the_cost_cap_refuses_big_jobs_with_a_clear_message(monkeypatch):
     assert "DISCO_MAX_PIXEL_STEPS" in str(info.value)
 
 
-def test_a_job_nobody_polls_stops_as_abandoned_and_its_frames_go_back(served_flow):
-    """A plain client that posts and never polls ``/progress``: the server's own timeout ends the job."""
+def test_a_job_nobody_polls_stops_as_abandoned_and_its_frames_are_kept(served_flow, served_http):
+    """A plain client that posts and never polls ``/progress``: the server's own timeout ends the job,
+    the call fails saying so, and the frames made are in the result store under the Document's id."""
     from conftest import SERVER_CLIENT_TIMEOUT_S
 
     started = time.time()
-    doc = Client(host=served_flow).post("/generate", raw_request(steps=1000, skip_steps=0, display_rate=5))[0]
+    docs = raw_request(steps=1000, skip_steps=0, display_rate=5)
+    with pytest.raises(Exception, match=rf"image {docs[0].id} was stopped as abandoned .* at step \d+ of 1000"):
+        Client(host=served_flow).post("/generate", docs)
     took = time.time() - started
-    assert doc.tags["status"] == "abandoned" and 0 < doc.tags["steps_done"] < 1000
     assert SERVER_CLIENT_TIMEOUT_S < took < SERVER_CLIENT_TIMEOUT_S + 60, took
-    assert len(doc.chunks) >= 1 and doc.uri == doc.chunks[-1].uri
+    with urllib.request.urlopen(f"{served_http}/results/{docs[0].id}", timeout=30) as response:
+        record = json.load(response)
+    assert record["status"] == "abandoned" and 0 < record["steps_done"] < 1000
+    assert len(record["files"]["frames"]) >= 1 and record["files"]["gif"]
 
 
 # ----- the CLI in a terminal: Ctrl-C reaches the whole foreground process group -----
