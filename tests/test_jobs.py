@@ -5,7 +5,10 @@ README's curl example as written."""
 import base64
 import io
 import json
+import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 from PIL import Image
+
+from disco.settings import validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,3 +168,24 @@ def test_paddlehub_serving_route_answers_as_hub_serving_does(served_http):
     assert refused["status"] == "101" and refused["msg"].startswith("steps: must be in [1, 1000]")
     _, other = call("POST", f"{served_http}/predict/some_other_module", {})
     assert other == {"msg": "Module some_other_module is not available.", "results": "", "status": "111"}
+
+
+def readme_job_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"<!-- jobs-example -->\n```bash\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_the_readme_curl_example_works_as_written(served_http, tmp_path):
+    command = readme_job_example()
+    body = json.loads(re.search(r"-d '(.*?)'", command, re.S).group(1))
+    validate_settings(body)  # valid as written
+    small = {**body, **TINY}  # as written, but small enough for the CPU and the test weights
+    command = command.replace("http://localhost:51001", served_http)
+    command = re.sub(r"-d '(.*?)'", lambda _: "-d " + shlex.quote(json.dumps(small)), command, flags=re.S)
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env={**os.environ, "DISCO_API_TOKEN": ""},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    image = Image.open(tmp_path / "lighthouse.png")
+    assert image.size == (64, 64)
+    assert json.loads(image.text["disco-diffusion"])["seed"] == body["seed"]
