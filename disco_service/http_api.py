@@ -259,32 +259,67 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             raise HTTPException(404, f"result {doc_id!r} has no file {name!r}")
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
 
-    @app.middleware("http")
-    async def post_status(request: Request, call_next):
-        """Jina's /post answers errors with HTTP 200 and ``header.status``: give them an error status too."""
-        response = await call_next(request)
-        if request.url.path != "/post" or response.status_code != 200:
-            return response
-        body = b"".join([chunk async for chunk in response.body_iterator])
-        status = 200
-        try:
-            header_status = (json.loads(body).get("header") or {}).get("status") or {}
-        except ValueError:
-            header_status = {}
-        if header_status.get("code") in (1, "ERROR"):  # StatusProto.ERROR
-            name = (header_status.get("exception") or {}).get("name", "")
-            status = 400 if name in REFUSALS else 409 if name == "ImageNotFinished" else 500
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        return Response(body, status_code=status, headers=headers, media_type=response.media_type)
+    app.add_middleware(ServiceMiddleware, tokens=tokens)
 
-    @app.middleware("http")
-    async def check_token(request: Request, call_next):
-        """Every route but the health check and the page's static files needs an accepted token."""
-        if open_path(request.url.path):
-            request.state.owner = None
-            return await call_next(request)
-        try:
-            request.state.owner = tokens.owner(request.headers.get("authorization"))
-        except Unauthorized as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+
+def post_status(body: bytes) -> int:
+    """The HTTP status of a Jina ``/post`` answer: 200, or for an error in ``header.status`` 400 (the
+    request was refused), 409 (an image did not finish) or 500."""
+    try:
+        status = (json.loads(body).get("header") or {}).get("status") or {}
+    except (ValueError, AttributeError):
+        return 200
+    if status.get("code") not in (1, "ERROR"):  # jina's StatusProto.ERROR
+        return 200
+    name = (status.get("exception") or {}).get("name", "")
+    return 400 if name in REFUSALS else 409 if name == "ImageNotFinished" else 500
+
+
+class ServiceMiddleware:
+    """An ASGI middleware (plain, so requests reach the app in the order they came): the token check
+    of every route but the open ones (``request.state.owner``), and an HTTP error status for Jina's
+    ``/post`` answers that carry an error."""
+
+    def __init__(self, app, tokens: Tokens):
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        if open_path(scope["path"]):
+            state["owner"] = None
+        else:
+            headers = dict(scope.get("headers") or [])
+            authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+            try:
+                state["owner"] = self.tokens.owner(authorization)
+            except Unauthorized as exc:
+                from starlette.responses import JSONResponse
+
+                refusal = JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return await refusal(scope, receive, send)
+        if scope["path"] != "/post":
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def answer(message) -> None:
+            """Hold /post's answer until its body is complete, then send it with its status."""
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                return await send(message)
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            data = b"".join(body)
+            status = post_status(data) if start["status"] == 200 else start["status"]
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(data)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+
+        await self.app(scope, receive, answer)
