@@ -3,8 +3,9 @@
 The images of a run go out as separate ``/generate`` requests (replicas can spread them); while
 they run, ``/progress`` polls to the Renderer (``wire.JOB_STATE_EXECUTOR``) feed the progress
 bars and fetch each new frame, so a job whose request fails mid-run (its sampler died) still
-comes back with the frames made so far. Inside a running event loop (Jupyter) the calls run in
-a thread of their own (``run_coroutine``).
+comes back with the frames made so far. A request that cannot reach the Flow before its image
+started (the Flow restarting after a fault) is sent again for up to ``RETRY_FOR_S``. Inside a
+running event loop (Jupyter) the calls run in a thread of their own (``run_coroutine``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import wire
+from .console import say
 from .progress import ProgressBars
 from .wire import JobStatus
 
 PROGRESS_INTERVAL_S = 0.5
+# An image whose request could not reach the Flow (or its sampler) before it started is sent again
+# this long: a Flow that serve.py restarts after a fault is back within it, so callers wait
+# instead of failing.
+RETRY_FOR_S = 180
+RETRY_PAUSE_S = 2.0
 
 
 def run_coroutine(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -131,9 +139,26 @@ async def run_jobs(address: str, docs, show_progress: bool = True, token: str | 
         pass
 
     unfinished_too = {wire.ACCEPT_UNFINISHED: True}  # cancelled and failed images come back with their frames
-    jobs = [
-        asyncio.create_task(post(client, wire.GENERATE, DocumentArray([d]), None, unfinished_too, auth)) for d in docs
-    ]
+    noted: list[str] = []
+
+    async def generate(doc):
+        """One image's request; sent again while the Flow cannot be reached and the image has not started."""
+        deadline = None
+        while True:
+            try:
+                return await post(client, wire.GENERATE, DocumentArray([doc]), None, unfinished_too, auth)
+            except Exception as exc:
+                if not unreachable(exc) or watcher.started(doc.id) or stop.is_set():
+                    raise
+                deadline = deadline or time.monotonic() + RETRY_FOR_S
+                if time.monotonic() > deadline:
+                    raise
+                if not noted:
+                    noted.append(server_message(exc))
+                    say(f"{noted[0]}: trying again for up to {RETRY_FOR_S // 60} minutes (Ctrl-C stops)")
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    jobs = [asyncio.create_task(generate(d)) for d in docs]
 
     async def watch() -> None:
         while not all(j.done() for j in jobs):

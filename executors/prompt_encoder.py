@@ -8,7 +8,8 @@ the tags with their numbers' types restored and do not validate again.
 
 A Document id names one image for as long as anything of it is kept (its job-board files, its
 result in the store): a request that uses it again is refused, so an old cancel or result never
-answers for a new image. An accepted image is put on the job board as ``waiting``.
+answers for a new image. An accepted image is put on the job board as ``waiting``; an id that never
+got further (its request could not reach a sampler) may be sent again.
 """
 
 import time
@@ -72,7 +73,10 @@ class PromptEncoder(Executor):
     def check_new(self, doc_id: str) -> None:
         """Refuse an id that is not a file name, or one the service still keeps an image under."""
         try:
-            known = self.board.read(doc_id) or self.store.read(doc_id) or self.store.used(doc_id)
+            state = self.board.read(doc_id)
+            if state is not None and state.get("status") == JobStatus.WAITING and not self.store.used(doc_id):
+                return  # sent again: the first request never reached a sampler
+            known = state or self.store.read(doc_id) or self.store.used(doc_id)
         except ValueError as exc:
             raise DocumentIdInUse(f"Document id: {exc}") from None
         if known:

@@ -166,6 +166,9 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
         job = wait_for(lambda: new_job(board, before, 3), 120, "the job to make 3 steps")
         os.kill(int(job["replica"].rpartition(":")[2]), signal.SIGKILL)
         killed = time.time()
+        # a request sent now, while serve.py brings the Flow back, waits for it instead of failing UNAVAILABLE
+        waiting = subprocess.Popen(cli(tmp_path / "w", "--steps", "3", "--seed", "8", "--host", address), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         _, stderr = first.communicate(timeout=120)
         assert first.returncode == 1, stderr[-3000:]
         assert "Traceback" not in stderr
@@ -176,6 +179,11 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
         # 2. the Flow comes back by itself and serves the next request
         wait_for(lambda: log.read_text().count("Flow is ready to serve!") >= 2, 240, "the Flow to restart")
         print(f"the Flow served again {time.time() - killed:.1f} s after the sampler was killed")
+        _, stderr = waiting.communicate(timeout=300)
+        assert waiting.returncode == 0, stderr[-3000:]
+        assert "trying again for up to 3 minutes (Ctrl-C stops)" in stderr  # it said why it waited
+        assert (tmp_path / "w" / "reverse_diffusion-8_0.png").exists()
+        print(f"a request sent right after the kill was done {time.time() - killed:.1f} s after it")
         everything += psutil.Process(serve.pid).children(recursive=True)
         assert Client(host=address).post("/generate", raw_request())[0].tags["status"] == "done"
 
