@@ -54,9 +54,11 @@ def flow_config(
     http_port: int | None = None,
     use_gpu: str | None = None,
     preload: str | None = None,
+    checkpoints_anywhere: bool = False,
 ) -> dict[str, Any]:
     """flow.yml as a dict, with the sampler's replica count and GPU pinning applied, and the
-    executors' ``use_gpu`` and the sampler's ``preload`` (``uses_with``) when given."""
+    executors' ``use_gpu`` and the sampler's ``preload`` and ``checkpoints_anywhere``
+    (``uses_with``) when given."""
     config = yaml.safe_load(FLOW_FILE.read_text())
     gateway = config["gateway"]
     gateway["uses"] = str(ROOT / gateway["uses"])
@@ -70,6 +72,8 @@ def flow_config(
         if executor["name"] == SAMPLER:
             if preload:
                 executor.setdefault("uses_with", {})["preload"] = preload
+            if checkpoints_anywhere:
+                executor.setdefault("uses_with", {})["checkpoints_anywhere"] = True
             executor["replicas"] = replicas
             gpus = gpu_count()
             if replicas > 1 and gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
@@ -99,7 +103,14 @@ def run_flow(args: argparse.Namespace) -> None:
         import jina.orchestrate.flow.base as flow_base
 
         flow_base.print = lambda *args, **kwargs: None
-    with load_flow(args.replicas, args.port, args.http_port, use_gpu=args.use_gpu, preload=args.preload) as flow:
+    with load_flow(
+        args.replicas,
+        args.port,
+        args.http_port,
+        use_gpu=args.use_gpu,
+        preload=args.preload,
+        checkpoints_anywhere=args.checkpoints_anywhere,
+    ) as flow:
         args.ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
         flow.block(stop_event=stop)
@@ -125,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the diffusion model the sampler loads at start, or none (default: the default one)",
     )
+    parser.add_argument(
+        "--checkpoints-anywhere",
+        action="store_true",
+        help="a diffusion_model checkpoint path may name any file on this machine (a client's own Flow); "
+        "by default only files inside the model directory are read",
+    )
     parser.add_argument("--quiet", action="store_true", help="no banner, no notice when stopping (a client's own Flow)")
     parser.add_argument("--ready-file", type=Path, help="written once the Flow serves (and after each restart)")
     parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
@@ -139,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         ("preload", args.preload),
     )
     flow_args = [f"--{name}={value}" for name, value in options if value] + (["--quiet"] if args.quiet else [])
+    flow_args += ["--checkpoints-anywhere"] if args.checkpoints_anywhere else []
     if args.flow_only:
         run_flow(args)
         return 0

@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from disco_service import config
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS, JOBS, RESULTS = "/models", "/jobs", "/results"
 VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-jobs": (JOBS, "1Gi"), "disco-results": (RESULTS, "50Gi")}
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replicas",
         type=int,
-        default=int(os.environ.get("DISCO_SAMPLER_REPLICAS", 1)),
+        default=config.load().sampler_replicas,
         help="sampler replicas, one GPU each (default: $DISCO_SAMPLER_REPLICAS or 1)",
     )
     parser.add_argument("--namespace", default="disco", help="Kubernetes namespace")

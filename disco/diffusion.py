@@ -5,11 +5,13 @@ Schedule arithmetic is done in float64 and each coefficient is cast to float32 w
 as the reference does. Loops are generators: they yield every step's ``sample`` and the
 model's own ``pred_xstart`` so callers can show progress, keep frames and stop early.
 Randomness comes only from the noise function (by default a ``torch.Generator``).
+A ``transformation_fn`` (Disco Diffusion's symmetry) may change the sample at given fractions
+of the run (``transformation_indices``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +23,8 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CondFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 # noise_fn(like) -> standard normal noise of like's shape
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+# transformation_fn(x) -> x changed (e.g. mirrored), same shape
+TransformationFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Step(NamedTuple):
@@ -44,6 +48,19 @@ def ddim_timesteps(num_timesteps: int, count: int) -> list[int]:
         if len(range(0, num_timesteps, stride)) == count:
             return list(range(0, num_timesteps, stride))
     raise ValueError(f"steps: cannot take exactly {count} timesteps from {num_timesteps} with an integer stride")
+
+
+def transformation_indices(sampled: int, transformation_percent: Sequence[float]) -> set[int]:
+    """The respaced timestep indices at whose start a transformation changes the sample.
+
+    As in Disco Diffusion's guided-diffusion fork (``ddim_sample_loop_progressive``): over the
+    ``sampled`` steps (``steps - skip_steps``), whose indices count down from ``sampled - 1`` to 0,
+    fraction ``p`` of the run is the step of index ``int(sampled * (1 - p))``; the transformation
+    is applied to the sample that step starts from, before the model sees it. So with 240 sampled
+    steps and ``p = 0.09`` it is index 218, after 21 steps. A fraction whose index falls outside
+    the run (``p`` very close to 0) changes nothing.
+    """
+    return {int(sampled * (1 - p)) for p in transformation_percent} & set(range(sampled))
 
 
 def generator_noise(generator: torch.Generator | None) -> NoiseFn:
@@ -146,10 +163,17 @@ class GaussianDiffusion:
         clip_denoised: bool = False,
         noise_fn: NoiseFn | None = None,
         generator: torch.Generator | None = None,
+        transformation_fn: TransformationFn | None = None,
+        transformation_percent: Sequence[float] = (),
     ) -> Iterator[Step]:
+        """DDIM (Song et al., eq. 12) with ``eta``; ``transformation_fn`` changes the sample at the
+        start of the steps ``transformation_indices`` names."""
         noise_fn = noise_fn or generator_noise(generator)
         x, first = self._initial(x_T, skip_steps, init_image)
+        transform_at = transformation_indices(first + 1, transformation_percent) if transformation_fn else set()
         for index in range(first, -1, -1):
+            if index in transform_at:
+                x = transformation_fn(x)
             _, eps, pred_xstart_model = self._eps(model, x, index, cond_fn, clip_denoised)
             pred_xstart = self.xstart_from_eps(x, index, eps)
             abar = self.coef(self.alphas_cumprod, index, x)
@@ -171,8 +195,14 @@ class GaussianDiffusion:
         init_image: torch.Tensor | None = None,
         cond_fn: CondFn | None = None,
         clip_denoised: bool = False,
+        transformation_fn: TransformationFn | None = None,
+        transformation_percent: Sequence[float] = (),
     ) -> Iterator[Step]:
-        """Pseudo linear multistep: one improved-Euler start, then Adams-Bashforth on eps."""
+        """Pseudo linear multistep: one improved-Euler start, then Adams-Bashforth on eps.
+
+        ``transformation_fn`` changes the sample at the start of the steps ``transformation_indices``
+        names, as in the DDIM loop (Disco Diffusion applies it in DDIM only); the eps history of
+        the earlier steps is kept as it was."""
         if order not in (1, 2, 3, 4):
             raise ValueError(f"order: must be 1, 2, 3 or 4, got {order!r}")
         bashforth = {
@@ -182,8 +212,11 @@ class GaussianDiffusion:
             4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
         }
         x, first = self._initial(x_T, skip_steps, init_image)
+        transform_at = transformation_indices(first + 1, transformation_percent) if transformation_fn else set()
         old_eps: list[torch.Tensor] = []
         for index in range(first, -1, -1):
+            if index in transform_at:
+                x = transformation_fn(x)
             abar_prev = self.coef(self.alphas_cumprod_prev, index, x)
             _, eps, pred_xstart_model = self._eps(model, x, index, cond_fn, clip_denoised)
             if order > 1 and index == first:

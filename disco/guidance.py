@@ -4,7 +4,8 @@ From the noisy ``x`` we estimate the clean image (cheaply with the secondary mod
 the UNet), blend it with ``x`` by the noise level, and score it: spherical distance between
 CLIP embeddings of its cutouts and the weighted prompts, plus total-variation, range,
 saturation and (with an init image) LPIPS losses. The gradient of the score with respect to
-``x`` is returned, NaN made zero, its RMS clamped to ``clamp_max``.
+``x`` is returned, NaN made zero, its RMS clamped to ``clamp_max``. The scales, ``cutn_batches``
+and ``clamp_max`` may follow schedules over 1000 virtual steps, read as the cutout schedules are.
 """
 
 from __future__ import annotations
@@ -52,12 +53,20 @@ def saturation_loss(image: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Schedules:
-    """Per-virtual-step cutout settings, read at index ``1000 - (int(t) + 1)``."""
+    """Per-virtual-step cutout settings and scales, read at index ``1000 - (int(t) + 1)`` (a
+    setting given as a number has that number at every index)."""
 
     overview: list[int]
     innercut: list[int]
     ic_pow: list[float]
     icgray_p: list[float]
+    clip_guidance_scale: list[float]
+    cutn_batches: list[int]
+    tv_scale: list[float]
+    range_scale: list[float]
+    sat_scale: list[float]
+    init_scale: list[float]
+    clamp_max: list[float]
 
     @classmethod
     def from_settings(cls, s: Settings) -> Schedules:
@@ -66,6 +75,9 @@ class Schedules:
             count_schedule("cut_innercut", s.cut_innercut),
             parse_schedule("cut_ic_pow", s.cut_ic_pow),
             parse_schedule("cut_icgray_p", s.cut_icgray_p),
+            s.schedule("clip_guidance_scale"),
+            count_schedule("cutn_batches", s.cutn_batches),
+            *(s.schedule(name) for name in ("tv_scale", "range_scale", "sat_scale", "init_scale", "clamp_max")),
         )
 
 
@@ -137,48 +149,47 @@ class Guidance:
 
     def _gradient(self, x: torch.Tensor, index: int, dtype: torch.dtype | None, check: bool = False):
         """The guidance gradient at ``x``; with ``check``, also whether it came out finite (on the device)."""
-        s = self.settings
+        s, sch = self.settings, self.schedules
         n = x.shape[0]
         # the schedule's virtual step, from Disco's int(t) + 1; read on the host (the float32 that
         # t_scaled holds), so the loop does not wait for the device here
         at = 1000 - (int(np.float32(self.diffusion.scaled_timestep(index))) + 1)
-        overview, innercut = self.schedules.overview[at], self.schedules.innercut[at]
+        overview, innercut = sch.overview[at], sch.innercut[at]
+        clip_guidance_scale, cutn_batches = sch.clip_guidance_scale[at], sch.cutn_batches[at]
         precision = torch.autocast(x.device.type, dtype) if dtype else contextlib.nullcontext()
         with torch.enable_grad(), precision:
             x = x.detach().requires_grad_()
             _, x_in = self._denoised(x, index)
             x_in_grad = torch.zeros_like(x_in)
-            if s.clip_guidance_scale:
+            if clip_guidance_scale:
                 # Disco runs CLIP once per cutout batch; the batches go through together here, in
                 # passes of up to max_cutouts_per_pass cutouts (same cutouts, same RNG order, one
                 # backward each), so the pass size changes the speed and the memory, not the result.
                 per_pass = max(1, self.max_cutouts_per_pass // ((overview + innercut) * n))
-                for first in range(0, s.cutn_batches, per_pass):
-                    batches = min(per_pass, s.cutn_batches - first)
+                for first in range(0, cutn_batches, per_pass):
+                    batches = min(per_pass, cutn_batches - first)
                     cuts = torch.cat([self._cutouts(x_in, at, overview, innercut) for _ in range(batches)])
                     image_embeds = self.clip.encode_image(clip_normalize(cuts).contiguous(memory_format=CL)).float()
                     dists = spherical_dist_loss(image_embeds.unsqueeze(1), self.target_embeds.unsqueeze(0))
                     dists = dists.view(batches, overview + innercut, n, -1)
                     clip_losses = dists.mul(self.target_weights).sum(3).mean(1)  # (batches, n)
                     self.losses.extend(clip_losses.sum(1).detach().unbind())
-                    x_in_grad += (
-                        torch.autograd.grad(clip_losses.sum() * s.clip_guidance_scale, x_in)[0] / s.cutn_batches
-                    )
+                    x_in_grad += torch.autograd.grad(clip_losses.sum() * clip_guidance_scale, x_in)[0] / cutn_batches
             # Every loss sees the blend x_in (the range loss too, as the PaddleHub module computes
             # it); their gradient with respect to x_in joins CLIP's and goes back to x through the blend.
             loss = (
-                tv_loss(x_in).sum() * s.tv_scale
-                + range_loss(x_in).sum() * s.range_scale
-                + saturation_loss(x_in) * s.sat_scale
+                tv_loss(x_in).sum() * sch.tv_scale[at]
+                + range_loss(x_in).sum() * sch.range_scale[at]
+                + saturation_loss(x_in) * sch.sat_scale[at]
             )
-            if self.init is not None and self.init_loss is not None and s.init_scale:
-                loss = loss + self.init_loss(x_in, self.init).sum() * s.init_scale
+            if self.init is not None and self.init_loss is not None and sch.init_scale[at]:
+                loss = loss + self.init_loss(x_in, self.init).sum() * sch.init_scale[at]
             x_in_grad += torch.autograd.grad(loss, x_in)[0]
             grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
         finite = torch.isfinite(x_in_grad).all() & torch.isfinite(grad).all() if check else None
         if s.clamp_grad:
             magnitude = grad.square().mean().sqrt()
-            grad = grad * magnitude.clamp(max=s.clamp_max) / magnitude.clamp(min=1e-12)
+            grad = grad * magnitude.clamp(max=sch.clamp_max[at]) / magnitude.clamp(min=1e-12)
         # A step whose gradient has a NaN is taken unguided (as Disco does), decided on the
         # device: an `if` here would make the host wait for the GPU every step.
         nan = torch.isnan(x_in_grad).any() | torch.isnan(grad).any()

@@ -3,12 +3,18 @@
 Files come from ``weights.ensure`` (the model directory the caller names; download on first use).
 CLIP RN50 is open_clip's own published ``openai`` file, fetched by the same downloader (fast
 offline errors, resume, checksum) and loaded by open_clip.
+
+A ``diffusion_model`` that is a checkpoint path (``disco.models.is_checkpoint_path``) is read by
+``checkpoint_path``'s rule: inside the model directory, or anywhere when the cache is made with
+``checkpoints_anywhere`` (a Flow the client started on its own machine). URLs are never fetched.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -16,9 +22,11 @@ import torch
 from . import fast, weights
 from .clip_model import load_clip
 from .lpips_loss import load_lpips
+from .models import is_checkpoint_path
 from .sampler import Models
 from .secondary import load_secondary
-from .unet import MODEL_CONFIGS, load_unet
+from .settings import SettingsError
+from .unet import MODEL_CONFIGS, LayoutMismatch, load_checkpoint, load_unet
 from .weights import CLIP_FILE, SECONDARY_FILE, VGG16_FILE, files_needed  # noqa: F401 (files_needed: re-exported)
 
 log = logging.getLogger(__name__)
@@ -54,8 +62,46 @@ def select_device(use_gpu: bool | str, name: str = "use_gpu") -> torch.device:
     return torch.device("cuda")
 
 
+def checkpoint_path(value: str, model_dir: str | Path, anywhere: bool = False) -> Path:
+    """The file a checkpoint ``value`` of ``diffusion_model`` names; a relative path is taken inside
+    ``model_dir``. Unless ``anywhere``, the file must lie in ``model_dir`` once links are followed:
+    a served Flow reads no other path a request names. Raises ``SettingsError`` naming
+    ``diffusion_model`` and the value as given (not the server's directories)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path(model_dir).expanduser() / path
+    resolved = path.resolve()
+    if not anywhere and not resolved.is_relative_to(Path(model_dir).expanduser().resolve()):
+        raise SettingsError(
+            "diffusion_model",
+            f"{value!r} is outside this server's model directory (DISCO_MODEL_DIR), the only place a served Flow "
+            "reads checkpoints from: put the file there and give its path inside it",
+        )
+    if not resolved.is_file():
+        where = "" if Path(value).expanduser().is_absolute() else " in the model directory"
+        raise SettingsError("diffusion_model", f"no checkpoint file {value!r}{where}")
+    return resolved
+
+
+def _load_checkpoint(name: str, path: Path) -> torch.nn.Module:
+    """``load_checkpoint`` with its faults as ``SettingsError`` naming ``diffusion_model``."""
+    try:
+        unet, layout = load_checkpoint(path)
+    except LayoutMismatch as exc:
+        raise SettingsError("diffusion_model", str(exc)) from None
+    except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise SettingsError("diffusion_model", f"{name!r} is not a state_dict to read ({problem})") from None
+    log.info("%s has the layout of %s", name, layout)
+    return unet
+
+
 class ModelCache:
-    """Models by name, loaded on first use and kept: a process serves many requests."""
+    """Models by name, loaded on first use and kept: a process serves many requests.
+
+    The ``max_unets`` diffusion models used last stay loaded (each takes up to 2.2 GB); another
+    one replaces the one unused longest. A checkpoint path is loaded again when its file changes.
+    """
 
     def __init__(
         self,
@@ -63,12 +109,16 @@ class ModelCache:
         device: torch.device | None = None,
         mode: str = "fast",
         mirrors: tuple[str, ...] | None = None,
+        checkpoints_anywhere: bool = False,
+        max_unets: int = 2,
     ):
         self.mode = fast.check_mode(mode)
         self.model_dir = Path(model_dir) if model_dir else weights.default_model_dir()
         self.mirrors = mirrors
         self.device = device or pick_device(True)
-        self._unets: dict[str, torch.nn.Module] = {}
+        self.checkpoints_anywhere = checkpoints_anywhere
+        self.max_unets = max(1, max_unets)
+        self._unets: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
         self._clip: torch.nn.Module | None = None
         self._secondary: torch.nn.Module | None = None
         self._lpips: torch.nn.Module | None = None
@@ -77,13 +127,28 @@ class ModelCache:
         return weights.ensure(name, self.model_dir, mirrors=self.mirrors)
 
     def unet(self, name: str) -> torch.nn.Module:
-        if name not in self._unets:
-            if name not in MODEL_CONFIGS:
-                raise ValueError(f"diffusion_model: unknown model {name!r}; allowed: {sorted(MODEL_CONFIGS)}")
+        """The UNet of registry model ``name``, or of the checkpoint file it names."""
+        if name in MODEL_CONFIGS:
+            key: tuple = (name,)
+        elif is_checkpoint_path(name):
+            path = checkpoint_path(name, self.model_dir, self.checkpoints_anywhere)
+            stat = path.stat()
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+        else:
+            raise SettingsError("diffusion_model", f"unknown model {name!r}; allowed: {list(MODEL_CONFIGS)}")
+        if key not in self._unets:
+            for old in [k for k in self._unets if k[0] == key[0]]:  # a checkpoint file that changed
+                del self._unets[old]
+            while len(self._unets) >= self.max_unets:
+                self._unets.popitem(last=False)
             log.info("loading %s", name)
-            unet = load_unet(self._file(f"{name}.pt"), MODEL_CONFIGS[name]).to(self.device)
-            self._unets[name] = fast.prepare_unet(unet, self.device, self.mode)
-        return self._unets[name]
+            if len(key) == 1:
+                unet = load_unet(self._file(f"{name}.pt"), MODEL_CONFIGS[name])
+            else:
+                unet = _load_checkpoint(name, Path(key[0]))
+            self._unets[key] = fast.prepare_unet(unet.to(self.device), self.device, self.mode)
+        self._unets.move_to_end(key)
+        return self._unets[key]
 
     def clip(self) -> torch.nn.Module:
         if self._clip is None:

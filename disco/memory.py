@@ -5,7 +5,9 @@ is faster on a GPU, and CLIP's saved activations grow with it (about 100 MB per 
 cutout in fp32). The pass size follows the GPU's free memory so that the default image fits
 in 8 GB in fast mode and 12 GB in exact mode. The figures below are measured by
 ``benchmarks/memory.py`` with ``LiveBytes`` (and checked against it in the tests); the
-result of a step does not depend on the pass size.
+result of a step does not depend on the pass size. Nor does the pass size depend on
+``cutn_batches``: a step with more cutout batches (a scheduled ``cutn_batches`` at its largest
+included) makes more passes of the same size, which takes longer and no more memory.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .settings import SettingsError
@@ -55,19 +56,41 @@ def build_prompts(text_prompts: list[str], style: str | None = None, artist: str
 
 
 def check_prompts(
-    text_prompts: list[str], style: str | None = None, artist: str | None = None, tokens: bool = True
+    text_prompts: list[str] | Mapping[int, list[str]],
+    style: str | None = None,
+    artist: str | None = None,
+    tokens: bool = True,
 ) -> list[Prompt]:
     """The prompts as CLIP will get them, checked in full: each parses, the weights do not sum
-    to 0, and (``tokens``) each text fits CLIP's 77 tokens. Raises ``SettingsError`` naming
-    ``text_prompts``."""
-    prompts = build_prompts(text_prompts, style, artist)
-    normalised_weights([p.weight for p in prompts])
-    if tokens:
-        from .clip_model import check_prompt_length  # the tokenizer comes with open_clip (and torch)
+    to 0, and (``tokens``) each text fits CLIP's 77 tokens; for ``{frame: [prompts]}`` every
+    frame's list. Returns the prompts of frame 0. Raises ``SettingsError`` naming ``text_prompts``."""
+    checked = {}
+    for frame, texts in prompt_sets(text_prompts).items():
+        prompts = build_prompts(texts, style, artist)
+        normalised_weights([p.weight for p in prompts])
+        if tokens:
+            from .clip_model import check_prompt_length  # the tokenizer comes with open_clip (and torch)
 
-        for prompt in prompts:
-            check_prompt_length(prompt.text)
-    return prompts
+            for prompt in prompts:
+                check_prompt_length(prompt.text)
+        checked[frame] = prompts
+    return checked[prompt_key_at(checked, 0)]
+
+
+def prompt_sets(text_prompts: list[str] | Mapping[int, list[str]]) -> dict[int, list[str]]:
+    """The prompts by the frame they start at: a plain list starts at frame 0 and holds for every frame."""
+    if isinstance(text_prompts, Mapping):
+        return {int(frame): list(texts) for frame, texts in sorted(text_prompts.items(), key=lambda kv: int(kv[0]))}
+    return {0: list(text_prompts)}
+
+
+def prompt_key_at(sets: Mapping[int, object], frame: int) -> int:
+    """The key of the prompts that apply at ``frame``: the latest key at or before it; frames before
+    the first key take the first key's prompts (the notebook fills its prompt series forwards, then
+    backwards)."""
+    keys = sorted(int(k) for k in sets)
+    earlier = [k for k in keys if k <= frame]
+    return earlier[-1] if earlier else keys[0]
 
 
 def normalised_weights(weights: list[float]) -> list[float]:

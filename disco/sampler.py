@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -20,6 +21,7 @@ from .guidance import Guidance
 from .perlin import perlin_init
 from .prompts import normalised_weights
 from .settings import Settings
+from .symmetry import mirror_halves
 
 log = logging.getLogger(__name__)
 FUZZY_COPIES = 25  # Disco Diffusion's fuzzy_prompt: 25 jittered copies of each prompt
@@ -97,6 +99,13 @@ def sample_image(
     common = dict(
         skip_steps=settings.skip_steps, init_image=start, cond_fn=guidance, clip_denoised=settings.clip_denoised
     )
+    if settings.use_horizontal_symmetry or settings.use_vertical_symmetry:
+        common.update(
+            transformation_fn=partial(
+                mirror_halves, horizontal=settings.use_horizontal_symmetry, vertical=settings.use_vertical_symmetry
+            ),
+            transformation_percent=settings.transformation_percent,
+        )
     if settings.diffusion_sampling_mode == "ddim":
         loop = diffusion.ddim_loop(models.unet, x_T, eta=settings.eta, generator=g_dev, **common)
     else:

@@ -23,18 +23,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+
+from .models import CHECKPOINT_SUFFIXES, DEFAULT_MODEL, is_checkpoint_path
+from .models import DIFFUSION_MODELS as MODELS
 
 LIGHTHOUSE = (
     "A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood "
     "by greg rutkowski and thomas kinkade, Trending on artstation."
 )
-DIFFUSION_MODELS = ("512x512_diffusion_uncond_finetune_008100", "256x256_diffusion_uncond")
+DIFFUSION_MODELS = tuple(MODELS)  # the registry's models (disco/models.py), the default first
+CHECKPOINT_ALLOWED = (
+    "the path of your own checkpoint (.pt) of one of their UNet layouts: inside the server's model directory, "
+    "or anywhere on this machine for the Flow the client starts itself"
+)
 PERLIN_MODES = ("mixed", "colored", "gray")
 PERLIN_ALIASES = {"mix": "mixed", "color": "colored", "grey": "gray"}
 SAMPLING_MODES = ("ddim", "plms")
+ANIMATION_MODES = ("None", "2D", "Video Input")  # the notebook's "3D" needs depth models not offered here
+MAX_FRAMES = 10000  # frame numbers in file names have four digits
 SCHEDULE_LENGTH = 1000  # schedules are read over 1000 "virtual" steps
 MAX_STEPS = 1000
 MAX_BATCHES = 1000
@@ -69,22 +78,39 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     choices: tuple[str, ...] | None = None,
+    choice_meanings: Mapping[str, str] | None = None,
     allowed: str | None = None,
     shown: str | None = None,
 ) -> Any:
     """A field of ``Settings``: its default, what it means (``--help``) and what is allowed.
 
-    ``low``, ``high`` and ``choices`` are the limits the validator enforces; ``allowed`` words the
-    limits the validator checks in code of its own (e.g. multiples of 64); ``shown`` is the default
-    as ``--help`` writes it, when its repr is not helpful.
+    ``low``, ``high`` and ``choices`` are the limits the validator enforces; ``choice_meanings``
+    says in one line what each choice is for; ``allowed`` words the limits the validator checks in
+    code of its own (e.g. multiples of 64; with ``choices``: what else is allowed); ``shown`` is
+    the default as ``--help`` writes it, when its repr is not helpful.
     """
-    meta = {"meaning": meaning, "low": low, "high": high, "choices": choices, "allowed": allowed, "shown": shown}
+    meta = {
+        "meaning": meaning,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "choice_meanings": choice_meanings,
+        "allowed": allowed,
+        "shown": shown,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
+SCALE_ALLOWED = "a number, or numbers as a schedule over 1000 steps such as [5000]*500+[2000]*500"
+MAX_TRANSFORMATIONS = 100
+KEYFRAMES = (
+    "key frames 'frame: (value), ...' (e.g. '0: (1), 10: (1.05)'), linear in between; a value may use t, the "
+    "frame number: numbers, t, pi, e, + - * / % **, parentheses and sin cos tan asin acos atan sinh cosh tanh "
+    "exp log log10 sqrt abs floor ceil min max"
+)
 # A file name may have 255 bytes; the longest one around a batch name takes 55 more of them:
 # reverse_diffusion-{batch_name}-{seed}-run{N}_{i}-step{NNNN}.png
 BATCH_NAME_BYTES = 200
@@ -98,10 +124,11 @@ BATCH_NAME_ALLOWED = (
 @dataclass
 class Settings:
     # The seed API (PaddleHub disco_diffusion_clip_rn50), in its order.
-    text_prompts: list[str] = setting(
-        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0)",
+    text_prompts: list[str] | dict[int, list[str]] = setting(
+        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0); for an "
+        "animation also {frame: [prompts], ...}: the latest key at or before a frame applies",
         factory=lambda: [LIGHTHOUSE, "yellow color scheme"],
-        allowed="one or more prompts of at most 77 CLIP tokens",
+        allowed="one or more prompts of at most 77 CLIP tokens, or a JSON object of frame numbers to such lists",
         shown="the lighthouse prompt and 'yellow color scheme'",
     )
     init_image: str | bytes | None = setting(None, "start from this image instead of noise", allowed="a path or URL")
@@ -115,11 +142,17 @@ class Settings:
         10, "skip the first (noisiest) steps; larger keeps more of an init image", low=0, allowed="0 to steps - 1"
     )
     steps: int = setting(250, "diffusion steps; more is slower and finer", low=1, high=MAX_STEPS)
-    init_scale: float = setting(1000, "how strongly the result stays like init_image (LPIPS loss)")
-    clip_guidance_scale: float = setting(5000, "how strongly the image follows the prompts")
-    tv_scale: float = setting(0, "smoothness (total variation) loss; 0 is off")
-    range_scale: float = setting(150, "penalty on values outside the colour range; 0 is off")
-    sat_scale: float = setting(0, "saturation penalty; 0 is off")
+    init_scale: float | str = setting(
+        1000, "how strongly the result stays like init_image (LPIPS loss)", allowed=SCALE_ALLOWED
+    )
+    clip_guidance_scale: float | str = setting(
+        5000, "how strongly the image follows the prompts", allowed=SCALE_ALLOWED
+    )
+    tv_scale: float | str = setting(0, "smoothness (total variation) loss; 0 is off", allowed=SCALE_ALLOWED)
+    range_scale: float | str = setting(
+        150, "penalty on values outside the colour range; 0 is off", allowed=SCALE_ALLOWED
+    )
+    sat_scale: float | str = setting(0, "saturation penalty; 0 is off", allowed=SCALE_ALLOWED)
     perlin_init: bool = setting(False, "start from perlin noise instead of Gaussian noise")
     perlin_mode: str = setting("mixed", "the perlin noise's colours", choices=PERLIN_MODES)
     seed: int | None = setting(
@@ -137,17 +170,26 @@ class Settings:
     artist: str | None = setting(
         None, "an artist, appended to the first prompt's text as ',ARTIST,trending on artstation' (as the module does)"
     )
-    cutn_batches: int = setting(
-        4, "batches of cutouts CLIP judges at each step; a step's time grows with it", low=1, high=64
+    cutn_batches: int | str = setting(
+        4,
+        "batches of cutouts CLIP judges at each step; a step's time grows with it",
+        low=1,
+        high=64,
+        allowed=f"a whole number 1 to 64, or such numbers as {SCHEDULE}",
     )
     diffusion_sampling_mode: str = setting("ddim", "the sampler", choices=SAMPLING_MODES)
     eta: float = setting(0.8, "DDIM's noise: 0 is deterministic, 1 adds the most", low=0.0, high=1.0)
     clamp_grad: bool = setting(True, "clamp the guidance gradient to clamp_max")
-    clamp_max: float = setting(0.05, "the largest guidance gradient when clamp_grad is on", low=0.0)
+    clamp_max: float | str = setting(
+        0.05,
+        "the largest guidance gradient when clamp_grad is on",
+        low=0.0,
+        allowed=f"a number > 0 (>= 0 with clamp_grad off), or such numbers as {SCHEDULE}",
+    )
     randomize_class: bool = setting(
         True,
         "kept for the module's signature: it picks a random ImageNet class for class-conditional models, "
-        "and both diffusion models here are unconditional, so it changes nothing",
+        "and every diffusion model here is unconditional, so it changes nothing",
     )
     clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
     fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
@@ -165,11 +207,73 @@ class Settings:
         "[0.2]*400+[0]*600", "the chance that a cutout is grey, by step", allowed=f"probabilities 0 to 1 as {SCHEDULE}"
     )
     batch_size: int = setting(1, "images per sampler call", low=1, high=1)
-    diffusion_model: str = setting(DIFFUSION_MODELS[0], "the diffusion model", choices=DIFFUSION_MODELS)
+    diffusion_model: str = setting(
+        DEFAULT_MODEL,
+        "the diffusion model: what kind of picture it paints",
+        choices=DIFFUSION_MODELS,
+        choice_meanings={name: model.description for name, model in MODELS.items()},
+        allowed=CHECKPOINT_ALLOWED,
+    )
     use_secondary_model: bool = setting(
         True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
     )
     skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
+    use_horizontal_symmetry: bool = setting(
+        False, "at transformation_percent of the run, mirror the image's left half onto its right half"
+    )
+    use_vertical_symmetry: bool = setting(
+        False, "at transformation_percent of the run, mirror the image's top half onto its bottom half"
+    )
+    transformation_percent: list[float] = setting(
+        meaning="when the symmetry settings mirror the image: fractions of the sampled steps (0.09: after 9%)",
+        factory=lambda: [0.09],
+        allowed=f"1 to {MAX_TRANSFORMATIONS} fractions, each between 0 and 1 (both excluded)",
+        shown="0.09",
+    )
+
+    # Animation (the Disco Diffusion notebook's "Animation Settings"): one job makes every frame.
+    animation_mode: str = setting(
+        "None",
+        "None: still images; 2D: each frame starts from the previous one moved by angle, zoom and translation; "
+        "Video Input: each frame starts from a frame of video_init_path",
+        choices=ANIMATION_MODES,
+    )
+    max_frames: int = setting(
+        MAX_FRAMES, "frames of an animation (Video Input: at most this many of the video's)", low=1, high=MAX_FRAMES
+    )
+    angle: str = setting("0:(0)", "2D: rotation per frame in degrees, counter-clockwise", allowed=KEYFRAMES)
+    zoom: str = setting("0: (1), 10: (1.05)", "2D: scale per frame (1: none, above 1 zooms in)", allowed=KEYFRAMES)
+    translation_x: str = setting("0: (0)", "2D: pixels per frame to the right", allowed=KEYFRAMES)
+    translation_y: str = setting("0: (0)", "2D: pixels per frame downwards", allowed=KEYFRAMES)
+    frames_scale: float = setting(
+        1500, "animation: how strongly each frame stays like the one it starts from (LPIPS loss)", low=0.0
+    )
+    frames_skip_steps: str = setting(
+        "60%",
+        "animation: share of the steps skipped for every frame after the first (Video Input: every frame); "
+        "more flickers less but adds less new detail",
+        allowed="a percentage from 0% to 99% that leaves at least one step",
+    )
+    video_init_path: Annotated[str | bytes | None, "video"] = setting(
+        None, "Video Input: the video (the client reads the file and sends its bytes)", allowed="a video file"
+    )
+    extract_nth_frame: int = setting(2, "Video Input: use every nth frame of the video", low=1)
+    video_init_seed_continuity: bool = setting(
+        False, "Video Input: every frame uses the same seed (otherwise frame n uses seed + n)"
+    )
+    fps: float = setting(12, "2D: frames per second of the MP4 (Video Input keeps the video's pace)", low=1, high=120)
+    resume_run: bool = setting(
+        False, "continue an animation from its frames in output_dir (same batch_name; seed, or its latest run)"
+    )
+    resume_from_frame: int | None = setting(
+        None, "with resume_run: keep frames up to this one and make the rest", low=0, shown="after the last frame"
+    )
+
+    def schedule(self, name: str) -> list[float]:
+        """A number-or-schedule setting's value at each of the 1000 virtual steps (a number: all alike).
+
+        Raises ``SettingsError`` naming the setting when its value cannot be read as a schedule."""
+        return parse_schedule(name, getattr(self, name))
 
     @property
     def width(self) -> int:
@@ -218,6 +322,11 @@ def choices(name: str) -> tuple[str, ...]:
     return _META[name]["choices"]
 
 
+def choice_meanings(name: str) -> dict[str, str]:
+    """What each of a setting's choices is for, in one line each (empty: the setting has none)."""
+    return dict(_META[name]["choice_meanings"] or {})
+
+
 def describe(name: str) -> tuple[str, str, str]:
     """A setting's meaning, what is allowed and its default, in words (for ``--help``)."""
     meta, default = _META[name], Settings.__dataclass_fields__[name]
@@ -229,10 +338,14 @@ def describe(name: str) -> tuple[str, str, str]:
     else:
         shown = "none" if value is None else "''" if value == "" else str(value)
     low, high = meta["low"], meta["high"]
-    if meta["allowed"]:
+    if meta["choices"]:
+        meanings = meta["choice_meanings"] or {}
+        listed = [f"{c} ({meanings[c]})" if c in meanings else c for c in meta["choices"]]
+        allowed = "one of " + ("; " if meanings else ", ").join(listed)
+        if meta["allowed"]:
+            allowed += f"; or {meta['allowed']}"
+    elif meta["allowed"]:
         allowed = meta["allowed"]
-    elif meta["choices"]:
-        allowed = "one of " + ", ".join(meta["choices"])
     elif isinstance(value, bool):
         allowed = "true or false"
     elif low is not None and high is not None:
@@ -331,6 +444,39 @@ def parse_schedule(name: str, value: Any, length: int = SCHEDULE_LENGTH) -> list
     return values
 
 
+def _number_or_schedule(
+    name: str, value: Any, low: float | None = None, high: float | None = None, whole: bool = False
+) -> float | int | str:
+    """A number (returned as ``_float``/``_int`` return it, so a number behaves as before), or a
+    schedule text whose every value passes the same checks (returned as written)."""
+    check = _int if whole else _float
+    if not isinstance(value, str) or not value.lstrip().startswith("["):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(name, f"must be a number or a schedule such as [5000]*500+[2000]*500, got {value!r}")
+        return check(name, value, low, high)
+    for v in sorted(set(parse_schedule(name, value))):
+        try:
+            check(name, v, low, high)
+        except SettingsError as exc:
+            problem = str(exc).removeprefix(f"{name}: ")
+            raise SettingsError(name, f"every value of the schedule {value!r} {problem}") from None
+    return value
+
+
+def _fractions(name: str, value: Any) -> list[float]:
+    """Fractions of the run: a list of 1 to ``MAX_TRANSFORMATIONS`` numbers in (0, 1); one number
+    stands for a list of one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]
+    allowed = f"1 to {MAX_TRANSFORMATIONS} fractions of the run, each between 0 and 1 (both excluded), e.g. [0.09]"
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_TRANSFORMATIONS:
+        raise SettingsError(name, f"must be {allowed}, got {value!r}")
+    fractions = [_float(name, v) for v in value]
+    if (bad := next((f for f in fractions if not 0 < f < 1), None)) is not None:
+        raise SettingsError(name, f"must be {allowed}, got {bad}")
+    return fractions
+
+
 def count_schedule(name: str, value: Any) -> list[int]:
     values = parse_schedule(name, value)
     if any(v < 0 or not v.is_integer() for v in values):
@@ -380,7 +526,7 @@ def validate_settings(
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     for name in ("init_scale", "clip_guidance_scale", "tv_scale", "range_scale", "sat_scale"):
-        setattr(s, name, _float(name, getattr(s, name)))
+        setattr(s, name, _number_or_schedule(name, getattr(s, name)))
     s.perlin_init = _bool("perlin_init", s.perlin_init)
     s.perlin_mode = _choice("perlin_mode", s.perlin_mode, choices("perlin_mode"), PERLIN_ALIASES)
     if s.seed is not None:
@@ -395,15 +541,16 @@ def validate_settings(
 
     s.style = _optional_text("style", s.style)
     s.artist = _optional_text("artist", s.artist)
-    s.cutn_batches = _int("cutn_batches", s.cutn_batches, *limits_of("cutn_batches"))
+    s.cutn_batches = _number_or_schedule("cutn_batches", s.cutn_batches, *limits_of("cutn_batches"), whole=True)
     s.diffusion_sampling_mode = _choice(
         "diffusion_sampling_mode", s.diffusion_sampling_mode, choices("diffusion_sampling_mode")
     )
     s.eta = _float("eta", s.eta, *limits_of("eta"))
     s.clamp_grad = _bool("clamp_grad", s.clamp_grad)
-    s.clamp_max = _float("clamp_max", s.clamp_max, *limits_of("clamp_max"))
-    if s.clamp_grad and s.clamp_max <= 0:
-        raise SettingsError("clamp_max", f"must be > 0 when clamp_grad is on, got {s.clamp_max}")
+    s.clamp_max = _number_or_schedule("clamp_max", s.clamp_max, *limits_of("clamp_max"))
+    if s.clamp_grad and min(s.schedule("clamp_max")) <= 0:
+        at = "at every step " if isinstance(s.clamp_max, str) else ""
+        raise SettingsError("clamp_max", f"must be > 0 {at}when clamp_grad is on, got {s.clamp_max!r}")
     s.randomize_class = _bool("randomize_class", s.randomize_class)
     s.clip_denoised = _bool("clip_denoised", s.clip_denoised)
     s.fuzzy_prompt = _bool("fuzzy_prompt", s.fuzzy_prompt)
@@ -419,14 +566,56 @@ def validate_settings(
     if isinstance(s.cut_ic_pow, int | float) and not isinstance(s.cut_ic_pow, bool):
         s.cut_ic_pow = float(s.cut_ic_pow)
     s.batch_size = _int("batch_size", s.batch_size, *limits_of("batch_size"))
-    s.diffusion_model = _choice("diffusion_model", s.diffusion_model, choices("diffusion_model"))
+    s.diffusion_model = _diffusion_model(s.diffusion_model)
     s.use_secondary_model = _bool("use_secondary_model", s.use_secondary_model)
     s.skip_augs = _bool("skip_augs", s.skip_augs)
+    s.use_horizontal_symmetry = _bool("use_horizontal_symmetry", s.use_horizontal_symmetry)
+    s.use_vertical_symmetry = _bool("use_vertical_symmetry", s.use_vertical_symmetry)
+    s.transformation_percent = _fractions("transformation_percent", s.transformation_percent)
+    _check_model_needs(s)
+    _animation(s)
     _check_cost(s, limits)
     from .prompts import check_prompts  # parsing needs the settings' error type; CLIP's tokenizer loads lazily
 
     check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens)
     return s
+
+
+def _diffusion_model(value: Any) -> str:
+    """A registry model's name (in any case), or the path of a checkpoint file (not read here:
+    where the file is read decides whether it may be; a URL is never fetched)."""
+    names = choices("diffusion_model")
+    if isinstance(value, str):
+        by_lower = {n.lower(): n for n in names}
+        if value.strip().lower() in by_lower:
+            return by_lower[value.strip().lower()]
+        if "://" in value:
+            raise SettingsError(
+                "diffusion_model",
+                f"a URL is not read ({value!r}): download the checkpoint and give its path, or name a model",
+            )
+        if is_checkpoint_path(value) and value.strip() == value and "\0" not in value:
+            return value
+    close = difflib.get_close_matches(str(value), names, n=1) if isinstance(value, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SettingsError(
+        "diffusion_model",
+        f"must be one of {list(names)} or a checkpoint path ending in {' or '.join(CHECKPOINT_SUFFIXES)}, "
+        f"got {value!r}{hint}",
+    )
+
+
+def _check_model_needs(s: Settings) -> None:
+    """Refuse settings the chosen model cannot work with (its ``needs``), naming the setting."""
+    model = MODELS.get(s.diffusion_model)
+    for need in model.needs if model else ():
+        value = getattr(s, need.setting)
+        if value not in need.allowed:
+            allowed = " or ".join(repr(a) for a in need.allowed)
+            raise SettingsError(
+                need.setting,
+                f"diffusion_model {model.name} needs {need.setting} {allowed} ({need.why}), got {value!r}",
+            )
 
 
 def _check_cost(s: Settings, limits: Limits) -> None:
@@ -441,7 +630,9 @@ def _check_cost(s: Settings, limits: Limits) -> None:
         )
 
 
-def _text_prompts(value: Any) -> list[str]:
+def _text_prompts(value: Any) -> list[str] | dict[int, list[str]]:
+    if isinstance(value, Mapping):
+        return _prompt_schedule(value)
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not value:
@@ -450,6 +641,96 @@ def _text_prompts(value: Any) -> list[str]:
         if not isinstance(p, str) or not p.strip():
             raise SettingsError("text_prompts", f"every prompt must be non-empty text, got {p!r}")
     return list(value)
+
+
+def _prompt_schedule(value: Mapping) -> dict[int, list[str]]:
+    """``{frame: [prompts]}`` (the notebook's form; frame numbers may come as text, e.g. from JSON)."""
+    if not value:
+        raise SettingsError("text_prompts", "a mapping of frame numbers to prompts must not be empty")
+    schedule: dict[int, list[str]] = {}
+    for key, prompts in value.items():
+        frame = key
+        if isinstance(key, str) and key.strip().isascii() and key.strip().isdigit():
+            frame = int(key.strip())
+        elif isinstance(key, float) and key.is_integer():
+            frame = int(key)
+        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 10**9:
+            raise SettingsError("text_prompts", f"keys must be frame numbers (whole numbers >= 0), got {key!r}")
+        if frame in schedule:
+            raise SettingsError("text_prompts", f"frame {frame} is given twice")
+        schedule[frame] = _text_prompts(prompts) if not isinstance(prompts, Mapping) else _not_nested(prompts)
+    return dict(sorted(schedule.items()))
+
+
+def _not_nested(value: Mapping) -> list[str]:
+    raise SettingsError("text_prompts", f"each frame's prompts must be a list of texts, got {dict(value)!r}")
+
+
+def _animation(s: Settings) -> None:
+    """The animation settings; for an animation ``n_batches`` is 1 (one animation per run, as in the notebook)."""
+    s.animation_mode = _animation_mode(s.animation_mode)
+    s.max_frames = _int("max_frames", s.max_frames, *limits_of("max_frames"))
+    for name in KEYFRAME_SETTINGS:
+        value = getattr(s, name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = repr(float(value)) if math.isfinite(value) else value  # one number: every frame
+        if not isinstance(value, str):
+            raise SettingsError(name, f"must be key frames as text such as '0: (1), 10: (1.05)', got {value!r}")
+        setattr(s, name, value)
+        from .keyframes import keyframe_series, parse_keyframe_values
+
+        if s.animation_mode == "2D":
+            keyframe_series(name, value, s.max_frames)  # every frame's value: a bad one fails now
+        else:
+            parse_keyframe_values(name, value)
+    s.frames_scale = _float("frames_scale", s.frames_scale, *limits_of("frames_scale"))
+    frames_skip_steps(s)
+    if s.video_init_path is not None and not isinstance(s.video_init_path, str | bytes):
+        raise SettingsError(
+            "video_init_path", f"must be a video file's path or bytes, got {type(s.video_init_path).__name__}"
+        )
+    s.video_init_path = s.video_init_path or None
+    s.extract_nth_frame = _int("extract_nth_frame", s.extract_nth_frame, *limits_of("extract_nth_frame"))
+    s.video_init_seed_continuity = _bool("video_init_seed_continuity", s.video_init_seed_continuity)
+    s.fps = _float("fps", s.fps, *limits_of("fps"))
+    s.resume_run = _bool("resume_run", s.resume_run)
+    if s.resume_from_frame is not None:
+        s.resume_from_frame = _int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)
+    if s.animation_mode != "None":
+        s.n_batches = 1
+
+
+def _animation_mode(value: Any) -> str:
+    if isinstance(value, str):
+        canonical = {mode.lower(): mode for mode in ANIMATION_MODES}.get(value.strip().lower())
+        if canonical:
+            return canonical
+        if value.strip().lower() == "3d":
+            raise SettingsError(
+                "animation_mode",
+                "'3D' is not offered: it needs depth models (MiDaS, AdaBins) that this service does not have; "
+                f"use one of {list(ANIMATION_MODES)}",
+            )
+    raise SettingsError("animation_mode", f"must be one of {list(ANIMATION_MODES)}, got {value!r}")
+
+
+_PERCENT = re.compile(r"\s*(\d{1,2}(?:\.\d+)?)\s*%\s*")
+
+
+def frames_skip_steps(s: Settings) -> int:
+    """The steps skipped for every animation frame after the first: ``floor(steps * percentage / 100)``,
+    as the notebook computes them from ``frames_skip_steps`` (e.g. ``"60%"``)."""
+    match = _PERCENT.fullmatch(s.frames_skip_steps) if isinstance(s.frames_skip_steps, str) else None
+    if not match:
+        raise SettingsError(
+            "frames_skip_steps", f"must be a percentage from 0% to 99% such as '60%', got {s.frames_skip_steps!r}"
+        )
+    skipped = math.floor(s.steps * float(match.group(1)) / 100)
+    if skipped >= s.steps:
+        raise SettingsError(
+            "frames_skip_steps", f"{s.frames_skip_steps} of {s.steps} steps skips them all: lower it or raise steps"
+        )
+    return skipped
 
 
 def _width_height(value: Any, limits: Limits) -> list[int]:
@@ -495,7 +776,21 @@ def _name_character(c: str) -> bool:
 
 # ----- each setting's type, read from the fields (the one source for the wire, the CLI and the page) -----
 
-KINDS = ("bool", "int", "float", "number_or_schedule", "text", "optional_text", "texts", "size", "image")
+KINDS = (
+    "bool",
+    "int",
+    "float",
+    "number_or_schedule",
+    "int_or_schedule",
+    "text",
+    "optional_text",
+    "texts",
+    "numbers",
+    "size",
+    "image",
+    "video",
+)
+KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")
 
 
 @cache
@@ -503,11 +798,18 @@ def kind(name: str) -> str:
     """The kind of value a setting holds, from its field's type: one of ``KINDS``.
 
     ``int``: whole numbers (also when a transport turned them into floats), ``float``: any number,
-    ``number_or_schedule``: a number or a schedule text, ``texts``: a list of texts, ``size``: two
-    whole numbers, ``image``: a path, URL or bytes (``init_image``).
+    ``number_or_schedule``: a number or a schedule text, ``int_or_schedule``: a whole number or a
+    schedule text of whole numbers, ``texts``: a list of texts (``text_prompts`` also a mapping of
+    frame numbers to such lists), ``numbers``: a list of numbers, ``size``: two whole numbers,
+    ``image``: a path, URL or bytes (``init_image``), ``video``: a video file's path or bytes
+    (``video_init_path``, marked so in its ``Annotated`` type).
     """
-    hint = typing.get_type_hints(Settings)[name]
+    hint = typing.get_type_hints(Settings, include_extras=True)[name]
+    if typing.get_origin(hint) is Annotated:
+        return hint.__metadata__[0]
     args = set(typing.get_args(hint)) - {type(None)}
+    if args and all(typing.get_origin(a) in (list, dict) for a in args):
+        return "texts"  # a list of texts, or frame numbers to lists of texts
     optional = type(None) in typing.get_args(hint)
     if hint is bool:
         return "bool"
@@ -517,12 +819,15 @@ def kind(name: str) -> str:
         return "float"
     if args == {float, str}:
         return "number_or_schedule"
+    if args == {int, str}:
+        return "int_or_schedule"
     if hint is str:
         return "text"
     if optional and args == {str}:
         return "optional_text"
-    if typing.get_origin(hint) is list:
-        return "size" if typing.get_args(hint) == (int,) else "texts"
+    lists = {(int,): "size", (float,): "numbers", (str,): "texts"}
+    if typing.get_origin(hint) is list and typing.get_args(hint) in lists:
+        return lists[typing.get_args(hint)]
     if bytes in args:
         return "image"
     raise TypeError(f"Settings.{name}: no kind for {hint}")  # a new field type needs a kind here
@@ -538,25 +843,31 @@ SEED_API_NAMES = SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1]  # the s
 
 
 def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
-    """Every setting as plain data, for a form: name, kind, default, meaning, what is allowed
-    (in words, and as ``low``/``high``/``choices`` where the validator has them) and whether it is
-    one of the seed API's parameters. ``limits`` words the server's own caps."""
+    """Every setting as plain data, for a form: name, kind, default (and ``shown``, the default in
+    words), meaning, what is allowed (in words, and as ``low``/``high``/``choices`` where the
+    validator has them, with what each choice is for in ``choice_meanings``) and whether it is one
+    of the seed API's parameters. ``limits`` words the server's own caps (pixels; pixel-steps
+    under ``steps`` when the server has such a cap)."""
     rows = []
     for name in SETTING_NAMES:
-        meaning, allowed, _ = describe(name)
+        meaning, allowed, shown = describe(name)
         if name == "width_height":
             allowed = f"multiples of 64, at most {limits.max_pixels} pixels (width x height)"
+        if name == "steps" and limits.max_pixel_steps is not None:
+            allowed += f", and width x height x (steps - skip_steps) at most {limits.max_pixel_steps} pixel-steps"
         low, high = limits_of(name)
         rows.append(
             {
                 "name": name,
                 "kind": kind(name),
                 "default": default(name),
+                "shown": shown,
                 "meaning": meaning,
                 "allowed": allowed,
                 "low": low,
                 "high": high,
                 "choices": list(choices(name) or []) or None,
+                "choice_meanings": choice_meanings(name) or None,
                 "seed_api": name in SEED_API_NAMES,
             }
         )

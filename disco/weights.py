@@ -36,17 +36,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .models import DIFFUSION_MODELS, is_checkpoint_path
+
 log = logging.getLogger(__name__)
 
-# The files a run may load besides its diffusion model ("<diffusion_model>.pt").
+# The files a run may load besides its diffusion model ("<diffusion_model>.pt", see disco/models.py).
 SECONDARY_FILE = "secondary_model_imagenet_2.pth"
 CLIP_FILE = "open_clip_rn50_openai.safetensors"
 VGG16_FILE = "vgg16-397923af.pth"  # LPIPS' VGG16, for the init image's loss
 
 
 def files_needed(diffusion_model: str, use_secondary_model: bool, with_init_loss: bool) -> list[str]:
-    """The model files a run with these settings loads (registry names; no torch needed to ask)."""
-    names = [f"{diffusion_model}.pt", CLIP_FILE]
+    """The model files a run with these settings loads (registry names; no torch needed to ask).
+    A checkpoint path as ``diffusion_model`` is the user's own file: nothing to download for it."""
+    names = [] if is_checkpoint_path(diffusion_model) else [f"{diffusion_model}.pt"]
+    names.append(CLIP_FILE)
     if use_secondary_model:
         names.append(SECONDARY_FILE)
     if with_init_loss:
@@ -80,34 +84,8 @@ class ModelFile:
 REGISTRY: dict[str, ModelFile] = {
     f.name: f
     for f in (
-        ModelFile(
-            "512x512_diffusion_uncond_finetune_008100.pt",
-            "9c111ab89e214862b76e1fa6a1b3f1d329b1a88281885943d2cdbe357ad57648",
-            None,
-            (
-                "https://v-diffusion.s3.us-west-2.amazonaws.com/512x512_diffusion_uncond_finetune_008100.pt",
-                "https://huggingface.co/lowlevelware/512x512_diffusion_unconditional_ImageNet/resolve/main/"
-                "512x512_diffusion_uncond_finetune_008100.pt",
-                "https://ipfs.io/ipfs/QmYNhbgnjPRuprob6WiELb3egd8rZa2xTEYGzAfkLuaKJw?filename="
-                "512x512_diffusion_uncond_finetune_008100.pt",
-                "https://the-eye.eu/public/AI/models/512x512_diffusion_unconditional_ImageNet/"
-                "512x512_diffusion_uncond_finetune_008100.pt",
-            ),
-            "ADM 512x512 unconditional ImageNet diffusion, Katherine Crowson's fine-tune",
-            2_200_000_000,
-        ),
-        ModelFile(
-            "256x256_diffusion_uncond.pt",
-            "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1",
-            None,
-            (
-                "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",
-                "https://www.dropbox.com/s/9tqnqo930mpnpcn/256x256_diffusion_uncond.pt?dl=1",
-                "https://ipfs.io/ipfs/QmRkZ4JBLHwpZqeAuULYeGzo3TZqfgnrg6bFvUXFneotP9?filename=256x256_diffusion_uncond.pt",
-            ),
-            "ADM 256x256 unconditional ImageNet diffusion, OpenAI",
-            2_200_000_000,
-        ),
+        # the diffusion models (disco/models.py), each as <name>.pt
+        *(ModelFile(m.file, m.sha256, None, m.urls, m.description, m.approx_size) for m in DIFFUSION_MODELS.values()),
         ModelFile(
             "secondary_model_imagenet_2.pth",
             "983e3de6f95c88c81b2ca7ebb2c217933be1973b1ff058776b970f901584613a",

@@ -19,9 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from disco.models import is_checkpoint_path
 from disco.settings import SEED_API_NAMES, SETTING_NAMES, Settings, SettingsError, default, validate_settings
 
 from . import config, wire
+from .animations import AnimationRun, plan_animation
 from .console import ignore_third_party_warnings, say
 from .cpu_estimate import cpu_notice
 from .local_flow import local_flow
@@ -112,6 +114,8 @@ def generate(
     token: str | None = None,
 ):
     """The body of ``generate_image``: settings values in (validated here), a DocumentArray out."""
+    from docarray import DocumentArray
+
     if not verbose:
         ignore_third_party_warnings()
     cfg = config.load()
@@ -121,36 +125,61 @@ def generate(
         from disco.images import decode_init_image
 
         decode_init_image(init_bytes, settings.width, settings.height)  # not an image: refused here already
-    if settings.seed is None:
-        settings.seed = wire.new_run_seed(settings.n_batches)
-    wire.check_run_seed(settings.seed, settings.n_batches)
     check_output_dir(settings.output_dir)  # a file, or a folder that cannot be written: refused before any work
-    docs = make_documents(settings, init_bytes, cfg.client_timeout_s)
-    use_gpu = settings.use_gpu
-    if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
-        download_models(settings, with_init_loss=init_bytes is not None, progress=progress, cfg=cfg)
-        use_gpu = settings.use_gpu and gpu_available()
-        if not use_gpu:
-            say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off"))
-    with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
-        results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, token or cfg.api_token))
-    failed = [f"image {d.tags.get('batch_index')}: {m}" for d in results if (m := failure(d))]
-    failed += _save(results, settings)  # whatever was made is kept, also when some images failed
+    if not host:  # the Flow started here reads the checkpoint path as this process sees it
+        settings.diffusion_model = local_checkpoint(settings.diffusion_model)
+    animation = None
+    if settings.animation_mode != "None":  # one Document, frames written as they finish
+        animation = plan_animation(settings, init_bytes)
+        docs = DocumentArray([] if animation.complete else [animation.document(cfg.client_timeout_s)])
+        with_init_loss = animation.with_init_loss
+    else:
+        if settings.seed is None:
+            settings.seed = wire.new_run_seed(settings.n_batches)
+        wire.check_run_seed(settings.seed, settings.n_batches)
+        docs = make_documents(settings, init_bytes, cfg.client_timeout_s)
+        with_init_loss = init_bytes is not None
+    results, errors = DocumentArray([animation.finished_document()] if animation and not docs else []), []
+    if docs:
+        use_gpu = settings.use_gpu
+        if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
+            download_models(settings, with_init_loss=with_init_loss, progress=progress, cfg=cfg)
+            use_gpu = settings.use_gpu and gpu_available()
+            if not use_gpu:
+                say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off", animation))
+        keep = animation.keep_frame if animation else None
+        with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
+            results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, keep, token or cfg.api_token))
+    failed = [f"{_name(d)}: {m}" for d in results if (m := failure(d))]
+    failed += _save(results, settings, animation)  # whatever was made is kept, also when some images failed
     if errors or failed:
         raise GenerationFailed([server_message(e) for e in errors] + failed, results)
     return results
 
 
-def _save(results, settings: Settings) -> list[str]:
+def _name(doc) -> str:
+    return "animation" if doc.tags.get("animation_mode", "None") != "None" else f"image {doc.tags.get('batch_index')}"
+
+
+def _save(results, settings: Settings, animation: AnimationRun | None = None) -> list[str]:
     """Save the results; when ``output_dir`` fails mid-way (disk full, removed), save them to a
     new temporary folder instead, so nothing made is lost. The failures, in words."""
     try:
-        save_outputs(results, settings)
+        if animation:
+            for doc in results:
+                animation.save(doc)
+        else:
+            save_outputs(results, settings)
         return []
     except OSError as exc:
         fallback = Path(tempfile.mkdtemp(prefix="disco-unsaved-"))
         settings.output_dir = str(fallback)
-        save_outputs(results, settings)
+        if animation:
+            animation.output_dir = fallback
+            for doc in results:
+                animation.save(doc)
+        else:
+            save_outputs(results, settings)
         return [f"saving to output_dir failed ({exc}); the images were saved in {fallback} instead"]
 
 
@@ -164,6 +193,19 @@ def failure(doc) -> str | None:
     if status == JobStatus.ABANDONED:
         return f"the server stopped the job {where}: it heard nothing from this client for too long"
     return None
+
+
+def local_checkpoint(diffusion_model: str) -> str:
+    """For the Flow the client starts on this machine: a checkpoint path as an absolute path (a
+    relative one is taken from the current directory), refused naming ``diffusion_model`` when
+    there is no such file. A registry name is returned as it is. (A served Flow reads checkpoint
+    paths inside its own model directory instead: with ``--host`` the path is the server's.)"""
+    if not is_checkpoint_path(diffusion_model):
+        return diffusion_model
+    path = Path(diffusion_model).expanduser().absolute()
+    if not path.is_file():
+        raise SettingsError("diffusion_model", f"no checkpoint file {str(path)!r}")
+    return str(path)
 
 
 def read_init_image(source: str | bytes) -> bytes:
@@ -203,7 +245,7 @@ def download_models(
     from disco.weights import ensure_all, files_needed
 
     cfg = cfg or config.load()
-    with_init_loss = with_init_loss and settings.init_scale > 0
+    with_init_loss = with_init_loss and (max(settings.schedule("init_scale")) > 0 or settings.animation_mode != "None")
     names = files_needed(settings.diffusion_model, settings.use_secondary_model, with_init_loss)
     return ensure_all(names, cfg.model_dir, progress=progress, mirrors=cfg.weights_mirrors)
 

@@ -11,12 +11,14 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from disco.packages import MissingPackage
 from disco.settings import SETTING_NAMES, SettingsError, describe, kind, validate_settings
 from disco.weights import WeightsUnavailable
 
@@ -62,24 +64,44 @@ def _number_or_schedule(text: str) -> float | str:
         return text  # a schedule such as [1]*400+[2]*600; the validator judges it
 
 
+def _whole_or_schedule(text: str) -> int | str:
+    """A whole number (also written as 1e3 or 4.0), or a schedule text the validator judges."""
+    try:
+        float(text)
+    except ValueError:
+        return text
+    return _whole(text)  # 2.5 is refused here as --steps refuses it
+
+
 # How each kind of setting is read from the command line (kinds: disco.settings.KINDS).
 ARGUMENTS: dict[str, dict[str, Any]] = {
     "bool": {"type": _bool, "metavar": "{true,false}"},
     "int": {"type": _whole},
     "float": {"type": _number},
     "number_or_schedule": {"type": _number_or_schedule},
+    "int_or_schedule": {"type": _whole_or_schedule},
     "text": {"type": str},
     "optional_text": {"type": str},
     "texts": {"nargs": "+"},
+    "numbers": {"nargs": "+", "type": _number, "metavar": "NUMBER"},
     "size": {"nargs": 2, "type": _whole, "metavar": ("WIDTH", "HEIGHT")},
     "image": {"type": str, "metavar": "PATH_OR_URL"},
+    "video": {"type": str, "metavar": "PATH"},
 }
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, but never splitting a word at a hyphen (model names such as Ukiyo-e_... stay whole)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every setting with its meaning, what is allowed and its default (disco/settings.py)."""
     parser = argparse.ArgumentParser(
         prog="client.py",
+        formatter_class=_HelpFormatter,
         description="Disco Diffusion (CLIP RN50) text-to-image, served as a Jina Flow.",
         epilog=f"A first try on a CPU: {SMALL_RUN}",
     )
@@ -110,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in SETTING_NAMES:
         meaning, allowed, shown = describe(name)
-        help_text = f"{meaning}; {allowed} (default: {shown})"
+        help_text = f"{meaning}; {allowed} (default: {shown})".replace("%", "%%")  # argparse formats help with %
         parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=help_text, **ARGUMENTS[kind(name)])
     return parser
 
@@ -132,6 +154,17 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def prompt_schedule_argument(texts: list[str]) -> list[str] | dict:
+    """``--text_prompts '{"0": ["a lighthouse"], "10": ["a storm"]}'``: one JSON object of frame
+    numbers to prompts (an animation's prompt schedule); anything else is a list of prompts."""
+    if len(texts) == 1 and texts[0].lstrip().startswith("{"):
+        try:
+            return json.loads(texts[0])
+        except json.JSONDecodeError as exc:
+            raise SettingsError("text_prompts", f"cannot read {texts[0]!r} as a JSON object: {exc}") from None
+    return texts
+
+
 def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = None) -> int:
     """Run the command line; returns the exit code. ``generate`` replaces ``generate_image`` (tests)."""
     generate = generate or generate_image
@@ -144,6 +177,8 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = No
     try:
         values = read_settings_file(settings_file) if settings_file else {}
         values.update(args)
+        if "text_prompts" in args:
+            values["text_prompts"] = prompt_schedule_argument(args["text_prompts"])
         if download_only:  # lists file names: no torch, no CLIP tokenizer
             settings = validate_settings(values, limits=config.load().limits, tokens=False)
             for path in download_models(settings, settings.init_image is not None, progress=not no_progress):
@@ -161,7 +196,7 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = No
             _print_summary(exc.results)  # what was made is saved: say where
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (WeightsUnavailable, FlowFailed) as exc:
+    except (WeightsUnavailable, FlowFailed, MissingPackage) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before any image started (loading, starting the Flow)

@@ -32,10 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from disco.fast import MODES
 from disco.settings import DEFAULT_LIMITS, Limits
 
 DEVICE_CHOICES = ("auto", "1", "0")
+MODES = ("fast", "exact")  # disco.fast.MODES, without importing torch to read the configuration
 
 
 class ConfigError(ValueError):

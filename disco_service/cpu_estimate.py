@@ -9,12 +9,15 @@ an order of magnitude, meant to tell minutes from hours.
 
 from __future__ import annotations
 
+from typing import Any
+
 from disco.settings import Settings, count_schedule
 
 UNET_S_PER_PIXEL = (29.23 - 11.21) / (512 * 512 - 256 * 256)  # 9.2e-5 s: the UNet grows with the pixels
 CLIP_S_PER_CUTOUT = 3.2 / 16  # CLIP forward and backward, per cutout
 UNET_S = 11.21 - UNET_S_PER_PIXEL * 256 * 256 - CLIP_S_PER_CUTOUT * 16  # 2.0 s: the rest, whatever the size
 SMALL_RUN = "--width_height 256 256 --steps 50 --cutn_batches 1 --n_batches 1"
+SMALL_ANIMATION = "--width_height 256 256 --steps 50 --cutn_batches 1 --max_frames 10"
 LONG_RUN_S = 15 * 60  # longer than this on a CPU: say how to make it small
 
 
@@ -24,9 +27,12 @@ def cpu_seconds_per_step(width: int, height: int, cutn_batches: int = 4, cutouts
 
 
 def mean_cutouts(s: Settings) -> float:
-    """Cutouts per batch, averaged over the schedule (overview plus inner cuts)."""
+    """Cutouts CLIP judges per step (overview plus inner cuts, times ``cutn_batches``), averaged
+    over the 1000 virtual steps of the schedules: a step's time grows with it, so a run's time
+    follows the mean, not the largest value, of a scheduled ``cutn_batches``."""
     overview, inner = count_schedule("cut_overview", s.cut_overview), count_schedule("cut_innercut", s.cut_innercut)
-    return sum(overview + inner) / len(overview)
+    batches = count_schedule("cutn_batches", s.cutn_batches)
+    return sum((o + i) * b for o, i, b in zip(overview, inner, batches, strict=True)) / len(overview)
 
 
 def duration(seconds: float) -> str:
@@ -37,9 +43,18 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 10 * 3600 else f"{seconds / 3600:.0f} h"
 
 
-def cpu_notice(s: Settings, why: str) -> str:
-    """What a run on the CPU means for these settings, and how to make it small."""
-    per_step = cpu_seconds_per_step(s.width, s.height, s.cutn_batches, mean_cutouts(s))
+def cpu_notice(s: Settings, why: str, animation: Any = None) -> str:
+    """What a run on the CPU means for these settings, and how to make it small. ``animation``: an
+    animation's plan (``disco_service.animations.AnimationRun``: its frames and steps)."""
+    per_step = cpu_seconds_per_step(s.width, s.height, cutn_batches=1, cutouts=mean_cutouts(s))  # all batches
+    if animation is not None:
+        made = animation.frames - animation.start_frame
+        total = per_step * animation.steps
+        notice = (
+            f"running on the CPU ({why}): {made} frame{'s' if made > 1 else ''} of {s.width}x{s.height}, "
+            f"{animation.steps} steps in all, about {duration(per_step)} a step, {duration(total)} in all on 2 cores."
+        )
+        return notice + f" Use a GPU, or for a first try: {SMALL_ANIMATION}" if total > LONG_RUN_S else notice
     steps = s.steps - s.skip_steps
     images = f"{s.n_batches} image{'s' if s.n_batches > 1 else ''}"
     total = per_step * steps * s.n_batches

@@ -1,7 +1,9 @@
-"""Download and verify model files ahead of time: ``python -m disco_service.download [NAME ...]``.
+"""Download and verify model files ahead of time: ``python -m disco_service.download [NAME ...] [--all]``.
 
-The directory is ``--dir``, else ``DISCO_MODEL_DIR`` (``~/.cache/disco-diffusion`` unless set);
-the mirrors are ``--mirror``, else ``DISCO_WEIGHTS_MIRROR``, else each file's public ones.
+Without names: the files a run with the default settings loads, and VGG16 for init images
+(``DEFAULT_FILES``); ``--all``: every file of the registry, every diffusion model included
+(about 20 GB). The directory is ``--dir``, else ``DISCO_MODEL_DIR`` (``~/.cache/disco-diffusion``
+unless set); the mirrors are ``--mirror``, else ``DISCO_WEIGHTS_MIRROR``, else each file's public ones.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from disco.weights import REGISTRY, WeightsUnavailable, ensure
+from disco.models import DEFAULT_MODEL
+from disco.weights import REGISTRY, WeightsUnavailable, ensure, files_needed
 
 from . import config
+
+DEFAULT_FILES = files_needed(DEFAULT_MODEL, use_secondary_model=True, with_init_loss=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m disco_service.download",
         description="Download and verify the model files, then print where they are.",
     )
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"files to get (default: all): {', '.join(REGISTRY)}")
+    known, default = " ".join(REGISTRY), " ".join(DEFAULT_FILES)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"files to get (default: {default}): {known}")
+    parser.add_argument("--all", action="store_true", help="every file above, every diffusion model included")
     parser.add_argument(
         "--dir", type=Path, help="model directory (default: $DISCO_MODEL_DIR or ~/.cache/disco-diffusion)"
     )
@@ -45,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mirrors = args.mirror or cfg.weights_mirrors
     try:
-        for name in args.names or list(REGISTRY):
+        for name in list(REGISTRY) if args.all else args.names or DEFAULT_FILES:
             print(ensure(name, args.dir or cfg.model_dir, progress=not args.quiet, mirrors=mirrors), flush=True)
     except WeightsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -96,7 +96,12 @@ def settings_from_json(body: Any, limits: Limits):
         raise SettingsError(
             "output_dir", "the service keeps results in its result store: download them from the job's URLs"
         )
-    return validate_settings(values, limits=limits, tokens=False), init
+    settings = validate_settings(values, limits=limits, tokens=False)
+    if settings.animation_mode != "None":
+        raise SettingsError(
+            "animation_mode", "the job API makes still images: run an animation with client.py (one request each)"
+        )
+    return settings, init
 
 
 def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:

@@ -6,7 +6,8 @@ is often not the one running it. Each job therefore lives in files under one dir
 ``<id>.json`` (state, rewritten atomically every step), ``<id>.png`` (latest frame) and
 ``<id>.cancel`` (the stop request; its text says why: ``cancelled`` by the client, ``shutdown`` when
 the Flow stops, ``abandoned`` when the caller went away) and ``<id>.seen`` (touched whenever the
-job's client polls its progress, so a job whose client went away can be stopped). Any replica can
+job's client polls its progress, so a job whose client went away can be stopped); an animation also
+keeps each finished frame, ``<id>.frame<NNNN>.png``, until its client has them. Any replica can
 answer for any job, and the process that supervises a Flow reads it to stop or fail the jobs of
 its samplers.
 """
@@ -66,6 +67,16 @@ class JobBoard:
         except FileNotFoundError:
             return None
 
+    def add_finished_frame(self, job_id: str, frame: int, png: bytes) -> None:
+        """Keep an animation's finished frame ``frame`` (its client fetches it while the job runs)."""
+        _write_atomic(self._path(job_id, f".frame{frame:04d}.png"), png)
+
+    def finished_frame(self, job_id: str, frame: int) -> bytes | None:
+        try:
+            return self._path(job_id, f".frame{frame:04d}.png").read_bytes()
+        except FileNotFoundError:
+            return None
+
     def seen(self, job_id: str) -> None:
         """The job's client just asked about it (it is still there, waiting for the result)."""
         self._path(job_id, ".seen").touch()
@@ -101,8 +112,9 @@ class JobBoard:
 
     def forget(self, job_id: str, older_than_s: float = 0) -> None:
         """Remove the job's files (those untouched for ``older_than_s`` seconds)."""
-        for suffix in (".json", ".png", ".cancel", ".seen"):
-            path = self._path(job_id, suffix)
+        paths = [self._path(job_id, suffix) for suffix in (".json", ".png", ".cancel", ".seen")]
+        paths += self.dir.glob(f"{check_job_id(job_id)}.frame*.png")
+        for path in paths:
             if path.exists() and time.time() - path.stat().st_mtime >= older_than_s:
                 path.unlink(missing_ok=True)
 

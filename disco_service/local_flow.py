@@ -50,6 +50,7 @@ def local_flow(use_gpu: bool = True, diffusion_model: str | None = None, quiet: 
         command.append(f"--use-gpu={'auto' if use_gpu else '0'}")
         if diffusion_model:
             command.append(f"--preload={diffusion_model}")
+        command.append("--checkpoints-anywhere")  # this machine's user names their own files
         if quiet:
             command.append("--quiet")
         # its log goes to stderr (file descriptor 2, also under Jupyter): stdout is the caller's

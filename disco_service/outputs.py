@@ -7,8 +7,14 @@ For image ``i`` of a run (the run's ``seed``; image ``i`` itself used ``seed + i
     reverse_diffusion-{batch_name}-{seed}_{i}.gif             the frames as an animation
     reverse_diffusion-{batch_name}-{seed}_{i}-sprite.png      the frames as a sprite sheet
 
+An animation (one per run, its frames made with ``seed + n``) writes
+
+    reverse_diffusion-{batch_name}-{seed}-frame{NNNN}.png     each finished frame n
+    reverse_diffusion-{batch_name}-{seed}.mp4                 the frames as a video, once the run ends
+
 An empty ``batch_name`` drops its part (``reverse_diffusion-{seed}_...``). When files of an
-earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten.
+earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten
+(a resumed animation, ``resume_run``, goes on writing under its own prefix).
 
 Every PNG written carries the settings that remake its image (that image's own ``seed``,
 ``n_batches`` 1) as JSON in a ``tEXt`` chunk keyed ``disco-diffusion``, in ASCII (other characters,
@@ -21,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import struct
 import zlib
 from collections.abc import Mapping
@@ -33,14 +40,17 @@ from .wire import restore_numbers
 
 PNG_KEY = "disco-diffusion"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# not part of a picture's recipe: where the client wrote files, and image bytes
-_NOT_EMBEDDED = ("output_dir", "init_image")
+# not part of a picture's recipe: where the client wrote files, image bytes, and how a run was resumed
+_NOT_EMBEDDED = ("output_dir", "init_image", "resume_run", "resume_from_frame")
+_FRAME = re.compile(r"-frame(\d{4,})\.png")
 
 
 def image_settings(tags: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that remake one image from its Document's tags: its own seed, one image."""
     known = {k: v for k, v in restore_numbers(tags).items() if k in SETTING_NAMES}
     settings = {k: v for k, v in known.items() if k not in _NOT_EMBEDDED}
+    if not isinstance(settings.get("video_init_path"), str | None):
+        settings["video_init_path"] = None  # a video's bytes are not stored either
     settings["n_batches"] = 1
     if tags.get("seed") is not None:
         settings["seed"] = int(tags["seed"])
@@ -107,13 +117,86 @@ def write_animations(chunks: Any, gif: Path, sprite: Path, settings: Mapping[str
     sprite.write_bytes(embed_settings(sprite.read_bytes(), settings))
 
 
-def run_prefix(output_dir: Path, batch_name: str, seed: int) -> str:
-    base = "-".join(part for part in ("reverse_diffusion", batch_name, str(seed)) if part)
+def base_prefix(batch_name: str, seed: int) -> str:
+    return "-".join(part for part in ("reverse_diffusion", batch_name, str(seed)) if part)
+
+
+def run_prefix(output_dir: Path, batch_name: str, seed: int, animation: bool = False) -> str:
+    """The first of ``reverse_diffusion-{batch_name}-{seed}``, ``...-run2``, ... that no earlier
+    run's files use (an animation's frames and MP4, or a still run's images)."""
+    base = base_prefix(batch_name, seed)
     prefix, run = base, 1
-    while any(output_dir.glob(f"{glob_escape(prefix)}_*")):
+    while _taken(output_dir, prefix, animation):
         run += 1
         prefix = f"{base}-run{run}"
     return prefix
+
+
+def _taken(output_dir: Path, prefix: str, animation: bool) -> bool:
+    if not animation:
+        return any(output_dir.glob(f"{glob_escape(prefix)}_*"))
+    return (output_dir / f"{prefix}.mp4").exists() or bool(finished_frames(output_dir, prefix))
+
+
+def frame_path(output_dir: Path, prefix: str, frame: int) -> Path:
+    """Where an animation's finished frame goes: ``{prefix}-frame{NNNN}.png``."""
+    return _inside(output_dir, f"{prefix}-frame{frame:04d}.png")
+
+
+def finished_frames(output_dir: Path, prefix: str) -> dict[int, Path]:
+    """An animation's frame files in ``output_dir``, by frame number (in order)."""
+    if not output_dir.is_dir():
+        return {}
+    found = {}
+    for path in output_dir.glob(f"{glob_escape(prefix)}-frame*.png"):
+        match = _FRAME.fullmatch(path.name[len(prefix) :])
+        if match and path.name.startswith(prefix):
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def resumable_prefix(output_dir: Path, batch_name: str, seed: int) -> str | None:
+    """The prefix of the latest animation run of ``batch_name`` and ``seed`` in ``output_dir``
+    (``reverse_diffusion-{batch_name}-{seed}`` or one of its ``-runN``), by its newest frame; None
+    when there is none."""
+    base = base_prefix(batch_name, seed)
+    runs = re.compile(re.escape(base) + r"(-run\d+)?")
+    newest: dict[str, float] = {}
+    for path in output_dir.glob(f"{glob_escape(base)}*-frame*.png") if output_dir.is_dir() else []:
+        prefix, match = path.name[: path.name.rfind("-frame")], _FRAME.search(path.name)
+        if runs.fullmatch(prefix) and match and match.end() == len(path.name):
+            newest[prefix] = max(newest.get(prefix, 0.0), path.stat().st_mtime)
+    return max(newest, key=newest.__getitem__) if newest else None
+
+
+def latest_animation_seed(output_dir: Path, batch_name: str) -> int | None:
+    """The seed of the newest animation of ``batch_name`` in ``output_dir``, read from its frames'
+    embedded settings; None when there is none."""
+    if not output_dir.is_dir():
+        return None
+    frames = [p for p in output_dir.glob("reverse_diffusion-*-frame*.png") if _FRAME.search(p.name)]
+    for path in sorted(frames, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            settings = png_settings(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(settings, dict)
+            and settings.get("batch_name", "") == batch_name
+            and settings.get("animation_mode", "None") != "None"
+            and isinstance(settings.get("seed"), int)
+        ):
+            return settings["seed"]
+    return None
+
+
+def write_frame(output_dir: Path, prefix: str, frame: int, png: bytes, recipe: Mapping[str, Any]) -> Path:
+    """Write an animation's finished frame with its settings embedded; returns its path."""
+    path = frame_path(output_dir, prefix, frame)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(embed_settings(png, recipe))
+    os.replace(tmp, path)  # a frame file is whole or absent: a resumed run may rely on it
+    return path
 
 
 def glob_escape(text: str) -> str:

@@ -1,5 +1,8 @@
 """Progress display for a run: one tqdm bar per image (step / total, ETA, CLIP loss, status).
 
+An animation has one bar over the steps of all its frames, saying which frame it is making
+(``frame i/N``, counted from 1) and the step within that frame.
+
 An image whose job has not started says ``waiting for a sampler`` and how many of the run's
 images are ahead of it. Its clock starts when its job starts, and the rate (and so the ETA) is
 shown once two steps are done: a single step says little about the next ones.
@@ -25,13 +28,18 @@ class ProgressBars:
         self.bars = {}
         self.order = [d.id for d in docs]
         self.started: set[str] = set()
+        self.animations: set[str] = set()
         if enabled:
             for i, d in enumerate(docs):
                 total = int(d.tags["steps"]) - int(d.tags["skip_steps"])
+                name = f"image {i}"
+                if d.tags.get("animation_mode", "None") != "None":
+                    total, name = _animation_steps(d.tags), "animation"
+                    self.animations.add(d.id)
                 self.bars[d.id] = tqdm(
                     total=total,
                     position=i,
-                    desc=f"image {i} (seed {int(d.tags['seed'])}): {WAITING}",
+                    desc=f"{name} (seed {int(d.tags['seed'])}): {WAITING}",
                     unit="step",
                     leave=True,
                     smoothing=0,  # the average since the job started: steps take about the same time
@@ -53,6 +61,8 @@ class ProgressBars:
                 bar.set_description_str(f"{self._name(bar)}: {WAITING}{queue}")
                 continue
             step = state.tags.get("step")
+            if state.id in self.animations:
+                step = self._animation_step(bar, state.tags)
             if state.id not in self.started:
                 self.started.add(state.id)
                 bar.bar_format = FIRST_STEPS_FORMAT
@@ -76,6 +86,16 @@ class ProgressBars:
                     bar.update(int(doc.tags["steps_done"]) - bar.n)
                     bar.set_postfix(status=doc.tags.get("status"))
 
+    def _animation_step(self, bar: Any, tags: Any) -> int | None:
+        """The bar of an animation: the run's step of all, which frame, the step within it."""
+        if tags.get("run_total"):
+            bar.total = int(tags["run_total"])  # a video's frame count is known once its job reads it
+        if tags.get("frame") is not None and tags.get("frames"):
+            name = self._name(bar)
+            within = f", step {int(tags.get('step') or 0)}/{int(tags.get('total') or 0)}"
+            bar.set_description_str(f"{name}: frame {int(tags['frame']) + 1}/{int(tags['frames'])}{within}", False)
+        return tags.get("run_step")
+
     @staticmethod
     def _name(bar: Any) -> str:
         return bar.desc.split(":")[0]  # "image i (seed s)"
@@ -89,3 +109,14 @@ class ProgressBars:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+def _animation_steps(tags: Any) -> int:
+    """An animation's steps in all, as far as its settings tell (a video's length comes with its job)."""
+    from disco.settings import Settings, frames_skip_steps
+
+    steps, skip, frames = int(tags["steps"]), int(tags["skip_steps"]), int(tags["max_frames"])
+    start = int(tags.get("start_frame") or 0)
+    later = steps - frames_skip_steps(Settings(steps=steps, frames_skip_steps=tags["frames_skip_steps"]))
+    first = steps - skip if tags.get("animation_mode") == "2D" and start == 0 else later
+    return first + max(frames - start - 1, 0) * later

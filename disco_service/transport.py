@@ -11,6 +11,7 @@ running event loop (Jupyter) the calls run in a thread of their own (``run_corou
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ PROGRESS_INTERVAL_S = 0.5
 # instead of failing.
 RETRY_FOR_S = 180
 RETRY_PAUSE_S = 2.0
+FrameCallback = Callable[[Any, int, bytes], None]
 
 
 def run_coroutine(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -115,8 +117,17 @@ def _ids(docs):
     return _ids_of([d.id for d in docs])
 
 
-async def run_jobs(address: str, docs, show_progress: bool = True, token: str | None = None):
+async def run_jobs(
+    address: str,
+    docs,
+    show_progress: bool = True,
+    on_finished_frame: FrameCallback | None = None,
+    token: str | None = None,
+):
     """Send one request per image, poll progress, cancel on Ctrl-C; ``(results, errors)``.
+
+    ``on_finished_frame(doc, frame, png)`` is called with each finished frame of an animation as
+    soon as a poll sees it (the client writes it at once).
 
     ``results``: a DocumentArray of what came back (also failed images with their frames so
     far), numbers restored (``wire.cast_tags``); ``errors``: the exceptions of requests that
@@ -130,7 +141,7 @@ async def run_jobs(address: str, docs, show_progress: bool = True, token: str | 
     client = Client(host=address, asyncio=True)
     auth = bearer_metadata(token)
     bars = ProgressBars(docs, enabled=show_progress)
-    watcher = JobWatcher(client, docs, auth)
+    watcher = JobWatcher(client, docs, on_finished_frame, auth)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
@@ -185,6 +196,8 @@ async def run_jobs(address: str, docs, show_progress: bool = True, token: str | 
             loop.remove_signal_handler(signal.SIGINT)
         except (RuntimeError, ValueError, NotImplementedError):
             pass
+    if any(isinstance(out, BaseException) for out in outcomes):
+        await watcher.catch_up()  # an animation's frames finished since the last poll are kept too
     for i, (doc, out) in enumerate(zip(docs, outcomes, strict=True)):
         if isinstance(out, BaseException) and watcher.started(doc.id):
             outcomes[i] = DocumentArray([await watcher.lost(doc, out)])
@@ -205,26 +218,55 @@ async def run_jobs(address: str, docs, show_progress: bool = True, token: str | 
 
 
 class JobWatcher:
-    """Polls ``/progress`` for a run's images and keeps every frame it sees (each fetched once)."""
+    """Polls ``/progress`` for a run's images and keeps every frame it sees (each fetched once); of an
+    animation, every finished frame (each handed to ``on_finished_frame``)."""
 
-    def __init__(self, client, docs, metadata: tuple = ()):
+    def __init__(self, client, docs, on_finished_frame: FrameCallback | None = None, metadata: tuple = ()):
         self.client = client
         self.metadata = metadata
         self.states: dict[str, dict] = {}
         self.frames: dict[str, list] = {d.id: [] for d in docs}
+        self.docs = {d.id: d for d in docs}
+        # an animation's next finished frame to fetch, by job id
+        self.next_finished = {d.id: int(d.tags.get("start_frame") or 0) for d in docs if _is_animation(d)}
+        self.on_finished_frame = on_finished_frame
 
-    async def _progress(self, ids: list[str], frame: bool = False):
+    async def _progress(self, ids: list[str], frame: bool = False, finished_from: int | None = None):
+        parameters = {"frame": True} if frame else {}
+        if finished_from is not None:
+            parameters["finished_from"] = finished_from
         return await post(
-            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, {"frame": frame} if frame else None,
-            self.metadata,
-        )  # fmt: skip
+            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, parameters or None, self.metadata
+        )
+
+    async def _fetch_finished(self, job_id: str, last: int) -> None:
+        """Fetch an animation's finished frames up to ``last`` that this client does not have yet."""
+        while self.next_finished[job_id] <= last:
+            answer = await self._progress([job_id], finished_from=self.next_finished[job_id])
+            chunks = sorted(answer[0].chunks, key=lambda c: int(c.tags["frame"])) if len(answer) else []
+            if not chunks:
+                return
+            for chunk in chunks:
+                frame = int(chunk.tags["frame"])
+                if frame != self.next_finished[job_id]:
+                    return  # not on the board (yet): the next poll asks again
+                self.frames[job_id].append(chunk)
+                if self.on_finished_frame is not None:
+                    self.on_finished_frame(self.docs[job_id], frame, base64.b64decode(chunk.uri.partition(",")[2]))
+                self.next_finished[job_id] = frame + 1
 
     async def poll(self, pending) -> list:
-        """The jobs' states (for the bars); fetches the frame of any job that made a new one."""
+        """The jobs' states (for the bars); fetches the frame of any job that made a new one, and
+        an animation's new finished frames."""
         states = await self._progress([d.id for d in pending])
         fresh = []
         for state in states:
             self.states[state.id] = wire.restore_numbers(state.tags)
+            if state.id in self.next_finished:
+                last = self.states[state.id].get("last_finished")
+                if last is not None:
+                    await self._fetch_finished(state.id, int(last))
+                continue
             kept = self.frames[state.id]
             step = self.states[state.id].get("frame_step")
             if step and (not kept or kept[-1].tags["step"] < step):
@@ -238,6 +280,16 @@ class JobWatcher:
                     frame = Document(uri=state.uri, tags={"step": tags["frame_step"], "cur_t": tags.get("frame_cur_t")})
                     self.frames[state.id].append(frame)
         return states
+
+    async def catch_up(self) -> None:
+        """Fetch the finished frames of animations that ended since the last poll (best effort)."""
+        for job_id in self.next_finished:
+            try:
+                state = wire.restore_numbers((await self._progress([job_id]))[0].tags)
+                if state.get("last_finished") is not None:
+                    await self._fetch_finished(job_id, int(state["last_finished"]))
+            except Exception:
+                pass
 
     def started(self, job_id: str) -> bool:
         return (self.states.get(job_id) or {}).get("status", JobStatus.WAITING) != JobStatus.WAITING
@@ -276,6 +328,10 @@ class JobWatcher:
         if len(out.chunks):
             out.uri = out.chunks[-1].uri
         return out
+
+
+def _is_animation(doc) -> bool:
+    return doc.tags.get("animation_mode", "None") != "None"
 
 
 def _status(error: BaseException):

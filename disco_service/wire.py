@@ -1,10 +1,13 @@
 """The wire protocol: what a Document carries between the client and the Flow's executors.
 
-A request is one Document per image. ``doc.tags`` holds the settings (their names as in
-``disco.settings.Settings``; the init image travels as bytes in ``doc.blob``) and the request's
-bookkeeping (``REQUEST_TAGS``). On the way back, tags carry the job's ``status`` (a
-``JobStatus``), ``steps_done``, ``error`` and the like (``RESULT_TAGS``), and chunks carry the
-frames with ``step`` and ``cur_t``.
+A request is one Document per image, or one per animation. ``doc.tags`` holds the settings
+(their names as in ``disco.settings.Settings``) and the request's bookkeeping (``REQUEST_TAGS``).
+``doc.blob`` carries the picture the job starts from, as bytes (the server never opens a path or
+URL): the init image; for an animation resumed at ``start_frame`` > 0 in 2D, the PNG of frame
+``start_frame - 1``; for ``Video Input``, the video file. On the way back, tags carry the job's
+``status`` (a ``JobStatus``), ``steps_done``, ``error`` and the like, and chunks carry the frames
+with ``step`` and ``cur_t`` (an animation's chunks: its finished frames, with ``frame`` and
+``seed``; its tags: ``frames_done`` and the MP4's rate, ``mp4_fps``).
 
 gRPC's Struct carries every number as a float, and Jina's HTTP gateway reads a tag's 1 or 0 as
 true or false (docarray's tag type tries bool first): ``restore_numbers`` gives each value back
@@ -48,9 +51,12 @@ ACCEPT_UNFINISHED = "accept_unfinished"
 NOT_FINISHED = "not_finished"
 
 # Tags a request may carry besides the settings: the client's bookkeeping for one image of a run.
-REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s")
+REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s", "start_frame")
 # Whole numbers that are not settings: bookkeeping, progress and results.
-INT_TAGS = ("seed", "run_seed", "batch_index", "steps_done", "step", "total", "cur_t", "frame_step", "frame_cur_t")
+INT_TAGS = (
+    *("seed", "run_seed", "batch_index", "steps_done", "step", "total", "cur_t", "frame_step", "frame_cur_t"),
+    *("start_frame", "frame", "frames", "frames_done", "last_finished", "run_step", "run_total"),
+)
 
 MAX_SEED = 2**32 - 1
 
@@ -89,9 +95,21 @@ def check_run_seed(seed: int, n_batches: int) -> None:
 
 
 def settings_to_tags(settings: Settings) -> dict[str, Any]:
-    """Settings as Document tags (JSON types); the init image travels separately, as bytes."""
+    """Settings as Document tags (JSON types: frame numbers of a prompt schedule as text); the init
+    image and a video travel separately, as bytes (a video's path stays, for the record)."""
     tags = settings.to_dict()
     tags["init_image"] = None
+    if not isinstance(tags["video_init_path"], str):
+        tags["video_init_path"] = None
+    if isinstance(tags["text_prompts"], Mapping):
+        tags["text_prompts"] = {str(frame): prompts for frame, prompts in tags["text_prompts"].items()}
+    return tags
+
+
+def request_tags_animation(settings: Settings, start_frame: int, client_timeout_s: float | None = None):
+    """The tags of an animation's one request: the settings, its seed and the frame it starts at."""
+    tags = request_tags(settings, 0, client_timeout_s)
+    tags["start_frame"] = start_frame
     return tags
 
 
@@ -113,24 +131,35 @@ def _whole(value: Any) -> Any:
 
 
 def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
-    """``tags`` with every number given its setting's type: whole numbers of ``int`` settings and
-    of ``INT_TAGS`` as ``int``; a true/false in a number setting read as the 1/0 it stands for
-    (HTTP). Other values are left as they are (the validator judges them)."""
+    """``tags`` with every number given its setting's type: whole numbers of ``int`` and
+    ``int_or_schedule`` settings and of ``INT_TAGS`` as ``int``; a true/false in a number setting
+    (or in a list of numbers) read as the 1/0 it stands for (HTTP). Other values, schedule texts
+    among them, are left as they are (the validator judges them)."""
     out = dict(tags)
     for key, value in tags.items():
         if key in SETTING_NAMES:
             k = kind(key)
-            if k == "int":
+            if k in ("int", "int_or_schedule"):
                 out[key] = _whole(value)
             elif k in ("float", "number_or_schedule") and isinstance(value, bool):
                 out[key] = int(value)
             elif k == "size" and isinstance(value, list | tuple):
                 out[key] = [_whole(v) for v in value]
+            elif k == "numbers" and isinstance(value, list | tuple):
+                out[key] = [int(v) if isinstance(v, bool) else v for v in value]
+            elif k == "texts" and isinstance(value, Mapping):  # a prompt schedule: its frame numbers
+                out[key] = {_frame_key(frame): prompts for frame, prompts in value.items()}
         elif key in INT_TAGS:
             out[key] = _whole(value)
         elif key == "client_timeout_s" and isinstance(value, bool):
             out[key] = int(value)
     return out
+
+
+def _frame_key(key: Any) -> Any:
+    if isinstance(key, str) and key.isascii() and key.isdigit():
+        return int(key)
+    return _whole(key)
 
 
 def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> Settings:
@@ -157,6 +186,31 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
             f"{settings.n_batches}" + (f" with batch_index {index!r}" if index is not None else ""),
         )
     return settings
+
+
+def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any = 0) -> int:
+    """The bytes an animation's request must carry (see the module's docstring) and its
+    ``start_frame``, checked at the server's trust boundary; returns ``start_frame``. Raises
+    ``SettingsError`` naming the setting the missing part stands for."""
+    if isinstance(start_frame, bool) or not isinstance(start_frame, int | float) or start_frame != int(start_frame):
+        raise SettingsError("resume_from_frame", f"start_frame must be a frame number, got {start_frame!r}")
+    start_frame = int(start_frame)
+    if settings.animation_mode == "None":
+        return 0
+    if not 0 <= start_frame < settings.max_frames:
+        raise SettingsError(
+            "resume_from_frame", f"start_frame must be in [0, {settings.max_frames - 1}], got {start_frame}"
+        )
+    if settings.animation_mode == "Video Input" and not blob:
+        raise SettingsError(
+            "video_init_path",
+            "Video Input needs the video's bytes in the request (clients read the file and send them)",
+        )
+    if settings.animation_mode == "2D" and start_frame > 0 and not blob:
+        raise SettingsError(
+            "resume_from_frame", f"a 2D animation resumed at frame {start_frame} needs frame {start_frame - 1}'s PNG"
+        )
+    return start_frame
 
 
 def settings_from_tags(tags: Mapping[str, Any]) -> Settings:

@@ -9,27 +9,38 @@ stop ends with the reason as its status (``cancelled``, ``shutdown``, ``abandone
 Bad input fails the request before sampling starts; a fault during sampling (NaN, an
 exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
 frames made so far still go back.
+An animation (``animation_mode`` 2D or Video Input) is one Document and one job: its state also says
+``frame`` of ``frames`` and the steps of the whole run (``run_step`` of ``run_total``); its display
+frames are shown as the latest frame but not kept; each finished frame becomes a chunk and is put
+on the job board for the client to fetch while the job runs. A stop ends it at the next step with
+every finished frame.
 Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
 from it by the Renderer, to which the client addresses them, so this executor's replicas
 receive ``/generate`` requests only and Jina's round-robin hands consecutive images to
-different replicas. Each kept frame and, at the end, the image's record go to the result store
-(``DISCO_RESULTS_DIR``, disco_service/results.py) as they are made, so a result is kept even when
-its caller (or the gateway) is gone before the image comes back.
+different replicas. Each kept frame of an image and, at the end, its record go to the result
+store (``DISCO_RESULTS_DIR``, disco_service/results.py) as they are made, so a result is kept even
+when its caller (or the gateway) is gone before the image comes back; of an animation, the store
+keeps the record.
 """
 
 import os
 import socket
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
+from disco.animation import animate
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc
 from disco.loading import ModelCache, select_device
+from disco.prompts import prompt_key_at
 from disco.sampler import sample_image
-from disco.settings import DIFFUSION_MODELS
+from disco.settings import DIFFUSION_MODELS, SettingsError, frames_skip_steps
+from disco.video import video_frames, video_info
 from disco_service import config, wire
 from disco_service.jobs import JobBoard
 from disco_service.outputs import image_settings
@@ -50,16 +61,21 @@ class DiffusionSampler(Executor):
         jobs_dir: str | None = None,
         mode: str | None = None,
         client_timeout_s: float | None = None,
+        checkpoints_anywhere: bool = False,
         results_dir: str | None = None,
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
         (``disco_service.config``). ``preload``: the diffusion model loaded at start (``none``: on
-        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py)."""
+        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py); ``checkpoints_anywhere``:
+        a ``diffusion_model`` checkpoint path may name any file on this machine (the Flow a client
+        starts for itself), else only files in the model directory."""
         super().__init__(**kwargs)
         cfg = config.load()
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
-        self.cache = ModelCache(model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors)
+        self.cache = ModelCache(
+            model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors, bool(checkpoints_anywhere)
+        )
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
         self.board = JobBoard(jobs_dir or cfg.jobs_dir)
@@ -75,41 +91,34 @@ class DiffusionSampler(Executor):
 
     def _generate(self, doc: Document) -> None:
         s = wire.settings_from_tags(doc.tags)  # validated by the encoder, the Flow's first executor
-        seed = s.seed
-        init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
         if doc.embedding is None:
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
-        embeds = torch.from_numpy(np.array(doc.embedding, dtype=np.float32))  # a writable copy
-        weights = [float(w) for w in doc.tags["prompt_weights"]]
-        models = self.cache.models(s.diffusion_model, s.use_secondary_model, init is not None and s.init_scale > 0)
+        prompts_at = _prompts_at(doc)
+        if s.animation_mode == "None":
+            init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
+            init_loss = init is not None and max(s.schedule("init_scale")) > 0  # LPIPS, when some step uses it
+            models = self.cache.models(s.diffusion_model, s.use_secondary_model, init_loss)
+            state = {"total": s.steps - s.skip_steps}
+            kept: list[dict] = []  # the frames in the result store: step and diffusion timestep
+            steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
+        else:
+            kept = []  # an animation's frames stay on the job board and with its client
+            job = _animation_job(doc, s)
+            models = self.cache.models(s.diffusion_model, s.use_secondary_model, job.with_init_loss)
+            state = {"total": job.first_total, "frame": job.start, "frames": job.frames, "run_total": job.run_total}
+            steps = self._animation(doc, job, animate(s, prompts_at, models, s.seed, **job.arguments))
 
         started = time.time()
         status, step, error = JobStatus.DONE, 0, None
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
-        total = s.steps - s.skip_steps
-        recipe = image_settings(doc.tags)
-        kept: list[dict] = []  # the frames in the store: step and diffusion timestep
-        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, total=total, replica=self.replica, started=started)
+        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, replica=self.replica, started=started, **state)
         try:
             if reason := self.board.stop_reason(doc.id):
                 status = reason
             else:
-                for report in sample_image(s, embeds, weights, models, seed=seed, init_image=init):
-                    step = report.step
-                    png = None
-                    if report.image is not None:
-                        if not torch.isfinite(report.image).all():
-                            raise SamplingFailed(f"the image became NaN at step {report.step}")
-                        frame = to_uint8_hwc(report.image)
-                        doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
-                        png = png_bytes(frame)
-                        self.store.add_frame(doc.id, report.step, png, recipe)
-                        kept.append({"step": report.step, "cur_t": report.cur_t})
-                    shown = {"loss": report.loss} if report.loss is not None else {}
-                    if png is not None:
-                        shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames
-                    self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
+                for done in steps:
+                    step = done
                     if reason := self.board.stop_reason(doc.id):
                         status = reason  # stop at this step; the frames so far go back
                         break
@@ -120,19 +129,121 @@ class DiffusionSampler(Executor):
         except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
             status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
         finished = time.time()
+        total = state.get("run_total", state["total"])  # of an animation: the steps of the whole run
         self.store.finish(
             doc.id,
-            {"status": JobStatus(status).value, "seed": seed, "settings": recipe, "steps_done": step, "total": total,
-             "error": error, "replica": self.replica, "started": started, "finished": finished, "frames": kept},
+            {"status": JobStatus(status).value, "seed": s.seed, "settings": image_settings(doc.tags),
+             "steps_done": step, "total": total, "error": error, "replica": self.replica, "started": started,
+             "finished": finished, "frames": kept},
         )  # fmt: skip
         self.board.update(doc.id, status=status, error=error, finished=finished)
         doc.tags.update(
-            status=JobStatus(status).value,
-            steps_done=step,
-            total=total,
-            replica=self.replica,
-            started=started,
-            finished=finished,
-        )
+            status=JobStatus(status).value, steps_done=step, total=total, replica=self.replica,
+            started=started, finished=finished,
+        )  # fmt: skip
         if error:
             doc.tags["error"] = error
+
+    def _image(self, doc: Document, reports, kept: list[dict]) -> Iterator[int]:
+        """Run one image: every display frame becomes a chunk, the latest frame and a frame in the result
+        store (``kept`` lists them); yields the steps done."""
+        recipe = image_settings(doc.tags)
+        for report in reports:
+            png = None
+            if report.image is not None:
+                frame = _checked_frame(report)
+                doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
+                png = png_bytes(frame)
+                self.store.add_frame(doc.id, report.step, png, recipe)
+                kept.append({"step": report.step, "cur_t": report.cur_t})
+            shown = {"loss": report.loss} if report.loss is not None else {}
+            if png is not None:
+                shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames
+            self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
+            yield report.step
+
+    def _animation(self, doc: Document, job: "AnimationJob", frame_steps) -> Iterator[int]:
+        """Run an animation: display frames are the latest frame only, finished frames become
+        chunks and board files; yields the steps done over the whole run."""
+        done, finished = 0, 0
+        doc.tags.update(frames=job.frames, mp4_fps=job.fps, frames_done=0)
+        for item in frame_steps:
+            report = item.report
+            done += 1
+            png = png_bytes(_checked_frame(report)) if report.image is not None else None
+            shown = {"loss": report.loss} if report.loss is not None else {}
+            if item.finished is not None:
+                finished += 1
+                tags = {"frame": item.frame, "seed": item.seed, "step": report.step, "cur_t": report.cur_t}
+                doc.chunks.append(Document(tensor=item.finished, tags=tags))
+                self.board.add_finished_frame(doc.id, item.frame, png_bytes(item.finished))
+                shown.update(frames_done=finished, last_finished=item.frame)
+                doc.tags["frames_done"] = finished
+            self.board.update(
+                doc.id, png, frame=item.frame, frames=item.frames, step=report.step, total=report.total,
+                cur_t=report.cur_t, run_step=done, run_total=job.run_total, **shown,
+            )  # fmt: skip
+            yield done
+
+
+def _checked_frame(report) -> np.ndarray:
+    if not torch.isfinite(report.image).all():
+        raise SamplingFailed(f"the image became NaN at step {report.step}")
+    return to_uint8_hwc(report.image)
+
+
+def _prompts_at(doc: Document):
+    """The embeddings and weights of the prompts that apply at a frame (``tags['prompt_sets']``)."""
+    embeds = torch.from_numpy(np.array(doc.embedding, dtype=np.float32))  # a writable copy
+    weights = [float(w) for w in doc.tags["prompt_weights"]]
+    sets, at = {}, 0
+    for frame, count in doc.tags.get("prompt_sets") or [[0, len(weights)]]:
+        sets[int(frame)] = (at, at + int(count))
+        at += int(count)
+
+    def prompts_at(frame: int):
+        start, end = sets[prompt_key_at(sets, frame)]
+        return embeds[start:end], weights[start:end]
+
+    return prompts_at
+
+
+@dataclass
+class AnimationJob:
+    arguments: dict  # for disco.animation.animate
+    start: int  # the first frame to make
+    frames: int
+    fps: float  # the MP4's frame rate
+    first_total: int  # steps of the first frame made
+    run_total: int  # steps of every frame made
+    with_init_loss: bool
+
+
+def _animation_job(doc: Document, s) -> AnimationJob:
+    """What an animation request asks for: where it starts, from which picture or video, how long it is."""
+    start = int(doc.tags.get("start_frame") or 0)
+    later_steps = s.steps - frames_skip_steps(s)
+    arguments: dict = {"start_frame": start}
+    if s.animation_mode == "Video Input":
+        info = video_info(doc.blob)
+        frames = min(s.max_frames, info.extracted(s.extract_nth_frame))
+        fps = float(info.rate / s.extract_nth_frame) if info.rate else s.fps  # the video's pace
+        arguments.update(video_frames=video_frames(doc.blob, s.extract_nth_frame, start), frames=frames)
+        first_total, with_init_loss = later_steps, s.frames_scale > 0
+    else:
+        frames, fps = s.max_frames, s.fps
+        picture = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
+        if start == 0:
+            arguments["init_image"] = picture
+            first_total = s.steps - s.skip_steps
+        else:  # resumed: the blob is the previous frame
+            arguments["previous_frame"] = to_uint8_hwc(picture[0].add(1).div(2))
+            first_total = later_steps
+        with_init_loss = (start == 0 and picture is not None and max(s.schedule("init_scale")) > 0) or (
+            s.frames_scale > 0 and frames > max(start, 1)
+        )
+    if start >= frames:
+        raise SettingsError("resume_from_frame", f"the animation has {frames} frames; nothing is left after {start}")
+    return AnimationJob(
+        arguments, start, frames, fps, first_total, first_total + (frames - start - 1) * later_steps, with_init_loss
+    )

@@ -1,5 +1,9 @@
 """Jina executor: prompts to CLIP RN50 text embeddings (``doc.embedding``, ``tags['prompt_weights']``).
 
+A prompt schedule (``{frame: [prompts]}``) is encoded whole: ``doc.embedding`` stacks every
+frame's prompts in frame order and ``tags['prompt_sets']`` says where each starts
+(``[[frame, count], ...]``; a plain list is ``[[0, n]]``).
+
 As the Flow's first executor it is the server's trust boundary: it validates each request as
 any client may have sent it (``wire.settings_from_request``, with this server's limits): an
 unknown tag (a misspelt setting) is refused with the nearest valid name, and a missing or null
@@ -19,7 +23,7 @@ from jina import Executor, requests
 
 from disco.clip_model import encode_texts
 from disco.loading import ModelCache, select_device
-from disco.prompts import build_prompts
+from disco.prompts import build_prompts, prompt_sets
 from disco.settings import Limits
 from disco_service import config, wire
 from disco_service.jobs import JobBoard
@@ -64,9 +68,14 @@ class PromptEncoder(Executor):
             doc.tags["n_batches"] = s.n_batches  # 1 when not given: a Document is one image
             if s.seed is None:
                 doc.tags["seed"] = wire.new_run_seed()
-            prompts = build_prompts(s.text_prompts, s.style, s.artist)
-            doc.embedding = encode_texts(self.clip, [p.text for p in prompts]).cpu().numpy()
-            doc.tags["prompt_weights"] = [p.weight for p in prompts]
+            wire.check_request_media(s, doc.blob, doc.tags.get("start_frame", 0))
+            sets = [
+                (frame, build_prompts(texts, s.style, s.artist)) for frame, texts in prompt_sets(s.text_prompts).items()
+            ]
+            texts = [p.text for _, prompts in sets for p in prompts]
+            doc.embedding = encode_texts(self.clip, texts).cpu().numpy()
+            doc.tags["prompt_weights"] = [p.weight for _, prompts in sets for p in prompts]
+            doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets]
         for doc in docs:
             self.board.update(doc.id, status=JobStatus.WAITING, accepted=time.time())
 

@@ -10,7 +10,8 @@ while images are being rendered.
 Every PNG it returns carries the settings that remake its image (disco_service/outputs.py). Each
 image's frames also go to the result store as a GIF and a sprite sheet (``DISCO_RESULTS_DIR``);
 with ``parameters={'animations': True}`` (the web page asks for it) they come back as data URIs
-in ``tags['gif']`` and ``tags['sprite']`` too.
+in ``tags['gif']`` and ``tags['sprite']`` too, and an animation its frames as an MP4 in
+``tags['mp4']`` (at ``tags['mp4_fps']`` frames a second).
 
 An image that did not finish (cancelled, abandoned, shutdown, failed) is no plain success: this
 executor names each such image, its status and where its frames are kept in its result
@@ -21,9 +22,10 @@ executor names each such image, its status and where its frames are kept in its 
 """
 
 import base64
+import io
 import time
 
-from docarray import DocumentArray
+from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from disco_service import config
@@ -33,6 +35,8 @@ from disco_service.results import GIF, SPRITE, ResultStore
 from disco_service.wire import ACCEPT_UNFINISHED, NOT_FINISHED, JobStatus
 
 SWEEP_EVERY_S = 3600
+
+FINISHED_PER_POLL = 8  # an animation's finished frames one progress answer carries
 
 
 class Renderer(Executor):
@@ -60,6 +64,8 @@ class Renderer(Executor):
                 self.store.write_animations(doc.id, doc.chunks, recipe)
                 if parameters.get("animations"):
                     doc.tags.update(_animations(self.store, doc.id))
+                    if doc.tags.get("animation_mode", "None") != "None":
+                        doc.tags["mp4"] = _mp4(doc.chunks, float(doc.tags.get("mp4_fps") or doc.tags.get("fps") or 12))
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
             doc.embedding = None
             doc.blob = None
@@ -75,16 +81,28 @@ class Renderer(Executor):
 
     @requests(on="/progress")
     async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
-        """Per Document id: status, step, total, cur_t, loss; with ``parameters={'frame': True}``
-        the latest frame as ``doc.uri``. Each poll also tells the sampler the client is still there."""
+        """Per Document id: status, step, total, cur_t, loss (an animation's also frame, frames,
+        run_step, run_total, frames_done, last_finished); with ``parameters={'frame': True}`` the
+        latest frame as ``doc.uri``; with ``parameters={'finished_from': n}`` an animation's
+        finished frames from frame ``n`` on (at most ``FINISHED_PER_POLL``) as chunks with
+        ``tags['frame']``. Each poll also tells the sampler the client is still there."""
         want_frame = bool((parameters or {}).get("frame"))
+        finished_from = (parameters or {}).get("finished_from")
         for doc in docs:
             self.board.seen(doc.id)
-            state = self.board.read(doc.id) or self.store.read(doc.id) or {"status": JobStatus.WAITING.value}
-            state.pop("frames", None)
+            state = self.board.read(doc.id)
+            if state is None:  # forgotten by the board: the store's record, if any
+                state = {k: v for k, v in (self.store.read(doc.id) or {"status": JobStatus.WAITING.value}).items()}
+                state.pop("frames", None)  # its list of kept frames: not progress
             if want_frame and (png := self.board.latest_frame(doc.id)):
                 state = self.board.read(doc.id) or state  # written after the frame: its frame_step is this one's
                 doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
+            if finished_from is not None and state.get("last_finished") is not None:
+                last = min(int(state["last_finished"]), int(finished_from) + FINISHED_PER_POLL - 1)
+                for n in range(int(finished_from), last + 1):
+                    if (png := self.board.finished_frame(doc.id, n)) is not None:
+                        uri = "data:image/png;base64," + base64.b64encode(png).decode()
+                        doc.chunks.append(Document(uri=uri, tags={"frame": n}))
             doc.tags.update(state)
 
     @requests(on="/forget")
@@ -125,6 +143,20 @@ def _not_finished(doc) -> str:
 
 def _whole(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _mp4(chunks, fps: float) -> str:
+    """An animation's frames as an MP4 data URI."""
+    from disco.video import write_mp4  # PyAV and torch, only for animations
+
+    frames = []
+    for chunk in chunks:
+        image = Document(uri=chunk.uri)
+        image.load_uri_to_image_tensor()
+        frames.append(image.tensor)
+    buffer = io.BytesIO()
+    write_mp4(buffer, frames, fps)
+    return "data:video/mp4;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _animations(store: ResultStore, doc_id: str) -> dict[str, str]:

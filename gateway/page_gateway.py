@@ -19,6 +19,10 @@ With ``DISCO_OUTPUT_DIR`` set, the page's gallery also shows the images already 
 (e.g. the one ``client.py`` writes to on the same machine): ``/ui/outputs`` lists the final PNGs
 this project wrote there (those carrying their settings), ``/ui/outputs/NAME`` serves one of
 them or its GIF and sprite sheet, by exact name among the folder's own files.
+
+The page builds its form from ``/ui/settings.json`` (``page_settings``): every setting as
+``disco.settings.settings_schema`` words it, with this server's limits, and the names of the
+wire protocol the page speaks. The page keeps no copy of either.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
+from disco.settings import settings_schema
 from disco_service import config, http_api, hub_serving, tokens, wire
 from disco_service.job_queue import JobQueue
 from disco_service.outputs import png_settings
@@ -48,6 +53,21 @@ NOT_FINAL = re.compile(r"-(step\d+|sprite)\.png$")  # frames and sprite sheets s
 def output_dir() -> Path | None:
     value = config.load().output_dir
     return value if value and value.is_dir() else None
+
+
+def page_settings() -> dict:
+    """What the page's form and its requests are made from: every setting (name, kind, default,
+    meaning, what is allowed, low/high/choices, seed-API flag; ``settings_schema`` with this
+    server's limits), the executor that answers /progress and /cancel, the tags a request may
+    carry besides the settings, the largest seed and the job statuses. It depends on the
+    server's configuration only, never on the request."""
+    return {
+        "settings": settings_schema(config.load().limits),
+        "job_state_executor": wire.JOB_STATE_EXECUTOR,
+        "request_tags": list(wire.REQUEST_TAGS),
+        "max_seed": wire.MAX_SEED,
+        "job_statuses": [status.value for status in wire.JobStatus],
+    }
 
 
 def saved_images(directory: Path) -> list[dict]:
@@ -130,6 +150,7 @@ class PageHTTPGateway(HTTPGateway):
 
         app = super().app
         app.add_api_route("/ui", lambda: RedirectResponse("/ui/"), include_in_schema=False)
+        app.add_api_route("/ui/settings.json", page_settings, include_in_schema=False)
         app.add_api_route("/ui/outputs", _list_saved, include_in_schema=False)
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:

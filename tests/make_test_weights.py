@@ -1,10 +1,19 @@
 """Write weight files with the real layouts and real file names, filled by the fixture recipe.
 
-    python tests/make_test_weights.py DIR [--models NAME ...]
+    python tests/make_test_weights.py DIR [FILE ...]
+    python tests/make_test_weights.py --manifests
 
-Every model the product loads gets a file, so the whole product runs end to end here without
-downloads (the pictures are noise: the weights are not trained). ``DIR/checksums.json``
-records their sha256, which the weights module accepts in place of the published ones.
+The first form writes each named registry file (``pixel_art_diffusion_hard_256.pt``,
+``secondary_model_imagenet_2.pth``, ...) that ``DIR`` does not hold yet; with no names, the files
+a run with the default settings loads. Any model can then be tried offline (the pictures are
+noise: the weights are not trained). ``DIR/checksums.json`` records their sha256, which the
+weights module accepts in place of the published ones.
+
+Each diffusion model's file has the layout in ``fixtures/reference/manifest_<model>.json``, where
+``<model>`` is the first registry model of that layout (models of one layout share a manifest).
+``--manifests`` writes the manifests of layouts that have none, from the published options
+(``disco.unet.MODEL_CONFIGS``): the UNet is built on the meta device and its state dict's names,
+shapes and dtypes recorded.
 """
 
 from __future__ import annotations
@@ -13,25 +22,64 @@ import argparse
 import hashlib
 import json
 import sys
+import zlib
 from pathlib import Path
 
 import torch
 from recipe import recipe_state_dict
 
+from disco.models import DEFAULT_MODEL, DIFFUSION_MODELS
+from disco.unet import MODEL_CONFIGS, UNetModel, known_layouts
+from disco.weights import CLIP_FILE, REGISTRY, SECONDARY_FILE, VGG16_FILE, files_needed
+
 HERE = Path(__file__).resolve().parent
 
 REFERENCE = HERE / "fixtures" / "reference"
-UNETS = {"512x512_diffusion_uncond_finetune_008100": 1245, "256x256_diffusion_uncond": 1256}
-SECONDARY = "secondary_model_imagenet_2.pth"
-CLIP = "open_clip_rn50_openai.safetensors"
-VGG16 = "vgg16-397923af.pth"
-ALL = [*(f"{n}.pt" for n in UNETS), SECONDARY, CLIP, VGG16]
+# recipe seeds: the two ImageNet models keep theirs (reference_check.py, the CUDA checks); others by name
+SEEDS = {"512x512_diffusion_uncond_finetune_008100": 1245, "256x256_diffusion_uncond": 1256}
+SECONDARY = SECONDARY_FILE
+CLIP = CLIP_FILE
+VGG16 = VGG16_FILE
+DEFAULT_RUN = files_needed(DEFAULT_MODEL, use_secondary_model=True, with_init_loss=False)
+ALL = list(REGISTRY)
+
+
+def layout_owner(model: str) -> str:
+    """The first registry model with ``model``'s layout: its manifest serves them all."""
+    layout = MODEL_CONFIGS[model].layout
+    return next(name for name, config in known_layouts().items() if config.layout == layout)
+
+
+def manifest_of(model: str) -> Path:
+    return REFERENCE / f"manifest_{layout_owner(model)}.json"
+
+
+def manifest_rows(model: str) -> list[list]:
+    """``[key, shape, dtype]`` of every state-dict entry of ``model``'s UNet, built from its options."""
+    with torch.device("meta"):
+        unet = UNetModel(MODEL_CONFIGS[model])
+    return [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in unet.state_dict().items()]
+
+
+def write_manifests(directory: Path = REFERENCE) -> list[Path]:
+    """A manifest for each registry layout that has none yet; returns the files written."""
+    written = []
+    for owner in known_layouts():
+        path = directory / f"manifest_{owner}.json"
+        if not path.exists():
+            path.write_text(json.dumps(manifest_rows(owner)))
+            written.append(path)
+    return written
+
+
+def seed_of(model: str) -> int:
+    return SEEDS.get(model, zlib.crc32(model.encode()) & 0xFFFF)
 
 
 def _state(name: str) -> dict[str, torch.Tensor]:
-    if name.removesuffix(".pt") in UNETS:
-        stem = name.removesuffix(".pt")
-        return recipe_state_dict(REFERENCE / f"manifest_{stem}.json", UNETS[stem])
+    stem = name.removesuffix(".pt")
+    if stem in DIFFUSION_MODELS:
+        return recipe_state_dict(manifest_of(stem), seed_of(stem))
     if name == SECONDARY:
         return recipe_state_dict(REFERENCE / "manifest_secondary_model_imagenet_2.json", 1241)
     torch.manual_seed(0)
@@ -57,11 +105,18 @@ def sha256(path: Path) -> str:
 
 
 def make(directory: Path, names: list[str]) -> dict[str, str]:
+    """Write each of ``names`` that ``directory`` does not hold; returns ``checksums.json``'s content."""
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        raise ValueError(f"unknown model files {unknown}; known: {ALL}")
     directory.mkdir(parents=True, exist_ok=True)
     checksums_file = directory / "checksums.json"
     checksums = json.loads(checksums_file.read_text()) if checksums_file.exists() else {}
     for name in names:
         path = directory / name
+        if path.exists():
+            print(f"kept {path}")
+            continue
         state = {k: v.contiguous() for k, v in _state(name).items()}
         if name.endswith(".safetensors"):
             from safetensors.torch import save_file
@@ -77,10 +132,22 @@ def make(directory: Path, names: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--models", nargs="+", default=ALL, choices=ALL, help="which files (default: all)")
+    parser.add_argument("directory", type=Path, nargs="?")
+    parser.add_argument("files", nargs="*", metavar="FILE", help=f"registry files (default: {' '.join(DEFAULT_RUN)})")
+    parser.add_argument("--models", nargs="+", default=[], metavar="FILE", help="the same as FILE ...")
+    parser.add_argument("--manifests", action="store_true", help="write the manifests of layouts that have none")
     args = parser.parse_args(argv)
-    make(args.directory, args.models)
+    if args.manifests:
+        for path in write_manifests():
+            print(f"wrote {path}")
+        return 0
+    if args.directory is None:
+        parser.error("DIR is required")
+    names = [*args.files, *args.models] or DEFAULT_RUN
+    try:
+        make(args.directory, names)
+    except ValueError as exc:
+        parser.error(str(exc))
     return 0
 
 

@@ -98,6 +98,7 @@ def test_modes_are_checked(monkeypatch, tmp_path):
         config.load()
     monkeypatch.setenv("DISCO_MODE", "Exact")
     assert config.load().mode == "exact"
+    assert config.MODES == fast.MODES
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert fast.autocast_dtype(torch.device("cuda"), "fast") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a T4 or a V100

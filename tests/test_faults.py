@@ -64,10 +64,13 @@ def test_a_missing_or_null_seed_is_random_and_reported(served_flow):
 
 
 def test_the_cost_cap_refuses_big_jobs_with_a_clear_message(monkeypatch):
+    from disco_service import config
+
     monkeypatch.setenv("DISCO_MAX_PIXEL_STEPS", str(64 * 64 * 10))
-    validate_settings(**{**TINY, "steps": 11, "skip_steps": 1})  # exactly at the cap
+    limits = config.load().limits  # as the server's first executor reads them
+    validate_settings(**{**TINY, "steps": 11, "skip_steps": 1}, limits=limits)  # exactly at the cap
     with pytest.raises(SettingsError, match=r"steps: 64x64 pixels x 11 steps .* above this server's cap") as info:
-        validate_settings(**{**TINY, "steps": 12, "skip_steps": 1})
+        validate_settings(**{**TINY, "steps": 12, "skip_steps": 1}, limits=limits)
     assert "DISCO_MAX_PIXEL_STEPS" in str(info.value)
 
 

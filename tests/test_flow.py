@@ -260,6 +260,23 @@ def test_the_server_never_reads_paths_or_urls_sent_by_clients(served_flow):
     assert not Path("/should/never/be/created").exists()
 
 
+def test_a_served_flow_reads_checkpoints_only_from_its_model_directory(served_flow, model_dir, tmp_path):
+    import torch
+
+    from disco.unet import MODEL_CONFIGS, layout_shapes
+
+    # a checkpoint of KaliYuga's layout that stores one number per tensor
+    state = {k: torch.zeros(()).expand(s) for k, s in layout_shapes(MODEL_CONFIGS["PulpSciFiDiffusion"]).items()}
+    (model_dir / "mine").mkdir(exist_ok=True)
+    torch.save(state, model_dir / "mine" / "ft.pt")
+    torch.save(state, tmp_path / "theirs.pt")
+    outside = request_docs(diffusion_model=str(tmp_path / "theirs.pt"))
+    with pytest.raises(Exception, match=r"diffusion_model: .*theirs\.pt.* is outside this server.*\(DISCO_MODEL_DIR\)"):
+        Client(host=served_flow).post("/generate", outside)
+    doc = Client(host=served_flow).post("/generate", request_docs(diffusion_model="mine/ft.pt"))[0]
+    assert doc.tags["status"] == "done" and image_of(doc.uri).shape == (64, 64, 3)
+
+
 def test_a_client_that_goes_away_frees_the_sampler(served_flow, flow_env, tmp_path):
     board = Path(flow_env["DISCO_JOBS_DIR"])
     before = set(board.glob("*.json"))

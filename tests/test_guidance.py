@@ -420,7 +420,8 @@ def test_init_loss_is_lpips_and_moves_towards_the_init(tiny_models, vgg16_file):
     g = guidance_for(tiny_models, diffusion, init_scale=0)
     g.init, g.init_loss = init, lpips_model
     assert torch.count_nonzero(g(x, t, 2)) == 0
-    g.settings.init_scale = 1000
+    g = guidance_for(tiny_models, diffusion, init_scale=1000)  # the scales are read from the settings once
+    g.init, g.init_loss = init, lpips_model
     grad = g(x, t, 2)
     with torch.no_grad():
         before = lpips_model(g._denoised(x, 2)[1], init).sum()

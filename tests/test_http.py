@@ -106,3 +106,62 @@ def test_the_page_lists_and_serves_only_the_images_in_the_output_folder(served_h
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{served_http}/ui/outputs/{name}", timeout=30)
         assert refused.value.code == 404, name
+
+
+def test_the_page_settings_route_lists_every_setting_with_its_default_kind_and_the_wire_names(served_http):
+    from dataclasses import asdict
+
+    from disco.settings import SETTING_NAMES, Settings, kind
+    from disco_service import wire
+
+    with urllib.request.urlopen(f"{served_http}/ui/settings.json", timeout=30) as response:
+        assert response.headers["content-type"] == "application/json"
+        page = json.load(response)
+    rows = page["settings"]
+    assert [row["name"] for row in rows] == list(SETTING_NAMES)
+    defaults = asdict(Settings())
+    for row in rows:
+        assert row["default"] == defaults[row["name"]], row["name"]
+        assert row["kind"] == kind(row["name"]), row["name"]
+        assert row["meaning"], row["name"]
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["n_batches"]["default"] == 4 and by_name["seed"]["default"] is None
+    assert (by_name["steps"]["low"], by_name["steps"]["high"]) == (1, 1000)
+    assert by_name["perlin_mode"]["choices"] == ["mixed", "colored", "gray"]
+    assert "4194304 pixels" in by_name["width_height"]["allowed"]  # this server's cap (the default)
+    assert page["job_state_executor"] == wire.JOB_STATE_EXECUTOR == "renderer"
+    assert page["request_tags"] == ["batch_index", "run_seed", "client_timeout_s", "start_frame"]
+    assert page["max_seed"] == 2**32 - 1
+    assert page["job_statuses"] == [
+        "queued",
+        "waiting",
+        "running",
+        "done",
+        "cancelled",
+        "abandoned",
+        "shutdown",
+        "failed",
+    ]
+
+
+def test_the_page_settings_word_this_servers_limits(monkeypatch):
+    from gateway.page_gateway import page_settings
+
+    monkeypatch.setenv("DISCO_MAX_PIXELS", str(512 * 512))
+    monkeypatch.setenv("DISCO_MAX_PIXEL_STEPS", str(512 * 512 * 100))
+    by_name = {row["name"]: row for row in page_settings()["settings"]}
+    assert by_name["width_height"]["allowed"] == "multiples of 64, at most 262144 pixels (width x height)"
+    assert by_name["steps"]["allowed"] == (
+        "1 to 1000, and width x height x (steps - skip_steps) at most 26214400 pixel-steps"
+    )
+    monkeypatch.delenv("DISCO_MAX_PIXEL_STEPS")
+    assert {row["name"]: row for row in page_settings()["settings"]}["steps"]["allowed"] == "1 to 1000"
+
+
+def test_the_page_settings_offer_every_model_with_what_it_is_for():
+    from disco.models import DIFFUSION_MODELS
+    from gateway.page_gateway import page_settings
+
+    row = {row["name"]: row for row in page_settings()["settings"]}["diffusion_model"]
+    assert row["choices"] == list(DIFFUSION_MODELS)
+    assert row["choice_meanings"] == {name: model.description for name, model in DIFFUSION_MODELS.items()}

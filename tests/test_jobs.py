@@ -88,6 +88,7 @@ def test_a_job_is_submitted_watched_and_fetched_with_short_requests(served_http)
         ({"init_image": "/some/path.jpg"}, "init_image", "the server does not open paths or URLs"),
         ({"init_image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "init_image", "cannot read the image"),
         ({"output_dir": "/tmp/elsewhere"}, "output_dir", "download them from the job's URLs"),
+        ({"animation_mode": "2D"}, "animation_mode", "the job API makes still images"),
         (["a", "list"], "settings", "the body must be a JSON object of settings"),
     ],
 )

@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from recipe import recipe_state_dict
+from make_test_weights import manifest_of
+from recipe import read_manifest, recipe_state_dict
 
 from disco.checkpoint import load_state_dict_file
 from disco.secondary import SecondaryDiffusionImageNet2, load_secondary
@@ -20,10 +21,10 @@ def manifest(reference_dir, name):
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
-def test_unet_layout_equals_checkpoint_manifest(reference_dir, name):
+def test_unet_layout_equals_checkpoint_manifest(name):
     with torch.device("meta"):  # layout only: no 2.2 GB allocation
         model = UNetModel(MODEL_CONFIGS[name])
-    assert layout(model) == manifest(reference_dir, name)
+    assert layout(model) == read_manifest(manifest_of(name))  # models of one layout share a manifest
 
 
 def test_tiny_unet_layout(reference_dir):

@@ -9,7 +9,7 @@ from served import served
 
 import client as disco_client
 import serve
-from disco_service.local_flow import free_port
+from disco_service.local_flow import free_port, local_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = {**TINY, "steps": 8, "skip_steps": 0, "display_rate": 4}
@@ -58,3 +58,24 @@ def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path
         assert [d.tags["status"] for d in da] == ["done", "done"]
         replicas = [d.tags["replica"] for d in da]
         assert replicas[0] != replicas[1], (tmp_path / "serve.log").read_text(errors="replace")[-4000:]
+
+
+def test_only_the_clients_own_flow_reads_checkpoints_anywhere(monkeypatch):
+    def sampler(**options):
+        return {e["name"]: e for e in serve.flow_config(**options)["executors"]}["sampler"]
+
+    assert "checkpoints_anywhere" not in sampler().get("uses_with", {})  # served: the model directory only
+    assert sampler(checkpoints_anywhere=True)["uses_with"]["checkpoints_anywhere"] is True
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def popen(command, **kwargs):
+        started.append(command)
+        raise Started  # the command is all this test needs
+
+    monkeypatch.setattr("disco_service.local_flow.subprocess.Popen", popen)
+    with pytest.raises(Started), local_flow(use_gpu=False, diffusion_model="/home/me/mine.pt"):
+        pass
+    assert "--checkpoints-anywhere" in started[0] and "--preload=/home/me/mine.pt" in started[0]

@@ -169,6 +169,10 @@ _PLAUSIBLE = {
     "batch_name": st.sampled_from(["", "ok name", "../up", "a/b", ".hidden", "x" * 101, "é"]),
     "diffusion_model": st.sampled_from(["512x512_diffusion_uncond_finetune_008100", "256x256_diffusion_uncond", "x"]),
     "seed": st.one_of(st.none(), st.integers(-1, 2**33)),
+    "clip_guidance_scale": st.sampled_from([5000, "[5000]*500+[2000]*500", "[1]*999", "[nan]*1000", "5000", "[x]"]),
+    "cutn_batches": st.sampled_from([4, 4.0, "[4]*500+[2]*500", "[0]*1000", "[65]*1000", "[2.5]*1000"]),
+    "clamp_max": st.sampled_from([0.05, 0, "[0.05]*1000", "[0]*1000", "[-1]*1000"]),
+    "transformation_percent": st.lists(st.floats(-0.5, 1.5), max_size=3),
 }
 _VALUES = st.one_of(
     st.dictionaries(st.sampled_from(SETTING_NAMES), _ANY, max_size=6),

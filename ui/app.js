@@ -1,34 +1,33 @@
 // The page talks to the Flow's REST API on this same address: POST /post with an execEndpoint.
-// /generate paints one image per request; /progress and /cancel go to the renderer (targetExecutor).
+// /generate paints one image per request; /progress and /cancel go to the executor that keeps the
+// job board (targetExecutor). The form is built from the server's settings.json: every setting's
+// name, kind, default, meaning and limits come from the Settings fields, so a setting added there
+// appears here with no edit of this page.
 "use strict";
 
 const POLL_MS = 700;
 const MAX_SENT = 2; // images in flight at once; the rest wait here (browsers open few connections per host)
 
-// The advanced settings: name, kind, default (the server's defaults).
-const ADVANCED = [
-  ["skip_steps", "int", 10], ["display_rate", "int", 10],
-  ["init_scale", "float", 1000], ["tv_scale", "float", 0],
-  ["range_scale", "float", 150], ["sat_scale", "float", 0],
-  ["cutn_batches", "int", 4], ["eta", "float", 0.8],
-  ["cut_overview", "text", "[12]*400+[4]*600"], ["cut_innercut", "text", "[4]*400+[12]*600"],
-  ["cut_ic_pow", "number-or-text", "1"], ["cut_icgray_p", "text", "[0.2]*400+[0]*600"],
-  ["clamp_max", "float", 0.05], ["rand_mag", "float", 0.05],
-  ["diffusion_sampling_mode", ["ddim", "plms"], "ddim"],
-  ["diffusion_model", ["512x512_diffusion_uncond_finetune_008100", "256x256_diffusion_uncond"],
-    "512x512_diffusion_uncond_finetune_008100"],
-  ["perlin_mode", ["mixed", "colored", "gray"], "mixed"],
-  ["style", "text", ""], ["artist", "text", ""], ["batch_name", "text", ""],
-  ["perlin_init", "bool", false], ["clamp_grad", "bool", true],
-  ["randomize_class", "bool", true], ["clip_denoised", "bool", false],
-  ["fuzzy_prompt", "bool", false], ["use_secondary_model", "bool", true], ["skip_augs", "bool", false],
-];
-const MAIN_NUMBERS = [["steps"], ["n_batches"], ["clip_guidance_scale"]];
+// Where a setting goes: these on top, in this order; every other one under "Advanced", in the server's order.
+const MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "clip_guidance_scale"];
+// Settings the page leaves out of the form and never sends, so the server's default holds:
+// - an image setting (init_image) is a path or URL on the caller's machine, read by the Python
+//   client, which sends the server only the image's bytes; a page has no such path;
+// - output_dir is the folder the Python client saves to (the page offers downloads instead; the
+//   server's own folder is its DISCO_OUTPUT_DIR);
+// - use_gpu: the server decides (DISCO_USE_GPU), whatever a request says.
+const LEFT_OUT_KINDS = new Set(["image"]);
+const LEFT_OUT = new Set(["output_dir", "use_gpu"]);
+// The names of the wire protocol the page relies on; settings.json must list them (checked at load).
+const TAGS_USED = ["batch_index", "run_seed"];
+const STATUSES_USED = ["waiting", "running", "done", "cancelled", "failed"];
 
 const form = document.getElementById("settings");
 const queueList = document.getElementById("queue");
 const gallery = document.getElementById("gallery");
 const jobs = [];
+const fields = new Map(); // setting name -> { row (its settings.json entry), inputs, read(), write(value) }
+let server = null; // settings.json
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -40,75 +39,140 @@ function el(tag, attrs = {}, children = []) {
   return node;
 }
 
-function buildAdvanced() {
-  const box = document.getElementById("advanced-fields");
-  for (const [name, kind, value] of ADVANCED) {
-    let input;
-    if (Array.isArray(kind)) {
-      input = el("select", { id: name, name });
-      for (const option of kind) input.append(el("option", { value: option, text: option }));
-      input.value = value;
-    } else if (kind === "bool") {
-      input = el("input", { id: name, name, type: "checkbox" });
-      input.checked = value;
-    } else {
-      input = el("input", { id: name, name, type: kind === "int" || kind === "float" ? "number" : "text" });
-      if (kind === "float") input.step = "any";
-      input.value = value;
+// ----- the form, from settings.json -----
+
+function offered(row) {
+  return !LEFT_OUT_KINDS.has(row.kind) && !LEFT_OUT.has(row.name);
+}
+
+// A number field's text: undefined when empty (the server's default), a number, or the text itself
+// (not a number: the server names what is wrong with it).
+function numberIn(input) {
+  const text = input.value.trim();
+  if (text === "") return undefined;
+  const value = Number(text);
+  return Number.isNaN(value) ? text : value;
+}
+
+// The two inputs of a size: "width_height" -> width, height.
+function sizeParts(name) {
+  const parts = name.split("_");
+  return parts.length === 2 ? parts : [`${name}_0`, `${name}_1`];
+}
+
+// The inputs of one setting, typed by its kind, with how to read and write its value.
+function inputsFor(row) {
+  const { name, kind } = row;
+  if (row.choices) {
+    // each choice with what it is for (choice_meanings, e.g. the diffusion models): its tooltip, and
+    // the chosen one's under the picker
+    const meanings = row.choice_meanings || {};
+    const select = el("select", { id: name, name });
+    for (const option of row.choices) {
+      select.append(el("option", { value: option, text: option, ...(meanings[option] ? { title: meanings[option] } : {}) }));
     }
-    box.append(el("div", {}, [el("label", { for: name, text: name }), input,
-      el("p", { class: "error", "data-error": name })]));
+    const note = Object.keys(meanings).length ? el("p", { class: "choice-meaning", "data-meaning": name }) : null;
+    const show = () => { if (note) note.textContent = meanings[select.value] || ""; };
+    select.addEventListener("change", show);
+    return {
+      inputs: [select], extra: note ? [note] : [], read: () => select.value,
+      write: (v) => { select.value = v ?? ""; show(); },
+    };
   }
+  if (kind === "bool") {
+    const box = el("input", { id: name, name, type: "checkbox" });
+    return { inputs: [box], read: () => box.checked, write: (v) => { box.checked = Boolean(v); } };
+  }
+  if (kind === "int" || kind === "float") {
+    const input = el("input", { id: name, name, type: "number", step: kind === "float" ? "any" : "1" });
+    if (row.low !== null) input.min = row.low;
+    if (row.high !== null) input.max = row.high;
+    return { inputs: [input], read: () => numberIn(input), write: (v) => { input.value = v ?? ""; } };
+  }
+  if (kind === "texts") {
+    const area = el("textarea", { id: name, name, rows: 4 });
+    return {
+      inputs: [area],
+      read: () => area.value.split("\n").map((line) => line.trim()).filter((line) => line),
+      write: (v) => { area.value = Array.isArray(v) ? v.join("\n") : (v ?? ""); },
+    };
+  }
+  if (kind === "size") {
+    const pair = sizeParts(name).map((part) => el("input", {
+      id: part, name: part, type: "number", step: 64, min: 64,
+    }));
+    return {
+      inputs: pair,
+      read: () => pair.map(numberIn),
+      write: (v) => pair.forEach((input, i) => { input.value = (v || [])[i] ?? ""; }),
+    };
+  }
+  // number_or_schedule, text, optional_text, and a kind this page does not know yet: text as typed
+  const input = el("input", { id: name, name, type: "text" });
+  const read = () => {
+    const text = input.value.trim();
+    if (text === "") return undefined; // the server's default
+    return kind === "number_or_schedule" && !Number.isNaN(Number(text)) ? Number(text) : text;
+  };
+  return { inputs: [input], read, write: (v) => { input.value = v ?? ""; } };
+}
+
+function buildField(row) {
+  const field = { row, ...inputsFor(row) };
+  const title = row.allowed ? `${row.meaning}; allowed: ${row.allowed}` : row.meaning;
+  for (const input of field.inputs) {
+    input.title = title;
+    if (row.default === null && input.placeholder !== undefined) input.placeholder = row.shown;
+  }
+  // the name, breakable after its underscores
+  const name = row.name.split(/(?<=_)/).flatMap((part) => [part, el("wbr")]);
+  const label = el("label", { for: field.inputs[0].id, title }, name);
+  if (row.kind === "texts") label.append(" ", el("small", { text: "one per line" }));
+  let body = [...field.inputs, ...(field.extra || [])];
+  if (row.kind === "size") {
+    body = [el("div", { class: "row" }, field.inputs.map((input) =>
+      el("div", {}, [el("label", { for: input.id, class: "part", text: input.id }), input])))];
+  }
+  const wide = row.kind === "texts" || row.kind === "size";
+  field.node = el("div", { class: `field ${row.kind}${wide ? " wide" : ""}`, "data-setting": row.name }, [
+    label, el("p", { class: "hint", text: row.meaning }), ...body, el("p", { class: "error", "data-error": row.name }),
+  ]);
+  field.write(row.default);
+  fields.set(row.name, field);
+  return field;
+}
+
+function buildForm(rows) {
+  const main = document.getElementById("main-fields");
+  const advanced = document.getElementById("advanced-fields");
+  const shown = rows.filter(offered);
+  for (const name of MAIN) {
+    const row = shown.find((r) => r.name === name);
+    if (row) main.append(buildField(row).node);
+  }
+  for (const row of shown) if (!MAIN.includes(row.name)) advanced.append(buildField(row).node);
+}
+
+function defaultOf(name) {
+  const row = server.settings.find((r) => r.name === name);
+  return row ? row.default : undefined;
 }
 
 // ----- the form <-> settings -----
 
-function numberOf(name) {
-  const text = form.elements[name].value.trim();
-  if (text === "") return undefined; // the server's default
-  const value = Number(text);
-  return Number.isNaN(value) ? text : value; // not a number: the server names what is wrong with it
-}
-
+// The settings the form holds; an empty field is left out, so the server's default holds.
 function readForm() {
-  const settings = {
-    text_prompts: form.elements.text_prompts.value.split("\n").map((p) => p.trim()).filter((p) => p),
-    width_height: [numberOf("width"), numberOf("height")],
-  };
-  for (const [name] of MAIN_NUMBERS) {
-    const value = numberOf(name);
+  const settings = {};
+  for (const [name, field] of fields) {
+    const value = field.read();
     if (value !== undefined) settings[name] = value;
   }
-  for (const [name, kind] of ADVANCED) {
-    const input = form.elements[name];
-    if (kind === "bool") settings[name] = input.checked;
-    else if (kind === "int" || kind === "float") {
-      const value = numberOf(name);
-      if (value !== undefined) settings[name] = value;
-    } else if (kind === "number-or-text") {
-      const text = input.value.trim();
-      if (text) settings[name] = Number.isNaN(Number(text)) ? text : Number(text);
-    } else if (input.value.trim() || Array.isArray(kind)) {
-      settings[name] = input.value.trim();
-    }
-  }
-  const seed = numberOf("seed");
-  return { settings, seed };
+  return settings;
 }
 
+// Every field to these settings, the defaults where they have none (that makes the same image again).
 function fillForm(settings) {
-  form.elements.text_prompts.value = (settings.text_prompts || []).join("\n");
-  if (settings.width_height) {
-    form.elements.width.value = settings.width_height[0];
-    form.elements.height.value = settings.width_height[1];
-  }
-  form.elements.seed.value = settings.seed ?? "";
-  for (const [name] of [...MAIN_NUMBERS, ...ADVANCED]) {
-    const input = form.elements[name];
-    if (!(name in settings) || !input) continue;
-    if (input.type === "checkbox") input.checked = Boolean(settings[name]);
-    else input.value = settings[name] ?? "";
-  }
+  for (const [name, field] of fields) field.write(name in settings ? settings[name] : field.row.default);
 }
 
 function clearErrors() {
@@ -122,8 +186,7 @@ function showError(message) {
   const where = document.querySelector(`[data-error="${CSS.escape(name)}"]`)
     || document.querySelector('[data-error="other"]');
   where.textContent = message;
-  const input = name === "width_height" ? [form.elements.width, form.elements.height] : [form.elements[name]];
-  for (const field of input) if (field && field.classList) field.classList.add("invalid");
+  for (const input of (fields.get(name) || { inputs: [] }).inputs) input.classList.add("invalid");
   if (where.closest("details")) where.closest("details").open = true;
 }
 
@@ -152,19 +215,27 @@ function newId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// One Document per image, tagged as the Python client tags them: the settings, the image's own seed
+// (seed + i) and the run's bookkeeping (batch_index, run_seed). With the seed field empty, each image
+// is sent with seed null: the server picks it and reports it in the answer's tags.
 function submit(event) {
   event.preventDefault();
   clearErrors();
-  const { settings, seed: given } = readForm();
+  const settings = readForm();
+  const seed = settings.seed ?? null;
   const n = Number.isInteger(settings.n_batches) && settings.n_batches > 0 ? settings.n_batches : 1;
-  const seed = given ?? Math.floor(Math.random() * (2 ** 32 - n));
+  if (Number.isInteger(seed) && seed + n - 1 > server.max_seed) {
+    showError(`seed: seed + n_batches - 1 must be at most ${server.max_seed}, got seed ${seed} with n_batches ${n}`);
+    return;
+  }
   const run = [];
   for (let i = 0; i < n; i++) {
+    const own = typeof seed === "number" ? seed + i : seed;
     const job = {
-      id: newId(), run, index: i, seed: typeof seed === "number" ? seed + i : seed, status: "waiting",
-      settings: { ...settings, seed: typeof seed === "number" ? seed + i : seed }, sent: false,
+      id: newId(), run, index: i, seed: own, status: "waiting", settings: { ...settings, seed: own }, sent: false,
     };
-    job.tags = { ...job.settings, batch_index: i, run_seed: seed };
+    job.tags = { ...job.settings, batch_index: i };
+    if (seed !== null) job.tags.run_seed = seed;
     run.push(job);
     jobs.push(job);
     addToQueue(job);
@@ -187,6 +258,10 @@ async function generate(job) {
     });
     job.doc = doc;
     job.status = doc.tags.status || "done";
+    if (doc.tags.seed !== undefined && doc.tags.seed !== null) {
+      job.seed = doc.tags.seed; // the server's pick when none was given
+      job.settings.seed = doc.tags.seed;
+    }
     if (doc.tags.error) job.error = doc.tags.error;
     if (doc.uri) addToGallery(job);
   } catch (error) {
@@ -213,15 +288,17 @@ async function cancel(job) {
   }
   job.cancelling = true;
   render(job);
-  await post({ execEndpoint: "/cancel", targetExecutor: "renderer", data: [{ id: job.id }] }).catch(() => {});
+  await post({ execEndpoint: "/cancel", targetExecutor: server.job_state_executor, data: [{ id: job.id }] })
+    .catch(() => {});
 }
 
 async function poll() {
   const watched = jobs.filter((j) => j.sent && !j.finished);
+  const target = server.job_state_executor;
   if (watched.length) {
     try {
       const states = await post({
-        execEndpoint: "/progress", targetExecutor: "renderer", data: watched.map((j) => ({ id: j.id })),
+        execEndpoint: "/progress", targetExecutor: target, data: watched.map((j) => ({ id: j.id })),
       });
       const fresh = [];
       for (const state of states) {
@@ -237,7 +314,7 @@ async function poll() {
       }
       if (fresh.length) {
         const frames = await post({
-          execEndpoint: "/progress", targetExecutor: "renderer", data: fresh.map((j) => ({ id: j.id })),
+          execEndpoint: "/progress", targetExecutor: target, data: fresh.map((j) => ({ id: j.id })),
           parameters: { frame: true },
         });
         for (const frame of frames) {
@@ -275,13 +352,16 @@ function eta(job) {
 function render(job) {
   const step = Math.round(Number(job.state && job.state.step) || 0);
   const total = Math.round(Number(job.state && job.state.total) || 0);
-  const image = el("img", { alt: "latest frame", class: "preview" });
   const preview = (job.doc && job.doc.uri) || job.preview;
-  if (preview) image.src = preview;
-  const text = job.settings.text_prompts ? job.settings.text_prompts.join(" | ") : "";
+  // the latest frame; an empty square until there is one
+  const image = preview
+    ? el("img", { alt: "latest frame", class: "preview", src: preview })
+    : el("div", { class: "preview" });
+  const text = Array.isArray(job.settings.text_prompts) ? job.settings.text_prompts.join(" | ") : "";
+  const seed = job.seed ?? "chosen by the server";
   const info = el("div", {}, [
     el("div", { class: `status ${job.status}`, text: job.status + (job.cancelling && !job.finished ? " (cancelling)" : "") }),
-    el("div", { text: `seed ${job.seed} · ${text.slice(0, 80)}` }),
+    el("div", { text: `seed ${seed} · ${text.slice(0, 80)}` }),
   ]);
   if (job.status === "running" || (total && !job.finished)) {
     const bar = el("progress", { max: total || 1 });
@@ -313,9 +393,10 @@ function addToGallery(job) {
 // One picture in the gallery: what it shows, "reuse these settings", its downloads.
 function galleryCard(settings, status, files, atEnd = false) {
   const seed = settings.seed;
+  const value = (name) => settings[name] ?? defaultOf(name);
   const lines = [
     `seed ${seed} · ${status}`,
-    `${(settings.width_height || []).join("x")}, ${settings.steps ?? 250} steps, guidance ${settings.clip_guidance_scale ?? 5000}`,
+    `${(value("width_height") || []).join("x")}, ${value("steps")} steps, guidance ${value("clip_guidance_scale")}`,
     (settings.text_prompts || []).join(" | "),
   ];
   const reuse = el("button", { type: "button", class: "reuse", text: "Reuse these settings" });
@@ -347,7 +428,29 @@ async function loadSavedImages() {
   }
 }
 
-buildAdvanced();
-form.addEventListener("submit", submit);
-poll();
-loadSavedImages();
+// ----- start: the server's settings, then the form -----
+
+function requireNames(what, listed, used) {
+  const missing = used.filter((name) => !listed.includes(name));
+  if (missing.length) throw new Error(`the server's ${what} lack ${missing.join(", ")}, which this page uses`);
+}
+
+async function start() {
+  try {
+    const response = await fetch("settings.json");
+    if (!response.ok) throw new Error(`settings.json: HTTP ${response.status}`);
+    server = await response.json();
+    requireNames("request tags", server.request_tags, TAGS_USED);
+    requireNames("job statuses", server.job_statuses, STATUSES_USED);
+    buildForm(server.settings);
+  } catch (error) {
+    document.querySelector('[data-error="other"]').textContent = `The form could not be built: ${error.message}`;
+    return;
+  }
+  form.addEventListener("submit", submit);
+  document.getElementById("paint").disabled = false;
+  poll();
+  loadSavedImages();
+}
+
+start();

@@ -1,0 +1,165 @@
+"""Animation: the Disco Diffusion notebook's frame loop for 2D motion and video input.
+
+One animation is ``max_frames`` images made one after another by ``sample_image``:
+
+- ``2D``: frame 0 is an ordinary image (noise, ``init_image`` or perlin, with ``skip_steps`` and
+  ``init_scale``). Frame ``n`` starts from frame ``n - 1`` as a PNG would hold it (8 bits),
+  moved by frame ``n``'s ``angle``, ``zoom`` and ``translation_x``/``_y`` (``warp_2d``, borders
+  wrapped around), skips ``frames_skip_steps`` of the steps and is pulled towards that start
+  with ``init_scale = frames_scale``.
+- ``Video Input``: frame ``n`` starts from the video's ``n``-th extracted frame, every frame with
+  ``frames_skip_steps`` and ``frames_scale`` (the notebook's v5 video mode, without optical flow).
+
+Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
+``video_init_seed_continuity`` every video frame uses ``seed``) and the prompts of its frame
+(``disco.prompts.prompt_key_at``). So a run resumed at frame ``n`` from frame ``n - 1``'s PNG
+makes the same frames as one that was never stopped. The notebook's ``3D`` mode (a depth warp
+with MiDaS and AdaBins) would be one more way to make a frame's start from the previous frame,
+beside ``warp_2d``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .images import array_to_init, to_uint8_hwc
+from .keyframes import keyframe_series
+from .packages import opencv
+from .sampler import Models, StepReport, sample_image
+from .settings import KEYFRAME_SETTINGS, Settings, frames_skip_steps
+
+# (embeddings (m, 1024), weights) of the prompts that apply at a frame
+PromptsAt = Callable[[int], tuple[torch.Tensor, list[float]]]
+
+
+@dataclass(frozen=True)
+class Motion:
+    """One frame's 2D motion: degrees counter-clockwise, scale, pixels right and down."""
+
+    angle: float
+    zoom: float
+    translation_x: float
+    translation_y: float
+
+
+def motion_series(settings: Settings, frames: int | None = None) -> list[Motion]:
+    """Every frame's motion, from the key frames of ``angle``, ``zoom``, ``translation_x`` and ``translation_y``."""
+    frames = frames or settings.max_frames
+    series = [keyframe_series(name, getattr(settings, name), frames) for name in KEYFRAME_SETTINGS]
+    return [Motion(*values) for values in zip(*series, strict=True)]
+
+
+def transform_matrix_2d(width: int, height: int, motion: Motion) -> np.ndarray:
+    """The 3x3 matrix the notebook builds for a frame: a translation by ``(translation_x,
+    translation_y)`` pixels, then a rotation by ``angle`` degrees with scale ``zoom`` about the
+    centre ``(width // 2, height // 2)``, i.e. ``cv2.getRotationMatrix2D(centre, angle, zoom)``
+    times the translation. OpenCV's rotation matrix is ``[[a, b, (1 - a) cx - b cy], [-b, a,
+    b cx + (1 - a) cy]]`` with ``a = zoom cos(angle)``, ``b = zoom sin(angle)`` (OpenCV's
+    documentation of ``getRotationMatrix2D``)."""
+    cx, cy = width // 2, height // 2
+    a = motion.zoom * math.cos(math.radians(motion.angle))
+    b = motion.zoom * math.sin(math.radians(motion.angle))
+    rotation = np.array([[a, b, (1 - a) * cx - b * cy], [-b, a, b * cx + (1 - a) * cy], [0, 0, 1]], dtype=np.float64)
+    translation = np.array(
+        [[1, 0, motion.translation_x], [0, 1, motion.translation_y], [0, 0, 1]], dtype=np.float32
+    ).astype(np.float64)  # the notebook's translation matrix is float32
+    return rotation @ translation
+
+
+def warp_2d(image: np.ndarray, motion: Motion) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 moved by ``motion`` as the notebook moves the previous frame:
+    ``cv2.warpPerspective`` with the matrix of ``transform_matrix_2d``, bilinear, the picture
+    wrapped around at the borders (``cv2.BORDER_WRAP``). Returns (H, W, 3) uint8."""
+    cv2 = opencv()
+    height, width = image.shape[:2]
+    matrix = transform_matrix_2d(width, height, motion)
+    return cv2.warpPerspective(image, matrix, (width, height), borderMode=cv2.BORDER_WRAP)
+
+
+@dataclass
+class FrameStep:
+    """One diffusion step of one frame of an animation."""
+
+    frame: int  # the frame being made, 0-based
+    frames: int  # frames in the animation
+    seed: int  # the frame's seed
+    report: StepReport  # the step within the frame (its image on display steps)
+    finished: np.ndarray | None = None  # (H, W, 3) uint8, when this step finished the frame
+
+
+def frame_seed(settings: Settings, seed: int, frame: int) -> int:
+    """Frame ``frame``'s seed: ``seed + frame``, or ``seed`` for every frame of a video with
+    ``video_init_seed_continuity``."""
+    if settings.animation_mode == "Video Input" and settings.video_init_seed_continuity:
+        return seed
+    return seed + frame
+
+
+def later_frame_settings(settings: Settings) -> Settings:
+    """The settings of a frame that starts from a picture made from another frame (every 2D frame
+    after the first, every video frame): ``frames_skip_steps`` skipped, ``init_scale =
+    frames_scale``, no perlin noise."""
+    return replace(
+        settings, skip_steps=frames_skip_steps(settings), init_scale=settings.frames_scale, perlin_init=False
+    )
+
+
+def animate(
+    settings: Settings,
+    prompts_at: PromptsAt,
+    models: Models,
+    seed: int,
+    *,
+    start_frame: int = 0,
+    init_image: torch.Tensor | None = None,
+    previous_frame: np.ndarray | None = None,
+    video_frames: Iterable[np.ndarray] | None = None,
+    frames: int | None = None,
+) -> Iterator[FrameStep]:
+    """Make frames ``start_frame .. frames - 1``, yielding every step of each (stop iterating to stop).
+
+    ``init_image``: frame 0's init image (1, 3, H, W) in [-1, 1] (2D). ``previous_frame``: frame
+    ``start_frame - 1`` as (H, W, 3) uint8, needed to resume a 2D animation. ``video_frames``: the
+    video's extracted frames from ``start_frame`` on, (h, w, 3) uint8 of any size (resized to the
+    output). ``frames``: how many frames the animation has (default ``max_frames``; for a video at
+    most its number of extracted frames).
+    """
+    mode = settings.animation_mode
+    frames = frames or settings.max_frames
+    if mode == "2D":
+        motion = motion_series(settings, frames)
+        if start_frame > 0 and previous_frame is None:
+            raise ValueError(f"resuming a 2D animation at frame {start_frame} needs frame {start_frame - 1}")
+        if frames > max(start_frame, 1):
+            opencv()  # a frame will be warped: a missing OpenCV fails before any work, not after frame 0
+    elif mode == "Video Input":
+        if video_frames is None:
+            raise ValueError("Video Input needs the video's frames")
+        video = iter(video_frames)
+    else:
+        raise ValueError(f"animation_mode must be '2D' or 'Video Input' for an animation, got {mode!r}")
+    later = later_frame_settings(settings)
+    previous = previous_frame
+    for n in range(start_frame, frames):
+        if mode == "2D" and n == 0:
+            frame_settings, start = settings, init_image
+        elif mode == "2D":
+            frame_settings = later
+            start = array_to_init(warp_2d(previous, motion[n]), settings.width, settings.height)
+        else:
+            picture = next(video, None)
+            if picture is None:
+                return  # the video has fewer frames than announced
+            frame_settings, start = later, array_to_init(picture, settings.width, settings.height)
+        embeds, weights = prompts_at(n)
+        seed_n = frame_seed(settings, seed, n)
+        for report in sample_image(frame_settings, embeds, weights, models, seed=seed_n, init_image=start):
+            finished = None
+            if report.step == report.total:
+                finished = previous = to_uint8_hwc(report.image)
+            yield FrameStep(n, frames, seed_n, report, finished)
