@@ -26,7 +26,7 @@ FAST = {
 }
 
 # settings the page leaves out of its form (a path on the caller's machine, the client's folder, the server's choice)
-LEFT_OUT = {"init_image", "output_dir", "use_gpu"}
+LEFT_OUT = {"init_image", "video_init_path", "output_dir", "use_gpu", "resume_run", "resume_from_frame"}
 MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "clip_guidance_scale"]
 # every field of the form: its setting, where it sits, its inputs' values, its hint and title
 FORM = """() => Array.from(document.querySelectorAll("[data-setting]"), (node) => {
@@ -80,6 +80,8 @@ def assert_shows(row: dict, field: dict) -> None:
         assert [int(v) for v in values] == default, row["name"]
     elif row["kind"] == "texts":
         assert values == ["\n".join(default)], row["name"]
+    elif row["kind"] == "numbers":
+        assert len(values) == 1 and [float(v) for v in values[0].split()] == default, row["name"]
     elif default is None:
         assert values == [""], row["name"]
     elif isinstance(default, bool) or isinstance(default, str):

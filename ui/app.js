@@ -16,8 +16,8 @@ const MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "cli
 // - output_dir is the folder the Python client saves to (the page offers downloads instead; the
 //   server's own folder is its DISCO_OUTPUT_DIR);
 // - use_gpu: the server decides (DISCO_USE_GPU), whatever a request says.
-const LEFT_OUT_KINDS = new Set(["image"]);
-const LEFT_OUT = new Set(["output_dir", "use_gpu"]);
+const LEFT_OUT_KINDS = new Set(["image", "video"]); // files on the caller's machine: the page has no upload yet
+const LEFT_OUT = new Set(["output_dir", "use_gpu", "resume_run", "resume_from_frame"]); // the server has no files of this page's to resume
 // The names of the wire protocol the page relies on; settings.json must list them (checked at load).
 const TAGS_USED = ["batch_index", "run_seed"];
 const STATUSES_USED = ["waiting", "running", "done", "cancelled", "failed"];
@@ -107,12 +107,23 @@ function inputsFor(row) {
       write: (v) => pair.forEach((input, i) => { input.value = (v || [])[i] ?? ""; }),
     };
   }
-  // number_or_schedule, text, optional_text, and a kind this page does not know yet: text as typed
+  if (kind === "numbers") {
+    // a list of numbers, separated by spaces or commas; text that is not numbers goes as typed (the server names it)
+    const input = el("input", { id: name, name, type: "text" });
+    const read = () => {
+      const parts = input.value.split(/[\s,]+/).filter((part) => part);
+      if (!parts.length) return undefined;
+      return parts.every((part) => !Number.isNaN(Number(part))) ? parts.map(Number) : input.value;
+    };
+    return { inputs: [input], read, write: (v) => { input.value = Array.isArray(v) ? v.join(" ") : (v ?? ""); } };
+  }
+  // number_or_schedule, int_or_schedule, text, optional_text, and a kind this page does not know yet: text as typed
   const input = el("input", { id: name, name, type: "text" });
+  const schedule = kind === "number_or_schedule" || kind === "int_or_schedule";
   const read = () => {
     const text = input.value.trim();
     if (text === "") return undefined; // the server's default
-    return kind === "number_or_schedule" && !Number.isNaN(Number(text)) ? Number(text) : text;
+    return schedule && !Number.isNaN(Number(text)) ? Number(text) : text;
   };
   return { inputs: [input], read, write: (v) => { input.value = v ?? ""; } };
 }
