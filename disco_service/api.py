@@ -147,9 +147,9 @@ def generate(
             use_gpu = settings.use_gpu and gpu_available()
             if not use_gpu:
                 say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off", animation))
-        keep = animation.keep_frame if animation else None
+        keep, token = (animation.keep_frame if animation else None), token or cfg.api_token
         with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
-            results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, keep, token or cfg.api_token))
+            results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, keep, token=token))
     failed = [f"{_name(d)}: {m}" for d in results if (m := failure(d))]
     failed += _save(results, settings, animation)  # whatever was made is kept, also when some images failed
     if errors or failed:
