@@ -55,12 +55,15 @@ def flow_config(
     use_gpu: str | None = None,
     preload: str | None = None,
     checkpoints_anywhere: bool = False,
+    host: str | None = None,
 ) -> dict[str, Any]:
     """flow.yml as a dict, with the sampler's replica count and GPU pinning applied, and the
     executors' ``use_gpu`` and the sampler's ``preload`` and ``checkpoints_anywhere``
-    (``uses_with``) when given."""
+    (``uses_with``) when given; ``host``: the address the gateway's ports listen on (default all)."""
     config = yaml.safe_load(FLOW_FILE.read_text())
     gateway = config["gateway"]
+    if host:
+        gateway["host"] = host
     gateway["uses"] = str(ROOT / gateway["uses"])
     grpc_port, default_http_port = gateway["port"]
     gateway["port"] = [port or grpc_port, http_port or default_http_port]  # the protocols' order: grpc, http
@@ -110,6 +113,7 @@ def run_flow(args: argparse.Namespace) -> None:
         use_gpu=args.use_gpu,
         preload=args.preload,
         checkpoints_anywhere=args.checkpoints_anywhere,
+        host=args.host,
     ) as flow:
         args.ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
@@ -119,6 +123,9 @@ def run_flow(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=None, help="gRPC port (default: the one in flow.yml, 51000)")
+    parser.add_argument(
+        "--host", default=None, help="the address both ports listen on, e.g. 127.0.0.1 (default: all, 0.0.0.0)"
+    )
     parser.add_argument(
         "--http-port", type=int, default=None, help="HTTP port: REST and the page at /ui/ (default: flow.yml's, 51001)"
     )
@@ -150,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
     options = (
         ("port", args.port),
+        ("host", args.host),
         ("http-port", args.http_port),
         ("replicas", args.replicas),
         ("use-gpu", args.use_gpu),

@@ -12,8 +12,12 @@ Jina's output is then completed with what it cannot express:
 - the sampler asks for one GPU per replica (``nvidia.com/gpu`` / a compose GPU reservation),
   and the gateway is given the address of every sampler replica, so that it spreads the images
   over them itself (see ``balance_sampler_replicas``): no service mesh is needed;
-- the model directory (``/models``) and the shared job directory (``/jobs``, where any
-  replica answers progress and cancel for any job) are volumes, writable by the image's user;
+- the model directory (``/models``), the shared job directory (``/jobs``, where any replica
+  answers progress and cancel for any job) and the result store (``/results``: every image made
+  and the job API's jobs, which the gateway serves) are volumes, writable by the image's user;
+- the gateway reads its tokens (``DISCO_API_TOKENS``) from the Secret ``disco-api-tokens``
+  (key ``tokens``; without it the service is open) on Kubernetes, and from the host's
+  ``DISCO_API_TOKENS`` with docker-compose;
 - the weights are downloaded before the executors start (an init container / a compose
   service), so a first start on an empty volume is not killed by the startup probe;
 - CPU and memory requests and memory limits, and probe commands that ``jina ping`` parses.
@@ -35,9 +39,12 @@ import yaml
 from disco_service import config
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS, JOBS = "/models", "/jobs"
-VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-jobs": (JOBS, "1Gi")}
-ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS}
+MODELS, JOBS, RESULTS = "/models", "/jobs", "/results"
+VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-jobs": (JOBS, "1Gi"), "disco-results": (RESULTS, "50Gi")}
+ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS, "DISCO_RESULTS_DIR": RESULTS}
+# The gateway serves the job API and the result store; it needs no weights and no job board.
+GATEWAY_VOLUMES = ("disco-results",)
+TOKENS_SECRET = {"name": "disco-api-tokens", "key": "tokens"}  # the gateway's DISCO_API_TOKENS, if created
 UID = 1000  # the image's user `disco` (Dockerfile)
 # The pods run as that user; fsGroup makes the mounted volumes writable by it (checked only at the
 # volume's root when it already matches, not over the 2.7 GB of weights at every start).
@@ -60,7 +67,7 @@ RESOURCES = {
 # settings (the sampler's preloaded UNet, the secondary model, CLIP RN50), about 2.7 GB.
 NEEDS_WEIGHTS = ("encoder", "sampler")
 DOWNLOAD = ["python", "/app/client.py", "--download"]
-DOWNLOAD_ENV = {k: v for k, v in ENV.items() if k != "DISCO_JOBS_DIR"}  # it needs no job directory
+DOWNLOAD_ENV = {"DISCO_MODEL_DIR": MODELS}  # the download needs the model directory only
 
 
 def export_flow(image: str, replicas: int) -> dict[str, Any]:
@@ -165,6 +172,18 @@ def _set_gateway_addresses(docs: list[dict[str, Any]], executor: str, addresses:
     args[i] = json.dumps({**json.loads(args[i]), executor: addresses})
 
 
+def _gateway_service(container: dict[str, Any], pod: dict[str, Any]) -> None:
+    """The gateway runs the job API: the result store's volume, and its tokens from the Secret
+    ``disco-api-tokens`` (optional: without it the service is open, and says so in its log)."""
+    container.setdefault("env", [])
+    container["env"] += [
+        {"name": "DISCO_RESULTS_DIR", "value": RESULTS},
+        {"name": "DISCO_API_TOKENS", "valueFrom": {"secretKeyRef": {**TOKENS_SECRET, "optional": True}}},
+    ]
+    container["volumeMounts"] = [{"name": v, "mountPath": VOLUMES[v][0]} for v in GATEWAY_VOLUMES]
+    pod["volumes"] = [{"name": v, "persistentVolumeClaim": {"claimName": v}} for v in GATEWAY_VOLUMES]
+
+
 def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
     names = ("gateway", "encoder", "sampler", "renderer")  # Jina writes OUT/NAME/NAME.yml for each
     manifests = {name: list(yaml.safe_load_all((out / name / f"{name}.yml").read_text())) for name in names}
@@ -183,6 +202,7 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
             container["resources"] = _resources(name)
             if name == "gateway":
                 _gateway_config(container["args"])
+                _gateway_service(container, pod)
                 continue
             _executor_config(container["args"], name)
             gpu = name == "sampler"
@@ -215,6 +235,10 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
         name = service_name.split("-rep-")[0]
         if name == "gateway":
             _gateway_config(service["command"])
+            # the job API's result store, and the tokens from the host's environment (or its .env file)
+            service["volumes"] = [f"{v}:{VOLUMES[v][0]}" for v in GATEWAY_VOLUMES]
+            service["environment"] = [*service.get("environment", []), f"DISCO_RESULTS_DIR={RESULTS}"]
+            service["environment"].append("DISCO_API_TOKENS=${DISCO_API_TOKENS:-}")
             continue  # Jina gives it every sampler replica's address already
         _executor_config(service["command"], name)
         # Jina mounts its host cache over the image's /app (the code): the volumes are ours instead;

@@ -31,7 +31,12 @@ from .outputs import check_output_dir, save_outputs
 from .transport import run_coroutine, run_jobs, server_message
 from .wire import JobStatus
 
-CLIENT_KEYWORDS = {"host": (str | None, None), "progress": (bool, True), "verbose": (bool, False)}
+CLIENT_KEYWORDS = {
+    "host": (str | None, None),
+    "progress": (bool, True),
+    "verbose": (bool, False),
+    "token": (str | None, None),
+}
 
 
 def _signature() -> inspect.Signature:
@@ -87,8 +92,8 @@ def generate_image(*args: Any, **kwargs: Any):
     ``status`` and the ``files`` written to ``output_dir``. Disco Diffusion extras
     (``cutn_batches``, ``eta``, ``cut_overview``, ...) are keyword arguments. ``host``: a running
     Flow (default: one started for this call); ``progress``: progress bars; ``verbose``: the
-    Flow's own log and the libraries' warnings too. Ctrl-C stops the run at the next step and
-    keeps what was made.
+    Flow's own log and the libraries' warnings too; ``token``: the token of a Flow that needs one
+    (default: ``DISCO_API_TOKEN``). Ctrl-C stops the run at the next step and keeps what was made.
 
     Raises ``SettingsError`` (naming the parameter) before anything starts when a setting is
     bad; ``GenerationFailed`` (with ``results``, already saved) when some images failed;
@@ -101,7 +106,13 @@ def generate_image(*args: Any, **kwargs: Any):
 generate_image.__signature__ = SIGNATURE
 
 
-def generate(values: Mapping[str, Any], host: str | None = None, progress: bool = True, verbose: bool = False):
+def generate(
+    values: Mapping[str, Any],
+    host: str | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+    token: str | None = None,
+):
     """The body of ``generate_image``: settings values in (validated here), a DocumentArray out."""
     from docarray import DocumentArray
 
@@ -136,9 +147,9 @@ def generate(values: Mapping[str, Any], host: str | None = None, progress: bool 
             use_gpu = settings.use_gpu and gpu_available()
             if not use_gpu:
                 say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off", animation))
-        keep = animation.keep_frame if animation else None
+        keep, token = (animation.keep_frame if animation else None), token or cfg.api_token
         with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
-            results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, keep))
+            results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, keep, token=token))
     failed = [f"{_name(d)}: {m}" for d in results if (m := failure(d))]
     failed += _save(results, settings, animation)  # whatever was made is kept, also when some images failed
     if errors or failed:

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a running Flow, e.g. grpc://localhost:51000 (default: start one for this run, on free local ports)",
     )
     parser.add_argument(
+        "--token",
+        default=None,
+        help="the token of a Flow that needs one (sent as 'authorization: Bearer TOKEN'; default: $DISCO_API_TOKEN)",
+    )
+    parser.add_argument(
         "--settings",
         type=Path,
         help="a YAML file of settings, or a PNG this project wrote (remakes that image); flags given here override it",
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = No
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     host, settings_file, no_progress = args.pop("host"), args.pop("settings"), args.pop("no_progress")
-    download_only, verbose = args.pop("download"), args.pop("verbose")
+    download_only, verbose, token = args.pop("download"), args.pop("verbose"), args.pop("token")
     if not verbose:  # gRPC's core logs connection notices (too_many_pings) on its own; read when it starts
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = No
             for path in download_models(settings, settings.init_image is not None, progress=not no_progress):
                 print(path)
             return 0
-        da = generate(**values, host=host, progress=not no_progress, verbose=verbose)
+        da = generate(**values, host=host, progress=not no_progress, verbose=verbose, token=token)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,11 @@ arguments: executors through ``__init__`` (``uses_with``), ``serve.py`` through 
 | ``DISCO_STOP_TIMEOUT_S`` | ``600`` | how long a stopping Flow waits for its jobs to reach their next step |
 | ``DISCO_SAMPLER_REPLICAS`` | ``1`` | sampler replicas that ``serve.py`` starts |
 | ``DISCO_OUTPUT_DIR`` | unset | a folder whose images the page's gallery shows |
+| ``DISCO_RESULTS_DIR`` | ``$TMPDIR/disco-results`` | the result store: the images the Flow made, the jobs |
+| ``DISCO_RESULT_TTL_S`` | ``604800`` (7 days) | how long the store keeps an image or a job after its last change |
+| ``DISCO_API_TOKENS`` | unset (open) | tokens callers must send: comma-separated, or ``@FILE`` (one a line) |
+| ``DISCO_MAX_JOBS_PER_TOKEN`` | ``10`` | jobs one token may have queued or running in the job API at once |
+| ``DISCO_API_TOKEN`` | unset | the client's token (``client.py --token``), sent to a Flow that needs one |
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class Config:
     stop_timeout_s: float
     sampler_replicas: int
     output_dir: Path | None
+    results_dir: Path
+    result_ttl_s: float
+    api_tokens: tuple[str, ...]  # empty: an open service
+    max_jobs_per_token: int
+    api_token: str | None  # the client's own token
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, kind: type, low: float) -> float:
@@ -72,6 +82,26 @@ def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[
     return text
 
 
+def _tokens(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated tokens, or ``@FILE`` naming a file with one token per line (``#`` comments);
+    a token is 16 to 256 printable characters without spaces or commas."""
+    text = environ.get(name, "").strip()
+    if text.startswith("@"):
+        try:
+            lines = Path(text[1:]).expanduser().read_text().splitlines()
+            text = ",".join(line.strip() for line in lines if not line.strip().startswith("#"))
+        except OSError as exc:
+            raise ConfigError(f"{name} names a file that cannot be read: {exc}") from None
+    tokens = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    for token in tokens:
+        if not 16 <= len(token) <= 256 or not token.isprintable() or " " in token:
+            raise ConfigError(
+                f"{name}: each token must be 16 to 256 printable characters without spaces, "
+                f"got one of {len(token)} characters starting {token[:4]!r}"
+            )
+    return tokens
+
+
 def load(environ: Mapping[str, str] | None = None) -> Config:
     """The configuration from ``environ`` (default ``os.environ``); raises ``ConfigError`` naming a bad variable."""
     env = os.environ if environ is None else environ
@@ -92,4 +122,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         stop_timeout_s=_number(env, "DISCO_STOP_TIMEOUT_S", 600, float, 0),
         sampler_replicas=int(_number(env, "DISCO_SAMPLER_REPLICAS", 1, int, 1)),
         output_dir=Path(output_dir).expanduser() if output_dir else None,
+        results_dir=Path(env.get("DISCO_RESULTS_DIR") or Path(tempfile.gettempdir()) / "disco-results").expanduser(),
+        result_ttl_s=_number(env, "DISCO_RESULT_TTL_S", 7 * 24 * 3600, float, 60),
+        api_tokens=_tokens(env, "DISCO_API_TOKENS"),
+        max_jobs_per_token=int(_number(env, "DISCO_MAX_JOBS_PER_TOKEN", 10, int, 1)),
+        api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
     )

@@ -45,6 +45,7 @@ def local_flow(use_gpu: bool = True, diffusion_model: str | None = None, quiet: 
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
         command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--http-port={http_port}"]
+        command.append("--host=127.0.0.1")  # this process's own Flow: not reachable from other machines
         command.append(f"--ready-file={ready}")
         # this run's device (auto: the GPU if there is one, else a warning and the CPU), and its UNet loaded up front
         command.append(f"--use-gpu={'auto' if use_gpu else '0'}")

@@ -3,8 +3,9 @@
 The images of a run go out as separate ``/generate`` requests (replicas can spread them); while
 they run, ``/progress`` polls to the Renderer (``wire.JOB_STATE_EXECUTOR``) feed the progress
 bars and fetch each new frame, so a job whose request fails mid-run (its sampler died) still
-comes back with the frames made so far. Inside a running event loop (Jupyter) the calls run in
-a thread of their own (``run_coroutine``).
+comes back with the frames made so far. A request that cannot reach the Flow before its image
+started (the Flow restarting after a fault) is sent again for up to ``RETRY_FOR_S``. Inside a
+running event loop (Jupyter) the calls run in a thread of their own (``run_coroutine``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import asyncio
 import base64
 import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import wire
+from .console import say
 from .progress import ProgressBars
 from .wire import JobStatus
 
 PROGRESS_INTERVAL_S = 0.5
+# An image whose request could not reach the Flow (or its sampler) before it started is sent again
+# this long: a Flow that serve.py restarts after a fault is back within it, so callers wait
+# instead of failing.
+RETRY_FOR_S = 180
+RETRY_PAUSE_S = 2.0
 FrameCallback = Callable[[Any, int, bytes], None]
 
 
@@ -46,23 +54,76 @@ def run_coroutine(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return outcome["value"]
 
 
-async def post(client, endpoint: str, docs, target_executor: str | None = None, parameters: dict | None = None):
-    """One request; the Documents that come back."""
+async def post(
+    client,
+    endpoint: str,
+    docs,
+    target_executor: str | None = None,
+    parameters: dict | None = None,
+    metadata: tuple = (),
+):
+    """One request (``metadata``: gRPC metadata, e.g. the token); the Documents that come back."""
     from docarray import DocumentArray
 
     out = DocumentArray()
-    async for response in client.post(endpoint, docs, parameters=parameters or {}, target_executor=target_executor):
+    options = {"metadata": metadata} if metadata else {}
+    async for response in client.post(
+        endpoint, docs, parameters=parameters or {}, target_executor=target_executor, **options
+    ):
         out.extend(response)
     return out
 
 
-def _ids(docs):
+class FlowClient:
+    """The calls the job queue makes to a Flow over gRPC (job_queue.FlowCalls), with ``metadata``."""
+
+    def __init__(self, address: str, metadata: tuple = ()):
+        self.address = address
+        self.metadata = metadata
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from jina import Client
+
+            self._client = Client(host=self.address, asyncio=True)
+        return self._client
+
+    async def generate(self, doc):
+        from docarray import DocumentArray
+
+        parameters = {wire.ACCEPT_UNFINISHED: True}
+        out = await post(self.client, wire.GENERATE, DocumentArray([doc]), None, parameters, self.metadata)
+        return out[0]
+
+    async def progress(self, ids: list[str], frame: bool = False):
+        return await post(
+            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, {"frame": True} if frame else None,
+            self.metadata,
+        )  # fmt: skip
+
+    async def cancel(self, ids: list[str]) -> None:
+        await post(self.client, wire.CANCEL, _ids_of(ids), wire.JOB_STATE_EXECUTOR, None, self.metadata)
+
+
+def _ids_of(ids: list[str]):
     from docarray import Document, DocumentArray
 
-    return DocumentArray([Document(id=d.id) for d in docs])
+    return DocumentArray([Document(id=i) for i in ids])
 
 
-async def run_jobs(address: str, docs, show_progress: bool = True, on_finished_frame: FrameCallback | None = None):
+def _ids(docs):
+    return _ids_of([d.id for d in docs])
+
+
+async def run_jobs(
+    address: str,
+    docs,
+    show_progress: bool = True,
+    on_finished_frame: FrameCallback | None = None,
+    token: str | None = None,
+):
     """Send one request per image, poll progress, cancel on Ctrl-C; ``(results, errors)``.
 
     ``on_finished_frame(doc, frame, png)`` is called with each finished frame of an animation as
@@ -70,14 +131,17 @@ async def run_jobs(address: str, docs, show_progress: bool = True, on_finished_f
 
     ``results``: a DocumentArray of what came back (also failed images with their frames so
     far), numbers restored (``wire.cast_tags``); ``errors``: the exceptions of requests that
-    failed before their job started.
+    failed before their job started. ``token``: sent as the ``authorization`` metadata.
     """
     from docarray import DocumentArray
     from jina import Client
 
+    from .tokens import bearer_metadata
+
     client = Client(host=address, asyncio=True)
+    auth = bearer_metadata(token)
     bars = ProgressBars(docs, enabled=show_progress)
-    watcher = JobWatcher(client, docs, on_finished_frame)
+    watcher = JobWatcher(client, docs, on_finished_frame, auth)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
@@ -85,13 +149,33 @@ async def run_jobs(address: str, docs, show_progress: bool = True, on_finished_f
     except (RuntimeError, ValueError, NotImplementedError):  # not the main thread: no Ctrl-C handling
         pass
 
-    jobs = [asyncio.create_task(post(client, "/generate", DocumentArray([d]))) for d in docs]
+    unfinished_too = {wire.ACCEPT_UNFINISHED: True}  # cancelled and failed images come back with their frames
+    noted: list[str] = []
+
+    async def generate(doc):
+        """One image's request; sent again while the Flow cannot be reached and the image has not started."""
+        deadline = None
+        while True:
+            try:
+                return await post(client, wire.GENERATE, DocumentArray([doc]), None, unfinished_too, auth)
+            except Exception as exc:
+                if not unreachable(exc) or watcher.started(doc.id) or stop.is_set():
+                    raise
+                deadline = deadline or time.monotonic() + RETRY_FOR_S
+                if time.monotonic() > deadline:
+                    raise
+                if not noted:
+                    noted.append(server_message(exc))
+                    say(f"{noted[0]}: trying again for up to {RETRY_FOR_S // 60} minutes (Ctrl-C stops)")
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    jobs = [asyncio.create_task(generate(d)) for d in docs]
 
     async def watch() -> None:
         while not all(j.done() for j in jobs):
             if stop.is_set():
                 bars.note("stopping: cancelling at the next step, keeping the frames made so far")
-                await post(client, "/cancel", _ids(docs), wire.JOB_STATE_EXECUTOR)
+                await post(client, wire.CANCEL, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
                 return
             pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
             try:
@@ -118,7 +202,7 @@ async def run_jobs(address: str, docs, show_progress: bool = True, on_finished_f
         if isinstance(out, BaseException) and watcher.started(doc.id):
             outcomes[i] = DocumentArray([await watcher.lost(doc, out)])
     try:  # collected: the server may remove the jobs' files now
-        await post(client, "/forget", _ids(docs), wire.JOB_STATE_EXECUTOR)
+        await post(client, wire.FORGET, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
     except Exception:  # a Flow that is gone keeps them until its sweep (a day)
         pass
     bars.finish([o for o in outcomes if not isinstance(o, BaseException)])
@@ -137,8 +221,9 @@ class JobWatcher:
     """Polls ``/progress`` for a run's images and keeps every frame it sees (each fetched once); of an
     animation, every finished frame (each handed to ``on_finished_frame``)."""
 
-    def __init__(self, client, docs, on_finished_frame: FrameCallback | None = None):
+    def __init__(self, client, docs, on_finished_frame: FrameCallback | None = None, metadata: tuple = ()):
         self.client = client
+        self.metadata = metadata
         self.states: dict[str, dict] = {}
         self.frames: dict[str, list] = {d.id: [] for d in docs}
         self.docs = {d.id: d for d in docs}
@@ -147,13 +232,12 @@ class JobWatcher:
         self.on_finished_frame = on_finished_frame
 
     async def _progress(self, ids: list[str], frame: bool = False, finished_from: int | None = None):
-        from docarray import Document, DocumentArray
-
-        query = DocumentArray([Document(id=i) for i in ids])
         parameters = {"frame": True} if frame else {}
         if finished_from is not None:
             parameters["finished_from"] = finished_from
-        return await post(self.client, "/progress", query, wire.JOB_STATE_EXECUTOR, parameters or None)
+        return await post(
+            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, parameters or None, self.metadata
+        )
 
     async def _fetch_finished(self, job_id: str, last: int) -> None:
         """Fetch an animation's finished frames up to ``last`` that this client does not have yet."""
@@ -266,15 +350,29 @@ def unreachable_executor(error: BaseException) -> str | None:
     return None
 
 
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the Flow (or one of its executors) could not be reached, rather than
+    that it refused or failed the request."""
+    if unreachable_executor(error) is not None:
+        return True
+    text = str(error)
+    return "UNAVAILABLE" in text or "failed to connect to all addresses" in text
+
+
 def server_message(error: BaseException) -> str:
     """What went wrong, in one line: the server's own exception (``Name: message``), or the
     transport's failure without its gRPC dump."""
     if (name := unreachable_executor(error)) is not None:
         return f"the Flow's {name} could not be reached (it may be restarting after a fault)"
+    text = str(error)
+    if "UNAUTHENTICATED" in text:
+        reason = next((r for r in ("needs a token", "not accepted", "must be 'Bearer") if r in text), "")
+        if reason == "needs a token":
+            return "the server needs a token: give --token (or set DISCO_API_TOKEN, or token= in Python)"
+        return "the server did not accept the token" + (" (it must be 'Bearer TOKEN')" if "Bearer" in reason else "")
     exc = getattr(_status(error), "exception", None)
     if exc is not None and getattr(exc, "args", None):
         return f"{exc.name}: {exc.args[0]}"
-    text = str(error)
     if "failed to connect to all addresses" in text or "UNAVAILABLE" in text:
         return "the Flow cannot be reached (gRPC UNAVAILABLE): is it running, and is the address right?"
     first = next((line.strip() for line in text.splitlines() if line.strip() and line.strip() != "None"), "")

@@ -49,6 +49,18 @@ from disco.settings import (
 ENCODER, SAMPLER, RENDERER = "encoder", "sampler", "renderer"
 JOB_STATE_EXECUTOR = RENDERER  # it answers /progress, /cancel and /forget from the job board
 
+# The Flow's endpoints: any other is refused, naming these.
+GENERATE, PROGRESS, CANCEL, FORGET = "/generate", "/progress", "/cancel", "/forget"
+ENDPOINTS = (GENERATE, PROGRESS, CANCEL, FORGET)
+# A request parameter of ``/generate``: give unfinished images back as Documents with their status
+# (and frames so far) instead of an error. client.py sets it; a caller that polled ``/progress`` for
+# an image gets it back so too (it watched the job, so it knows). Nobody else mistakes a half-made
+# picture for a finished one.
+ACCEPT_UNFINISHED = "accept_unfinished"
+# The Renderer's result (``parameters['__results__']``) naming the images that did not finish and
+# were not accepted so: the gateway answers the request with an error of them.
+NOT_FINISHED = "not_finished"
+
 # Tags a request may carry besides the settings: the client's bookkeeping for one image of a run.
 REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s", "start_frame")
 # Whole numbers that are not settings: bookkeeping, progress and results.
@@ -63,8 +75,9 @@ EMBEDDING_WIDTHS_TAG, PROMPT_WEIGHTS_TAG = "clip_embedding_widths", "prompt_weig
 
 
 class JobStatus(StrEnum):
-    """Where a job is. Tags and job-board files hold its ``value``."""
+    """Where a job is. Tags, job-board files, the result store and the job API hold its ``value``."""
 
+    QUEUED = "queued"  # in the service's job queue (POST /jobs), not sent to the Flow yet
     WAITING = "waiting"  # sent, no sampler has it yet
     RUNNING = "running"
     DONE = "done"
@@ -75,7 +88,7 @@ class JobStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in (JobStatus.WAITING, JobStatus.RUNNING)
+        return self not in (JobStatus.QUEUED, JobStatus.WAITING, JobStatus.RUNNING)
 
 
 STOP_REASONS = (JobStatus.CANCELLED, JobStatus.SHUTDOWN, JobStatus.ABANDONED)
@@ -163,10 +176,29 @@ def _frame_key(key: Any) -> Any:
 
 
 def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> Settings:
-    """A request's settings, validated strictly (the server's trust boundary): an unknown tag (a
-    misspelt setting) is refused by name; ``limits`` are this server's caps."""
-    values = {k: v for k, v in restore_numbers(tags).items() if k not in REQUEST_TAGS}
-    return validate_settings(values, limits=limits)
+    """One Document's settings, validated strictly (the server's trust boundary): an unknown tag (a
+    misspelt setting) is refused by name; ``limits`` are this server's caps.
+
+    A Document is one image: without ``n_batches`` it is taken as 1, and ``n_batches`` other than 1
+    is refused unless the Document says which image of a run it is (``batch_index`` below
+    ``n_batches``, as client.py sends them). The server never opens paths or URLs: an ``init_image``
+    in the tags is refused (its bytes go in ``doc.blob``). Raises ``SettingsError`` naming the setting."""
+    restored = restore_numbers(tags)
+    values = {"n_batches": 1} | {k: v for k, v in restored.items() if k not in REQUEST_TAGS}
+    if values.get("init_image") not in (None, ""):
+        raise SettingsError(
+            "init_image",
+            f"the server does not open paths or URLs: send the image's bytes in doc.blob, got {values['init_image']!r}",
+        )
+    settings = validate_settings(values, limits=limits)
+    index = restored.get("batch_index")
+    if settings.n_batches != 1 and not (isinstance(index, int) and 0 <= index < settings.n_batches):
+        raise SettingsError(
+            "n_batches",
+            f"a Document is one image: send one Document per image (n_batches 1), got n_batches "
+            f"{settings.n_batches}" + (f" with batch_index {index!r}" if index is not None else ""),
+        )
+    return settings
 
 
 def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any = 0) -> int:

@@ -17,7 +17,10 @@ every finished frame.
 Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
 from it by the Renderer, to which the client addresses them, so this executor's replicas
 receive ``/generate`` requests only and Jina's round-robin hands consecutive images to
-different replicas.
+different replicas. Each kept frame of an image and, at the end, its record go to the result
+store (``DISCO_RESULTS_DIR``, disco_service/results.py) as they are made, so a result is kept even
+when its caller (or the gateway) is gone before the image comes back; of an animation, the store
+keeps the record.
 """
 
 import os
@@ -40,6 +43,8 @@ from disco.settings import DIFFUSION_MODELS, SettingsError, frames_skip_steps
 from disco.video import video_frames, video_info
 from disco_service import config, wire
 from disco_service.jobs import JobBoard
+from disco_service.outputs import image_settings
+from disco_service.results import ResultStore
 from disco_service.wire import JobStatus
 
 
@@ -57,6 +62,7 @@ class DiffusionSampler(Executor):
         mode: str | None = None,
         client_timeout_s: float | None = None,
         checkpoints_anywhere: bool = False,
+        results_dir: str | None = None,
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
@@ -74,6 +80,7 @@ class DiffusionSampler(Executor):
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
         self.board = JobBoard(jobs_dir or cfg.jobs_dir)
         self.board.sweep()
+        self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.client_timeout_s = float(client_timeout_s or cfg.client_timeout_s)
 
@@ -92,8 +99,10 @@ class DiffusionSampler(Executor):
             init_loss = init is not None and max(s.schedule("init_scale")) > 0  # LPIPS, when some step uses it
             models = self.cache.models(s.diffusion_model, s.use_secondary_model, init_loss, s.clip_models)
             state = {"total": s.steps - s.skip_steps}
-            steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init))
+            kept: list[dict] = []  # the frames in the result store: step and diffusion timestep
+            steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
         else:
+            kept = []  # an animation's frames stay on the job board and with its client
             job = _animation_job(doc, s)
             models = self.cache.models(s.diffusion_model, s.use_secondary_model, job.with_init_loss, s.clip_models)
             state = {"total": job.first_total, "frame": job.start, "frames": job.frames, "run_total": job.run_total}
@@ -103,7 +112,7 @@ class DiffusionSampler(Executor):
         status, step, error = JobStatus.DONE, 0, None
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
-        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, replica=self.replica, **state)
+        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, replica=self.replica, started=started, **state)
         try:
             if reason := self.board.stop_reason(doc.id):
                 status = reason
@@ -119,21 +128,34 @@ class DiffusionSampler(Executor):
                         break
         except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
             status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        self.board.update(doc.id, status=status, error=error, finished=time.time())
+        finished = time.time()
+        total = state.get("run_total", state["total"])  # of an animation: the steps of the whole run
+        self.store.finish(
+            doc.id,
+            {"status": JobStatus(status).value, "seed": s.seed, "settings": image_settings(doc.tags),
+             "steps_done": step, "total": total, "error": error, "replica": self.replica, "started": started,
+             "finished": finished, "frames": kept},
+        )  # fmt: skip
+        self.board.update(doc.id, status=status, error=error, finished=finished)
         doc.tags.update(
-            status=JobStatus(status).value, steps_done=step, replica=self.replica, started=started, finished=time.time()
-        )
+            status=JobStatus(status).value, steps_done=step, total=total, replica=self.replica,
+            started=started, finished=finished,
+        )  # fmt: skip
         if error:
             doc.tags["error"] = error
 
-    def _image(self, doc: Document, reports) -> Iterator[int]:
-        """Run one image: every display frame becomes a chunk and the latest frame; yields the steps done."""
+    def _image(self, doc: Document, reports, kept: list[dict]) -> Iterator[int]:
+        """Run one image: every display frame becomes a chunk, the latest frame and a frame in the result
+        store (``kept`` lists them); yields the steps done."""
+        recipe = image_settings(doc.tags)
         for report in reports:
             png = None
             if report.image is not None:
                 frame = _checked_frame(report)
                 doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
                 png = png_bytes(frame)
+                self.store.add_frame(doc.id, report.step, png, recipe)
+                kept.append({"step": report.step, "cur_t": report.cur_t})
             shown = {"loss": report.loss} if report.loss is not None else {}
             if png is not None:
                 shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames

@@ -10,7 +10,14 @@ any client may have sent it (``wire.settings_from_request``, with this server's 
 unknown tag (a misspelt setting) is refused with the nearest valid name, and a missing or null
 ``seed`` becomes a random one, reported back in ``tags['seed']``. The executors after it read
 the tags with their numbers' types restored and do not validate again.
+
+A Document id names one image for as long as anything of it is kept (its job-board files, its
+result in the store): a request that uses it again is refused, so an old cancel or result never
+answers for a new image. An accepted image is put on the job board as ``waiting``; an id that never
+got further (its request could not reach a sampler) may be sent again.
 """
+
+import time
 
 from docarray import DocumentArray
 from jina import Executor, requests
@@ -20,6 +27,13 @@ from disco.loading import ModelCache, select_device
 from disco.prompts import build_prompts, prompt_sets
 from disco.settings import Limits
 from disco_service import config, wire
+from disco_service.jobs import JobBoard
+from disco_service.results import ResultStore
+from disco_service.wire import JobStatus
+
+
+class DocumentIdInUse(ValueError):
+    """A request reuses the id of an image the service still knows."""
 
 
 class PromptEncoder(Executor):
@@ -29,6 +43,8 @@ class PromptEncoder(Executor):
         use_gpu: str | None = None,
         max_pixels: int | None = None,
         max_pixel_steps: int | None = None,
+        jobs_dir: str | None = None,
+        results_dir: str | None = None,
         **kwargs,
     ):
         """Arguments (``uses_with``) override the service's configuration (``disco_service.config``)."""
@@ -41,12 +57,16 @@ class PromptEncoder(Executor):
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
         self.cache = ModelCache(model_dir or cfg.model_dir, device, mirrors=cfg.weights_mirrors)
         self.cache.clip()  # the default CLIP RN50, loaded at start; others on first use, then kept
+        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
 
     @requests(on="/generate")
     def encode(self, docs: DocumentArray, **kwargs) -> None:
         for doc in docs:
             s = wire.settings_from_request(doc.tags, self.limits)
+            self.check_new(doc.id)
             doc.tags.update(wire.restore_numbers(doc.tags))  # the executors after this one read numbers
+            doc.tags["n_batches"] = s.n_batches  # 1 when not given: a Document is one image
             if s.seed is None:
                 doc.tags["seed"] = wire.new_run_seed()
             wire.check_request_media(s, doc.blob, doc.tags.get("start_frame", 0))
@@ -58,3 +78,20 @@ class PromptEncoder(Executor):
             doc.embedding, doc.tags[wire.EMBEDDING_WIDTHS_TAG] = wire.pack_embeddings(embeddings)
             doc.tags[wire.PROMPT_WEIGHTS_TAG] = [p.weight for _, prompts in sets for p in prompts]
             doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets]
+        for doc in docs:
+            self.board.update(doc.id, status=JobStatus.WAITING, accepted=time.time())
+
+    def check_new(self, doc_id: str) -> None:
+        """Refuse an id that is not a file name, or one the service still keeps an image under."""
+        try:
+            state = self.board.read(doc_id)
+            if state is not None and state.get("status") == JobStatus.WAITING and not self.store.used(doc_id):
+                return  # sent again: the first request never reached a sampler
+            known = state or self.store.read(doc_id) or self.store.used(doc_id)
+        except ValueError as exc:
+            raise DocumentIdInUse(f"Document id: {exc}") from None
+        if known:
+            was = known.get("status", "made") if isinstance(known, dict) else "made"
+            raise DocumentIdInUse(
+                f"Document id {doc_id!r} was already used for an image ({was}); send each image with a new id"
+            )

@@ -7,37 +7,51 @@ round-robin over the replicas then spreads the images of a call evenly (progress
 otherwise take turns in the rotation). These endpoints are asynchronous, so they are answered
 while images are being rendered.
 
-Every PNG it returns carries the settings that remake its image (disco_service/outputs.py). With
-``parameters={'animations': True}`` (the web page asks for it) each image also gets its frames
-as a GIF and a sprite sheet, as data URIs in ``tags['gif']`` and ``tags['sprite']``, and an
-animation its frames as an MP4 in ``tags['mp4']`` (at ``tags['mp4_fps']`` frames a second).
+Every PNG it returns carries the settings that remake its image (disco_service/outputs.py). Each
+image's frames also go to the result store as a GIF and a sprite sheet (``DISCO_RESULTS_DIR``);
+with ``parameters={'animations': True}`` (the web page asks for it) they come back as data URIs
+in ``tags['gif']`` and ``tags['sprite']`` too, and an animation its frames as an MP4 in
+``tags['mp4']`` (at ``tags['mp4_fps']`` frames a second).
+
+An image that did not finish (cancelled, abandoned, shutdown, failed) is no plain success: this
+executor names each such image, its status and where its frames are kept in its result
+(``{'not_finished': [...]}``), and the gateway fails the request with that message
+(``ImageNotFinished``), unless the caller asked for unfinished images
+(``parameters={'accept_unfinished': True}``, as client.py does) or watched the image by polling
+``/progress``; those get the Document back with its ``status``, ``error`` and frames so far.
 """
 
 import base64
 import io
-import tempfile
 import time
-from pathlib import Path
 
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from disco_service import config
 from disco_service.jobs import JobBoard
-from disco_service.outputs import embed_settings_in_uri, image_settings, write_animations
-from disco_service.wire import JobStatus
+from disco_service.outputs import embed_settings_in_uri, image_settings
+from disco_service.results import GIF, SPRITE, ResultStore
+from disco_service.wire import ACCEPT_UNFINISHED, NOT_FINISHED, JobStatus
+
+SWEEP_EVERY_S = 3600
 
 FINISHED_PER_POLL = 8  # an animation's finished frames one progress answer carries
 
 
 class Renderer(Executor):
-    def __init__(self, jobs_dir: str | None = None, **kwargs):
-        """``jobs_dir`` (``uses_with``) overrides the service's configuration (``DISCO_JOBS_DIR``)."""
+    def __init__(self, jobs_dir: str | None = None, results_dir: str | None = None, **kwargs):
+        """``jobs_dir``, ``results_dir`` (``uses_with``) override the service's configuration
+        (``DISCO_JOBS_DIR``, ``DISCO_RESULTS_DIR``)."""
         super().__init__(**kwargs)
-        self.board = JobBoard(jobs_dir or config.load().jobs_dir)
+        cfg = config.load()
+        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
+        self.swept = 0.0
 
     @requests(on="/generate")
-    def render(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
+    def render(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> dict | None:
+        parameters = parameters or {}
         for doc in docs:
             recipe = image_settings(doc.tags)
             for chunk in doc.chunks:
@@ -46,16 +60,24 @@ class Renderer(Executor):
                     chunk.tensor = None
                 if chunk.uri:
                     chunk.uri = embed_settings_in_uri(chunk.uri, recipe)
-            if (parameters or {}).get("animations") and len(doc.chunks):
-                doc.tags.update(_animations(doc.chunks, recipe))
-                if doc.tags.get("animation_mode", "None") != "None":
-                    doc.tags["mp4"] = _mp4(doc.chunks, float(doc.tags.get("mp4_fps") or doc.tags.get("fps") or 12))
             if len(doc.chunks):
+                self.store.write_animations(doc.id, doc.chunks, recipe)
+                if parameters.get("animations"):
+                    doc.tags.update(_animations(self.store, doc.id))
+                    if doc.tags.get("animation_mode", "None") != "None":
+                        doc.tags["mp4"] = _mp4(doc.chunks, float(doc.tags.get("mp4_fps") or doc.tags.get("fps") or 12))
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
             doc.embedding = None
             doc.blob = None
             if self.board.read(doc.id) is not None:
                 self.board.update(doc.id, returned=time.time())  # a Flow that is stopping waits for this
+        self._sweep()
+        unfinished = [d for d in docs if d.tags.get("status") not in (None, JobStatus.DONE)]
+        if unfinished and not parameters.get(ACCEPT_UNFINISHED):
+            unwatched = [d for d in unfinished if self.board.last_seen(d.id) is None]
+            if unwatched:  # the gateway makes the request an error of these (gateway/page_gateway.py)
+                return {NOT_FINISHED: [_not_finished(d) for d in unwatched]}
+        return None
 
     @requests(on="/progress")
     async def progress(self, docs: DocumentArray, parameters: dict | None = None, **kwargs) -> None:
@@ -68,7 +90,10 @@ class Renderer(Executor):
         finished_from = (parameters or {}).get("finished_from")
         for doc in docs:
             self.board.seen(doc.id)
-            state = self.board.read(doc.id) or {"status": JobStatus.WAITING.value}
+            state = self.board.read(doc.id)
+            if state is None:  # forgotten by the board: the store's record, if any
+                state = {k: v for k, v in (self.store.read(doc.id) or {"status": JobStatus.WAITING.value}).items()}
+                state.pop("frames", None)  # its list of kept frames: not progress
             if want_frame and (png := self.board.latest_frame(doc.id)):
                 state = self.board.read(doc.id) or state  # written after the frame: its frame_step is this one's
                 doc.uri = "data:image/png;base64," + base64.b64encode(png).decode()
@@ -82,8 +107,9 @@ class Renderer(Executor):
 
     @requests(on="/forget")
     async def forget(self, docs: DocumentArray, **kwargs) -> None:
-        """The client has these jobs' results: remove their files (a job still running keeps them).
-        Files of jobs nobody collected go after a day."""
+        """The client has these jobs' results: remove their job-board files (a job still running
+        keeps them). Files of jobs nobody collected go after a day; the result store keeps the
+        images for ``DISCO_RESULT_TTL_S``."""
         for doc in docs:
             if (self.board.read(doc.id) or {}).get("status") != JobStatus.RUNNING:
                 self.board.forget(doc.id)
@@ -94,6 +120,29 @@ class Renderer(Executor):
         """Ask these jobs to stop at their next step (also jobs still waiting for a sampler)."""
         for doc in docs:
             self.board.cancel(doc.id)
+
+    def _sweep(self) -> None:
+        if time.time() - self.swept > SWEEP_EVERY_S:
+            self.swept = time.time()
+            self.store.sweep()
+
+
+def _not_finished(doc) -> str:
+    status, step, total = doc.tags.get("status"), doc.tags.get("steps_done"), doc.tags.get("total")
+    where = f"at step {_whole(step)}" + (f" of {_whole(total)}" if total is not None else "")
+    why = {
+        JobStatus.CANCELLED: "was cancelled",
+        JobStatus.ABANDONED: "was stopped as abandoned (nobody polled /progress for it)",
+        JobStatus.SHUTDOWN: "was stopped because the Flow is stopping",
+        JobStatus.FAILED: "failed",
+    }.get(status, f"ended as {status}")
+    error = f": {doc.tags['error']}" if doc.tags.get("error") else ""
+    kept = "its frames so far are kept" if len(doc.chunks) else "it made no frames; its record is kept"
+    return f"image {doc.id} {why} {where}{error}; {kept} in the result store (GET /results/{doc.id} on the HTTP port)"
+
+
+def _whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _mp4(chunks, fps: float) -> str:
@@ -110,12 +159,11 @@ def _mp4(chunks, fps: float) -> str:
     return "data:video/mp4;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _animations(chunks, recipe: dict) -> dict[str, str]:
-    """The frames as a GIF and a sprite sheet, as data URIs."""
-    with tempfile.TemporaryDirectory() as tmp:
-        gif, sprite = Path(tmp) / "frames.gif", Path(tmp) / "sprite.png"
-        write_animations(chunks, gif, sprite, recipe)
-        return {
-            "gif": "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode(),
-            "sprite": "data:image/png;base64," + base64.b64encode(sprite.read_bytes()).decode(),
-        }
+def _animations(store: ResultStore, doc_id: str) -> dict[str, str]:
+    """The frames' GIF and sprite sheet from the store, as data URIs."""
+    out = {}
+    for tag, name, mime in (("gif", GIF, "image/gif"), ("sprite", SPRITE, "image/png")):
+        path = store.entry(doc_id) / name
+        if path.is_file():
+            out[tag] = f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+    return out

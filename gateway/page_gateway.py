@@ -5,6 +5,16 @@ them, and serves the HTTP one with Jina's own app (``/post``, ``/status``, ``/``
 the static files of ``ui/`` mounted at ``/ui``. Only files inside ``ui/`` are served (Starlette's
 StaticFiles refuses paths outside it); nothing here reads a path or URL from a request.
 
+It also makes the Flow a shared service:
+
+- the job API, the results by Document id (disco_service/http_api.py) and PaddleHub's
+  ``/predict/disco_diffusion_clip_rn50`` (disco_service/hub_serving.py) on the HTTP port; the jobs
+  run in this process, which calls its own Flow over gRPC (disco_service/job_queue.py);
+- tokens (``DISCO_API_TOKENS``, disco_service/tokens.py) on both ports; without them the service
+  is open, and says so in its log when it listens beyond this machine;
+- a request to an endpoint the Flow does not serve is refused, naming the ones it does (Jina
+  would pass it through every executor and answer it unchanged).
+
 With ``DISCO_OUTPUT_DIR`` set, the page's gallery also shows the images already in that folder
 (e.g. the one ``client.py`` writes to on the same machine): ``/ui/outputs`` lists the final PNGs
 this project wrote there (those carrying their settings), ``/ui/outputs/NAME`` serves one of
@@ -17,16 +27,22 @@ wire protocol the page speaks. The page keeps no copy of either.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 from pathlib import Path
 
 from jina.serve.runtimes.gateway.composite import CompositeGateway
+from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
 from disco.settings import settings_schema
-from disco_service import config, wire
+from disco_service import config, http_api, hub_serving, tokens, wire
+from disco_service.job_queue import JobQueue
 from disco_service.outputs import png_settings
+from disco_service.results import ResultStore
+from disco_service.transport import FlowClient
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "ui"
@@ -82,8 +98,50 @@ def saved_file(directory: Path, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+class UnknownEndpoint(ValueError):
+    """A request names an endpoint the Flow does not serve."""
+
+
+class ImageNotFinished(RuntimeError):
+    """An image of the request stopped before its last step; the message says which, why and where its frames are."""
+
+
+def honest_answers(handle):
+    """Jina's request handler (request -> futures), answering with an error (``header.status``, which
+    gRPC clients raise and HTTP answers with an error status) what would otherwise pass as a success:
+
+    - a request to an endpoint the Flow does not serve (Jina would pass it through every executor and
+      answer it unchanged): the error names the ones it serves (Jina's own, such as its dry run, pass);
+    - a ``/generate`` whose images did not finish and whose caller neither accepted unfinished images
+      nor watched them (the Renderer names them in its result, ``wire.NOT_FINISHED``)."""
+
+    def answer(request, return_type):
+        endpoint = request.header.exec_endpoint
+        if endpoint in wire.ENDPOINTS or endpoint.startswith("_jina"):
+            response, floating = handle(request=request, return_type=return_type)
+            return asyncio.ensure_future(_finished_or_error(response)), floating
+        served = ", ".join(wire.ENDPOINTS[:-1]) + f" and {wire.ENDPOINTS[-1]}"
+        request.add_exception(UnknownEndpoint(f"unknown endpoint {endpoint!r}: this Flow serves {served}"))
+        answered = asyncio.get_running_loop().create_future()
+        answered.set_result(request)
+        return answered, None
+
+    return answer
+
+
+async def _finished_or_error(pending):
+    response = await pending
+    results = response.parameters.get("__results__") or {}
+    notes = [note for result in results.values() for note in (result or {}).get(wire.NOT_FINISHED) or []]
+    if notes and not response.header.status.code:
+        response.add_exception(ImageNotFinished("; ".join(notes)))
+    return response
+
+
 class PageHTTPGateway(HTTPGateway):
-    """Jina's HTTP gateway, with the page mounted at ``/ui``."""
+    """Jina's HTTP gateway, with the page mounted at ``/ui`` and the service's own routes."""
+
+    service: tuple[JobQueue, tokens.Tokens, config.Config] | None = None  # set by DiscoGateway
 
     @property
     def app(self):
@@ -95,6 +153,13 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/settings.json", page_settings, include_in_schema=False)
         app.add_api_route("/ui/outputs", _list_saved, include_in_schema=False)
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
+        if self.service is not None:
+            queue, accepted, cfg = self.service
+            http_api.mount(app, queue, accepted, cfg.limits)
+            hub_serving.mount(app, queue, cfg.limits)
+            running: list[asyncio.Task] = []
+            app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
+            app.add_event_handler("shutdown", lambda: [task.cancel() for task in running])
         app.mount("/ui/", StaticFiles(directory=UI_DIR, html=True), name="ui")
         return app
 
@@ -116,12 +181,38 @@ def _send_saved(name: str):
 
 
 class DiscoGateway(CompositeGateway):
-    """Jina's composite gateway, with its HTTP server replaced by ``PageHTTPGateway``."""
+    """Jina's composite gateway, with its HTTP server replaced by ``PageHTTPGateway``, tokens on both
+    servers, the endpoints checked, and the job queue (which calls this gateway's own gRPC port)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.servers = [
-            PageHTTPGateway(**server_kwargs) if isinstance(server, HTTPGateway) else server
-            for server, server_kwargs in zip(self.servers, self._server_kwargs, strict=True)
-        ]
-        self.gateways = self.servers
+        cfg = config.load()
+        accepted = tokens.Tokens(cfg.api_tokens)
+        ports = dict(zip((str(p).lower() for p in self.protocols), self.ports, strict=True))
+        grpc_port = next(port for protocol, port in ports.items() if "grpc" in protocol)
+        addresses = json.loads(self.runtime_args.deployments_addresses or "{}")
+        queue = JobQueue(
+            ResultStore(cfg.results_dir, cfg.result_ttl_s),
+            FlowClient(f"grpc://127.0.0.1:{grpc_port}", accepted.service_metadata()),
+            slots=len(addresses.get(wire.SAMPLER) or [None]),
+            max_jobs_per_owner=cfg.max_jobs_per_token,
+        )
+        streamer = self._request_handler.streamer._streamer
+        streamer._request_handler = honest_answers(streamer._request_handler)
+        servers = []
+        for server, server_kwargs in zip(self.servers, self._server_kwargs, strict=True):
+            if isinstance(server, HTTPGateway):
+                server = PageHTTPGateway(**server_kwargs)
+                server.service = (queue, accepted, cfg)
+            elif isinstance(server, GRPCGateway):
+                server.grpc_tracing_server_interceptors = [
+                    tokens.interceptor(accepted),
+                    *(server.grpc_tracing_server_interceptors or []),
+                ]
+            servers.append(server)
+        self.servers = self.gateways = servers
+        if accepted.open and self.host not in tokens.LOOPBACK:
+            self.logger.warning(
+                f"this service is open: anyone who can reach {self.host} ports {', '.join(map(str, self.ports))} can "
+                "use it, see and cancel every job. Set DISCO_API_TOKENS to require tokens."
+            )

@@ -90,6 +90,7 @@ def flow_env(model_dir, tmp_path_factory):
     env = {
         "DISCO_MODEL_DIR": str(model_dir),
         "DISCO_JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
+        "DISCO_RESULTS_DIR": str(tmp_path_factory.mktemp("results")),
         "DISCO_USE_GPU": "0",
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -137,3 +138,29 @@ def served_flow(flow_env, flow_ports, served_output_dir, tmp_path_factory):
 def served_http(served_flow, flow_ports) -> str:
     """The served Flow's HTTP address (REST and the web page)."""
     return f"http://127.0.0.1:{flow_ports[1]}"
+
+
+# two callers of a service with tokens (each at least 16 characters, as DISCO_API_TOKENS requires)
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}
+
+
+@pytest.fixture(scope="session")
+def token_flow(flow_env, tmp_path_factory):
+    """A second served Flow, with ``DISCO_API_TOKENS`` (alice's and bob's, from a file) and one job per
+    token at a time: yields (gRPC address, HTTP address)."""
+    from served import served
+
+    from disco_service.local_flow import free_port
+
+    port, http_port = free_port(), free_port()
+    folder = tmp_path_factory.mktemp("token_flow")
+    config = folder / "flow.yml"
+    config.write_text((ROOT / "flow.yml").read_text().replace("port: [51000, 51001]", f"port: [{port}, {http_port}]"))
+    tokens = folder / "tokens"
+    tokens.write_text("# the service's callers\n" + "\n".join(TOKENS.values()) + "\n")
+    env = {**flow_env, "DISCO_API_TOKENS": f"@{tokens}", "DISCO_MAX_JOBS_PER_TOKEN": "1"}
+    env["DISCO_CLIENT_TIMEOUT_S"] = "600"  # its plain gRPC calls do not poll: never abandoned, even on a busy CPU
+    env.update(DISCO_JOBS_DIR=str(folder / "jobs"), DISCO_RESULTS_DIR=str(folder / "results"))
+    command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
+    with served(command, port, env, folder / "flow.log", cwd=ROOT) as address:
+        yield address, f"http://127.0.0.1:{http_port}"

@@ -26,6 +26,7 @@ from disco_service import wire
 from disco_service.animations import plan_animation
 from disco_service.jobs import JobBoard
 from disco_service.outputs import png_settings
+from disco_service.results import ResultStore
 from executors.diffusion_sampler import DiffusionSampler
 
 # frame 0: 2 steps, every later frame 1 (frames_skip_steps skips half of them)
@@ -187,6 +188,7 @@ def sampler(models, tmp_path) -> DiffusionSampler:
     executor = DiffusionSampler.__new__(DiffusionSampler)
     executor.cache = FixedCache(models)
     executor.board = JobBoard(tmp_path / "jobs")
+    executor.store = ResultStore(tmp_path / "results")
     executor.replica, executor.client_timeout_s = "test", 600.0
     return executor
 
@@ -353,6 +355,7 @@ def test_the_renderer_gives_an_animation_its_mp4(tiny_models, tmp_path):
     sampler(tiny_models, tmp_path)._generate(doc)
     renderer = Renderer.__new__(Renderer)
     renderer.board = JobBoard(tmp_path / "jobs")
+    renderer.store, renderer.swept = ResultStore(tmp_path / "results"), 0.0
     renderer.render(DocumentArray([doc]), parameters={"animations": True})
     import base64
 

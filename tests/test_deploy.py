@@ -107,8 +107,8 @@ def workloads(k8s: dict[str, list[dict]]) -> dict[str, dict]:
 
 def test_every_exported_manifest_is_valid_for_kubernetes_1_30(k8s):
     documents = [d for docs in k8s.values() for d in docs]
-    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, two claims
-    assert len(documents) == 4 * 3 + 1 + 2
+    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, three claims
+    assert len(documents) == 4 * 3 + 1 + 3
     for document in documents:  # strict: an unknown field fails too
         assert kubernetes_validate.validate(document, "1.30", strict=True) == "1.30"
     broken = json.loads(json.dumps(workloads(k8s)["sampler"]))
@@ -133,21 +133,27 @@ def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(
             assert c["resources"]["limits"]["memory"], (name, c["name"])
         gpus = container["resources"]["limits"].get("nvidia.com/gpu")
         assert gpus == (1 if name == "sampler" else None)  # one GPU per sampler replica
-        if name == "gateway":
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        assert claims[mounts["/results"]] == "disco-results", name  # the result store: every part shares it
+        if name == "gateway":  # the job API: the store, and the tokens from a Secret (optional: an open service)
+            env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+            assert env["DISCO_RESULTS_DIR"] == "/results" and set(mounts) == {"/results"}
+            secret = {"name": "disco-api-tokens", "key": "tokens", "optional": True}
+            assert env["DISCO_API_TOKENS"] == {"secretKeyRef": secret}
             continue
         args = container["args"]
         config = args[args.index("--uses") + 1]
         assert config == f"executors/{name}.yml" and (ROOT / config).is_file()
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["DISCO_MODEL_DIR"] == "/models" and env["DISCO_JOBS_DIR"] == "/jobs"
+        assert env["DISCO_RESULTS_DIR"] == "/results"
         assert env["DISCO_USE_GPU"] == ("1" if name == "sampler" else "0")
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
         assert claims[mounts["/models"]] == "disco-models" and claims[mounts["/jobs"]] == "disco-jobs"
     sampler = found["sampler"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert sampler["requests"]["memory"] == sampler["limits"]["memory"] == "16Gi"
     claims = k8s["volumes.yml"]
-    assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-jobs"}
+    assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-jobs", "disco-results"}
     assert all(c["kind"] == "PersistentVolumeClaim" and c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims)
 
 
@@ -251,6 +257,8 @@ def test_docker_compose_export(tmp_path):
     assert all(s["image"] == "disco:test" for s in services.values())
     assert all("user" not in s for s in services.values())  # the image's user, uid 1000, owns the volumes
     assert "51000:51000" in services["gateway"]["ports"]
+    assert services["gateway"]["volumes"] == ["disco-results:/results"]  # the job API's result store
+    assert "DISCO_API_TOKENS=${DISCO_API_TOKENS:-}" in services["gateway"]["environment"]  # the host's tokens
     gateway = services["gateway"]["command"]
     addresses = json.loads(gateway[gateway.index("--deployments-addresses") + 1])
     assert addresses["sampler"] == ["sampler-rep-0:8081", "sampler-rep-1:8081"]  # every replica
@@ -264,7 +272,7 @@ def test_docker_compose_export(tmp_path):
         executor = name.split("-rep-")[0]
         command = service["command"]
         assert command[command.index("--uses") + 1] == f"executors/{executor}.yml"
-        assert service["volumes"] == ["disco-models:/models", "disco-jobs:/jobs"]  # nothing mounted over /app
+        assert service["volumes"] == ["disco-models:/models", "disco-jobs:/jobs", "disco-results:/results"]
         assert f"DISCO_USE_GPU={int(executor == 'sampler')}" in service["environment"]
         if executor in ("encoder", "sampler"):
             assert service["depends_on"] == {"weights": {"condition": "service_completed_successfully"}}
@@ -272,7 +280,7 @@ def test_docker_compose_export(tmp_path):
             (device,) = service["deploy"]["resources"]["reservations"]["devices"]
             devices += device["device_ids"]
     assert devices == ["0", "1"]  # one GPU per replica
-    assert set(compose["volumes"]) == {"disco-models", "disco-jobs"}
+    assert set(compose["volumes"]) == {"disco-models", "disco-jobs", "disco-results"}
     assert "version" not in compose  # the Compose Specification (depends_on conditions)
 
 
@@ -286,11 +294,13 @@ def test_the_image_user_owns_the_volume_directories():
     instructions = dockerfile_instructions()
     runs = " ".join(arg for op, arg in instructions if op == "RUN")
     assert re.search(rf"useradd .*--uid {UID} .*disco", runs)
-    assert re.search(r"mkdir -p /models /jobs\b", runs) and re.search(r"chown disco:disco /models /jobs\b", runs)
+    assert re.search(r"mkdir -p /models /jobs /results\b", runs)
+    assert re.search(r"chown disco:disco /models /jobs /results\b", runs)
     assert ("USER", "disco") in instructions
-    assert ("VOLUME", "/models /jobs") in instructions
+    assert ("VOLUME", "/models /jobs /results") in instructions
     env = " ".join(arg for op, arg in instructions if op == "ENV")
     assert "DISCO_JOBS_DIR=/jobs" in env and "DISCO_MODEL_DIR=/models" in env and "DISCO_USE_GPU=1" in env
+    assert "DISCO_RESULTS_DIR=/results" in env
 
 
 def test_the_image_runs_serve_py_under_an_init_process():

@@ -25,7 +25,7 @@ import client as disco_client
 from disco.settings import validate_settings
 from disco_service.api import make_documents
 from disco_service.transport import post
-from disco_service.wire import JOB_STATE_EXECUTOR
+from disco_service.wire import ACCEPT_UNFINISHED, JOB_STATE_EXECUTOR
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"reverse_diffusion-(?:[\w .()-]+-)?\d+(?:-run\d+)?_\d+(?:-step\d{4}|-sprite)?\.(?:png|gif)")
@@ -169,7 +169,11 @@ EXPLODING = dict(clamp_grad=False, clip_guidance_scale=1e38, steps=6, skip_steps
 
 
 def test_nan_mid_sampling_fails_that_job_keeps_its_frames_and_the_flow_goes_on(served_flow):
-    result = Client(host=served_flow).post("/generate", request_docs(**EXPLODING))
+    with pytest.raises(
+        Exception, match=r"ImageNotFinished.* failed at step \d+ of 6: SamplingFailed: the image became NaN"
+    ):
+        Client(host=served_flow).post("/generate", request_docs(**EXPLODING))  # a plain caller: an error
+    result = Client(host=served_flow).post("/generate", request_docs(**EXPLODING), parameters={ACCEPT_UNFINISHED: True})
     doc = result[0]
     assert doc.tags["status"] == "failed"
     assert "NaN at step" in doc.tags["error"]
@@ -244,10 +248,12 @@ def test_the_server_never_reads_paths_or_urls_sent_by_clients(served_flow):
     try:
         for source in (f"http://127.0.0.1:{server.server_port}/image.png", "/etc/hostname"):
             docs = request_docs()
-            docs[0].tags["init_image"] = source  # a path or URL in the settings, no bytes
-            docs[0].tags["output_dir"] = "/should/never/be/created"
-            result = Client(host=served_flow).post("/generate", docs)
-            assert result[0].tags["status"] == "done"
+            docs[0].tags["init_image"] = source  # a path or URL in the settings, no bytes: refused, not ignored
+            with pytest.raises(Exception, match="init_image: the server does not open paths or URLs: send the image"):
+                Client(host=served_flow).post("/generate", docs)
+        docs = request_docs()
+        docs[0].tags["output_dir"] = "/should/never/be/created"
+        assert Client(host=served_flow).post("/generate", docs)[0].tags["status"] == "done"
     finally:
         server.shutdown()
     assert hits == []

@@ -233,7 +233,7 @@ def test_each_image_is_validated_once_by_the_server_and_once_by_the_client(model
     sampler = DiffusionSampler(model_dir=str(model_dir), use_gpu="0", preload="none", jobs_dir=str(tmp_path))
     renderer = Renderer(jobs_dir=str(tmp_path))
 
-    async def no_flow(address, docs, show_progress, on_finished_frame=None):
+    async def no_flow(address, docs, show_progress, on_finished_frame=None, token=None):
         sent.extend(docs)
         return DocumentArray(), []
 

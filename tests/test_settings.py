@@ -189,8 +189,8 @@ def test_any_input_validates_or_raises_settings_error(values):
     except SettingsError as exc:
         assert exc.parameter and str(exc).startswith(f"{exc.parameter}: ")
         return
-    # what validates is usable: it survives the trip to the server and validates there again
-    assert wire.settings_from_request(wire.settings_to_tags(s)) == s
+    # what validates is usable: it survives the trip to the server (as image 0 of the run) and validates there again
+    assert wire.settings_from_request({**wire.settings_to_tags(s), "batch_index": 0}) == s
     assert wire.settings_from_tags(wire.settings_to_tags(s)) == s
 
 

@@ -1,0 +1,330 @@
+"""The service's own HTTP routes, on the gateway's HTTP port beside Jina's REST API and the page.
+
+Jobs (short requests only; the long call to the executors stays inside the service):
+
+- ``POST /jobs``: settings as JSON (the names of the tags; ``init_image`` as a ``data:`` URI of the
+  image's bytes), validated (400 naming the bad setting), queued; answers at once (202) with the
+  job: ``id``, ``status`` ``queued`` and ``position`` (its place in line, in images).
+- ``GET /jobs/{id}``: status, position and per image: seed, status, step, total, ``eta_s``,
+  ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs).
+- ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames kept).
+- ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50).
+- ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png}``: the files.
+
+Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
+dropped): ``GET /results/{id}`` (its record; while it is still running, its progress, and asking
+keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|sprite.png|stepNNNN.png}``.
+
+Tokens (tokens.py): with ``DISCO_API_TOKENS`` every route but ``GET /`` (health) and the page's
+static files needs ``Authorization: Bearer TOKEN``; a job belongs to its token and is not found
+(404) for any other. Jina's ``POST /post`` answers an error (``header.status`` set) with an HTTP
+error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from typing import Any
+
+from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
+
+from disco.settings import Limits, SettingsError, default, validate_settings
+
+from . import wire
+from .job_queue import Image, Job, JobQueue, TooManyJobs
+from .results import FINAL, GIF, SPRITE, ResultStore
+from .tokens import Tokens, Unauthorized
+from .wire import JobStatus
+
+IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE}
+MEDIA = {".png": "image/png", ".gif": "image/gif"}
+# Errors of Jina's /post answers that mean the request itself was refused
+REFUSALS = ("SettingsError", "UnknownEndpoint", "DocumentIdInUse", "ValueError")
+
+
+def open_path(path: str) -> bool:
+    """Routes anyone may call: the health check and the page's static files (not its gallery data)."""
+    return path == "/" or path == "/ui" or (path.startswith("/ui/") and not path.startswith("/ui/outputs"))
+
+
+def decode_init_image(value: Any) -> bytes | None:
+    """An ``init_image`` sent as JSON: a ``data:`` URI of the image's bytes (base64), or None.
+    Paths and URLs are refused: the server never opens them. Raises ``SettingsError``."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value.split(",", 1)[0] + ",":
+        shown = value if not isinstance(value, str) else value[:80]
+        raise SettingsError(
+            "init_image",
+            f"send the image itself as a data URI (data:image/png;base64,...): the server does not open "
+            f"paths or URLs, got {shown!r}",
+        )
+    try:
+        data = base64.b64decode(value.split(",", 1)[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError("init_image", "the data URI's base64 cannot be decoded") from None
+    _check_image(data)
+    return data
+
+
+def _check_image(data: bytes) -> None:
+    """The bytes are a picture Pillow can read (its header; the sampler decodes it in full)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(io.BytesIO(data)) as picture:
+            width, height = picture.size
+    except Exception as exc:
+        raise SettingsError("init_image", f"cannot read the image: {exc}") from None
+    if width * height > 2**27:  # as disco.images.MAX_INIT_PIXELS: a decompression bomb
+        raise SettingsError("init_image", f"the image claims {width}x{height} pixels, too many pixels to decode")
+
+
+def settings_from_json(body: Any, limits: Limits):
+    """A job's settings and init image bytes from a JSON body (the names of the tags). Raises
+    ``SettingsError`` naming the bad setting. Everything is checked but CLIP's 77-token limit of a
+    prompt, which needs the tokenizer (open_clip and torch, too heavy for the gateway): the Flow's
+    encoder checks it, and a job whose prompt it refuses fails with its message."""
+    if not isinstance(body, dict):
+        raise SettingsError("settings", f"the body must be a JSON object of settings, got {type(body).__name__}")
+    values = wire.restore_numbers(body)
+    init = decode_init_image(values.pop("init_image", None))
+    if values.get("output_dir", default("output_dir")) != default("output_dir"):
+        raise SettingsError(
+            "output_dir", "the service keeps results in its result store: download them from the job's URLs"
+        )
+    settings = validate_settings(values, limits=limits, tokens=False)
+    if settings.animation_mode != "None":
+        raise SettingsError(
+            "animation_mode", "the job API makes still images: run an animation with client.py (one request each)"
+        )
+    return settings, init
+
+
+def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
+    base = f"/jobs/{job.id}/images/{image.index}"
+    ended = image.finished_status
+    has_frames = bool(queue.store.frames(image.doc_id))
+    return {
+        "index": image.index,
+        "seed": image.seed,
+        "status": image.status,
+        "step": image.step,
+        "total": image.total,
+        "eta_s": queue.eta_s(image),
+        "error": image.error,
+        "latest_frame": f"{base}/latest.png" if image.doc_id in queue.latest or has_frames else None,
+        "png": f"{base}/final.png" if image.status == JobStatus.DONE else None,
+        "gif": f"{base}/frames.gif" if ended and has_frames else None,
+        "sprite": f"{base}/sprite.png" if ended and has_frames else None,
+    }
+
+
+def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
+    """A job as the API shows it."""
+    settings = {k: v for k, v in job.settings.items() if k not in ("init_image", "output_dir")}
+    return {
+        "id": job.id,
+        "status": job.status,
+        "position": queue.position(job),
+        "created": job.created,
+        "settings": settings,
+        "init_image": job.has_init_image,
+        "images": [image_view(queue, job, image) for image in job.images],
+    }
+
+
+def _file_name(job: Job, image: Image, name: str) -> str:
+    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}..."""
+    parts = ("reverse_diffusion", job.settings.get("batch_name") or "", str(job.settings["seed"]))
+    prefix = "-".join(p for p in parts if p)
+    ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
+    return f"{prefix}_{image.index}{ending[name]}"
+
+
+def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
+    """Add the job API, the results by Document id, the token check and /post's HTTP statuses to ``app``."""
+    from fastapi import HTTPException
+    from fastapi.responses import JSONResponse, Response
+
+    store: ResultStore = queue.store
+
+    def owner(request: Request) -> str:
+        return request.state.owner
+
+    def bad(exc: Exception, status: int = 400) -> JSONResponse:
+        body = {"detail": str(exc)}
+        if isinstance(exc, SettingsError):
+            body["setting"] = exc.parameter
+        return JSONResponse(body, status_code=status)
+
+    def find(request: Request, job_id: str) -> Job:
+        job = queue.get(owner(request), job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r} for this caller")
+        return job
+
+    @app.post("/jobs", status_code=202, tags=["jobs"])
+    async def submit(request: Request):
+        """Queue a job; answers at once with its id, status and place in line."""
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError as exc:
+            return bad(SettingsError("settings", f"the body is not JSON: {exc}"))
+        try:
+            settings, init = settings_from_json(body, limits)
+            job = queue.submit(owner(request), settings, init)
+        except SettingsError as exc:
+            return bad(exc)
+        except TooManyJobs as exc:
+            return bad(exc, 429)
+        return JSONResponse(job_view(queue, job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+    @app.get("/jobs", tags=["jobs"])
+    async def list_jobs(request: Request, limit: int = 50):
+        """The caller's jobs, newest first (the ``limit`` newest, default 50)."""
+        return {"jobs": [job_view(queue, job) for job in queue.jobs_of(owner(request))[: max(0, limit)]]}
+
+    @app.get("/jobs/{job_id}", tags=["jobs"])
+    async def show(job_id: str, request: Request):
+        return job_view(queue, find(request, job_id))
+
+    @app.delete("/jobs/{job_id}", tags=["jobs"])
+    async def cancel(job_id: str, request: Request):
+        """Cancel: queued images at once, running ones at their next step (their frames are kept)."""
+        find(request, job_id)
+        return job_view(queue, await queue.cancel(owner(request), job_id))
+
+    @app.get("/jobs/{job_id}/images/{index}/{name}", tags=["jobs"])
+    async def image_file(job_id: str, index: int, name: str, request: Request):
+        job = find(request, job_id)
+        if not 0 <= index < len(job.images) or name not in IMAGE_FILES:
+            files = ", ".join(IMAGE_FILES)
+            raise HTTPException(404, f"job {job_id!r} has images 0 to {len(job.images) - 1}, each with {files}")
+        image = job.images[index]
+        headers = {"Content-Disposition": f'inline; filename="{_file_name(job, image, name)}"'}
+        if name == "latest.png":
+            png = queue.latest_frame(image)
+            if png is None:
+                raise HTTPException(404, f"image {index} of job {job_id!r} has no frame yet ({image.status})")
+            return Response(png, media_type="image/png", headers=headers)
+        if name == "final.png" and image.status != JobStatus.DONE:
+            state = "is not finished yet" if not image.finished_status else f"ended as {image.status}"
+            at = f" at step {image.step} of {image.total}" if image.step is not None else ""
+            raise HTTPException(409, f"image {index} of job {job_id!r} {state}{at}: it has no final image")
+        path = store.file(image.doc_id, IMAGE_FILES[name]) if image.finished_status else None
+        if path is None:
+            raise HTTPException(404, f"image {index} of job {job_id!r} has no {name} ({image.status})")
+        return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
+
+    def result_id(request: Request, doc_id: str) -> str:
+        """The id, if it names a result this caller may see: any image of no job (its id is its key), or
+        an image of the caller's own job."""
+        try:
+            store.entry(doc_id)
+        except ValueError:
+            raise HTTPException(404, f"no result {doc_id!r}: not a Document id") from None
+        job_owner = queue.owner_of_image(doc_id)
+        if job_owner is not None and job_owner != owner(request):
+            raise HTTPException(404, f"no result {doc_id!r} for this caller")
+        return doc_id
+
+    @app.get("/results/{doc_id}", tags=["results"])
+    async def result(doc_id: str, request: Request):
+        """An image's record by the id of the Document sent to /generate; while it runs, its progress
+        (asking also keeps it from being stopped as abandoned)."""
+        result_id(request, doc_id)
+        record = store.read(doc_id)
+        if record is None:
+            try:
+                state = wire.restore_numbers((await queue.flow.progress([doc_id]))[0].tags)
+            except Exception:
+                state = {}
+            if state.get("status") != JobStatus.RUNNING:
+                raise HTTPException(404, f"no result {doc_id!r}: unknown, not started, or older than the store keeps")
+            keep = ("status", "step", "total", "started", "frame_step")
+            return {"id": doc_id, **{k: state.get(k) for k in keep}, "files": {}}
+        base = f"/results/{doc_id}"
+        steps = [f["step"] if isinstance(f, dict) else f for f in record.get("frames", [])]
+        files = {"frames": [f"{base}/step{s:04d}.png" for s in steps]}
+        if record.get("status") == JobStatus.DONE:
+            files["final"] = f"{base}/{FINAL}"
+        if steps:
+            files.update(gif=f"{base}/{GIF}", sprite=f"{base}/{SPRITE}")
+        return {**record, "files": files}
+
+    @app.get("/results/{doc_id}/{name}", tags=["results"])
+    async def result_file(doc_id: str, name: str, request: Request):
+        result_id(request, doc_id)
+        path = store.file(doc_id, name)
+        if path is None:
+            raise HTTPException(404, f"result {doc_id!r} has no file {name!r}")
+        return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
+
+    app.add_middleware(ServiceMiddleware, tokens=tokens)
+
+
+def post_status(body: bytes) -> int:
+    """The HTTP status of a Jina ``/post`` answer: 200, or for an error in ``header.status`` 400 (the
+    request was refused), 409 (an image did not finish) or 500."""
+    try:
+        status = (json.loads(body).get("header") or {}).get("status") or {}
+    except (ValueError, AttributeError):
+        return 200
+    if status.get("code") not in (1, "ERROR"):  # jina's StatusProto.ERROR
+        return 200
+    name = (status.get("exception") or {}).get("name", "")
+    return 400 if name in REFUSALS else 409 if name == "ImageNotFinished" else 500
+
+
+class ServiceMiddleware:
+    """An ASGI middleware (plain, so requests reach the app in the order they came): the token check
+    of every route but the open ones (``request.state.owner``), and an HTTP error status for Jina's
+    ``/post`` answers that carry an error."""
+
+    def __init__(self, app, tokens: Tokens):
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        if open_path(scope["path"]):
+            state["owner"] = None
+        else:
+            headers = dict(scope.get("headers") or [])
+            authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+            try:
+                state["owner"] = self.tokens.owner(authorization)
+            except Unauthorized as exc:
+                from starlette.responses import JSONResponse
+
+                refusal = JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return await refusal(scope, receive, send)
+        if scope["path"] != "/post":
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def answer(message) -> None:
+            """Hold /post's answer until its body is complete, then send it with its status."""
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                return await send(message)
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            data = b"".join(body)
+            status = post_status(data) if start["status"] == 200 else start["status"]
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(data)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+
+        await self.app(scope, receive, answer)

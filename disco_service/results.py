@@ -1,0 +1,158 @@
+"""The result store: every image the Flow made, kept in a folder for a while, by its Document id.
+
+The sampler writes each kept frame as it makes it and, when the image ends (done, cancelled,
+abandoned, shutdown or failed), its record; the Renderer adds the GIF and the sprite sheet. So a
+result outlives its caller, a page reload and a gateway restart: a gRPC caller whose connection
+dropped fetches it by the id of the Document it sent (``GET /results/{id}`` on the HTTP port), and
+the job API serves its images from here. On Kubernetes the folder is a shared volume.
+
+    DISCO_RESULTS_DIR/images/<document id>/
+        result.json         the record: status, seed, settings, steps_done, total, error, frames, times
+        step0001.png ...    each kept frame (PNG, carrying the settings that remake the image)
+        final.png           the final image, only when the image is done
+        frames.gif          the frames as an animation
+        sprite.png          the frames as a sprite sheet
+
+Entries untouched for ``DISCO_RESULT_TTL_S`` (default 7 days) are removed by ``sweep``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .jobs import check_job_id
+from .outputs import embed_settings, write_animations
+
+FINAL, GIF, SPRITE, RECORD = "final.png", "frames.gif", "sprite.png", "result.json"
+_FRAME = re.compile(r"step(\d{4,})\.png")
+
+
+def frame_name(step: int) -> str:
+    return f"step{step:04d}.png"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class ResultStore:
+    def __init__(self, directory: str | Path, ttl_s: float = 7 * 24 * 3600):
+        """``directory``: the store's folder (``DISCO_RESULTS_DIR``), made if missing; ``ttl_s``: how
+        long an entry is kept after its last change."""
+        self.dir = Path(directory)
+        self.images = self.dir / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.ttl_s = ttl_s
+
+    def entry(self, doc_id: str) -> Path:
+        """The folder of one image (not made here). Raises ValueError for an id that is not a file name."""
+        return self.images / check_job_id(doc_id)
+
+    def used(self, doc_id: str) -> bool:
+        """Whether anything of an image with this id is kept."""
+        return self.entry(doc_id).exists()
+
+    def add_frame(self, doc_id: str, step: int, png: bytes, settings: Mapping[str, Any]) -> None:
+        """Keep one frame (PNG bytes), with ``settings`` embedded."""
+        entry = self.entry(doc_id)
+        entry.mkdir(parents=True, exist_ok=True)
+        _write_atomic(entry / frame_name(step), embed_settings(png, settings))
+
+    def finish(self, doc_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the image's record (its ``status`` decides whether the last frame is its final image)
+        and, when it is done, ``final.png``. ``record['frames']`` lists the kept frames as
+        ``{"step", "cur_t"}`` (by default the frame files found). Returns the record as written."""
+        entry = self.entry(doc_id)
+        entry.mkdir(parents=True, exist_ok=True)
+        frames = self.frames(doc_id)
+        written = {"frames": [{"step": step} for step, _ in frames], **record, "id": doc_id, "written": time.time()}
+        if record.get("status") == "done" and frames:
+            _write_atomic(entry / FINAL, frames[-1][1].read_bytes())
+        _write_atomic(entry / RECORD, json.dumps(written).encode())
+        return written
+
+    def read(self, doc_id: str) -> dict[str, Any] | None:
+        """The image's record, or None while it is being made (or when there is no such image)."""
+        try:
+            return json.loads((self.entry(doc_id) / RECORD).read_bytes())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+
+    def frames(self, doc_id: str) -> list[tuple[int, Path]]:
+        """The kept frames as (step, path), in step order."""
+        try:
+            names = os.listdir(self.entry(doc_id))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = [(int(m[1]), self.entry(doc_id) / n) for n in names if (m := _FRAME.fullmatch(n))]
+        return sorted(found)
+
+    def file(self, doc_id: str, name: str) -> Path | None:
+        """One of the image's files by its name in the store (``final.png``, ``frames.gif``,
+        ``sprite.png``, ``step0001.png``...), or None. The GIF and the sprite sheet are made from the
+        frames here when the Renderer never got the image (its caller was gone)."""
+        if name not in (FINAL, GIF, SPRITE) and not _FRAME.fullmatch(name):
+            return None
+        path = self.entry(doc_id) / name
+        if name in (GIF, SPRITE) and not path.exists() and self.read(doc_id) is not None:
+            self.write_animations(doc_id)
+        return path if path.is_file() else None
+
+    def latest_frame(self, doc_id: str) -> Path | None:
+        frames = self.frames(doc_id)
+        return frames[-1][1] if frames else None
+
+    def write_animations(self, doc_id: str, chunks: Any = None, settings: Mapping[str, Any] | None = None) -> None:
+        """The GIF and the sprite sheet of the image's frames: from ``chunks`` (Documents with PNG URIs,
+        as the Renderer has them) or else from the kept frame files."""
+        entry = self.entry(doc_id)
+        if chunks is None:
+            from docarray import Document, DocumentArray
+
+            frames = self.frames(doc_id)
+            if not frames:
+                return
+            chunks = DocumentArray([Document(uri=str(path), tags={"step": step}) for step, path in frames])
+            settings = (self.read(doc_id) or {}).get("settings", {})
+        if not len(chunks):
+            return
+        entry.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=entry) as tmp:
+            gif, sprite = Path(tmp) / GIF, Path(tmp) / SPRITE
+            write_animations(chunks, gif, sprite, settings or {})
+            os.replace(gif, entry / GIF)
+            os.replace(sprite, entry / SPRITE)
+
+    def last_change(self, doc_id: str) -> float:
+        """When the entry last changed (its newest file), in seconds since the epoch."""
+        entry = self.entry(doc_id)
+        times = [entry.stat().st_mtime]
+        for name in os.listdir(entry):
+            try:
+                times.append((entry / name).stat().st_mtime)
+            except FileNotFoundError:
+                pass
+        return max(times)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Remove the entries untouched for ``ttl_s``; returns their ids."""
+        now = time.time() if now is None else now
+        removed = []
+        for entry in self.images.iterdir():
+            try:
+                if now - self.last_change(entry.name) > self.ttl_s:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+            except (FileNotFoundError, ValueError):
+                pass
+        return removed
