@@ -323,6 +323,12 @@ def _looks_like_file(text: str | Path) -> bool:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
+# The notebook's "Animation Settings": a form shows them together ("motion" in settings_schema)
+MOTION_SETTINGS = (
+    "animation_mode", "max_frames", "angle", "zoom", "translation_x", "translation_y", "frames_scale",
+    "frames_skip_steps", "video_init_path", "extract_nth_frame", "video_init_seed_continuity", "fps", "resume_run",
+    "resume_from_frame",
+)  # fmt: skip
 _META = {f.name: f.metadata for f in fields(Settings)}
 
 
@@ -881,7 +887,8 @@ def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
     """Every setting as plain data, for a form: name, kind, default (and ``shown``, the default in
     words), meaning, what is allowed (in words, and as ``low``/``high``/``choices`` where the
     validator has them, with what each choice is for in ``choice_meanings``) and whether it is one
-    of the seed API's parameters. ``limits`` words the server's own caps (pixels; pixel-steps
+    of the seed API's parameters, and its ``group`` (``"motion"`` for the animation settings, else
+    None). ``limits`` words the server's own caps (pixels; pixel-steps
     under ``steps`` when the server has such a cap)."""
     rows = []
     for name in SETTING_NAMES:
@@ -904,6 +911,7 @@ def settings_schema(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
                 "choices": list(choices(name) or []) or None,
                 "choice_meanings": choice_meanings(name) or None,
                 "seed_api": name in SEED_API_NAMES,
+                "group": "motion" if name in MOTION_SETTINGS else None,
             }
         )
     return rows

@@ -251,3 +251,11 @@ def test_each_image_is_validated_once_by_the_server_and_once_by_the_client(model
     renderer.render(DocumentArray(docs))
     assert len(calls) == 2  # later hops decode, they do not validate again
     assert docs[0].tags["status"] == wire.JobStatus.DONE and docs[0].uri.startswith("data:image/png")
+
+
+def test_the_schema_groups_the_animation_settings_as_motion():
+    from disco.settings import settings_schema
+
+    groups = {row["name"]: row["group"] for row in settings_schema()}
+    assert groups["animation_mode"] == groups["video_init_path"] == groups["zoom"] == "motion"
+    assert groups["steps"] is None and groups["init_image"] is None
