@@ -1,37 +1,45 @@
-// The page talks to the Flow's REST API on this same address: POST /post with an execEndpoint.
-// /generate paints one image per request; /progress and /cancel go to the executor that keeps the
-// job board (targetExecutor). The form is built from the server's settings.json: every setting's
-// name, kind, default, meaning and limits come from the Settings fields, so a setting added there
-// appears here with no edit of this page.
+// The page talks to the service's job API on this same address, with short requests only:
+// POST ../jobs queues a job (the form's settings as JSON), GET ../jobs (polled about once a second)
+// lists the caller's jobs, newest first, with each image's progress and files, and DELETE
+// ../jobs/ID cancels one. The jobs live on the server: a reload, or a second browser with the same
+// token, shows the same queue and gallery. With tokens (DISCO_API_TOKENS) every request carries
+// "Authorization: Bearer TOKEN"; the page asks for the token when the server answers 401 and keeps
+// it in localStorage. Pictures, videos and downloads are fetched with that header and shown as
+// object URLs (an <img> or <video> cannot send it).
+// The form is built from the server's settings.json: every setting's name, kind, default, meaning,
+// limits and group come from the Settings fields, so a setting added there appears here with no
+// edit of this page.
 "use strict";
 
-const POLL_MS = 700;
-const MAX_SENT = 2; // images in flight at once; the rest wait here (browsers open few connections per host)
+const POLL_MS = 1000;
+const TOKEN_KEY = "disco_token";
 
-// Where a setting goes: these on top, in this order; every other one under "Advanced", in the server's order.
+// Where a setting goes: these on top, in this order; the animation settings (group "motion") under
+// "Motion"; every other one under "Advanced"; both in the server's order.
 const MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "clip_guidance_scale"];
 // Settings the page leaves out of the form and never sends, so the server's default holds:
-// - an image setting (init_image) is a path or URL on the caller's machine, read by the Python
-//   client, which sends the server only the image's bytes; a page has no such path;
-// - output_dir is the folder the Python client saves to (the page offers downloads instead; the
-//   server's own folder is its DISCO_OUTPUT_DIR);
-// - use_gpu: the server decides (DISCO_USE_GPU), whatever a request says.
-const LEFT_OUT_KINDS = new Set(["image", "video"]); // files on the caller's machine: the page has no upload yet
-const LEFT_OUT = new Set(["output_dir", "use_gpu", "resume_run", "resume_from_frame"]); // the server has no files of this page's to resume
-// The names of the wire protocol the page relies on; settings.json must list them (checked at load).
-const TAGS_USED = ["batch_index", "run_seed"];
-const STATUSES_USED = ["waiting", "running", "done", "cancelled", "failed"];
+// - output_dir is the folder the Python client saves to (the page offers downloads instead);
+// - use_gpu: the server decides (DISCO_USE_GPU), whatever a request says;
+// - resume_run, resume_from_frame: they continue from files in output_dir; the page has none.
+const LEFT_OUT = new Set(["output_dir", "use_gpu", "resume_run", "resume_from_frame"]);
+// Settings that are files (their kind): an upload, sent as a data: URI of the file's bytes.
+const UPLOADS = { image: "image/*", video: "video/*" };
+// The job statuses this page tells apart; settings.json must list them (checked at load).
+const FINISHED = new Set(["done", "cancelled", "failed", "abandoned", "shutdown"]);
+const STATUSES_USED = ["queued", "waiting", "running", ...FINISHED];
 
 const form = document.getElementById("settings");
 const queueList = document.getElementById("queue");
 const gallery = document.getElementById("gallery");
-const jobs = [];
 const fields = new Map(); // setting name -> { row (its settings.json entry), inputs, read(), write(value) }
+const queueNodes = new Map(); // job id -> its <li> in the queue
+const cards = new Map(); // "jobId/index" -> its <figure> in the gallery
 let server = null; // settings.json
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
     if (key === "text") node.textContent = value;
     else node.setAttribute(key, value);
   }
@@ -39,10 +47,122 @@ function el(tag, attrs = {}, children = []) {
   return node;
 }
 
+// ----- requests, with the token -----
+
+let token = localStorage.getItem(TOKEN_KEY) || "";
+let asking = null; // while the token dialog is open: settles once a token is given
+
+// The token dialog; every request refused meanwhile waits for the same answer.
+function askToken(message) {
+  if (asking) return asking;
+  const dialog = document.getElementById("token-dialog");
+  const input = document.getElementById("token");
+  document.getElementById("token-message").textContent = message;
+  input.value = "";
+  asking = new Promise((resolve) => {
+    document.getElementById("token-form").onsubmit = (event) => {
+      event.preventDefault();
+      const value = input.value.trim();
+      if (!value) return;
+      token = value;
+      localStorage.setItem(TOKEN_KEY, token);
+      dialog.close();
+      asking = null;
+      resolve();
+    };
+  });
+  if (!dialog.open) dialog.showModal();
+  input.focus();
+  return asking;
+}
+
+// fetch() with the token; a 401 asks for a token (unless another one was given meanwhile) and tries again.
+async function api(path, options = {}) {
+  for (;;) {
+    const sent = token;
+    const headers = { ...(options.headers || {}) };
+    if (sent) headers.Authorization = `Bearer ${sent}`;
+    const response = await fetch(path, { ...options, headers });
+    if (response.status !== 401) return response;
+    const detail = await response.json().then((answer) => answer.detail, () => "");
+    if (token === sent) {
+      await askToken(sent ? `The server refused this token (${detail}). Enter another one.`
+        : `This server needs a token (${detail}).`);
+    }
+  }
+}
+
+// The job views' URLs are paths on the gateway ("/jobs/..."): asked for relative to this page (at
+// /ui/), so they also work behind a proxy that serves the service under a prefix.
+function href(url) {
+  return url.startsWith("/") ? `..${url}` : url;
+}
+
+async function fetchBlob(url) {
+  const response = await api(href(url));
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return { blob: await response.blob(), disposition: response.headers.get("Content-Disposition") || "" };
+}
+
+// Show the server's picture or video ``url`` in ``element`` (an <img> or <video>) as an object URL;
+// a new ``version`` (e.g. the step of a latest frame) fetches it again. The object URL it showed
+// before is revoked. A failed fetch is tried again the next time.
+const media = new WeakMap(); // element -> { key (shown), pending (being fetched), objectUrl }
+function showMedia(element, url, version = "") {
+  const key = `${url} ${version}`;
+  const state = media.get(element) || {};
+  media.set(element, state);
+  if (!url || state.key === key || state.pending === key) return;
+  state.pending = key;
+  fetchBlob(url).then(({ blob }) => {
+    if (state.pending !== key) return;
+    state.pending = null;
+    release(element);
+    state.objectUrl = URL.createObjectURL(blob);
+    state.key = key;
+    element.dataset.src = url;
+    element.src = state.objectUrl;
+  }, () => {
+    if (state.pending === key) state.pending = null;
+  });
+}
+
+function release(element) {
+  const state = media.get(element);
+  if (state && state.objectUrl) URL.revokeObjectURL(state.objectUrl);
+  if (state) state.objectUrl = null;
+}
+
+function releaseAll(node) {
+  for (const element of node.querySelectorAll("img, video")) release(element);
+}
+
+// A download link: the file is fetched with the token and saved under the server's name for it.
+function downloadLink(url, text, name) {
+  const link = el("a", { href: href(url), "data-url": url, download: name, text });
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    try {
+      const { blob, disposition } = await fetchBlob(url);
+      const named = /filename="([^"]+)"/.exec(disposition);
+      const objectUrl = URL.createObjectURL(blob);
+      const save = el("a", { href: objectUrl, download: named ? named[1] : name });
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(objectUrl), 60_000);
+    } catch (error) {
+      link.title = `the download failed: ${error.message}`;
+      link.classList.add("failed");
+    }
+  });
+  return link;
+}
+
 // ----- the form, from settings.json -----
 
 function offered(row) {
-  return !LEFT_OUT_KINDS.has(row.kind) && !LEFT_OUT.has(row.name);
+  return !LEFT_OUT.has(row.name);
 }
 
 // A number field's text: undefined when empty (the server's default), a number, or the text itself
@@ -60,15 +180,46 @@ function sizeParts(name) {
   return parts.length === 2 ? parts : [`${name}_0`, `${name}_1`];
 }
 
+// A file's bytes as a data: URI (data:image/png;base64,...), as the job API takes files.
+function dataUri(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`${file.name} cannot be read: ${reader.error}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+// Prompts as one line: a list, or prompts by frame ({"0": [...], "10": [...]}).
+function promptText(prompts) {
+  if (Array.isArray(prompts)) return prompts.join(" | ");
+  if (prompts && typeof prompts === "object") {
+    return Object.entries(prompts).map(([frame, list]) => `${frame}: ${promptText(list)}`).join(" · ");
+  }
+  return prompts ? String(prompts) : "";
+}
+
 // The inputs of one setting, typed by its kind, with how to read and write its value.
 function inputsFor(row) {
   const { name, kind } = row;
+  if (UPLOADS[kind]) {
+    // a file: its bytes go as a data: URI; a reused job's file is not sent back, so the note asks for it again
+    const input = el("input", { id: name, name, type: "file", accept: UPLOADS[kind] });
+    const note = el("p", { class: "upload-note", "data-note": name });
+    input.addEventListener("change", () => { note.textContent = ""; });
+    return {
+      inputs: [input], extra: [note],
+      read: () => (input.files.length ? dataUri(input.files[0]) : undefined),
+      write: () => { input.value = ""; note.textContent = ""; },
+      remark: (text) => { note.textContent = text; },
+    };
+  }
   if (row.choices && kind === "texts") {
     // several of the choices (clip_models): a list to pick from, each with what it is for as its tooltip
     const meanings = row.choice_meanings || {};
     const select = el("select", { id: name, name, multiple: "", size: Math.min(row.choices.length, 8) });
     for (const option of row.choices) {
-      select.append(el("option", { value: option, text: option, ...(meanings[option] ? { title: meanings[option] } : {}) }));
+      select.append(el("option", { value: option, text: option, title: meanings[option] }));
     }
     return {
       inputs: [select],
@@ -85,7 +236,7 @@ function inputsFor(row) {
     const meanings = row.choice_meanings || {};
     const select = el("select", { id: name, name });
     for (const option of row.choices) {
-      select.append(el("option", { value: option, text: option, ...(meanings[option] ? { title: meanings[option] } : {}) }));
+      select.append(el("option", { value: option, text: option, title: meanings[option] }));
     }
     const note = Object.keys(meanings).length ? el("p", { class: "choice-meaning", "data-meaning": name }) : null;
     const show = () => { if (note) note.textContent = meanings[select.value] || ""; };
@@ -110,7 +261,11 @@ function inputsFor(row) {
     return {
       inputs: [area],
       read: () => area.value.split("\n").map((line) => line.trim()).filter((line) => line),
-      write: (v) => { area.value = Array.isArray(v) ? v.join("\n") : (v ?? ""); },
+      write: (v) => {
+        // prompts by frame cannot be written one per line: the first frame's
+        const lines = Array.isArray(v) ? v : v && typeof v === "object" ? Object.values(v)[0] || [] : v;
+        area.value = Array.isArray(lines) ? lines.join("\n") : (lines ?? "");
+      },
     };
   }
   if (kind === "size") {
@@ -149,18 +304,19 @@ function buildField(row) {
   const title = row.allowed ? `${row.meaning}; allowed: ${row.allowed}` : row.meaning;
   for (const input of field.inputs) {
     input.title = title;
-    if (row.default === null && input.placeholder !== undefined) input.placeholder = row.shown;
+    if (row.default === null && input.type !== "file") input.placeholder = row.shown;
   }
   // the name, breakable after its underscores
   const name = row.name.split(/(?<=_)/).flatMap((part) => [part, el("wbr")]);
   const label = el("label", { for: field.inputs[0].id, title }, name);
   if (row.kind === "texts") label.append(" ", el("small", { text: row.choices ? "one or more" : "one per line" }));
+  if (UPLOADS[row.kind]) label.append(" ", el("small", { text: "a file to upload" }));
   let body = [...field.inputs, ...(field.extra || [])];
   if (row.kind === "size") {
     body = [el("div", { class: "row" }, field.inputs.map((input) =>
       el("div", {}, [el("label", { for: input.id, class: "part", text: input.id }), input])))];
   }
-  const wide = row.kind === "texts" || row.kind === "size";
+  const wide = row.kind === "texts" || row.kind === "size" || Boolean(UPLOADS[row.kind]);
   field.node = el("div", { class: `field ${row.kind}${wide ? " wide" : ""}`, "data-setting": row.name }, [
     label, el("p", { class: "hint", text: row.meaning }), ...body, el("p", { class: "error", "data-error": row.name }),
   ]);
@@ -170,14 +326,17 @@ function buildField(row) {
 }
 
 function buildForm(rows) {
-  const main = document.getElementById("main-fields");
-  const advanced = document.getElementById("advanced-fields");
   const shown = rows.filter(offered);
+  const main = document.getElementById("main-fields");
   for (const name of MAIN) {
     const row = shown.find((r) => r.name === name);
     if (row) main.append(buildField(row).node);
   }
-  for (const row of shown) if (!MAIN.includes(row.name)) advanced.append(buildField(row).node);
+  for (const row of shown) {
+    if (MAIN.includes(row.name)) continue;
+    const part = row.group === "motion" ? "motion-fields" : "advanced-fields";
+    document.getElementById(part).append(buildField(row).node);
+  }
 }
 
 function defaultOf(name) {
@@ -188,10 +347,10 @@ function defaultOf(name) {
 // ----- the form <-> settings -----
 
 // The settings the form holds; an empty field is left out, so the server's default holds.
-function readForm() {
+async function readForm() {
   const settings = {};
   for (const [name, field] of fields) {
-    const value = field.read();
+    const value = await field.read();
     if (value !== undefined) settings[name] = value;
   }
   return settings;
@@ -207,251 +366,279 @@ function clearErrors() {
   for (const input of form.querySelectorAll(".invalid")) input.classList.remove("invalid");
 }
 
-function showError(message) {
-  // the server's message starts with the setting's name: "steps: must be in [1, 1000], got 0"
-  const name = message.split(":")[0].trim();
-  const where = document.querySelector(`[data-error="${CSS.escape(name)}"]`)
+// The server's message under the setting it names (under the Paint button when it names none of the form's).
+function showError(name, message) {
+  const where = (name && document.querySelector(`[data-error="${CSS.escape(name)}"]`))
     || document.querySelector('[data-error="other"]');
   where.textContent = message;
   for (const input of (fields.get(name) || { inputs: [] }).inputs) input.classList.add("invalid");
   if (where.closest("details")) where.closest("details").open = true;
 }
 
-// ----- talking to the Flow -----
+// ----- the job API -----
 
-async function post(body) {
-  const response = await fetch("../post", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const answer = await response.json();
-  const status = answer.header && answer.header.status;
-  if (status && status.code) {
-    const exc = status.exception || {};
-    const error = new Error((exc.args && exc.args[0]) || status.description || "the request failed");
-    error.settings = exc.name === "SettingsError";
-    throw error;
-  }
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
-  return answer.data || [];
-}
-
-function newId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// One Document per image, tagged as the Python client tags them: the settings, the image's own seed
-// (seed + i) and the run's bookkeeping (batch_index, run_seed). With the seed field empty, each image
-// is sent with seed null: the server picks it and reports it in the answer's tags.
-function submit(event) {
+async function submit(event) {
   event.preventDefault();
   clearErrors();
-  const settings = readForm();
-  const seed = settings.seed ?? null;
-  const n = Number.isInteger(settings.n_batches) && settings.n_batches > 0 ? settings.n_batches : 1;
-  if (Number.isInteger(seed) && seed + n - 1 > server.max_seed) {
-    showError(`seed: seed + n_batches - 1 must be at most ${server.max_seed}, got seed ${seed} with n_batches ${n}`);
-    return;
-  }
-  const run = [];
-  for (let i = 0; i < n; i++) {
-    const own = typeof seed === "number" ? seed + i : seed;
-    const job = {
-      id: newId(), run, index: i, seed: own, status: "waiting", settings: { ...settings, seed: own }, sent: false,
-    };
-    job.tags = { ...job.settings, batch_index: i };
-    if (seed !== null) job.tags.run_seed = seed;
-    run.push(job);
-    jobs.push(job);
-    addToQueue(job);
-  }
-  pump();
-}
-
-function pump() {
-  const sent = jobs.filter((j) => j.sent && !j.finished).length;
-  const next = jobs.filter((j) => !j.sent && j.status === "waiting").slice(0, Math.max(0, MAX_SENT - sent));
-  for (const job of next) generate(job);
-}
-
-async function generate(job) {
-  job.sent = true;
-  job.sentAt = Date.now();
+  const paint = document.getElementById("paint");
+  paint.disabled = true;
   try {
-    const [doc] = await post({
-      execEndpoint: "/generate", data: [{ id: job.id, tags: job.tags }], parameters: { animations: true },
+    const response = await api("../jobs", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(await readForm()),
     });
-    job.doc = doc;
-    job.status = doc.tags.status || "done";
-    if (doc.tags.seed !== undefined && doc.tags.seed !== null) {
-      job.seed = doc.tags.seed; // the server's pick when none was given
-      job.settings.seed = doc.tags.seed;
-    }
-    if (doc.tags.error) job.error = doc.tags.error;
-    if (doc.uri) addToGallery(job);
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) showError(answer.setting, answer.detail || `the job was refused: HTTP ${response.status}`);
+    poll();
   } catch (error) {
-    job.status = "failed";
-    job.error = error.message;
-    if (error.settings) {
-      showError(error.message);
-      for (const other of job.run) {
-        if (!other.sent && other.status === "waiting") Object.assign(other, { status: "failed", error: error.message });
-      }
-    }
+    showError(null, `the job could not be sent: ${error.message}`);
+  } finally {
+    paint.disabled = false;
   }
-  job.finished = true;
-  for (const other of job.run) render(other);
-  pump();
 }
 
-async function cancel(job) {
-  if (!job.sent) {
-    job.status = "cancelled";
-    render(job);
-    pump();
+async function cancelJob(id, node) {
+  node.cancelling = true;
+  node.parts.cancel.disabled = true;
+  node.parts.cancel.textContent = "Cancelling…";
+  try {
+    const response = await api(`../jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  } catch (error) {
+    node.cancelling = false;
+    node.parts.error.textContent = `the job could not be cancelled: ${error.message}`;
+  }
+  poll();
+}
+
+let pollTimer = null;
+let polling = false;
+let pollAgain = false;
+
+// One GET ../jobs: the queue and the gallery as the server has them. Called about once a second,
+// and at once after the page queued or cancelled a job.
+async function poll() {
+  if (polling) {
+    pollAgain = true;
     return;
   }
-  job.cancelling = true;
-  render(job);
-  await post({ execEndpoint: "/cancel", targetExecutor: server.job_state_executor, data: [{ id: job.id }] })
-    .catch(() => {});
-}
-
-async function poll() {
-  const watched = jobs.filter((j) => j.sent && !j.finished);
-  const target = server.job_state_executor;
-  if (watched.length) {
-    try {
-      const states = await post({
-        execEndpoint: "/progress", targetExecutor: target, data: watched.map((j) => ({ id: j.id })),
-      });
-      const fresh = [];
-      for (const state of states) {
-        const job = watched.find((j) => j.id === state.id);
-        if (!job || job.finished) continue;
-        job.state = state.tags;
-        if (state.tags.status === "running" && job.status === "waiting") {
-          job.status = "running";
-          job.startedAt = Date.now();
-        }
-        if (state.tags.frame_step && state.tags.frame_step !== job.frameStep) fresh.push(job);
-        render(job);
-      }
-      if (fresh.length) {
-        const frames = await post({
-          execEndpoint: "/progress", targetExecutor: target, data: fresh.map((j) => ({ id: j.id })),
-          parameters: { frame: true },
-        });
-        for (const frame of frames) {
-          const job = fresh.find((j) => j.id === frame.id);
-          if (job && frame.uri && !job.finished) {
-            job.preview = frame.uri;
-            job.frameStep = frame.tags.frame_step;
-            render(job);
-          }
-        }
-      }
-    } catch (error) {
-      // progress is best effort: the job's own answer decides
-    }
+  clearTimeout(pollTimer);
+  polling = true;
+  const connection = document.getElementById("connection");
+  try {
+    const response = await api("../jobs");
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+    draw(answer.jobs);
+    connection.textContent = "";
+  } catch (error) {
+    connection.textContent = `the jobs cannot be read: ${error.message}`;
   }
-  setTimeout(poll, POLL_MS);
+  polling = false;
+  if (pollAgain) {
+    pollAgain = false;
+    poll();
+  } else {
+    pollTimer = setTimeout(poll, POLL_MS);
+  }
 }
 
 // ----- the queue and the gallery -----
 
-function addToQueue(job) {
-  job.node = el("li", { class: "job", "data-job": job.id });
-  queueList.append(job.node);
-  render(job);
-}
-
-function eta(job) {
-  const step = Number(job.state && job.state.step) || 0;
-  const total = Number(job.state && job.state.total) || 0;
-  if (!step || !total || !job.startedAt) return "";
-  const left = ((Date.now() - job.startedAt) / step) * (total - step) / 1000;
-  return ` · about ${Math.max(0, Math.round(left))} s left`;
-}
-
-function render(job) {
-  const step = Math.round(Number(job.state && job.state.step) || 0);
-  const total = Math.round(Number(job.state && job.state.total) || 0);
-  const preview = (job.doc && job.doc.uri) || job.preview;
-  // the latest frame; an empty square until there is one
-  const image = preview
-    ? el("img", { alt: "latest frame", class: "preview", src: preview })
-    : el("div", { class: "preview" });
-  const text = Array.isArray(job.settings.text_prompts) ? job.settings.text_prompts.join(" | ") : "";
-  const seed = job.seed ?? "chosen by the server";
-  const info = el("div", {}, [
-    el("div", { class: `status ${job.status}`, text: job.status + (job.cancelling && !job.finished ? " (cancelling)" : "") }),
-    el("div", { text: `seed ${seed} · ${text.slice(0, 80)}` }),
-  ]);
-  if (job.status === "running" || (total && !job.finished)) {
-    const bar = el("progress", { max: total || 1 });
-    bar.value = step;
-    info.append(bar, el("div", { class: "steps", text: `step ${step} of ${total}${eta(job)}` }));
-  }
-  if (job.error) info.append(el("div", { class: "error", text: job.error }));
-  const actions = el("div");
-  if (!job.finished && job.status !== "cancelled" && job.status !== "failed") {
-    const button = el("button", { type: "button", class: "secondary cancel", text: "Cancel" });
-    button.addEventListener("click", () => cancel(job));
-    actions.append(button);
-  }
-  job.node.replaceChildren(image, info, actions);
-}
-
-function fileName(job) {
-  const name = job.settings.batch_name ? `-${job.settings.batch_name}` : "";
-  return `reverse_diffusion${name}-${job.seed}`;
-}
-
-function addToGallery(job) {
-  const doc = job.doc;
-  galleryCard({ ...job.settings, n_batches: 1 }, job.status, {
-    png: doc.uri, gif: doc.tags.gif, sprite: doc.tags.sprite, stem: fileName(job),
+// Put ``nodes`` in ``parent`` in this order, moving only those out of place (a playing video keeps playing).
+function arrange(parent, nodes) {
+  nodes.forEach((node, i) => {
+    if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
   });
 }
 
+// Remove the nodes of ``map`` whose keys are not in ``keep``, with their object URLs.
+function prune(map, keep) {
+  for (const [key, node] of map) {
+    if (keep.has(key)) continue;
+    releaseAll(node);
+    node.remove();
+    map.delete(key);
+  }
+}
+
+function draw(jobs) {
+  const unfinished = jobs.filter((job) => !FINISHED.has(job.status)).reverse(); // oldest first: the order they run
+  prune(queueNodes, new Set(unfinished.map((job) => job.id)));
+  arrange(queueList, unfinished.map((job) => {
+    const node = queueNodes.get(job.id) || queueNode(job);
+    updateQueueNode(node, job);
+    return node;
+  }));
+  document.getElementById("queue-empty").hidden = unfinished.length > 0;
+
+  const shown = [];
+  for (const job of jobs) {
+    for (const image of job.images) {
+      if (!inGallery(image)) continue;
+      const key = `${job.id}/${image.index}`;
+      if (!cards.has(key)) cards.set(key, jobCard(job, image));
+      shown.push(key);
+    }
+  }
+  prune(cards, new Set(shown));
+  arrange(gallery, shown.map((key) => cards.get(key)));
+}
+
+// Finished images with something to show: done ones, and those that stopped (cancelled, failed...) after some frames.
+function inGallery(image) {
+  if (!FINISHED.has(image.status)) return false;
+  return Boolean(image.png || image.mp4 || image.latest_frame || image.gif || (image.frame_pngs || []).length);
+}
+
+function queueNode(job) {
+  const cancel = el("button", { type: "button", class: "secondary cancel", text: "Cancel" });
+  const node = el("li", { class: "job", "data-job": job.id });
+  node.parts = {
+    head: el("div", { class: "job-head" }), cancel, images: el("ol", { class: "images" }),
+    error: el("p", { class: "error" }), rows: new Map(),
+  };
+  cancel.addEventListener("click", () => cancelJob(job.id, node));
+  node.append(el("div", { class: "job-top" }, [node.parts.head, cancel]), node.parts.error, node.parts.images);
+  queueNodes.set(job.id, node);
+  return node;
+}
+
+function updateQueueNode(node, job) {
+  const { head, images, rows } = node.parts;
+  node.dataset.status = job.status;
+  const mode = job.settings.animation_mode;
+  head.replaceChildren(
+    el("span", { class: `status ${job.status}`, text: job.status }),
+    el("span", { class: "position", text: job.position ? `place ${job.position} in line` : null }),
+    el("span", { class: "what", text: mode && mode !== "None" ? `${mode} animation` : null }),
+    el("div", { class: "prompts", text: promptText(job.settings.text_prompts).slice(0, 120) }),
+  );
+  if (!node.cancelling) node.parts.cancel.textContent = "Cancel";
+  node.parts.cancel.disabled = Boolean(node.cancelling);
+  arrange(images, job.images.map((image) => {
+    let row = rows.get(image.index);
+    if (!row) {
+      row = el("li", { class: "image", "data-index": image.index });
+      row.preview = el("img", { class: "preview", alt: "the latest frame" });
+      row.info = el("div", { class: "info" });
+      row.append(el("div", { class: "preview-box" }, [row.preview]), row.info);
+      rows.set(image.index, row);
+    }
+    updateImageRow(row, image);
+    return row;
+  }));
+}
+
+function updateImageRow(row, image) {
+  row.dataset.status = image.status;
+  const lines = [el("div", {}, [
+    el("span", { class: `status ${image.status}`, text: image.status }), ` · seed ${image.seed}`,
+  ])];
+  if (image.frames) {
+    // an animation: the frame being made, 1-based for people
+    const frame = image.frame === null || image.frame === undefined ? null : image.frame + 1;
+    const made = `${image.frames_done || 0} frames done`;
+    const text = frame === null ? made : `frame ${frame} of ${image.frames} · ${made}`;
+    lines.push(el("div", { class: "frames", text }));
+  }
+  if (image.total) {
+    const bar = el("progress", { max: image.total });
+    bar.value = image.step || 0;
+    const left = image.eta_s === null || image.eta_s === undefined ? "" : ` · about ${Math.round(image.eta_s)} s left`;
+    lines.push(bar, el("div", { class: "steps", text: `step ${image.step || 0} of ${image.total}${left}` }));
+  } else if (image.status === "waiting") {
+    lines.push(el("div", { class: "steps", text: "waiting for a sampler" }));
+  }
+  if (image.error) lines.push(el("div", { class: "error", text: image.error }));
+  row.info.replaceChildren(...lines);
+  if (image.latest_frame) showMedia(row.preview, image.latest_frame, `${image.frame ?? ""}/${image.step ?? ""}`);
+}
+
+// A finished image of a job: its picture (or the animation's video), what it is, its downloads and
+// "Reuse these settings" (that image's seed, one image).
+function jobCard(job, image) {
+  const settings = { ...job.settings, seed: image.seed, n_batches: 1 };
+  const animated = Boolean(image.frames) || Boolean(image.mp4);
+  const frames = image.frame_pngs || [];
+  const stem = `reverse_diffusion-${image.seed}_${image.index}`;
+  const downloads = [];
+  if (image.png) downloads.push(downloadLink(image.png, "PNG", `${stem}.png`));
+  if (image.mp4) downloads.push(downloadLink(image.mp4, "MP4", `${stem}.mp4`));
+  if (image.gif) downloads.push(downloadLink(image.gif, "GIF", `${stem}.gif`));
+  if (image.sprite) downloads.push(downloadLink(image.sprite, "sprite sheet", `${stem}-sprite.png`));
+  let status = image.status;
+  if (image.status !== "done") {
+    const at = animated ? `after ${image.frames_done || 0} of ${image.frames} frames`
+      : image.step ? `at step ${image.step} of ${image.total}` : "";
+    status = `${image.status} ${at}`.trim();
+  }
+  const card = galleryCard(settings, status, {
+    picture: image.png || frames[frames.length - 1] || image.latest_frame, video: image.mp4, downloads,
+    frames, initImage: job.init_image, animation: animated ? `${job.settings.animation_mode} animation` : null,
+  });
+  card.dataset.job = job.id;
+  card.dataset.index = image.index;
+  card.dataset.status = image.status;
+  return card;
+}
+
 // One picture in the gallery: what it shows, "reuse these settings", its downloads.
-function galleryCard(settings, status, files, atEnd = false) {
+function galleryCard(settings, status, files) {
   const seed = settings.seed;
   const value = (name) => settings[name] ?? defaultOf(name);
   const lines = [
     `seed ${seed} · ${status}`,
     `${(value("width_height") || []).join("x")}, ${value("steps")} steps, guidance ${value("clip_guidance_scale")}`,
-    (settings.text_prompts || []).join(" | "),
+    promptText(settings.text_prompts),
   ];
+  if (files.animation) lines.splice(1, 0, files.animation);
   const reuse = el("button", { type: "button", class: "reuse", text: "Reuse these settings" });
-  reuse.addEventListener("click", () => { clearErrors(); fillForm(settings); window.scrollTo(0, 0); });
-  const links = el("div", { class: "links" }, [el("a", { href: files.png, download: `${files.stem}.png`, text: "PNG" })]);
-  if (files.gif) links.append(el("a", { href: files.gif, download: `${files.stem}.gif`, text: "GIF" }));
-  if (files.sprite) {
-    links.append(el("a", { href: files.sprite, download: `${files.stem}-sprite.png`, text: "sprite sheet" }));
+  reuse.addEventListener("click", () => {
+    clearErrors();
+    fillForm(settings);
+    if (files.initImage && fields.has("init_image")) {
+      fields.get("init_image").remark("This image started from an init image, which is not sent back: choose it again.");
+    }
+    if (settings.video_init_path && fields.has("video_init_path")) {
+      fields.get("video_init_path").remark("This animation started from a video: choose it again.");
+    }
+    window.scrollTo(0, 0);
+  });
+  let picture;
+  if (files.video) {
+    picture = el("video", { controls: "", loop: "", muted: "", autoplay: "", playsinline: "" });
+    picture.muted = true; // the attribute alone does not mute a video made by script
+    showMedia(picture, files.video);
+  } else {
+    picture = el("img", { alt: `seed ${seed}` });
+    showMedia(picture, files.picture);
+  }
+  const parts = [picture, ...lines.map((line) => el("div", { text: line })), el("div", { class: "links" }, files.downloads)];
+  if (files.frames && files.frames.length) {
+    const list = files.frames.map((url, i) => downloadLink(url, `frame ${i + 1}`, `frame${String(i).padStart(4, "0")}.png`));
+    parts.push(el("details", { class: "frames" }, [
+      el("summary", { text: `${files.frames.length} frames` }), el("div", { class: "links" }, list),
+    ]));
   }
   const details = el("details", {}, [el("summary", { text: "settings" }),
     el("pre", { text: JSON.stringify(settings, null, 1) })]);
-  const card = el("figure", { class: "picture", "data-seed": String(seed) }, [
-    el("img", { src: files.png, alt: `seed ${seed}` }),
-    ...lines.map((line) => el("div", { text: line })), links, reuse, details,
-  ]);
-  if (atEnd) gallery.append(card); else gallery.prepend(card);
+  parts.push(reuse, details);
+  return el("figure", { class: `picture ${status.split(" ")[0]}`, "data-seed": String(seed) }, parts);
 }
 
-// The images already in the server's output folder (when it has one), after this page's own.
+// The images already in the server's output folder (when it has one), after the jobs' own.
 async function loadSavedImages() {
-  const response = await fetch("outputs");
+  const response = await api("outputs");
   if (!response.ok) return;
   const { images } = await response.json();
-  const href = (name) => name && `outputs/${encodeURIComponent(name)}`;
+  const path = (name) => name && `outputs/${encodeURIComponent(name)}`;
+  const saved = document.getElementById("saved");
   for (const image of images) {
-    galleryCard({ ...image.settings, n_batches: 1 }, "saved", {
-      png: href(image.name), gif: href(image.gif), sprite: href(image.sprite), stem: image.name.replace(/\.png$/, ""),
-    }, true);
+    const stem = image.name.replace(/\.png$/, "");
+    const downloads = [downloadLink(path(image.name), "PNG", image.name)];
+    if (image.gif) downloads.push(downloadLink(path(image.gif), "GIF", image.gif));
+    if (image.sprite) downloads.push(downloadLink(path(image.sprite), "sprite sheet", `${stem}-sprite.png`));
+    saved.append(galleryCard({ ...image.settings, n_batches: 1 }, "saved", { picture: path(image.name), downloads }));
   }
 }
 
@@ -467,7 +654,6 @@ async function start() {
     const response = await fetch("settings.json");
     if (!response.ok) throw new Error(`settings.json: HTTP ${response.status}`);
     server = await response.json();
-    requireNames("request tags", server.request_tags, TAGS_USED);
     requireNames("job statuses", server.job_statuses, STATUSES_USED);
     buildForm(server.settings);
   } catch (error) {
@@ -475,9 +661,11 @@ async function start() {
     return;
   }
   form.addEventListener("submit", submit);
+  // the token dialog stays until a token is given: nothing else works without one
+  document.getElementById("token-dialog").addEventListener("cancel", (event) => event.preventDefault());
   document.getElementById("paint").disabled = false;
   poll();
-  loadSavedImages();
+  loadSavedImages().catch(() => {});
 }
 
 start();
