@@ -1,5 +1,6 @@
 """The web page in a real browser: Debian's chromium, headless, driven by Playwright."""
 
+import base64
 import io
 import json
 import os
@@ -7,12 +8,12 @@ import re
 import shutil
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from conftest import TOKENS
 from PIL import Image
-
-from disco.settings import SETTING_NAMES
-from disco_service.wire import REQUEST_TAGS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,19 +26,22 @@ FAST = {
     "cut_innercut": "[1]*1000",
 }
 
-# settings the page leaves out of its form (a path on the caller's machine, the client's folder, the server's choice)
-LEFT_OUT = {"init_image", "video_init_path", "output_dir", "use_gpu", "resume_run", "resume_from_frame"}
+# settings the page leaves out of its form (the client's folder, the server's choice, files to resume from)
+LEFT_OUT = {"output_dir", "use_gpu", "resume_run", "resume_from_frame"}
+UPLOADS = {"image": "image/*", "video": "video/*"}  # a file setting's kind -> what its file picker accepts
 MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "clip_guidance_scale"]
 # every field of the form: its setting, where it sits, its inputs' values, its hint and title
 FORM = """() => Array.from(document.querySelectorAll("[data-setting]"), (node) => {
   const inputs = Array.from(node.querySelectorAll("input, select, textarea"));
   return {
-    name: node.dataset.setting, main: Boolean(node.closest("#main-fields")),
+    name: node.dataset.setting, part: node.closest(".fields").id,
     values: inputs.map((i) => (i.type === "checkbox" ? i.checked : i.value)),
-    types: inputs.map((i) => i.type), min: inputs[0].min, max: inputs[0].max,
+    types: inputs.map((i) => i.type), min: inputs[0].min, max: inputs[0].max, accept: inputs[0].accept,
     hint: node.querySelector(".hint").textContent, title: inputs[0].title,
   };
 })"""
+# a <video> that plays: not paused, and its time moves on
+PLAYING = "(v) => !v.paused && v.readyState >= 2 && v.currentTime > 0"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 
@@ -48,7 +52,7 @@ def page():
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         yield page
         browser.close()
 
@@ -59,18 +63,50 @@ def schema(served_http) -> dict:
         return json.load(response)
 
 
-def generate_requests(page) -> tuple[list[dict], object]:
-    """The bodies of the page's /generate requests from now on, and the listener (to remove)."""
+def is_job_post(response_or_request) -> bool:
+    request = getattr(response_or_request, "request", response_or_request)
+    return request.method == "POST" and urlparse(request.url).path == "/jobs"
+
+
+def jobs_read(response) -> bool:
+    """The page's poll, GET /jobs, answered."""
+    return response.request.method == "GET" and urlparse(response.url).path == "/jobs" and response.status == 200
+
+
+def job_requests(page) -> tuple[list[dict], object]:
+    """The bodies of the page's POST /jobs from now on, and the listener (to remove)."""
     sent: list[dict] = []
 
     def listen(request):
-        if request.method == "POST" and request.url.endswith("/post"):
-            body = request.post_data_json
-            if body.get("execEndpoint") == "/generate":
-                sent.append(body)
+        if is_job_post(request):
+            sent.append(request.post_data_json)
 
     page.on("request", listen)
     return sent, listen
+
+
+def paint(page) -> dict:
+    """Press Paint; the job API's answer (202: the job's view)."""
+    with page.expect_response(is_job_post) as answer:
+        page.click("#paint")
+    assert answer.value.status == 202, answer.value.text()
+    return answer.value.json()
+
+
+def fill(page, settings: dict) -> None:
+    """Type settings into the form (the Advanced and Motion parts opened where needed)."""
+    for name, value in settings.items():
+        part = page.locator(f"#{name}").locator("xpath=ancestor::details")
+        if part.count() and not part.first.evaluate("(d) => d.open"):
+            part.first.locator("summary").click()
+        page.fill(f"#{name}", str(value))
+
+
+def download(page, link) -> tuple[str, bytes]:
+    """Click a download link of the page; the file's name and bytes."""
+    with page.expect_download() as saved:
+        link.click()
+    return saved.value.suggested_filename, Path(saved.value.path()).read_bytes()
 
 
 def assert_shows(row: dict, field: dict) -> None:
@@ -90,6 +126,11 @@ def assert_shows(row: dict, field: dict) -> None:
         assert len(values) == 1 and float(values[0]) == default, row["name"]
 
 
+def tiny_png(path: Path, colour=(200, 40, 40)) -> bytes:
+    Image.new("RGB", (64, 64), colour).save(path)
+    return path.read_bytes()
+
+
 def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
     from playwright.sync_api import expect
 
@@ -100,27 +141,38 @@ def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
     form = page.evaluate(FORM)
     rows = {row["name"]: row for row in schema["settings"]}
     assert {field["name"] for field in form} == set(rows) - LEFT_OUT
-    assert [field["name"] for field in form if field["main"]] == MAIN
-    advanced = [field["name"] for field in form if not field["main"]]
-    assert advanced == [name for name in rows if name not in LEFT_OUT and name not in MAIN]  # the server's order
+    assert [field["name"] for field in form if field["part"] == "main-fields"] == MAIN
+    # the animation settings under "Motion", every other one under "Advanced", in the server's order
+    motion = [name for name, row in rows.items() if row["group"] == "motion" and name not in LEFT_OUT]
+    assert [field["name"] for field in form if field["part"] == "motion-fields"] == motion
+    assert motion[0] == "animation_mode" and "video_init_path" in motion and "fps" in motion
+    advanced = [field["name"] for field in form if field["part"] == "advanced-fields"]
+    assert advanced == [name for name in rows if name not in LEFT_OUT and name not in MAIN and name not in motion]
     for field in form:
         row = rows[field["name"]]
         assert_shows(row, field)
         assert field["hint"] == row["meaning"] and row["allowed"] in field["title"], row["name"]
         kind = row["kind"]
         expected = (
-            ["select-multiple"] if row["choices"] and kind == "texts" else ["select-one"] if row["choices"]
+            ["file"] if kind in UPLOADS
+            else ["select-multiple"] if row["choices"] and kind == "texts" else ["select-one"] if row["choices"]
             else ["checkbox"] if kind == "bool"
             else ["number"] if kind in ("int", "float") else ["number", "number"] if kind == "size"
             else ["textarea"] if kind == "texts" else ["text"]
         )  # fmt: skip
         assert field["types"] == expected, row["name"]
+        if kind in UPLOADS:
+            assert field["accept"] == UPLOADS[kind], row["name"]
         if kind in ("int", "float"):
             bounds = [None if text == "" else float(text) for text in (field["min"], field["max"])]
             assert bounds == [row["low"], row["high"]], row["name"]
+    assert {name for name, row in rows.items() if row["kind"] in UPLOADS} == {"init_image", "video_init_path"}
     assert page.input_value("#n_batches") == "4" and page.input_value("#seed") == ""
     assert page.get_attribute("#seed", "placeholder") == rows["seed"]["shown"]
     expect(page.locator('[data-setting="eta"] .hint')).to_have_text("DDIM's noise: 0 is deterministic, 1 adds the most")
+    expect(page.locator("#motion-fields")).to_be_hidden()  # folded until opened
+    page.click("#motion summary")
+    expect(page.locator("#animation_mode")).to_be_visible()
 
     # the model picker: every model, each with what it is for, the chosen one's under the picker
     models = rows["diffusion_model"]["choice_meanings"]
@@ -131,23 +183,28 @@ def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
     page.select_option("#diffusion_model", "PulpSciFiDiffusion")
     expect(note).to_have_text(models["PulpSciFiDiffusion"])
     page.select_option("#diffusion_model", rows["diffusion_model"]["default"])
-    page.click("#advanced summary")
 
-    # a seed whose last image would pass the largest seed: refused here, nothing is sent
-    sent, listen = generate_requests(page)
+    # a seed whose last image would pass the largest seed: the job API refuses it (400) naming the seed
     page.fill("#seed", str(schema["max_seed"]))
-    page.click("#paint")
+    with page.expect_response(is_job_post) as answer:
+        page.click("#paint")
+    assert answer.value.status == 400 and answer.value.json()["setting"] == "seed"
     expect(page.locator('[data-error="seed"]')).to_have_text(
-        f"seed: seed + n_batches - 1 must be at most {2**32 - 1}, got seed {2**32 - 1} with n_batches 4"
+        f"seed: seed + n_batches - 1 must stay below 2**32, got seed {2**32 - 1} with n_batches 4"
     )
-    assert page.locator(".job").count() == 0 and sent == []
-    page.remove_listener("request", listen)
+    assert "invalid" in page.get_attribute("#seed", "class")
     assert not errors, errors
 
 
-def test_several_clip_models_are_picked_and_sent(page, served_http, schema):
+def test_uploads_and_several_clip_models_are_sent_and_a_refusal_shows_under_its_field(
+    page, served_http, schema, tmp_path
+):
     from playwright.sync_api import expect
 
+    from disco.video import write_mp4
+
+    png = tiny_png(tmp_path / "start.png")
+    write_mp4(tmp_path / "clip.mp4", [np.full((64, 64, 3), level, np.uint8) for level in (40, 200)], 12)
     row = next(r for r in schema["settings"] if r["name"] == "clip_models")
     page.goto(f"{served_http}/ui/")
     expect(page.locator("#paint")).to_be_enabled()
@@ -158,14 +215,25 @@ def test_several_clip_models_are_picked_and_sent(page, served_http, schema):
     assert page.eval_on_selector("#clip_models", chosen) == row["default"] == ["RN50::openai"]
     page.click("#advanced summary")
     page.select_option("#clip_models", ["RN50::openai", "ViT-B-32::openai"])
-    sent, listen = generate_requests(page)
+    page.set_input_files("#init_image", str(tmp_path / "start.png"))
+    page.click("#motion summary")
+    page.set_input_files("#video_init_path", str(tmp_path / "clip.mp4"))
+    sent, listen = job_requests(page)
     page.fill("#steps", "0")  # refused by the server: nothing runs, and what was sent can be read
-    page.click("#paint")
-    expect(page.locator('[data-error="steps"]').first).to_contain_text("steps: must be in [1, 1000]")
+    with page.expect_response(is_job_post) as answer:
+        page.click("#paint")
     page.remove_listener("request", listen)
-    assert sent and [body["data"][0]["tags"]["clip_models"] for body in sent] == [
-        ["RN50::openai", "ViT-B-32::openai"]
-    ] * len(sent)
+    assert answer.value.status == 400
+    assert answer.value.json() == {"detail": "steps: must be in [1, 1000], got 0", "setting": "steps"}
+    expect(page.locator('[data-error="steps"]')).to_have_text("steps: must be in [1, 1000], got 0")
+    expect(page.locator('[data-error="other"]')).to_have_text("")
+    (body,) = sent
+    assert body["clip_models"] == ["RN50::openai", "ViT-B-32::openai"] and body["steps"] == 0
+    # the files' bytes as data: URIs
+    assert body["init_image"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    video = (tmp_path / "clip.mp4").read_bytes()
+    assert body["video_init_path"] == "data:video/mp4;base64," + base64.b64encode(video).decode()
+    assert "seed" not in body and not set(body) & LEFT_OUT  # an empty field: the server's default
 
 
 def test_a_setting_new_to_the_page_shows_in_the_form_and_is_sent(page, served_http):
@@ -173,7 +241,7 @@ def test_a_setting_new_to_the_page_shows_in_the_form_and_is_sent(page, served_ht
 
     knob = {
         "name": "new_knob", "kind": "float", "default": 0.25, "shown": "0.25", "meaning": "a setting added later",
-        "allowed": "0 to 1", "low": 0, "high": 1, "choices": None, "seed_api": False,
+        "allowed": "0 to 1", "low": 0, "high": 1, "choices": None, "seed_api": False, "group": None,
     }  # fmt: skip
 
     def with_knob(route):
@@ -190,24 +258,25 @@ def test_a_setting_new_to_the_page_shows_in_the_form_and_is_sent(page, served_ht
         expect(field.locator(".hint")).to_have_text("a setting added later")
         assert page.input_value("#new_knob") == "0.25"
         assert (page.get_attribute("#new_knob", "min"), page.get_attribute("#new_knob", "max")) == ("0", "1")
-        sent, listen = generate_requests(page)
+        sent, listen = job_requests(page)
         page.click("#advanced summary")
         page.fill("#new_knob", "0.5")
-        page.click("#paint")
+        with page.expect_response(is_job_post):
+            page.click("#paint")
         # this server has no such setting: its refusal shows next to the field
         expect(field.locator('[data-error="new_knob"]')).to_contain_text("new_knob: unknown setting")
         page.remove_listener("request", listen)
-        assert [body["data"][0]["tags"]["new_knob"] for body in sent] == [0.5, 0.5]  # two in flight at most
+        assert [body["new_knob"] for body in sent] == [0.5]
     finally:
         page.unroute("**/ui/settings.json")
 
 
-def test_paint_watch_cancel_and_reuse_in_the_page(page, served_http, served_output_dir, tmp_path):
+def test_paint_watch_reload_cancel_and_reuse_in_the_page(page, served_http, served_output_dir, tmp_path):
     from playwright.sync_api import expect
 
     from disco_service.outputs import embed_settings
 
-    # an image already in the server's output folder shows in the gallery
+    # an image already in the server's output folder shows after the jobs, fetched as a blob
     saved = {"text_prompts": ["an image from before:1"], "seed": 4242, "width_height": [64, 64], "n_batches": 1}
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (30, 90, 160)).save(buffer, format="PNG")
@@ -217,74 +286,166 @@ def test_paint_watch_cancel_and_reuse_in_the_page(page, served_http, served_outp
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{served_http}/ui/")
     expect(page.locator("h1")).to_have_text("Disco Diffusion")
-    card = page.locator('figure.picture[data-seed="4242"]')
-    expect(card).to_contain_text("an image from before:1")
-    expect(card.locator("img")).to_have_attribute("src", "outputs/reverse_diffusion-4242_0.png")
+    old = page.locator('#saved figure.picture[data-seed="4242"]')
+    expect(old).to_contain_text("an image from before:1")
+    expect(old.locator("img")).to_have_attribute("data-src", "outputs/reverse_diffusion-4242_0.png")
+    expect(old.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
 
-    # a setting the server refuses: its message, next to the field; a given seed: seed + i per image
-    sent, listen = generate_requests(page)
-    page.fill("#steps", "0")
-    page.fill("#seed", "7")
-    page.click("#paint")
-    expect(page.locator('[data-error="steps"]')).to_contain_text("steps: must be in [1, 1000], got 0")
-    expect(page.locator(".job .status")).to_have_text(["failed"] * 4)  # n_batches: the server's default, 4
-    tags = [body["data"][0]["tags"] for body in sent]
-    assert [(t["seed"], t["run_seed"], t["batch_index"], t["n_batches"]) for t in tags] == [(7, 7, 0, 4), (8, 7, 1, 4)]
-    assert set(tags[0]) <= (set(SETTING_NAMES) - LEFT_OUT) | set(REQUEST_TAGS)
-    sent.clear()
+    # job A: long enough to be watched and cancelled; job B: queued behind it, then painted
+    fill(page, {"text_prompts": "a lighthouse:1", "width": 64, "height": 64, "steps": 60, "seed": "", "n_batches": 1})
+    fill(page, FAST)
+    sent, listen = job_requests(page)
+    a = paint(page)
+    assert a["status"] == "queued" and len(a["images"]) == 1
+    job_a, row_a = page.locator(f'.job[data-job="{a["id"]}"]'), page.locator(f'.job[data-job="{a["id"]}"] .image')
+    expect(row_a).to_have_attribute("data-status", "running", timeout=120_000)
+    preview = row_a.locator("img.preview")
+    expect(preview).to_have_attribute("src", re.compile(r"^blob:"), timeout=60_000)  # a live frame
+    assert preview.get_attribute("data-src") == f"/jobs/{a['id']}/images/0/latest.png"
+    expect(row_a.locator(".steps")).to_contain_text(re.compile(r"step \d+ of 59"))
+    assert float(row_a.locator("progress").get_attribute("max")) == 59
 
-    page.fill("#text_prompts", "a lighthouse:1\nyellow color scheme:0.5")
-    page.fill("#width", "64")
-    page.fill("#height", "64")
-    page.fill("#steps", "16")
-    page.fill("#seed", "")
-    page.fill("#n_batches", "2")
-    page.click("#advanced summary")
-    for name, value in FAST.items():
-        page.fill(f"#{name}", value)
-    page.click("#paint")
-
-    # one image runs with its live frame and steps; the other is cancelled: the one still waiting for
-    # the sampler, or the running one when the sampler took the other first and has finished it
-    ours = page.locator(".job").filter(has_text="a lighthouse:1")
-    running = ours.filter(has=page.locator(".status", has_text="running"))
-    painting = running.filter(has=page.locator("img.preview[src^='data:image/png']"))
-    expect(painting).to_have_count(1, timeout=120_000)  # a live frame
-    expect(painting.locator(".steps")).to_contain_text("of 15")
-    # no seed: each image goes with seed null, and the server picks it (reported with the image, below)
-    assert [(body["data"][0]["tags"]["seed"], body["data"][0]["tags"]["batch_index"]) for body in sent] == [
-        (None, 0), (None, 1)
-    ]  # fmt: skip
-    assert not any("run_seed" in body["data"][0]["tags"] for body in sent)
+    fill(page, {"text_prompts": "a second lighthouse:1", "steps": 16})
+    b = paint(page)
     page.remove_listener("request", listen)
-    ids = [ours.nth(0).get_attribute("data-job"), ours.nth(1).get_attribute("data-job")]
-    waiting = ours.filter(has=page.locator(".status", has_text="waiting"))
-    stopped = (waiting if waiting.count() else painting).get_attribute("data-job")
-    (kept,) = set(ids) - {stopped}
-    page.locator(f'.job[data-job="{stopped}"] button.cancel').click()
-    expect(page.locator(f'.job[data-job="{stopped}"] .status')).to_have_text("cancelled", timeout=60_000)
-    expect(page.locator(f'.job[data-job="{kept}"] .status')).to_have_text("done", timeout=120_000)
-    done = page.locator(f'.job[data-job="{kept}"]')
+    # no seed: none sent, the server picks the run's seed and reports it with the job
+    assert [body.get("seed") for body in sent] == [None, None] and all(body["n_batches"] == 1 for body in sent)
+    assert re.fullmatch(r"\d+", str(b["settings"]["seed"])) and b["images"][0]["seed"] == b["settings"]["seed"]
+    job_b = page.locator(f'.job[data-job="{b["id"]}"]')
+    expect(job_b.locator(".job-head .status")).to_have_text("queued")
+    expect(job_b.locator(".position")).to_have_text("place 1 in line")
 
-    card = page.locator(".picture").filter(has_text="done").first
-    expect(card.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
-    seed = card.get_attribute("data-seed")
-    assert re.fullmatch(r"\d+", seed) and int(seed) <= 2**32 - 1
-    expect(done).to_contain_text(f"seed {seed}")
-    assert card.locator("a", has_text="GIF").get_attribute("href").startswith("data:image/gif")
-    assert card.locator("a", has_text="sprite sheet").get_attribute("href").startswith("data:image/png")
+    # a reload shows the same queue: the jobs live on the server
+    page.reload()
+    expect(job_a.locator(".image")).to_have_attribute("data-status", "running")
+    expect(job_a.locator("img.preview")).to_have_attribute("src", re.compile(r"^blob:"))
+    expect(job_b.locator(".position")).to_have_text("place 1 in line")
+    assert page.locator(".job").evaluate_all("(nodes) => nodes.map((n) => n.dataset.job)")[-2:] == [a["id"], b["id"]]
+
+    # cancel A while it runs: it leaves the queue, its frames so far go to the gallery, marked cancelled
+    job_a.locator("button.cancel").click()
+    expect(job_a).to_have_count(0, timeout=60_000)
+    card_a = page.locator(f'#gallery figure[data-job="{a["id"]}"]')
+    expect(card_a).to_have_attribute("data-status", "cancelled")
+    expect(card_a).to_contain_text(re.compile(r"cancelled at step \d+ of 59"))
+    expect(card_a.locator("img")).to_have_attribute("data-src", f"/jobs/{a['id']}/images/0/latest.png")
+    expect(card_a.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+    assert card_a.locator("a", has_text="PNG").count() == 0  # no final image
+    expect(card_a.locator("a", has_text="GIF")).to_have_count(1)
+
+    # B runs, then is done: its picture, with its downloads
+    expect(job_b.locator(".image")).to_have_attribute("data-status", "running", timeout=120_000)
+    card_b = page.locator(f'#gallery figure[data-job="{b["id"]}"]')
+    expect(card_b).to_have_attribute("data-status", "done", timeout=180_000)
+    expect(job_b).to_have_count(0)
+    expect(card_b.locator("img")).to_have_attribute("data-src", f"/jobs/{b['id']}/images/0/final.png")
+    expect(card_b.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+    seed = card_b.get_attribute("data-seed")
+    assert seed == str(b["settings"]["seed"])
+    name, data = download(page, card_b.locator("a", has_text="PNG"))
+    assert name == f"reverse_diffusion-{seed}_0.png" and Image.open(io.BytesIO(data)).size == (64, 64)
+    name, data = download(page, card_b.locator("a", has_text="GIF"))
+    assert name == f"reverse_diffusion-{seed}_0.gif" and data.startswith(b"GIF8")
+    expect(card_b.locator("a", has_text="sprite sheet")).to_have_count(1)
+
+    # a reload shows the same gallery, newest first, after it the saved folder's images
+    page.reload()
+    expect(card_b.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+    ours = page.locator("#gallery figure").evaluate_all("(nodes) => nodes.map((n) => n.dataset.job)")
+    assert ours.index(b["id"]) < ours.index(a["id"])
+    expect(card_a).to_have_attribute("data-status", "cancelled")
+    expect(page.locator(f'.job[data-job="{a["id"]}"], .job[data-job="{b["id"]}"]')).to_have_count(0)
+    expect(old).to_be_visible()
     page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
     if os.environ.get("DISCO_UI_SCREENSHOT"):
         shutil.copy(tmp_path / "ui.png", os.environ["DISCO_UI_SCREENSHOT"])
 
+    # "Reuse these settings": the job's settings with that image's seed, one image
     page.fill("#seed", "")
     page.fill("#steps", "99")
-    card.locator("button.reuse").click()
-    assert page.input_value("#seed") == seed
+    card_b.locator("button.reuse").click()
+    assert page.input_value("#seed") == seed and page.input_value("#text_prompts") == "a second lighthouse:1"
     assert page.input_value("#steps") == "16" and page.input_value("#n_batches") == "1"
     assert page.input_value("#cut_overview") == "[1]*1000"
     # an image whose PNG carries only some settings: the others are the defaults again
-    page.locator('figure.picture[data-seed="4242"] button.reuse').click()
+    old.locator("button.reuse").click()
     assert page.input_value("#text_prompts") == "an image from before:1" and page.input_value("#seed") == "4242"
     assert page.input_value("#steps") == "250" and page.input_value("#cut_overview") == "[12]*400+[4]*600"
+    assert not errors, errors
+
+
+def test_the_page_asks_for_the_token_keeps_it_and_sends_it(page, token_flow, tmp_path):
+    """A service with tokens: the page asks (a dialog), keeps the token, sends it with every request,
+    shows pictures and downloads fetched with it; a second browser with the same token sees the same job."""
+    from playwright.sync_api import expect
+
+    _, http = token_flow
+    png = tiny_png(tmp_path / "start.png", (20, 120, 200))
+    browser = page.context.browser
+    first = browser.new_context(accept_downloads=True).new_page()
+    errors: list[str] = []
+    first.on("pageerror", lambda exc: errors.append(str(exc)))
+    authorizations: list[str | None] = []
+    first.on("request", lambda r: authorizations.append(r.headers.get("authorization")) if "/jobs" in r.url else None)
+    first.goto(f"{http}/ui/")
+    dialog = first.locator("#token-dialog")
+    expect(dialog).to_be_visible()
+    expect(first.locator("#token-message")).to_have_text(
+        "This server needs a token (this service needs a token: send the header 'Authorization: Bearer TOKEN')."
+    )
+    first.fill("#token", "not-a-token-of-this-service")
+    first.click("#token-save")
+    expect(first.locator("#token-message")).to_have_text(
+        "The server refused this token (this token is not accepted by the service). Enter another one."
+    )
+    first.fill("#token", TOKENS["alice"])
+    with first.expect_response(jobs_read):
+        first.click("#token-save")
+    expect(dialog).to_be_hidden()
+    assert first.evaluate("localStorage.getItem('disco_token')") == TOKENS["alice"]
+
+    # a tiny job from an uploaded init image; a second one at once is over this token's cap (429)
+    fill(first, {"text_prompts": "a harbour:1", "width": 64, "height": 64, "steps": 4, "n_batches": 1})
+    fill(first, {**FAST, "init_scale": 0})
+    first.set_input_files("#init_image", str(tmp_path / "start.png"))
+    with first.expect_request(is_job_post) as request:
+        job = paint(first)
+    assert json.loads(request.value.post_data)["init_image"].endswith(base64.b64encode(png).decode())
+    assert job["init_image"] is True
+    with first.expect_response(is_job_post) as answer:
+        first.click("#paint")
+    assert answer.value.status == 429
+    expect(first.locator('[data-error="other"]')).to_contain_text("this caller already has 1 jobs queued or running")
+
+    card = first.locator(f'#gallery figure[data-job="{job["id"]}"]')
+    expect(card).to_have_attribute("data-status", "done", timeout=180_000)
+    expect(card.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+    name, data = download(first, card.locator("a", has_text="PNG"))
+    assert name.endswith("_0.png") and Image.open(io.BytesIO(data)).size == (64, 64)
+    assert authorizations and set(authorizations[2:]) == {f"Bearer {TOKENS['alice']}"}  # after the two refused
+    card.locator("button.reuse").click()  # the init image is not sent back: the page asks for the file again
+    expect(first.locator('[data-note="init_image"]')).to_contain_text("choose it again")
+
+    # a reload asks nothing (the token is kept) and shows the same job; so does a second browser given the token
+    first.reload()
+    expect(card.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+    expect(dialog).to_be_hidden()
+    second = browser.new_context().new_page()
+    second.goto(f"{http}/ui/")
+    second.fill("#token", TOKENS["alice"])
+    second.click("#token-save")
+    expect(second.locator(f'#gallery figure[data-job="{job["id"]}"] img')).to_have_attribute(
+        "src", re.compile(r"^blob:")
+    )
+    # another token's browser does not see it
+    third = browser.new_context().new_page()
+    third.goto(f"{http}/ui/")
+    third.fill("#token", TOKENS["bob"])
+    with third.expect_response(jobs_read):
+        third.click("#token-save")
+    with third.expect_response(jobs_read):  # the next poll: the first one's answer is drawn
+        pass
+    assert third.locator(f'figure[data-job="{job["id"]}"]').count() == 0
+    for other in (first, second, third):
+        other.context.close()
     assert not errors, errors
