@@ -2,14 +2,17 @@
 
 Jobs (short requests only; the long call to the executors stays inside the service):
 
-- ``POST /jobs``: settings as JSON (the names of the tags; ``init_image`` as a ``data:`` URI of the
-  image's bytes), validated (400 naming the bad setting), queued; answers at once (202) with the
-  job: ``id``, ``status`` ``queued`` and ``position`` (its place in line, in images).
+- ``POST /jobs``: settings as JSON (the names of the tags; ``init_image`` and a Video Input's
+  ``video_init_path`` as ``data:`` URIs of the files' bytes), validated (400 naming the bad
+  setting), queued; answers at once (202) with the job: ``id``, ``status`` ``queued`` and
+  ``position`` (its place in line, in images). An animation is a job of one image.
 - ``GET /jobs/{id}``: status, position and per image: seed, status, step, total, ``eta_s``,
-  ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs).
+  ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs); an
+  animation's also ``frame`` (the one being made, from 0), ``frames``, ``frames_done``,
+  ``frame_pngs`` (its finished frames, as they are made) and, once it ended, ``mp4``.
 - ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames kept).
 - ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50).
-- ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png}``: the files.
+- ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png|video.mp4|frameNNNN.png}``: the files.
 
 Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
 dropped): ``GET /results/{id}`` (its record; while it is still running, its progress, and asking
@@ -27,6 +30,7 @@ import base64
 import binascii
 import io
 import json
+import re
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
@@ -35,12 +39,13 @@ from disco.settings import Limits, SettingsError, default, validate_settings
 
 from . import wire
 from .job_queue import Image, Job, JobQueue, TooManyJobs
-from .results import FINAL, GIF, SPRITE, ResultStore
+from .results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from .tokens import Tokens, Unauthorized
 from .wire import JobStatus
 
-IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE}
-MEDIA = {".png": "image/png", ".gif": "image/gif"}
+IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE, "video.mp4": MP4}
+MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
+_ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
 # Errors of Jina's /post answers that mean the request itself was refused
 REFUSALS = ("SettingsError", "UnknownEndpoint", "DocumentIdInUse", "ValueError")
 
@@ -50,23 +55,40 @@ def open_path(path: str) -> bool:
     return path == "/" or path == "/ui" or (path.startswith("/ui/") and not path.startswith("/ui/outputs"))
 
 
-def decode_init_image(value: Any) -> bytes | None:
-    """An ``init_image`` sent as JSON: a ``data:`` URI of the image's bytes (base64), or None.
+def decode_data_uri(name: str, value: Any, example: str = "data:image/png;base64,...") -> bytes | None:
+    """A file sent as JSON in setting ``name``: a ``data:`` URI of its bytes (base64), or None.
     Paths and URLs are refused: the server never opens them. Raises ``SettingsError``."""
     if value in (None, ""):
         return None
     if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value.split(",", 1)[0] + ",":
         shown = value if not isinstance(value, str) else value[:80]
         raise SettingsError(
-            "init_image",
-            f"send the image itself as a data URI (data:image/png;base64,...): the server does not open "
-            f"paths or URLs, got {shown!r}",
+            name,
+            f"send the file itself as a data URI ({example}): the server does not open paths or URLs, got {shown!r}",
         )
     try:
-        data = base64.b64decode(value.split(",", 1)[1], validate=True)
+        return base64.b64decode(value.split(",", 1)[1], validate=True)
     except (binascii.Error, ValueError):
-        raise SettingsError("init_image", "the data URI's base64 cannot be decoded") from None
-    _check_image(data)
+        raise SettingsError(name, "the data URI's base64 cannot be decoded") from None
+
+
+def decode_init_image(value: Any) -> bytes | None:
+    """An ``init_image`` sent as JSON: a ``data:`` URI of the image's bytes, checked to be a picture,
+    or None. Raises ``SettingsError``."""
+    data = decode_data_uri("init_image", value)
+    if data is not None:
+        _check_image(data)
+    return data
+
+
+def decode_video(value: Any) -> bytes | None:
+    """A ``video_init_path`` sent as JSON: a ``data:`` URI of the video file's bytes, checked to be a
+    video PyAV can read (disco.video.video_info), or None. Raises ``SettingsError``."""
+    data = decode_data_uri("video_init_path", value, "data:video/mp4;base64,...")
+    if data is not None:
+        from disco.video import video_info
+
+        video_info(data)  # a SettingsError naming video_init_path when it is not a readable video
     return data
 
 
@@ -83,31 +105,48 @@ def _check_image(data: bytes) -> None:
         raise SettingsError("init_image", f"the image claims {width}x{height} pixels, too many pixels to decode")
 
 
-def settings_from_json(body: Any, limits: Limits):
-    """A job's settings and init image bytes from a JSON body (the names of the tags). Raises
-    ``SettingsError`` naming the bad setting. Everything is checked but CLIP's 77-token limit of a
-    prompt, which needs the tokenizer (open_clip and torch, too heavy for the gateway): the Flow's
-    encoder checks it, and a job whose prompt it refuses fails with its message."""
+def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, bytes | None]:
+    """A job's settings, init image bytes and video bytes from a JSON body (the names of the tags;
+    files as data URIs). Raises ``SettingsError`` naming the bad setting. Everything is checked but
+    CLIP's 77-token limit of a prompt, which needs the tokenizer (open_clip and torch, too heavy for
+    the gateway): the Flow's encoder checks it, and a job whose prompt it refuses fails with its
+    message."""
     if not isinstance(body, dict):
         raise SettingsError("settings", f"the body must be a JSON object of settings, got {type(body).__name__}")
     values = wire.restore_numbers(body)
     init = decode_init_image(values.pop("init_image", None))
+    video = decode_video(values.pop("video_init_path", None))
     if values.get("output_dir", default("output_dir")) != default("output_dir"):
         raise SettingsError(
             "output_dir", "the service keeps results in its result store: download them from the job's URLs"
         )
-    settings = validate_settings(values, limits=limits, tokens=False)
-    if settings.animation_mode != "None":
+    if values.get("resume_run"):
         raise SettingsError(
-            "animation_mode", "the job API makes still images: run an animation with client.py (one request each)"
+            "resume_run", "the job API starts animations afresh: resume one from its files with client.py"
         )
-    return settings, init
+    settings = validate_settings(values, limits=limits, tokens=False)
+    if settings.animation_mode == "Video Input":
+        if video is None:
+            raise SettingsError("video_init_path", "Video Input needs a video: send the file as a data URI")
+        if init is not None:
+            raise SettingsError("init_image", "Video Input starts every frame from the video: leave init_image out")
+    elif video is not None:
+        raise SettingsError(
+            "video_init_path",
+            f"a video is used only with animation_mode 'Video Input', not {settings.animation_mode!r}",
+        )
+    return settings, init, video
 
 
 def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
+    """One image of a job as the API shows it; an animation's also with the frame being made
+    (``frame``, from 0), ``frames``, ``frames_done``, its finished frames (``frame_pngs``) and, once
+    it ended with some frame, its ``mp4``."""
     base = f"/jobs/{job.id}/images/{image.index}"
     ended = image.finished_status
-    has_frames = bool(queue.store.frames(image.doc_id))
+    finished_frames = [n for n, _ in queue.store.animation_frames(image.doc_id)]
+    has_frames = bool(finished_frames or queue.store.frames(image.doc_id))
+    animated = job.settings.get("animation_mode", "None") != "None"
     return {
         "index": image.index,
         "seed": image.seed,
@@ -120,6 +159,11 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "png": f"{base}/final.png" if image.status == JobStatus.DONE else None,
         "gif": f"{base}/frames.gif" if ended and has_frames else None,
         "sprite": f"{base}/sprite.png" if ended and has_frames else None,
+        "frame": image.frame if animated else None,
+        "frames": (image.frames or job.settings.get("max_frames")) if animated else None,
+        "frames_done": len(finished_frames) if animated else None,
+        "frame_pngs": [f"{base}/{animation_frame_name(n)}" for n in finished_frames],
+        "mp4": f"{base}/video.mp4" if animated and ended and finished_frames else None,
     }
 
 
@@ -133,6 +177,7 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
         "created": job.created,
         "settings": settings,
         "init_image": job.has_init_image,
+        "video": job.has_video,
         "images": [image_view(queue, job, image) for image in job.images],
     }
 
@@ -142,6 +187,10 @@ def _file_name(job: Job, image: Image, name: str) -> str:
     parts = ("reverse_diffusion", job.settings.get("batch_name") or "", str(job.settings["seed"]))
     prefix = "-".join(p for p in parts if p)
     ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
+    if name == "video.mp4":
+        return f"{prefix}.mp4"  # as client.py names an animation's files
+    if frame := _ANIMATION_FRAME.fullmatch(name):
+        return f"{prefix}-frame{frame[1]}.png"
     return f"{prefix}_{image.index}{ending[name]}"
 
 
@@ -175,8 +224,8 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         except ValueError as exc:
             return bad(SettingsError("settings", f"the body is not JSON: {exc}"))
         try:
-            settings, init = settings_from_json(body, limits)
-            job = queue.submit(owner(request), settings, init)
+            settings, init, video = settings_from_json(body, limits)
+            job = queue.submit(owner(request), settings, init, video)
         except SettingsError as exc:
             return bad(exc)
         except TooManyJobs as exc:
@@ -201,9 +250,13 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
     @app.get("/jobs/{job_id}/images/{index}/{name}", tags=["jobs"])
     async def image_file(job_id: str, index: int, name: str, request: Request):
         job = find(request, job_id)
-        if not 0 <= index < len(job.images) or name not in IMAGE_FILES:
+        if not 0 <= index < len(job.images) or (name not in IMAGE_FILES and not _ANIMATION_FRAME.fullmatch(name)):
             files = ", ".join(IMAGE_FILES)
-            raise HTTPException(404, f"job {job_id!r} has images 0 to {len(job.images) - 1}, each with {files}")
+            raise HTTPException(
+                404,
+                f"job {job_id!r} has images 0 to {len(job.images) - 1}, each with {files} (an animation's also "
+                "frame0000.png ...)",
+            )
         image = job.images[index]
         headers = {"Content-Disposition": f'inline; filename="{_file_name(job, image, name)}"'}
         if name == "latest.png":
@@ -215,7 +268,10 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             state = "is not finished yet" if not image.finished_status else f"ended as {image.status}"
             at = f" at step {image.step} of {image.total}" if image.step is not None else ""
             raise HTTPException(409, f"image {index} of job {job_id!r} {state}{at}: it has no final image")
-        path = store.file(image.doc_id, IMAGE_FILES[name]) if image.finished_status else None
+        if frame := _ANIMATION_FRAME.fullmatch(name):  # a finished frame: there as soon as it is made
+            path = store.file(image.doc_id, animation_frame_name(int(frame[1])))
+        else:
+            path = store.file(image.doc_id, IMAGE_FILES[name]) if image.finished_status else None
         if path is None:
             raise HTTPException(404, f"image {index} of job {job_id!r} has no {name} ({image.status})")
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
@@ -252,8 +308,11 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         files = {"frames": [f"{base}/step{s:04d}.png" for s in steps]}
         if record.get("status") == JobStatus.DONE:
             files["final"] = f"{base}/{FINAL}"
-        if steps:
+        finished = [n for n, _ in store.animation_frames(doc_id)]
+        if steps or finished:
             files.update(gif=f"{base}/{GIF}", sprite=f"{base}/{SPRITE}")
+        if finished:
+            files.update(frame_pngs=[f"{base}/{animation_frame_name(n)}" for n in finished], mp4=f"{base}/{MP4}")
         return {**record, "files": files}
 
     @app.get("/results/{doc_id}/{name}", tags=["results"])

@@ -73,7 +73,9 @@ def mount(app, queue: JobQueue, limits: Limits) -> None:
         except ValueError:
             return answer("112", f"send the module's arguments as a JSON object to /predict/{MODULE}")
         try:
-            settings, init = settings_from_json(body, limits)
+            settings, init, _ = settings_from_json(body, limits)
+            if settings.animation_mode != "None":
+                raise SettingsError("animation_mode", f"{MODULE} makes still images: send animations to /jobs")
             job = queue.submit(request.state.owner, settings, init)
         except (SettingsError, TooManyJobs) as exc:
             return answer("101", str(exc))

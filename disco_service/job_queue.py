@@ -70,6 +70,12 @@ class Image:
     sent: float | None = None  # when it was (last) sent to the Flow
     first_sent: float | None = None
     frame_step: int | None = None  # the step of the latest frame fetched
+    # an animation's: the frame being made (from 0), its frames, finished frames, steps of the whole run
+    frame: int | None = None
+    frames: int | None = None
+    frames_done: int | None = None
+    run_step: int | None = None
+    run_total: int | None = None
 
     @property
     def finished_status(self) -> bool:
@@ -84,6 +90,7 @@ class Job:
     settings: dict[str, Any]  # the settings as tags (wire.settings_to_tags), with the run's seed
     images: list[Image]
     has_init_image: bool = False
+    has_video: bool = False  # Video Input: the video's bytes are kept beside the job
     cancelled: bool = False
     changed: float = field(default_factory=time.time)
 
@@ -112,8 +119,12 @@ class Job:
 
 
 def image_tags(job: Job, image: Image) -> dict[str, Any]:
-    """The tags of one image's Document: the settings, its seed and which image of the run it is."""
-    return {**job.settings, "seed": image.seed, "batch_index": image.index, "run_seed": job.settings["seed"]}
+    """The tags of one image's Document: the settings, its seed and which image of the run it is (an
+    animation's also the frame it starts at: the first)."""
+    tags = {**job.settings, "seed": image.seed, "batch_index": image.index, "run_seed": job.settings["seed"]}
+    if job.settings.get("animation_mode", "None") != "None":
+        tags["start_frame"] = 0
+    return tags
 
 
 class JobQueue:
@@ -147,9 +158,12 @@ class JobQueue:
 
     # ----- what callers ask -----
 
-    def submit(self, owner: str, settings: Settings, init_image: bytes | None = None) -> Job:
-        """Queue a job of ``settings.n_batches`` images (a random run seed when ``seed`` is None).
-        Raises ``TooManyJobs`` when the owner has ``max_jobs_per_owner`` unfinished jobs."""
+    def submit(
+        self, owner: str, settings: Settings, init_image: bytes | None = None, video: bytes | None = None
+    ) -> Job:
+        """Queue a job of ``settings.n_batches`` images (a random run seed when ``seed`` is None); an
+        animation is one image (``n_batches`` 1), of ``video``'s frames for Video Input. Raises
+        ``TooManyJobs`` when the owner has ``max_jobs_per_owner`` unfinished jobs."""
         unfinished = [j for j in self.jobs.values() if j.owner == owner and not j.finished]
         if len(unfinished) >= self.max_jobs_per_owner:
             raise TooManyJobs(
@@ -167,9 +181,12 @@ class JobQueue:
             settings=wire.settings_to_tags(settings),
             images=[Image(i, settings.seed + i, uuid.uuid4().hex) for i in range(settings.n_batches)],
             has_init_image=init_image is not None,
+            has_video=video is not None,
         )
         if init_image is not None:
             (self.dir / f"{job.id}.init").write_bytes(init_image)
+        if video is not None:
+            (self.dir / f"{job.id}.video").write_bytes(video)
         self.jobs[job.id] = job
         if owner not in self.rotation:
             self.rotation.append(owner)
@@ -242,10 +259,11 @@ class JobQueue:
 
     def eta_s(self, image: Image) -> float | None:
         """Seconds until the image is done, from its pace so far; None before its first step."""
-        if image.status != JobStatus.RUNNING or not image.step or not image.total or not image.started:
+        step, total = (image.run_step, image.run_total) if image.run_total else (image.step, image.total)
+        if image.status != JobStatus.RUNNING or not step or not total or not image.started:
             return None
         elapsed = max(0.0, self.clock() - image.started)
-        return round(elapsed / image.step * (image.total - image.step), 1)
+        return round(elapsed / step * (total - step), 1)
 
     # ----- sending, watching -----
 
@@ -311,7 +329,9 @@ class JobQueue:
         from docarray import Document
 
         doc = Document(id=image.doc_id, tags=image_tags(job, image))
-        if job.has_init_image:
+        if job.has_video:  # Video Input: every frame starts from the video's
+            doc.blob = (self.dir / f"{job.id}.video").read_bytes()
+        elif job.has_init_image:
             doc.blob = (self.dir / f"{job.id}.init").read_bytes()
         try:
             result = await self.flow.generate(doc)
@@ -362,6 +382,9 @@ class JobQueue:
         image.step = step if step is not None else image.step
         image.error = str(error) if error else None
         image.finished = self.clock()
+        animation = (self.store.read(image.doc_id) or {}).get("animation")
+        if animation:  # the frames it finished, from the store's record
+            image.frames, image.frames_done = animation.get("frames"), len(animation.get("frames_done") or [])
         self._save(job)
         self._finish_if_done(job)
         self._poke()
@@ -381,6 +404,8 @@ class JobQueue:
                 image.status = status
                 image.step, image.total = tags.get("step", image.step), tags.get("total", image.total)
                 image.started = tags.get("started", image.started)
+                for name in ("frame", "frames", "frames_done", "run_step", "run_total"):
+                    setattr(image, name, tags.get(name, getattr(image, name)))
                 if tags.get("frame_step") and tags["frame_step"] != image.frame_step:
                     fresh.append(image)
             if task is None:  # watched again after a restart: there is no request to wait for
@@ -437,7 +462,7 @@ class JobQueue:
         gone = [j.id for j in self.jobs.values() if j.finished and self.clock() - j.changed > self.store.ttl_s]
         for job_id in gone:
             del self.jobs[job_id]
-            for suffix in (".json", ".init"):
+            for suffix in (".json", ".init", ".video"):
                 Path(self.dir / f"{job_id}{suffix}").unlink(missing_ok=True)
         self.store.sweep()
         return gone

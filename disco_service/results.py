@@ -9,9 +9,11 @@ the job API serves its images from here. On Kubernetes the folder is a shared vo
     DISCO_RESULTS_DIR/images/<document id>/
         result.json         the record: status, seed, settings, steps_done, total, error, frames, times
         step0001.png ...    each kept frame (PNG, carrying the settings that remake the image)
-        final.png           the final image, only when the image is done
+        final.png           the final image, only when the image is done (an animation's: its last frame)
         frames.gif          the frames as an animation
         sprite.png          the frames as a sprite sheet
+        frame0000.png ...   an animation's finished frames (animation_mode 2D or Video Input)
+        video.mp4           an animation's finished frames as an MP4, once it ended
 
 Entries untouched for ``DISCO_RESULT_TTL_S`` (default 7 days) are removed by ``sweep``.
 """
@@ -31,12 +33,17 @@ from typing import Any
 from .jobs import check_job_id
 from .outputs import embed_settings, write_animations
 
-FINAL, GIF, SPRITE, RECORD = "final.png", "frames.gif", "sprite.png", "result.json"
+FINAL, GIF, SPRITE, RECORD, MP4 = "final.png", "frames.gif", "sprite.png", "result.json", "video.mp4"
 _FRAME = re.compile(r"step(\d{4,})\.png")
+_ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
 
 
 def frame_name(step: int) -> str:
     return f"step{step:04d}.png"
+
+
+def animation_frame_name(frame: int) -> str:
+    return f"frame{frame:04d}.png"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -68,18 +75,57 @@ class ResultStore:
         entry.mkdir(parents=True, exist_ok=True)
         _write_atomic(entry / frame_name(step), embed_settings(png, settings))
 
+    def add_animation_frame(self, doc_id: str, frame: int, png: bytes, settings: Mapping[str, Any]) -> None:
+        """Keep one finished frame of an animation (PNG bytes, frame number from 0), with ``settings``."""
+        entry = self.entry(doc_id)
+        entry.mkdir(parents=True, exist_ok=True)
+        _write_atomic(entry / animation_frame_name(frame), embed_settings(png, settings))
+
     def finish(self, doc_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Write the image's record (its ``status`` decides whether the last frame is its final image)
         and, when it is done, ``final.png``. ``record['frames']`` lists the kept frames as
-        ``{"step", "cur_t"}`` (by default the frame files found). Returns the record as written."""
+        ``{"step", "cur_t"}`` (by default the frame files found). An animation's record has
+        ``animation``: ``{"frames", "fps", ...}``; its finished frames become ``video.mp4`` here,
+        however it ended. Returns the record as written."""
         entry = self.entry(doc_id)
         entry.mkdir(parents=True, exist_ok=True)
         frames = self.frames(doc_id)
         written = {"frames": [{"step": step} for step, _ in frames], **record, "id": doc_id, "written": time.time()}
-        if record.get("status") == "done" and frames:
-            _write_atomic(entry / FINAL, frames[-1][1].read_bytes())
+        finished = self.animation_frames(doc_id)
+        if "animation" in record:
+            written["animation"] = {**record["animation"], "frames_done": [n for n, _ in finished]}
+            if finished:
+                self.write_mp4(doc_id, float(record["animation"].get("fps") or 12))
+        last = frames or finished
+        if record.get("status") == "done" and last:
+            _write_atomic(entry / FINAL, last[-1][1].read_bytes())
         _write_atomic(entry / RECORD, json.dumps(written).encode())
         return written
+
+    def animation_frames(self, doc_id: str) -> list[tuple[int, Path]]:
+        """An animation's finished frames as (frame, path), in frame order."""
+        return self._files(doc_id, _ANIMATION_FRAME)
+
+    def write_mp4(self, doc_id: str, fps: float) -> Path | None:
+        """``video.mp4`` of the animation's finished frames at ``fps`` (disco.video.write_mp4); None
+        without frames."""
+        import numpy as np
+        from PIL import Image
+
+        from disco.video import write_mp4
+
+        frames = self.animation_frames(doc_id)
+        if not frames:
+            return None
+
+        def pixels():
+            for _, path in frames:
+                with Image.open(path) as picture:
+                    yield np.asarray(picture.convert("RGB"))
+
+        target = self.entry(doc_id) / MP4
+        write_mp4(target, pixels(), fps)
+        return target
 
     def read(self, doc_id: str) -> dict[str, Any] | None:
         """The image's record, or None while it is being made (or when there is no such image)."""
@@ -90,18 +136,22 @@ class ResultStore:
 
     def frames(self, doc_id: str) -> list[tuple[int, Path]]:
         """The kept frames as (step, path), in step order."""
+        return self._files(doc_id, _FRAME)
+
+    def _files(self, doc_id: str, pattern: re.Pattern) -> list[tuple[int, Path]]:
         try:
             names = os.listdir(self.entry(doc_id))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        found = [(int(m[1]), self.entry(doc_id) / n) for n in names if (m := _FRAME.fullmatch(n))]
-        return sorted(found)
+        return sorted((int(m[1]), self.entry(doc_id) / n) for n in names if (m := pattern.fullmatch(n)))
 
     def file(self, doc_id: str, name: str) -> Path | None:
         """One of the image's files by its name in the store (``final.png``, ``frames.gif``,
-        ``sprite.png``, ``step0001.png``...), or None. The GIF and the sprite sheet are made from the
-        frames here when the Renderer never got the image (its caller was gone)."""
-        if name not in (FINAL, GIF, SPRITE) and not _FRAME.fullmatch(name):
+        ``sprite.png``, ``step0001.png``..., an animation's ``video.mp4``, ``frame0000.png``...), or
+        None. The GIF and the sprite sheet are made from the frames here when the Renderer never got
+        the image (its caller was gone)."""
+        numbered = _FRAME.fullmatch(name) or _ANIMATION_FRAME.fullmatch(name)
+        if name not in (FINAL, GIF, SPRITE, MP4) and not numbered:
             return None
         path = self.entry(doc_id) / name
         if name in (GIF, SPRITE) and not path.exists() and self.read(doc_id) is not None:
@@ -109,17 +159,17 @@ class ResultStore:
         return path if path.is_file() else None
 
     def latest_frame(self, doc_id: str) -> Path | None:
-        frames = self.frames(doc_id)
+        frames = self.frames(doc_id) or self.animation_frames(doc_id)
         return frames[-1][1] if frames else None
 
     def write_animations(self, doc_id: str, chunks: Any = None, settings: Mapping[str, Any] | None = None) -> None:
         """The GIF and the sprite sheet of the image's frames: from ``chunks`` (Documents with PNG URIs,
-        as the Renderer has them) or else from the kept frame files."""
+        as the Renderer has them) or else from the kept frame files (an animation's: its finished frames)."""
         entry = self.entry(doc_id)
         if chunks is None:
             from docarray import Document, DocumentArray
 
-            frames = self.frames(doc_id)
+            frames = self.frames(doc_id) or self.animation_frames(doc_id)
             if not frames:
                 return
             chunks = DocumentArray([Document(uri=str(path), tags={"step": step}) for step, path in frames])

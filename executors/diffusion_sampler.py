@@ -102,11 +102,12 @@ class DiffusionSampler(Executor):
             kept: list[dict] = []  # the frames in the result store: step and diffusion timestep
             steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
         else:
-            kept = []  # an animation's frames stay on the job board and with its client
+            kept = []  # an animation's finished frames: on the job board, in the result store, with its client
             job = _animation_job(doc, s)
             models = self.cache.models(s.diffusion_model, s.use_secondary_model, job.with_init_loss, s.clip_models)
             state = {"total": job.first_total, "frame": job.start, "frames": job.frames, "run_total": job.run_total}
             steps = self._animation(doc, job, animate(s, prompts_at, models, s.seed, **job.arguments))
+            animation = {"frames": job.frames, "fps": job.fps, "start_frame": job.start}
 
         started = time.time()
         status, step, error = JobStatus.DONE, 0, None
@@ -130,12 +131,14 @@ class DiffusionSampler(Executor):
             status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
         finished = time.time()
         total = state.get("run_total", state["total"])  # of an animation: the steps of the whole run
-        self.store.finish(
-            doc.id,
-            {"status": JobStatus(status).value, "seed": s.seed, "settings": image_settings(doc.tags),
-             "steps_done": step, "total": total, "error": error, "replica": self.replica, "started": started,
-             "finished": finished, "frames": kept},
-        )  # fmt: skip
+        record = {
+            "status": JobStatus(status).value, "seed": s.seed, "settings": image_settings(doc.tags),
+            "steps_done": step, "total": total, "error": error, "replica": self.replica, "started": started,
+            "finished": finished, "frames": kept,
+        }  # fmt: skip
+        if s.animation_mode != "None":
+            record["animation"] = animation
+        self.store.finish(doc.id, record)
         self.board.update(doc.id, status=status, error=error, finished=finished)
         doc.tags.update(
             status=JobStatus(status).value, steps_done=step, total=total, replica=self.replica,
@@ -166,6 +169,7 @@ class DiffusionSampler(Executor):
         """Run an animation: display frames are the latest frame only, finished frames become
         chunks and board files; yields the steps done over the whole run."""
         done, finished = 0, 0
+        recipe = image_settings(doc.tags)
         doc.tags.update(frames=job.frames, mp4_fps=job.fps, frames_done=0)
         for item in frame_steps:
             report = item.report
@@ -176,7 +180,9 @@ class DiffusionSampler(Executor):
                 finished += 1
                 tags = {"frame": item.frame, "seed": item.seed, "step": report.step, "cur_t": report.cur_t}
                 doc.chunks.append(Document(tensor=item.finished, tags=tags))
-                self.board.add_finished_frame(doc.id, item.frame, png_bytes(item.finished))
+                finished_png = png_bytes(item.finished)
+                self.board.add_finished_frame(doc.id, item.frame, finished_png)
+                self.store.add_animation_frame(doc.id, item.frame, finished_png, recipe)
                 shown.update(frames_done=finished, last_finished=item.frame)
                 doc.tags["frames_done"] = finished
             self.board.update(

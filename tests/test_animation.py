@@ -229,6 +229,17 @@ def test_a_2d_frame_starts_from_the_previous_frame_warped(tiny_models, tmp_path,
         assert starts[n]["settings"].skip_steps == 1 and starts[n]["settings"].init_scale == 700
     state = JobBoard(tmp_path / "jobs").read(doc.id)
     assert (state["frame"], state["frames"], state["last_finished"], state["run_total"]) == (2, 3, 2, 2 + 1 + 1)
+    # the result store keeps every finished frame, the last as the final image, and the MP4 of them
+    store = ResultStore(tmp_path / "results")
+    record = store.read(doc.id)
+    assert record["animation"] == {"frames": 3, "fps": 12, "start_frame": 0, "frames_done": [0, 1, 2]}
+    kept = store.animation_frames(doc.id)
+    assert [n for n, _ in kept] == [0, 1, 2]
+    for n, path in kept:
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), frames[n])
+    assert store.file(doc.id, "final.png").read_bytes() == kept[-1][1].read_bytes()
+    info = video_info(store.file(doc.id, "video.mp4").read_bytes())
+    assert (info.frames, info.width, info.height, info.rate) == (3, 64, 64, 12)
 
 
 def test_prompts_change_at_their_key_frames(tiny_models, tmp_path, starts):
@@ -255,6 +266,8 @@ def test_a_video_makes_a_frame_from_every_nth_frame(tiny_models, tmp_path, start
     sampler(tiny_models, tmp_path)._generate(doc)
     assert doc.tags["status"] == "done" and [int(c.tags["frame"]) for c in doc.chunks] == [0, 1]
     assert [s["seed"] for s in starts] == [5, 6]
+    mp4 = ResultStore(tmp_path / "results").file(doc.id, "video.mp4")
+    assert (video_info(mp4.read_bytes()).frames, video_info(mp4.read_bytes()).rate) == (2, 5)  # the video's pace
     for start, colour in zip(starts, coloured_frames(4)[::2], strict=True):  # video frames 0 and 2
         picture = to_uint8_hwc(start["init"][0].add(1).div(2)).astype(int)
         assert np.abs(picture - colour).mean() < 8

@@ -88,7 +88,10 @@ def test_a_job_is_submitted_watched_and_fetched_with_short_requests(served_http)
         ({"init_image": "/some/path.jpg"}, "init_image", "the server does not open paths or URLs"),
         ({"init_image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "init_image", "cannot read the image"),
         ({"output_dir": "/tmp/elsewhere"}, "output_dir", "download them from the job's URLs"),
-        ({"animation_mode": "2D"}, "animation_mode", "the job API makes still images"),
+        ({"animation_mode": "Video Input"}, "video_init_path", "Video Input needs a video"),
+        ({"animation_mode": "Video Input", "video_init_path": "/videos/a.mp4"}, "video_init_path", "paths or URLs"),
+        ({"video_init_path": "data:video/mp4;base64,bm90IGEgdmlkZW8="}, "video_init_path", "cannot read the video"),
+        ({"animation_mode": "2D", "resume_run": True}, "resume_run", "resume one from its files with client.py"),
         (["a", "list"], "settings", "the body must be a JSON object of settings"),
     ],
 )
@@ -105,6 +108,41 @@ def test_an_init_image_travels_as_a_data_uri(served_http):
     _, job = call("POST", f"{served_http}/jobs", body)
     job = wait_for_job(served_http, job["id"], lambda j: j["status"] not in ("queued", "running"))
     assert job["status"] == "done" and job["init_image"] is True
+
+
+def test_an_animation_is_one_job_with_its_frames_and_mp4(served_http):
+    body = {**TINY, "animation_mode": "2D", "max_frames": 2, "frames_skip_steps": "50%", "zoom": "0: (1.1)"}
+    status, job = call("POST", f"{served_http}/jobs", {**body, "seed": 8, "n_batches": 3})
+    assert status == 202 and len(job["images"]) == 1  # one animation, whatever n_batches says
+    seen = []
+    job = wait_for_job(served_http, job["id"], lambda j: seen.append(j) or j["status"] not in ("queued", "running"))
+    image = job["images"][0]
+    assert job["status"] == "done" and (image["frames"], image["frames_done"]) == (2, 2), job
+    running = [i for j in seen for i in j["images"] if i["status"] == "running" and i["step"]]
+    assert running and {i["frame"] for i in running} <= {0, 1} and all(i["frames"] == 2 for i in running)
+    assert [p.rsplit("/", 1)[1] for p in image["frame_pngs"]] == ["frame0000.png", "frame0001.png"]
+    last = call("GET", served_http + image["frame_pngs"][-1])[1]
+    assert call("GET", served_http + image["png"])[1] == last  # the final image is the last frame
+    assert json.loads(Image.open(io.BytesIO(last)).text["disco-diffusion"])["animation_mode"] == "2D"
+    status, mp4 = call("GET", served_http + image["mp4"])
+    import av
+
+    with av.open(io.BytesIO(mp4)) as video:
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert status == 200 and len(frames) == 2 and frames[0].shape == (64, 64, 3)
+
+
+def test_a_video_input_job_takes_the_video_as_a_data_uri(served_http):
+    from test_animation import coloured_frames, mp4_bytes
+
+    clip = "data:video/mp4;base64," + base64.b64encode(mp4_bytes(coloured_frames(4), fps=10)).decode()
+    body = {**TINY, "animation_mode": "Video Input", "video_init_path": clip, "extract_nth_frame": 2}
+    status, job = call("POST", f"{served_http}/jobs", {**body, "frames_skip_steps": "50%", "seed": 4})
+    assert status == 202 and job["video"] is True
+    job = wait_for_job(served_http, job["id"], lambda j: j["status"] not in ("queued", "running"))
+    image = job["images"][0]
+    assert job["status"] == "done" and (image["frames"], image["frames_done"]) == (2, 2), job
+    assert job["settings"]["video_init_path"] is None  # the video's bytes are the job's, not its settings'
 
 
 def test_cancel_keeps_the_frames_made(served_http):
