@@ -41,7 +41,7 @@ FORM = """() => Array.from(document.querySelectorAll("[data-setting]"), (node) =
   };
 })"""
 # a <video> that plays: not paused, and its time moves on
-PLAYING = "(v) => !v.paused && v.readyState >= 2 && v.currentTime > 0"
+PLAYING = "(v) => !v.paused && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth === 64"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 
@@ -371,6 +371,45 @@ def test_paint_watch_reload_cancel_and_reuse_in_the_page(page, served_http, serv
     old.locator("button.reuse").click()
     assert page.input_value("#text_prompts") == "an image from before:1" and page.input_value("#seed") == "4242"
     assert page.input_value("#steps") == "250" and page.input_value("#cut_overview") == "[12]*400+[4]*600"
+    assert not errors, errors
+
+
+def test_an_animation_shows_its_frame_while_running_and_plays_when_done(page, served_http):
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{served_http}/ui/")
+    expect(page.locator("#paint")).to_be_enabled()
+    fill(page, {"text_prompts": "a turning lighthouse:1", "width": 64, "height": 64, "steps": 8, "n_batches": 1})
+    fill(page, FAST)
+    page.click("#motion summary")
+    page.select_option("#animation_mode", "2D")
+    fill(page, {"max_frames": 2, "frames_skip_steps": "50%", "zoom": "0: (1.1)", "fps": 4})
+    job = paint(page)
+    assert job["settings"]["animation_mode"] == "2D" and len(job["images"]) == 1
+    row = page.locator(f'.job[data-job="{job["id"]}"] .image')
+    expect(row.locator(".frames")).to_have_text(re.compile(r"^frame [12] of 2 · [01] frames done$"), timeout=120_000)
+    expect(page.locator(f'.job[data-job="{job["id"]}"] .what')).to_have_text("2D animation")
+
+    card = page.locator(f'#gallery figure[data-job="{job["id"]}"]')
+    expect(card).to_have_attribute("data-status", "done", timeout=180_000)
+    expect(card).to_contain_text("2D animation")
+    video = card.locator("video")
+    expect(video).to_have_attribute("data-src", f"/jobs/{job['id']}/images/0/video.mp4")
+    assert video.evaluate("(v) => v.loop && v.controls") is True
+    video.scroll_into_view_if_needed()  # chromium pauses a muted autoplaying video while it is out of view
+    page.wait_for_function(PLAYING, arg=video.element_handle(), timeout=30_000)
+    seed = job["settings"]["seed"]
+    name, data = download(page, card.locator("a", has_text="MP4"))
+    assert name == f"reverse_diffusion-{seed}.mp4" and data[4:8] == b"ftyp"
+    expect(card.locator("details.frames summary")).to_have_text("2 frames")
+    card.locator("details.frames summary").click()
+    name, data = download(page, card.locator("details.frames a").last)
+    assert name == f"reverse_diffusion-{seed}-frame0001.png" and Image.open(io.BytesIO(data)).size == (64, 64)
+    card.locator("button.reuse").click()
+    assert page.input_value("#animation_mode") == "2D" and page.input_value("#max_frames") == "2"
+    assert page.input_value("#zoom") == "0: (1.1)" and page.input_value("#seed") == str(seed)
     assert not errors, errors
 
 

@@ -574,7 +574,7 @@ function jobCard(job, image) {
   }
   const card = galleryCard(settings, status, {
     picture: image.png || frames[frames.length - 1] || image.latest_frame, video: image.mp4, downloads,
-    frames, initImage: job.init_image, animation: animated ? `${job.settings.animation_mode} animation` : null,
+    frames, initImage: job.init_image, hadVideo: job.video, animation: animated ? `${job.settings.animation_mode} animation` : null,
   });
   card.dataset.job = job.id;
   card.dataset.index = image.index;
@@ -599,7 +599,7 @@ function galleryCard(settings, status, files) {
     if (files.initImage && fields.has("init_image")) {
       fields.get("init_image").remark("This image started from an init image, which is not sent back: choose it again.");
     }
-    if (settings.video_init_path && fields.has("video_init_path")) {
+    if (files.hadVideo && fields.has("video_init_path")) {
       fields.get("video_init_path").remark("This animation started from a video: choose it again.");
     }
     window.scrollTo(0, 0);
