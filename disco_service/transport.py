@@ -167,7 +167,11 @@ async def run_jobs(
                 if not noted:
                     noted.append(server_message(exc))
                     say(f"{noted[0]}: trying again for up to {RETRY_FOR_S // 60} minutes (Ctrl-C stops)")
-                await asyncio.sleep(RETRY_PAUSE_S)
+                try:
+                    await asyncio.wait_for(stop.wait(), RETRY_PAUSE_S)
+                except TimeoutError:
+                    continue
+                raise  # Ctrl-C while waiting for the Flow: it never got the image
 
     jobs = [asyncio.create_task(generate(d)) for d in docs]
 
@@ -175,7 +179,11 @@ async def run_jobs(
         while not all(j.done() for j in jobs):
             if stop.is_set():
                 bars.note("stopping: cancelling at the next step, keeping the frames made so far")
-                await post(client, wire.CANCEL, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
+                try:
+                    await post(client, wire.CANCEL, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
+                except Exception as exc:  # the Flow cannot be reached: its images stop as abandoned
+                    if not unreachable(exc):
+                        raise
                 return
             pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
             try:
