@@ -2,9 +2,10 @@
 
 A job that takes about a minute is submitted, watched and fetched through it with short requests;
 the same image held in one ``POST /post`` gets the proxy's 504 instead, and is kept in the result
-store all the same.
+store all the same. (The page through the proxy: tests/test_ui.py.)
 """
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,12 +64,13 @@ def answers(address: str) -> bool:
         return False
 
 
-@pytest.fixture
-def proxy(served_http, tmp_path) -> str:
+@contextlib.contextmanager
+def running_proxy(upstream: str, folder: Path) -> Iterator[str]:
+    """nginx in front of ``upstream`` (its files in ``folder``), while the block runs: its address."""
     port = free_port()
-    config = tmp_path / "nginx.conf"
-    config.write_text(nginx_config(tmp_path, port, served_http))
-    process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    config = folder / "nginx.conf"
+    config.write_text(nginx_config(folder, port, upstream))
+    process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(folder)], stderr=subprocess.PIPE, text=True)
     address = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
@@ -78,6 +81,12 @@ def proxy(served_http, tmp_path) -> str:
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture
+def proxy(served_http, tmp_path) -> Iterator[str]:
+    with running_proxy(served_http, tmp_path) as address:
+        yield address
 
 
 def test_a_long_job_through_a_proxy_with_a_short_read_timeout(proxy, served_http, flow_env):

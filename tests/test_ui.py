@@ -413,6 +413,39 @@ def test_an_animation_shows_its_frame_while_running_and_plays_when_done(page, se
     assert not errors, errors
 
 
+def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_image(page, served_http, tmp_path):
+    """nginx with proxy_read_timeout 15 s in front: the page's requests are all short, so an image
+    that takes longer than that is watched and shown all the same."""
+    import time
+
+    from playwright.sync_api import expect
+    from test_proxy import NGINX, READ_TIMEOUT_S, running_proxy
+
+    if not os.path.exists(NGINX):
+        pytest.skip("nginx is not installed (Debian: nginx-light)")
+    with running_proxy(served_http, tmp_path) as proxy:
+        slowest: dict[str, float] = {}  # URL -> its slowest answer, in ms
+
+        def timed(request) -> None:
+            slowest[request.url] = max(slowest.get(request.url, 0), request.timing["responseEnd"])
+
+        page.on("requestfinished", timed)
+        page.goto(f"{proxy}/ui/")
+        expect(page.locator("#paint")).to_be_enabled()
+        fill(page, {"text_prompts": "a lighthouse behind a proxy:1", "width": 64, "height": 64, "steps": 14})
+        fill(page, {**FAST, "seed": 31, "n_batches": 1, "display_rate": "4"})
+        started = time.time()
+        job = paint(page)
+        card = page.locator(f'#gallery figure[data-job="{job["id"]}"]')
+        expect(card).to_have_attribute("data-status", "done", timeout=300_000)
+        took = time.time() - started
+        expect(card.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+        page.remove_listener("requestfinished", timed)
+    print(f"an image of {took:.0f} s through the proxy, the page's slowest request {max(slowest.values()):.0f} ms")
+    assert took > READ_TIMEOUT_S and max(slowest.values()) < 5000
+    assert not any(urlparse(url).path == "/post" for url in slowest)
+
+
 def test_the_page_asks_for_the_token_keeps_it_and_sends_it(page, token_flow, tmp_path):
     """A service with tokens: the page asks (a dialog), keeps the token, sends it with every request,
     shows pictures and downloads fetched with it; a second browser with the same token sees the same job."""
