@@ -128,7 +128,7 @@ REGISTRY: dict[str, ModelFile] = {
             "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
             553433881,
             ("https://download.pytorch.org/models/vgg16-397923af.pth",),
-            "torchvision VGG16 for the LPIPS init-image loss (used only with an init image)",
+            "torchvision VGG16 for the LPIPS loss (init_image with init_scale > 0, animations with frames_scale > 0)",
         ),
     )
 }

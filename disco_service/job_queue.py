@@ -382,9 +382,10 @@ class JobQueue:
         image.step = step if step is not None else image.step
         image.error = str(error) if error else None
         image.finished = self.clock()
-        animation = (self.store.read(image.doc_id) or {}).get("animation")
-        if animation:  # the frames it finished, from the store's record
+        record = self.store.read(image.doc_id) or {}
+        if animation := record.get("animation"):  # the frames it finished and the run's steps, from its record
             image.frames, image.frames_done = animation.get("frames"), len(animation.get("frames_done") or [])
+            image.total = record.get("total", image.total)
         self._save(job)
         self._finish_if_done(job)
         self._poke()
@@ -403,6 +404,8 @@ class JobQueue:
             if status == JobStatus.RUNNING:
                 image.status = status
                 image.step, image.total = tags.get("step", image.step), tags.get("total", image.total)
+                if tags.get("run_total"):  # an animation: its steps count over the whole run, like its record's
+                    image.step, image.total = tags.get("run_step", image.step), tags["run_total"]
                 image.started = tags.get("started", image.started)
                 for name in ("frame", "frames", "frames_done", "run_step", "run_total"):
                     setattr(image, name, tags.get(name, getattr(image, name)))

@@ -120,6 +120,8 @@ def test_an_animation_is_one_job_with_its_frames_and_mp4(served_http):
     assert job["status"] == "done" and (image["frames"], image["frames_done"]) == (2, 2), job
     running = [i for j in seen for i in j["images"] if i["status"] == "running" and i["step"]]
     assert running and {i["frame"] for i in running} <= {0, 1} and all(i["frames"] == 2 for i in running)
+    # steps count over the whole run: frame 0's 3, then frame 1's 2 (half of 4 skipped)
+    assert all(i["total"] == 5 and i["step"] <= 5 for i in running) and (image["step"], image["total"]) == (5, 5)
     assert [p.rsplit("/", 1)[1] for p in image["frame_pngs"]] == ["frame0000.png", "frame0001.png"]
     last = call("GET", served_http + image["frame_pngs"][-1])[1]
     assert call("GET", served_http + image["png"])[1] == last  # the final image is the last frame
@@ -228,3 +230,8 @@ def test_the_readme_curl_example_works_as_written(served_http, tmp_path):
     image = Image.open(tmp_path / "lighthouse.png")
     assert image.size == (64, 64)
     assert json.loads(image.text["disco-diffusion"])["seed"] == body["seed"]
+    # a refused job: the example's first step says why
+    refused = shlex.quote(json.dumps({**small, "steps": 0}))
+    submit = command.split("# 2.")[0].replace(shlex.quote(json.dumps(small)), refused)
+    done = subprocess.run(["bash", "-c", submit], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "steps: must be in [1, 1000], got 0" in done.stderr, done.stderr
