@@ -151,7 +151,7 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
 
     board, port, log = Path(flow_env["DISCO_JOBS_DIR"]), free_port(), tmp_path / "serve.log"
     address = f"grpc://127.0.0.1:{port}"
-    command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", "--replicas=1"]
+    command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--http-port={free_port()}", "--replicas=1"]
     with open(log, "w") as out:
         serve = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

@@ -48,7 +48,7 @@ def test_replicas_come_from_the_environment_and_are_checked(monkeypatch):
 
 def test_serve_py_serves_the_flow_with_the_replicas_asked_for(flow_env, tmp_path):
     port = free_port()
-    command = [sys.executable, str(ROOT / "serve.py"), "--port", str(port)]
+    command = [sys.executable, str(ROOT / "serve.py"), "--port", str(port), "--http-port", str(free_port())]
     env = {**flow_env, "DISCO_SAMPLER_REPLICAS": "2"}
     with served(command, port, env, tmp_path / "serve.log", cwd=tmp_path) as address:  # from any directory
         da = disco_client.generate_image(

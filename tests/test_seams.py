@@ -254,7 +254,8 @@ def test_each_image_is_validated_once_by_the_server_and_once_by_the_client(model
     encoder.encode(docs)
     assert len(calls) == 2  # the server's first executor, once per image
     tags = set(docs[0].tags)
-    assert tags <= {*SETTING_NAMES, *wire.REQUEST_TAGS, "prompt_weights", "prompt_sets"}, tags  # nothing nobody reads
+    read_by_the_sampler = {wire.PROMPT_WEIGHTS_TAG, wire.EMBEDDING_WIDTHS_TAG, "prompt_sets"}
+    assert tags <= {*SETTING_NAMES, *wire.REQUEST_TAGS, *read_by_the_sampler}, tags  # nothing nobody reads
     sampler.generate(DocumentArray(docs))
     renderer.render(DocumentArray(docs))
     assert len(calls) == 2  # later hops decode, they do not validate again
