@@ -74,6 +74,19 @@ async def post(
     return out
 
 
+def flow_client(address: str):
+    """Jina's asyncio gRPC client for ``address``, with its own log of failed calls muted: those are
+    ERROR blocks on stdout (where client.py writes its JSON summary), and every caller here turns
+    the exception into one line of its own (``server_message``)."""
+    import logging
+
+    from jina import Client
+
+    client = Client(host=address, asyncio=True)
+    client.logger.logger.setLevel(logging.CRITICAL)
+    return client
+
+
 class FlowClient:
     """The calls the job queue makes to a Flow over gRPC (job_queue.FlowCalls), with ``metadata``."""
 
@@ -85,9 +98,7 @@ class FlowClient:
     @property
     def client(self):
         if self._client is None:
-            from jina import Client
-
-            self._client = Client(host=self.address, asyncio=True)
+            self._client = flow_client(self.address)
         return self._client
 
     async def generate(self, doc):
@@ -134,11 +145,10 @@ async def run_jobs(
     failed before their job started. ``token``: sent as the ``authorization`` metadata.
     """
     from docarray import DocumentArray
-    from jina import Client
 
     from .tokens import bearer_metadata
 
-    client = Client(host=address, asyncio=True)
+    client = flow_client(address)
     auth = bearer_metadata(token)
     bars = ProgressBars(docs, enabled=show_progress)
     watcher = JobWatcher(client, docs, on_finished_frame, auth)
