@@ -147,7 +147,9 @@ def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
     """``tags`` with every number given its setting's type: whole numbers of ``int`` and
     ``int_or_schedule`` settings and of ``INT_TAGS`` as ``int``; a true/false in a number setting
     (or in a list of numbers) read as the 1/0 it stands for (HTTP). Other values, schedule texts
-    among them, are left as they are (the validator judges them)."""
+    among them, are left as they are (the validator judges them), and so are the frame numbers of
+    prompts by frame: keys of tags stay text, or the Document could not travel on (protobuf's
+    ``Struct`` has text keys only)."""
     out = dict(tags)
     for key, value in tags.items():
         if key in SETTING_NAMES:
@@ -160,19 +162,11 @@ def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = [_whole(v) for v in value]
             elif k == "numbers" and isinstance(value, list | tuple):
                 out[key] = [int(v) if isinstance(v, bool) else v for v in value]
-            elif k == "texts" and isinstance(value, Mapping):  # a prompt schedule: its frame numbers
-                out[key] = {_frame_key(frame): prompts for frame, prompts in value.items()}
         elif key in INT_TAGS:
             out[key] = _whole(value)
         elif key == "client_timeout_s" and isinstance(value, bool):
             out[key] = int(value)
     return out
-
-
-def _frame_key(key: Any) -> Any:
-    if isinstance(key, str) and key.isascii() and key.isdigit():
-        return int(key)
-    return _whole(key)
 
 
 def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> Settings:
@@ -227,8 +221,11 @@ def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any
 
 
 def settings_from_tags(tags: Mapping[str, Any]) -> Settings:
-    """The settings a request carries after the first executor validated them: decoded, not checked again."""
+    """The settings a request carries after the first executor validated them: decoded, not checked
+    again (prompts by frame get their frame numbers back as numbers)."""
     restored = restore_numbers(tags)
+    if isinstance(restored.get("text_prompts"), Mapping):
+        restored["text_prompts"] = {int(float(frame)): texts for frame, texts in restored["text_prompts"].items()}
     return Settings(**{k: restored[k] for k in SETTING_NAMES if k in restored})
 
 

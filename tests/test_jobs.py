@@ -235,3 +235,12 @@ def test_the_readme_curl_example_works_as_written(served_http, tmp_path):
     submit = command.split("# 2.")[0].replace(shlex.quote(json.dumps(small)), refused)
     done = subprocess.run(["bash", "-c", submit], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "steps: must be in [1, 1000], got 0" in done.stderr, done.stderr
+
+
+def test_an_animation_s_prompts_may_change_by_frame(served_http):
+    by_frame = {"0": ["a turning lighthouse:1"], "1": ["a lighthouse at night:1", "stars:0.5"]}
+    body = {**TINY, "animation_mode": "2D", "max_frames": 2, "frames_skip_steps": "50%", "text_prompts": by_frame}
+    status, job = call("POST", f"{served_http}/jobs", {**body, "seed": 9})
+    assert status == 202 and job["settings"]["text_prompts"] == by_frame, job
+    job = wait_for_job(served_http, job["id"], lambda j: j["status"] not in ("queued", "running"))
+    assert job["status"] == "done" and job["images"][0]["frames_done"] == 2, job["images"][0]["error"]

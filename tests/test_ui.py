@@ -381,13 +381,15 @@ def test_an_animation_shows_its_frame_while_running_and_plays_when_done(page, se
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{served_http}/ui/")
     expect(page.locator("#paint")).to_be_enabled()
-    fill(page, {"text_prompts": "a turning lighthouse:1", "width": 64, "height": 64, "steps": 8, "n_batches": 1})
+    by_frame = {"0": ["a turning lighthouse:1"], "1": ["a lighthouse at night:1", "stars:0.5"]}  # the notebook's form
+    fill(page, {"text_prompts": json.dumps(by_frame), "width": 64, "height": 64, "steps": 8, "n_batches": 1})
     fill(page, FAST)
     page.click("#motion summary")
     page.select_option("#animation_mode", "2D")
     fill(page, {"max_frames": 2, "frames_skip_steps": "50%", "zoom": "0: (1.1)", "fps": 4})
     job = paint(page)
     assert job["settings"]["animation_mode"] == "2D" and len(job["images"]) == 1
+    assert job["settings"]["text_prompts"] == by_frame  # sent as prompts by frame, not as lines of text
     row = page.locator(f'.job[data-job="{job["id"]}"] .image')
     expect(row.locator(".frames")).to_have_text(re.compile(r"^frame [12] of 2 · [01] frames done$"), timeout=120_000)
     expect(page.locator(f'.job[data-job="{job["id"]}"] .what')).to_have_text("2D animation")
@@ -410,6 +412,7 @@ def test_an_animation_shows_its_frame_while_running_and_plays_when_done(page, se
     card.locator("button.reuse").click()
     assert page.input_value("#animation_mode") == "2D" and page.input_value("#max_frames") == "2"
     assert page.input_value("#zoom") == "0: (1.1)" and page.input_value("#seed") == str(seed)
+    assert json.loads(page.input_value("#text_prompts")) == by_frame
     assert not errors, errors
 
 

@@ -257,16 +257,21 @@ function inputsFor(row) {
     return { inputs: [input], read: () => numberIn(input), write: (v) => { input.value = v ?? ""; } };
   }
   if (kind === "texts") {
+    // one per line; or, for prompts that change over an animation's frames, the notebook's
+    // {frame: [prompts]} as JSON (text that does not parse goes as typed: the server names it)
     const area = el("textarea", { id: name, name, rows: 4 });
-    return {
-      inputs: [area],
-      read: () => area.value.split("\n").map((line) => line.trim()).filter((line) => line),
-      write: (v) => {
-        // prompts by frame cannot be written one per line: the first frame's
-        const lines = Array.isArray(v) ? v : v && typeof v === "object" ? Object.values(v)[0] || [] : v;
-        area.value = Array.isArray(lines) ? lines.join("\n") : (lines ?? "");
-      },
+    const read = () => {
+      const text = area.value.trim();
+      if (text.startsWith("{")) {
+        try { return JSON.parse(text); } catch (error) { return text; }
+      }
+      return area.value.split("\n").map((line) => line.trim()).filter((line) => line);
     };
+    const write = (v) => {
+      if (v && typeof v === "object" && !Array.isArray(v)) area.value = JSON.stringify(v, null, 1);
+      else area.value = Array.isArray(v) ? v.join("\n") : (v ?? "");
+    };
+    return { inputs: [area], read, write };
   }
   if (kind === "size") {
     const pair = sizeParts(name).map((part) => el("input", {
@@ -309,7 +314,11 @@ function buildField(row) {
   // the name, breakable after its underscores
   const name = row.name.split(/(?<=_)/).flatMap((part) => [part, el("wbr")]);
   const label = el("label", { for: field.inputs[0].id, title }, name);
-  if (row.kind === "texts") label.append(" ", el("small", { text: row.choices ? "one or more" : "one per line" }));
+  if (row.kind === "texts") {
+    const how = row.choices ? "one or more" : row.name === "text_prompts" ? "one per line, or {frame: [...]} as JSON"
+      : "one per line";
+    label.append(" ", el("small", { text: how }));
+  }
   if (UPLOADS[row.kind]) label.append(" ", el("small", { text: "a file to upload" }));
   let body = [...field.inputs, ...(field.extra || [])];
   if (row.kind === "size") {
