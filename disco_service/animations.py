@@ -22,6 +22,7 @@ from disco.settings import Settings, SettingsError, frames_skip_steps
 
 from . import wire
 from .outputs import (
+    data_uri_bytes,
     finished_frames,
     image_settings,
     latest_animation_seed,
@@ -88,7 +89,7 @@ class AnimationRun:
         recipe = image_settings(result.tags)
         for chunk in result.chunks:
             if chunk.uri and chunk.tags.get("frame") is not None:
-                write_frame(self.output_dir, self.prefix, int(chunk.tags["frame"]), _uri_bytes(chunk.uri), recipe)
+                write_frame(self.output_dir, self.prefix, int(chunk.tags["frame"]), data_uri_bytes(chunk.uri), recipe)
         frames = {n: p for n, p in finished_frames(self.output_dir, self.prefix).items() if n < self.frames}
         files = list(frames.values())
         if frames:
@@ -177,10 +178,6 @@ def _video(settings: Settings) -> tuple[bytes, int, float]:
     frames = min(settings.max_frames, info.extracted(settings.extract_nth_frame))
     fps = float(info.rate / settings.extract_nth_frame) if info.rate else settings.fps
     return source, frames, fps
-
-
-def _uri_bytes(uri: str) -> bytes:
-    return base64.b64decode(uri.partition(",")[2])
 
 
 def _pixels(path: Path) -> Any:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from disco.settings import Settings
 
 from . import wire
+from .outputs import data_uri_bytes
 from .results import ResultStore
 from .wire import JobStatus
 
@@ -418,9 +419,7 @@ class JobQueue:
                 image = next((i for i in fresh if i.doc_id == state.id), None)
                 tags = wire.restore_numbers(state.tags)
                 if image is not None and state.uri and state.uri.startswith("data:image/png;base64,"):
-                    import base64
-
-                    self.latest[image.doc_id] = base64.b64decode(state.uri.split(",", 1)[1])
+                    self.latest[image.doc_id] = data_uri_bytes(state.uri)
                     image.frame_step = tags.get("frame_step")
 
     def _check_resumed(self, job: Job, image: Image, status: str, tags: dict[str, Any]) -> None:

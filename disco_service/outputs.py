@@ -107,7 +107,7 @@ def read_png_settings(path: str | Path) -> dict[str, Any]:
 
 def embed_settings_in_uri(uri: str, settings: Mapping[str, Any]) -> str:
     """A PNG data URI with ``settings`` embedded."""
-    return "data:image/png;base64," + base64.b64encode(embed_settings(_data_uri_bytes(uri), settings)).decode()
+    return "data:image/png;base64," + base64.b64encode(embed_settings(data_uri_bytes(uri), settings)).decode()
 
 
 def write_animations(chunks: Any, gif: Path, sprite: Path, settings: Mapping[str, Any]) -> None:
@@ -203,7 +203,8 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "[]*?" else c for c in text)
 
 
-def _data_uri_bytes(uri: str) -> bytes:
+def data_uri_bytes(uri: str) -> bytes:
+    """The bytes of a base64 ``data:`` URI (a PNG the Flow sent back). Raises ValueError for any other URI."""
     header, _, payload = uri.partition(",")
     if not header.startswith("data:") or ";base64" not in header:
         raise ValueError("expected a base64 data URI")
@@ -246,11 +247,11 @@ def save_outputs(docs: Any, settings: Settings) -> list[Path]:
         for chunk in doc.chunks:
             if chunk.uri:
                 path = _inside(out, f"{prefix}_{i}-step{int(chunk.tags.get('step', 0)):04d}.png")
-                path.write_bytes(embed_settings(_data_uri_bytes(chunk.uri), recipe))
+                path.write_bytes(embed_settings(data_uri_bytes(chunk.uri), recipe))
                 files.append(path)
         if doc.uri:
             final = _inside(out, f"{prefix}_{i}.png")
-            final.write_bytes(embed_settings(_data_uri_bytes(doc.uri), recipe))
+            final.write_bytes(embed_settings(data_uri_bytes(doc.uri), recipe))
             files.insert(0, final)
         if len(doc.chunks):
             gif, sprite = _inside(out, f"{prefix}_{i}.gif"), _inside(out, f"{prefix}_{i}-sprite.png")

@@ -11,7 +11,6 @@ running event loop (Jupyter) the calls run in a thread of their own (``run_corou
 from __future__ import annotations
 
 import asyncio
-import base64
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from . import wire
 from .console import say
+from .outputs import data_uri_bytes
 from .progress import ProgressBars
 from .wire import JobStatus
 
@@ -270,7 +270,7 @@ class JobWatcher:
                     return  # not on the board (yet): the next poll asks again
                 self.frames[job_id].append(chunk)
                 if self.on_finished_frame is not None:
-                    self.on_finished_frame(self.docs[job_id], frame, base64.b64decode(chunk.uri.partition(",")[2]))
+                    self.on_finished_frame(self.docs[job_id], frame, data_uri_bytes(chunk.uri))
                 self.next_finished[job_id] = frame + 1
 
     async def poll(self, pending) -> list:
