@@ -435,7 +435,7 @@ def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_im
         page.on("requestfinished", timed)
         page.goto(f"{proxy}/ui/")
         expect(page.locator("#paint")).to_be_enabled()
-        fill(page, {"text_prompts": "a lighthouse behind a proxy:1", "width": 64, "height": 64, "steps": 14})
+        fill(page, {"text_prompts": "a lighthouse behind a proxy:1", "width": 64, "height": 64, "steps": 40})
         fill(page, {**FAST, "seed": 31, "n_batches": 1, "display_rate": "4"})
         started = time.time()
         job = paint(page)
