@@ -4,7 +4,7 @@
 #   docker build -t disco-diffusion-jina:1.0 .
 #   docker volume create disco-models
 #   # optional: fetch the weights ahead of time (~4.5 GB with both UNets) instead of on first start
-#   docker run --rm -v disco-models:/models disco-diffusion-jina:1.0 python -m disco_service.download
+#   docker run --rm -v disco-models:/models disco-diffusion-jina:1.0 python -m disco_service.client.download
 #   docker run --gpus all -p 51000:51000 -p 51001:51001 -v disco-models:/models disco-diffusion-jina:1.0
 #
 # Weights are never baked into the image: they live in the /models volume (DISCO_MODEL_DIR).

@@ -12,8 +12,8 @@ The PaddleHub module's function (``disco_service/api.py``) and command line
 
 import sys
 
-from disco_service.api import GenerationFailed, generate_image  # noqa: F401 (the module's API)
-from disco_service.cli import main
+from disco_service.client.api import GenerationFailed, generate_image  # noqa: F401 (the module's API)
+from disco_service.client.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

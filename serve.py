@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.flow_only:
         run_flow(args)
         return 0
-    from disco_service.supervisor import Supervisor
+    from disco_service.server.supervisor import Supervisor
 
     return Supervisor(flow_args, args.ready_file, args.stop_with_parent, quiet=args.quiet).run()
 

@@ -49,7 +49,7 @@ def request(method: str, url: str, token: str, body: dict | None = None) -> dict
 
 
 def free_port() -> int:
-    from disco_service.local_flow import free_port as pick
+    from disco_service.client.local_flow import free_port as pick
 
     return pick()
 

@@ -3,7 +3,7 @@
 Files live in the model directory the caller names (the service's ``DISCO_MODEL_DIR``, default
 ``~/.cache/disco-diffusion``). A missing file is downloaded on first use, or ahead of time with::
 
-    python -m disco_service.download [--dir DIR] [--mirror URL] [NAME ...]
+    python -m disco_service.client.download [--dir DIR] [--mirror URL] [NAME ...]
     python client.py --download [settings]      # the files those settings need
 
 The download goes to ``<name>.part``, is resumed with an HTTP ``Range`` request after an
@@ -528,7 +528,7 @@ def _explain(file: ModelFile, target: Path, tried: Sequence[str]) -> str:
         f"cannot get model file {file.name} ({human_size(file.shown_size)})"
         + (f": {file.description}" if file.description else ""),
         f"looked in: {target.parent} "
-        "(set DISCO_MODEL_DIR, or --dir of python -m disco_service.download, to use another)",
+        "(set DISCO_MODEL_DIR, or --dir of python -m disco_service.client.download, to use another)",
         "tried:" if tried else "no URL to try",
         *(f"  - {t}" + (f" ({n} times)" if n > 1 else "") for t, n in _runs(tried)),
         "to place it by hand: download it from one of these URLs",

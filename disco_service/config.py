@@ -34,6 +34,8 @@ from pathlib import Path
 
 from disco.settings import DEFAULT_LIMITS, Limits
 
+__all__ = ["Config", "ConfigError", "DEVICE_CHOICES", "load", "MODES"]
+
 DEVICE_CHOICES = ("auto", "1", "0")
 MODES = ("fast", "exact")  # disco.fast.MODES, without importing torch to read the configuration
 

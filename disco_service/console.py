@@ -16,6 +16,8 @@ import re
 import sys
 import warnings
 
+__all__ = ["ignore_third_party_warnings", "MODEL_FILE", "OUR_LINE", "quiet_env", "say", "THIRD_PARTY_WARNINGS"]
+
 # (category, start of the message, module that raises it)
 THIRD_PARTY_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     (UserWarning, "pkg_resources is deprecated as an API", "hubble.executor.requirements"),

@@ -35,8 +35,28 @@ from pathlib import Path
 from typing import Any
 
 from disco.settings import SETTING_NAMES, Settings, SettingsError
+from disco_service.wire import restore_numbers
 
-from .wire import restore_numbers
+__all__ = [
+    "base_prefix",
+    "check_output_dir",
+    "data_uri_bytes",
+    "embed_settings",
+    "embed_settings_in_uri",
+    "finished_frames",
+    "frame_path",
+    "glob_escape",
+    "image_settings",
+    "latest_animation_seed",
+    "PNG_KEY",
+    "png_settings",
+    "read_png_settings",
+    "resumable_prefix",
+    "run_prefix",
+    "save_outputs",
+    "write_animations",
+    "write_frame",
+]
 
 PNG_KEY = "disco-diffusion"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -45,6 +45,30 @@ from disco.settings import (
     validate_settings,
 )
 
+__all__ = [
+    "ACCEPT_UNFINISHED",
+    "cast_tags",
+    "check_request_media",
+    "check_run_seed",
+    "ENDPOINTS",
+    "INT_TAGS",
+    "JOB_STATE_EXECUTOR",
+    "JobStatus",
+    "MAX_SEED",
+    "new_run_seed",
+    "NOT_FINISHED",
+    "pack_embeddings",
+    "REQUEST_TAGS",
+    "request_tags",
+    "request_tags_animation",
+    "restore_numbers",
+    "settings_from_request",
+    "settings_from_tags",
+    "settings_to_tags",
+    "STOP_REASONS",
+    "unpack_embeddings",
+]
+
 # The Flow's executors, as flow.yml names them.
 ENCODER, SAMPLER, RENDERER = "encoder", "sampler", "renderer"
 JOB_STATE_EXECUTOR = RENDERER  # it answers /progress, /cancel and /forget from the job board

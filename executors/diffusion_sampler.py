@@ -42,9 +42,9 @@ from disco.sampler import sample_image
 from disco.settings import DIFFUSION_MODELS, SettingsError, frames_skip_steps
 from disco.video import video_frames, video_info
 from disco_service import config, wire
-from disco_service.jobs import JobBoard
 from disco_service.outputs import image_settings
-from disco_service.results import ResultStore
+from disco_service.server.jobs import JobBoard
+from disco_service.server.results import ResultStore
 from disco_service.wire import JobStatus
 
 

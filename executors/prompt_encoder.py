@@ -27,8 +27,8 @@ from disco.loading import ModelCache, select_device
 from disco.prompts import build_prompts, prompt_sets
 from disco.settings import Limits
 from disco_service import config, wire
-from disco_service.jobs import JobBoard
-from disco_service.results import ResultStore
+from disco_service.server.jobs import JobBoard
+from disco_service.server.results import ResultStore
 from disco_service.wire import JobStatus
 
 

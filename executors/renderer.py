@@ -29,9 +29,9 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from disco_service import config
-from disco_service.jobs import JobBoard
 from disco_service.outputs import embed_settings_in_uri, image_settings
-from disco_service.results import GIF, SPRITE, ResultStore
+from disco_service.server.jobs import JobBoard
+from disco_service.server.results import GIF, SPRITE, ResultStore
 from disco_service.wire import ACCEPT_UNFINISHED, NOT_FINISHED, JobStatus
 
 SWEEP_EVERY_S = 3600

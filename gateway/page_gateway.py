@@ -38,10 +38,11 @@ from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
 from disco.settings import settings_schema
-from disco_service import config, http_api, hub_serving, tokens, wire
-from disco_service.job_queue import JobQueue
+from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.results import ResultStore
+from disco_service.server import http_api, hub_serving, tokens
+from disco_service.server.job_queue import JobQueue
+from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
 
 ROOT = Path(__file__).resolve().parent.parent

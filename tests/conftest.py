@@ -106,7 +106,7 @@ SERVER_CLIENT_TIMEOUT_S = 20  # the served Flow stops jobs nobody polled for thi
 @pytest.fixture(scope="session")
 def flow_ports() -> tuple[int, int]:
     """Free ports for the served Flow's gRPC and HTTP servers."""
-    from disco_service.local_flow import free_port
+    from disco_service.client.local_flow import free_port
 
     return free_port(), free_port()
 
@@ -150,7 +150,7 @@ def token_flow(flow_env, tmp_path_factory):
     token at a time: yields (gRPC address, HTTP address)."""
     from served import served
 
-    from disco_service.local_flow import free_port
+    from disco_service.client.local_flow import free_port
 
     port, http_port = free_port(), free_port()
     folder = tmp_path_factory.mktemp("token_flow")

@@ -23,10 +23,10 @@ from disco.prompts import prompt_key_at, prompt_sets
 from disco.settings import SettingsError, frames_skip_steps, kind, validate_settings
 from disco.video import video_frames, video_info, write_mp4
 from disco_service import wire
-from disco_service.animations import plan_animation
-from disco_service.jobs import JobBoard
+from disco_service.client.animations import plan_animation
 from disco_service.outputs import png_settings
-from disco_service.results import ResultStore
+from disco_service.server.jobs import JobBoard
+from disco_service.server.results import ResultStore
 from executors.diffusion_sampler import DiffusionSampler
 
 # frame 0: 2 steps, every later frame 1 (frames_skip_steps skips half of them)

@@ -154,7 +154,7 @@ def test_prompt_length_is_checked_with_each_models_tokenizer(monkeypatch):
 
 
 def test_command_line_takes_a_list_and_help_offers_the_models():
-    from disco_service import cli
+    from disco_service.client import cli
 
     got = {}
     code = cli.main(["--clip_models", "RN50::openai", VIT], generate=lambda **kw: got.update(kw) or [])
@@ -359,7 +359,7 @@ def test_a_served_flow_guides_with_two_models(served_flow):
     from docarray import Document
     from jina import Client
 
-    from disco_service.api import make_documents
+    from disco_service.client.api import make_documents
 
     def paint(**settings):
         docs = make_documents(validate_settings(**{**TINY, "seed": 3, "n_batches": 1, **settings}), None)

@@ -69,7 +69,7 @@ def test_help_gives_each_setting_its_meaning_allowed_values_and_one_default():
 
 def test_the_cpu_estimate_matches_the_benchmark_and_says_how_to_make_it_small():
     from disco.settings import validate_settings
-    from disco_service.cpu_estimate import SMALL_RUN, cpu_notice, cpu_seconds_per_step
+    from disco_service.client.cpu_estimate import SMALL_RUN, cpu_notice, cpu_seconds_per_step
 
     # benchmarks/results: fast mode, 2 cores, one batch of 16 cutouts
     assert abs(cpu_seconds_per_step(256, 256, cutn_batches=1) - 11.21) < 0.01
@@ -89,7 +89,7 @@ def test_progress_says_waiting_then_shows_the_rate_only_after_two_steps():
 
     from docarray import Document
 
-    from disco_service.progress import ProgressBars
+    from disco_service.client.progress import ProgressBars
 
     docs = [Document(id=f"j{i}", tags={"steps": 10, "skip_steps": 0, "seed": 5 + i}) for i in range(3)]
     bars = ProgressBars(docs, file=io.StringIO())

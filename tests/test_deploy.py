@@ -363,7 +363,7 @@ def test_the_exported_gateway_serves_grpc_and_http_with_the_page(k8s, tmp_path):
     command = yaml.safe_load(compose.read_text())["services"]["gateway"]["command"]
     assert yaml.safe_load(compose.read_text())["services"]["gateway"]["ports"] == ["51000:51000", "51001:51001"]
     # what the container runs (its working directory is the repository's copy, /app), on free ports here
-    from disco_service.local_flow import free_port
+    from disco_service.client.local_flow import free_port
 
     grpc_port, http_port, monitoring = free_port(), free_port(), free_port()
     i = command.index("--port")

@@ -147,7 +147,7 @@ def test_ctrl_c_in_a_terminal_keeps_the_frames_and_stops_the_local_flow(flow_env
 def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
     from served import wait_ready
 
-    from disco_service.local_flow import free_port
+    from disco_service.client.local_flow import free_port
 
     board, port, log = Path(flow_env["DISCO_JOBS_DIR"]), free_port(), tmp_path / "serve.log"
     address = f"grpc://127.0.0.1:{port}"

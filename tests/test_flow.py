@@ -23,7 +23,7 @@ from jina import Client
 
 import client as disco_client
 from disco.settings import validate_settings
-from disco_service.api import make_documents
+from disco_service.client.api import make_documents
 from disco_service.transport import post
 from disco_service.wire import ACCEPT_UNFINISHED, JOB_STATE_EXECUTOR
 

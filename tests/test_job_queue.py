@@ -17,9 +17,9 @@ from docarray import Document
 from PIL import Image as PILImage
 
 from disco.settings import validate_settings
-from disco_service import job_queue
-from disco_service.job_queue import JobQueue, TooManyJobs
-from disco_service.results import ResultStore
+from disco_service.server import job_queue
+from disco_service.server.job_queue import JobQueue, TooManyJobs
+from disco_service.server.results import ResultStore
 from disco_service.wire import JobStatus
 
 

@@ -31,7 +31,7 @@ from disco.settings import (
     validate_settings,
 )
 from disco.unet import MODEL_CONFIGS, UNetConfig, UNetModel, build_unet, known_layouts, layout_shapes
-from disco_service.api import local_checkpoint
+from disco_service.client.api import local_checkpoint
 
 NAMES = list(models.DIFFUSION_MODELS)
 KALIYUGA = "pixel_art_diffusion_hard_256"
@@ -269,7 +269,7 @@ def test_the_clients_own_flow_is_sent_the_absolute_path(tmp_path, monkeypatch):
 
     from conftest import TINY
 
-    from disco_service import api
+    from disco_service.client import api
 
     class Started(Exception):
         pass
@@ -343,7 +343,7 @@ def test_test_weights_default_to_the_default_run_and_keep_what_is_there(tmp_path
 
 
 def test_download_without_names_gets_the_default_run_and_vgg16_not_every_model():
-    from disco_service.download import DEFAULT_FILES
+    from disco_service.client.download import DEFAULT_FILES
 
     assert DEFAULT_FILES == [*DEFAULT_RUN, weights.VGG16_FILE]
     assert (

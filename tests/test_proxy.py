@@ -21,7 +21,7 @@ from conftest import TINY
 from PIL import Image
 from test_jobs import call
 
-from disco_service.local_flow import free_port
+from disco_service.client.local_flow import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 READ_TIMEOUT_S = 15

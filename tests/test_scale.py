@@ -9,7 +9,7 @@ from served import served
 
 import client as disco_client
 import serve
-from disco_service.local_flow import free_port, local_flow
+from disco_service.client.local_flow import free_port, local_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = {**TINY, "steps": 8, "skip_steps": 0, "display_rate": 4}
@@ -75,7 +75,7 @@ def test_only_the_clients_own_flow_reads_checkpoints_anywhere(monkeypatch):
         started.append(command)
         raise Started  # the command is all this test needs
 
-    monkeypatch.setattr("disco_service.local_flow.subprocess.Popen", popen)
+    monkeypatch.setattr("disco_service.client.local_flow.subprocess.Popen", popen)
     with pytest.raises(Started), local_flow(use_gpu=False, diffusion_model="/home/me/mine.pt"):
         pass
     assert "--checkpoints-anywhere" in started[0] and "--preload=/home/me/mine.pt" in started[0]

@@ -15,8 +15,9 @@ from conftest import TINY
 
 import disco.settings
 from disco.settings import SETTING_NAMES, Settings, kind, validate_settings
-from disco_service import api, cli, wire
-from disco_service.local_flow import free_port
+from disco_service import wire
+from disco_service.client import api, cli
+from disco_service.client.local_flow import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = [ROOT / "client.py", ROOT / "serve.py", *ROOT.glob("disco/*.py"), *ROOT.glob("disco_service/*.py")]
@@ -166,7 +167,7 @@ def test_images_are_never_lost_to_a_saving_error(tmp_path):
 
 def test_listing_the_downloads_needs_no_torch(model_dir):
     code = (
-        "import sys; from disco_service.cli import main; "
+        "import sys; from disco_service.client.cli import main; "
         "rc = main(['--download', '--no_progress', '--text_prompts', 'a lighthouse']); "
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)"
     )

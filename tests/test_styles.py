@@ -16,8 +16,9 @@ from disco.guidance import ClipGuide, Guidance
 from disco.sampler import Models, sample_image
 from disco.settings import SettingsError, kind, settings_schema, validate_settings
 from disco.symmetry import mirror_halves
-from disco_service import cli, wire
-from disco_service.cpu_estimate import mean_cutouts
+from disco_service import wire
+from disco_service.client import cli
+from disco_service.client.cpu_estimate import mean_cutouts
 from disco_service.outputs import embed_settings, image_settings
 
 SCALES = ("clip_guidance_scale", "tv_scale", "range_scale", "sat_scale", "init_scale", "clamp_max")
@@ -364,7 +365,7 @@ def test_a_served_flow_runs_schedules_and_symmetry_sent_over_rest(served_http):
 
 
 def test_an_animation_loads_lpips_when_a_scheduled_init_scale_is_on_at_some_step(tmp_path):
-    from disco_service.animations import plan_animation
+    from disco_service.client.animations import plan_animation
 
     for init_scale, want in (("[0]*500+[1000]*500", True), ("[0]*1000", False), (1000, True), (0, False)):
         s = validate_settings(

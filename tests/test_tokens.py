@@ -14,7 +14,7 @@ from test_jobs import call, wait_for_job
 
 from disco.settings import validate_settings
 from disco_service import config
-from disco_service.tokens import OPEN, SERVICE, Tokens, Unauthorized, fingerprint
+from disco_service.server.tokens import OPEN, SERVICE, Tokens, Unauthorized, fingerprint
 from disco_service.wire import settings_to_tags
 
 ROOT = Path(__file__).resolve().parent.parent

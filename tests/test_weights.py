@@ -120,7 +120,7 @@ def publish(server: Server, name: str, data: bytes, size: int | None = None) -> 
 
 
 def executors_env() -> dict[str, str]:
-    return dict(os.environ)  # the engine is installed: python -m disco_service.download runs from anywhere
+    return dict(os.environ)  # the engine is installed: python -m disco_service.client.download runs from anywhere
 
 
 def test_download_checks_sha256_and_lands_under_the_final_name(server: Server, tmp_path: Path) -> None:
@@ -309,7 +309,17 @@ def test_cli_without_a_server_fails_fast_with_a_clear_message(tmp_path: Path) ->
     name = "secondary_model_imagenet_2.pth"
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "disco_service.download", "--dir", str(tmp_path), "--mirror", mirror, "--quiet", name],
+        [
+            sys.executable,
+            "-m",
+            "disco_service.client.download",
+            "--dir",
+            str(tmp_path),
+            "--mirror",
+            mirror,
+            "--quiet",
+            name,
+        ],
         env=executors_env(),
         capture_output=True,
         text=True,
@@ -334,7 +344,7 @@ def test_cli_downloads_from_a_mirror_and_prints_the_path(server: Server, tmp_pat
     (tmp_path / "checksums.json").write_text(json.dumps({name: sha(data)}))
 
     proc = subprocess.run(
-        [sys.executable, "-m", "disco_service.download", "--dir", str(tmp_path), "--mirror", server.base, name],
+        [sys.executable, "-m", "disco_service.client.download", "--dir", str(tmp_path), "--mirror", server.base, name],
         env=executors_env(),
         capture_output=True,
         text=True,

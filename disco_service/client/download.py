@@ -1,4 +1,4 @@
-"""Download and verify model files ahead of time: ``python -m disco_service.download [NAME ...] [--all]``.
+"""Download and verify model files ahead of time: ``python -m disco_service.client.download [NAME ...] [--all]``.
 
 Without names: the files a run with the default settings loads, and VGG16 for init images
 (``DEFAULT_FILES``); ``--all``: every file of the registry, every diffusion model and every CLIP
@@ -18,15 +18,16 @@ from pathlib import Path
 
 from disco.models import DEFAULT_MODEL
 from disco.weights import REGISTRY, WeightsUnavailable, ensure, files_needed
+from disco_service import config
 
-from . import config
+__all__ = ["DEFAULT_FILES", "main"]
 
 DEFAULT_FILES = files_needed(DEFAULT_MODEL, use_secondary_model=True, with_init_loss=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m disco_service.download",
+        prog="python -m disco_service.client.download",
         description="Download and verify the model files, then print where they are.",
     )
     known, default = " ".join(REGISTRY), " ".join(DEFAULT_FILES)

@@ -29,11 +29,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from disco.settings import Settings
+from disco_service import wire
+from disco_service.outputs import data_uri_bytes
+from disco_service.server.results import ResultStore
+from disco_service.wire import JobStatus
 
-from . import wire
-from .outputs import data_uri_bytes
-from .results import ResultStore
-from .wire import JobStatus
+__all__ = [
+    "FlowCalls",
+    "Image",
+    "image_tags",
+    "Job",
+    "JobQueue",
+    "LOST_AFTER_S",
+    "POLL_S",
+    "RETRY_FOR_S",
+    "RETRY_PAUSE_S",
+    "TooManyJobs",
+]
 
 POLL_S = 1.0
 LOST_AFTER_S = 30  # an image left "waiting" this long after a gateway restart was lost with the old gateway
@@ -344,7 +356,7 @@ class JobQueue:
             await self._failed(job, image, exc)
 
     async def _failed(self, job: Job, image: Image, exc: Exception) -> None:
-        from .transport import server_message, unreachable
+        from disco_service.transport import server_message, unreachable
 
         state: dict[str, Any] = {}
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import IO, Any
 
+__all__ = ["FIRST_STEPS_FORMAT", "ProgressBars", "RATE_AFTER_STEPS", "WAITING", "WAITING_FORMAT"]
+
 WAITING_FORMAT = "{desc}"
 WAITING = "waiting for a sampler"
 FIRST_STEPS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"

@@ -15,6 +15,18 @@ import hmac
 import secrets
 from collections.abc import Iterable
 
+__all__ = [
+    "fingerprint",
+    "interceptor",
+    "LOOPBACK",
+    "MAX_DRAINED",
+    "OPEN",
+    "OPEN_GRPC_METHODS",
+    "SERVICE",
+    "Tokens",
+    "Unauthorized",
+]
+
 OPEN = "open"  # the owner of every caller of a service without tokens
 SERVICE = "service"  # the gateway's own calls to its Flow (the job API)
 # gRPC methods anyone may call: health checks only
@@ -69,11 +81,6 @@ class Tokens:
     def service_metadata(self) -> tuple[tuple[str, str], ...]:
         """gRPC metadata for the gateway's own calls to its Flow."""
         return (("authorization", f"Bearer {self.service_token}"),)
-
-
-def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata carrying ``token`` (none without one)."""
-    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def interceptor(tokens: Tokens):

@@ -13,6 +13,19 @@ from typing import Any
 
 from disco.settings import Settings, count_schedule
 
+__all__ = [
+    "CLIP_S_PER_CUTOUT",
+    "cpu_notice",
+    "cpu_seconds_per_step",
+    "duration",
+    "LONG_RUN_S",
+    "mean_cutouts",
+    "SMALL_ANIMATION",
+    "SMALL_RUN",
+    "UNET_S",
+    "UNET_S_PER_PIXEL",
+]
+
 UNET_S_PER_PIXEL = (29.23 - 11.21) / (512 * 512 - 256 * 256)  # 9.2e-5 s: the UNet grows with the pixels
 CLIP_S_PER_CUTOUT = 3.2 / 16  # CLIP forward and backward, per cutout
 UNET_S = 11.21 - UNET_S_PER_PIXEL * 256 * 256 - CLIP_S_PER_CUTOUT * 16  # 2.0 s: the rest, whatever the size
@@ -45,7 +58,7 @@ def duration(seconds: float) -> str:
 
 def cpu_notice(s: Settings, why: str, animation: Any = None) -> str:
     """What a run on the CPU means for these settings, and how to make it small. ``animation``: an
-    animation's plan (``disco_service.animations.AnimationRun``: its frames and steps)."""
+    animation's plan (``disco_service.client.animations.AnimationRun``: its frames and steps)."""
     per_step = cpu_seconds_per_step(s.width, s.height, cutn_batches=1, cutouts=mean_cutouts(s))  # all batches
     if animation is not None:
         made = animation.frames - animation.start_frame

@@ -30,8 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .jobs import check_job_id
-from .outputs import embed_settings, write_animations
+from disco_service.outputs import embed_settings, write_animations
+from disco_service.server.jobs import check_job_id
+
+__all__ = ["animation_frame_name", "frame_name", "ResultStore"]
 
 FINAL, GIF, SPRITE, RECORD, MP4 = "final.png", "frames.gif", "sprite.png", "result.json", "video.mp4"
 _FRAME = re.compile(r"step(\d{4,})\.png")

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from disco.settings import Settings, SettingsError, frames_skip_steps
-
-from . import wire
-from .outputs import (
+from disco_service import wire
+from disco_service.outputs import (
     data_uri_bytes,
     finished_frames,
     image_settings,
@@ -30,6 +29,8 @@ from .outputs import (
     run_prefix,
     write_frame,
 )
+
+__all__ = ["AnimationRun", "plan_animation"]
 
 
 @dataclass

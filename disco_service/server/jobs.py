@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .wire import JobStatus
+from disco_service.wire import JobStatus
+
+__all__ = ["check_job_id", "JobBoard"]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -21,13 +21,14 @@ import yaml
 from disco.packages import MissingPackage
 from disco.settings import SETTING_NAMES, SettingsError, describe, kind, validate_settings
 from disco.weights import WeightsUnavailable
+from disco_service import config
+from disco_service.client.api import GenerationFailed, download_models, generate_image
+from disco_service.client.cpu_estimate import SMALL_RUN
+from disco_service.client.local_flow import FlowFailed
+from disco_service.outputs import read_png_settings
+from disco_service.wire import JobStatus
 
-from . import config
-from .api import GenerationFailed, download_models, generate_image
-from .cpu_estimate import SMALL_RUN
-from .local_flow import FlowFailed
-from .outputs import read_png_settings
-from .wire import JobStatus
+__all__ = ["ARGUMENTS", "build_parser", "main", "prompt_schedule_argument", "read_settings_file"]
 
 
 def _bool(text: str) -> bool:

@@ -21,11 +21,12 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
 from disco.settings import Limits, SettingsError
+from disco_service.server.http_api import settings_from_json
+from disco_service.server.job_queue import Job, JobQueue, TooManyJobs
+from disco_service.server.results import ResultStore
+from disco_service.wire import JobStatus
 
-from .http_api import settings_from_json
-from .job_queue import Job, JobQueue, TooManyJobs
-from .results import ResultStore
-from .wire import JobStatus
+__all__ = ["answer", "image_documents", "MODULE", "mount"]
 
 MODULE = "disco_diffusion_clip_rn50"
 

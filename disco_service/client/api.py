@@ -21,15 +21,31 @@ from typing import Any
 
 from disco.models import is_checkpoint_path
 from disco.settings import SEED_API_NAMES, SETTING_NAMES, Settings, SettingsError, default, validate_settings
+from disco_service import config, wire
+from disco_service.client.animations import AnimationRun, plan_animation
+from disco_service.client.cpu_estimate import cpu_notice
+from disco_service.client.local_flow import local_flow
+from disco_service.client.runner import run_coroutine, run_jobs
+from disco_service.console import ignore_third_party_warnings, say
+from disco_service.outputs import check_output_dir, save_outputs
+from disco_service.transport import server_message
+from disco_service.wire import JobStatus
 
-from . import config, wire
-from .animations import AnimationRun, plan_animation
-from .console import ignore_third_party_warnings, say
-from .cpu_estimate import cpu_notice
-from .local_flow import local_flow
-from .outputs import check_output_dir, save_outputs
-from .transport import run_coroutine, run_jobs, server_message
-from .wire import JobStatus
+__all__ = [
+    "CLIENT_KEYWORDS",
+    "collect_settings",
+    "download_models",
+    "failure",
+    "flow_address",
+    "generate",
+    "generate_image",
+    "GenerationFailed",
+    "gpu_available",
+    "local_checkpoint",
+    "make_documents",
+    "read_init_image",
+    "SIGNATURE",
+]
 
 CLIENT_KEYWORDS = {
     "host": (str | None, None),

@@ -27,10 +27,12 @@ from pathlib import Path
 import psutil
 
 from disco_service import config
-from disco_service.jobs import JobBoard
+from disco_service.server.jobs import JobBoard
 from disco_service.wire import JobStatus
 
-ROOT = Path(__file__).resolve().parent.parent  # the repository: serve.py, flow.yml
+__all__ = ["log", "LOST_NOTICE_S", "POLL_S", "ROOT", "Supervisor"]
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: serve.py, flow.yml
 
 POLL_S = 0.5
 LOST_NOTICE_S = 10  # how long a dead sampler's jobs wait for their clients to ask about them

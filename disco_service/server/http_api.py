@@ -36,12 +36,27 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
 from disco.settings import Limits, SettingsError, default, validate_settings
+from disco_service import wire
+from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
+from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
+from disco_service.server.tokens import Tokens, Unauthorized
+from disco_service.wire import JobStatus
 
-from . import wire
-from .job_queue import Image, Job, JobQueue, TooManyJobs
-from .results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
-from .tokens import Tokens, Unauthorized
-from .wire import JobStatus
+__all__ = [
+    "decode_data_uri",
+    "decode_init_image",
+    "decode_video",
+    "IMAGE_FILES",
+    "image_view",
+    "job_view",
+    "MEDIA",
+    "mount",
+    "open_path",
+    "post_status",
+    "REFUSALS",
+    "ServiceMiddleware",
+    "settings_from_json",
+]
 
 IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE, "video.mp4": MP4}
 MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}

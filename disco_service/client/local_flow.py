@@ -21,7 +21,9 @@ from pathlib import Path
 
 from disco_service.console import quiet_env
 
-ROOT = Path(__file__).resolve().parent.parent  # the repository: serve.py, flow.yml
+__all__ = ["FlowFailed", "free_port", "local_flow", "ROOT"]
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: serve.py, flow.yml
 
 
 class FlowFailed(RuntimeError):
