@@ -127,3 +127,15 @@ def test_a_quick_command_runs_as_written(command):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_readme_is_a_front_door_to_every_page():
+    readme = (ROOT / "README.md").read_text()
+    assert 150 <= len(readme.splitlines()) <= 250
+    assert "python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt -e ." in readme
+    assert "\n.venv/bin/python -m pytest -q\n" in readme
+    assert '\n.venv/bin/python -m pytest -q -m "not slow"\n' in readme
+    assert "(docs/ui.png)" in readme and (ROOT / "docs" / "ui.png").is_file()
+    linked = {(ROOT / link.partition("#")[0]).resolve() for link in relative_links(ROOT / "README.md")}
+    pages = {*(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "reference").glob("*.md")}
+    assert not {p.relative_to(ROOT).as_posix() for p in pages if p.resolve() not in linked}
