@@ -32,7 +32,7 @@ class ClipSpec:
     file: str  # its weights file, a name in disco.weights.REGISTRY
     input_size: int  # the side of the square images it sees (its cutouts), pixels
     embed_dim: int  # the width of its image and text embeddings
-    about: str  # what it is, in a few words, with its work per cutout (FLOP) relative to RN50 (--help, README)
+    about: str  # what it is, in a few words, with its work per cutout (FLOP) relative to RN50 (--help, the docs)
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
 

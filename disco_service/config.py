@@ -4,24 +4,7 @@ The engine (``disco``) reads no environment: its limits, device and mode come in
 Processes of the service read their configuration here once (``load()``) and hand it on as
 arguments: executors through ``__init__`` (``uses_with``), ``serve.py`` through its flags.
 
-| variable | default | meaning |
-| --- | --- | --- |
-| ``DISCO_MODEL_DIR`` | ``~/.cache/disco-diffusion`` | where model files are kept (and downloaded to) |
-| ``DISCO_WEIGHTS_MIRROR`` | unset | comma-separated base URLs that replace each file's public mirrors |
-| ``DISCO_JOBS_DIR`` | ``$TMPDIR/disco-jobs`` | the job board: progress, latest frame and cancel of each job |
-| ``DISCO_USE_GPU`` | ``auto`` | ``1``: a GPU is required, ``0``: the CPU, ``auto``: the GPU if there is one |
-| ``DISCO_MODE`` | ``fast`` | the engine mode, ``fast`` or ``exact`` (``disco/fast.py``) |
-| ``DISCO_MAX_PIXELS`` | ``4194304`` (2048x2048) | the largest width x height a request may ask for |
-| ``DISCO_MAX_PIXEL_STEPS`` | unset (no cap) | the largest width x height x sampled steps of one image |
-| ``DISCO_CLIENT_TIMEOUT_S`` | ``60`` | a job whose caller stopped polling for this long stops as abandoned |
-| ``DISCO_STOP_TIMEOUT_S`` | ``600`` | how long a stopping Flow waits for its jobs to reach their next step |
-| ``DISCO_SAMPLER_REPLICAS`` | ``1`` | sampler replicas that ``serve.py`` starts |
-| ``DISCO_OUTPUT_DIR`` | unset | a folder whose images the page's gallery shows |
-| ``DISCO_RESULTS_DIR`` | ``$TMPDIR/disco-results`` | the result store: the images the Flow made, the jobs |
-| ``DISCO_RESULT_TTL_S`` | ``604800`` (7 days) | how long the store keeps an image or a job after its last change |
-| ``DISCO_API_TOKENS`` | unset (open) | tokens callers must send: comma-separated, or ``@FILE`` (one a line) |
-| ``DISCO_MAX_JOBS_PER_TOKEN`` | ``10`` | jobs one token may have queued or running in the job API at once |
-| ``DISCO_API_TOKEN`` | unset | the client's token (``client.py --token``), sent to a Flow that needs one |
+Their table, with defaults and meanings, is ``VARIABLES`` (docs/reference/environment.md is made from it).
 """
 
 from __future__ import annotations
@@ -34,10 +17,41 @@ from pathlib import Path
 
 from disco.settings import DEFAULT_LIMITS, Limits
 
-__all__ = ["Config", "ConfigError", "DEVICE_CHOICES", "load", "MODES"]
+__all__ = ["Config", "ConfigError", "DEVICE_CHOICES", "load", "MODES", "VARIABLES", "Variable"]
 
 DEVICE_CHOICES = ("auto", "1", "0")
 MODES = ("fast", "exact")  # disco.fast.MODES, without importing torch to read the configuration
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable the service reads: its ``name``, its ``default`` in words, its ``meaning``."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DISCO_MODEL_DIR", "`~/.cache/disco-diffusion`", "where model files are kept (and downloaded to)"),
+    Variable("DISCO_WEIGHTS_MIRROR", "unset", "comma-separated base URLs that replace each file's public mirrors"),
+    Variable("DISCO_JOBS_DIR", "`$TMPDIR/disco-jobs`", "the job board: progress, latest frame and cancel of each job"),
+    Variable("DISCO_USE_GPU", "`auto`", "`1`: a GPU is required, `0`: the CPU, `auto`: the GPU if there is one"),
+    Variable("DISCO_MODE", "`fast`", "the engine mode, `fast` or `exact` (`disco/fast.py`)"),
+    Variable("DISCO_MAX_PIXELS", "`4194304` (2048x2048)", "the largest width x height a request may ask for"),
+    Variable("DISCO_MAX_PIXEL_STEPS", "unset (no cap)", "the largest width x height x sampled steps of one image"),
+    Variable("DISCO_CLIENT_TIMEOUT_S", "`60`", "a job whose caller stopped polling for this long stops as abandoned"),
+    Variable("DISCO_STOP_TIMEOUT_S", "`600`", "how long a stopping Flow waits for its jobs to reach their next step"),
+    Variable("DISCO_SAMPLER_REPLICAS", "`1`", "sampler replicas that `serve.py` starts"),
+    Variable("DISCO_OUTPUT_DIR", "unset", "a folder whose images the page's gallery shows"),
+    Variable("DISCO_RESULTS_DIR", "`$TMPDIR/disco-results`", "the result store: the images the Flow made, the jobs"),
+    Variable(
+        "DISCO_RESULT_TTL_S", "`604800` (7 days)", "how long the store keeps an image or a job after its last change"
+    ),
+    Variable("DISCO_API_TOKENS", "unset (open)", "tokens callers must send: comma-separated, or `@FILE` (one a line)"),
+    Variable("DISCO_MAX_JOBS_PER_TOKEN", "`10`", "jobs one token may have queued or running in the job API at once"),
+    Variable("DISCO_API_TOKEN", "unset", "the client's token (`client.py --token`), sent to a Flow that needs one"),
+)
 
 
 class ConfigError(ValueError):

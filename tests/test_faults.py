@@ -28,7 +28,7 @@ TINY.update(cut_overview="[1]*1000", cut_innercut="[1]*1000")
 
 
 def raw_request(**changes) -> DocumentArray:
-    """A request as a plain Jina client builds it from the README: settings as tags, no bookkeeping."""
+    """A request as a plain Jina client builds it from docs/serving.md: settings as tags, no bookkeeping."""
     tags = {k: v for k, v in settings_to_tags(validate_settings(**TINY, seed=1, n_batches=1)).items()}
     tags.update(changes)
     return DocumentArray([Document(id=uuid.uuid4().hex, tags={k: v for k, v in tags.items() if v != "DROP"})])

@@ -1,6 +1,6 @@
 """The job API over real HTTP: submit, watch, fetch and cancel with short requests; the result store
 by Document id for a gRPC caller whose connection dropped; PaddleHub's ``hub serving`` route; the
-README's curl example as written."""
+shell example of docs/serving.md as written."""
 
 import base64
 import io
@@ -212,7 +212,8 @@ def test_paddlehub_serving_route_answers_as_hub_serving_does(served_http):
 
 
 def readme_job_example() -> str:
-    text = (ROOT / "README.md").read_text()
+    """The job API's shell example as docs/serving.md shows it (the block after ``<!-- jobs-example -->``)."""
+    text = (ROOT / "docs" / "serving.md").read_text()
     return re.search(r"<!-- jobs-example -->\n```bash\n(.*?)```", text, re.S).group(1)
 
 

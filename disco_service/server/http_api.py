@@ -254,6 +254,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
 
     @app.get("/jobs/{job_id}", tags=["jobs"])
     async def show(job_id: str, request: Request):
+        """One job: its status, place in line, settings, and per image its progress and file URLs."""
         return job_view(queue, find(request, job_id))
 
     @app.delete("/jobs/{job_id}", tags=["jobs"])
@@ -264,6 +265,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
 
     @app.get("/jobs/{job_id}/images/{index}/{name}", tags=["jobs"])
     async def image_file(job_id: str, index: int, name: str, request: Request):
+        """A file of a job's image: final.png, latest.png, frames.gif, sprite.png, video.mp4, frameNNNN.png."""
         job = find(request, job_id)
         if not 0 <= index < len(job.images) or (name not in IMAGE_FILES and not _ANIMATION_FRAME.fullmatch(name)):
             files = ", ".join(IMAGE_FILES)
@@ -332,6 +334,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
 
     @app.get("/results/{doc_id}/{name}", tags=["results"])
     async def result_file(doc_id: str, name: str, request: Request):
+        """A file of an image in the result store by its Document id (final.png, frames.gif, stepNNNN.png...)."""
         result_id(request, doc_id)
         path = store.file(doc_id, name)
         if path is None:
