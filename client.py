@@ -5,8 +5,8 @@
 
     python client.py --text_prompts "A lighthouse in a storm" --steps 250 [--host grpc://host:51000]
 
-The PaddleHub module's function (``disco_service/api.py``) and command line
-(``disco_service/cli.py``). Without ``host`` the Flow in ``flow.yml`` is started for the call
+The PaddleHub module's function (``disco_service/client/api.py``) and command line
+(``disco_service/client/cli.py``). Without ``host`` the Flow in ``flow.yml`` is started for the call
 (``serve.py`` on free local ports) and stopped afterwards.
 """
 

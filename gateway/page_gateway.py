@@ -7,10 +7,10 @@ StaticFiles refuses paths outside it); nothing here reads a path or URL from a r
 
 It also makes the Flow a shared service:
 
-- the job API, the results by Document id (disco_service/http_api.py) and PaddleHub's
-  ``/predict/disco_diffusion_clip_rn50`` (disco_service/hub_serving.py) on the HTTP port; the jobs
-  run in this process, which calls its own Flow over gRPC (disco_service/job_queue.py);
-- tokens (``DISCO_API_TOKENS``, disco_service/tokens.py) on both ports; without them the service
+- the job API, the results by Document id (disco_service/server/http_api.py) and PaddleHub's
+  ``/predict/disco_diffusion_clip_rn50`` (disco_service/server/hub_serving.py) on the HTTP port; the jobs
+  run in this process, which calls its own Flow over gRPC (disco_service/server/job_queue.py);
+- tokens (``DISCO_API_TOKENS``, disco_service/server/tokens.py) on both ports; without them the service
   is open, and says so in its log when it listens beyond this machine;
 - a request to an endpoint the Flow does not serve is refused, naming the ones it does (Jina
   would pass it through every executor and answer it unchanged).

@@ -166,7 +166,9 @@ def test_kubernetes_weights_are_downloaded_before_the_executors_start(k8s):
             continue
         (weights,) = init
         assert weights["command"] == ["python", "/app/client.py", "--download"]
-        assert (ROOT / "client.py").is_file() and "--download" in (ROOT / "disco_service" / "client" / "cli.py").read_text()
+        assert (ROOT / "client.py").is_file() and "--download" in (
+            ROOT / "disco_service" / "client" / "cli.py"
+        ).read_text()
         assert {"name": "DISCO_MODEL_DIR", "value": "/models"} in weights["env"]
         (mount,) = weights["volumeMounts"]
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
