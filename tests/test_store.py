@@ -3,14 +3,19 @@
 What is checked: migrations (from empty, again on re-open, refusal of a newer schema), jobs and
 images in and out, the fair order between owners, claims that never exceed the slots, two
 claimers racing from two threads, a claimer that stops renewing losing its images to another,
-a Document id never sent twice, progress, cancel, the time to live, and tokens kept as hashes.
+a Document id never sent twice, progress, cancel, the time to live, tokens kept as hashes; and
+that the default store belongs to one user and one server.
 """
 
+import stat
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from pg_cluster import INSTALL_HINT, cluster
 
+from disco_service import config
 from disco_service.server.store import (
     SCHEMA_VERSION,
     AlreadySent,
@@ -303,3 +308,25 @@ def test_tokens_are_kept_as_hashes(store):
     assert store.revoke_token(token) == 1 and store.check_token(token) is None
     with pytest.raises(ValueError):
         store.add_token("short")
+
+
+def test_the_default_store_is_private_to_one_user_and_one_server(tmp_path):
+    home = config.load({})  # XDG_STATE_HOME unset: ~/.local/state
+    assert home.state_dir == Path.home() / ".local" / "state" / "disco-diffusion"
+    settings = config.load({"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert settings.database_url is None
+    first, second = settings.store_target(51000), settings.store_target(52000)
+    assert first == str(tmp_path / "state" / "disco-diffusion" / "51000" / "jobs.sqlite3") and first != second
+    assert not first.startswith(tempfile.gettempdir() + "/disco")  # no folder every user's server shares
+    assert config.load({"XDG_STATE_HOME": "relative"}).state_dir == home.state_dir  # XDG wants absolute paths
+    assert config.load({"DISCO_STATE_DIR": str(tmp_path / "mine")}).store_target(1) == str(
+        tmp_path / "mine" / "1" / "jobs.sqlite3"
+    )
+    url = "postgresql://disco@db:5432/disco"
+    assert config.load({"DISCO_DATABASE_URL": url}).store_target(51000) == url
+    with pytest.raises(config.ConfigError, match="DISCO_DATABASE_URL must start with"):
+        config.load({"DISCO_DATABASE_URL": "mysql://db/disco"})
+    store = open_store(first)
+    store.close()
+    assert stat.S_IMODE(Path(first).stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(first).parent.stat().st_mode) == 0o700
