@@ -23,7 +23,7 @@ arguments: executors through ``__init__`` (``uses_with``), ``serve.py`` through 
 | ``DISCO_MAX_JOBS_PER_TOKEN`` | ``10`` | jobs one token may have queued or running in the job API at once |
 | ``DISCO_API_TOKEN`` | unset | the client's token (``client.py --token``), sent to a Flow that needs one |
 | ``DISCO_DATABASE_URL`` | unset (SQLite) | the state store: ``postgresql://...`` to share one queue between gateways |
-| ``DISCO_STATE_DIR`` | ``$XDG_STATE_HOME/disco-diffusion`` | the SQLite state store's folder (one ``<port>/jobs.sqlite3`` per server) |
+| ``DISCO_STATE_DIR`` | ``$XDG_STATE_HOME/disco-diffusion`` | the SQLite store: ``<port>/jobs.sqlite3`` per server |
 
 ``$XDG_STATE_HOME`` defaults to ``~/.local/state``: the state of one user, never a folder of the
 system's temp dir that another user's server could pick up.
