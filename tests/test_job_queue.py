@@ -14,6 +14,7 @@ import time
 
 import pytest
 from docarray import Document
+from pg_cluster import INSTALL_HINT, cluster
 from PIL import Image as PILImage
 
 from disco.settings import validate_settings
@@ -84,9 +85,24 @@ def store(tmp_path):
     return ResultStore(tmp_path / "results", ttl_s=3600)
 
 
-def test_owners_take_turns_and_each_owner_s_jobs_go_oldest_first(store):
+@pytest.fixture(scope="session")
+def postgres():
+    found = cluster()
+    if found is None:
+        pytest.skip(INSTALL_HINT)
+    yield found
+    found.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request):
+    """The queue's state store: the default SQLite file beside the results, or a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+
+
+def test_owners_take_turns_and_each_owner_s_jobs_go_oldest_first(store, state):
     flow = FakeFlow(store)
-    queue = JobQueue(store, flow, slots=1)
+    queue = JobQueue(store, flow, slots=1, state=state)
     a = [queue.submit("alice", settings(seed=s)) for s in (100, 200, 300)]
     b = queue.submit("bob", settings(n=2, seed=400))
     c = queue.submit("carol", settings(seed=500))
@@ -101,16 +117,16 @@ def test_owners_take_turns_and_each_owner_s_jobs_go_oldest_first(store):
     assert queue.get("bob", a[0].id) is None  # another owner's job is not there for bob
 
 
-def test_a_random_seed_is_chosen_for_the_run_and_each_image_has_its_own(store):
-    queue = JobQueue(store, FakeFlow(store))
+def test_a_random_seed_is_chosen_for_the_run_and_each_image_has_its_own(store, state):
+    queue = JobQueue(store, FakeFlow(store), state=state)
     job = queue.submit("alice", settings(n=3, seed=None))
     seeds = [image.seed for image in job.images]
     assert seeds == [job.settings["seed"] + i for i in range(3)] and 0 <= seeds[0] < 2**32 - 2
     assert len({image.doc_id for image in job.images}) == 3
 
 
-def test_each_owner_may_have_only_so_many_jobs_waiting_or_running(store):
-    queue = JobQueue(store, FakeFlow(store), max_jobs_per_owner=2)
+def test_each_owner_may_have_only_so_many_jobs_waiting_or_running(store, state):
+    queue = JobQueue(store, FakeFlow(store), max_jobs_per_owner=2, state=state)
     first = queue.submit("alice", settings())
     queue.submit("alice", settings())
     with pytest.raises(TooManyJobs, match=r"already has 2 jobs queued or running.*DISCO_MAX_JOBS_PER_TOKEN=2"):
@@ -121,11 +137,12 @@ def test_each_owner_may_have_only_so_many_jobs_waiting_or_running(store):
     queue.submit("alice", settings())  # a finished job no longer counts
 
 
-def test_cancel_stops_queued_images_at_once_and_asks_the_flow_for_running_ones(store):
+def test_cancel_stops_queued_images_at_once_and_asks_the_flow_for_running_ones(store, state):
     flow = FakeFlow(store)
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(n=2))
     job.images[0].status = JobStatus.RUNNING.value  # as if it had been sent
+    queue._save(job)
     assert asyncio.run(queue.cancel("bob", job.id)) is None  # not bob's
     asyncio.run(queue.cancel("alice", job.id))
     assert [i.status for i in job.images] == ["running", "cancelled"]
@@ -133,9 +150,9 @@ def test_cancel_stops_queued_images_at_once_and_asks_the_flow_for_running_ones(s
     assert job.status == "running"  # until the running image stops at its next step
 
 
-def test_jobs_outlive_a_restart_of_the_gateway(store):
+def test_jobs_outlive_a_restart_of_the_gateway(store, state):
     flow = FakeFlow(store)
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     running = queue.submit("alice", settings(seed=1))
     queued = queue.submit("bob", settings(n=2, seed=50))
     lost = queue.submit("carol", settings(seed=70))
@@ -146,7 +163,7 @@ def test_jobs_outlive_a_restart_of_the_gateway(store):
     done.images[0].status = "done"
     queue._save(done)
 
-    again = JobQueue(store, FakeFlow(store))  # the new gateway: reads the jobs back
+    again = JobQueue(store, FakeFlow(store), state=state)  # the new gateway: reads the jobs back
     assert {j.id: j.status for j in again.jobs.values()} == {
         running.id: "running", queued.id: "queued", lost.id: "running", done.id: "done"
     }  # fmt: skip
@@ -179,18 +196,18 @@ def test_jobs_outlive_a_restart_of_the_gateway(store):
     assert again.jobs[lost.id].images[0].doc_id != lost.images[0].doc_id  # an id is never sent twice
 
 
-def test_an_image_that_cannot_reach_the_flow_is_sent_again_under_a_new_id(store):
+def test_an_image_that_cannot_reach_the_flow_is_sent_again_under_a_new_id(store, state):
     flow = FakeFlow(store, {7: ConnectionError("StatusCode.UNAVAILABLE: Communication error with deployment sampler")})
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(seed=7))
     asyncio.run(run_until(queue, lambda: job.finished))
     assert job.status == "done" and [d.tags["seed"] for d in flow.sent] == [7, 7]
     assert flow.sent[0].id != flow.sent[1].id == job.images[0].doc_id
 
 
-def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store):
+def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store, state):
     flow = FakeFlow(store, {8: RuntimeError("the sampler process died")})
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(seed=8))
     doc_id = job.images[0].doc_id
     flow.states[doc_id] = {"status": "failed", "error": "the sampler process died (pid 42) at step 2 of 3", "step": 2}
@@ -198,12 +215,12 @@ def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store):
     assert job.status == "failed" and job.images[0].error == "the sampler process died (pid 42) at step 2 of 3"
 
 
-def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store):
+def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store, state):
     from disco.settings import SettingsError
 
     refusal = SettingsError("text_prompts", "a prompt may be at most 77 CLIP tokens, got 90")
     flow = FakeFlow(store, {9: refusal})
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(n=3, seed=9))
     asyncio.run(run_until(queue, lambda: job.finished))
     assert len(flow.sent) == 1  # the other two images were not sent

@@ -274,6 +274,36 @@ class JobStore:
                 _image(r) for r in tx.rows(f"SELECT {_COLUMNS} FROM images WHERE job_id = ? ORDER BY idx", (job_id,))
             ]
 
+    def images_of(self, job_ids: Sequence[str]) -> dict[str, list[StoredImage]]:
+        """The images of several jobs at once, by job id, each list in order."""
+        found: dict[str, list[StoredImage]] = {job_id: [] for job_id in job_ids}
+        ids = list(found)
+        with self._tx(write=False) as tx:
+            for start in range(0, len(ids), 500):  # a bounded number of parameters per statement
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for row in tx.rows(
+                    f"SELECT {_COLUMNS} FROM images WHERE job_id IN ({marks}) ORDER BY job_id, idx", chunk
+                ):
+                    found[row["job_id"]].append(_image(row))
+        return found
+
+    def set_image(self, job_id: str, idx: int, **values: Any) -> bool:
+        """Overwrite columns of one image as given (``StoredImage``'s fields but its key): for repairs
+        and tests. Claims, sending and ends go through the methods above, which keep their rules."""
+        names = [name for name in IMAGE_COLUMNS if name in values and name not in ("job_id", "idx")]
+        if set(values) - set(names):
+            raise ValueError(f"not image fields: {sorted(set(values) - set(names))}")
+        if not names:
+            return False
+        sets = ", ".join(f"{name} = ?" for name in names)
+        with self._tx() as tx:
+            changed = tx.run(
+                f"UPDATE images SET {sets} WHERE job_id = ? AND idx = ?", (*(values[n] for n in names), job_id, idx)
+            )
+            tx.run("UPDATE jobs SET changed = ? WHERE id = ?", (self.clock(), job_id))
+        return changed > 0
+
     def image(self, doc_id: str) -> StoredImage | None:
         """The image whose current Document id is ``doc_id``, or None."""
         with self._tx(write=False) as tx:
@@ -415,15 +445,15 @@ class JobStore:
 
     def expire(self, claimer: str, lease_s: float) -> list[StoredImage]:
         """Settle the claims whose lease ran out (their claimer died or hung): images not sent yet go
-        back to the queue; images already sent pass to ``claimer`` (lease ``lease_s``) and are
-        returned, for it to decide: watch them (a sampler may still be making them) or ``requeue``
-        them under a new Document id. Each such image is handed to one caller only."""
+        back to the queue; images already sent (also any that nobody holds) pass to ``claimer``
+        (lease ``lease_s``) and are returned, for it to decide: watch them (a sampler may still be
+        making them) or ``requeue`` them under a new Document id. Each is handed to one caller only."""
         now = self.clock()
         with self._tx() as tx:
             rows = tx.rows(
-                f"SELECT {_COLUMNS} FROM images WHERE claimer IS NOT NULL AND claimer <> ? AND lease_until <= ? "
-                f"AND status IN {_SENT}" + self._for_update,
-                (claimer, now),
+                f"SELECT {_COLUMNS} FROM images WHERE (claimer IS NULL OR lease_until <= ?) "
+                f"AND status IN {_SENT} ORDER BY job_id, idx" + self._for_update,
+                (now,),
             )
             for row in rows:
                 tx.run(
