@@ -251,3 +251,74 @@ def test_the_store_keeps_frames_the_final_image_only_when_done_and_forgets_after
     assert not store.used("a1") and store.used("b2")
     with pytest.raises(ValueError, match="job id must be"):
         store.entry("../etc")
+
+
+class SharedFlow(FakeFlow):
+    """One Flow behind two gateways: its samplers work on their own (a request that goes away does
+    not stop its image), ``hold`` keeps images of those seeds running until released; it counts the
+    images in its samplers at once."""
+
+    def __init__(self, store: ResultStore, hold=()):
+        super().__init__(store)
+        self.hold = {seed: asyncio.Event() for seed in hold}
+        self.working, self.most_working = 0, 0
+
+    async def _sample(self, doc):
+        self.working += 1
+        self.most_working = max(self.most_working, self.working)
+        self.states[doc.id] = {"status": "running", "step": 1, "total": 3}
+        try:
+            await asyncio.sleep(0.05)
+            if doc.tags["seed"] in self.hold:
+                await self.hold[doc.tags["seed"]].wait()
+            self.store.finish(doc.id, {"status": "done", "seed": doc.tags["seed"], "steps_done": 3, "total": 3})
+            self.states[doc.id] = {"status": "done"}
+        finally:
+            self.working -= 1
+        return Document(id=doc.id, tags={**doc.tags, "status": "done", "steps_done": 3.0})
+
+    async def generate(self, doc):
+        self.sent.append(doc)
+        return await asyncio.shield(asyncio.ensure_future(self._sample(doc)))
+
+
+def test_two_gateways_share_one_queue(store, state, monkeypatch):
+    monkeypatch.setattr(job_queue, "LEASE_S", 0.5)
+    flow = SharedFlow(store, hold=[100])
+    first = JobQueue(store, flow, slots=2, state=state, claimer="gateway-a")
+    second = JobQueue(store, flow, slots=2, state=state, claimer="gateway-b")  # the same store
+    jobs = []
+    for n, owner in enumerate(["alice", "bob", "carol", "alice", "bob", "carol"]):
+        gateway = (first, second)[n % 2]  # submitted to both in turn
+        jobs.append((owner, gateway.submit(owner, settings(n=2, seed=100 + 10 * n)).id))
+    for owner, job_id in jobs:  # each gateway sees every job
+        assert first.get(owner, job_id) is not None and second.get(owner, job_id) is not None
+
+    async def scenario():
+        tasks = {queue: asyncio.create_task(queue.run()) for queue in (first, second)}
+        deadline = time.time() + 20
+        while not any(d.tags["seed"] == 100 for d in flow.sent):
+            assert time.time() < deadline
+            await asyncio.sleep(0.01)
+        holder = next(q for q in (first, second) if any(i.seed == 100 for _, i, _ in q.in_flight.values()))
+        survivor = second if holder is first else first
+        tasks[holder].cancel()  # that gateway dies (as with kill -9): its claims are no longer renewed
+        for _, _, task in holder.in_flight.values():
+            if task is not None:
+                task.cancel()
+        await asyncio.sleep(0.8)  # its lease runs out: the other gateway takes its images over
+        flow.hold[100].set()  # the sampler finishes the image all the same
+        try:
+            while not all(survivor.get(owner, job_id).finished for owner, job_id in jobs):
+                assert time.time() < deadline, {j: survivor.get(o, j).status for o, j in jobs}
+                await asyncio.sleep(0.01)
+        finally:
+            tasks[survivor].cancel()
+
+    asyncio.run(scenario())
+    assert {first.get(owner, job_id).status for owner, job_id in jobs} == {"done"}
+    sent_seeds = [d.tags["seed"] for d in flow.sent]
+    assert sorted(sent_seeds) == sorted(100 + 10 * n + i for n in range(6) for i in range(2))  # each once
+    assert len({d.id for d in flow.sent}) == len(flow.sent)  # no Document id twice
+    assert flow.most_working <= 2  # never more than the slots, over both gateways
+    assert first.state.in_flight() == 0
