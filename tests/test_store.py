@@ -330,3 +330,31 @@ def test_the_default_store_is_private_to_one_user_and_one_server(tmp_path):
     store.close()
     assert stat.S_IMODE(Path(first).stat().st_mode) == 0o600
     assert stat.S_IMODE(Path(first).parent.stat().st_mode) == 0o700
+
+
+def test_a_lost_postgresql_connection_is_made_again(postgres, clock):
+    import psycopg
+
+    store = open_store(postgres.new_database(), clock)
+    submit(store, clock, "j1", "alice")
+    with psycopg.connect(store.url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        store.get_job("j1")  # the call that finds the connection gone fails
+    assert store.get_job("j1").owner == "alice"  # the next one connects again
+    store.close()
+
+
+def test_images_of_several_jobs_and_repairs(store, clock):
+    submit(store, clock, "j1", "alice", n=2)
+    submit(store, clock, "j2", "bob")
+    found = store.images_of(["j1", "j2", "none"])
+    assert [(i.job_id, i.idx) for i in found["j1"]] == [("j1", 0), ("j1", 1)] and len(found["j2"]) == 1
+    assert found["none"] == []
+    assert store.set_image("j1", 1, status="running", step=2)
+    assert (store.images("j1")[1].status, store.images("j1")[1].step) == ("running", 2)
+    with pytest.raises(ValueError):
+        store.set_image("j1", 1, owner="mallory")

@@ -23,6 +23,7 @@ retried for ``RETRY_FOR_S``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 import time
@@ -52,6 +53,8 @@ __all__ = [
     "RETRY_PAUSE_S",
     "TooManyJobs",
 ]
+
+log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 LOST_AFTER_S = 30  # an image left "waiting" this long after a gateway restart was lost with the old gateway
@@ -316,17 +319,23 @@ class JobQueue:
         self.sweep()
         swept = renewed = self.clock()
         while True:
-            self._watch(self.state.expire(self.claimer, LEASE_S))  # images whose gateway went away
-            while (claimed := self.state.claim_next(self.claimer, LEASE_S, self.slots)) is not None:
-                self._send(claimed)
+            try:
+                self._watch(self.state.expire(self.claimer, LEASE_S))  # images whose gateway went away
+                while (claimed := self.state.claim_next(self.claimer, LEASE_S, self.slots)) is not None:
+                    self._send(claimed)
+            except Exception as exc:  # the store is out of reach for now: try again at the next round
+                log.warning("job queue: the state store could not be read or written (%s); trying again", exc)
             try:
                 await self._poll()
             except Exception:  # progress is best effort: each image's own answer decides
                 pass
-            if self.in_flight and self.clock() - renewed > LEASE_S / 3:
-                renewed = self.clock()
-                self.state.renew(self.claimer, LEASE_S)
-            self._wake_waiters()
+            try:
+                if self.in_flight and self.clock() - renewed > LEASE_S / 3:
+                    self.state.renew(self.claimer, LEASE_S)
+                    renewed = self.clock()
+                self._wake_waiters()
+            except Exception as exc:
+                log.warning("job queue: the state store could not be read or written (%s); trying again", exc)
             if self.clock() - swept > 3600:
                 swept = self.clock()
                 self.sweep()

@@ -31,7 +31,8 @@ class PostgresStore(JobStore):
 
         super().__init__(clock)
         self.url = url
-        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=int(connect_timeout_s))
+        self._connect_timeout = max(1, int(connect_timeout_s))
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=self._connect_timeout)
 
     def _translate(self, sql: str) -> str:
         return sql.replace("?", "%s")  # the statements hold no other question marks (nor percent signs)
@@ -41,6 +42,10 @@ class PostgresStore(JobStore):
 
     @contextmanager
     def _begin(self, write: bool) -> Iterator[Any]:
+        if self.conn.closed or self.conn.broken:  # the server restarted or the network dropped: connect again
+            import psycopg
+
+            self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
         with self.conn.transaction(), self.conn.cursor() as cursor:
             yield cursor
 
