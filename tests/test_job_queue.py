@@ -322,3 +322,25 @@ def test_two_gateways_share_one_queue(store, state, monkeypatch):
     assert len({d.id for d in flow.sent}) == len(flow.sent)  # no Document id twice
     assert flow.most_working <= 2  # never more than the slots, over both gateways
     assert first.state.in_flight() == 0
+
+
+def test_job_files_of_an_earlier_version_are_imported_once(store, state):
+    flow = FakeFlow(store)
+    folder = store.dir / "jobs"
+    folder.mkdir(parents=True)
+    old = job_queue.Job(
+        id="0123abcd",
+        owner="alice",
+        created=time.time(),
+        settings={"seed": 5},
+        images=[job_queue.Image(0, 5, "d0", status="done", step=3), job_queue.Image(1, 6, "d1")],
+    )
+    (folder / "0123abcd.json").write_text(json.dumps(old.record()))
+    (folder / "broken.json").write_text("{not json")
+    queue = JobQueue(store, flow, state=state)
+    job = queue.get("alice", "0123abcd")
+    assert [(i.doc_id, i.status, i.step) for i in job.images] == [("d0", "done", 3), ("d1", "queued", None)]
+    assert (folder / "0123abcd.json.imported").exists() and not (folder / "0123abcd.json").exists()
+    assert (folder / "broken.json").exists()  # skipped, left as it was
+    again = JobQueue(store, flow, state=state)  # nothing imported twice
+    assert [j.id for j in again.jobs_of("alice")] == ["0123abcd"]

@@ -23,6 +23,7 @@ retried for ``RETRY_FOR_S``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import socket
@@ -193,6 +194,7 @@ class JobQueue:
         self.resumed: dict[str, float] = {}  # doc id -> when this gateway took over watching it
         self._wake: asyncio.Event | None = None
         self._done: dict[str, asyncio.Event] = {}
+        self._import_files()
 
     # ----- what callers ask -----
 
@@ -534,6 +536,29 @@ class JobQueue:
             else:
                 job.images.append(Image(**values))
         return job
+
+    def _import_files(self) -> None:
+        """Jobs an earlier version kept as files (``jobs/<id>.json``) go into the state store once
+        (the file is renamed ``<id>.json.imported``); a file that cannot be read or stored is
+        skipped and named in the log."""
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                job = Job.from_record(json.loads(path.read_text()))
+                if self.state.get_job(job.id) is None:
+                    images = job.images
+                    self.state.submit(
+                        job.id,
+                        job.owner,
+                        job.settings,
+                        [image.seed for image in images],
+                        doc_ids=[image.doc_id for image in images],
+                        has_init_image=job.has_init_image,
+                        has_video=job.has_video,
+                    )
+                    self._save(job)  # its images as they were
+                path.rename(path.with_name(path.name + ".imported"))
+            except Exception as exc:
+                log.warning("job queue: skipped the job file %s, which could not be imported: %s", path, exc)
 
     def _save(self, job: Job) -> None:
         """Write the job's images as they are here over the store's (repairs and tests; the queue's
