@@ -358,3 +358,33 @@ def test_images_of_several_jobs_and_repairs(store, clock):
     assert (store.images("j1")[1].status, store.images("j1")[1].step) == ("running", 2)
     with pytest.raises(ValueError):
         store.set_image("j1", 1, owner="mallory")
+
+
+def _claim_until_empty(target: str, claimer: str, start, results) -> None:
+    """In a child process: claim and send images until none is left; the Document ids it got."""
+    store = open_store(target)
+    start.wait()
+    got = []
+    while (image := store.claim_next(claimer, LEASE_S, slots=1000)) is not None:
+        if store.mark_sent(image.doc_id, claimer) is not None:
+            got.append(image.doc_id)
+    store.close()
+    results.put((claimer, got))
+
+
+def test_two_claimer_processes_share_out_the_queue(target, store, clock):
+    import multiprocessing
+
+    for n in range(20):
+        submit(store, clock, f"j{n}", f"owner{n % 4}", n=3)
+    every = {image.doc_id for n in range(20) for image in store.images(f"j{n}")}
+    context = multiprocessing.get_context("fork")
+    results, start = context.Queue(), context.Barrier(2)
+    workers = [context.Process(target=_claim_until_empty, args=(target, n, start, results)) for n in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    got = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+    assert not set(got["a"]) & set(got["b"])  # no image claimed by both
+    assert set(got["a"]) | set(got["b"]) == every and len(got["a"]) + len(got["b"]) == len(every)
