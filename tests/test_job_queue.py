@@ -1,9 +1,10 @@
 """The job queue and the result store without a Flow: a fake Flow answers the queue's calls.
 
-What is checked: owners take turns, each owner's jobs go oldest first, the place in line, the cap
-per owner, cancel, a restart of the gateway (jobs reloaded, running images watched again, lost ones
-sent again) and the retry of images that could not reach the Flow; the store's files and its time
-to live.
+What is checked, on both state stores (a SQLite file and a PostgreSQL database): owners take turns,
+each owner's jobs go oldest first, the place in line, the cap per owner, cancel, a restart of the
+gateway (jobs reloaded, running images watched again, lost ones sent again), the retry of images
+that could not reach the Flow, job files of an earlier version imported, and two gateways sharing
+one queue (one of them dying mid-image); the result store's files and its time to live.
 """
 
 import asyncio
