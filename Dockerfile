@@ -62,9 +62,12 @@ RUN pip install --no-deps -e . \
  && chown disco:disco /models /jobs /results
 
 # DISCO_USE_GPU=1: the executors refuse to start without a usable GPU (-e DISCO_USE_GPU=0 for the CPU).
+# DISCO_STATE_DIR: the gateway's queue (SQLite) on the results volume, so it outlives the container;
+# several gateways share one through DISCO_DATABASE_URL (PostgreSQL) instead.
 ENV DISCO_MODEL_DIR=/models \
     DISCO_JOBS_DIR=/jobs \
     DISCO_RESULTS_DIR=/results \
+    DISCO_STATE_DIR=/results/state \
     TORCH_HOME=/models/torch \
     HF_HOME=/models/huggingface \
     JINA_OPTOUT_TELEMETRY=1 \

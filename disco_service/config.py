@@ -5,6 +5,9 @@ Processes of the service read their configuration here once (``load()``) and han
 arguments: executors through ``__init__`` (``uses_with``), ``serve.py`` through its flags.
 
 Their table, with defaults and meanings, is ``VARIABLES`` (docs/reference/environment.md is made from it).
+
+``$XDG_STATE_HOME`` defaults to ``~/.local/state``: the state of one user, never a folder of the
+system\'s temp dir that another user\'s server could pick up.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 
 from disco.settings import DEFAULT_LIMITS, Limits
 
-__all__ = ["Config", "ConfigError", "DEVICE_CHOICES", "load", "MODES", "VARIABLES", "Variable"]
+__all__ = ["Config", "ConfigError", "DATABASE_SCHEMES", "DEVICE_CHOICES", "load", "MODES", "VARIABLES", "Variable"]
 
 DEVICE_CHOICES = ("auto", "1", "0")
 MODES = ("fast", "exact")  # disco.fast.MODES, without importing torch to read the configuration
+DATABASE_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DISCO_API_TOKENS", "unset (open)", "tokens callers must send: comma-separated, or `@FILE` (one a line)"),
     Variable("DISCO_MAX_JOBS_PER_TOKEN", "`10`", "jobs one token may have queued or running in the job API at once"),
     Variable("DISCO_API_TOKEN", "unset", "the client's token (`client.py --token`), sent to a Flow that needs one"),
+    Variable(
+        "DISCO_DATABASE_URL",
+        "unset (SQLite)",
+        "the state store: `postgresql://...` to share one queue between gateways",
+    ),
+    Variable(
+        "DISCO_STATE_DIR", "`$XDG_STATE_HOME/disco-diffusion`", "the SQLite store: `<port>/jobs.sqlite3` per server"
+    ),
 )
 
 
@@ -75,6 +87,14 @@ class Config:
     api_tokens: tuple[str, ...]  # empty: an open service
     max_jobs_per_token: int
     api_token: str | None  # the client's own token
+    database_url: str | None  # None: the SQLite file under state_dir
+    state_dir: Path
+
+    def store_target(self, port: int) -> str:
+        """Where the state store of the server whose (first) port is ``port`` lives: the database
+        URL when set, else its own SQLite file, ``state_dir/<port>/jobs.sqlite3`` (two servers on
+        one machine never share a queue by default)."""
+        return self.database_url or str(self.state_dir / str(int(port)) / "jobs.sqlite3")
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, kind: type, low: float) -> float:
@@ -118,6 +138,23 @@ def _tokens(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tokens
 
 
+def _database_url(environ: Mapping[str, str]) -> str | None:
+    url = environ.get("DISCO_DATABASE_URL", "").strip()
+    if url and not url.startswith(DATABASE_SCHEMES):
+        raise ConfigError(f"DISCO_DATABASE_URL must start with {', '.join(DATABASE_SCHEMES)}, got {url[:20]!r}")
+    return url or None
+
+
+def _state_dir(environ: Mapping[str, str]) -> Path:
+    """``DISCO_STATE_DIR``, else ``disco-diffusion`` in the user's state folder (XDG_STATE_HOME,
+    which must be an absolute path to count, else ``~/.local/state``)."""
+    if text := environ.get("DISCO_STATE_DIR", "").strip():
+        return Path(text).expanduser()
+    xdg = environ.get("XDG_STATE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "disco-diffusion"
+
+
 def load(environ: Mapping[str, str] | None = None) -> Config:
     """The configuration from ``environ`` (default ``os.environ``); raises ``ConfigError`` naming a bad variable."""
     env = os.environ if environ is None else environ
@@ -143,4 +180,6 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         api_tokens=_tokens(env, "DISCO_API_TOKENS"),
         max_jobs_per_token=int(_number(env, "DISCO_MAX_JOBS_PER_TOKEN", 10, int, 1)),
         api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
+        database_url=_database_url(env),
+        state_dir=_state_dir(env),
     )

@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 from jina.serve.runtimes.gateway.composite import CompositeGateway
@@ -197,6 +198,8 @@ class DiscoGateway(CompositeGateway):
             FlowClient(f"grpc://127.0.0.1:{grpc_port}", accepted.service_metadata()),
             slots=len(addresses.get(wire.SAMPLER) or [None]),
             max_jobs_per_owner=cfg.max_jobs_per_token,
+            state=cfg.store_target(grpc_port),  # this server's own SQLite file, or the shared database
+            claimer=f"{socket.gethostname()}:{grpc_port}",
         )
         streamer = self._request_handler.streamer._streamer
         streamer._request_handler = honest_answers(streamer._request_handler)

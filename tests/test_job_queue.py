@@ -1,9 +1,10 @@
 """The job queue and the result store without a Flow: a fake Flow answers the queue's calls.
 
-What is checked: owners take turns, each owner's jobs go oldest first, the place in line, the cap
-per owner, cancel, a restart of the gateway (jobs reloaded, running images watched again, lost ones
-sent again) and the retry of images that could not reach the Flow; the store's files and its time
-to live.
+What is checked, on both state stores (a SQLite file and a PostgreSQL database): owners take turns,
+each owner's jobs go oldest first, the place in line, the cap per owner, cancel, a restart of the
+gateway (jobs reloaded, running images watched again, lost ones sent again), the retry of images
+that could not reach the Flow, job files of an earlier version imported, and two gateways sharing
+one queue (one of them dying mid-image); the result store's files and its time to live.
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import time
 
 import pytest
 from docarray import Document
+from pg_cluster import INSTALL_HINT, cluster
 from PIL import Image as PILImage
 
 from disco.settings import validate_settings
@@ -84,9 +86,24 @@ def store(tmp_path):
     return ResultStore(tmp_path / "results", ttl_s=3600)
 
 
-def test_owners_take_turns_and_each_owner_s_jobs_go_oldest_first(store):
+@pytest.fixture(scope="session")
+def postgres():
+    found = cluster()
+    if found is None:
+        pytest.skip(INSTALL_HINT)
+    yield found
+    found.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request):
+    """The queue's state store: the default SQLite file beside the results, or a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+
+
+def test_owners_take_turns_and_each_owner_s_jobs_go_oldest_first(store, state):
     flow = FakeFlow(store)
-    queue = JobQueue(store, flow, slots=1)
+    queue = JobQueue(store, flow, slots=1, state=state)
     a = [queue.submit("alice", settings(seed=s)) for s in (100, 200, 300)]
     b = queue.submit("bob", settings(n=2, seed=400))
     c = queue.submit("carol", settings(seed=500))
@@ -101,16 +118,16 @@ def test_owners_take_turns_and_each_owner_s_jobs_go_oldest_first(store):
     assert queue.get("bob", a[0].id) is None  # another owner's job is not there for bob
 
 
-def test_a_random_seed_is_chosen_for_the_run_and_each_image_has_its_own(store):
-    queue = JobQueue(store, FakeFlow(store))
+def test_a_random_seed_is_chosen_for_the_run_and_each_image_has_its_own(store, state):
+    queue = JobQueue(store, FakeFlow(store), state=state)
     job = queue.submit("alice", settings(n=3, seed=None))
     seeds = [image.seed for image in job.images]
     assert seeds == [job.settings["seed"] + i for i in range(3)] and 0 <= seeds[0] < 2**32 - 2
     assert len({image.doc_id for image in job.images}) == 3
 
 
-def test_each_owner_may_have_only_so_many_jobs_waiting_or_running(store):
-    queue = JobQueue(store, FakeFlow(store), max_jobs_per_owner=2)
+def test_each_owner_may_have_only_so_many_jobs_waiting_or_running(store, state):
+    queue = JobQueue(store, FakeFlow(store), max_jobs_per_owner=2, state=state)
     first = queue.submit("alice", settings())
     queue.submit("alice", settings())
     with pytest.raises(TooManyJobs, match=r"already has 2 jobs queued or running.*DISCO_MAX_JOBS_PER_TOKEN=2"):
@@ -121,11 +138,12 @@ def test_each_owner_may_have_only_so_many_jobs_waiting_or_running(store):
     queue.submit("alice", settings())  # a finished job no longer counts
 
 
-def test_cancel_stops_queued_images_at_once_and_asks_the_flow_for_running_ones(store):
+def test_cancel_stops_queued_images_at_once_and_asks_the_flow_for_running_ones(store, state):
     flow = FakeFlow(store)
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(n=2))
     job.images[0].status = JobStatus.RUNNING.value  # as if it had been sent
+    queue._save(job)
     assert asyncio.run(queue.cancel("bob", job.id)) is None  # not bob's
     asyncio.run(queue.cancel("alice", job.id))
     assert [i.status for i in job.images] == ["running", "cancelled"]
@@ -133,9 +151,9 @@ def test_cancel_stops_queued_images_at_once_and_asks_the_flow_for_running_ones(s
     assert job.status == "running"  # until the running image stops at its next step
 
 
-def test_jobs_outlive_a_restart_of_the_gateway(store):
+def test_jobs_outlive_a_restart_of_the_gateway(store, state):
     flow = FakeFlow(store)
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     running = queue.submit("alice", settings(seed=1))
     queued = queue.submit("bob", settings(n=2, seed=50))
     lost = queue.submit("carol", settings(seed=70))
@@ -146,7 +164,7 @@ def test_jobs_outlive_a_restart_of_the_gateway(store):
     done.images[0].status = "done"
     queue._save(done)
 
-    again = JobQueue(store, FakeFlow(store))  # the new gateway: reads the jobs back
+    again = JobQueue(store, FakeFlow(store), state=state)  # the new gateway: reads the jobs back
     assert {j.id: j.status for j in again.jobs.values()} == {
         running.id: "running", queued.id: "queued", lost.id: "running", done.id: "done"
     }  # fmt: skip
@@ -179,18 +197,18 @@ def test_jobs_outlive_a_restart_of_the_gateway(store):
     assert again.jobs[lost.id].images[0].doc_id != lost.images[0].doc_id  # an id is never sent twice
 
 
-def test_an_image_that_cannot_reach_the_flow_is_sent_again_under_a_new_id(store):
+def test_an_image_that_cannot_reach_the_flow_is_sent_again_under_a_new_id(store, state):
     flow = FakeFlow(store, {7: ConnectionError("StatusCode.UNAVAILABLE: Communication error with deployment sampler")})
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(seed=7))
     asyncio.run(run_until(queue, lambda: job.finished))
     assert job.status == "done" and [d.tags["seed"] for d in flow.sent] == [7, 7]
     assert flow.sent[0].id != flow.sent[1].id == job.images[0].doc_id
 
 
-def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store):
+def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store, state):
     flow = FakeFlow(store, {8: RuntimeError("the sampler process died")})
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(seed=8))
     doc_id = job.images[0].doc_id
     flow.states[doc_id] = {"status": "failed", "error": "the sampler process died (pid 42) at step 2 of 3", "step": 2}
@@ -198,12 +216,12 @@ def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store):
     assert job.status == "failed" and job.images[0].error == "the sampler process died (pid 42) at step 2 of 3"
 
 
-def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store):
+def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store, state):
     from disco.settings import SettingsError
 
     refusal = SettingsError("text_prompts", "a prompt may be at most 77 CLIP tokens, got 90")
     flow = FakeFlow(store, {9: refusal})
-    queue = JobQueue(store, flow)
+    queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(n=3, seed=9))
     asyncio.run(run_until(queue, lambda: job.finished))
     assert len(flow.sent) == 1  # the other two images were not sent
@@ -234,3 +252,96 @@ def test_the_store_keeps_frames_the_final_image_only_when_done_and_forgets_after
     assert not store.used("a1") and store.used("b2")
     with pytest.raises(ValueError, match="job id must be"):
         store.entry("../etc")
+
+
+class SharedFlow(FakeFlow):
+    """One Flow behind two gateways: its samplers work on their own (a request that goes away does
+    not stop its image), ``hold`` keeps images of those seeds running until released; it counts the
+    images in its samplers at once."""
+
+    def __init__(self, store: ResultStore, hold=()):
+        super().__init__(store)
+        self.hold = {seed: asyncio.Event() for seed in hold}
+        self.working, self.most_working = 0, 0
+
+    async def _sample(self, doc):
+        self.working += 1
+        self.most_working = max(self.most_working, self.working)
+        self.states[doc.id] = {"status": "running", "step": 1, "total": 3}
+        try:
+            await asyncio.sleep(0.05)
+            if doc.tags["seed"] in self.hold:
+                await self.hold[doc.tags["seed"]].wait()
+            self.store.finish(doc.id, {"status": "done", "seed": doc.tags["seed"], "steps_done": 3, "total": 3})
+            self.states[doc.id] = {"status": "done"}
+        finally:
+            self.working -= 1
+        return Document(id=doc.id, tags={**doc.tags, "status": "done", "steps_done": 3.0})
+
+    async def generate(self, doc):
+        self.sent.append(doc)
+        return await asyncio.shield(asyncio.ensure_future(self._sample(doc)))
+
+
+def test_two_gateways_share_one_queue(store, state, monkeypatch):
+    monkeypatch.setattr(job_queue, "LEASE_S", 0.5)
+    flow = SharedFlow(store, hold=[100])
+    first = JobQueue(store, flow, slots=2, state=state, claimer="gateway-a")
+    second = JobQueue(store, flow, slots=2, state=state, claimer="gateway-b")  # the same store
+    jobs = []
+    for n, owner in enumerate(["alice", "bob", "carol", "alice", "bob", "carol"]):
+        gateway = (first, second)[n % 2]  # submitted to both in turn
+        jobs.append((owner, gateway.submit(owner, settings(n=2, seed=100 + 10 * n)).id))
+    for owner, job_id in jobs:  # each gateway sees every job
+        assert first.get(owner, job_id) is not None and second.get(owner, job_id) is not None
+
+    async def scenario():
+        tasks = {queue: asyncio.create_task(queue.run()) for queue in (first, second)}
+        deadline = time.time() + 20
+        while not any(d.tags["seed"] == 100 for d in flow.sent):
+            assert time.time() < deadline
+            await asyncio.sleep(0.01)
+        holder = next(q for q in (first, second) if any(i.seed == 100 for _, i, _ in q.in_flight.values()))
+        survivor = second if holder is first else first
+        tasks[holder].cancel()  # that gateway dies (as with kill -9): its claims are no longer renewed
+        for _, _, task in holder.in_flight.values():
+            if task is not None:
+                task.cancel()
+        await asyncio.sleep(0.8)  # its lease runs out: the other gateway takes its images over
+        flow.hold[100].set()  # the sampler finishes the image all the same
+        try:
+            while not all(survivor.get(owner, job_id).finished for owner, job_id in jobs):
+                assert time.time() < deadline, {j: survivor.get(o, j).status for o, j in jobs}
+                await asyncio.sleep(0.01)
+        finally:
+            tasks[survivor].cancel()
+
+    asyncio.run(scenario())
+    assert {first.get(owner, job_id).status for owner, job_id in jobs} == {"done"}
+    sent_seeds = [d.tags["seed"] for d in flow.sent]
+    assert sorted(sent_seeds) == sorted(100 + 10 * n + i for n in range(6) for i in range(2))  # each once
+    assert len({d.id for d in flow.sent}) == len(flow.sent)  # no Document id twice
+    assert flow.most_working <= 2  # never more than the slots, over both gateways
+    assert first.state.in_flight() == 0
+
+
+def test_job_files_of_an_earlier_version_are_imported_once(store, state):
+    flow = FakeFlow(store)
+    folder = store.dir / "jobs"
+    folder.mkdir(parents=True)
+    old = job_queue.Job(
+        id="0123abcd",
+        owner="alice",
+        created=time.time(),
+        settings={"seed": 5},
+        images=[job_queue.Image(0, 5, "d0", status="done", step=3), job_queue.Image(1, 6, "d1")],
+    )
+    (folder / "0123abcd.json").write_text(json.dumps(old.record()))
+    (folder / "broken.json").write_text("{not json")
+    queue = JobQueue(store, flow, state=state)
+    job = queue.get("alice", "0123abcd")
+    assert [(i.doc_id, i.status, i.step) for i in job.images] == [("d0", "done", 3), ("d1", "queued", None)]
+    assert (folder / "0123abcd.json.imported").exists() and not (folder / "0123abcd.json").exists()
+    assert (folder / "broken.json").exists()  # skipped, left as it was
+    again = JobQueue(store, flow, state=state)  # nothing imported twice
+    assert [j.id for j in again.jobs_of("alice")] == ["0123abcd"]

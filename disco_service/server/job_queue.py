@@ -8,23 +8,29 @@ run, the queue polls ``/progress`` for them (which also tells the Flow that some
 they are not abandoned) and keeps each new frame. Each image ends in the result store
 (results.py), written by the Flow itself.
 
-Jobs are kept as files (``DISCO_RESULTS_DIR/jobs/<id>.json``, the init image beside it), so they
-survive a restart of the gateway: queued images are sent later, images that were running are
-watched again (their results reach the store all the same), and an image whose request was lost
-before it started is queued again under a new id. A request that fails because the Flow cannot
-be reached before the image started (a sampler restarting) is retried for ``RETRY_FOR_S``.
+Jobs and images live in the state store (``disco_service.server.store``: SQLite by default,
+PostgreSQL to share one queue between gateways); an init image or video is a file beside the
+results (``DISCO_RESULTS_DIR/jobs/<id>.init``). The turn between owners and the free sampler slots
+are decided there: each image is claimed by one gateway (``claimer``) with a lease it renews, so
+gateways that share a store never send an image twice nor more images than the slots. Jobs survive
+a restart of the gateway, or its death: queued images are sent later, images that were running are
+watched again by whoever takes them over (their results reach the result store all the same), and
+an image whose request was lost before it started is queued again under a new id. A request that
+fails because the Flow cannot be reached before the image started (a sampler restarting) is
+retried for ``RETRY_FOR_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
+import logging
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +38,7 @@ from disco.settings import Settings
 from disco_service import wire
 from disco_service.outputs import data_uri_bytes
 from disco_service.server.results import ResultStore
+from disco_service.server.store import AlreadySent, JobStore, StoredImage, StoredJob, TooManyUnfinished, open_store
 from disco_service.wire import JobStatus
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "image_tags",
     "Job",
     "JobQueue",
+    "LEASE_S",
     "LOST_AFTER_S",
     "POLL_S",
     "RETRY_FOR_S",
@@ -47,12 +55,17 @@ __all__ = [
     "TooManyJobs",
 ]
 
+log = logging.getLogger(__name__)
+
 POLL_S = 1.0
 LOST_AFTER_S = 30  # an image left "waiting" this long after a gateway restart was lost with the old gateway
 RETRY_FOR_S = 300  # how long an image that could not reach the Flow keeps being retried
 RETRY_PAUSE_S = 2.0
+LEASE_S = 30.0  # a gateway renews its claims well within this; after it, another gateway takes its images over
 # A finished job's status: the first of these that one of its images has, else done.
 _WORST_FIRST = (JobStatus.FAILED, JobStatus.SHUTDOWN, JobStatus.ABANDONED, JobStatus.CANCELLED)
+# what a running image's progress writes to the state store
+_PROGRESS = ("status", "step", "total", "started", "frame", "frames", "frames_done", "run_step", "run_total")
 
 
 class TooManyJobs(RuntimeError):
@@ -131,6 +144,13 @@ class Job:
         return cls(**record, images=images)
 
 
+_STORED_NAME = {"index": "idx"}  # an Image's field -> the store's column, where their names differ
+
+
+def _image_values(stored: StoredImage) -> dict[str, Any]:
+    return {f.name: getattr(stored, _STORED_NAME.get(f.name, f.name)) for f in fields(Image)}
+
+
 def image_tags(job: Job, image: Image) -> dict[str, Any]:
     """The tags of one image's Document: the settings, its seed and which image of the run it is (an
     animation's also the frame it starts at: the first)."""
@@ -148,10 +168,15 @@ class JobQueue:
         slots: int = 1,
         max_jobs_per_owner: int = 10,
         clock: Callable[[], float] = time.time,
+        state: JobStore | str | Path | None = None,
+        claimer: str | None = None,
     ):
-        """``store``: the result store (jobs are kept in its ``jobs`` folder); ``flow``: the calls to
-        the Flow; ``slots``: images sent at once (the sampler replicas); ``max_jobs_per_owner``: jobs
-        one owner may have queued or running."""
+        """``store``: the result store (init images and videos are kept in its ``jobs`` folder);
+        ``flow``: the calls to the Flow; ``slots``: images in flight at once over every gateway of
+        the state store (the sampler replicas); ``max_jobs_per_owner``: jobs one owner may have
+        queued or running; ``state``: the state store, or where it is (``open_store``; default a
+        SQLite file in the ``jobs`` folder); ``claimer``: this gateway's name in its claims (default
+        the host name: a gateway restarted on its host takes its own images back at once)."""
         self.store = store
         self.flow = flow
         self.slots = max(1, int(slots))
@@ -159,15 +184,17 @@ class JobQueue:
         self.clock = clock
         self.dir = store.dir / "jobs"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.jobs: dict[str, Job] = {}
-        self.rotation: list[str] = []  # owners, in the order they first came
-        self.last_served: str | None = None  # the owner whose image went last: the turn passes to the next
+        if state is None or isinstance(state, str | Path):
+            state = open_store(state or self.dir / "jobs.sqlite3", clock)
+        self.state: JobStore = state
+        self.claimer = claimer or socket.gethostname()
+        self._jobs: dict[str, Job] = {}  # the jobs read so far, brought up to date at each read of the store
         self.in_flight: dict[str, tuple[Job, Image, asyncio.Task | None]] = {}
         self.latest: dict[str, bytes] = {}  # doc id -> the latest frame (PNG) of a running image
         self.resumed: dict[str, float] = {}  # doc id -> when this gateway took over watching it
         self._wake: asyncio.Event | None = None
         self._done: dict[str, asyncio.Event] = {}
-        self._load()
+        self._import_files()
 
     # ----- what callers ask -----
 
@@ -177,51 +204,56 @@ class JobQueue:
         """Queue a job of ``settings.n_batches`` images (a random run seed when ``seed`` is None); an
         animation is one image (``n_batches`` 1), of ``video``'s frames for Video Input. Raises
         ``TooManyJobs`` when the owner has ``max_jobs_per_owner`` unfinished jobs."""
-        unfinished = [j for j in self.jobs.values() if j.owner == owner and not j.finished]
-        if len(unfinished) >= self.max_jobs_per_owner:
-            raise TooManyJobs(
-                f"this caller already has {len(unfinished)} jobs queued or running, the most this service "
-                f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
-            )
         if settings.seed is None:
             settings.seed = wire.new_run_seed(settings.n_batches)
         wire.check_run_seed(settings.seed, settings.n_batches)
-        now = self.clock()
-        job = Job(
-            id=f"{int(now * 1000):x}{secrets.token_hex(6)}",
-            owner=owner,
-            created=now,
-            settings=wire.settings_to_tags(settings),
-            images=[Image(i, settings.seed + i, uuid.uuid4().hex) for i in range(settings.n_batches)],
-            has_init_image=init_image is not None,
-            has_video=video is not None,
-        )
-        if init_image is not None:
-            (self.dir / f"{job.id}.init").write_bytes(init_image)
-        if video is not None:
-            (self.dir / f"{job.id}.video").write_bytes(video)
-        self.jobs[job.id] = job
-        if owner not in self.rotation:
-            self.rotation.append(owner)
-        self._save(job)
+        job_id = f"{int(self.clock() * 1000):x}{secrets.token_hex(6)}"
+        files = [(self.dir / f"{job_id}.init", init_image), (self.dir / f"{job_id}.video", video)]
+        for path, data in files:  # before the job: another gateway may send it at once
+            if data is not None:
+                path.write_bytes(data)
+        try:
+            self.state.submit(
+                job_id,
+                owner,
+                wire.settings_to_tags(settings),
+                [settings.seed + i for i in range(settings.n_batches)],
+                has_init_image=init_image is not None,
+                has_video=video is not None,
+                max_unfinished=self.max_jobs_per_owner,
+            )
+        except TooManyUnfinished as exc:
+            for path, _ in files:
+                path.unlink(missing_ok=True)
+            raise TooManyJobs(
+                f"this caller already has {exc.count} jobs queued or running, the most this service "
+                f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
+            ) from None
+        job = self._read_job(job_id)
+        assert job is not None
         self._poke()
         return job
 
     def get(self, owner: str, job_id: str) -> Job | None:
         """The job, if it exists and belongs to ``owner`` (another owner's job is not there for them)."""
-        job = self.jobs.get(job_id)
+        job = self._read_job(job_id)
         return job if job is not None and job.owner == owner else None
 
     def jobs_of(self, owner: str) -> list[Job]:
         """The owner's jobs, newest first."""
-        return sorted((j for j in self.jobs.values() if j.owner == owner), key=lambda j: j.created, reverse=True)
+        return self._read_jobs(self.state.jobs(owner))
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """Every job of the state store (whichever gateway took it), by id."""
+        found = {job.id: job for job in self._read_jobs(self.state.jobs())}
+        for gone in set(self._jobs) - set(found):
+            del self._jobs[gone]
+        return found
 
     def owner_of_image(self, doc_id: str) -> str | None:
         """The owner of the job an image (Document id) belongs to, or None for images of no job."""
-        for job in self.jobs.values():
-            if any(i.doc_id == doc_id for i in job.images):
-                return job.owner
-        return None
+        return self.state.owner_of(doc_id)
 
     async def cancel(self, owner: str, job_id: str) -> Job | None:
         """Cancel the owner's job: queued images at once, running ones at their next step (their
@@ -229,13 +261,8 @@ class JobQueue:
         job = self.get(owner, job_id)
         if job is None:
             return None
-        job.cancelled = True
-        now = self.clock()
-        for image in job.images:
-            if image.status == JobStatus.QUEUED:
-                image.status, image.finished = JobStatus.CANCELLED.value, now
-        running = [i.doc_id for i in job.images if not i.finished_status]
-        self._save(job)
+        running = self.state.request_cancel(job_id)
+        self._read_job(job_id)
         if running:
             try:
                 await self.flow.cancel(running)
@@ -243,6 +270,7 @@ class JobQueue:
                 for image in job.images:
                     if not image.finished_status and image.error is None:
                         image.error = f"cancel not delivered yet: {exc}"
+                        self.state.update_progress(image.doc_id, error=image.error)
         self._finish_if_done(job)
         return job
 
@@ -251,14 +279,13 @@ class JobQueue:
         (1: its first image is the next to be sent). None otherwise."""
         if job.status != JobStatus.QUEUED:
             return None
-        for place, (queued_job, _) in enumerate(self._dispatch_order(), start=1):
-            if queued_job is job:
-                return place
-        return None
+        return self.state.position(job.id)
 
     async def wait(self, job_id: str) -> Job:
-        """Until the job has finished."""
-        job = self.jobs[job_id]
+        """Until the job has finished (here or through another gateway). Raises ``KeyError`` for an unknown job."""
+        job = self._read_job(job_id)
+        if job is None:
+            raise KeyError(job_id)
         if not job.finished:
             await self._done.setdefault(job_id, asyncio.Event()).wait()
         return job
@@ -281,47 +308,36 @@ class JobQueue:
     # ----- sending, watching -----
 
     def next_image(self) -> tuple[Job, Image] | None:
-        """The next image to send: owners take turns; each owner's jobs go oldest first."""
-        order = self._dispatch_order(limit=1)
-        if not order:
-            return None
-        job, image = order[0]
-        self.last_served = job.owner
-        return job, image
-
-    def _dispatch_order(self, limit: int | None = None) -> list[tuple[Job, Image]]:
-        """The queued images in the order they will be sent (if nothing else arrives)."""
-        queues: dict[str, list[tuple[Job, Image]]] = {}
-        for job in sorted(self.jobs.values(), key=lambda j: j.created):
-            for image in job.images:
-                if image.status == JobStatus.QUEUED:
-                    queues.setdefault(job.owner, []).append((job, image))
-        order: list[tuple[Job, Image]] = []
-        turn = self.rotation.index(self.last_served) + 1 if self.last_served in self.rotation else 0
-        while any(queues.values()) and (limit is None or len(order) < limit):
-            owner = self.rotation[turn % len(self.rotation)]
-            if queues.get(owner):
-                order.append(queues[owner].pop(0))
-            turn += 1
-        return order
+        """The next image to be claimed: owners take turns; each owner's jobs go oldest first."""
+        order = self.state.queue(limit=1)
+        job = self._read_job(order[0].job_id) if order else None
+        return (job, job.images[order[0].idx]) if job is not None else None
 
     async def run(self) -> None:
-        """Send queued images while samplers are free and watch the running ones, until cancelled."""
+        """Claim and send queued images while samplers are free, watch the running ones and keep
+        this gateway's claims alive, until cancelled."""
         self._wake = asyncio.Event()
-        for job in self.jobs.values():  # images an earlier gateway had sent: watch them again
-            for image in job.images:
-                if image.status in (JobStatus.WAITING, JobStatus.RUNNING):
-                    self.in_flight[image.doc_id] = (job, image, None)
-                    self.resumed[image.doc_id] = self.clock()
+        self._watch(self.state.claimed_by(self.claimer))  # this gateway's images from before a restart
         self.sweep()
-        swept = self.clock()
+        swept = renewed = self.clock()
         while True:
-            while len(self.in_flight) < self.slots and (picked := self.next_image()):
-                self._send(*picked)
+            try:
+                self._watch(self.state.expire(self.claimer, LEASE_S))  # images whose gateway went away
+                while (claimed := self.state.claim_next(self.claimer, LEASE_S, self.slots)) is not None:
+                    self._send(claimed)
+            except Exception as exc:  # the store is out of reach for now: try again at the next round
+                log.warning("job queue: the state store could not be read or written (%s); trying again", exc)
             try:
                 await self._poll()
             except Exception:  # progress is best effort: each image's own answer decides
                 pass
+            try:
+                if self.in_flight and self.clock() - renewed > LEASE_S / 3:
+                    self.state.renew(self.claimer, LEASE_S)
+                    renewed = self.clock()
+                self._wake_waiters()
+            except Exception as exc:
+                log.warning("job queue: the state store could not be read or written (%s); trying again", exc)
             if self.clock() - swept > 3600:
                 swept = self.clock()
                 self.sweep()
@@ -331,11 +347,33 @@ class JobQueue:
                 pass
             self._wake.clear()
 
-    def _send(self, job: Job, image: Image) -> None:
-        now = self.clock()
-        image.status, image.sent = JobStatus.WAITING.value, now
-        image.first_sent = image.first_sent or now
-        self._save(job)
+    def _watch(self, images: list[StoredImage]) -> None:
+        """Watch images this gateway now holds without having sent them (sent before a restart, or
+        by a gateway that went away); one claimed but never sent goes back to the queue."""
+        for stored in images:
+            if stored.doc_id in self.in_flight:
+                continue
+            if stored.status == JobStatus.QUEUED:
+                self.state.requeue(stored.doc_id)
+                continue
+            job = self._read_job(stored.job_id)
+            if job is not None:
+                image = job.images[stored.idx]
+                self.in_flight[image.doc_id] = (job, image, None)
+                self.resumed[image.doc_id] = self.clock()
+
+    def _send(self, claimed: StoredImage) -> None:
+        job = self._read_job(claimed.job_id)
+        try:
+            sent = self.state.mark_sent(claimed.doc_id, self.claimer) if job is not None else None
+        except AlreadySent:
+            self.state.requeue(claimed.doc_id)  # it goes again under a new id
+            return
+        if job is None or sent is None:  # cancelled since it was claimed
+            return
+        image = job.images[sent.idx]
+        for name, value in _image_values(sent).items():
+            setattr(image, name, value)
         self.in_flight[image.doc_id] = (job, image, asyncio.create_task(self._generate(job, image)))
 
     async def _generate(self, job: Job, image: Image) -> None:
@@ -383,23 +421,26 @@ class JobQueue:
     def _requeue(self, job: Job, image: Image) -> None:
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
-        image.doc_id, image.status, image.sent = uuid.uuid4().hex, JobStatus.QUEUED.value, None
-        self._save(job)
+        new_id = self.state.requeue(image.doc_id, uuid.uuid4().hex)
+        if new_id is not None:
+            image.doc_id, image.status, image.sent = new_id, JobStatus.QUEUED.value, None
         self._poke()
 
     def _end(self, job: Job, image: Image, status: str, step: Any, error: Any) -> None:
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
         self.latest.pop(image.doc_id, None)
-        image.status = JobStatus(status).value
-        image.step = step if step is not None else image.step
-        image.error = str(error) if error else None
-        image.finished = self.clock()
         record = self.store.read(image.doc_id) or {}
         if animation := record.get("animation"):  # the frames it finished and the run's steps, from its record
-            image.frames, image.frames_done = animation.get("frames"), len(animation.get("frames_done") or [])
-            image.total = record.get("total", image.total)
-        self._save(job)
+            frames_done = len(animation.get("frames_done") or [])
+            self.state.update_progress(image.doc_id, frames=animation.get("frames"), frames_done=frames_done)
+            total = record.get("total", image.total)
+        else:
+            total = None
+        self.state.finish(
+            image.doc_id, JobStatus(status).value, step=step, total=total, error=str(error) if error else None
+        )
+        self._read_job(job.id)  # the store's account: the first end of an image stays
         self._finish_if_done(job)
         self._poke()
 
@@ -422,6 +463,7 @@ class JobQueue:
                 image.started = tags.get("started", image.started)
                 for name in ("frame", "frames", "frames_done", "run_step", "run_total"):
                     setattr(image, name, tags.get(name, getattr(image, name)))
+                self.state.update_progress(image.doc_id, **{name: getattr(image, name) for name in _PROGRESS})
                 if tags.get("frame_step") and tags["frame_step"] != image.frame_step:
                     fresh.append(image)
             if task is None:  # watched again after a restart: there is no request to wait for
@@ -433,6 +475,7 @@ class JobQueue:
                 if image is not None and state.uri and state.uri.startswith("data:image/png;base64,"):
                     self.latest[image.doc_id] = data_uri_bytes(state.uri)
                     image.frame_step = tags.get("frame_step")
+                    self.state.update_progress(image.doc_id, frame_step=image.frame_step)
 
     def _check_resumed(self, job: Job, image: Image, status: str, tags: dict[str, Any]) -> None:
         record = self.store.read(image.doc_id)
@@ -453,30 +496,83 @@ class JobQueue:
         if self._wake is not None:
             self._wake.set()
 
-    def _save(self, job: Job) -> None:
-        job.changed = self.clock()
-        path = self.dir / f"{job.id}.json"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(job.record()))
-        os.replace(tmp, path)
+    def _wake_waiters(self) -> None:
+        """Callers of ``wait`` whose job another gateway finished."""
+        for job_id in list(self._done):
+            job = self._read_job(job_id)
+            if job is None or job.finished:
+                self._done.pop(job_id).set()
 
-    def _load(self) -> None:
+    def _read_job(self, job_id: str) -> Job | None:
+        """The job as the state store has it now (the same object on every read), or None."""
+        stored = self.state.get_job(job_id)
+        if stored is None:
+            self._jobs.pop(job_id, None)
+            return None
+        return self._merge(stored, self.state.images(job_id))
+
+    def _read_jobs(self, stored: list[StoredJob]) -> list[Job]:
+        images = self.state.images_of([job.id for job in stored])
+        return [self._merge(job, images[job.id]) for job in stored]
+
+    def _merge(self, stored: StoredJob, images: list[StoredImage]) -> Job:
+        job = self._jobs.get(stored.id)
+        if job is None:
+            job = self._jobs[stored.id] = Job(
+                id=stored.id,
+                owner=stored.owner,
+                created=stored.created,
+                settings=stored.settings,
+                images=[],
+                has_init_image=stored.has_init_image,
+                has_video=stored.has_video,
+            )
+        job.cancelled, job.changed = stored.cancelled, stored.changed
+        for stored_image in images:
+            values = _image_values(stored_image)
+            if stored_image.idx < len(job.images):
+                for name, value in values.items():
+                    setattr(job.images[stored_image.idx], name, value)
+            else:
+                job.images.append(Image(**values))
+        return job
+
+    def _import_files(self) -> None:
+        """Jobs an earlier version kept as files (``jobs/<id>.json``) go into the state store once
+        (the file is renamed ``<id>.json.imported``); a file that cannot be read or stored is
+        skipped and named in the log."""
         for path in sorted(self.dir.glob("*.json")):
             try:
                 job = Job.from_record(json.loads(path.read_text()))
-            except (ValueError, TypeError, KeyError):
-                continue
-            self.jobs[job.id] = job
-        for job in sorted(self.jobs.values(), key=lambda j: j.created):
-            if job.owner not in self.rotation:
-                self.rotation.append(job.owner)
+                if self.state.get_job(job.id) is None:
+                    images = job.images
+                    self.state.submit(
+                        job.id,
+                        job.owner,
+                        job.settings,
+                        [image.seed for image in images],
+                        doc_ids=[image.doc_id for image in images],
+                        has_init_image=job.has_init_image,
+                        has_video=job.has_video,
+                    )
+                    self._save(job)  # its images as they were
+                path.rename(path.with_name(path.name + ".imported"))
+            except Exception as exc:
+                log.warning("job queue: skipped the job file %s, which could not be imported: %s", path, exc)
+
+    def _save(self, job: Job) -> None:
+        """Write the job's images as they are here over the store's (repairs and tests; the queue's
+        own changes go through the store's claims, progress and ends)."""
+        for image in job.images:
+            values = asdict(image)
+            self.state.set_image(job.id, values.pop("index"), **values)
 
     def sweep(self) -> list[str]:
         """Forget finished jobs untouched for the store's time to live (their images go by the store's own sweep)."""
-        gone = [j.id for j in self.jobs.values() if j.finished and self.clock() - j.changed > self.store.ttl_s]
+        gone = self.state.prune(self.store.ttl_s)
         for job_id in gone:
-            del self.jobs[job_id]
-            for suffix in (".json", ".init", ".video"):
+            self._jobs.pop(job_id, None)
+            for suffix in (".init", ".video"):
                 Path(self.dir / f"{job_id}{suffix}").unlink(missing_ok=True)
         self.store.sweep()
         return gone
