@@ -161,7 +161,8 @@ def classify(error: BaseException) -> wire.Failure:
     exc = getattr(status, "exception", None)
     rpc = _rpc_error(error)
     rpc_code = rpc.code() if rpc is not None else None
-    metadata = dict(rpc.trailing_metadata() or ()) if rpc is not None and rpc.trailing_metadata() else {}
+    trailing = (rpc.trailing_metadata() if rpc is not None else None) or ()
+    metadata = {item[0]: item[1] for item in trailing}  # pairs, whichever gRPC API made them
     text = " ".join(str(a) for a in getattr(exc, "args", None) or []) + " " + str(error)
     if rpc is not None:
         text += " " + str(rpc.details())
