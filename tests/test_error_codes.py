@@ -268,3 +268,11 @@ def test_the_client_and_the_job_queue_retry_under_the_one_policy(monkeypatch, tm
     asyncio.run(asyncio.wait_for(run(), 10))
     image = job.images[0]
     assert len(flow.sent) == 1 and image.status == "failed" and image.error_code == "flow_unreachable"
+
+
+def test_the_readme_lists_every_code():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = readme.split("**Error codes.**", 1)[1].split("\n\n", 1)[0]
+    assert [code.value for code in ErrorCode if f"`{code.value}`" not in listed] == []
