@@ -176,10 +176,12 @@ def classify(error: BaseException) -> wire.Failure:
         except ValueError:
             code = wire.ErrorCode.TOKEN_REJECTED
         return wire.Failure(code, _TOKEN_MESSAGES.get(code, _TOKEN_MESSAGES[wire.ErrorCode.TOKEN_REJECTED]))
-    if exc is not None:
+    if exc is not None and exc.name in wire.EXCEPTION_CODES:  # the service's own refusal or failure
         return wire.failure_of_exception(exc.name, list(exc.args))
-    if rpc_code == grpc.StatusCode.UNAVAILABLE or "StatusCode.UNAVAILABLE" in text or "failed to connect" in text:
+    if rpc_code == grpc.StatusCode.UNAVAILABLE or "UNAVAILABLE" in text or "failed to connect" in text:
         message = "the Flow cannot be reached (gRPC UNAVAILABLE): is it running, and is the address right?"
         return wire.Failure(wire.ErrorCode.FLOW_UNREACHABLE, message)
+    if exc is not None:
+        return wire.failure_of_exception(exc.name, list(exc.args))
     first = next((line.strip() for line in str(error).splitlines() if line.strip() and line.strip() != "None"), "")
     return wire.Failure(wire.ErrorCode.INTERNAL, f"{type(error).__name__}: {first}" if first else type(error).__name__)

@@ -231,6 +231,9 @@ def test_jina_s_post_answers_get_the_http_status_of_their_code():
     assert http_api.post_status(body(SettingsError("steps", "must be in [1, 1000], got 0"))) == 400
     assert http_api.post_status(body(type("ImageNotFinished", (RuntimeError,), {})("image x cancelled"))) == 409
     assert http_api.post_status(body(KeyError("frames"))) == 500
+    refused = json.loads(http_api.coded_post_answer(body(SettingsError("steps", "must be in [1, 1000], got 0"))))
+    assert (refused["code"], refused["setting"], refused["header"]["status"]["code"]) == ("setting_invalid", "steps", 1)
+    assert http_api.coded_post_answer(body(None)) == body(None)  # a success is passed on as it is
 
 
 # ----- one retry policy -----

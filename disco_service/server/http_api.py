@@ -21,7 +21,8 @@ keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|spr
 Tokens (tokens.py): with ``DISCO_API_TOKENS`` every route but ``GET /`` (health) and the page's
 static files needs ``Authorization: Bearer TOKEN``; a job belongs to its token and is not found
 (404) for any other. Jina's ``POST /post`` answers an error (``header.status`` set) with an HTTP
-error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise.
+error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise,
+and with the error's ``code`` and ``setting`` beside Jina's fields.
 
 Every refusal's body is ``{"code": ..., "setting": ..., "detail": ...}``: a ``wire.ErrorCode``, the
 setting concerned (or null) and a message for people; an image that failed says the same in its
@@ -57,6 +58,8 @@ __all__ = [
     "MEDIA",
     "mount",
     "open_path",
+    "coded_post_answer",
+    "post_failure",
     "post_status",
     "refusal",
     "STATUS_OF",
@@ -379,18 +382,31 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
     app.add_middleware(ServiceMiddleware, tokens=tokens)
 
 
-def post_status(body: bytes) -> int:
-    """The HTTP status of a Jina ``/post`` answer: 200, or for an error in ``header.status`` the status
-    of its code (``STATUS_OF``: 400 the request was refused, 409 an image did not finish), else 500."""
+def post_failure(body: bytes) -> Failure | None:
+    """The error a Jina ``/post`` answer carries in ``header.status``, or None."""
     try:
         status = (json.loads(body).get("header") or {}).get("status") or {}
     except (ValueError, AttributeError):
-        return 200
+        return None
     if status.get("code") not in (1, "ERROR"):  # jina's StatusProto.ERROR
-        return 200
+        return None
     exception = status.get("exception") or {}
-    failure = wire.failure_of_exception(exception.get("name", ""), exception.get("args") or [])
-    return STATUS_OF.get(failure.code, 500)
+    return wire.failure_of_exception(exception.get("name", ""), exception.get("args") or [])
+
+
+def post_status(body: bytes) -> int:
+    """The HTTP status of a Jina ``/post`` answer: 200, or for an error in ``header.status`` the status
+    of its code (``STATUS_OF``: 400 the request was refused, 409 an image did not finish), else 500."""
+    failure = post_failure(body)
+    return 200 if failure is None else STATUS_OF.get(failure.code, 500)
+
+
+def coded_post_answer(body: bytes) -> bytes:
+    """A Jina ``/post`` answer with, for an error, its ``code`` and ``setting`` beside Jina's fields."""
+    failure = post_failure(body)
+    if failure is None:
+        return body
+    return json.dumps({**json.loads(body), "code": failure.code.value, "setting": failure.setting}).encode()
 
 
 class ServiceMiddleware:
@@ -433,6 +449,7 @@ class ServiceMiddleware:
                 return
             data = b"".join(body)
             status = post_status(data) if start["status"] == 200 else start["status"]
+            data = coded_post_answer(data)
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(data)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
