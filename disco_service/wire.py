@@ -151,6 +151,7 @@ class ErrorCode(StrEnum):
     RESULT_NOT_FOUND = "result_not_found"  # no such result (Document id) for this caller
     FILE_NOT_FOUND = "file_not_found"  # the job or result has no such file (yet)
     MODULE_NOT_FOUND = "module_not_found"  # PaddleHub's route names a module this server does not serve
+    MODEL_UNAVAILABLE = "model_unavailable"  # a model file (or the package it needs) the server cannot get
     IMAGE_NOT_FINISHED = "image_not_finished"  # it stopped (or has not ended) before its last step
     FLOW_UNREACHABLE = "flow_unreachable"  # nothing answers at the Flow's address
     EXECUTOR_RESTARTING = "executor_restarting"  # the gateway answers, one of its executors does not (yet)
@@ -175,6 +176,8 @@ EXCEPTION_CODES = {
     "UnknownEndpoint": ErrorCode.ENDPOINT_UNKNOWN,
     "ImageNotFinished": ErrorCode.IMAGE_NOT_FINISHED,
     "SamplingFailed": ErrorCode.SAMPLING_FAILED,
+    "WeightsUnavailable": ErrorCode.MODEL_UNAVAILABLE,
+    "MissingPackage": ErrorCode.MODEL_UNAVAILABLE,
 }
 
 

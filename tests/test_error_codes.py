@@ -69,6 +69,7 @@ def test_an_executor_s_refusal_arrives_with_its_code_and_setting():
         ("DocumentIdInUse", ErrorCode.DOCUMENT_ID_IN_USE),
         ("UnknownEndpoint", ErrorCode.ENDPOINT_UNKNOWN),
         ("ImageNotFinished", ErrorCode.IMAGE_NOT_FINISHED),
+        ("WeightsUnavailable", ErrorCode.MODEL_UNAVAILABLE),
     ):
         failure = classify(reported(type(name, (RuntimeError,), {})("image x ...")))
         assert (failure.code, failure.setting, failure.message) == (code, None, f"{name}: image x ...")
