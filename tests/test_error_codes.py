@@ -280,3 +280,21 @@ def test_the_readme_lists_every_code():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     listed = readme.split("**Error codes.**", 1)[1].split("\n\n", 1)[0]
     assert [code.value for code in ErrorCode if f"`{code.value}`" not in listed] == []
+
+
+def test_generate_image_fails_with_each_image_s_code(monkeypatch, tmp_path):
+    """The client's face: a request that never reached the Flow and an image that failed in it."""
+    from disco_service.client import api
+
+    async def answered(address, docs, show_progress, on_finished_frame=None, token=None):
+        failed = Document(id=docs[1].id, tags={**docs[1].tags, "status": "failed"})
+        failed.tags.update(wire.Failure(ErrorCode.SAMPLER_DIED, "the sampler process died (pid 7)").tags())
+        down = ConnectionError("gRPC error: StatusCode.UNAVAILABLE failed to connect to all addresses")
+        return DocumentArray([failed]), [down]
+
+    monkeypatch.setattr(api, "run_jobs", answered)
+    tiny = {"text_prompts": ["x"], "width_height": [64, 64], "steps": 2, "skip_steps": 0, "seed": 3}
+    with pytest.raises(api.GenerationFailed) as failed:
+        api.generate_image(**tiny, n_batches=2, output_dir=str(tmp_path), host="grpc://127.0.0.1:1", progress=False)
+    assert failed.value.codes == [ErrorCode.FLOW_UNREACHABLE, ErrorCode.SAMPLER_DIED]
+    assert failed.value.messages[1] == "image 1: the sampler process died (pid 7)"
