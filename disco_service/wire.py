@@ -22,6 +22,12 @@ gRPC's Struct carries every number as a float, and Jina's HTTP gateway reads a t
 true or false (docarray's tag type tries bool first): ``restore_numbers`` gives each value back
 the type of its ``Settings`` field, once, wherever tags are read.
 
+Errors cross processes as codes (``ErrorCode``), never as wording to search: a failed image's
+tags carry ``error`` (a message for people), ``error_code`` and, when one setting is to blame,
+``error_setting``; HTTP bodies carry ``code``, ``setting`` and the message; gRPC carries the code in
+its trailing metadata (``ERROR_CODE_METADATA``) or, for an executor's exception, in the exception's
+class name that Jina reports (``EXCEPTION_CODES``). ``Failure`` is one such error.
+
 Validation happens at the two trust boundaries: the client API and the Flow's first executor
 (``settings_from_request``). Later hops decode without checking again (``settings_from_tags``).
 """
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +55,16 @@ from disco.settings import (
 __all__ = [
     "ACCEPT_UNFINISHED",
     "cast_tags",
+    "ERROR_CODE_METADATA",
+    "ERROR_TAGS",
+    "ErrorCode",
+    "EXCEPTION_CODES",
+    "Failure",
+    "failure_of",
+    "failure_of_exception",
+    "failure_of_tags",
+    "RESTARTING",
+    "setting_of",
     "check_request_media",
     "check_run_seed",
     "ENDPOINTS",
@@ -116,6 +133,112 @@ class JobStatus(StrEnum):
 
 
 STOP_REASONS = (JobStatus.CANCELLED, JobStatus.SHUTDOWN, JobStatus.ABANDONED)
+
+
+class ErrorCode(StrEnum):
+    """Why a request was refused or an image failed: stable names that callers switch on (the
+    messages beside them are for people and may be reworded)."""
+
+    SETTING_INVALID = "setting_invalid"  # a setting's value is not allowed (``setting`` names it)
+    REQUEST_INVALID = "request_invalid"  # the request is malformed otherwise (not one setting's fault)
+    DOCUMENT_ID_IN_USE = "document_id_in_use"  # a Document id the service still keeps an image under
+    ENDPOINT_UNKNOWN = "endpoint_unknown"  # an endpoint the Flow does not serve
+    TOKEN_REQUIRED = "token_required"  # the service needs a token and none was sent
+    TOKEN_MALFORMED = "token_malformed"  # the authorization is not ``Bearer TOKEN``
+    TOKEN_REJECTED = "token_rejected"  # a token the service does not know
+    QUOTA_EXCEEDED = "quota_exceeded"  # the caller has as many jobs waiting or running as it may
+    JOB_NOT_FOUND = "job_not_found"  # no such job for this caller
+    RESULT_NOT_FOUND = "result_not_found"  # no such result (Document id) for this caller
+    FILE_NOT_FOUND = "file_not_found"  # the job or result has no such file (yet)
+    MODULE_NOT_FOUND = "module_not_found"  # PaddleHub's route names a module this server does not serve
+    MODEL_UNAVAILABLE = "model_unavailable"  # a model file (or the package it needs) the server cannot get
+    IMAGE_NOT_FINISHED = "image_not_finished"  # it stopped (or has not ended) before its last step
+    FLOW_UNREACHABLE = "flow_unreachable"  # nothing answers at the Flow's address
+    EXECUTOR_RESTARTING = "executor_restarting"  # the gateway answers, one of its executors does not (yet)
+    SAMPLING_FAILED = "sampling_failed"  # a fault while sampling (NaN, an exception): the frames so far are kept
+    SAMPLER_DIED = "sampler_died"  # the sampler's process died during the job
+    CONNECTION_LOST = "connection_lost"  # the call to the Flow broke while the image was being made
+    INTERNAL = "internal"  # anything else: the server's log says more
+
+
+# Codes of a Flow that is (re)starting: a request that never reached a sampler may be sent again.
+RESTARTING = (ErrorCode.FLOW_UNREACHABLE, ErrorCode.EXECUTOR_RESTARTING)
+# The trailing gRPC metadata key of the code of a refusal the gateway makes itself (a missing token).
+ERROR_CODE_METADATA = "disco-error-code"
+# The tags of a failed image: the message, its code and the setting concerned.
+ERROR_TAGS = ("error", "error_code", "error_setting")
+# The codes of the service's exceptions that cross a process: Jina reports an executor's exception
+# by its class name and arguments, so the name is what arrives.
+EXCEPTION_CODES = {
+    "SettingsError": ErrorCode.SETTING_INVALID,
+    "ValueError": ErrorCode.REQUEST_INVALID,
+    "DocumentIdInUse": ErrorCode.DOCUMENT_ID_IN_USE,
+    "UnknownEndpoint": ErrorCode.ENDPOINT_UNKNOWN,
+    "ImageNotFinished": ErrorCode.IMAGE_NOT_FINISHED,
+    "SamplingFailed": ErrorCode.SAMPLING_FAILED,
+    "WeightsUnavailable": ErrorCode.MODEL_UNAVAILABLE,
+    "MissingPackage": ErrorCode.MODEL_UNAVAILABLE,
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One refusal or failure as it crosses a process: ``code``, the human ``message`` and the
+    ``setting`` concerned (or None); ``executor``: the Flow's executor it is about, when one is."""
+
+    code: ErrorCode
+    message: str
+    setting: str | None = None
+    executor: str | None = None
+
+    def tags(self) -> dict[str, Any]:
+        """As a failed Document's tags (``ERROR_TAGS``)."""
+        return {"error": self.message, "error_code": self.code.value, "error_setting": self.setting}
+
+    def body(self, message_key: str = "detail") -> dict[str, Any]:
+        """As an HTTP body: ``code``, ``setting`` and the message under ``message_key``."""
+        return {"code": self.code.value, "setting": self.setting, message_key: self.message}
+
+
+def setting_of(message: str) -> str | None:
+    """The setting a ``SettingsError``'s message names (it starts ``name: ...``), or None. The one
+    place that reads it from text: another process receives the exception's message only."""
+    name, colon, _ = str(message).partition(":")
+    return name if colon and name.isidentifier() else None
+
+
+def failure_of_exception(name: str, args: list[str] | tuple[str, ...]) -> Failure:
+    """An exception another process raised, as Jina reports it (class ``name``, ``args`` as text):
+    its code by ``EXCEPTION_CODES`` (``internal`` for others) and the message ``Name: first arg``."""
+    first = str(args[0]) if args else ""
+    code = EXCEPTION_CODES.get(name, ErrorCode.INTERNAL)
+    setting = setting_of(first) if code == ErrorCode.SETTING_INVALID else None
+    return Failure(code, f"{name}: {first}" if first else name, setting)
+
+
+def failure_of(exc: BaseException, named: bool = True) -> Failure:
+    """An exception raised in this process: a ``SettingsError`` names its setting; an exception with
+    a ``code`` attribute (an ``ErrorCode``) keeps it; others are coded by their class name. The
+    message is ``Name: text`` as another process would see it, or the text alone (``named`` False)."""
+    code = getattr(exc, "code", None)
+    message = f"{type(exc).__name__}: {exc}" if named else str(exc)
+    if isinstance(code, ErrorCode):
+        return Failure(code, message)
+    if isinstance(exc, SettingsError):
+        return Failure(ErrorCode.SETTING_INVALID, message, exc.parameter)
+    return Failure(EXCEPTION_CODES.get(type(exc).__name__, ErrorCode.INTERNAL), message)
+
+
+def failure_of_tags(tags: Mapping[str, Any]) -> Failure | None:
+    """The failure a Document's (or a job board state's) tags carry, or None. Tags from before codes
+    were sent, with an ``error`` only, read as ``internal``."""
+    if not tags.get("error"):
+        return None
+    try:
+        code = ErrorCode(tags.get("error_code") or ErrorCode.INTERNAL)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    return Failure(code, str(tags["error"]), tags.get("error_setting") or None)
 
 
 def new_run_seed(n_batches: int = 1) -> int:

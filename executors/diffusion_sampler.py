@@ -7,8 +7,9 @@ client's ``client_timeout_s`` tag may shorten it) stops at its next step as ``ab
 Jina's gateway does not pass on that a caller hung up, so silence is the sign. A job asked to
 stop ends with the reason as its status (``cancelled``, ``shutdown``, ``abandoned``) and its frames so far.
 Bad input fails the request before sampling starts; a fault during sampling (NaN, an
-exception) ends the job with ``tags['status'] == 'failed'`` and ``tags['error']``, and the
-frames made so far still go back.
+exception) ends the job with ``tags['status'] == 'failed'``, ``tags['error']`` and its code
+``tags['error_code']`` (``sampling_failed``; ``setting_invalid`` with ``tags['error_setting']`` for a
+setting found wrong only then), and the frames made so far still go back.
 An animation (``animation_mode`` 2D or Video Input) is one Document and one job: its state also says
 ``frame`` of ``frames`` and the steps of the whole run (``run_step`` of ``run_total``); its display
 frames are shown as the latest frame but not kept; each finished frame becomes a chunk and is put
@@ -49,7 +50,9 @@ from disco_service.wire import JobStatus
 
 
 class SamplingFailed(RuntimeError):
-    pass
+    """A fault while sampling (the image became NaN)."""
+
+    code = wire.ErrorCode.SAMPLING_FAILED
 
 
 class DiffusionSampler(Executor):
@@ -110,7 +113,7 @@ class DiffusionSampler(Executor):
             animation = {"frames": job.frames, "fps": job.fps, "start_frame": job.start}
 
         started = time.time()
-        status, step, error = JobStatus.DONE, 0, None
+        status, step, failure = JobStatus.DONE, 0, None
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
         self.board.update(doc.id, status=JobStatus.RUNNING, step=0, replica=self.replica, started=started, **state)
@@ -128,24 +131,27 @@ class DiffusionSampler(Executor):
                         status = JobStatus.ABANDONED
                         break
         except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
-            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            status, failure = JobStatus.FAILED, wire.failure_of(exc)
+            if failure.code == wire.ErrorCode.INTERNAL:  # any other exception mid-run: a sampling fault
+                failure = wire.Failure(wire.ErrorCode.SAMPLING_FAILED, failure.message)
+        error = failure.tags() if failure else {"error": None}
         finished = time.time()
         total = state.get("run_total", state["total"])  # of an animation: the steps of the whole run
         record = {
             "status": JobStatus(status).value, "seed": s.seed, "settings": image_settings(doc.tags),
-            "steps_done": step, "total": total, "error": error, "replica": self.replica, "started": started,
+            "steps_done": step, "total": total, **error, "replica": self.replica, "started": started,
             "finished": finished, "frames": kept,
         }  # fmt: skip
         if s.animation_mode != "None":
             record["animation"] = animation
         self.store.finish(doc.id, record)
-        self.board.update(doc.id, status=status, error=error, finished=finished)
+        self.board.update(doc.id, status=status, **error, finished=finished)
         doc.tags.update(
             status=JobStatus(status).value, steps_done=step, total=total, replica=self.replica,
             started=started, finished=finished,
         )  # fmt: skip
-        if error:
-            doc.tags["error"] = error
+        if failure:
+            doc.tags.update(error)
 
     def _image(self, doc: Document, reports, kept: list[dict]) -> Iterator[int]:
         """Run one image: every display frame becomes a chunk, the latest frame and a frame in the result

@@ -9,7 +9,8 @@ As the Flow's first executor it is the server's trust boundary: it validates eac
 any client may have sent it (``wire.settings_from_request``, with this server's limits): an
 unknown tag (a misspelt setting) is refused with the nearest valid name, and a missing or null
 ``seed`` becomes a random one, reported back in ``tags['seed']``. The executors after it read
-the tags with their numbers' types restored and do not validate again.
+the tags with their numbers' types restored and do not validate again. A refused Document gets
+the refusal in its tags (``error``, ``error_code``, ``error_setting``) before the request fails.
 
 A Document id names one image for as long as anything of it is kept (its job-board files, its
 result in the store): a request that uses it again is refused, so an old cancel or result never
@@ -25,15 +26,31 @@ from jina import Executor, requests
 from disco.clip_model import encode_texts
 from disco.loading import ModelCache, select_device
 from disco.prompts import build_prompts, prompt_sets
-from disco.settings import Limits
+from disco.settings import Limits, Settings
 from disco_service import config, wire
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import ResultStore
-from disco_service.wire import JobStatus
+from disco_service.wire import ErrorCode, JobStatus
 
 
 class DocumentIdInUse(ValueError):
     """A request reuses the id of an image the service still knows."""
+
+    code = ErrorCode.DOCUMENT_ID_IN_USE
+
+
+def validated(doc, limits: Limits) -> Settings:
+    """The settings of one request's Document, checked at the server's trust boundary
+    (``wire.settings_from_request`` with this server's ``limits``, and the bytes the request must
+    carry). Raises ``SettingsError`` naming the setting, after writing the refusal into the
+    Document's tags (``wire.ERROR_TAGS``)."""
+    try:
+        settings = wire.settings_from_request(doc.tags, limits)
+        wire.check_request_media(settings, doc.blob, wire.restore_numbers(doc.tags).get("start_frame", 0))
+    except ValueError as exc:
+        doc.tags.update(wire.failure_of(exc).tags())
+        raise
+    return settings
 
 
 class PromptEncoder(Executor):
@@ -63,23 +80,30 @@ class PromptEncoder(Executor):
     @requests(on="/generate")
     def encode(self, docs: DocumentArray, **kwargs) -> None:
         for doc in docs:
-            s = wire.settings_from_request(doc.tags, self.limits)
-            self.check_new(doc.id)
-            doc.tags.update(wire.restore_numbers(doc.tags))  # the executors after this one read numbers
-            doc.tags["n_batches"] = s.n_batches  # 1 when not given: a Document is one image
-            if s.seed is None:
-                doc.tags["seed"] = wire.new_run_seed()
-            wire.check_request_media(s, doc.blob, doc.tags.get("start_frame", 0))
-            sets = [
-                (frame, build_prompts(texts, s.style, s.artist)) for frame, texts in prompt_sets(s.text_prompts).items()
-            ]
-            texts = [p.text for _, prompts in sets for p in prompts]
-            embeddings = {m: encode_texts(self.cache.clip(m), texts, m).cpu().numpy() for m in s.clip_models}
-            doc.embedding, doc.tags[wire.EMBEDDING_WIDTHS_TAG] = wire.pack_embeddings(embeddings)
-            doc.tags[wire.PROMPT_WEIGHTS_TAG] = [p.weight for _, prompts in sets for p in prompts]
-            doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets]
+            try:
+                self._encode(doc)
+            except ValueError as exc:  # a refusal (a setting, a prompt too long, the id): said in its tags too
+                doc.tags.update(wire.failure_of(exc).tags())
+                raise
         for doc in docs:
             self.board.update(doc.id, status=JobStatus.WAITING, accepted=time.time())
+
+    def _encode(self, doc) -> None:
+        """One Document: validated, its id checked, its prompts embedded (see the module's docstring)."""
+        s = validated(doc, self.limits)
+        self.check_new(doc.id)
+        doc.tags.update(wire.restore_numbers(doc.tags))  # the executors after this one read numbers
+        doc.tags["n_batches"] = s.n_batches  # 1 when not given: a Document is one image
+        if s.seed is None:
+            doc.tags["seed"] = wire.new_run_seed()
+        sets = [
+            (frame, build_prompts(texts, s.style, s.artist)) for frame, texts in prompt_sets(s.text_prompts).items()
+        ]
+        texts = [p.text for _, prompts in sets for p in prompts]
+        embeddings = {m: encode_texts(self.cache.clip(m), texts, m).cpu().numpy() for m in s.clip_models}
+        doc.embedding, doc.tags[wire.EMBEDDING_WIDTHS_TAG] = wire.pack_embeddings(embeddings)
+        doc.tags[wire.PROMPT_WEIGHTS_TAG] = [p.weight for _, prompts in sets for p in prompts]
+        doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets]
 
     def check_new(self, doc_id: str) -> None:
         """Refuse an id that is not a file name, or one the service still keeps an image under."""

@@ -103,9 +103,13 @@ def saved_file(directory: Path, name: str) -> Path | None:
 class UnknownEndpoint(ValueError):
     """A request names an endpoint the Flow does not serve."""
 
+    code = wire.ErrorCode.ENDPOINT_UNKNOWN
+
 
 class ImageNotFinished(RuntimeError):
     """An image of the request stopped before its last step; the message says which, why and where its frames are."""
+
+    code = wire.ErrorCode.IMAGE_NOT_FINISHED
 
 
 def honest_answers(handle):
@@ -172,13 +176,13 @@ def _list_saved() -> dict:
 
 
 def _send_saved(name: str):
-    from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
     directory = output_dir()
     path = saved_file(directory, name) if directory else None
     if path is None:
-        raise HTTPException(status_code=404, detail=f"{name!r} is not an image in the output folder")
+        failure = wire.Failure(wire.ErrorCode.FILE_NOT_FOUND, f"{name!r} is not an image in the output folder")
+        return http_api.refusal(404, failure)
     return FileResponse(path)
 
 

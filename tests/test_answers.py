@@ -17,6 +17,7 @@ from jina import Client
 
 from disco.settings import SettingsError, validate_settings
 from disco_service import wire
+from disco_service.transport import classify
 from disco_service.transport import post as grpc_post
 
 
@@ -62,18 +63,23 @@ def test_an_unknown_endpoint_is_an_error_naming_the_served_ones(served_flow, ser
     code, answer = rest(served_http, {"execEndpoint": "/create", "data": [{"tags": one_image()}]})
     assert code == 400
     name, message = error_of(answer)
-    assert name == "UnknownEndpoint"
+    assert name == "UnknownEndpoint" and answer["code"] == "endpoint_unknown"
     assert message == "unknown endpoint '/create': this Flow serves /generate, /progress, /cancel and /forget"
-    with pytest.raises(Exception, match=r"unknown endpoint .{1,2}/generat.{1,2}: this Flow serves /generate"):
+    with pytest.raises(Exception, match=r"unknown endpoint .{1,2}/generat.{1,2}: this Flow serves /generate") as raised:
         Client(host=served_flow).post("/generat", DocumentArray([Document(tags=one_image())]))
+    assert classify(raised.value).code == wire.ErrorCode.ENDPOINT_UNKNOWN
 
 
-def test_rest_refuses_n_batches_and_paths_in_a_one_image_request(served_http):
+def test_rest_refuses_n_batches_and_paths_in_a_one_image_request(served_flow, served_http):
     code, answer = rest(served_http, {"execEndpoint": "/generate", "data": [{"tags": one_image(n_batches=2)}]})
     assert code == 400 and error_of(answer) == (
         "SettingsError",
         "n_batches: a Document is one image: send one Document per image (n_batches 1), got n_batches 2",
     )
+    assert (answer["code"], answer["setting"]) == ("setting_invalid", "n_batches")
+    with pytest.raises(Exception, match="SettingsError") as raised:  # over gRPC: the code and the setting
+        Client(host=served_flow).post("/generate", DocumentArray([Document(tags=one_image(n_batches=2))]))
+    assert (classify(raised.value).code, classify(raised.value).setting) == ("setting_invalid", "n_batches")
     code, answer = rest(
         served_http, {"execEndpoint": "/generate", "data": [{"tags": one_image(init_image="/some/path.jpg")}]}
     )
@@ -103,8 +109,9 @@ def test_rest_an_image_that_did_not_finish_is_an_error_not_a_success(served_http
 
 def test_an_image_that_did_not_finish_comes_back_to_a_caller_that_accepts_it(served_flow):
     docs = DocumentArray([Document(tags=one_image(steps=1000, skip_steps=0, client_timeout_s=2))])
-    with pytest.raises(Exception, match=r"ImageNotFinished.*was stopped as abandoned"):
+    with pytest.raises(Exception, match=r"ImageNotFinished.*was stopped as abandoned") as raised:
         Client(host=served_flow).post("/generate", docs)
+    assert classify(raised.value).code == wire.ErrorCode.IMAGE_NOT_FINISHED
     docs = DocumentArray([Document(tags=one_image(steps=1000, skip_steps=0, client_timeout_s=2))])
     doc = Client(host=served_flow).post("/generate", docs, parameters={wire.ACCEPT_UNFINISHED: True})[0]
     assert doc.tags["status"] == "abandoned" and len(doc.chunks) >= 1
@@ -120,8 +127,9 @@ def test_a_document_id_is_never_used_twice(served_flow):
     # gRPC's text of the error escapes quotes: .{1,2}
     with pytest.raises(
         Exception, match=rf"Document id .{{1,2}}{doc_id}.{{1,2}} was already used for an image \(done\)"
-    ):
+    ) as raised:
         client.post("/generate", DocumentArray([Document(id=doc_id, tags=one_image())]))
+    assert classify(raised.value).code == wire.ErrorCode.DOCUMENT_ID_IN_USE
     # forgotten by the job board, the id is still known to the result store
     asyncio.run(grpc_post(Client(host=served_flow, asyncio=True), "/forget", DocumentArray([Document(id=doc_id)]),
                           wire.JOB_STATE_EXECUTOR))  # fmt: skip

@@ -175,7 +175,7 @@ def test_nan_mid_sampling_fails_that_job_keeps_its_frames_and_the_flow_goes_on(s
         Client(host=served_flow).post("/generate", request_docs(**EXPLODING))  # a plain caller: an error
     result = Client(host=served_flow).post("/generate", request_docs(**EXPLODING), parameters={ACCEPT_UNFINISHED: True})
     doc = result[0]
-    assert doc.tags["status"] == "failed"
+    assert doc.tags["status"] == "failed" and doc.tags["error_code"] == "sampling_failed"
     assert "NaN at step" in doc.tags["error"]
     failed_at = int(re.search(r"NaN at step (\d+)", doc.tags["error"])[1])
     assert failed_at >= 2 and len(doc.chunks) == failed_at - 1  # the good frames before the failure came back

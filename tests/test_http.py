@@ -33,6 +33,7 @@ def post(address: str, body: dict) -> dict:
 def test_rest_refuses_bad_settings_by_name_and_reads_ones_and_zeros_as_numbers(served_http):
     bad = post(served_http, {"execEndpoint": "/generate", "data": [{"tags": {**TINY, "steps": 0}}]})
     assert "steps: must be in [1, 1000], got 0" in bad["header"]["status"]["description"]
+    assert (bad["code"], bad["setting"]) == ("setting_invalid", "steps")
     # a 1 or 0 in JSON tags reaches the executors as true/false: taken as the number
     ok = post(
         served_http,
@@ -106,6 +107,8 @@ def test_the_page_lists_and_serves_only_the_images_in_the_output_folder(served_h
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{served_http}/ui/outputs/{name}", timeout=30)
         assert refused.value.code == 404, name
+        if "%" not in name:  # the names the route itself refuses (others match no route)
+            assert json.load(refused.value)["code"] == "file_not_found", name
 
 
 def test_the_page_settings_route_lists_every_setting_with_its_default_kind_and_the_wire_names(served_http):

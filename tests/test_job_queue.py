@@ -19,6 +19,7 @@ from pg_cluster import INSTALL_HINT, cluster
 from PIL import Image as PILImage
 
 from disco.settings import validate_settings
+from disco_service import transport
 from disco_service.server import job_queue
 from disco_service.server.job_queue import JobQueue, TooManyJobs
 from disco_service.server.results import ResultStore
@@ -78,7 +79,7 @@ async def run_until(queue: JobQueue, condition, timeout: float = 10):
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
     monkeypatch.setattr(job_queue, "POLL_S", 0.01)
-    monkeypatch.setattr(job_queue, "RETRY_PAUSE_S", 0)
+    monkeypatch.setattr(transport, "RETRY", transport.RetryPolicy(pause_s=0))
 
 
 @pytest.fixture
@@ -211,9 +212,10 @@ def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store, st
     queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(seed=8))
     doc_id = job.images[0].doc_id
-    flow.states[doc_id] = {"status": "failed", "error": "the sampler process died (pid 42) at step 2 of 3", "step": 2}
+    died = "the sampler process died (pid 42) at step 2 of 3"
+    flow.states[doc_id] = {"status": "failed", "error": died, "error_code": "sampler_died", "step": 2}
     asyncio.run(run_until(queue, lambda: job.finished))
-    assert job.status == "failed" and job.images[0].error == "the sampler process died (pid 42) at step 2 of 3"
+    assert job.status == "failed" and job.images[0].error == died and job.images[0].error_code == "sampler_died"
 
 
 def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store, state):
@@ -227,6 +229,7 @@ def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store, state):
     assert len(flow.sent) == 1  # the other two images were not sent
     assert [i.status for i in job.images] == ["failed"] * 3
     assert {i.error for i in job.images} == {f"SettingsError: {refusal}"}
+    assert {(i.error_code, i.error_setting) for i in job.images} == {("setting_invalid", "text_prompts")}
 
 
 def test_the_store_keeps_frames_the_final_image_only_when_done_and_forgets_after_its_time(store):

@@ -97,7 +97,8 @@ def test_a_job_is_submitted_watched_and_fetched_with_short_requests(served_http)
 )
 def test_a_bad_job_is_refused_naming_the_setting(served_http, body, setting, fragment):
     status, answer = call("POST", f"{served_http}/jobs", body)
-    assert status == 400 and answer["setting"] == setting and fragment in answer["detail"], answer
+    assert status == 400 and answer["code"] == "setting_invalid" and answer["setting"] == setting, answer
+    assert fragment in answer["detail"], answer
 
 
 def test_an_init_image_travels_as_a_data_uri(served_http):
@@ -158,7 +159,8 @@ def test_cancel_keeps_the_frames_made(served_http):
     assert job["status"] == "cancelled" and first["status"] == "cancelled" and 2 <= first["step"] < 60
     assert first["png"] is None and first["gif"] and first["latest_frame"]
     status, refusal = call("GET", f"{served_http}/jobs/{job['id']}/images/0/final.png")
-    assert status == 409 and "ended as cancelled at step" in refusal["detail"]
+    assert status == 409 and refusal["code"] == "image_not_finished"
+    assert "ended as cancelled at step" in refusal["detail"]
     assert Image.open(io.BytesIO(call("GET", served_http + first["gif"])[1])).n_frames == first["step"]
     assert call("DELETE", f"{served_http}/jobs/no-such-job")[0] == 404
 
@@ -206,9 +208,13 @@ def test_paddlehub_serving_route_answers_as_hub_serving_does(served_http):
     da[0].load_uri_to_image_tensor()
     assert da[0].tensor.shape == (64, 64, 3)
     _, refused = call("POST", f"{served_http}/predict/disco_diffusion_clip_rn50", {"steps": -1})
-    assert refused["status"] == "101" and refused["msg"].startswith("steps: must be in [1, 1000]")
+    assert refused["status"] == "101" and (refused["code"], refused["setting"]) == ("setting_invalid", "steps")
+    assert refused["msg"].startswith("steps: must be in [1, 1000]")
     _, other = call("POST", f"{served_http}/predict/some_other_module", {})
-    assert other == {"msg": "Module some_other_module is not available.", "results": "", "status": "111"}
+    assert other == {
+        "msg": "Module some_other_module is not available.", "results": "", "status": "111",
+        "code": "module_not_found", "setting": None,
+    }  # fmt: skip
 
 
 def readme_job_example() -> str:

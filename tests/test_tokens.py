@@ -15,6 +15,7 @@ from test_jobs import call, wait_for_job
 from disco.settings import validate_settings
 from disco_service import config
 from disco_service.server.tokens import OPEN, SERVICE, Tokens, Unauthorized, fingerprint
+from disco_service.transport import classify
 from disco_service.wire import settings_to_tags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +48,14 @@ def test_a_caller_is_known_by_its_token_s_fingerprint():
     assert alice == fingerprint(TOKENS["alice"]) and TOKENS["alice"] not in alice and len(alice) == 16
     assert tokens.owner(f"bearer  {TOKENS['bob']} ") == fingerprint(TOKENS["bob"]) != alice
     assert tokens.owner(f"Bearer {tokens.service_token}") == SERVICE
-    for header, message in (
-        (None, "this service needs a token: send the header 'Authorization: Bearer TOKEN'"),
-        (f"Basic {TOKENS['alice']}", "the Authorization header must be 'Bearer TOKEN'"),
-        ("Bearer alice-token-0123456780", "this token is not accepted by the service"),
+    for header, code, message in (
+        (None, "token_required", "this service needs a token: send the header 'Authorization: Bearer TOKEN'"),
+        (f"Basic {TOKENS['alice']}", "token_malformed", "the Authorization header must be 'Bearer TOKEN'"),
+        ("Bearer alice-token-0123456780", "token_rejected", "this token is not accepted by the service"),
     ):
         with pytest.raises(Unauthorized) as refused:
             tokens.owner(header)
-        assert str(refused.value) == message
+        assert refused.value.code == code and str(refused.value) == message
     assert Tokens().owner(None) == Tokens().owner("Bearer anything") == OPEN  # an open service
 
 
@@ -75,9 +76,12 @@ def test_every_http_route_but_the_health_check_and_the_page_needs_a_token(token_
         ("GET", "/status", None),
     ):
         status, answer = call(method, http + path, body)
-        assert status == 401 and answer["detail"].startswith("this service needs a token"), (path, answer)
+        assert status == 401 and answer["code"] == "token_required", (path, answer)
+        assert answer["detail"].startswith("this service needs a token"), (path, answer)
     status, answer = call("GET", f"{http}/jobs", headers={"Authorization": "Bearer not-a-known-token-at-all"})
-    assert status == 401 and answer == {"detail": "this token is not accepted by the service"}
+    assert status == 401 and answer == {
+        "code": "token_rejected", "setting": None, "detail": "this token is not accepted by the service"
+    }  # fmt: skip
 
 
 def test_a_job_belongs_to_its_token_and_each_token_has_its_cap(token_flow):
@@ -86,9 +90,10 @@ def test_a_job_belongs_to_its_token_and_each_token_has_its_cap(token_flow):
     status, job = call("POST", f"{http}/jobs", slow, headers=bearer("alice"))
     assert status == 202
     status, refused = call("POST", f"{http}/jobs", {**TINY}, headers=bearer("alice"))  # DISCO_MAX_JOBS_PER_TOKEN=1
-    assert status == 429 and "already has 1 jobs queued or running" in refused["detail"]
+    assert status == 429 and refused["code"] == "quota_exceeded"
+    assert "already has 1 jobs queued or running" in refused["detail"]
     assert call("GET", f"{http}/jobs/{job['id']}", headers=bearer("bob")) == (
-        404, {"detail": f"no job {job['id']!r} for this caller"}
+        404, {"code": "job_not_found", "setting": None, "detail": f"no job {job['id']!r} for this caller"}
     )  # fmt: skip
     assert call("DELETE", f"{http}/jobs/{job['id']}", headers=bearer("bob"))[0] == 404
     assert call("GET", f"{http}/jobs", headers=bearer("bob"))[1] == {"jobs": []}
@@ -111,10 +116,12 @@ def test_grpc_needs_the_token_in_its_metadata(token_flow, tmp_path):
     grpc, _ = token_flow
     assert Client(host=grpc).is_flow_ready(timeout=60)  # the health check is open (it passes every executor)
     tags = settings_to_tags(validate_settings(**TINY, n_batches=1, seed=4))
-    with pytest.raises(Exception, match="UNAUTHENTICATED"):
+    with pytest.raises(Exception, match="UNAUTHENTICATED") as refused:
         Client(host=grpc).post("/generate", DocumentArray([Document(tags=tags)]))
-    with pytest.raises(Exception, match="this token is not accepted"):
+    assert classify(refused.value).code == "token_required"
+    with pytest.raises(Exception, match="this token is not accepted") as refused:
         Client(host=grpc).post("/progress", DocumentArray([Document()]), metadata=(("authorization", "Bearer nope"),))
+    assert classify(refused.value).code == "token_rejected"
     metadata = (("authorization", f"Bearer {TOKENS['alice']}"),)
     assert (
         Client(host=grpc).post("/generate", DocumentArray([Document(tags=tags)]), metadata=metadata)[0].tags["status"]

@@ -224,7 +224,9 @@ def test_uploads_and_several_clip_models_are_sent_and_a_refusal_shows_under_its_
         page.click("#paint")
     page.remove_listener("request", listen)
     assert answer.value.status == 400
-    assert answer.value.json() == {"detail": "steps: must be in [1, 1000], got 0", "setting": "steps"}
+    assert answer.value.json() == {
+        "code": "setting_invalid", "detail": "steps: must be in [1, 1000], got 0", "setting": "steps"
+    }  # fmt: skip
     expect(page.locator('[data-error="steps"]')).to_have_text("steps: must be in [1, 1000], got 0")
     expect(page.locator('[data-error="other"]')).to_have_text("")
     (body,) = sent

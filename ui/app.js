@@ -84,10 +84,11 @@ async function api(path, options = {}) {
     if (sent) headers.Authorization = `Bearer ${sent}`;
     const response = await fetch(path, { ...options, headers });
     if (response.status !== 401) return response;
-    const detail = await response.json().then((answer) => (answer.detail ? ` (${answer.detail})` : ""), () => "");
+    const answer = await response.json().catch(() => ({}));
+    const detail = answer.detail ? ` (${answer.detail})` : "";
     if (token === sent) {
-      await askToken(sent ? `The server refused this token${detail}. Enter another one.`
-        : `This server needs a token${detail}.`);
+      await askToken(answer.code === "token_required" ? `This server needs a token${detail}.`
+        : `The server refused this token${detail}. Enter another one.`);
     }
   }
 }

@@ -28,7 +28,7 @@ from disco_service.client.local_flow import local_flow
 from disco_service.client.runner import run_coroutine, run_jobs
 from disco_service.console import ignore_third_party_warnings, say
 from disco_service.outputs import check_output_dir, save_outputs
-from disco_service.transport import server_message
+from disco_service.transport import classify
 from disco_service.wire import JobStatus
 
 __all__ = [
@@ -74,11 +74,13 @@ SIGNATURE = _signature()
 
 
 class GenerationFailed(RuntimeError):
-    """Some images failed; ``results`` holds what was made (also partial frames), already saved."""
+    """Some images failed; ``results`` holds what was made (also partial frames), already saved.
+    ``messages`` say why, in words; ``codes`` (``wire.ErrorCode``, one per message) say it to programs."""
 
-    def __init__(self, messages: list[str], results=None):
+    def __init__(self, messages: list[str], results=None, codes: list[wire.ErrorCode] | None = None):
         self.messages = messages
         self.results = results
+        self.codes = codes if codes is not None else [wire.ErrorCode.INTERNAL] * len(messages)
         super().__init__("; ".join(messages))
 
 
@@ -166,10 +168,13 @@ def generate(
         keep, token = (animation.keep_frame if animation else None), token or cfg.api_token
         with flow_address(host, use_gpu, settings.diffusion_model, quiet=not verbose) as address:
             results, errors = run_coroutine(lambda: run_jobs(address, docs, progress, keep, token=token))
-    failed = [f"{_name(d)}: {m}" for d in results if (m := failure(d))]
-    failed += _save(results, settings, animation)  # whatever was made is kept, also when some images failed
-    if errors or failed:
-        raise GenerationFailed([server_message(e) for e in errors] + failed, results)
+    refused = [classify(e) for e in errors]
+    failed = [(f"{_name(d)}: {m}", _code(d)) for d in results if (m := failure(d))]
+    unsaved = _save(results, settings, animation)  # whatever was made is kept, also when some images failed
+    failed += [(m, wire.ErrorCode.INTERNAL) for m in unsaved]
+    if refused or failed:
+        messages = [f.message for f in refused] + [m for m, _ in failed]
+        raise GenerationFailed(messages, results, [f.code for f in refused] + [c for _, c in failed])
     return results
 
 
@@ -197,6 +202,12 @@ def _save(results, settings: Settings, animation: AnimationRun | None = None) ->
         else:
             save_outputs(results, settings)
         return [f"saving to output_dir failed ({exc}); the images were saved in {fallback} instead"]
+
+
+def _code(doc) -> wire.ErrorCode:
+    """The code of a failed image's Document: its ``error_code`` tag, or why it stopped."""
+    told = wire.failure_of_tags(doc.tags)
+    return told.code if told is not None else wire.ErrorCode.IMAGE_NOT_FINISHED
 
 
 def failure(doc) -> str | None:

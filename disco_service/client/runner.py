@@ -4,7 +4,7 @@ The images of a run go out as separate ``/generate`` requests (replicas can spre
 they run, ``/progress`` polls to the Renderer (``wire.JOB_STATE_EXECUTOR``) feed the progress
 bars and fetch each new frame, so a job whose request fails mid-run (its sampler died) still
 comes back with the frames made so far. A request that cannot reach the Flow before its image
-started (the Flow restarting after a fault) is sent again for up to ``RETRY_FOR_S``. Inside a
+started (the Flow restarting after a fault) is sent again as ``transport.RETRY`` says. Inside a
 running event loop (Jupyter) the calls run in a thread of their own (``run_coroutine``).
 """
 
@@ -17,37 +17,22 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from disco_service import wire
+from disco_service import transport, wire
 from disco_service.client.progress import ProgressBars
 from disco_service.console import say
 from disco_service.outputs import data_uri_bytes
-from disco_service.transport import (
-    _ids_of,
-    bearer_metadata,
-    flow_client,
-    post,
-    server_message,
-    unreachable,
-    unreachable_executor,
-)
+from disco_service.transport import _ids_of, bearer_metadata, classify, flow_client, post
 from disco_service.wire import JobStatus
 
 __all__ = [
     "FrameCallback",
     "JobWatcher",
     "PROGRESS_INTERVAL_S",
-    "RETRY_FOR_S",
-    "RETRY_PAUSE_S",
     "run_coroutine",
     "run_jobs",
 ]
 
 PROGRESS_INTERVAL_S = 0.5
-# An image whose request could not reach the Flow (or its sampler) before it started is sent again
-# this long: a Flow that serve.py restarts after a fault is back within it, so callers wait
-# instead of failing.
-RETRY_FOR_S = 180
-RETRY_PAUSE_S = 2.0
 FrameCallback = Callable[[Any, int, bytes], None]
 
 
@@ -111,21 +96,22 @@ async def run_jobs(
 
     async def generate(doc):
         """One image's request; sent again while the Flow cannot be reached and the image has not started."""
-        deadline = None
+        first_try = None
         while True:
             try:
                 return await post(client, wire.GENERATE, DocumentArray([doc]), None, unfinished_too, auth)
             except Exception as exc:
-                if not unreachable(exc) or watcher.started(doc.id) or stop.is_set():
+                failure, retry = classify(exc), transport.RETRY
+                if not retry.retries(failure) or watcher.started(doc.id) or stop.is_set():
                     raise
-                deadline = deadline or time.monotonic() + RETRY_FOR_S
-                if time.monotonic() > deadline:
+                first_try = first_try or time.monotonic()
+                if not retry.within(first_try, time.monotonic()):
                     raise
                 if not noted:
-                    noted.append(server_message(exc))
-                    say(f"{noted[0]}: trying again for up to {RETRY_FOR_S // 60} minutes (Ctrl-C stops)")
+                    noted.append(failure.message)
+                    say(f"{noted[0]}: trying again for up to {retry.for_s / 60:g} minutes (Ctrl-C stops)")
                 try:
-                    await asyncio.wait_for(stop.wait(), RETRY_PAUSE_S)
+                    await asyncio.wait_for(stop.wait(), retry.pause_s)
                 except TimeoutError:
                     continue
                 raise  # Ctrl-C while waiting for the Flow: it never got the image
@@ -139,7 +125,7 @@ async def run_jobs(
                 try:
                     await post(client, wire.CANCEL, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
                 except Exception as exc:  # the Flow cannot be reached: its images stop as abandoned
-                    if not unreachable(exc):
+                    if classify(exc).code not in wire.RESTARTING:
                         raise
                 return
             pending = [d for d, j in zip(docs, jobs, strict=True) if not j.done()]
@@ -278,15 +264,19 @@ class JobWatcher:
                 break
             await asyncio.sleep(0.5)
         step, total = (state.get(k, "?") for k in ("step", "total"))
-        if state.get("status") == JobStatus.FAILED and state.get("error"):
-            message = state["error"]
-        elif unreachable_executor(error) == wire.SAMPLER:  # the gateway could no longer reach the job's sampler
+        failure = classify(error)
+        if state.get("status") == JobStatus.FAILED and (told := wire.failure_of_tags(state)) is not None:
+            failure = told
+        elif failure.code == wire.ErrorCode.EXECUTOR_RESTARTING and failure.executor == wire.SAMPLER:
+            # the gateway could no longer reach the job's sampler
             message = f"the sampler process died at step {step} of {total}; the server restarts it"
+            failure = wire.Failure(wire.ErrorCode.SAMPLER_DIED, message)
         else:
-            message = f"the connection to the Flow broke at step {step} of {total}: {server_message(error)}"
+            message = f"the connection to the Flow broke at step {step} of {total}: {failure.message}"
+            failure = wire.Failure(wire.ErrorCode.CONNECTION_LOST, message)
         out = Document(
             id=doc.id,
-            tags={**doc.tags, "status": JobStatus.FAILED.value, "error": message, "steps_done": state.get("step")},
+            tags={**doc.tags, "status": JobStatus.FAILED.value, **failure.tags(), "steps_done": state.get("step")},
         )
         for frame in self.frames[doc.id]:
             out.chunks.append(frame)

@@ -21,7 +21,12 @@ keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|spr
 Tokens (tokens.py): with ``DISCO_API_TOKENS`` every route but ``GET /`` (health) and the page's
 static files needs ``Authorization: Bearer TOKEN``; a job belongs to its token and is not found
 (404) for any other. Jina's ``POST /post`` answers an error (``header.status`` set) with an HTTP
-error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise.
+error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise,
+and with the error's ``code`` and ``setting`` beside Jina's fields.
+
+Every refusal's body is ``{"code": ..., "setting": ..., "detail": ...}``: a ``wire.ErrorCode``, the
+setting concerned (or null) and a message for people; an image that failed says the same in its
+``error_code``, ``error_setting`` and ``error``.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from disco_service import wire
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from disco_service.server.tokens import Tokens, Unauthorized
-from disco_service.wire import JobStatus
+from disco_service.wire import ErrorCode, Failure, JobStatus
 
 __all__ = [
+    "ApiError",
     "decode_data_uri",
     "decode_init_image",
     "decode_video",
@@ -52,8 +58,11 @@ __all__ = [
     "MEDIA",
     "mount",
     "open_path",
+    "coded_post_answer",
+    "post_failure",
     "post_status",
-    "REFUSALS",
+    "refusal",
+    "STATUS_OF",
     "ServiceMiddleware",
     "settings_from_json",
 ]
@@ -61,8 +70,31 @@ __all__ = [
 IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE, "video.mp4": MP4}
 MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
-# Errors of Jina's /post answers that mean the request itself was refused
-REFUSALS = ("SettingsError", "UnknownEndpoint", "DocumentIdInUse", "ValueError")
+# The HTTP status of an error of Jina's /post answers, by its code: a refused request, an image
+# that did not finish; any other is 500.
+STATUS_OF = {
+    ErrorCode.SETTING_INVALID: 400,
+    ErrorCode.REQUEST_INVALID: 400,
+    ErrorCode.DOCUMENT_ID_IN_USE: 400,
+    ErrorCode.ENDPOINT_UNKNOWN: 400,
+    ErrorCode.IMAGE_NOT_FINISHED: 409,
+}
+
+
+class ApiError(Exception):
+    """A route's refusal: the HTTP ``status`` and the ``failure`` its body says (``refusal``)."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.failure = Failure(code, message, setting)
+
+
+def refusal(status: int, failure: Failure, headers: dict[str, str] | None = None):
+    """The JSON answer of a refused request: ``{"code", "setting", "detail"}`` with ``status``."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(failure.body(), status_code=status, headers=headers)
 
 
 def open_path(path: str) -> bool:
@@ -170,6 +202,8 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "total": image.total,
         "eta_s": queue.eta_s(image),
         "error": image.error,
+        "error_code": image.error_code,
+        "error_setting": image.error_setting,
         "latest_frame": f"{base}/latest.png" if image.doc_id in queue.latest or has_frames else None,
         "png": f"{base}/final.png" if image.status == JobStatus.DONE else None,
         "gif": f"{base}/frames.gif" if ended and has_frames else None,
@@ -211,24 +245,25 @@ def _file_name(job: Job, image: Image, name: str) -> str:
 
 def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
     """Add the job API, the results by Document id, the token check and /post's HTTP statuses to ``app``."""
-    from fastapi import HTTPException
     from fastapi.responses import JSONResponse, Response
 
     store: ResultStore = queue.store
+
+    async def answer_refusal(request: Request, exc: ApiError):
+        return refusal(exc.status, exc.failure)
+
+    app.add_exception_handler(ApiError, answer_refusal)
 
     def owner(request: Request) -> str:
         return request.state.owner
 
     def bad(exc: Exception, status: int = 400) -> JSONResponse:
-        body = {"detail": str(exc)}
-        if isinstance(exc, SettingsError):
-            body["setting"] = exc.parameter
-        return JSONResponse(body, status_code=status)
+        return refusal(status, wire.failure_of(exc, named=False))
 
     def find(request: Request, job_id: str) -> Job:
         job = queue.get(owner(request), job_id)
         if job is None:
-            raise HTTPException(404, f"no job {job_id!r} for this caller")
+            raise ApiError(404, ErrorCode.JOB_NOT_FOUND, f"no job {job_id!r} for this caller")
         return job
 
     @app.post("/jobs", status_code=202, tags=["jobs"])
@@ -269,8 +304,9 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         job = find(request, job_id)
         if not 0 <= index < len(job.images) or (name not in IMAGE_FILES and not _ANIMATION_FRAME.fullmatch(name)):
             files = ", ".join(IMAGE_FILES)
-            raise HTTPException(
+            raise ApiError(
                 404,
+                ErrorCode.FILE_NOT_FOUND,
                 f"job {job_id!r} has images 0 to {len(job.images) - 1}, each with {files} (an animation's also "
                 "frame0000.png ...)",
             )
@@ -279,18 +315,22 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         if name == "latest.png":
             png = queue.latest_frame(image)
             if png is None:
-                raise HTTPException(404, f"image {index} of job {job_id!r} has no frame yet ({image.status})")
+                raise ApiError(
+                    404, ErrorCode.FILE_NOT_FOUND, f"image {index} of job {job_id!r} has no frame yet ({image.status})"
+                )
             return Response(png, media_type="image/png", headers=headers)
         if name == "final.png" and image.status != JobStatus.DONE:
             state = "is not finished yet" if not image.finished_status else f"ended as {image.status}"
             at = f" at step {image.step} of {image.total}" if image.step is not None else ""
-            raise HTTPException(409, f"image {index} of job {job_id!r} {state}{at}: it has no final image")
+            message = f"image {index} of job {job_id!r} {state}{at}: it has no final image"
+            raise ApiError(409, ErrorCode.IMAGE_NOT_FINISHED, message)
         if frame := _ANIMATION_FRAME.fullmatch(name):  # a finished frame: there as soon as it is made
             path = store.file(image.doc_id, animation_frame_name(int(frame[1])))
         else:
             path = store.file(image.doc_id, IMAGE_FILES[name]) if image.finished_status else None
         if path is None:
-            raise HTTPException(404, f"image {index} of job {job_id!r} has no {name} ({image.status})")
+            message = f"image {index} of job {job_id!r} has no {name} ({image.status})"
+            raise ApiError(404, ErrorCode.FILE_NOT_FOUND, message)
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
 
     def result_id(request: Request, doc_id: str) -> str:
@@ -299,10 +339,10 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         try:
             store.entry(doc_id)
         except ValueError:
-            raise HTTPException(404, f"no result {doc_id!r}: not a Document id") from None
+            raise ApiError(404, ErrorCode.RESULT_NOT_FOUND, f"no result {doc_id!r}: not a Document id") from None
         job_owner = queue.owner_of_image(doc_id)
         if job_owner is not None and job_owner != owner(request):
-            raise HTTPException(404, f"no result {doc_id!r} for this caller")
+            raise ApiError(404, ErrorCode.RESULT_NOT_FOUND, f"no result {doc_id!r} for this caller")
         return doc_id
 
     @app.get("/results/{doc_id}", tags=["results"])
@@ -317,7 +357,8 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             except Exception:
                 state = {}
             if state.get("status") != JobStatus.RUNNING:
-                raise HTTPException(404, f"no result {doc_id!r}: unknown, not started, or older than the store keeps")
+                message = f"no result {doc_id!r}: unknown, not started, or older than the store keeps"
+                raise ApiError(404, ErrorCode.RESULT_NOT_FOUND, message)
             keep = ("status", "step", "total", "started", "frame_step")
             return {"id": doc_id, **{k: state.get(k) for k in keep}, "files": {}}
         base = f"/results/{doc_id}"
@@ -338,23 +379,37 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         result_id(request, doc_id)
         path = store.file(doc_id, name)
         if path is None:
-            raise HTTPException(404, f"result {doc_id!r} has no file {name!r}")
+            raise ApiError(404, ErrorCode.FILE_NOT_FOUND, f"result {doc_id!r} has no file {name!r}")
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
 
     app.add_middleware(ServiceMiddleware, tokens=tokens)
 
 
-def post_status(body: bytes) -> int:
-    """The HTTP status of a Jina ``/post`` answer: 200, or for an error in ``header.status`` 400 (the
-    request was refused), 409 (an image did not finish) or 500."""
+def post_failure(body: bytes) -> Failure | None:
+    """The error a Jina ``/post`` answer carries in ``header.status``, or None."""
     try:
         status = (json.loads(body).get("header") or {}).get("status") or {}
     except (ValueError, AttributeError):
-        return 200
+        return None
     if status.get("code") not in (1, "ERROR"):  # jina's StatusProto.ERROR
-        return 200
-    name = (status.get("exception") or {}).get("name", "")
-    return 400 if name in REFUSALS else 409 if name == "ImageNotFinished" else 500
+        return None
+    exception = status.get("exception") or {}
+    return wire.failure_of_exception(exception.get("name", ""), exception.get("args") or [])
+
+
+def post_status(body: bytes) -> int:
+    """The HTTP status of a Jina ``/post`` answer: 200, or for an error in ``header.status`` the status
+    of its code (``STATUS_OF``: 400 the request was refused, 409 an image did not finish), else 500."""
+    failure = post_failure(body)
+    return 200 if failure is None else STATUS_OF.get(failure.code, 500)
+
+
+def coded_post_answer(body: bytes) -> bytes:
+    """A Jina ``/post`` answer with, for an error, its ``code`` and ``setting`` beside Jina's fields."""
+    failure = post_failure(body)
+    if failure is None:
+        return body
+    return json.dumps({**json.loads(body), "code": failure.code.value, "setting": failure.setting}).encode()
 
 
 class ServiceMiddleware:
@@ -378,10 +433,8 @@ class ServiceMiddleware:
             try:
                 state["owner"] = self.tokens.owner(authorization)
             except Unauthorized as exc:
-                from starlette.responses import JSONResponse
-
-                refusal = JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-                return await refusal(scope, receive, send)
+                answer = refusal(401, wire.failure_of(exc, named=False), {"WWW-Authenticate": "Bearer"})
+                return await answer(scope, receive, send)
         if scope["path"] != "/post":
             return await self.app(scope, receive, send)
         start: dict = {}
@@ -399,6 +452,7 @@ class ServiceMiddleware:
                 return
             data = b"".join(body)
             status = post_status(data) if start["status"] == 200 else start["status"]
+            data = coded_post_answer(data)
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(data)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})

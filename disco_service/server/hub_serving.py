@@ -6,6 +6,8 @@ calling its ``serving_method``, which returns ``generate_image(...).to_base64()`
 DocumentArray (docarray v1) of ``n_batches`` images. The answer is
 ``{"msg": "", "results": <that base64 text>, "status": "000"}``; on an error ``status`` is ``"101"``
 with the error as ``msg`` and ``results`` empty, and ``"111"`` names a module that is not served.
+Beside PaddleHub's fields, an error's answer carries ``code`` (a ``wire.ErrorCode``) and ``setting``
+(the setting concerned, or null), as the job API's refusals do.
 This route does the same, as a job of the job queue (so it waits its turn, and the result is also
 kept in the result store): it answers when every image is done, and an image that did not finish
 is an error (``"101"``), never a plain success. Unlike the module, the server writes no files to
@@ -21,20 +23,24 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
 from disco.settings import Limits, SettingsError
+from disco_service import wire
 from disco_service.server.http_api import settings_from_json
 from disco_service.server.job_queue import Job, JobQueue, TooManyJobs
 from disco_service.server.results import ResultStore
-from disco_service.wire import JobStatus
+from disco_service.wire import ErrorCode, Failure, JobStatus
 
 __all__ = ["answer", "image_documents", "MODULE", "mount"]
 
 MODULE = "disco_diffusion_clip_rn50"
 
 
-def answer(status: str, msg: str = "", results: Any = "") -> dict[str, Any]:
+def answer(status: str, msg: str = "", results: Any = "", failure: Failure | None = None) -> dict[str, Any]:
     """``hub serving``'s answer: ``000`` results, ``101`` an error of the prediction, ``111`` no such module,
-    ``112`` a body that is not JSON."""
-    return {"msg": msg, "results": results, "status": status}
+    ``112`` a body that is not JSON; with a ``failure``, its ``code`` and ``setting`` too (``msg`` is
+    its message)."""
+    if failure is None:
+        return {"msg": msg, "results": results, "status": status}
+    return {"msg": failure.message, "results": results, "status": status, **failure.body("msg")}
 
 
 def image_documents(job: Job, store: ResultStore):
@@ -68,18 +74,19 @@ def mount(app, queue: JobQueue, limits: Limits) -> None:
     async def predict(module: str, request: Request):
         """PaddleHub's ``hub serving`` for disco_diffusion_clip_rn50: waits until the images are done."""
         if module != MODULE:
-            return answer("111", f"Module {module} is not available.")
+            return answer("111", failure=Failure(ErrorCode.MODULE_NOT_FOUND, f"Module {module} is not available."))
         try:
             body = json.loads(await request.body() or b"null")
         except ValueError:
-            return answer("112", f"send the module's arguments as a JSON object to /predict/{MODULE}")
+            message = f"send the module's arguments as a JSON object to /predict/{MODULE}"
+            return answer("112", failure=Failure(ErrorCode.REQUEST_INVALID, message))
         try:
             settings, init, _ = settings_from_json(body, limits)
             if settings.animation_mode != "None":
                 raise SettingsError("animation_mode", f"{MODULE} makes still images: send animations to /jobs")
             job = queue.submit(request.state.owner, settings, init)
         except (SettingsError, TooManyJobs) as exc:
-            return answer("101", str(exc))
+            return answer("101", failure=wire.failure_of(exc, named=False))
         job = await queue.wait(job.id)
         if job.status != JobStatus.DONE:
             failed = [
@@ -87,5 +94,9 @@ def mount(app, queue: JobQueue, limits: Limits) -> None:
                 for i in job.images
                 if i.status != JobStatus.DONE
             ]
-            return answer("101", f"job {job.id} did not finish: " + "; ".join(failed))
+            codes = {i.error_code for i in job.images if i.status != JobStatus.DONE}
+            code = ErrorCode(codes.pop()) if len(codes) == 1 and None not in codes else ErrorCode.IMAGE_NOT_FINISHED
+            settings = {i.error_setting for i in job.images if i.status != JobStatus.DONE}
+            setting = settings.pop() if len(settings) == 1 else None
+            return answer("101", failure=Failure(code, f"job {job.id} did not finish: " + "; ".join(failed), setting))
         return answer("000", "", image_documents(job, queue.store).to_base64())

@@ -17,7 +17,8 @@ a restart of the gateway, or its death: queued images are sent later, images tha
 watched again by whoever takes them over (their results reach the result store all the same), and
 an image whose request was lost before it started is queued again under a new id. A request that
 fails because the Flow cannot be reached before the image started (a sampler restarting) is
-retried for ``RETRY_FOR_S``.
+retried as ``transport.RETRY`` says. An image that failed keeps its message, code and setting
+(``error``, ``error_code``, ``error_setting``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from disco.settings import Settings
-from disco_service import wire
+from disco_service import transport, wire
 from disco_service.outputs import data_uri_bytes
 from disco_service.server.results import ResultStore
 from disco_service.server.store import AlreadySent, JobStore, StoredImage, StoredJob, TooManyUnfinished, open_store
@@ -50,8 +51,6 @@ __all__ = [
     "LEASE_S",
     "LOST_AFTER_S",
     "POLL_S",
-    "RETRY_FOR_S",
-    "RETRY_PAUSE_S",
     "TooManyJobs",
 ]
 
@@ -59,8 +58,6 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 LOST_AFTER_S = 30  # an image left "waiting" this long after a gateway restart was lost with the old gateway
-RETRY_FOR_S = 300  # how long an image that could not reach the Flow keeps being retried
-RETRY_PAUSE_S = 2.0
 LEASE_S = 30.0  # a gateway renews its claims well within this; after it, another gateway takes its images over
 # A finished job's status: the first of these that one of its images has, else done.
 _WORST_FIRST = (JobStatus.FAILED, JobStatus.SHUTDOWN, JobStatus.ABANDONED, JobStatus.CANCELLED)
@@ -70,6 +67,8 @@ _PROGRESS = ("status", "step", "total", "started", "frame", "frames", "frames_do
 
 class TooManyJobs(RuntimeError):
     """The owner already has ``max_jobs_per_owner`` jobs queued or running."""
+
+    code = wire.ErrorCode.QUOTA_EXCEEDED
 
 
 class FlowCalls(Protocol):
@@ -91,6 +90,8 @@ class Image:
     step: int | None = None
     total: int | None = None
     error: str | None = None
+    error_code: str | None = None  # a wire.ErrorCode's value, with the error
+    error_setting: str | None = None  # the setting the error is about, if one is
     started: float | None = None  # when its sampler started it
     finished: float | None = None
     sent: float | None = None  # when it was (last) sent to the Flow
@@ -269,8 +270,10 @@ class JobQueue:
             except Exception as exc:  # the Flow is unreachable: the images stop when it is back, or are lost
                 for image in job.images:
                     if not image.finished_status and image.error is None:
-                        image.error = f"cancel not delivered yet: {exc}"
-                        self.state.update_progress(image.doc_id, error=image.error)
+                        failure = transport.classify(exc)
+                        image.error = f"cancel not delivered yet: {failure.message}"
+                        image.error_code = failure.code.value
+                        self.state.update_progress(image.doc_id, error=image.error, error_code=image.error_code)
         self._finish_if_done(job)
         return job
 
@@ -387,36 +390,35 @@ class JobQueue:
         try:
             result = await self.flow.generate(doc)
             tags = wire.restore_numbers(result.tags)
-            self._end(job, image, tags.get("status") or JobStatus.DONE.value, tags.get("steps_done"), tags.get("error"))
+            status = tags.get("status") or JobStatus.DONE.value
+            self._end(job, image, status, tags.get("steps_done"), wire.failure_of_tags(tags))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await self._failed(job, image, exc)
 
     async def _failed(self, job: Job, image: Image, exc: Exception) -> None:
-        from disco_service.transport import server_message, unreachable
-
         state: dict[str, Any] = {}
         try:
             state = wire.restore_numbers((await self.flow.progress([image.doc_id]))[0].tags)
         except Exception:
             pass
         status = state.get("status")
+        failure, retry = transport.classify(exc), transport.RETRY
         if status and JobStatus(status).finished:
-            self._end(job, image, status, state.get("step"), state.get("error"))
-        elif unreachable(exc) and status in (None, JobStatus.WAITING) and not job.cancelled and self._may_retry(image):
-            await asyncio.sleep(RETRY_PAUSE_S)  # the Flow is coming back: send the image again, under a new id
+            self._end(job, image, status, state.get("step"), wire.failure_of_tags(state))
+        elif retry.retries(failure) and status in (None, JobStatus.WAITING) and self._may_retry(job, image):
+            await asyncio.sleep(retry.pause_s)  # the Flow is coming back: send the image again, under a new id
             self._requeue(job, image)
         else:
-            message = server_message(exc)
-            self._end(job, image, JobStatus.FAILED.value, state.get("step"), message)
-            if message.startswith("SettingsError:"):  # the Flow refused the settings: its other images too
+            self._end(job, image, JobStatus.FAILED.value, state.get("step"), failure)
+            if failure.code == wire.ErrorCode.SETTING_INVALID:  # the Flow refused the settings: its other images too
                 for other in job.images:
                     if other.status == JobStatus.QUEUED:
-                        self._end(job, other, JobStatus.FAILED.value, None, message)
+                        self._end(job, other, JobStatus.FAILED.value, None, failure)
 
-    def _may_retry(self, image: Image) -> bool:
-        return self.clock() - (image.first_sent or self.clock()) < RETRY_FOR_S
+    def _may_retry(self, job: Job, image: Image) -> bool:
+        return not job.cancelled and transport.RETRY.within(image.first_sent or self.clock(), self.clock())
 
     def _requeue(self, job: Job, image: Image) -> None:
         self.in_flight.pop(image.doc_id, None)
@@ -426,7 +428,7 @@ class JobQueue:
             image.doc_id, image.status, image.sent = new_id, JobStatus.QUEUED.value, None
         self._poke()
 
-    def _end(self, job: Job, image: Image, status: str, step: Any, error: Any) -> None:
+    def _end(self, job: Job, image: Image, status: str, step: Any, failure: wire.Failure | None) -> None:
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
         self.latest.pop(image.doc_id, None)
@@ -438,7 +440,13 @@ class JobQueue:
         else:
             total = None
         self.state.finish(
-            image.doc_id, JobStatus(status).value, step=step, total=total, error=str(error) if error else None
+            image.doc_id,
+            JobStatus(status).value,
+            step=step,
+            total=total,
+            error=failure.message if failure else None,
+            error_code=failure.code.value if failure else None,
+            error_setting=failure.setting if failure else None,
         )
         self._read_job(job.id)  # the store's account: the first end of an image stays
         self._finish_if_done(job)
@@ -480,9 +488,9 @@ class JobQueue:
     def _check_resumed(self, job: Job, image: Image, status: str, tags: dict[str, Any]) -> None:
         record = self.store.read(image.doc_id)
         if record is not None:
-            self._end(job, image, record["status"], record.get("steps_done"), record.get("error"))
+            self._end(job, image, record["status"], record.get("steps_done"), wire.failure_of_tags(record))
         elif JobStatus(status).finished:
-            self._end(job, image, status, tags.get("step"), tags.get("error"))
+            self._end(job, image, status, tags.get("step"), wire.failure_of_tags(tags))
         elif status == JobStatus.WAITING and self.clock() - self.resumed.get(image.doc_id, 0) > LOST_AFTER_S:
             self._requeue(job, image)  # its request went down with the old gateway before a sampler took it
 

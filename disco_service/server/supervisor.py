@@ -28,7 +28,7 @@ import psutil
 
 from disco_service import config
 from disco_service.server.jobs import JobBoard
-from disco_service.wire import JobStatus
+from disco_service.wire import ErrorCode, Failure, JobStatus
 
 __all__ = ["log", "LOST_NOTICE_S", "POLL_S", "ROOT", "Supervisor"]
 
@@ -127,7 +127,8 @@ class Supervisor:
         lost = self._own_jobs({p.pid for p in dead})
         for job_id, state in lost.items():
             error = f"the sampler process died (pid {pids}) at step {state.get('step')} of {state.get('total')}"
-            self.board.update(job_id, status=JobStatus.FAILED, error=error, finished=time.time())
+            failure = Failure(ErrorCode.SAMPLER_DIED, error)
+            self.board.update(job_id, status=JobStatus.FAILED, **failure.tags(), finished=time.time())
         log(f"process {pids} of the Flow died (jobs lost: {', '.join(lost) or 'none'}): restarting the Flow")
         marked, deadline = time.time(), time.time() + LOST_NOTICE_S
         while time.time() < deadline and any((self.board.last_seen(j) or 0) <= marked for j in lost):

@@ -15,6 +15,8 @@ import hmac
 import secrets
 from collections.abc import Iterable
 
+from disco_service.wire import ERROR_CODE_METADATA, ErrorCode
+
 __all__ = [
     "fingerprint",
     "interceptor",
@@ -40,7 +42,12 @@ MAX_DRAINED = 100  # messages read from a refused caller's stream before the ref
 
 
 class Unauthorized(PermissionError):
-    """No token, or one the service does not know; the message says which."""
+    """No token, or one the service does not know; the message says which to people, ``code`` (a
+    ``wire.ErrorCode``) to programs."""
+
+    def __init__(self, message: str, code: ErrorCode):
+        super().__init__(message)
+        self.code = code
 
 
 def fingerprint(token: str) -> str:
@@ -70,13 +77,15 @@ class Tokens:
         if self.open:
             return OPEN
         if not authorization:
-            raise Unauthorized("this service needs a token: send the header 'Authorization: Bearer TOKEN'")
+            raise Unauthorized(
+                "this service needs a token: send the header 'Authorization: Bearer TOKEN'", ErrorCode.TOKEN_REQUIRED
+            )
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("the Authorization header must be 'Bearer TOKEN'")
+            raise Unauthorized("the Authorization header must be 'Bearer TOKEN'", ErrorCode.TOKEN_MALFORMED)
         for known, name in self._tokens.items():
             if hmac.compare_digest(token, known):
                 return name
-        raise Unauthorized("this token is not accepted by the service")
+        raise Unauthorized("this token is not accepted by the service", ErrorCode.TOKEN_REJECTED)
 
     def service_metadata(self) -> tuple[tuple[str, str], ...]:
         """gRPC metadata for the gateway's own calls to its Flow."""
@@ -85,7 +94,8 @@ class Tokens:
 
 def interceptor(tokens: Tokens):
     """A gRPC (asyncio) server interceptor that refuses calls without an accepted token
-    (``UNAUTHENTICATED``, with the reason), except ``OPEN_GRPC_METHODS``."""
+    (``UNAUTHENTICATED``, with the reason, and its code in the trailing metadata
+    ``wire.ERROR_CODE_METADATA``), except ``OPEN_GRPC_METHODS``."""
     import grpc
 
     class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -99,14 +109,17 @@ def interceptor(tokens: Tokens):
                 tokens.owner(metadata.get("authorization"))
                 return handler
             except Unauthorized as exc:
-                return _refusal(handler, str(exc))
+                return _refusal(handler, exc)
 
     return TokenInterceptor()
 
 
-def _refusal(handler, message: str):
-    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED with ``message``."""
+def _refusal(handler, refusal: Unauthorized):
+    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED with ``refusal``'s
+    message, and its code in the trailing metadata."""
     import grpc
+
+    message, trailing = str(refusal), ((ERROR_CODE_METADATA, refusal.code.value),)
 
     async def drain(requests) -> None:
         """Read what the caller streams (a bounded number of messages) before refusing: a caller still
@@ -118,19 +131,19 @@ def _refusal(handler, message: str):
                 break
 
     async def refuse_unary(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message, trailing)
 
     async def refuse_stream_in(requests, context):
         await drain(requests)
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message, trailing)
 
     async def refuse_stream_out(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message, trailing)
         yield  # an async generator, as a handler with a streamed answer is
 
     async def refuse_stream_both(requests, context):
         await drain(requests)
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message, trailing)
         yield
 
     kinds = {

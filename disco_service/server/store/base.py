@@ -65,6 +65,7 @@ _PROGRESS_FIELDS = (
     "total",
     "started",
     "error",
+    "error_code",
     "frame_step",
     "frame",
     "frames",
@@ -489,7 +490,7 @@ class JobStore:
 
     def update_progress(self, doc_id: str, **state: Any) -> bool:
         """Record an unfinished image's progress: any of ``status`` (waiting or running), ``step``,
-        ``total``, ``started``, ``error``, ``frame_step``, ``frame``, ``frames``, ``frames_done``,
+        ``total``, ``started``, ``error``, ``error_code``, ``frame_step``, ``frame``, ``frames``, ``frames_done``,
         ``run_step``, ``run_total``. False when no unfinished image has ``doc_id``."""
         unknown = set(state) - set(_PROGRESS_FIELDS)
         if unknown:
@@ -516,6 +517,7 @@ class JobStore:
         total: int | None = None,
         error_code: str | None = None,
         error: str | None = None,
+        error_setting: str | None = None,
     ) -> bool:
         """End an unfinished image as ``status`` (done, failed, cancelled, ...) and release its claim;
         ``step``/``total`` replace the last known when given. False when it had already ended (the
@@ -526,9 +528,9 @@ class JobStore:
         with self._tx() as tx:
             ended = tx.run(
                 "UPDATE images SET status = ?, step = COALESCE(?, step), total = COALESCE(?, total), error_code = ?, "
-                "error = ?, finished = ?, updated = ?, claimer = NULL, lease_until = NULL "
+                "error = ?, error_setting = ?, finished = ?, updated = ?, claimer = NULL, lease_until = NULL "
                 f"WHERE doc_id = ? AND status IN {_UNFINISHED}",
-                (JobStatus(status).value, step, total, error_code, error, now, now, doc_id),
+                (JobStatus(status).value, step, total, error_code, error, error_setting, now, now, doc_id),
             )
             if ended:
                 self._touch(tx, doc_id=doc_id)

@@ -46,6 +46,7 @@ class StoredImage:
     total: int | None = None
     error_code: str | None = None
     error: str | None = None
+    error_setting: str | None = None
     created: float = 0.0  # when its job was submitted
     claimed: float | None = None
     sent: float | None = None  # when it was (last) sent

@@ -35,6 +35,7 @@ _JOBS = [
         total INTEGER,
         error_code TEXT,
         error TEXT,
+        error_setting TEXT,
         created DOUBLE PRECISION NOT NULL,
         claimed DOUBLE PRECISION,
         sent DOUBLE PRECISION,
