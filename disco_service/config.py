@@ -22,6 +22,7 @@ arguments: executors through ``__init__`` (``uses_with``), ``serve.py`` through 
 | ``DISCO_API_TOKENS`` | unset (open) | tokens callers must send: comma-separated, or ``@FILE`` (one a line) |
 | ``DISCO_MAX_JOBS_PER_TOKEN`` | ``10`` | jobs one token may have queued or running in the job API at once |
 | ``DISCO_API_TOKEN`` | unset | the client's token (``client.py --token``), sent to a Flow that needs one |
+| ``DISCO_FLOW_SECRET`` | made at start | what the Flow's executors require of its gateway (``serve.py`` makes one) |
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Config:
     api_tokens: tuple[str, ...]  # empty: an open service
     max_jobs_per_token: int
     api_token: str | None  # the client's own token
+    flow_secret: str | None  # what the Flow's executors require of its gateway (server/flow_secret.py)
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, kind: type, low: float) -> float:
@@ -129,4 +131,5 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         api_tokens=_tokens(env, "DISCO_API_TOKENS"),
         max_jobs_per_token=int(_number(env, "DISCO_MAX_JOBS_PER_TOKEN", 10, int, 1)),
         api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
+        flow_secret=env.get("DISCO_FLOW_SECRET", "").strip() or None,
     )

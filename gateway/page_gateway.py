@@ -40,7 +40,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import http_api, hub_serving, tokens
+from disco_service.server import flow_secret, http_api, hub_serving, tokens
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -185,7 +185,10 @@ class DiscoGateway(CompositeGateway):
     """Jina's composite gateway, with its HTTP server replaced by ``PageHTTPGateway``, tokens on both
     servers, the endpoints checked, and the job queue (which calls this gateway's own gRPC port)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, flow_secret: str | None = None, **kwargs):
+        """``flow_secret`` (``uses_with``): what the executors require of this gateway's calls
+        (disco_service/server/flow_secret.py); sent as gRPC metadata on every call to them."""
+        _send_flow_secret(kwargs.get("runtime_args"), flow_secret)
         super().__init__(**kwargs)
         cfg = config.load()
         accepted = tokens.Tokens(cfg.api_tokens)
@@ -217,3 +220,18 @@ class DiscoGateway(CompositeGateway):
                 f"this service is open: anyone who can reach {self.host} ports {', '.join(map(str, self.ports))} can "
                 "use it, see and cancel every job. Set DISCO_API_TOKENS to require tokens."
             )
+
+
+def _send_flow_secret(runtime_args, given: str | None) -> None:
+    """Add the Flow's secret to the gRPC metadata Jina's gateway sends to each executor
+    (``deployments_metadata``), before the request handler that reads it is built."""
+    if runtime_args is None:
+        return
+    read = runtime_args.get if isinstance(runtime_args, dict) else lambda name: getattr(runtime_args, name, None)
+    executors = list(json.loads(read("deployments_addresses") or "{}"))
+    current = json.loads(read("deployments_metadata") or "{}")
+    value = json.dumps(flow_secret.deployments_metadata(current, executors, flow_secret.resolve(given)))
+    if isinstance(runtime_args, dict):
+        runtime_args["deployments_metadata"] = value
+    else:
+        runtime_args.deployments_metadata = value
