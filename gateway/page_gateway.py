@@ -41,6 +41,7 @@ from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
 from disco_service.server import flow_secret, http_api, hub_serving, tokens
+from disco_service.server.direct_calls import CallerMiddleware, DirectCalls, caller_interceptor
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -107,9 +108,11 @@ class ImageNotFinished(RuntimeError):
     """An image of the request stopped before its last step; the message says which, why and where its frames are."""
 
 
-def honest_answers(handle):
+def honest_answers(handle, admit=None):
     """Jina's request handler (request -> futures), answering with an error (``header.status``, which
-    gRPC clients raise and HTTP answers with an error status) what would otherwise pass as a success:
+    gRPC clients raise and HTTP answers with an error status) what would otherwise pass as a success,
+    and what ``admit`` refuses (request -> what to call once it is answered, or None; raises the
+    refusal: disco_service/server/direct_calls.py):
 
     - a request to an endpoint the Flow does not serve (Jina would pass it through every executor and
       answer it unchanged): the error names the ones it serves (Jina's own, such as its dry run, pass);
@@ -119,15 +122,28 @@ def honest_answers(handle):
     def answer(request, return_type):
         endpoint = request.header.exec_endpoint
         if endpoint in wire.ENDPOINTS or endpoint.startswith("_jina"):
+            try:
+                done = admit(request) if admit is not None else None
+            except Exception as refusal:
+                request.add_exception(refusal)
+                return _answered(request)
             response, floating = handle(request=request, return_type=return_type)
-            return asyncio.ensure_future(_finished_or_error(response)), floating
+            answered = asyncio.ensure_future(_finished_or_error(response))
+            if done is not None:
+                answered.add_done_callback(lambda _: done())
+            return answered, floating
         served = ", ".join(wire.ENDPOINTS[:-1]) + f" and {wire.ENDPOINTS[-1]}"
         request.add_exception(UnknownEndpoint(f"unknown endpoint {endpoint!r}: this Flow serves {served}"))
-        answered = asyncio.get_running_loop().create_future()
-        answered.set_result(request)
-        return answered, None
+        return _answered(request)
 
     return answer
+
+
+def _answered(request):
+    """A request answered here, as Jina's handler answers: (a future of the request, no floating task)."""
+    answered = asyncio.get_running_loop().create_future()
+    answered.set_result(request)
+    return answered, None
 
 
 async def _finished_or_error(pending):
@@ -157,6 +173,7 @@ class PageHTTPGateway(HTTPGateway):
         if self.service is not None:
             queue, accepted, cfg = self.service
             http_api.mount(app, queue, accepted, cfg.limits)
+            app.add_middleware(CallerMiddleware, tokens=accepted)  # who sends Jina's POST /post
             hub_serving.mount(app, queue, cfg.limits)
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
@@ -201,8 +218,9 @@ class DiscoGateway(CompositeGateway):
             slots=len(addresses.get(wire.SAMPLER) or [None]),
             max_jobs_per_owner=cfg.max_jobs_per_token,
         )
+        direct = DirectCalls(queue, accepted)
         streamer = self._request_handler.streamer._streamer
-        streamer._request_handler = honest_answers(streamer._request_handler)
+        streamer._request_handler = honest_answers(streamer._request_handler, direct.admit)
         servers = []
         for server, server_kwargs in zip(self.servers, self._server_kwargs, strict=True):
             if isinstance(server, HTTPGateway):
@@ -211,6 +229,7 @@ class DiscoGateway(CompositeGateway):
             elif isinstance(server, GRPCGateway):
                 server.grpc_tracing_server_interceptors = [
                     tokens.interceptor(accepted),
+                    caller_interceptor(accepted),
                     *(server.grpc_tracing_server_interceptors or []),
                 ]
             servers.append(server)

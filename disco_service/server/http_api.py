@@ -17,11 +17,14 @@ Jobs (short requests only; the long call to the executors stays inside the servi
 Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
 dropped): ``GET /results/{id}`` (its record; while it is still running, its progress, and asking
 keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|sprite.png|stepNNNN.png}``.
+A result answers the caller that sent its image only (its token's owner, results.py); to any other
+caller it is not found (404).
 
 Tokens (tokens.py): with ``DISCO_API_TOKENS`` every route but ``GET /`` (health) and the page's
 static files needs ``Authorization: Bearer TOKEN``; a job belongs to its token and is not found
 (404) for any other. Jina's ``POST /post`` answers an error (``header.status`` set) with an HTTP
-error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise.
+error status too: 400 for a refused request, 429 for one over the token's cap and 404 for one naming
+another caller's image (direct_calls.py), 409 for an image that did not finish, 500 otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
 # Errors of Jina's /post answers that mean the request itself was refused
 REFUSALS = ("SettingsError", "UnknownEndpoint", "DocumentIdInUse", "ValueError")
+# ... and those that the job API answers with another status: the token's cap, another caller's image
+OTHER_REFUSALS = {"TooManyJobs": 429, "NotYourImage": 404}
 
 
 def open_path(path: str) -> bool:
@@ -292,14 +297,14 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
 
     def result_id(request: Request, doc_id: str) -> str:
-        """The id, if it names a result this caller may see: any image of no job (its id is its key), or
-        an image of the caller's own job."""
+        """The id, if it names a result this caller may see: one it sent (over the job API, gRPC or
+        /post), or, in a service without tokens, one of nobody's (made before owners were kept)."""
         try:
             store.entry(doc_id)
         except ValueError:
             raise HTTPException(404, f"no result {doc_id!r}: not a Document id") from None
-        job_owner = queue.owner_of_image(doc_id)
-        if job_owner is not None and job_owner != owner(request):
+        holder = queue.owner_of_image(doc_id) or store.owner(doc_id)
+        if holder != owner(request) and not (holder is None and tokens.open):
             raise HTTPException(404, f"no result {doc_id!r} for this caller")
         return doc_id
 
@@ -351,6 +356,8 @@ def post_status(body: bytes) -> int:
     if status.get("code") not in (1, "ERROR"):  # jina's StatusProto.ERROR
         return 200
     name = (status.get("exception") or {}).get("name", "")
+    if name in OTHER_REFUSALS:
+        return OTHER_REFUSALS[name]
     return 400 if name in REFUSALS else 409 if name == "ImageNotFinished" else 500
 
 

@@ -167,6 +167,8 @@ class JobQueue:
         self.resumed: dict[str, float] = {}  # doc id -> when this gateway took over watching it
         self._wake: asyncio.Event | None = None
         self._done: dict[str, asyncio.Event] = {}
+        # the owner's requests to the Flow outside this queue, which count toward its cap (direct_calls.py)
+        self.outside_jobs: Callable[[str], int] = lambda owner: 0
         self._load()
 
     # ----- what callers ask -----
@@ -177,10 +179,10 @@ class JobQueue:
         """Queue a job of ``settings.n_batches`` images (a random run seed when ``seed`` is None); an
         animation is one image (``n_batches`` 1), of ``video``'s frames for Video Input. Raises
         ``TooManyJobs`` when the owner has ``max_jobs_per_owner`` unfinished jobs."""
-        unfinished = [j for j in self.jobs.values() if j.owner == owner and not j.finished]
-        if len(unfinished) >= self.max_jobs_per_owner:
+        unfinished = len(self.unfinished_jobs(owner)) + self.outside_jobs(owner)
+        if unfinished >= self.max_jobs_per_owner:
             raise TooManyJobs(
-                f"this caller already has {len(unfinished)} jobs queued or running, the most this service "
+                f"this caller already has {unfinished} jobs queued or running, the most this service "
                 f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
             )
         if settings.seed is None:
@@ -206,6 +208,10 @@ class JobQueue:
         self._save(job)
         self._poke()
         return job
+
+    def unfinished_jobs(self, owner: str) -> list[Job]:
+        """The owner's jobs queued or running."""
+        return [j for j in self.jobs.values() if j.owner == owner and not j.finished]
 
     def get(self, owner: str, job_id: str) -> Job | None:
         """The job, if it exists and belongs to ``owner`` (another owner's job is not there for them)."""
@@ -335,6 +341,7 @@ class JobQueue:
         now = self.clock()
         image.status, image.sent = JobStatus.WAITING.value, now
         image.first_sent = image.first_sent or now
+        self.store.claim(image.doc_id, job.owner)  # its result answers the job's owner only
         self._save(job)
         self.in_flight[image.doc_id] = (job, image, asyncio.create_task(self._generate(job, image)))
 
