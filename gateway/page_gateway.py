@@ -1,7 +1,7 @@
 """The Flow's gateway: Jina's gRPC and HTTP servers, with the web page at ``/ui/`` on the HTTP one.
 
 Jina builds one server per protocol (``gateway: protocol: [grpc, http]``). This gateway keeps
-them, and serves the HTTP one with Jina's own app (``/post``, ``/status``, ``/`` health) plus
+them, and serves the HTTP one with Jina's own app (``/post``, ``/`` health; ``BUILT_IN_ROUTES``) plus
 the static files of ``ui/`` mounted at ``/ui``. Only files inside ``ui/`` are served (Starlette's
 StaticFiles refuses paths outside it); nothing here reads a path or URL from a request.
 
@@ -155,8 +155,40 @@ async def _finished_or_error(pending):
     return response
 
 
+# Every route that Jina or FastAPI adds to the HTTP app by itself, and what becomes of it here:
+# "callers" (kept, behind the token like every route), "health" (kept, open: it answers {}), or "off"
+# (removed). Nothing kept tells a caller how the Flow is laid out inside.
+BUILT_IN_ROUTES = {
+    "/": "health",  # load balancers' and Kubernetes' health check
+    "/post": "callers",  # Jina's HTTP client; under the job API's rules (direct_calls.py)
+    "/openapi.json": "callers",  # the description of the HTTP API, for callers' tools
+    "/status": "off",  # Jina's version, the Python and OS versions and the JINA_* environment
+    "/dry_run": "off",  # its failure names the executors' addresses; GET / and gRPC's health check remain
+    "/docs": "off",  # Swagger UI: scripts from a CDN, and no way to send the token; the page is at /ui/
+    "/docs/oauth2-redirect": "off",
+    "/redoc": "off",
+    "/index": "off",  # Jina's CRUD routes: this Flow serves none of them (wire.ENDPOINTS)
+    "/search": "off",
+    "/update": "off",
+    "/delete": "off",
+}
+
+
+def prune_built_in_routes(app) -> list[str]:
+    """Remove the routes ``BUILT_IN_ROUTES`` turns off from ``app``, and give its API description
+    this service's name instead of Jina's (with Jina's version); returns the paths removed."""
+    off = {path for path, decision in BUILT_IN_ROUTES.items() if decision == "off"}
+    removed = [route.path for route in app.router.routes if getattr(route, "path", None) in off]
+    app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) not in off]
+    app.title, app.version, app.openapi_schema = "Disco Diffusion", "1", None
+    app.description = "Images from text prompts: the job API (/jobs), results (/results) and the page (/ui/)."
+    app.docs_url = app.redoc_url = None
+    return removed
+
+
 class PageHTTPGateway(HTTPGateway):
-    """Jina's HTTP gateway, with the page mounted at ``/ui`` and the service's own routes."""
+    """Jina's HTTP gateway, with the page mounted at ``/ui`` and the service's own routes, and
+    Jina's and FastAPI's own routes as ``BUILT_IN_ROUTES`` decides."""
 
     service: tuple[JobQueue, tokens.Tokens, config.Config] | None = None  # set by DiscoGateway
 
@@ -166,6 +198,7 @@ class PageHTTPGateway(HTTPGateway):
         from starlette.staticfiles import StaticFiles
 
         app = super().app
+        prune_built_in_routes(app)
         app.add_api_route("/ui", lambda: RedirectResponse("/ui/"), include_in_schema=False)
         app.add_api_route("/ui/settings.json", page_settings, include_in_schema=False)
         app.add_api_route("/ui/outputs", _list_saved, include_in_schema=False)
