@@ -125,7 +125,7 @@ def honest_answers(handle, admit=None):
             try:
                 done = admit(request) if admit is not None else None
             except Exception as refusal:
-                request.add_exception(refusal)
+                request.add_exception(refusal.with_traceback(None))  # a refusal: no server paths in the answer
                 return _answered(request)
             response, floating = handle(request=request, return_type=return_type)
             answered = asyncio.ensure_future(_finished_or_error(response))

@@ -205,7 +205,7 @@ def test_jina_s_own_routes_keep_the_token_s_cap_and_results_answer_their_owner(t
         refused = (404, {"detail": f"no result {doc.id!r} for this caller"})
         assert call("GET", http + path, headers=bearer("alice")) == refused, path
     for endpoint in ("/progress", "/cancel", "/generate"):  # nor may alice watch, stop or reuse it
-        with pytest.raises(Exception, match=f"NotYourImage: no image {doc.id!r} for this caller"):
+        with pytest.raises(Exception, match=f"NotYourImage.*no image .*{doc.id}.* for this caller"):
             Client(host=grpc).post(endpoint, DocumentArray([Document(id=doc.id, tags=tags)]), metadata=alice)
     status, refused = call(
         "POST", f"{http}/post", {"execEndpoint": "/cancel", "data": [{"id": doc.id}]}, headers=bearer("alice")
