@@ -229,3 +229,17 @@ def test_every_built_in_route_is_for_callers_for_health_or_off(token_flow):
     for path in description["paths"]:
         assert path.startswith(ours) or BUILT_IN_ROUTES.get(path) in ("callers", "health"), path
     assert call("GET", f"{http}/openapi.json")[0] == 401  # behind the token, as every route but / and the page
+
+
+def test_the_grpc_gateway_does_not_tell_its_version_and_environment(token_flow):
+    import grpc
+    from google.protobuf import empty_pb2
+    from jina.proto import jina_pb2_grpc
+
+    address, _ = token_flow
+    with grpc.insecure_channel(address.removeprefix("grpc://")) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            jina_pb2_grpc.JinaInfoRPCStub(channel)._status(
+                empty_pb2.Empty(), metadata=(("authorization", f"Bearer {TOKENS['alice']}"),), timeout=30
+            )
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -31,9 +31,11 @@ from disco_service import wire
 from disco_service.server.job_queue import JobQueue, TooManyJobs
 from disco_service.server.tokens import OPEN, SERVICE, Tokens, Unauthorized
 
-__all__ = ["CALLER", "caller_interceptor", "CallerMiddleware", "DirectCalls", "NotYourImage"]
+__all__ = ["CALLER", "caller_interceptor", "CallerMiddleware", "DirectCalls", "NotYourImage", "OFF_GRPC_METHODS"]
 
 CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("disco_caller", default=None)
+# Jina's gRPC methods the gateway does not serve: its version and environment (as HTTP GET /status)
+OFF_GRPC_METHODS = ("/jina.JinaInfoRPC/_status",)
 
 
 class NotYourImage(ValueError):
@@ -98,7 +100,8 @@ class DirectCalls:
 
 def caller_interceptor(tokens: Tokens):
     """A gRPC (asyncio) server interceptor that sets ``CALLER`` to the caller's owner name for the
-    handling of its call (after ``tokens.interceptor``, which refuses callers without a token)."""
+    handling of its call (after ``tokens.interceptor``, which refuses callers without a token), and
+    answers ``OFF_GRPC_METHODS`` with ``UNIMPLEMENTED``."""
     import grpc
 
     class CallerInterceptor(grpc.aio.ServerInterceptor):
@@ -106,6 +109,16 @@ def caller_interceptor(tokens: Tokens):
             handler = await continuation(details)
             if handler is None:
                 return handler
+            if details.method in OFF_GRPC_METHODS and not handler.request_streaming:
+
+                async def off(request, context):
+                    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this service does not answer this method")
+
+                return grpc.unary_unary_rpc_method_handler(
+                    off,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
             metadata = {m.key if hasattr(m, "key") else m[0]: m.value if hasattr(m, "value") else m[1]
                         for m in details.invocation_metadata or ()}  # fmt: skip
             try:
