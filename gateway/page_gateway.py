@@ -175,8 +175,8 @@ BUILT_IN_ROUTES = {
 
 
 def prune_built_in_routes(app) -> list[str]:
-    """Remove the routes ``BUILT_IN_ROUTES`` turns off from ``app``, and give its API description
-    this service's name instead of Jina's (with Jina's version); returns the paths removed."""
+    """Remove the routes ``BUILT_IN_ROUTES`` turns off from ``app``, and name this service in its API
+    description where Jina names itself and its version; returns the paths removed."""
     off = {path for path, decision in BUILT_IN_ROUTES.items() if decision == "off"}
     removed = [route.path for route in app.router.routes if getattr(route, "path", None) in off]
     app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) not in off]
