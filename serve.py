@@ -29,6 +29,7 @@ from disco_service.wire import ENCODER, SAMPLER
 
 ROOT = Path(__file__).resolve().parent
 FLOW_FILE = ROOT / "flow.yml"
+EXECUTOR_HOST = "127.0.0.1"  # the executors' ports: for the gateway on this machine only
 
 
 def sampler_replicas() -> int:
@@ -56,20 +57,29 @@ def flow_config(
     preload: str | None = None,
     checkpoints_anywhere: bool = False,
     host: str | None = None,
+    flow_secret: str | None = None,
 ) -> dict[str, Any]:
     """flow.yml as a dict, with the sampler's replica count and GPU pinning applied, and the
     executors' ``use_gpu`` and the sampler's ``preload`` and ``checkpoints_anywhere``
-    (``uses_with``) when given; ``host``: the address the gateway's ports listen on (default all)."""
+    (``uses_with``) when given. ``host``: the address every port listens on, the gateway's and the
+    executors' (default: all for the gateway, loopback for the executors, which answer the gateway
+    alone). ``flow_secret``: what the executors require of the gateway's calls (given to both as
+    ``uses_with``; default: each process finds it itself, see disco_service/server/flow_secret.py)."""
     config = yaml.safe_load(FLOW_FILE.read_text())
     gateway = config["gateway"]
     if host:
         gateway["host"] = host
     gateway["uses"] = str(ROOT / gateway["uses"])
+    if flow_secret:
+        gateway.setdefault("uses_with", {})["flow_secret"] = flow_secret
     grpc_port, default_http_port = gateway["port"]
     gateway["port"] = [port or grpc_port, http_port or default_http_port]  # the protocols' order: grpc, http
     replicas = replicas or sampler_replicas()
     for executor in config["executors"]:
         executor["uses"] = str(ROOT / executor["uses"])  # independent of the current directory
+        executor["host"] = host or executor.get("host") or EXECUTOR_HOST
+        if flow_secret:
+            executor.setdefault("uses_with", {})["flow_secret"] = flow_secret
         if use_gpu is not None and executor["name"] in (ENCODER, SAMPLER):
             executor.setdefault("uses_with", {})["use_gpu"] = use_gpu
         if executor["name"] == SAMPLER:
@@ -114,6 +124,7 @@ def run_flow(args: argparse.Namespace) -> None:
         preload=args.preload,
         checkpoints_anywhere=args.checkpoints_anywhere,
         host=args.host,
+        flow_secret=config.load().flow_secret,
     ) as flow:
         args.ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
@@ -124,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=None, help="gRPC port (default: the one in flow.yml, 51000)")
     parser.add_argument(
-        "--host", default=None, help="the address both ports listen on, e.g. 127.0.0.1 (default: all, 0.0.0.0)"
+        "--host",
+        default=None,
+        help="the address every port listens on, the gateway's and the executors' (default: the gateway's "
+        "on all, 0.0.0.0; the executors' on 127.0.0.1 only)",
     )
     parser.add_argument(
         "--http-port", type=int, default=None, help="HTTP port: REST and the page at /ui/ (default: flow.yml's, 51001)"
@@ -155,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
+    if not os.environ.get("DISCO_FLOW_SECRET", "").strip():
+        # one secret for this Flow, kept across the supervisor's restarts (the environment, not argv:
+        # other users on this machine can read a process's arguments, not its environment)
+        from disco_service.server.flow_secret import new_secret
+
+        os.environ["DISCO_FLOW_SECRET"] = new_secret()
     options = (
         ("port", args.port),
         ("host", args.host),

@@ -18,6 +18,12 @@ Jina's output is then completed with what it cannot express:
 - the gateway reads its tokens (``DISCO_API_TOKENS``) from the Secret ``disco-api-tokens``
   (key ``tokens``; without it the service is open) on Kubernetes, and from the host's
   ``DISCO_API_TOKENS`` with docker-compose;
+- the executors listen on every interface of their pod (or container), and answer only their own
+  gateway: every call must carry the Flow's secret (``DISCO_FLOW_SECRET``, see
+  disco_service/server/flow_secret.py), which every pod reads from the Secret ``disco-flow-secret``
+  (``flow-secret.yml``, made here at random for each export; keep it out of version control) and
+  every docker-compose service from the host's ``DISCO_FLOW_SECRET`` (required); on Kubernetes a
+  NetworkPolicy (``network-policy.yml``) also lets only the gateway's pods reach the executors';
 - the weights are downloaded before the executors start (an init container / a compose
   service), so a first start on an empty volume is not killed by the startup probe;
 - CPU and memory requests and memory limits, and probe commands that ``jina ping`` parses.
@@ -45,6 +51,8 @@ ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS, "DISCO_RESULTS_DIR": R
 # The gateway serves the job API and the result store; it needs no weights and no job board.
 GATEWAY_VOLUMES = ("disco-results",)
 TOKENS_SECRET = {"name": "disco-api-tokens", "key": "tokens"}  # the gateway's DISCO_API_TOKENS, if created
+FLOW_SECRET = {"name": "disco-flow-secret", "key": "secret"}  # every pod's DISCO_FLOW_SECRET
+EXECUTORS = ("encoder", "sampler", "renderer")
 UID = 1000  # the image's user `disco` (Dockerfile)
 # The pods run as that user; fsGroup makes the mounted volumes writable by it (checked only at the
 # volume's root when it already matches, not over the 2.7 GB of weights at every start).
@@ -77,6 +85,9 @@ def export_flow(image: str, replicas: int) -> dict[str, Any]:
     for executor in flow["executors"]:
         executor["uses"] = f"docker://{image}"
         executor.pop("jcloud", None)
+        # flow.yml's loopback is for one machine: in its own pod an executor listens on the pod's
+        # address, and the NetworkPolicy and the Flow's secret keep everyone but the gateway out
+        executor.pop("host", None)
         if executor["name"] == "sampler":
             executor["replicas"] = replicas
     return flow
@@ -200,6 +211,10 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
             (container,) = pod["containers"]
             _split_probe_arguments(container)
             container["resources"] = _resources(name)
+            container["env"] = [
+                *container.get("env", []),
+                {"name": "DISCO_FLOW_SECRET", "valueFrom": {"secretKeyRef": dict(FLOW_SECRET)}},
+            ]
             if name == "gateway":
                 _gateway_config(container["args"])
                 _gateway_service(container, pod)
@@ -224,6 +239,47 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
         for v, (_, size) in VOLUMES.items()
     ]
     (out / "volumes.yml").write_text(yaml.safe_dump_all(claims, sort_keys=False))
+    (out / "flow-secret.yml").write_text(yaml.safe_dump(flow_secret_manifest(namespace), sort_keys=False))
+    services = [d for name in EXECUTORS for d in manifests[name] if d["kind"] == "Service"]
+    ports = sorted({port["port"] for service in services for port in service["spec"]["ports"]})
+    (out / "network-policy.yml").write_text(yaml.safe_dump(executor_network_policy(namespace, ports), sort_keys=False))
+
+
+def flow_secret_manifest(namespace: str) -> dict[str, Any]:
+    """The Secret holding the Flow's secret: random, made for this export."""
+    from disco_service.server.flow_secret import new_secret
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": FLOW_SECRET["name"], "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {FLOW_SECRET["key"]: new_secret()},
+    }
+
+
+def executor_network_policy(namespace: str, ports: list[int]) -> dict[str, Any]:
+    """A NetworkPolicy: the executors' pods take connections on their gRPC ``ports`` from the
+    gateway's pods only (Jina labels every pod ``app: <name>``); probes run inside the pod."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "disco-executors-from-gateway", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": list(EXECUTORS)}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}],
+                    "ports": [{"protocol": "TCP", "port": port} for port in ports],
+                }
+            ],
+        },
+    }
+
+
+# the host's DISCO_FLOW_SECRET, required: compose refuses to start without it, naming it
+COMPOSE_FLOW_SECRET = "DISCO_FLOW_SECRET=${DISCO_FLOW_SECRET:?set DISCO_FLOW_SECRET to a random secret}"
 
 
 def complete_docker_compose(out: Path, gpus: int) -> None:
@@ -239,6 +295,7 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
             service["volumes"] = [f"{v}:{VOLUMES[v][0]}" for v in GATEWAY_VOLUMES]
             service["environment"] = [*service.get("environment", []), f"DISCO_RESULTS_DIR={RESULTS}"]
             service["environment"].append("DISCO_API_TOKENS=${DISCO_API_TOKENS:-}")
+            service["environment"].append(COMPOSE_FLOW_SECRET)
             continue  # Jina gives it every sampler replica's address already
         _executor_config(service["command"], name)
         # Jina mounts its host cache over the image's /app (the code): the volumes are ours instead;
@@ -247,6 +304,7 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
         gpu = name == "sampler"
         service["environment"] = [*service.get("environment", []), *(f"{k}={v}" for k, v in ENV.items())]
         service["environment"].append(f"DISCO_USE_GPU={int(gpu)}")
+        service["environment"].append(COMPOSE_FLOW_SECRET)
         if name in NEEDS_WEIGHTS:
             service["depends_on"] = {"weights": {"condition": "service_completed_successfully"}}
         if gpu:

@@ -63,6 +63,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DISCO_STATE_DIR", "`$XDG_STATE_HOME/disco-diffusion`", "the SQLite store: `<port>/jobs.sqlite3` per server"
     ),
+    Variable(
+        "DISCO_FLOW_SECRET", "made at start", "what the Flow's executors require of its gateway (`serve.py` makes one)"
+    ),
 )
 
 
@@ -95,6 +98,8 @@ class Config:
         URL when set, else its own SQLite file, ``state_dir/<port>/jobs.sqlite3`` (two servers on
         one machine never share a queue by default)."""
         return self.database_url or str(self.state_dir / str(int(port)) / "jobs.sqlite3")
+
+    flow_secret: str | None  # what the Flow's executors require of its gateway (server/flow_secret.py)
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, kind: type, low: float) -> float:
@@ -182,4 +187,5 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
         database_url=_database_url(env),
         state_dir=_state_dir(env),
+        flow_secret=env.get("DISCO_FLOW_SECRET", "").strip() or None,
     )

@@ -146,6 +146,7 @@ class ErrorCode(StrEnum):
     TOKEN_REQUIRED = "token_required"  # the service needs a token and none was sent
     TOKEN_MALFORMED = "token_malformed"  # the authorization is not ``Bearer TOKEN``
     TOKEN_REJECTED = "token_rejected"  # a token the service does not know
+    GATEWAY_ONLY = "gateway_only"  # a call straight to an executor, without the Flow's secret
     QUOTA_EXCEEDED = "quota_exceeded"  # the caller has as many jobs waiting or running as it may
     JOB_NOT_FOUND = "job_not_found"  # no such job for this caller
     RESULT_NOT_FOUND = "result_not_found"  # no such result (Document id) for this caller
@@ -178,6 +179,8 @@ EXCEPTION_CODES = {
     "SamplingFailed": ErrorCode.SAMPLING_FAILED,
     "WeightsUnavailable": ErrorCode.MODEL_UNAVAILABLE,
     "MissingPackage": ErrorCode.MODEL_UNAVAILABLE,
+    "TooManyJobs": ErrorCode.QUOTA_EXCEEDED,
+    "NotYourImage": ErrorCode.RESULT_NOT_FOUND,
 }
 
 

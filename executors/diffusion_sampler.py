@@ -44,6 +44,7 @@ from disco.settings import DIFFUSION_MODELS, SettingsError, frames_skip_steps
 from disco.video import video_frames, video_info
 from disco_service import config, wire
 from disco_service.outputs import image_settings
+from disco_service.server.flow_secret import guard_executor, resolve
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import ResultStore
 from disco_service.wire import JobStatus
@@ -66,15 +67,18 @@ class DiffusionSampler(Executor):
         client_timeout_s: float | None = None,
         checkpoints_anywhere: bool = False,
         results_dir: str | None = None,
+        flow_secret: str | None = None,
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
         (``disco_service.config``). ``preload``: the diffusion model loaded at start (``none``: on
         the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py); ``checkpoints_anywhere``:
         a ``diffusion_model`` checkpoint path may name any file on this machine (the Flow a client
-        starts for itself), else only files in the model directory."""
+        starts for itself), else only files in the model directory; ``flow_secret``: what the
+        gateway's calls must carry (server/flow_secret.py)."""
         super().__init__(**kwargs)
         cfg = config.load()
+        guard_executor(self, resolve(flow_secret, jobs_dir or cfg.jobs_dir))
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
         self.cache = ModelCache(
             model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors, bool(checkpoints_anywhere)

@@ -28,6 +28,7 @@ from disco.loading import ModelCache, select_device
 from disco.prompts import build_prompts, prompt_sets
 from disco.settings import Limits, Settings
 from disco_service import config, wire
+from disco_service.server.flow_secret import guard_executor, resolve
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import ResultStore
 from disco_service.wire import ErrorCode, JobStatus
@@ -62,11 +63,14 @@ class PromptEncoder(Executor):
         max_pixel_steps: int | None = None,
         jobs_dir: str | None = None,
         results_dir: str | None = None,
+        flow_secret: str | None = None,
         **kwargs,
     ):
-        """Arguments (``uses_with``) override the service's configuration (``disco_service.config``)."""
+        """Arguments (``uses_with``) override the service's configuration (``disco_service.config``);
+        ``flow_secret``: what the gateway's calls must carry (server/flow_secret.py)."""
         super().__init__(**kwargs)
         cfg = config.load()
+        guard_executor(self, resolve(flow_secret, jobs_dir or cfg.jobs_dir))
         self.limits = Limits(
             max_pixels=int(max_pixels or cfg.limits.max_pixels),
             max_pixel_steps=int(max_pixel_steps) if max_pixel_steps else cfg.limits.max_pixel_steps,

@@ -30,6 +30,7 @@ from jina import Executor, requests
 
 from disco_service import config
 from disco_service.outputs import embed_settings_in_uri, image_settings
+from disco_service.server.flow_secret import guard_executor, resolve
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import GIF, SPRITE, ResultStore
 from disco_service.wire import ACCEPT_UNFINISHED, NOT_FINISHED, JobStatus
@@ -40,11 +41,15 @@ FINISHED_PER_POLL = 8  # an animation's finished frames one progress answer carr
 
 
 class Renderer(Executor):
-    def __init__(self, jobs_dir: str | None = None, results_dir: str | None = None, **kwargs):
+    def __init__(
+        self, jobs_dir: str | None = None, results_dir: str | None = None, flow_secret: str | None = None, **kwargs
+    ):
         """``jobs_dir``, ``results_dir`` (``uses_with``) override the service's configuration
-        (``DISCO_JOBS_DIR``, ``DISCO_RESULTS_DIR``)."""
+        (``DISCO_JOBS_DIR``, ``DISCO_RESULTS_DIR``); ``flow_secret``: what the gateway's calls must
+        carry (server/flow_secret.py)."""
         super().__init__(**kwargs)
         cfg = config.load()
+        guard_executor(self, resolve(flow_secret, jobs_dir or cfg.jobs_dir))
         self.board = JobBoard(jobs_dir or cfg.jobs_dir)
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.swept = 0.0

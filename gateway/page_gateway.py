@@ -1,7 +1,7 @@
 """The Flow's gateway: Jina's gRPC and HTTP servers, with the web page at ``/ui/`` on the HTTP one.
 
 Jina builds one server per protocol (``gateway: protocol: [grpc, http]``). This gateway keeps
-them, and serves the HTTP one with Jina's own app (``/post``, ``/status``, ``/`` health) plus
+them, and serves the HTTP one with Jina's own app (``/post``, ``/`` health; ``BUILT_IN_ROUTES``) plus
 the static files of ``ui/`` mounted at ``/ui``. Only files inside ``ui/`` are served (Starlette's
 StaticFiles refuses paths outside it); nothing here reads a path or URL from a request.
 
@@ -41,7 +41,8 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import http_api, hub_serving, tokens
+from disco_service.server import flow_secret, http_api, hub_serving, tokens
+from disco_service.server.direct_calls import CallerMiddleware, DirectCalls, caller_interceptor
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -112,9 +113,11 @@ class ImageNotFinished(RuntimeError):
     code = wire.ErrorCode.IMAGE_NOT_FINISHED
 
 
-def honest_answers(handle):
+def honest_answers(handle, admit=None):
     """Jina's request handler (request -> futures), answering with an error (``header.status``, which
-    gRPC clients raise and HTTP answers with an error status) what would otherwise pass as a success:
+    gRPC clients raise and HTTP answers with an error status) what would otherwise pass as a success,
+    and what ``admit`` refuses (request -> what to call once it is answered, or None; raises the
+    refusal: disco_service/server/direct_calls.py):
 
     - a request to an endpoint the Flow does not serve (Jina would pass it through every executor and
       answer it unchanged): the error names the ones it serves (Jina's own, such as its dry run, pass);
@@ -124,15 +127,28 @@ def honest_answers(handle):
     def answer(request, return_type):
         endpoint = request.header.exec_endpoint
         if endpoint in wire.ENDPOINTS or endpoint.startswith("_jina"):
+            try:
+                done = admit(request) if admit is not None else None
+            except Exception as refusal:
+                request.add_exception(refusal.with_traceback(None))  # a refusal: no server paths in the answer
+                return _answered(request)
             response, floating = handle(request=request, return_type=return_type)
-            return asyncio.ensure_future(_finished_or_error(response)), floating
+            answered = asyncio.ensure_future(_finished_or_error(response))
+            if done is not None:
+                answered.add_done_callback(lambda _: done())
+            return answered, floating
         served = ", ".join(wire.ENDPOINTS[:-1]) + f" and {wire.ENDPOINTS[-1]}"
         request.add_exception(UnknownEndpoint(f"unknown endpoint {endpoint!r}: this Flow serves {served}"))
-        answered = asyncio.get_running_loop().create_future()
-        answered.set_result(request)
-        return answered, None
+        return _answered(request)
 
     return answer
+
+
+def _answered(request):
+    """A request answered here, as Jina's handler answers: (a future of the request, no floating task)."""
+    answered = asyncio.get_running_loop().create_future()
+    answered.set_result(request)
+    return answered, None
 
 
 async def _finished_or_error(pending):
@@ -144,8 +160,40 @@ async def _finished_or_error(pending):
     return response
 
 
+# Every route that Jina or FastAPI adds to the HTTP app by itself, and what becomes of it here:
+# "callers" (kept, behind the token like every route), "health" (kept, open: it answers {}), or "off"
+# (removed). Nothing kept tells a caller how the Flow is laid out inside.
+BUILT_IN_ROUTES = {
+    "/": "health",  # load balancers' and Kubernetes' health check
+    "/post": "callers",  # Jina's HTTP client; under the job API's rules (direct_calls.py)
+    "/openapi.json": "callers",  # the description of the HTTP API, for callers' tools
+    "/status": "off",  # Jina's version, the Python and OS versions and the JINA_* environment
+    "/dry_run": "off",  # its failure names the executors' addresses; GET / and gRPC's health check remain
+    "/docs": "off",  # Swagger UI: scripts from a CDN, and no way to send the token; the page is at /ui/
+    "/docs/oauth2-redirect": "off",
+    "/redoc": "off",
+    "/index": "off",  # Jina's CRUD routes: this Flow serves none of them (wire.ENDPOINTS)
+    "/search": "off",
+    "/update": "off",
+    "/delete": "off",
+}
+
+
+def prune_built_in_routes(app) -> list[str]:
+    """Remove the routes ``BUILT_IN_ROUTES`` turns off from ``app``, and name this service in its API
+    description where Jina names itself and its version; returns the paths removed."""
+    off = {path for path, decision in BUILT_IN_ROUTES.items() if decision == "off"}
+    removed = [route.path for route in app.router.routes if getattr(route, "path", None) in off]
+    app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) not in off]
+    app.title, app.version, app.openapi_schema = "Disco Diffusion", "1", None
+    app.description = "Images from text prompts: the job API (/jobs), results (/results) and the page (/ui/)."
+    app.docs_url = app.redoc_url = None
+    return removed
+
+
 class PageHTTPGateway(HTTPGateway):
-    """Jina's HTTP gateway, with the page mounted at ``/ui`` and the service's own routes."""
+    """Jina's HTTP gateway, with the page mounted at ``/ui`` and the service's own routes, and
+    Jina's and FastAPI's own routes as ``BUILT_IN_ROUTES`` decides."""
 
     service: tuple[JobQueue, tokens.Tokens, config.Config] | None = None  # set by DiscoGateway
 
@@ -155,6 +203,7 @@ class PageHTTPGateway(HTTPGateway):
         from starlette.staticfiles import StaticFiles
 
         app = super().app
+        prune_built_in_routes(app)
         app.add_api_route("/ui", lambda: RedirectResponse("/ui/"), include_in_schema=False)
         app.add_api_route("/ui/settings.json", page_settings, include_in_schema=False)
         app.add_api_route("/ui/outputs", _list_saved, include_in_schema=False)
@@ -162,6 +211,7 @@ class PageHTTPGateway(HTTPGateway):
         if self.service is not None:
             queue, accepted, cfg = self.service
             http_api.mount(app, queue, accepted, cfg.limits)
+            app.add_middleware(CallerMiddleware, tokens=accepted)  # who sends Jina's POST /post
             hub_serving.mount(app, queue, cfg.limits)
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
@@ -190,7 +240,10 @@ class DiscoGateway(CompositeGateway):
     """Jina's composite gateway, with its HTTP server replaced by ``PageHTTPGateway``, tokens on both
     servers, the endpoints checked, and the job queue (which calls this gateway's own gRPC port)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, flow_secret: str | None = None, **kwargs):
+        """``flow_secret`` (``uses_with``): what the executors require of this gateway's calls
+        (disco_service/server/flow_secret.py); sent as gRPC metadata on every call to them."""
+        _send_flow_secret(kwargs.get("runtime_args"), flow_secret)
         super().__init__(**kwargs)
         cfg = config.load()
         accepted = tokens.Tokens(cfg.api_tokens)
@@ -205,8 +258,9 @@ class DiscoGateway(CompositeGateway):
             state=cfg.store_target(grpc_port),  # this server's own SQLite file, or the shared database
             claimer=f"{socket.gethostname()}:{grpc_port}",
         )
+        direct = DirectCalls(queue, accepted)
         streamer = self._request_handler.streamer._streamer
-        streamer._request_handler = honest_answers(streamer._request_handler)
+        streamer._request_handler = honest_answers(streamer._request_handler, direct.admit)
         servers = []
         for server, server_kwargs in zip(self.servers, self._server_kwargs, strict=True):
             if isinstance(server, HTTPGateway):
@@ -215,6 +269,7 @@ class DiscoGateway(CompositeGateway):
             elif isinstance(server, GRPCGateway):
                 server.grpc_tracing_server_interceptors = [
                     tokens.interceptor(accepted),
+                    caller_interceptor(accepted),
                     *(server.grpc_tracing_server_interceptors or []),
                 ]
             servers.append(server)
@@ -224,3 +279,18 @@ class DiscoGateway(CompositeGateway):
                 f"this service is open: anyone who can reach {self.host} ports {', '.join(map(str, self.ports))} can "
                 "use it, see and cancel every job. Set DISCO_API_TOKENS to require tokens."
             )
+
+
+def _send_flow_secret(runtime_args, given: str | None) -> None:
+    """Add the Flow's secret to the gRPC metadata Jina's gateway sends to each executor
+    (``deployments_metadata``), before the request handler that reads it is built."""
+    if runtime_args is None:
+        return
+    read = runtime_args.get if isinstance(runtime_args, dict) else lambda name: getattr(runtime_args, name, None)
+    executors = list(json.loads(read("deployments_addresses") or "{}"))
+    current = json.loads(read("deployments_metadata") or "{}")
+    value = json.dumps(flow_secret.deployments_metadata(current, executors, flow_secret.resolve(given)))
+    if isinstance(runtime_args, dict):
+        runtime_args["deployments_metadata"] = value
+    else:
+        runtime_args.deployments_metadata = value

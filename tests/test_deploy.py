@@ -107,8 +107,9 @@ def workloads(k8s: dict[str, list[dict]]) -> dict[str, dict]:
 
 def test_every_exported_manifest_is_valid_for_kubernetes_1_30(k8s):
     documents = [d for docs in k8s.values() for d in docs]
-    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, three claims
-    assert len(documents) == 4 * 3 + 1 + 3
+    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, three claims, the Flow's
+    # Secret and the executors' NetworkPolicy
+    assert len(documents) == 4 * 3 + 1 + 3 + 2
     for document in documents:  # strict: an unknown field fails too
         assert kubernetes_validate.validate(document, "1.30", strict=True) == "1.30"
     broken = json.loads(json.dumps(workloads(k8s)["sampler"]))
@@ -136,6 +137,8 @@ def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
         assert claims[mounts["/results"]] == "disco-results", name  # the result store: every part shares it
+        flow_secret = next(e for e in container["env"] if e["name"] == "DISCO_FLOW_SECRET")
+        assert flow_secret["valueFrom"] == {"secretKeyRef": {"name": "disco-flow-secret", "key": "secret"}}, name
         if name == "gateway":  # the job API: the store, and the tokens from a Secret (optional: an open service)
             env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
             assert env["DISCO_RESULTS_DIR"] == "/results" and set(mounts) == {"/results"}
@@ -143,6 +146,8 @@ def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(
             assert env["DISCO_API_TOKENS"] == {"secretKeyRef": secret}
             continue
         args = container["args"]
+        # every interface of its pod, not flow.yml's loopback: the NetworkPolicy and the secret guard it
+        assert "--host" not in args or args[args.index("--host") + 1] == "0.0.0.0", name
         config = args[args.index("--uses") + 1]
         assert config == f"executors/{name}.yml" and (ROOT / config).is_file()
         env = {e["name"]: e.get("value") for e in container["env"]}
@@ -155,6 +160,28 @@ def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(
     claims = k8s["volumes.yml"]
     assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-jobs", "disco-results"}
     assert all(c["kind"] == "PersistentVolumeClaim" and c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims)
+
+
+def test_kubernetes_executors_take_calls_from_the_gateway_only(k8s):
+    (secret,) = k8s["flow-secret.yml"]
+    assert secret["kind"] == "Secret" and secret["metadata"] == {"name": "disco-flow-secret", "namespace": "art"}
+    assert len(secret["stringData"]["secret"]) >= 40  # 256 random bits
+    (policy,) = k8s["network-policy.yml"]
+    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == "art"
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    labels = {name: w["spec"]["template"]["metadata"]["labels"] for name, w in workloads(k8s).items()}
+
+    def selected(selector: dict, pod_labels: dict) -> bool:
+        matches = all(pod_labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+        return matches and all(pod_labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+    assert {n for n, pod in labels.items() if selected(spec["podSelector"], pod)} == {"encoder", "sampler", "renderer"}
+    (rule,) = spec["ingress"]
+    assert {n for n, pod in labels.items() if any(selected(f["podSelector"], pod) for f in rule["from"])} == {"gateway"}
+    ports = {p["port"] for name in ("encoder", "sampler", "renderer") for d in k8s[f"{name}/{name}.yml"]
+             if d["kind"] == "Service" for p in d["spec"]["ports"]}  # fmt: skip
+    assert {p["port"] for p in rule["ports"]} == ports
 
 
 def test_kubernetes_weights_are_downloaded_before_the_executors_start(k8s):
@@ -261,6 +288,11 @@ def test_docker_compose_export(tmp_path):
     assert "51000:51000" in services["gateway"]["ports"]
     assert services["gateway"]["volumes"] == ["disco-results:/results"]  # the job API's result store
     assert "DISCO_API_TOKENS=${DISCO_API_TOKENS:-}" in services["gateway"]["environment"]  # the host's tokens
+    required = "DISCO_FLOW_SECRET=${DISCO_FLOW_SECRET:?set DISCO_FLOW_SECRET to a random secret}"
+    assert all(required in s["environment"] for n, s in services.items() if n != "weights")  # one for the Flow
+    for name, service in services.items():
+        if name not in ("gateway", "weights") and "--host" in service["command"]:
+            assert service["command"][service["command"].index("--host") + 1] == "0.0.0.0", name
     gateway = services["gateway"]["command"]
     addresses = json.loads(gateway[gateway.index("--deployments-addresses") + 1])
     assert addresses["sampler"] == ["sampler-rep-0:8081", "sampler-rep-1:8081"]  # every replica

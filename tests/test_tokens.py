@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import TINY, TOKENS
 from docarray import Document, DocumentArray
@@ -145,3 +146,107 @@ def test_grpc_needs_the_token_in_its_metadata(token_flow, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)[0]["status"] == "done" and (tmp_path / "reverse_diffusion-6_0.png").exists()
     print(f"client.py with a token: {time.time() - started:.1f} s")
+
+
+# ----- the perimeter: executors, Jina's own routes, results -----
+
+
+def flow_processes(grpc: str) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The served Flow's gateway process (the one listening on ``grpc``'s port) and the executors
+    (the other processes its parent, the Flow, started)."""
+    port = int(grpc.rsplit(":", 1)[1])
+    gateway = next(
+        p for p in psutil.process_iter()
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in _listening(p))
+    )  # fmt: skip
+    return gateway, [p for p in gateway.parent().children() if p.pid != gateway.pid]
+
+
+def _listening(process: psutil.Process) -> list:
+    try:
+        return [c for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def test_the_executors_listen_on_loopback_and_answer_their_gateway_only(token_flow):
+    grpc, _ = token_flow
+    gateway, executors = flow_processes(grpc)
+    ports = {c.laddr.port: c.laddr.ip for p in executors for c in _listening(p)}
+    assert len(executors) == 3 and len(ports) >= 3, ports  # encoder, sampler, renderer
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in ports.values()), ports
+    alice = (("authorization", f"Bearer {TOKENS['alice']}"),)
+    for port in ports:
+        direct = Client(host=f"grpc://127.0.0.1:{port}")
+        for metadata in ((), alice):  # not even with a token of the service
+            with pytest.raises(Exception, match="UNAUTHENTICATED.*answers its own Flow's gateway only"):
+                direct.post("/cancel", DocumentArray([Document(id="someone-elses-image")]), metadata=metadata)
+    answer = Client(host=grpc).post("/progress", DocumentArray([Document(id="never-sent")]), metadata=alice)
+    assert answer[0].id == "never-sent"  # through the gateway, the same call is answered
+
+
+def test_jina_s_own_routes_keep_the_token_s_cap_and_results_answer_their_owner(token_flow):
+    grpc, http = token_flow
+    alice, bob = ((("authorization", f"Bearer {TOKENS[n]}"),) for n in ("alice", "bob"))
+    slow = {**TINY, "steps": 200, "skip_steps": 0, "seed": 1, "n_batches": 1}
+    status, job = call("POST", f"{http}/jobs", slow, headers=bearer("alice"))  # alice's one job (her cap: 1)
+    assert status == 202
+    try:
+        tags = settings_to_tags(validate_settings(**TINY, n_batches=1, seed=8))
+        status, refused = call(
+            "POST", f"{http}/post", {"execEndpoint": "/generate", "data": [{"tags": tags}]}, headers=bearer("alice")
+        )
+        assert status == 429 and "DISCO_MAX_JOBS_PER_TOKEN=1" in json.dumps(refused), refused
+        with pytest.raises(Exception, match="TooManyJobs: this caller already has 1 jobs queued or running"):
+            Client(host=grpc).post("/generate", DocumentArray([Document(tags=tags)]), metadata=alice)
+    finally:
+        call("DELETE", f"{http}/jobs/{job['id']}", headers=bearer("alice"))
+    wait_for_job(http, job["id"], lambda j: j["status"] not in ("queued", "running"), headers=bearer("alice"))
+
+    doc = Document(tags=tags)  # bob's image, its id chosen by bob (and known to alice)
+    assert Client(host=grpc).post("/generate", DocumentArray([doc]), metadata=bob)[0].tags["status"] == "done"
+    status, record = call("GET", f"{http}/results/{doc.id}", headers=bearer("bob"))
+    assert status == 200 and record["owner"] == fingerprint(TOKENS["bob"]) and record["status"] == "done"
+    assert call("GET", f"{http}/results/{doc.id}/final.png", headers=bearer("bob"))[0] == 200
+    for path in (f"/results/{doc.id}", f"/results/{doc.id}/final.png", f"/results/{doc.id}/step0001.png"):
+        status, body = call("GET", http + path, headers=bearer("alice"))
+        assert (status, body["code"], body["setting"]) == (404, "result_not_found", None), path
+    for endpoint in ("/progress", "/cancel", "/generate"):  # nor may alice watch, stop or reuse it
+        with pytest.raises(Exception, match=f"NotYourImage.*no image .*{doc.id}.* for this caller"):
+            Client(host=grpc).post(endpoint, DocumentArray([Document(id=doc.id, tags=tags)]), metadata=alice)
+    status, refused = call(
+        "POST", f"{http}/post", {"execEndpoint": "/cancel", "data": [{"id": doc.id}]}, headers=bearer("alice")
+    )
+    assert status == 404, refused
+
+
+def test_every_built_in_route_is_for_callers_for_health_or_off(token_flow):
+    from gateway.page_gateway import BUILT_IN_ROUTES
+
+    _, http = token_flow
+    assert call("GET", f"{http}/") == (200, {})  # the health check: open, and it says nothing more
+    for path, decision in BUILT_IN_ROUTES.items():
+        if decision == "off":
+            for method in ("GET", "POST"):
+                assert call(method, http + path, headers=bearer("alice"))[0] == 404, (method, path)
+    status, description = call("GET", f"{http}/openapi.json", headers=bearer("alice"))
+    assert status == 200 and description["info"]["title"] == "Disco Diffusion"
+    assert "jina" not in json.dumps(description["info"]).lower()
+    ours = ("/jobs", "/results/", "/predict/")
+    for path in description["paths"]:
+        assert path.startswith(ours) or BUILT_IN_ROUTES.get(path) in ("callers", "health"), path
+    assert call("GET", f"{http}/openapi.json")[0] == 401  # behind the token, as every route but / and the page
+
+
+def test_the_grpc_gateway_does_not_tell_its_version_and_environment(token_flow):
+    import grpc
+    from google.protobuf import empty_pb2
+    from jina.proto import jina_pb2_grpc
+
+    address, _ = token_flow
+    with grpc.insecure_channel(address.removeprefix("grpc://")) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            jina_pb2_grpc.JinaInfoRPCStub(channel)._status(
+                empty_pb2.Empty(), metadata=(("authorization", f"Bearer {TOKENS['alice']}"),), timeout=30
+            )
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -17,12 +17,15 @@ Jobs (short requests only; the long call to the executors stays inside the servi
 Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
 dropped): ``GET /results/{id}`` (its record; while it is still running, its progress, and asking
 keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|sprite.png|stepNNNN.png}``.
+A result answers the caller that sent its image only (its token's owner, results.py); to any other
+caller it is not found (404).
 
 Tokens (tokens.py): with ``DISCO_API_TOKENS`` every route but ``GET /`` (health) and the page's
 static files needs ``Authorization: Bearer TOKEN``; a job belongs to its token and is not found
 (404) for any other. Jina's ``POST /post`` answers an error (``header.status`` set) with an HTTP
-error status too: 400 for a refused request, 409 for an image that did not finish, 500 otherwise,
-and with the error's ``code`` and ``setting`` beside Jina's fields.
+error status too: 400 for a refused request, 429 for one over the token's cap and 404 for one naming
+another caller's image (direct_calls.py), 409 for an image that did not finish, 500 otherwise, and
+with the error's ``code`` and ``setting`` beside Jina's fields.
 
 Every refusal's body is ``{"code": ..., "setting": ..., "detail": ...}``: a ``wire.ErrorCode``, the
 setting concerned (or null) and a message for people; an image that failed says the same in its
@@ -71,13 +74,15 @@ IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprit
 MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
 # The HTTP status of an error of Jina's /post answers, by its code: a refused request, an image
-# that did not finish; any other is 500.
+# that did not finish, a cap, another caller's image; any other is 500.
 STATUS_OF = {
     ErrorCode.SETTING_INVALID: 400,
     ErrorCode.REQUEST_INVALID: 400,
     ErrorCode.DOCUMENT_ID_IN_USE: 400,
     ErrorCode.ENDPOINT_UNKNOWN: 400,
     ErrorCode.IMAGE_NOT_FINISHED: 409,
+    ErrorCode.QUOTA_EXCEEDED: 429,  # the token's cap, by a direct request (direct_calls.py)
+    ErrorCode.RESULT_NOT_FOUND: 404,  # another caller's image
 }
 
 
@@ -334,14 +339,14 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
 
     def result_id(request: Request, doc_id: str) -> str:
-        """The id, if it names a result this caller may see: any image of no job (its id is its key), or
-        an image of the caller's own job."""
+        """The id, if it names a result this caller may see: one it sent (over the job API, gRPC or
+        /post), or, in a service without tokens, one of nobody's (made before owners were kept)."""
         try:
             store.entry(doc_id)
         except ValueError:
             raise ApiError(404, ErrorCode.RESULT_NOT_FOUND, f"no result {doc_id!r}: not a Document id") from None
-        job_owner = queue.owner_of_image(doc_id)
-        if job_owner is not None and job_owner != owner(request):
+        holder = queue.owner_of_image(doc_id) or store.owner(doc_id)
+        if holder != owner(request) and not (holder is None and tokens.open):
             raise ApiError(404, ErrorCode.RESULT_NOT_FOUND, f"no result {doc_id!r} for this caller")
         return doc_id
 

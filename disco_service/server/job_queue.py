@@ -196,6 +196,8 @@ class JobQueue:
         self._wake: asyncio.Event | None = None
         self._done: dict[str, asyncio.Event] = {}
         self._import_files()
+        # the owner's requests to the Flow outside this queue, which count toward its cap (direct_calls.py)
+        self.outside_jobs: Callable[[str], int] = lambda owner: 0
 
     # ----- what callers ask -----
 
@@ -221,19 +223,24 @@ class JobQueue:
                 [settings.seed + i for i in range(settings.n_batches)],
                 has_init_image=init_image is not None,
                 has_video=video is not None,
-                max_unfinished=self.max_jobs_per_owner,
+                max_unfinished=self.max_jobs_per_owner - self.outside_jobs(owner),
             )
         except TooManyUnfinished as exc:
             for path, _ in files:
                 path.unlink(missing_ok=True)
+            count = exc.count + self.outside_jobs(owner)
             raise TooManyJobs(
-                f"this caller already has {exc.count} jobs queued or running, the most this service "
+                f"this caller already has {count} jobs queued or running, the most this service "
                 f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
             ) from None
         job = self._read_job(job_id)
         assert job is not None
         self._poke()
         return job
+
+    def unfinished_jobs(self, owner: str) -> list[Job]:
+        """The owner's jobs queued or running."""
+        return [job for job in self.jobs_of(owner) if not job.finished]
 
     def get(self, owner: str, job_id: str) -> Job | None:
         """The job, if it exists and belongs to ``owner`` (another owner's job is not there for them)."""
@@ -377,6 +384,7 @@ class JobQueue:
         image = job.images[sent.idx]
         for name, value in _image_values(sent).items():
             setattr(image, name, value)
+        self.store.claim(image.doc_id, job.owner)  # its result answers the job's owner only
         self.in_flight[image.doc_id] = (job, image, asyncio.create_task(self._generate(job, image)))
 
     async def _generate(self, job: Job, image: Image) -> None:

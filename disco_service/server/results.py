@@ -15,6 +15,11 @@ the job API serves its images from here. On Kubernetes the folder is a shared vo
         frame0000.png ...   an animation's finished frames (animation_mode 2D or Video Input)
         video.mp4           an animation's finished frames as an MP4, once it ended
 
+    DISCO_RESULTS_DIR/owners/<document id>   who sent the image: its token's fingerprint
+                                             (tokens.py), claimed by the gateway before the
+                                             image is made; the record repeats it as ``owner``
+
+An image answers its owner only (http_api.py): another caller is told there is no such image.
 Entries untouched for ``DISCO_RESULT_TTL_S`` (default 7 days) are removed by ``sweep``.
 """
 
@@ -61,7 +66,30 @@ class ResultStore:
         self.dir = Path(directory)
         self.images = self.dir / "images"
         self.images.mkdir(parents=True, exist_ok=True)
+        self.owners = self.dir / "owners"
+        self.owners.mkdir(parents=True, exist_ok=True)
         self.ttl_s = ttl_s
+
+    def claim(self, doc_id: str, owner: str) -> bool:
+        """Record ``owner`` as the owner of the image ``doc_id``, unless another owner has it: True
+        when it is ``owner``'s (now or already). Raises ValueError for an id that is not a file name."""
+        path = self.owners / check_job_id(doc_id)
+        tmp = self.owners / f".{path.name}.{os.getpid()}.tmp"
+        tmp.write_text(owner)
+        try:
+            os.link(tmp, path)  # the first claim wins, whole
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.owner(doc_id) == owner
+
+    def owner(self, doc_id: str) -> str | None:
+        """Who sent the image (its token's fingerprint), or None when nobody claimed it."""
+        try:
+            return (self.owners / check_job_id(doc_id)).read_text() or None
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
 
     def entry(self, doc_id: str) -> Path:
         """The folder of one image (not made here). Raises ValueError for an id that is not a file name."""
@@ -93,6 +121,7 @@ class ResultStore:
         entry.mkdir(parents=True, exist_ok=True)
         frames = self.frames(doc_id)
         written = {"frames": [{"step": step} for step, _ in frames], **record, "id": doc_id, "written": time.time()}
+        written["owner"] = self.owner(doc_id)
         finished = self.animation_frames(doc_id)
         if "animation" in record:
             written["animation"] = {**record["animation"], "frames_done": [n for n, _ in finished]}
@@ -197,7 +226,7 @@ class ResultStore:
         return max(times)
 
     def sweep(self, now: float | None = None) -> list[str]:
-        """Remove the entries untouched for ``ttl_s``; returns their ids."""
+        """Remove the entries untouched for ``ttl_s``, and their owners; returns their ids."""
         now = time.time() if now is None else now
         removed = []
         for entry in self.images.iterdir():
@@ -206,5 +235,11 @@ class ResultStore:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)
             except (FileNotFoundError, ValueError):
+                pass
+        for claim in self.owners.iterdir():  # the owners of removed entries, or of images never made
+            try:
+                if not (self.images / claim.name).exists() and now - claim.stat().st_mtime > self.ttl_s:
+                    claim.unlink()
+            except FileNotFoundError:
                 pass
         return removed

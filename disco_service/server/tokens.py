@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from disco_service.wire import ERROR_CODE_METADATA, ErrorCode
 
 __all__ = [
+    "refusal_handler",
     "fingerprint",
     "interceptor",
     "LOOPBACK",
@@ -109,12 +110,12 @@ def interceptor(tokens: Tokens):
                 tokens.owner(metadata.get("authorization"))
                 return handler
             except Unauthorized as exc:
-                return _refusal(handler, exc)
+                return refusal_handler(handler, exc)
 
     return TokenInterceptor()
 
 
-def _refusal(handler, refusal: Unauthorized):
+def refusal_handler(handler, refusal: Unauthorized):
     """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED with ``refusal``'s
     message, and its code in the trailing metadata."""
     import grpc

@@ -1,0 +1,96 @@
+"""Jina's own ways into the Flow under the job API's rules: the cap, and images answering their owner."""
+
+import pytest
+from docarray import Document, DocumentArray
+from jina.types.request.data import DataRequest
+
+from disco.settings import validate_settings
+from disco_service.server.direct_calls import CALLER, DirectCalls, NotYourImage
+from disco_service.server.job_queue import JobQueue, TooManyJobs
+from disco_service.server.results import ResultStore
+from disco_service.server.tokens import OPEN, SERVICE, Tokens
+
+ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
+
+
+class NoFlow:
+    async def generate(self, doc): ...
+
+    async def progress(self, ids, frame=False):
+        return []
+
+    async def cancel(self, ids): ...
+
+
+def request(endpoint: str, *ids: str) -> DataRequest:
+    made = DataRequest()
+    made.header.exec_endpoint = endpoint
+    made.data.docs = DocumentArray([Document(id=i) for i in ids])
+    return made
+
+
+@pytest.fixture
+def calls(tmp_path):
+    tokens = Tokens([ALICE, BOB])
+    queue = JobQueue(ResultStore(tmp_path), NoFlow(), max_jobs_per_owner=2)
+    return DirectCalls(queue, tokens), tokens
+
+
+def as_caller(owner, action):
+    token = CALLER.set(owner)
+    try:
+        return action()
+    finally:
+        CALLER.reset(token)
+
+
+def test_a_generate_request_counts_toward_its_token_s_cap_with_the_job_api_s_jobs(calls):
+    direct, tokens = calls
+    alice = tokens.owner(f"Bearer {ALICE}")
+    first = as_caller(alice, lambda: direct.admit(request("/generate", "a1")))
+    direct.queue.submit(alice, validate_settings(text_prompts=["x"], n_batches=1, seed=1))  # a job API job
+    with pytest.raises(TooManyJobs, match=r"already has 2 jobs queued or running.*POST /jobs"):
+        as_caller(alice, lambda: direct.admit(request("/generate", "a2")))
+    with pytest.raises(TooManyJobs):  # and the job API counts the request too
+        direct.queue.submit(alice, validate_settings(text_prompts=["x"], n_batches=1, seed=2))
+    bob = tokens.owner(f"Bearer {BOB}")
+    as_caller(bob, lambda: direct.admit(request("/generate", "b1")))  # bob's own cap
+    first()  # alice's request answered: room for one more
+    assert as_caller(alice, lambda: direct.admit(request("/generate", "a3"))) is not None
+
+
+def test_an_image_belongs_to_the_caller_that_sent_it(calls):
+    direct, tokens = calls
+    alice, bob = tokens.owner(f"Bearer {ALICE}"), tokens.owner(f"Bearer {BOB}")
+    as_caller(alice, lambda: direct.admit(request("/generate", "mine")))
+    assert direct.queue.store.owner("mine") == alice
+    record = direct.queue.store.finish("mine", {"status": "done"})
+    assert record["owner"] == alice  # the record carries its owner
+    for endpoint in ("/generate", "/progress", "/cancel", "/forget"):
+        with pytest.raises(NotYourImage, match="no image 'mine' for this caller"):
+            as_caller(bob, lambda e=endpoint: direct.admit(request(e, "mine")))
+    assert as_caller(alice, lambda: direct.admit(request("/cancel", "mine"))) is None  # hers: passes
+    assert as_caller(bob, lambda: direct.admit(request("/progress", "never-sent"))) is None
+    assert as_caller(SERVICE, lambda: direct.admit(request("/cancel", "mine"))) is None  # the job API itself
+
+
+def test_without_a_known_caller_only_an_open_service_takes_the_request(tmp_path, calls):
+    direct, _ = calls
+    with pytest.raises(NotYourImage, match="not known: send it with a token"):
+        direct.admit(request("/generate", "x1"))
+    assert direct.admit(request("_jina_dry_run_")) is None  # the health check passes
+    open_calls = DirectCalls(JobQueue(ResultStore(tmp_path / "open"), NoFlow(), max_jobs_per_owner=1), Tokens())
+    for i in range(3):  # an open service has no cap
+        assert open_calls.admit(request("/generate", f"o{i}")) is not None
+    assert open_calls.queue.store.owner("o0") == OPEN
+
+
+def test_the_store_keeps_the_first_claim_and_sweeps_claims_of_images_gone(tmp_path):
+    store = ResultStore(tmp_path, ttl_s=60)
+    assert store.claim("img", "alice") and store.claim("img", "alice")
+    assert not store.claim("img", "bob") and store.owner("img") == "alice"
+    assert store.owner("other") is None and store.owner("../x") is None
+    with pytest.raises(ValueError):
+        store.claim("../x", "alice")
+    store.sweep(now=store.owners.joinpath("img").stat().st_mtime + 61)
+    assert store.owner("img") is None
