@@ -37,7 +37,10 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 
 from disco.settings import Limits, SettingsError, default, validate_settings
 from disco_service import wire
+from disco_service.server import http_guard
+from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
+from disco_service.server.public_errors import public_message
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from disco_service.server.tokens import Tokens, Unauthorized
 from disco_service.wire import JobStatus
@@ -56,6 +59,7 @@ __all__ = [
     "REFUSALS",
     "ServiceMiddleware",
     "settings_from_json",
+    "without_internals",
 ]
 
 IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE, "video.mp4": MP4}
@@ -169,7 +173,7 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "step": image.step,
         "total": image.total,
         "eta_s": queue.eta_s(image),
-        "error": image.error,
+        "error": public_message(image.error),
         "latest_frame": f"{base}/latest.png" if image.doc_id in queue.latest or has_frames else None,
         "png": f"{base}/final.png" if image.status == JobStatus.DONE else None,
         "gif": f"{base}/frames.gif" if ended and has_frames else None,
@@ -199,7 +203,7 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
 
 def _file_name(job: Job, image: Image, name: str) -> str:
     """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}..."""
-    parts = ("reverse_diffusion", job.settings.get("batch_name") or "", str(job.settings["seed"]))
+    parts = ("reverse_diffusion", str(job.settings.get("batch_name") or ""), str(job.settings["seed"]))
     prefix = "-".join(p for p in parts if p)
     ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
     if name == "video.mp4":
@@ -209,8 +213,12 @@ def _file_name(job: Job, image: Image, name: str) -> str:
     return f"{prefix}_{image.index}{ending[name]}"
 
 
-def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
-    """Add the job API, the results by Document id, the token check and /post's HTTP statuses to ``app``."""
+def mount(
+    app, queue: JobQueue, tokens: Tokens, limits: Limits, max_body_bytes: int = http_guard.DEFAULT_MAX_BODY_BYTES
+) -> None:
+    """Add the job API, the results by Document id, the token check and /post's HTTP statuses to
+    ``app``, and around all of its routes the guards of http_guard.py (bodies of at most
+    ``max_body_bytes``, the security headers)."""
     from fastapi import HTTPException
     from fastapi.responses import JSONResponse, Response
 
@@ -234,15 +242,14 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
     @app.post("/jobs", status_code=202, tags=["jobs"])
     async def submit(request: Request):
         """Queue a job; answers at once with its id, status and place in line."""
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError as exc:
-            return bad(SettingsError("settings", f"the body is not JSON: {exc}"))
-        try:
-            settings, init, video = settings_from_json(body, limits)
+        try:  # off the event loop: a large body takes a while to read and check
+            body = await off_loop(parse_json, await request.body())
+            settings, init, video = await off_loop(settings_from_json, body, limits)
             job = queue.submit(owner(request), settings, init, video)
         except SettingsError as exc:
             return bad(exc)
+        except TookTooLong as exc:
+            return bad(exc, 413)
         except TooManyJobs as exc:
             return bad(exc, 429)
         return JSONResponse(job_view(queue, job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
@@ -273,7 +280,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
                 "frame0000.png ...)",
             )
         image = job.images[index]
-        headers = {"Content-Disposition": f'inline; filename="{_file_name(job, image, name)}"'}
+        headers = {"Content-Disposition": content_disposition(_file_name(job, image, name))}
         if name == "latest.png":
             png = queue.latest_frame(image)
             if png is None:
@@ -328,7 +335,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             files.update(gif=f"{base}/{GIF}", sprite=f"{base}/{SPRITE}")
         if finished:
             files.update(frame_pngs=[f"{base}/{animation_frame_name(n)}" for n in finished], mp4=f"{base}/{MP4}")
-        return {**record, "files": files}
+        return {**record, "error": public_message(record.get("error")), "files": files}
 
     @app.get("/results/{doc_id}/{name}", tags=["results"])
     async def result_file(doc_id: str, name: str, request: Request):
@@ -339,6 +346,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
 
     app.add_middleware(ServiceMiddleware, tokens=tokens)
+    app.add_middleware(http_guard.guard, max_body_bytes=max_body_bytes)  # outermost: every answer has its headers
 
 
 def post_status(body: bytes) -> int:
@@ -352,6 +360,28 @@ def post_status(body: bytes) -> int:
         return 200
     name = (status.get("exception") or {}).get("name", "")
     return 400 if name in REFUSALS else 409 if name == "ImageNotFinished" else 500
+
+
+def without_internals(body: bytes) -> bytes:
+    """A Jina ``/post`` answer without the server's internals: an error's tracebacks (``stacks``) and
+    server paths in its message are left out (public_errors.py), logged in full."""
+    if b'"exception"' not in body:  # a success: not parsed again
+        return body
+    try:
+        answer = json.loads(body)
+        exception = answer["header"]["status"]["exception"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return body
+    if not isinstance(exception, dict):
+        return body
+    stacks = exception.pop("stacks", None)
+    if stacks:
+        from disco_service.server.public_errors import LOG
+
+        LOG.warning("a /post request failed; its traceback, not shown to the caller:\n%s", "".join(map(str, stacks)))
+    if isinstance(exception.get("args"), list):
+        exception["args"] = [public_message(str(arg), log=True) for arg in exception["args"]]
+    return json.dumps(answer).encode()
 
 
 class ServiceMiddleware:
@@ -394,7 +424,7 @@ class ServiceMiddleware:
             body.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            data = b"".join(body)
+            data = without_internals(b"".join(body))
             status = post_status(data) if start["status"] == 200 else start["status"]
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(data)).encode()))

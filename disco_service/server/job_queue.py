@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from disco.settings import Settings
 from disco_service import wire
 from disco_service.outputs import data_uri_bytes
+from disco_service.server.public_errors import LOG, public_message
 from disco_service.server.results import ResultStore
 from disco_service.wire import JobStatus
 
@@ -126,9 +127,46 @@ class Job:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Job:
-        images = [Image(**image) for image in record.pop("images")]
-        return cls(**record, images=images)
+    def from_record(cls, record: Any) -> Job:
+        """A job from its file's record. Raises ``ValueError`` naming what is wrong for a record
+        that is not one (another type, a field missing or of the wrong kind)."""
+        if not isinstance(record, dict) or not isinstance(record.get("images"), list) or not record["images"]:
+            raise ValueError("not a job record: an object with a list of images is needed")
+        try:
+            fields = {k: v for k, v in record.items() if k != "images"}
+            if not all(isinstance(image, dict) for image in record["images"]):
+                raise TypeError("each image must be an object")
+            job = cls(**fields, images=[Image(**image) for image in record["images"]])
+        except TypeError as exc:
+            raise ValueError(f"not a job record: {exc}") from None
+        _check_job(job)
+        return job
+
+
+def _check_job(job: Job) -> None:
+    """Raises ``ValueError`` unless every field the queue reads has its kind (a file may hold anything)."""
+    from disco_service.server.jobs import check_job_id
+
+    def number(value: Any, optional: bool = True) -> bool:
+        kinds = (int, float)
+        return (optional and value is None) or (isinstance(value, kinds) and not isinstance(value, bool))
+
+    check_job_id(job.id)
+    if not isinstance(job.owner, str) or not isinstance(job.settings, dict) or not number(job.created, False):
+        raise ValueError("not a job record: owner, settings or created is of the wrong kind")
+    if not number(job.settings.get("seed"), False) or not number(job.changed, False):
+        raise ValueError("not a job record: the run's seed or its time of change is missing")
+    for image in job.images:
+        check_job_id(image.doc_id)
+        JobStatus(image.status)  # a ValueError for a status that is not one
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (image.index, image.seed)):
+            raise ValueError("not a job record: an image's index and seed must be whole numbers")
+        if not all(isinstance(v, str | None) for v in (image.error,)):
+            raise ValueError("not a job record: an image's error must be text")
+        numbers = ("step", "total", "started", "finished", "sent", "first_sent", "frame_step", "frame", "frames")
+        numbers += ("frames_done", "run_step", "run_total")
+        if not all(number(getattr(image, name)) for name in numbers):
+            raise ValueError("not a job record: an image's steps and times must be numbers")
 
 
 def image_tags(job: Job, image: Image) -> dict[str, Any]:
@@ -236,6 +274,7 @@ class JobQueue:
                 image.status, image.finished = JobStatus.CANCELLED.value, now
         running = [i.doc_id for i in job.images if not i.finished_status]
         self._save(job)
+        self._forget_inputs(job)  # a running image has its input already; none is sent again
         if running:
             try:
                 await self.flow.cancel(running)
@@ -342,10 +381,15 @@ class JobQueue:
         from docarray import Document
 
         doc = Document(id=image.doc_id, tags=image_tags(job, image))
-        if job.has_video:  # Video Input: every frame starts from the video's
-            doc.blob = (self.dir / f"{job.id}.video").read_bytes()
-        elif job.has_init_image:
-            doc.blob = (self.dir / f"{job.id}.init").read_bytes()
+        try:
+            if job.has_video:  # Video Input: every frame starts from the video's
+                doc.blob = (self.dir / f"{job.id}.video").read_bytes()
+            elif job.has_init_image:
+                doc.blob = (self.dir / f"{job.id}.init").read_bytes()
+        except OSError:  # removed with its cancelled job, or by hand
+            status = JobStatus.CANCELLED if job.cancelled else JobStatus.FAILED
+            self._end(job, image, status.value, None, None if job.cancelled else "the job's input file is gone")
+            return
         try:
             result = await self.flow.generate(doc)
             tags = wire.restore_numbers(result.tags)
@@ -381,6 +425,9 @@ class JobQueue:
         return self.clock() - (image.first_sent or self.clock()) < RETRY_FOR_S
 
     def _requeue(self, job: Job, image: Image) -> None:
+        if job.cancelled:  # its input is gone with the cancel: it ends here
+            self._end(job, image, JobStatus.CANCELLED.value, None, None)
+            return
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
         image.doc_id, image.status, image.sent = uuid.uuid4().hex, JobStatus.QUEUED.value, None
@@ -395,6 +442,7 @@ class JobQueue:
         image.step = step if step is not None else image.step
         image.error = str(error) if error else None
         image.finished = self.clock()
+        public_message(image.error, log=True)  # the full text in the server's log; callers see it without internals
         record = self.store.read(image.doc_id) or {}
         if animation := record.get("animation"):  # the frames it finished and the run's steps, from its record
             image.frames, image.frames_done = animation.get("frames"), len(animation.get("frames_done") or [])
@@ -460,11 +508,19 @@ class JobQueue:
         tmp.write_text(json.dumps(job.record()))
         os.replace(tmp, path)
 
+    def _forget_inputs(self, job: Job) -> None:
+        """Remove the job's input files (init image, video): a cancelled job's leave at once."""
+        for suffix in (".init", ".video"):
+            (self.dir / f"{job.id}{suffix}").unlink(missing_ok=True)
+
     def _load(self) -> None:
+        """The kept jobs; a file that is not a job (any content: empty, ``null``, cut short, another
+        kind) is skipped with a line in the log naming it."""
         for path in sorted(self.dir.glob("*.json")):
             try:
-                job = Job.from_record(json.loads(path.read_text()))
-            except (ValueError, TypeError, KeyError):
+                job = Job.from_record(json.loads(path.read_bytes()))
+            except (ValueError, RecursionError, OSError) as exc:
+                LOG.warning("skipped the job file %s: %s", path, str(exc)[:200])
                 continue
             self.jobs[job.id] = job
         for job in sorted(self.jobs.values(), key=lambda j: j.created):
