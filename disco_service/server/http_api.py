@@ -59,12 +59,20 @@ __all__ = [
     "REFUSALS",
     "ServiceMiddleware",
     "settings_from_json",
+    "SETTINGS_BODY",
     "without_internals",
 ]
 
 IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE, "video.mp4": MP4}
 MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
+# The body of /jobs and /predict in the API's description: the settings (read by the route itself)
+SETTINGS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "description": "settings by name"}}},
+    }
+}
 # Errors of Jina's /post answers that mean the request itself was refused
 REFUSALS = ("SettingsError", "UnknownEndpoint", "DocumentIdInUse", "ValueError")
 
@@ -239,7 +247,7 @@ def mount(
             raise HTTPException(404, f"no job {job_id!r} for this caller")
         return job
 
-    @app.post("/jobs", status_code=202, tags=["jobs"])
+    @app.post("/jobs", status_code=202, tags=["jobs"], openapi_extra=SETTINGS_BODY)
     async def submit(request: Request):
         """Queue a job; answers at once with its id, status and place in line."""
         try:  # off the event loop: a large body takes a while to read and check

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
 from disco.settings import Limits, SettingsError
-from disco_service.server.http_api import settings_from_json
+from disco_service.server.http_api import SETTINGS_BODY, settings_from_json
 from disco_service.server.http_guard import TookTooLong, off_loop, parse_json
 from disco_service.server.job_queue import Job, JobQueue, TooManyJobs
 from disco_service.server.public_errors import public_message
@@ -65,7 +65,7 @@ def image_documents(job: Job, store: ResultStore):
 def mount(app, queue: JobQueue, limits: Limits) -> None:
     """Add ``POST /predict/{module}`` to ``app`` (the token check of http_api.py applies to it)."""
 
-    @app.post("/predict/{module}", tags=["PaddleHub"])
+    @app.post("/predict/{module}", tags=["PaddleHub"], openapi_extra=SETTINGS_BODY)
     async def predict(module: str, request: Request):
         """PaddleHub's ``hub serving`` for disco_diffusion_clip_rn50: waits until the images are done."""
         if module != MODULE:
