@@ -110,7 +110,7 @@ class JobBoard:
     def stop_reason(self, job_id: str) -> JobStatus | None:
         """Why the job was asked to stop (cancelled, shutdown or abandoned), or None."""
         try:
-            text = self._path(job_id, ".cancel").read_text().strip()
+            text = self._path(job_id, ".cancel").read_bytes().decode("utf-8", "replace").strip()
         except FileNotFoundError:
             return None
         return JobStatus(text) if text in JobStatus._value2member_map_ else JobStatus.CANCELLED
