@@ -326,3 +326,20 @@ def test_post_errors_carry_no_tracebacks_or_server_paths():
     exception = shown["header"]["status"]["exception"]
     assert "stacks" not in exception and exception["args"] == ["cannot open <server path>"]
     assert http_api.without_internals(b'{"data": []}') == b'{"data": []}'  # a success passes as it is
+
+
+def test_the_page_satisfies_its_content_security_policy():
+    """No inline script, style or event handler in the page, no eval or HTML strings in its script:
+    all of it comes from the server's own files, which the policy allows."""
+    import re
+    from pathlib import Path
+
+    ui = Path(__file__).resolve().parent.parent / "ui"
+    page = (ui / "index.html").read_text()
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", page) == []  # every script is a file
+    assert "<style" not in page and not re.search(r"\sstyle=", page)
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
+    script = (ui / "app.js").read_text()
+    for unsafe in ("eval(", "new Function", "innerHTML", "outerHTML", "insertAdjacentHTML", 'setAttribute("style"'):
+        assert unsafe not in script, unsafe
+    assert "default-src 'self'" in http_guard.CONTENT_SECURITY_POLICY

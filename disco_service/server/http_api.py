@@ -126,6 +126,8 @@ def _check_image(data: bytes) -> None:
     try:
         with PILImage.open(io.BytesIO(data)) as picture:
             width, height = picture.size
+    except PILImage.UnidentifiedImageError:
+        raise SettingsError("init_image", "the file is not a picture Pillow can read (PNG, JPEG, WebP, ...)") from None
     except Exception as exc:
         raise SettingsError("init_image", f"cannot read the image: {exc}") from None
     if width * height > 2**27:  # as disco.images.MAX_INIT_PIXELS: a decompression bomb

@@ -149,7 +149,8 @@ def guard(app, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
                 if stated < 0:
                     raise ValueError
             except ValueError:
-                return await refuse(400, f"Content-Length must be a whole number of bytes, got {length[:40]!r}")
+                shown = length[:40].decode("latin-1")
+                return await refuse(400, f"Content-Length must be a whole number of bytes, got {shown!r}")
             if stated > max_body_bytes:
                 return await refuse(413, too_large)
         received = 0
