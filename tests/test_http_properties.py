@@ -279,7 +279,7 @@ async def _quick_off_loop(function, *args):
     return await http_guard.off_loop(function, *args, limit_s=0.2)
 
 
-def test_a_cancelled_job_s_inputs_leave_the_store_at_once(tmp_path):
+def test_a_cancelled_or_finished_job_s_inputs_leave_the_store_at_once(tmp_path):
     app, queue = build_app(tmp_path)
     with InProcessClient(app) as client:
         submitted = client.post("/jobs", json={**SMALL, "init_image": png_uri()})
@@ -290,6 +290,11 @@ def test_a_cancelled_job_s_inputs_leave_the_store_at_once(tmp_path):
     assert cancelled.json()["status"] == "cancelled"
     assert not (queue.dir / f"{job_id}.init").exists()
     assert [p.suffix for p in queue.dir.iterdir()] == [".json"]  # only the job's record is kept
+    with InProcessClient(app) as client:
+        done = client.post("/jobs", json={**SMALL, "init_image": png_uri()}).json()["id"]
+    assert (queue.dir / f"{done}.init").exists()
+    asyncio.run(queue.wait(done))
+    assert queue.jobs[done].status == "done" and not (queue.dir / f"{done}.init").exists()  # a finished job's too
 
 
 # ----- answers without internals -----

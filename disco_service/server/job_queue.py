@@ -494,6 +494,8 @@ class JobQueue:
     # ----- keeping jobs -----
 
     def _finish_if_done(self, job: Job) -> None:
+        if job.finished:
+            self._forget_inputs(job)  # no image of it is sent again: its init image or video is not kept
         if job.finished and job.id in self._done:
             self._done.pop(job.id).set()
 
@@ -509,7 +511,7 @@ class JobQueue:
         os.replace(tmp, path)
 
     def _forget_inputs(self, job: Job) -> None:
-        """Remove the job's input files (init image, video): a cancelled job's leave at once."""
+        """Remove the job's input files (init image, video): a cancelled or finished job's leave at once."""
         for suffix in (".init", ".video"):
             (self.dir / f"{job.id}{suffix}").unlink(missing_ok=True)
 
