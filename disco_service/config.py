@@ -53,6 +53,9 @@ VARIABLES: tuple[Variable, ...] = (
         "DISCO_RESULT_TTL_S", "`604800` (7 days)", "how long the store keeps an image or a job after its last change"
     ),
     Variable("DISCO_API_TOKENS", "unset (open)", "tokens callers must send: comma-separated, or `@FILE` (one a line)"),
+    Variable(
+        "DISCO_MAX_BODY_MB", "`64`", "the largest HTTP body the gateway takes (a photo or a short video as a data URI)"
+    ),
     Variable("DISCO_MAX_JOBS_PER_TOKEN", "`10`", "jobs one token may have queued or running in the job API at once"),
     Variable("DISCO_API_TOKEN", "unset", "the client's token (`client.py --token`), sent to a Flow that needs one"),
     Variable(
@@ -89,6 +92,7 @@ class Config:
     result_ttl_s: float
     api_tokens: tuple[str, ...]  # empty: an open service
     max_jobs_per_token: int
+    max_body_bytes: int  # the largest HTTP request body the gateway takes
     api_token: str | None  # the client's own token
     database_url: str | None  # None: the SQLite file under state_dir
     state_dir: Path
@@ -184,6 +188,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         result_ttl_s=_number(env, "DISCO_RESULT_TTL_S", 7 * 24 * 3600, float, 60),
         api_tokens=_tokens(env, "DISCO_API_TOKENS"),
         max_jobs_per_token=int(_number(env, "DISCO_MAX_JOBS_PER_TOKEN", 10, int, 1)),
+        max_body_bytes=int(_number(env, "DISCO_MAX_BODY_MB", 64, float, 0.001) * 2**20),
         api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
         database_url=_database_url(env),
         state_dir=_state_dir(env),

@@ -256,7 +256,7 @@ def check_output_dir(output_dir: str | Path) -> Path:
 
 def save_outputs(docs: Any, settings: Settings) -> list[Path]:
     """Write every Document's final image, frames, GIF and sprite sheet; record them in tags['files']."""
-    out = Path(settings.output_dir)
+    out = Path(settings.output_dir).expanduser()  # as a shell user means it: ~ is the home folder
     out.mkdir(parents=True, exist_ok=True)
     prefix = run_prefix(out, settings.batch_name, int(docs[0].tags.get("run_seed", settings.seed)) if len(docs) else 0)
     written: list[Path] = []

@@ -210,7 +210,7 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:
             queue, accepted, cfg = self.service
-            http_api.mount(app, queue, accepted, cfg.limits)
+            http_api.mount(app, queue, accepted, cfg.limits, cfg.max_body_bytes)
             app.add_middleware(CallerMiddleware, tokens=accepted)  # who sends Jina's POST /post
             hub_serving.mount(app, queue, cfg.limits)
             running: list[asyncio.Task] = []

@@ -136,10 +136,10 @@ def test_bad_prompts_stop_the_cli_with_exit_2_before_any_model(prompts, message,
 def test_a_missing_settings_file_is_a_clean_error(no_downloads, capsys, tmp_path):
     assert cli.main(["--settings", str(tmp_path / "missing.yml")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: settings: cannot read") and "missing.yml" in err and "Traceback" not in err
+    assert err.startswith(f"error: --settings {tmp_path / 'missing.yml'}: cannot read it") and "Traceback" not in err
     (tmp_path / "list.yml").write_text("- 1\n- 2\n")
     assert cli.main(["--settings", str(tmp_path / "list.yml")]) == 2
-    assert "must hold a mapping" in capsys.readouterr().err
+    assert "not a YAML/JSON settings file (it holds a list, not setting names" in capsys.readouterr().err
 
 
 def test_an_output_dir_that_is_a_file_is_refused_before_any_work(no_downloads, capsys, tmp_path):

@@ -83,6 +83,22 @@ def test_every_http_route_but_the_health_check_and_the_page_needs_a_token(token_
     assert status == 401 and answer == {
         "code": "token_rejected", "setting": None, "detail": "this token is not accepted by the service"
     }  # fmt: skip
+    status, answer = call("GET", f"{http}/jobs", headers={"Authorization": "Bearer t\u00f6k\u00e9n-of-other-letters"})
+    assert status == 401 and answer["code"] == "token_rejected"  # not a 500
+
+
+def test_post_errors_over_http_carry_no_traceback_and_every_answer_has_the_security_headers(token_flow):
+    import urllib.request
+
+    _, http = token_flow
+    body = {"execEndpoint": "/no-such-endpoint", "data": [{"tags": {**TINY}}]}
+    status, answer = call("POST", f"{http}/post", body, headers=bearer("alice"))
+    exception = answer["header"]["status"]["exception"]
+    assert status == 400 and exception["name"] == "UnknownEndpoint", answer
+    assert "stacks" not in exception and "Traceback" not in json.dumps(answer), answer
+    with urllib.request.urlopen(f"{http}/ui/", timeout=10) as page:
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["X-Frame-Options"] == "DENY"
 
 
 def test_a_job_belongs_to_its_token_and_each_token_has_its_cap(token_flow):

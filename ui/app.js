@@ -138,6 +138,21 @@ function releaseAll(node) {
   for (const element of node.querySelectorAll("img, video")) release(element);
 }
 
+// The file name a Content-Disposition gives (RFC 6266): the exact one (filename*, UTF-8), else the
+// plain one (ASCII), else null.
+function dispositionName(disposition) {
+  const exact = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
+  if (exact) {
+    try {
+      return decodeURIComponent(exact[1]);
+    } catch {
+      // not percent-encoded UTF-8: the plain name below
+    }
+  }
+  const plain = /filename="([^"]+)"/.exec(disposition);
+  return plain ? plain[1] : null;
+}
+
 // A download link: the file is fetched with the token and saved under the server's name for it.
 function downloadLink(url, text, name) {
   const link = el("a", { href: href(url), "data-url": url, download: name, text });
@@ -145,9 +160,8 @@ function downloadLink(url, text, name) {
     event.preventDefault();
     try {
       const { blob, disposition } = await fetchBlob(url);
-      const named = /filename="([^"]+)"/.exec(disposition);
       const objectUrl = URL.createObjectURL(blob);
-      const save = el("a", { href: objectUrl, download: named ? named[1] : name });
+      const save = el("a", { href: objectUrl, download: dispositionName(disposition) || name });
       document.body.append(save);
       save.click();
       save.remove();

@@ -20,6 +20,7 @@ from typing import Any
 
 from disco.settings import Settings, SettingsError, frames_skip_steps
 from disco_service import wire
+from disco_service.client.user_files import MAX_VIDEO_BYTES, read_user_file
 from disco_service.outputs import (
     data_uri_bytes,
     finished_frames,
@@ -171,10 +172,7 @@ def _video(settings: Settings) -> tuple[bytes, int, float]:
     if source is None:
         raise SettingsError("video_init_path", "Video Input needs a video: give its path")
     if isinstance(source, str):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise SettingsError("video_init_path", f"no such file: {path}")
-        source = path.read_bytes()
+        source = read_user_file("video_init_path", source, MAX_VIDEO_BYTES)
     info = video_info(source)
     frames = min(settings.max_frames, info.extracted(settings.extract_nth_frame))
     fps = float(info.rate / settings.extract_nth_frame) if info.rate else settings.fps

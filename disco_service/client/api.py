@@ -26,6 +26,7 @@ from disco_service.client.animations import AnimationRun, plan_animation
 from disco_service.client.cpu_estimate import cpu_notice
 from disco_service.client.local_flow import local_flow
 from disco_service.client.runner import run_coroutine, run_jobs
+from disco_service.client.user_files import MAX_IMAGE_BYTES, expand_user_paths, read_user_file
 from disco_service.console import ignore_third_party_warnings, say
 from disco_service.outputs import check_output_dir, save_outputs
 from disco_service.transport import classify
@@ -137,7 +138,7 @@ def generate(
     if not verbose:
         ignore_third_party_warnings()
     cfg = config.load()
-    settings = validate_settings(values, limits=cfg.limits)
+    settings = expand_user_paths(validate_settings(values, limits=cfg.limits))
     init_bytes = read_init_image(settings.init_image) if settings.init_image else None
     if init_bytes is not None:
         from disco.images import decode_init_image
@@ -245,10 +246,7 @@ def read_init_image(source: str | bytes) -> bytes:
                 return response.read()
         except OSError as exc:
             raise SettingsError("init_image", f"cannot fetch {source}: {exc}") from None
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise SettingsError("init_image", f"no such file: {path}")
-    return path.read_bytes()
+    return read_user_file("init_image", source, MAX_IMAGE_BYTES)
 
 
 def make_documents(settings: Settings, init_bytes: bytes | None, client_timeout_s: float | None = None):

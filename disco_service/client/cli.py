@@ -8,8 +8,10 @@ It mirrors ``hub run disco_diffusion_clip_rn50``: one option per setting, its ty
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import struct
 import sys
 import textwrap
 from collections.abc import Callable
@@ -25,10 +27,18 @@ from disco_service import config
 from disco_service.client.api import GenerationFailed, download_models, generate_image
 from disco_service.client.cpu_estimate import SMALL_RUN
 from disco_service.client.local_flow import FlowFailed
-from disco_service.outputs import read_png_settings
 from disco_service.wire import JobStatus
 
-__all__ = ["ARGUMENTS", "build_parser", "main", "prompt_schedule_argument", "read_settings_file"]
+__all__ = [
+    "ARGUMENTS",
+    "build_parser",
+    "main",
+    "MAX_SETTINGS_PNG_BYTES",
+    "MAX_SETTINGS_TEXT_BYTES",
+    "prompt_schedule_argument",
+    "read_settings_file",
+    "SettingsFileError",
+]
 
 
 def _bool(text: str) -> bool:
@@ -118,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--settings",
-        type=Path,
         help="a YAML file of settings, or a PNG this project wrote (remakes that image); flags given here override it",
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
@@ -138,21 +147,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_settings_file(path: Path) -> dict[str, Any]:
-    """The settings in a YAML file, or those embedded in a PNG this project wrote, not yet
-    validated (the run validates them once, with the flags). A file that is missing, unreadable
-    or not a mapping raises ``SettingsError`` naming ``settings``."""
+MAX_SETTINGS_TEXT_BYTES = 2**20  # a settings file is a page of text
+MAX_SETTINGS_PNG_BYTES = 256 * 2**20  # a picture this project wrote, at the largest size a server allows
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class SettingsFileError(SettingsError):
+    """A ``--settings`` file that cannot be used: ``error: --settings PATH: why``."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__("settings", f"{path}: {reason}")
+        self.args = (f"--settings {path}: {reason}",)
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML (or JSON) file, or those embedded in a PNG this project wrote, not yet
+    validated (the run validates them once, with the flags). ``~`` is the home folder. A file of
+    any other content (missing, unreadable, empty, binary, too large, not a mapping of setting
+    names) raises ``SettingsFileError`` (a ``SettingsError`` naming ``settings``) saying why."""
+    typed = str(path)
+    found = Path(path).expanduser()
     try:
-        if path.suffix.lower() == ".png":
-            return read_png_settings(path)
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        with found.open("rb") as file:
+            data = file.read(MAX_SETTINGS_PNG_BYTES + 1)
     except OSError as exc:
-        raise SettingsError("settings", f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        raise SettingsFileError(typed, f"cannot read it ({exc.strerror or exc})") from None
+    if data.startswith(PNG_SIGNATURE) or found.suffix.lower() == ".png":
+        return _png_file_settings(typed, data)
+    if len(data) > MAX_SETTINGS_TEXT_BYTES:
+        raise SettingsFileError(typed, f"not a YAML/JSON settings file (over {MAX_SETTINGS_TEXT_BYTES // 1024} KB)")
+    try:
+        text = data.decode("utf-8")
+        if "\0" in text:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "a NUL character")
+    except UnicodeDecodeError:
+        raise SettingsFileError(typed, f"not a YAML/JSON settings file ({_binary_kind(data)})") from None
+    if not text.strip():
+        raise SettingsFileError(typed, "not a YAML/JSON settings file (it is empty)")
+    try:
+        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text)):
+            raise SettingsFileError(typed, "not a YAML/JSON settings file (YAML aliases are not taken)")
+        # JSON's kinds of values only: YAML's dates, sets and bytes become text the settings judge
+        values = json.loads(json.dumps(yaml.safe_load(text), default=str))
     except yaml.YAMLError as exc:
-        raise SettingsError("settings", f"{str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise SettingsError("settings", f"{str(path)!r} must hold a mapping of setting names to values")
-    return data
+        reason = " ".join(str(exc).split())[:300]
+        raise SettingsFileError(typed, f"not a YAML/JSON settings file ({reason})") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise SettingsFileError(typed, f"not a YAML/JSON settings file ({type(exc).__name__}: {exc})"[:300]) from None
+    return _mapping(typed, values)
+
+
+def _png_file_settings(typed: str, data: bytes) -> dict[str, Any]:
+    """The settings a PNG this project wrote carries (outputs.embed_settings)."""
+    from disco_service.outputs import png_settings
+
+    if len(data) > MAX_SETTINGS_PNG_BYTES:
+        raise SettingsFileError(
+            typed, f"too large for a picture this project wrote (over {MAX_SETTINGS_PNG_BYTES // 2**20} MB)"
+        )
+    try:
+        values = png_settings(data) if data.startswith(PNG_SIGNATURE) else None
+    except (ValueError, RecursionError, IndexError, struct.error) as exc:  # a damaged chunk or settings text
+        raise SettingsFileError(typed, f"its settings cannot be read ({type(exc).__name__})") from None
+    if values is None:
+        raise SettingsFileError(typed, "not a PNG this project wrote: it carries no Disco Diffusion settings")
+    return _mapping(typed, values)
+
+
+def _mapping(typed: str, values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        kind = "nothing" if values is None else f"a {type(values).__name__}"
+        raise SettingsFileError(typed, f"not a YAML/JSON settings file (it holds {kind}, not setting names and values)")
+    return values
+
+
+def _binary_kind(data: bytes) -> str:
+    """What a binary file seems to be, for the refusal of a settings file."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            return f"it is a {picture.format} picture, not text"
+    except Exception:  # any content: Pillow tells what it knows or fails
+        return "it is binary, not UTF-8 text"
 
 
 def prompt_schedule_argument(texts: list[str]) -> list[str] | dict:

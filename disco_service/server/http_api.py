@@ -45,7 +45,10 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 
 from disco.settings import Limits, SettingsError, default, validate_settings
 from disco_service import wire
+from disco_service.server import http_guard
+from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
+from disco_service.server.public_errors import public_message
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from disco_service.server.tokens import Tokens, Unauthorized
 from disco_service.wire import ErrorCode, Failure, JobStatus
@@ -68,11 +71,20 @@ __all__ = [
     "STATUS_OF",
     "ServiceMiddleware",
     "settings_from_json",
+    "SETTINGS_BODY",
+    "without_internals",
 ]
 
 IMAGE_FILES = {"final.png": FINAL, "latest.png": None, "frames.gif": GIF, "sprite.png": SPRITE, "video.mp4": MP4}
 MEDIA = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
+# The body of /jobs and /predict in the API's description: the settings (read by the route itself)
+SETTINGS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "description": "settings by name"}}},
+    }
+}
 # The HTTP status of an error of Jina's /post answers, by its code: a refused request, an image
 # that did not finish, a cap, another caller's image; any other is 500.
 STATUS_OF = {
@@ -151,6 +163,8 @@ def _check_image(data: bytes) -> None:
     try:
         with PILImage.open(io.BytesIO(data)) as picture:
             width, height = picture.size
+    except PILImage.UnidentifiedImageError:
+        raise SettingsError("init_image", "the file is not a picture Pillow can read (PNG, JPEG, WebP, ...)") from None
     except Exception as exc:
         raise SettingsError("init_image", f"cannot read the image: {exc}") from None
     if width * height > 2**27:  # as disco.images.MAX_INIT_PIXELS: a decompression bomb
@@ -206,7 +220,7 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "step": image.step,
         "total": image.total,
         "eta_s": queue.eta_s(image),
-        "error": image.error,
+        "error": public_message(image.error),
         "error_code": image.error_code,
         "error_setting": image.error_setting,
         "latest_frame": f"{base}/latest.png" if image.doc_id in queue.latest or has_frames else None,
@@ -238,7 +252,7 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
 
 def _file_name(job: Job, image: Image, name: str) -> str:
     """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}..."""
-    parts = ("reverse_diffusion", job.settings.get("batch_name") or "", str(job.settings["seed"]))
+    parts = ("reverse_diffusion", str(job.settings.get("batch_name") or ""), str(job.settings["seed"]))
     prefix = "-".join(p for p in parts if p)
     ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
     if name == "video.mp4":
@@ -248,8 +262,12 @@ def _file_name(job: Job, image: Image, name: str) -> str:
     return f"{prefix}_{image.index}{ending[name]}"
 
 
-def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
-    """Add the job API, the results by Document id, the token check and /post's HTTP statuses to ``app``."""
+def mount(
+    app, queue: JobQueue, tokens: Tokens, limits: Limits, max_body_bytes: int = http_guard.DEFAULT_MAX_BODY_BYTES
+) -> None:
+    """Add the job API, the results by Document id, the token check and /post's HTTP statuses to
+    ``app``, and around all of its routes the guards of http_guard.py (bodies of at most
+    ``max_body_bytes``, the security headers)."""
     from fastapi.responses import JSONResponse, Response
 
     store: ResultStore = queue.store
@@ -271,18 +289,17 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             raise ApiError(404, ErrorCode.JOB_NOT_FOUND, f"no job {job_id!r} for this caller")
         return job
 
-    @app.post("/jobs", status_code=202, tags=["jobs"])
+    @app.post("/jobs", status_code=202, tags=["jobs"], openapi_extra=SETTINGS_BODY)
     async def submit(request: Request):
         """Queue a job; answers at once with its id, status and place in line."""
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError as exc:
-            return bad(SettingsError("settings", f"the body is not JSON: {exc}"))
-        try:
-            settings, init, video = settings_from_json(body, limits)
+        try:  # off the event loop: a large body takes a while to read and check
+            body = await off_loop(parse_json, await request.body())
+            settings, init, video = await off_loop(settings_from_json, body, limits)
             job = queue.submit(owner(request), settings, init, video)
         except SettingsError as exc:
             return bad(exc)
+        except TookTooLong as exc:
+            return bad(exc, 413)
         except TooManyJobs as exc:
             return bad(exc, 429)
         return JSONResponse(job_view(queue, job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
@@ -316,7 +333,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
                 "frame0000.png ...)",
             )
         image = job.images[index]
-        headers = {"Content-Disposition": f'inline; filename="{_file_name(job, image, name)}"'}
+        headers = {"Content-Disposition": content_disposition(_file_name(job, image, name))}
         if name == "latest.png":
             png = queue.latest_frame(image)
             if png is None:
@@ -376,7 +393,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             files.update(gif=f"{base}/{GIF}", sprite=f"{base}/{SPRITE}")
         if finished:
             files.update(frame_pngs=[f"{base}/{animation_frame_name(n)}" for n in finished], mp4=f"{base}/{MP4}")
-        return {**record, "files": files}
+        return {**record, "error": public_message(record.get("error")), "files": files}
 
     @app.get("/results/{doc_id}/{name}", tags=["results"])
     async def result_file(doc_id: str, name: str, request: Request):
@@ -388,6 +405,7 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
 
     app.add_middleware(ServiceMiddleware, tokens=tokens)
+    app.add_middleware(http_guard.guard, max_body_bytes=max_body_bytes)  # outermost: every answer has its headers
 
 
 def post_failure(body: bytes) -> Failure | None:
@@ -415,6 +433,28 @@ def coded_post_answer(body: bytes) -> bytes:
     if failure is None:
         return body
     return json.dumps({**json.loads(body), "code": failure.code.value, "setting": failure.setting}).encode()
+
+
+def without_internals(body: bytes) -> bytes:
+    """A Jina ``/post`` answer without the server's internals: an error's tracebacks (``stacks``) and
+    server paths in its message are left out (public_errors.py), logged in full."""
+    if b'"exception"' not in body:  # a success: not parsed again
+        return body
+    try:
+        answer = json.loads(body)
+        exception = answer["header"]["status"]["exception"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return body
+    if not isinstance(exception, dict):
+        return body
+    stacks = exception.pop("stacks", None)
+    if stacks:
+        from disco_service.server.public_errors import LOG
+
+        LOG.warning("a /post request failed; its traceback, not shown to the caller:\n%s", "".join(map(str, stacks)))
+    if isinstance(exception.get("args"), list):
+        exception["args"] = [public_message(str(arg), log=True) for arg in exception["args"]]
+    return json.dumps(answer).encode()
 
 
 class ServiceMiddleware:
@@ -455,7 +495,7 @@ class ServiceMiddleware:
             body.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            data = b"".join(body)
+            data = without_internals(b"".join(body))
             status = post_status(data) if start["status"] == 200 else start["status"]
             data = coded_post_answer(data)
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]

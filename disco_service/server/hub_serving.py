@@ -17,15 +17,16 @@ an ``output_dir``.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
 from disco.settings import Limits, SettingsError
 from disco_service import wire
-from disco_service.server.http_api import settings_from_json
+from disco_service.server.http_api import SETTINGS_BODY, settings_from_json
+from disco_service.server.http_guard import TookTooLong, off_loop, parse_json
 from disco_service.server.job_queue import Job, JobQueue, TooManyJobs
+from disco_service.server.public_errors import public_message
 from disco_service.server.results import ResultStore
 from disco_service.wire import ErrorCode, Failure, JobStatus
 
@@ -70,27 +71,27 @@ def image_documents(job: Job, store: ResultStore):
 def mount(app, queue: JobQueue, limits: Limits) -> None:
     """Add ``POST /predict/{module}`` to ``app`` (the token check of http_api.py applies to it)."""
 
-    @app.post("/predict/{module}", tags=["PaddleHub"])
+    @app.post("/predict/{module}", tags=["PaddleHub"], openapi_extra=SETTINGS_BODY)
     async def predict(module: str, request: Request):
         """PaddleHub's ``hub serving`` for disco_diffusion_clip_rn50: waits until the images are done."""
         if module != MODULE:
             return answer("111", failure=Failure(ErrorCode.MODULE_NOT_FOUND, f"Module {module} is not available."))
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
+        try:  # off the event loop: a large body takes a while to read and check
+            body = await off_loop(parse_json, await request.body())
+        except SettingsError:
             message = f"send the module's arguments as a JSON object to /predict/{MODULE}"
             return answer("112", failure=Failure(ErrorCode.REQUEST_INVALID, message))
         try:
-            settings, init, _ = settings_from_json(body, limits)
+            settings, init, _ = await off_loop(settings_from_json, body, limits)
             if settings.animation_mode != "None":
                 raise SettingsError("animation_mode", f"{MODULE} makes still images: send animations to /jobs")
             job = queue.submit(request.state.owner, settings, init)
-        except (SettingsError, TooManyJobs) as exc:
+        except (SettingsError, TooManyJobs, TookTooLong) as exc:
             return answer("101", failure=wire.failure_of(exc, named=False))
         job = await queue.wait(job.id)
         if job.status != JobStatus.DONE:
             failed = [
-                f"image {i.index} (seed {i.seed}) {i.status}" + (f": {i.error}" if i.error else "")
+                f"image {i.index} (seed {i.seed}) {i.status}" + (f": {public_message(i.error)}" if i.error else "")
                 for i in job.images
                 if i.status != JobStatus.DONE
             ]

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from disco.settings import Settings
 from disco_service import transport, wire
 from disco_service.outputs import data_uri_bytes
+from disco_service.server.public_errors import public_message
 from disco_service.server.results import ResultStore
 from disco_service.server.store import AlreadySent, JobStore, StoredImage, StoredJob, TooManyUnfinished, open_store
 from disco_service.wire import JobStatus
@@ -140,9 +141,46 @@ class Job:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Job:
-        images = [Image(**image) for image in record.pop("images")]
-        return cls(**record, images=images)
+    def from_record(cls, record: Any) -> Job:
+        """A job from its file's record. Raises ``ValueError`` naming what is wrong for a record
+        that is not one (another type, a field missing or of the wrong kind)."""
+        if not isinstance(record, dict) or not isinstance(record.get("images"), list) or not record["images"]:
+            raise ValueError("not a job record: an object with a list of images is needed")
+        try:
+            fields = {k: v for k, v in record.items() if k != "images"}
+            if not all(isinstance(image, dict) for image in record["images"]):
+                raise TypeError("each image must be an object")
+            job = cls(**fields, images=[Image(**image) for image in record["images"]])
+        except TypeError as exc:
+            raise ValueError(f"not a job record: {exc}") from None
+        _check_job(job)
+        return job
+
+
+def _check_job(job: Job) -> None:
+    """Raises ``ValueError`` unless every field the queue reads has its kind (a file may hold anything)."""
+    from disco_service.server.jobs import check_job_id
+
+    def number(value: Any, optional: bool = True) -> bool:
+        kinds = (int, float)
+        return (optional and value is None) or (isinstance(value, kinds) and not isinstance(value, bool))
+
+    check_job_id(job.id)
+    if not isinstance(job.owner, str) or not isinstance(job.settings, dict) or not number(job.created, False):
+        raise ValueError("not a job record: owner, settings or created is of the wrong kind")
+    if not number(job.settings.get("seed"), False) or not number(job.changed, False):
+        raise ValueError("not a job record: the run's seed or its time of change is missing")
+    for image in job.images:
+        check_job_id(image.doc_id)
+        JobStatus(image.status)  # a ValueError for a status that is not one
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (image.index, image.seed)):
+            raise ValueError("not a job record: an image's index and seed must be whole numbers")
+        if not all(isinstance(v, str | None) for v in (image.error,)):
+            raise ValueError("not a job record: an image's error must be text")
+        numbers = ("step", "total", "started", "finished", "sent", "first_sent", "frame_step", "frame", "frames")
+        numbers += ("frames_done", "run_step", "run_total")
+        if not all(number(getattr(image, name)) for name in numbers):
+            raise ValueError("not a job record: an image's steps and times must be numbers")
 
 
 _STORED_NAME = {"index": "idx"}  # an Image's field -> the store's column, where their names differ
@@ -271,6 +309,7 @@ class JobQueue:
             return None
         running = self.state.request_cancel(job_id)
         self._read_job(job_id)
+        self._forget_inputs(job)  # a running image has its input already; none is sent again
         if running:
             try:
                 await self.flow.cancel(running)
@@ -391,10 +430,15 @@ class JobQueue:
         from docarray import Document
 
         doc = Document(id=image.doc_id, tags=image_tags(job, image))
-        if job.has_video:  # Video Input: every frame starts from the video's
-            doc.blob = (self.dir / f"{job.id}.video").read_bytes()
-        elif job.has_init_image:
-            doc.blob = (self.dir / f"{job.id}.init").read_bytes()
+        try:
+            if job.has_video:  # Video Input: every frame starts from the video's
+                doc.blob = (self.dir / f"{job.id}.video").read_bytes()
+            elif job.has_init_image:
+                doc.blob = (self.dir / f"{job.id}.init").read_bytes()
+        except OSError:  # removed with its cancelled job, or by hand
+            status = JobStatus.CANCELLED if job.cancelled else JobStatus.FAILED
+            self._end(job, image, status.value, None, None if job.cancelled else "the job's input file is gone")
+            return
         try:
             result = await self.flow.generate(doc)
             tags = wire.restore_numbers(result.tags)
@@ -429,6 +473,9 @@ class JobQueue:
         return not job.cancelled and transport.RETRY.within(image.first_sent or self.clock(), self.clock())
 
     def _requeue(self, job: Job, image: Image) -> None:
+        if job.cancelled:  # its input is gone with the cancel: it ends here
+            self._end(job, image, JobStatus.CANCELLED.value, None, None)
+            return
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
         new_id = self.state.requeue(image.doc_id, uuid.uuid4().hex)
@@ -440,6 +487,10 @@ class JobQueue:
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
         self.latest.pop(image.doc_id, None)
+        if failure is not None:
+            public_message(
+                failure.message, log=True
+            )  # the full text in the server's log; callers see it without internals
         record = self.store.read(image.doc_id) or {}
         if animation := record.get("animation"):  # the frames it finished and the run's steps, from its record
             frames_done = len(animation.get("frames_done") or [])
@@ -505,6 +556,8 @@ class JobQueue:
     # ----- keeping jobs -----
 
     def _finish_if_done(self, job: Job) -> None:
+        if job.finished:
+            self._forget_inputs(job)  # no image of it is sent again: its init image or video is not kept
         if job.finished and job.id in self._done:
             self._done.pop(job.id).set()
 
@@ -582,6 +635,11 @@ class JobQueue:
         for image in job.images:
             values = asdict(image)
             self.state.set_image(job.id, values.pop("index"), **values)
+
+    def _forget_inputs(self, job: Job) -> None:
+        """Remove the job's input files (init image, video): a cancelled or finished job's leave at once."""
+        for suffix in (".init", ".video"):
+            (self.dir / f"{job.id}{suffix}").unlink(missing_ok=True)
 
     def sweep(self) -> list[str]:
         """Forget finished jobs untouched for the store's time to live (their images go by the store's own sweep)."""

@@ -15,6 +15,7 @@ its samplers.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -25,6 +26,7 @@ from disco_service.wire import JobStatus
 
 __all__ = ["check_job_id", "JobBoard"]
 
+_LOG = logging.getLogger("disco.service")
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -58,10 +60,20 @@ class JobBoard:
         _write_atomic(self._path(job_id, ".json"), json.dumps(current).encode())
 
     def read(self, job_id: str) -> dict[str, Any] | None:
+        """The job's state, or None. A file that is not one (any content: empty, cut short, not an
+        object) is None too, with a line in the log naming it: it never stops the reader."""
+        path = self._path(job_id, ".json")
         try:
-            return json.loads(self._path(job_id, ".json").read_bytes())
-        except (FileNotFoundError, json.JSONDecodeError):
+            state = json.loads(path.read_bytes())
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, RecursionError) as exc:
+            _LOG.warning("skipped the job board file %s: %s", path, str(exc)[:200])
+            return None
+        if not isinstance(state, dict):
+            _LOG.warning("skipped the job board file %s: not an object", path)
+            return None
+        return state
 
     def latest_frame(self, job_id: str) -> bytes | None:
         try:
@@ -98,7 +110,7 @@ class JobBoard:
     def stop_reason(self, job_id: str) -> JobStatus | None:
         """Why the job was asked to stop (cancelled, shutdown or abandoned), or None."""
         try:
-            text = self._path(job_id, ".cancel").read_text().strip()
+            text = self._path(job_id, ".cancel").read_bytes().decode("utf-8", "replace").strip()
         except FileNotFoundError:
             return None
         return JobStatus(text) if text in JobStatus._value2member_map_ else JobStatus.CANCELLED

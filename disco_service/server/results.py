@@ -37,6 +37,8 @@ from typing import Any
 
 from disco_service.outputs import embed_settings, write_animations
 from disco_service.server.jobs import check_job_id
+from disco_service.server.public_errors import LOG
+from disco_service.wire import JobStatus
 
 __all__ = ["animation_frame_name", "frame_name", "ResultStore"]
 
@@ -57,6 +59,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _is_record(record: Any) -> bool:
+    """Whether a record read from a file has the kinds its readers rely on."""
+    if not isinstance(record, dict) or not isinstance(status := record.get("status"), str):
+        return False
+    if status not in JobStatus._value2member_map_:
+        return False
+    kinds = {"frames": list, "settings": dict, "animation": dict}
+    return all(isinstance(record.get(name, kind()), kind) for name, kind in kinds.items())
 
 
 class ResultStore:
@@ -159,11 +171,21 @@ class ResultStore:
         return target
 
     def read(self, doc_id: str) -> dict[str, Any] | None:
-        """The image's record, or None while it is being made (or when there is no such image)."""
+        """The image's record, or None while it is being made (or when there is no such image). A
+        record file that is not one (any content: empty, cut short, not an object) is None too,
+        with a line in the log naming it."""
+        path = self.entry(doc_id) / RECORD
         try:
-            return json.loads((self.entry(doc_id) / RECORD).read_bytes())
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            record = json.loads(path.read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except (OSError, ValueError, RecursionError) as exc:
+            LOG.warning("skipped the result record %s: %s", path, str(exc)[:200])
+            return None
+        if not _is_record(record):
+            LOG.warning("skipped the result record %s: not an object with a status, frames and settings", path)
+            return None
+        return record
 
     def frames(self, doc_id: str) -> list[tuple[int, Path]]:
         """The kept frames as (step, path), in step order."""

@@ -56,6 +56,12 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
+def _same(sent: str, known: str) -> bool:
+    """Whether a sent token is a known one, in constant time. Compared as UTF-8 bytes: a header may
+    carry any character, and ``hmac.compare_digest`` refuses text that is not ASCII."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), known.encode("utf-8", "surrogateescape"))
+
+
 class Tokens:
     def __init__(self, tokens: Iterable[str] = ()):
         """``tokens``: the accepted tokens (empty: an open service). The gateway's own calls to its
@@ -73,7 +79,7 @@ class Tokens:
         Raises ``Unauthorized`` otherwise."""
         scheme, _, token = (authorization or "").strip().partition(" ")
         token = token.strip()
-        if token and scheme.lower() == "bearer" and hmac.compare_digest(token, self.service_token):
+        if token and scheme.lower() == "bearer" and _same(token, self.service_token):
             return SERVICE
         if self.open:
             return OPEN
@@ -84,7 +90,7 @@ class Tokens:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer TOKEN'", ErrorCode.TOKEN_MALFORMED)
         for known, name in self._tokens.items():
-            if hmac.compare_digest(token, known):
+            if _same(token, known):
                 return name
         raise Unauthorized("this token is not accepted by the service", ErrorCode.TOKEN_REJECTED)
 
