@@ -97,21 +97,21 @@ class ProcessWatch:
     def __init__(self, period_s: float = WATCH_PERIOD_S):
         self.period_s = period_s
         self.found: list[tuple[int, list[str]]] = []
-        self._known: set[int] = set()
+        self._ignored: set[int] = set()  # there before the watch, or found already
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def scan(self) -> None:
-        """Look once; a forbidden process not seen before goes into ``found``."""
-        for pid in sorted(descendants(os.getpid()) - self._known):
+        """Look once; a forbidden process not seen before goes into ``found``. A process is judged
+        on its command each time (a child runs its parent's command until it execs its own)."""
+        for pid in sorted(descendants(os.getpid()) - self._ignored):
             command = command_line(pid)
-            if command:
-                self._known.add(pid)  # a process is judged on the command it has once it runs
-                if forbidden(command):
-                    self.found.append((pid, command))
+            if command and forbidden(command):
+                self._ignored.add(pid)
+                self.found.append((pid, command))
 
     def start(self) -> ProcessWatch:
-        self._known = descendants(os.getpid())
+        self._ignored = descendants(os.getpid())
         self._thread = threading.Thread(target=self._run, name="process-watch", daemon=True)
         self._thread.start()
         return self
