@@ -73,8 +73,8 @@ async def service(
 
 
 async def until(client: httpx.AsyncClient, url: str, done: Callable[[dict], bool], headers=None) -> dict:
-    """GET ``url`` until ``done(answer)`` (10 s at most): the last answer."""
-    deadline = time.time() + 10
+    """GET ``url`` until ``done(answer)`` (60 s at most: a busy machine is slow): the last answer."""
+    deadline = time.time() + 60
     while True:
         answer = (await client.get(url, headers=headers)).json()
         if done(answer):
