@@ -22,6 +22,7 @@ __all__ = ["FORBIDDEN", "ForbiddenProcess", "ProcessWatch", "SLOW_FIXTURES", "fo
 SLOW_FIXTURES = frozenset({"served_flow", "served_http", "token_flow", "page", "proxy", "flow_env"})
 # programs a fast test may not start (by the name of the executable or of the script Python runs)
 FORBIDDEN = frozenset({"serve.py", "jina", "chromium", "chrome", "headless_shell", "nginx", "ipykernel_launcher"})
+JINA_SERVING = frozenset({"flow", "gateway", "executor", "deployment"})
 WATCH_PERIOD_S = 0.2  # a Flow, a browser or a kernel lives for seconds: a few polls see it
 
 
@@ -47,6 +48,11 @@ def forbidden(argv: Sequence[str]) -> str | None:
             if not word.startswith("-"):
                 names.add(Path(word).name)  # the script
                 break
+    if "jina" in names:  # jina's subcommands that serve; ``jina export`` or ``ping`` only write or ask
+        after = [Path(w).name for w in words]
+        subcommand = after[after.index("jina") + 1] if after.index("jina") + 1 < len(after) else ""
+        if subcommand not in JINA_SERVING:
+            names.discard("jina")
     found = sorted(names & FORBIDDEN)
     return found[0] if found else None
 

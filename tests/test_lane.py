@@ -19,6 +19,8 @@ import pytest
         (["/usr/bin/chromium", "--headless"], "chromium"),
         (["nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf"], "nginx"),
         (["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "k.json"], "ipykernel_launcher"),
+        ([sys.executable, "/venv/bin/jina", "export", "docker-compose", "flow.yml", "out.yml"], None),
+        (["/venv/bin/jina", "ping", "gateway", "grpc://127.0.0.1:1"], None),
         ([sys.executable, "client.py", "--help"], None),
         ([sys.executable, "-c", "import jina"], None),
         (["bash", "-n", "serve.py"], None),  # bash only reads it
