@@ -5,6 +5,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from lane import SLOW_FIXTURES, guarded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,32 @@ def hand_made_png(width: int, height: int, bit_depth: int, colour_type: int, pix
     header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
     body = chunk(b"IDAT", zlib.compress((b"\0" + pixel * width) * height)) if pixel else b""
     return b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b"")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: the marks added here count
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that asks for a fixture starting a Flow, a server, a browser, a proxy
+    or a kernel (tests/lane.py), so ``pytest -m "not slow"`` is the fast lane."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def process_guard(request: pytest.FixtureRequest):
+    """Around each test not marked ``slow``: starting a Flow, serve.py, Jina, a browser, nginx or a
+    kernel, itself or through a child, fails it (tests/lane.py). Yields the guard (None for a slow test)."""
+    if request.node.get_closest_marker("slow"):
+        yield None
+        return
+    with guarded() as guard:
+        yield guard
+    if problems := guard.problems():
+        pytest.fail(
+            "a test of the fast lane started a program of the slow lane: mark it @pytest.mark.slow\n"
+            + "\n".join(problems),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

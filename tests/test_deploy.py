@@ -62,6 +62,7 @@ def test_without_disco_use_gpu_1_a_missing_gpu_warns_and_uses_the_cpu(monkeypatc
         device_from_env()
 
 
+@pytest.mark.slow  # a served Flow (jina flow)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
 def test_a_served_sampler_with_disco_use_gpu_1_and_no_gpu_does_not_start(tmp_path):
     env = {**os.environ, "DISCO_USE_GPU": "1", "DISCO_MODEL_DIR": str(tmp_path)}
@@ -381,6 +382,7 @@ def test_requirements_are_split_into_the_product_and_the_tools():
     assert "pip install -r requirements-dev.txt" in readme
 
 
+@pytest.mark.slow  # a served gateway (jina gateway)
 def test_the_exported_gateway_serves_grpc_and_http_with_the_page(k8s, tmp_path):
     gateway = workloads(k8s)["gateway"]["spec"]["template"]["spec"]["containers"][0]
     args = set_gateway_parser().parse_args(gateway["args"][1:])

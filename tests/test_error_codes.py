@@ -14,12 +14,12 @@ import grpc
 import httpx
 import pytest
 from docarray import Document, DocumentArray
+from fake_flow import FakeFlow, settings
 from fastapi import FastAPI
 from grpc.aio import AioRpcError, Metadata
 from jina.clients.base.grpc import GRPCBaseClient
 from jina.excepts import BadServer, InternalNetworkError
 from jina.types.request.data import DataRequest
-from test_job_queue import FakeFlow, settings
 
 from disco.settings import DEFAULT_LIMITS, SettingsError
 from disco_service import transport, wire

@@ -18,11 +18,11 @@ import time
 import httpx
 import pytest
 import schemathesis
+from fake_flow import FakeFlow
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
-from test_job_queue import FakeFlow
 
 from disco.settings import DEFAULT_LIMITS
 from disco_service.server import http_api, http_guard, hub_serving

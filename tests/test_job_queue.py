@@ -8,61 +8,21 @@ one queue (one of them dying mid-image); the result store's files and its time t
 """
 
 import asyncio
-import io
 import json
 import os
 import time
 
 import pytest
 from docarray import Document
+from fake_flow import FakeFlow, png, settings
 from pg_cluster import INSTALL_HINT, cluster
 from PIL import Image as PILImage
 
-from disco.settings import validate_settings
 from disco_service import transport
 from disco_service.server import job_queue
 from disco_service.server.job_queue import JobQueue, TooManyJobs
 from disco_service.server.results import ResultStore
 from disco_service.wire import JobStatus
-
-
-def png(colour=(200, 100, 0)) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (8, 8), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def settings(n: int = 1, seed: int | None = 10):
-    return validate_settings(
-        text_prompts=["a lighthouse"], width_height=[64, 64], steps=3, skip_steps=0, n_batches=n, seed=seed
-    )
-
-
-class FakeFlow:
-    """Answers like the Flow: each image is done at once (or as ``outcomes`` say), and recorded in the store."""
-
-    def __init__(self, store: ResultStore, outcomes=None):
-        self.store = store
-        self.sent: list[Document] = []
-        self.cancelled: list[str] = []
-        self.outcomes = outcomes or {}  # doc id or seed -> an exception to raise, or a status
-        self.states: dict[str, dict] = {}
-
-    async def generate(self, doc):
-        self.sent.append(doc)
-        outcome = self.outcomes.pop(doc.id, None) or self.outcomes.pop(doc.tags["seed"], None)
-        if isinstance(outcome, Exception):
-            raise outcome
-        status = outcome or JobStatus.DONE.value
-        self.store.add_frame(doc.id, 3, png(), {"seed": doc.tags["seed"]})
-        self.store.finish(doc.id, {"status": status, "seed": doc.tags["seed"], "steps_done": 3, "total": 3})
-        return Document(id=doc.id, tags={**doc.tags, "status": status, "steps_done": 3.0})
-
-    async def progress(self, ids, frame=False):
-        return [Document(id=i, tags=self.states.get(i, {"status": "waiting"})) for i in ids]
-
-    async def cancel(self, ids):
-        self.cancelled += ids
 
 
 async def run_until(queue: JobQueue, condition, timeout: float = 10):

@@ -9,13 +9,13 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import needs
 import pytest
 from conftest import TINY
 from PIL import Image
@@ -23,10 +23,9 @@ from test_jobs import call
 
 from disco_service.client.local_flow import free_port
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 READ_TIMEOUT_S = 15
 
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (Debian: nginx-light)")
+pytestmark = needs.nginx_mark
 
 
 def nginx_config(folder: Path, port: int, upstream: str) -> str:
@@ -70,7 +69,9 @@ def running_proxy(upstream: str, folder: Path) -> Iterator[str]:
     port = free_port()
     config = folder / "nginx.conf"
     config.write_text(nginx_config(folder, port, upstream))
-    process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(folder)], stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [needs.need_nginx(), "-c", str(config), "-p", str(folder)], stderr=subprocess.PIPE, text=True
+    )
     address = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30

@@ -7,9 +7,9 @@ import dataclasses
 import json
 import logging
 
+from fake_flow import FakeFlow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_job_queue import FakeFlow
 from test_job_queue import settings as small_settings
 
 from disco_service.server import http_api

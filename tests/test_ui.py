@@ -10,12 +10,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import needs
 import numpy as np
 import pytest
 from conftest import TOKENS
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 # small, quick images on the test weights; enough steps that frames show before the end
 FAST = {
@@ -43,7 +43,7 @@ FORM = """() => Array.from(document.querySelectorAll("[data-setting]"), (node) =
 # a <video> that plays: not paused, and its time moves on
 PLAYING = "(v) => !v.paused && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth === 64"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+pytestmark = needs.chromium_mark
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        browser = playwright.chromium.launch(executable_path=needs.need_chromium(), headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         yield page
         browser.close()
@@ -424,10 +424,9 @@ def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_im
     import time
 
     from playwright.sync_api import expect
-    from test_proxy import NGINX, READ_TIMEOUT_S, running_proxy
+    from test_proxy import READ_TIMEOUT_S, running_proxy
 
-    if not os.path.exists(NGINX):
-        pytest.skip("nginx is not installed (Debian: nginx-light)")
+    needs.need_nginx()
     with running_proxy(served_http, tmp_path) as proxy:
         slowest: dict[str, float] = {}  # URL -> its slowest answer, in ms
 

@@ -1,0 +1,113 @@
+"""The fast lane's rules (tests/lane.py) and the skips that say how to get a missing program (tests/needs.py)."""
+
+import subprocess
+import sys
+import time
+
+import lane
+import needs
+import pytest
+
+
+@pytest.mark.parametrize(
+    "argv,name",
+    [
+        ([sys.executable, "/repo/serve.py", "--port=1"], "serve.py"),
+        ([sys.executable, "-u", "serve.py"], "serve.py"),
+        (["/venv/bin/jina", "flow", "--uses", "flow.yml"], "jina"),
+        (["python3", "/venv/bin/jina", "gateway"], "jina"),
+        (["/usr/bin/chromium", "--headless"], "chromium"),
+        (["nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf"], "nginx"),
+        (["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "k.json"], "ipykernel_launcher"),
+        ([sys.executable, "/venv/bin/jina", "export", "docker-compose", "flow.yml", "out.yml"], None),
+        (["/venv/bin/jina", "ping", "gateway", "grpc://127.0.0.1:1"], None),
+        ([sys.executable, "client.py", "--help"], None),
+        ([sys.executable, "-c", "import jina"], None),
+        (["bash", "-n", "serve.py"], None),  # bash only reads it
+        (["curl", "http://127.0.0.1/jina"], None),
+        ([], None),
+    ],
+)
+def test_the_programs_of_the_slow_lane_are_known_by_their_command(argv, name):
+    assert lane.forbidden(argv) == name
+
+
+def test_a_fast_test_may_not_start_a_program_of_the_slow_lane(process_guard, tmp_path):
+    assert process_guard is not None  # this test is in the fast lane, so it is guarded
+    fake = tmp_path / "nginx"
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    with pytest.raises(lane.ForbiddenProcess, match="mark it @pytest.mark.slow"):
+        subprocess.Popen([str(fake), "-c", "nginx.conf"])
+    with pytest.raises(lane.ForbiddenProcess):
+        subprocess.run(f"{fake} -c nginx.conf", shell=True)
+    assert len(process_guard.refused) == 2  # even when the test swallows the error, it fails afterwards
+    assert subprocess.run([sys.executable, "-c", "print('fine')"], capture_output=True).returncode == 0
+    process_guard.forgive()
+
+
+def test_a_program_of_the_slow_lane_started_by_a_child_is_seen(process_guard):
+    # bash may start (it is no Flow), but the process it becomes runs "serve.py": as client.py's own Flow would
+    child = subprocess.Popen(["bash", "-c", "exec -a serve.py sleep 30"])
+    try:
+        deadline = time.time() + 10
+        while not process_guard.watch.found:
+            assert time.time() < deadline, "the watch did not see the child"
+            time.sleep(0.05)
+        pid, command = process_guard.watch.found[0]
+        assert pid == child.pid and command[0] == "serve.py"
+    finally:
+        child.kill()
+        child.wait()
+    process_guard.forgive()
+
+
+def test_processes_older_than_the_watch_are_left_alone(process_guard):
+    before = subprocess.Popen(["bash", "-c", "exec -a serve.py sleep 30"])  # e.g. a session's served Flow
+    try:
+        time.sleep(0.2)  # until it runs as serve.py
+        watch = lane.ProcessWatch(period_s=0.01).start()
+        time.sleep(0.1)
+        watch.stop()
+        assert watch.found == []
+    finally:
+        before.kill()
+        before.wait()
+    process_guard.forgive()  # this test's own guard saw it start
+
+
+class Item:
+    """What the marking hook reads of a collected test."""
+
+    def __init__(self, *fixturenames: str):
+        self.fixturenames = fixturenames
+        self.marks: list[pytest.Mark] = []
+
+    def add_marker(self, mark: pytest.MarkDecorator) -> None:
+        self.marks.append(mark.mark)
+
+
+def test_tests_asking_for_a_served_flow_a_browser_a_proxy_or_a_flow_s_environment_are_slow():
+    from conftest import pytest_collection_modifyitems
+
+    items = [Item("tmp_path"), Item("served_flow"), Item("token_flow"), Item("tmp_path", "page"), Item("flow_env")]
+    items.append(Item("tiny_models", "model_dir"))
+    pytest_collection_modifyitems(items)
+    assert [[m.name for m in item.marks] for item in items] == [[], ["slow"], ["slow"], ["slow"], ["slow"], []]
+
+
+@pytest.mark.parametrize(
+    "need,what,command",
+    [
+        (needs.need_chromium, "chromium", "apt-get install chromium"),
+        (needs.need_nginx, "nginx", "apt-get install nginx-light"),
+        (needs.need_postgres, "postgres", "apt-get install postgresql"),
+    ],
+)
+def test_a_missing_program_skips_with_the_command_that_installs_it(monkeypatch, need, what, command):
+    monkeypatch.setattr(needs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(needs.os.path, "isfile", lambda path: False)
+    monkeypatch.setattr(needs.glob, "glob", lambda pattern: [])
+    with pytest.raises(pytest.skip.Exception, match=command):
+        need()
+    assert command in needs.HOW_TO_GET[what]
