@@ -41,7 +41,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import http_api, hub_serving, tokens
+from disco_service.server import events, http_api, hub_serving, tokens
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -69,6 +69,7 @@ def page_settings() -> dict:
         "request_tags": list(wire.REQUEST_TAGS),
         "max_seed": wire.MAX_SEED,
         "job_statuses": [status.value for status in wire.JobStatus],
+        "event_types": list(events.EVENT_TYPES),
     }
 
 
@@ -161,6 +162,7 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:
             queue, accepted, cfg = self.service
+            events.mount(app, events.EventHub(queue))  # before the job API: its /jobs/{id} would take /jobs/events
             http_api.mount(app, queue, accepted, cfg.limits)
             hub_serving.mount(app, queue, cfg.limits)
             running: list[asyncio.Task] = []

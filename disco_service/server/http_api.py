@@ -43,6 +43,7 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 from disco.settings import Limits, SettingsError, default, validate_settings
 from disco_service import wire
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
+from disco_service.server.quotas import QuotaExceeded
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from disco_service.server.tokens import Tokens, Unauthorized
 from disco_service.wire import ErrorCode, Failure, JobStatus
@@ -280,6 +281,8 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
             return bad(exc)
         except TooManyJobs as exc:
             return bad(exc, 429)
+        except QuotaExceeded as exc:  # the limit, the numbers and when it resets; Retry-After says when
+            return refusal(exc.status, exc.failure, exc.headers)
         return JSONResponse(job_view(queue, job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs", tags=["jobs"])

@@ -223,9 +223,11 @@ class JobQueue:
                 has_video=video is not None,
                 max_unfinished=self.max_jobs_per_owner,
             )
-        except TooManyUnfinished as exc:
+        except BaseException as exc:  # refused (a quota, the queue drains) or failed: its files go
             for path, _ in files:
                 path.unlink(missing_ok=True)
+            if not isinstance(exc, TooManyUnfinished):
+                raise
             raise TooManyJobs(
                 f"this caller already has {exc.count} jobs queued or running, the most this service "
                 f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
