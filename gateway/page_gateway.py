@@ -41,7 +41,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import events, http_api, hub_serving, tokens
+from disco_service.server import admin, estimates, events, gallery, http_api, hub_serving, tokens
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -162,8 +162,12 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:
             queue, accepted, cfg = self.service
-            events.mount(app, events.EventHub(queue))  # before the job API: its /jobs/{id} would take /jobs/events
+            # the events before the job API, whose /jobs/{id} would take /jobs/events
+            events.mount(app, events.EventHub(queue), accepted.is_admin)
             http_api.mount(app, queue, accepted, cfg.limits)
+            admin.mount(app, queue, accepted)
+            gallery.mount(app, queue)
+            estimates.mount(app, queue, cfg.limits, cfg.use_gpu)
             hub_serving.mount(app, queue, cfg.limits)
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
@@ -195,7 +199,7 @@ class DiscoGateway(CompositeGateway):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         cfg = config.load()
-        accepted = tokens.Tokens(cfg.api_tokens)
+        accepted = tokens.Tokens(cfg.api_tokens, cfg.admin_tokens)
         ports = dict(zip((str(p).lower() for p in self.protocols), self.ports, strict=True))
         grpc_port = next(port for protocol, port in ports.items() if "grpc" in protocol)
         addresses = json.loads(self.runtime_args.deployments_addresses or "{}")
@@ -207,6 +211,8 @@ class DiscoGateway(CompositeGateway):
             state=cfg.store_target(grpc_port),  # this server's own SQLite file, or the shared database
             claimer=f"{socket.gethostname()}:{grpc_port}",
         )
+        accepted.store = queue.state  # tokens added and revoked there count at the next request
+        queue.state.quota = cfg.quota()
         streamer = self._request_handler.streamer._streamer
         streamer._request_handler = honest_answers(streamer._request_handler)
         servers = []

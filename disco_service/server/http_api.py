@@ -10,8 +10,10 @@ Jobs (short requests only; the long call to the executors stays inside the servi
   ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs); an
   animation's also ``frame`` (the one being made, from 0), ``frames``, ``frames_done``,
   ``frame_pngs`` (its finished frames, as they are made) and, once it ended, ``mp4``.
-- ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames kept).
-- ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50).
+- ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames
+  kept); on a finished job: delete it and its files (gallery.py).
+- ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50; ``?before=T``: those
+  created before T, the answer's ``next_before``).
 - ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png|video.mp4|frameNNNN.png}``: the files.
 
 Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
@@ -286,9 +288,15 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
         return JSONResponse(job_view(queue, job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs", tags=["jobs"])
-    async def list_jobs(request: Request, limit: int = 50):
-        """The caller's jobs, newest first (the ``limit`` newest, default 50)."""
-        return {"jobs": [job_view(queue, job) for job in queue.jobs_of(owner(request))[: max(0, limit)]]}
+    async def list_jobs(request: Request, limit: int = 50, before: float | None = None):
+        """The caller's jobs, newest first: the ``limit`` newest (default 50, at most 500) created
+        before ``before``; ``next_before`` asks for the page after (null: no more)."""
+        limit = max(1, min(limit, 500))
+        jobs = queue.jobs_of(owner(request), before=before, limit=limit)
+        return {
+            "jobs": [job_view(queue, job) for job in jobs],
+            "next_before": jobs[-1].created if len(jobs) == limit else None,
+        }
 
     @app.get("/jobs/{job_id}", tags=["jobs"])
     async def show(job_id: str, request: Request):
@@ -297,8 +305,14 @@ def mount(app, queue: JobQueue, tokens: Tokens, limits: Limits) -> None:
 
     @app.delete("/jobs/{job_id}", tags=["jobs"])
     async def cancel(job_id: str, request: Request):
-        """Cancel: queued images at once, running ones at their next step (their frames are kept)."""
-        find(request, job_id)
+        """Cancel: queued images at once, running ones at their next step (their frames are kept).
+        A finished job is deleted, with its files."""
+        job = find(request, job_id)
+        if job.finished:
+            from disco_service.server.gallery import delete_job
+
+            delete_job(queue, job)
+            return {"id": job_id, "deleted": True}
         return job_view(queue, await queue.cancel(owner(request), job_id))
 
     @app.get("/jobs/{job_id}/images/{index}/{name}", tags=["jobs"])

@@ -242,9 +242,9 @@ class JobQueue:
         job = self._read_job(job_id)
         return job if job is not None and job.owner == owner else None
 
-    def jobs_of(self, owner: str) -> list[Job]:
-        """The owner's jobs, newest first."""
-        return self._read_jobs(self.state.jobs(owner))
+    def jobs_of(self, owner: str | None, before: float | None = None, limit: int | None = None) -> list[Job]:
+        """The owner's jobs (everyone's for None), newest first: created before ``before``, at most ``limit``."""
+        return self._read_jobs(self.state.jobs(owner, before=before, limit=limit))
 
     @property
     def jobs(self) -> dict[str, Job]:

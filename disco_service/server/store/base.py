@@ -711,6 +711,16 @@ class JobStore:
         with self._tx(write=False) as tx:
             return tx.value("SELECT owner FROM tokens WHERE hash = ? AND revoked IS NULL", (token_hash(token),))
 
+    def token_status(self, token: str) -> dict[str, Any] | None:
+        """What the store knows of ``token``: its ``owner`` and ``revoked`` (None while accepted), or None."""
+        with self._tx(write=False) as tx:
+            return tx.one("SELECT owner, revoked FROM tokens WHERE hash = ?", (token_hash(token),))
+
+    def has_tokens(self) -> bool:
+        """Whether the store accepts any token."""
+        with self._tx(write=False) as tx:
+            return tx.value("SELECT COUNT(*) FROM tokens WHERE revoked IS NULL") > 0
+
     def tokens(self) -> list[dict[str, Any]]:
         """Every token the store knows, oldest first: owner, label, created, revoked (None if accepted)."""
         with self._tx(write=False) as tx:
