@@ -41,7 +41,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import admin, estimates, events, gallery, http_api, hub_serving, tokens
+from disco_service.server import events, http_api, routes, tokens
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -162,13 +162,7 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:
             queue, accepted, cfg = self.service
-            # the events before the job API, whose /jobs/{id} would take /jobs/events
-            events.mount(app, events.EventHub(queue), accepted.is_admin)
-            http_api.mount(app, queue, accepted, cfg.limits)
-            admin.mount(app, queue, accepted)
-            gallery.mount(app, queue)
-            estimates.mount(app, queue, cfg.limits, cfg.use_gpu)
-            hub_serving.mount(app, queue, cfg.limits)
+            routes.mount_service(app, queue, accepted, cfg.limits, cfg.use_gpu)
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
             app.add_event_handler("shutdown", lambda: [task.cancel() for task in running])

@@ -66,14 +66,23 @@ def mount(app, queue: JobQueue, tokens: Tokens) -> None:
         operator(request)
         return queue_view()
 
-    def switch(**values):
-        async def flip(request: Request):
-            operator(request)
-            queue.state.set_switches(**values)
-            queue._poke()  # resumed: claim at once
-            return queue_view()
+    def flip(request: Request, **values: bool) -> dict:
+        operator(request)
+        queue.state.set_switches(**values)
+        queue._poke()  # resumed: claim at once rather than at the next round
+        return queue_view()
 
-        return flip
+    async def pause(request: Request):
+        """Pause the queue for every gateway: no image is sent; those running finish; jobs are still accepted."""
+        return flip(request, paused=True)
+
+    async def drain(request: Request):
+        """Drain: no new job is accepted (503 with Retry-After); what is queued still runs."""
+        return flip(request, draining=True)
+
+    async def resume(request: Request):
+        """Resume: images are sent again and jobs accepted (both switches off)."""
+        return flip(request, paused=False, draining=False)
 
     async def list_tokens(request: Request):
         """The state store's tokens: owner names, labels, when added and revoked (never the tokens)."""
@@ -109,10 +118,9 @@ def mount(app, queue: JobQueue, tokens: Tokens) -> None:
     app.add_api_route("/admin/jobs", all_jobs, methods=["GET"], tags=["admin"])
     app.add_api_route("/admin/jobs/{job_id}", cancel_any, methods=["DELETE"], tags=["admin"])
     app.add_api_route("/admin/queue", show_queue, methods=["GET"], tags=["admin"])
-    app.add_api_route("/admin/pause", switch(paused=True), methods=["POST"], tags=["admin"], name="pause")
-    app.add_api_route("/admin/drain", switch(draining=True), methods=["POST"], tags=["admin"], name="drain")
-    app.add_api_route("/admin/resume", switch(paused=False, draining=False), methods=["POST"], tags=["admin"],
-                      name="resume")  # fmt: skip
+    app.add_api_route("/admin/pause", pause, methods=["POST"], tags=["admin"])
+    app.add_api_route("/admin/drain", drain, methods=["POST"], tags=["admin"])
+    app.add_api_route("/admin/resume", resume, methods=["POST"], tags=["admin"])
     app.add_api_route("/admin/tokens", list_tokens, methods=["GET"], tags=["admin"])
     app.add_api_route("/admin/tokens", add_token, methods=["POST"], tags=["admin"])
     app.add_api_route("/admin/tokens/{name}", revoke_token, methods=["DELETE"], tags=["admin"])
