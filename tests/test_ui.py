@@ -419,8 +419,9 @@ def test_an_animation_shows_its_frame_while_running_and_plays_when_done(page, se
 
 
 def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_image(page, served_http, tmp_path):
-    """nginx with proxy_read_timeout 15 s in front: the page's requests are all short, so an image
-    that takes longer than that is watched and shown all the same."""
+    """nginx with proxy_read_timeout 15 s in front: the page's requests are all short but its event
+    stream, which heartbeats keep open, so an image that takes longer than that is followed to its
+    end with no GET /jobs polling, and shown."""
     import time
 
     from playwright.sync_api import expect
@@ -435,8 +436,18 @@ def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_im
             slowest[request.url] = max(slowest.get(request.url, 0), request.timing["responseEnd"])
 
         page.on("requestfinished", timed)
+        streams, polls = [], []
+
+        def counted(request) -> None:
+            path = urlparse(request.url).path
+            if request.method == "GET" and path == "/jobs/events":
+                streams.append(request.url)
+            elif request.method == "GET" and path == "/jobs":
+                polls.append(request.url)
+
         page.goto(f"{proxy}/ui/")
         expect(page.locator("#paint")).to_be_enabled()
+        page.on("request", counted)
         fill(page, {"text_prompts": "a lighthouse behind a proxy:1", "width": 64, "height": 64, "steps": 40})
         fill(page, {**FAST, "seed": 31, "n_batches": 1, "display_rate": "4"})
         started = time.time()
@@ -446,8 +457,13 @@ def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_im
         took = time.time() - started
         expect(card.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
         page.remove_listener("requestfinished", timed)
+        page.remove_listener("request", counted)
+        events = page.locator("#connection").text_content()
     print(f"an image of {took:.0f} s through the proxy, the page's slowest request {max(slowest.values()):.0f} ms")
-    assert took > READ_TIMEOUT_S and max(slowest.values()) < 5000
+    print(f"GET /jobs during it: {len(polls)}; event streams opened: {len(streams)}")
+    assert polls == [] and events == "", (polls, events)  # followed by its events alone, through the proxy
+    short = {url: ms for url, ms in slowest.items() if urlparse(url).path != "/jobs/events"}
+    assert took > READ_TIMEOUT_S and max(short.values()) < 5000
     assert not any(urlparse(url).path == "/post" for url in slowest)
 
 
