@@ -207,3 +207,28 @@ def test_with_postgresql_a_stream_on_one_gateway_follows_a_job_another_gateway_r
     stream, job = asyncio.run(scenario())
     assert stream.types() == ["queued", "sent", "image_ended", "done"], stream.types()
     assert {e["job"]["id"] for e in stream.events} == {job.id}
+
+
+def test_a_queued_job_hears_that_its_place_in_line_moved(tmp_path):
+    async def scenario():
+        store = ResultStore(tmp_path / "results", ttl_s=3600)
+        flow = SlowFlow(store)
+        app, queue, hub = service(store, flow)
+        await app.router.startup()
+        stream = Stream(app, BOB)
+        await asyncio.sleep(0.05)
+        first = queue.submit(fingerprint(ALICE), settings(seed=1))
+        second = queue.submit(fingerprint(ALICE), settings(seed=2))
+        mine = queue.submit(fingerprint(BOB), settings(seed=3))  # 2nd in line: after alice's first, before her second
+        await stream.until(lambda: stream.types() == ["queued"])
+        assert stream.events[0]["job"]["position"] == 2
+        running = asyncio.create_task(queue.run())  # alice's first image is sent: bob's job is next
+        await stream.until(lambda: len(stream.events) >= 2)
+        running.cancel()
+        await stream.close()
+        hub.stop()
+        return stream, mine, (first, second)
+
+    stream, mine, _ = asyncio.run(scenario())
+    moved = stream.events[1]
+    assert (moved["event"], moved["job"]["id"], moved["job"]["position"]) == ("update", mine.id, 1)

@@ -68,8 +68,13 @@ def is_job_post(response_or_request) -> bool:
     return request.method == "POST" and urlparse(request.url).path == "/jobs"
 
 
+def events_opened(request) -> bool:
+    """The page's event stream, GET /jobs/events, asked for."""
+    return request.method == "GET" and urlparse(request.url).path == "/jobs/events"
+
+
 def jobs_read(response) -> bool:
-    """The page's poll, GET /jobs, answered."""
+    """The page's read of its jobs, GET /jobs, answered."""
     return response.request.method == "GET" and urlparse(response.url).path == "/jobs" and response.status == 200
 
 
@@ -534,10 +539,8 @@ def test_the_page_asks_for_the_token_keeps_it_and_sends_it(page, token_flow, tmp
     third = browser.new_context().new_page()
     third.goto(f"{http}/ui/")
     third.fill("#token", TOKENS["bob"])
-    with third.expect_response(jobs_read):
-        third.click("#token-save")
-    with third.expect_response(jobs_read):  # the next poll: the first one's answer is drawn
-        pass
+    with third.expect_response(jobs_read), third.expect_request(events_opened):
+        third.click("#token-save")  # the page reads its jobs, draws them, then follows their events
     assert third.locator(f'figure[data-job="{job["id"]}"]').count() == 0
     for other in (first, second, third):
         other.context.close()

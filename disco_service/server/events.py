@@ -109,6 +109,8 @@ class EventHub:
         self._snapshots: collections.OrderedDict[str, tuple[str, tuple]] = collections.OrderedDict()
         self._recent: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=BACKLOG)
         self._seq = 0
+        self._places: dict[str, int] = {}  # queued job -> the place in line its last event showed
+        self._moved: set[str] = set()  # queued jobs whose place changed since
         self._pending: dict[str, None] = {}
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,20 +195,43 @@ class EventHub:
             if seen is None:
                 return 0
             self._send(seen[0], "deleted", None, {"id": job_id})
+            self._places.pop(job_id, None)
+            self._line_moved()
             return 1
         job = self.queue.get(stored.owner, job_id)
         if job is None:
             return 0
         seen = self._snapshots.get(job_id)
         found = differences(seen[1] if seen else None, job)
+        if not found and job_id in self._moved:
+            found = [("update", None)]  # only its place in line changed
+        self._moved.discard(job_id)
         self._remember(job)
         if found:
             from disco_service.server.http_api import job_view
 
             view = job_view(self.queue, job)
+            if view["position"] is None:
+                self._places.pop(job_id, None)
+            else:
+                self._places[job_id] = view["position"]
             for kind, index in found:
                 self._send(job.owner, kind, index, view)
+            if any(kind not in ("started", "step", "frame") for kind, _ in found):
+                self._line_moved()
         return len(found)
+
+    def _line_moved(self) -> None:
+        """After a change that may move the line (an image sent, ended or queued again, a job
+        added or removed): the queued jobs whose place differs from the one their last event
+        showed are read again, and get an ``update``."""
+        places: dict[str, int] = {}
+        for place, image in enumerate(self.queue.state.queue(), 1):
+            places.setdefault(image.job_id, place)
+        for job_id, shown in list(self._places.items()):
+            if places.get(job_id) != shown:
+                self._moved.add(job_id)
+                self._mark(job_id)
 
     def _remember(self, job: Job) -> None:
         self._snapshots[job.id] = (job.owner, _state(job))
@@ -225,7 +250,8 @@ class EventHub:
                     stream.queue.put_nowait(text)
                 except asyncio.QueueFull:  # a client that does not read: closed, it reconnects and resumes
                     self._streams.discard(stream)
-                    stream.queue = asyncio.Queue(1)
+                    while not stream.queue.empty():
+                        stream.queue.get_nowait()
                     stream.queue.put_nowait(None)
 
     # ----- streams -----
