@@ -175,8 +175,9 @@ class EventHub:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    for job_id, _ in list(self._snapshots.items()):  # what changed while we were away
-                        self._mark(job_id)
+                    for job_id, (_, state) in list(self._snapshots.items()):  # what changed while away
+                        if not JobStatus(state[0]).finished:
+                            self._mark(job_id)
                     async for notice in conn.notifies():
                         self._mark(notice.payload)
             except asyncio.CancelledError:
