@@ -54,15 +54,16 @@ def service(store: ResultStore, flow, state=None) -> tuple[FastAPI, JobQueue, ev
     queue = JobQueue(store, flow, state=state)
     hub = events.EventHub(queue, heartbeat_s=0.2)
     app = FastAPI()
-    events.mount(app, hub)
-    http_api.mount(app, queue, Tokens([ALICE, BOB]), DEFAULT_LIMITS)
+    tokens = Tokens([ALICE], [BOB])  # bob is an operator
+    events.mount(app, hub, tokens.is_admin)
+    http_api.mount(app, queue, tokens, DEFAULT_LIMITS)
     return app, queue, hub
 
 
 class Stream:
     """One open ``GET /jobs/events`` on an ASGI app: its events as they arrive, its heartbeats."""
 
-    def __init__(self, app, token: str, last_event_id: str | None = None):
+    def __init__(self, app, token: str, last_event_id: str | None = None, query: bytes = b""):
         self.events: list[dict] = []
         self.heartbeats = 0
         self._text = ""
@@ -72,7 +73,7 @@ class Stream:
             headers.append((b"last-event-id", last_event_id.encode()))
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-            "path": "/jobs/events", "raw_path": b"/jobs/events", "query_string": b"", "root_path": "",
+            "path": "/jobs/events", "raw_path": b"/jobs/events", "query_string": query, "root_path": "",
             "headers": headers, "client": ("127.0.0.1", 1), "server": ("test", 80),
         }  # fmt: skip
         self.status: int | None = None
@@ -232,3 +233,22 @@ def test_a_queued_job_hears_that_its_place_in_line_moved(tmp_path):
     stream, mine, _ = asyncio.run(scenario())
     moved = stream.events[1]
     assert (moved["event"], moved["job"]["id"], moved["job"]["position"]) == ("update", mine.id, 1)
+
+
+def test_an_operator_may_follow_every_job_and_nobody_else_may(tmp_path):
+    async def scenario():
+        store = ResultStore(tmp_path / "results", ttl_s=3600)
+        app, queue, hub = service(store, FakeFlow(store))
+        await app.router.startup()
+        everything, refused = Stream(app, BOB, query=b"all=1"), Stream(app, ALICE, query=b"all=1")
+        await asyncio.sleep(0.05)
+        job = queue.submit(fingerprint(ALICE), settings())
+        await everything.until(lambda: everything.types() == ["queued"])
+        await everything.close()
+        await refused.task
+        hub.stop()
+        return everything, refused, job
+
+    everything, refused, job = asyncio.run(scenario())
+    assert everything.events[0]["job"]["id"] == job.id
+    assert refused.status == 403
