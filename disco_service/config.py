@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from disco.settings import DEFAULT_LIMITS, Limits
+from disco_service.server.quotas import Quota
+from disco_service.server.tokens import fingerprint
 
 __all__ = ["Config", "ConfigError", "DATABASE_SCHEMES", "DEVICE_CHOICES", "load", "MODES", "VARIABLES", "Variable"]
 
@@ -57,6 +59,14 @@ VARIABLES: tuple[Variable, ...] = (
         "DISCO_MAX_BODY_MB", "`64`", "the largest HTTP body the gateway takes (a photo or a short video as a data URI)"
     ),
     Variable("DISCO_MAX_JOBS_PER_TOKEN", "`10`", "jobs one token may have queued or running in the job API at once"),
+    Variable("DISCO_ADMIN_TOKENS", "unset", "operators' tokens (as `DISCO_API_TOKENS`): every job, pause, drain"),
+    Variable("DISCO_MAX_IMAGES_PER_DAY", "`200`", "images one token may ask for per UTC day (`0`: no limit)"),
+    Variable(
+        "DISCO_MAX_PIXEL_STEPS_PER_DAY",
+        "`1e10`",
+        "width x height x steps one token may ask for per UTC day, all images together (`0`: no limit)",
+    ),
+    Variable("DISCO_MAX_QUEUED_IMAGES", "`500`", "images the queue holds at most, all tokens together (`0`: no cap)"),
     Variable("DISCO_API_TOKEN", "unset", "the client's token (`client.py --token`), sent to a Flow that needs one"),
     Variable(
         "DISCO_DATABASE_URL",
@@ -93,9 +103,22 @@ class Config:
     api_tokens: tuple[str, ...]  # empty: an open service
     max_jobs_per_token: int
     max_body_bytes: int  # the largest HTTP request body the gateway takes
+    admin_tokens: tuple[str, ...]  # operators' tokens
+    max_images_per_day: int  # 0: no limit
+    max_pixel_steps_per_day: float  # 0: no limit
+    max_queued_images: int  # 0: no cap
     api_token: str | None  # the client's own token
     database_url: str | None  # None: the SQLite file under state_dir
     state_dir: Path
+
+    def quota(self) -> Quota:
+        """The volume quotas of the job API; the operators' tokens are exempt."""
+        return Quota(
+            max_images_per_day=self.max_images_per_day,
+            max_pixel_steps_per_day=self.max_pixel_steps_per_day,
+            max_queued_images=self.max_queued_images,
+            exempt=frozenset(fingerprint(token) for token in self.admin_tokens),
+        )
 
     def store_target(self, port: int) -> str:
         """Where the state store of the server whose (first) port is ``port`` lives: the database
@@ -189,6 +212,10 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         api_tokens=_tokens(env, "DISCO_API_TOKENS"),
         max_jobs_per_token=int(_number(env, "DISCO_MAX_JOBS_PER_TOKEN", 10, int, 1)),
         max_body_bytes=int(_number(env, "DISCO_MAX_BODY_MB", 64, float, 0.001) * 2**20),
+        admin_tokens=_tokens(env, "DISCO_ADMIN_TOKENS"),
+        max_images_per_day=int(_number(env, "DISCO_MAX_IMAGES_PER_DAY", 200, int, 0)),
+        max_pixel_steps_per_day=_number(env, "DISCO_MAX_PIXEL_STEPS_PER_DAY", 1e10, float, 0),
+        max_queued_images=int(_number(env, "DISCO_MAX_QUEUED_IMAGES", 500, int, 0)),
         api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
         database_url=_database_url(env),
         state_dir=_state_dir(env),

@@ -147,7 +147,8 @@ class ErrorCode(StrEnum):
     TOKEN_MALFORMED = "token_malformed"  # the authorization is not ``Bearer TOKEN``
     TOKEN_REJECTED = "token_rejected"  # a token the service does not know
     GATEWAY_ONLY = "gateway_only"  # a call straight to an executor, without the Flow's secret
-    QUOTA_EXCEEDED = "quota_exceeded"  # the caller has as many jobs waiting or running as it may
+    QUOTA_EXCEEDED = "quota_exceeded"  # a quota refuses the job (jobs at once, images a day, a full queue...)
+    ADMIN_REQUIRED = "admin_required"  # an operator's route, and the token is not one of DISCO_ADMIN_TOKENS
     JOB_NOT_FOUND = "job_not_found"  # no such job for this caller
     RESULT_NOT_FOUND = "result_not_found"  # no such result (Document id) for this caller
     FILE_NOT_FOUND = "file_not_found"  # the job or result has no such file (yet)

@@ -41,7 +41,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import flow_secret, http_api, hub_serving, tokens
+from disco_service.server import events, flow_secret, http_api, routes, tokens
 from disco_service.server.direct_calls import CallerMiddleware, DirectCalls, caller_interceptor
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
@@ -70,6 +70,7 @@ def page_settings() -> dict:
         "request_tags": list(wire.REQUEST_TAGS),
         "max_seed": wire.MAX_SEED,
         "job_statuses": [status.value for status in wire.JobStatus],
+        "event_types": list(events.EVENT_TYPES),
     }
 
 
@@ -210,9 +211,8 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:
             queue, accepted, cfg = self.service
-            http_api.mount(app, queue, accepted, cfg.limits, cfg.max_body_bytes)
+            routes.mount_service(app, queue, accepted, cfg.limits, cfg.use_gpu, cfg.max_body_bytes)
             app.add_middleware(CallerMiddleware, tokens=accepted)  # who sends Jina's POST /post
-            hub_serving.mount(app, queue, cfg.limits)
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
             app.add_event_handler("shutdown", lambda: [task.cancel() for task in running])
@@ -246,7 +246,7 @@ class DiscoGateway(CompositeGateway):
         _send_flow_secret(kwargs.get("runtime_args"), flow_secret)
         super().__init__(**kwargs)
         cfg = config.load()
-        accepted = tokens.Tokens(cfg.api_tokens)
+        accepted = tokens.Tokens(cfg.api_tokens, cfg.admin_tokens)
         ports = dict(zip((str(p).lower() for p in self.protocols), self.ports, strict=True))
         grpc_port = next(port for protocol, port in ports.items() if "grpc" in protocol)
         addresses = json.loads(self.runtime_args.deployments_addresses or "{}")
@@ -259,6 +259,8 @@ class DiscoGateway(CompositeGateway):
             claimer=f"{socket.gethostname()}:{grpc_port}",
         )
         direct = DirectCalls(queue, accepted)
+        accepted.store = queue.state  # tokens added and revoked there count at the next request
+        queue.state.quota = cfg.quota()
         streamer = self._request_handler.streamer._streamer
         streamer._request_handler = honest_answers(streamer._request_handler, direct.admit)
         servers = []

@@ -35,7 +35,7 @@ def forbidden(argv: Sequence[str]) -> str | None:
     a Python interpreter runs. ``argv``: a command as given to ``subprocess`` or read from
     ``/proc/PID/cmdline`` (where a program may have rewritten it, e.g. ``nginx: master process ...``)."""
     words = [str(word) for word in argv if str(word)]
-    if not words:
+    if not words or "--help" in words[1:]:  # a program asked for its usage serves nothing
         return None
     program = words[0]
     names = {Path(program).name, Path(program.split()[0]).name.rstrip(":")}

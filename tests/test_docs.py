@@ -75,7 +75,8 @@ def test_the_reference_tables_carry_every_setting_model_variable_and_route():
     assert all(f"| `{v.name}`" in (reference / "environment.md").read_text() for v in VARIABLES)
     routes = (reference / "http-routes.md").read_text()
     for method, path in [("POST", "/jobs"), ("GET", "/jobs/{job_id}"), ("DELETE", "/jobs/{job_id}"),
-                         ("GET", "/results/{doc_id}"), ("POST", "/predict/{module}")]:  # fmt: skip
+                         ("GET", "/results/{doc_id}"), ("POST", "/predict/{module}"), ("GET", "/jobs/events"),
+                         ("POST", "/admin/pause"), ("GET", "/jobs/{job_id}/files.zip")]:  # fmt: skip
         assert f"| {method} | `{path}` |" in routes
 
 

@@ -251,3 +251,44 @@ def test_an_animation_s_prompts_may_change_by_frame(served_http):
     assert status == 202 and job["settings"]["text_prompts"] == by_frame, job
     job = wait_for_job(served_http, job["id"], lambda j: j["status"] not in ("queued", "running"))
     assert job["status"] == "done" and job["images"][0]["frames_done"] == 2, job["images"][0]["error"]
+
+
+def test_a_job_is_followed_to_its_end_by_its_event_stream(served_http):
+    """``GET /jobs/events`` on the served gateway: the job's events arrive in order through to done,
+    each with the job as ``GET /jobs/ID`` shows it, and heartbeats keep a quiet stream talking."""
+    import threading
+
+    events: list[dict] = []
+    heartbeats: list[float] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        with urllib.request.urlopen(f"{served_http}/jobs/events", timeout=30) as stream:
+            opened.set()
+            block: list[str] = []
+            for raw in stream:
+                line = raw.decode().rstrip("\n")
+                if line.startswith(": heartbeat"):
+                    heartbeats.append(time.time())
+                elif line:
+                    block.append(line)
+                elif block:
+                    fields = dict(item.split(": ", 1) for item in block if not item.startswith(":"))
+                    block = []
+                    if "data" in fields:
+                        events.append(json.loads(fields["data"]))
+                        if events[-1]["type"] in ("done", "failed", "cancelled") and heartbeats:
+                            return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(30)
+    status, job = call("POST", f"{served_http}/jobs", {**TINY, "text_prompts": ["events:1"], "seed": 5, "n_batches": 1})
+    assert status == 202, job
+    listener.join(240)
+    mine = [e for e in events if e["job"]["id"] == job["id"]]
+    kinds = [e["type"] for e in mine]
+    assert kinds[0] == "queued" and kinds[-2:] == ["image_ended", "done"], kinds
+    assert "started" in kinds and kinds.index("started") < kinds.index("image_ended"), kinds
+    assert mine[-1]["job"]["images"][0]["png"] == f"/jobs/{job['id']}/images/0/final.png"
+    assert heartbeats  # a comment at least every 5 s while nothing else is said

@@ -2,7 +2,8 @@
 
 A job that takes about a minute is submitted, watched and fetched through it with short requests;
 the same image held in one ``POST /post`` gets the proxy's 504 instead, and is kept in the result
-store all the same. (The page through the proxy: tests/test_ui.py.)
+store all the same. A job's event stream stays open through it, kept alive by heartbeats. (The page
+through the proxy: tests/test_ui.py.)
 """
 
 import contextlib
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,37 @@ def test_a_long_job_through_a_proxy_with_a_short_read_timeout(proxy, served_http
     assert status == 200 and Image.open(io.BytesIO(png)).size == (64, 64)
     assert json.loads(Image.open(io.BytesIO(png)).text["disco-diffusion"])["seed"] == 12
     assert call("GET", served_http + image["png"])[1] == png  # the same file as without the proxy
+
+
+def test_an_event_stream_outlives_the_proxy_s_read_timeout(proxy):
+    """``GET /jobs/events`` through nginx with ``proxy_read_timeout 15s``: the gateway's heartbeats keep
+    the one stream open while a job of about a minute runs, and its events arrive through to done."""
+    import threading
+
+    kinds: list[str] = []
+    closed: list[float] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        with urllib.request.urlopen(f"{proxy}/jobs/events", timeout=READ_TIMEOUT_S * 4) as stream:
+            opened.set()
+            for raw in stream:
+                line = raw.decode().strip()
+                if line.startswith("event: "):
+                    kinds.append(line.removeprefix("event: "))
+                    if kinds[-1] in ("done", "failed", "cancelled"):
+                        return
+        closed.append(time.time())  # the proxy (or the server) ended the stream before the job's end
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(30)
+    started = time.time()
+    about_a_minute = {**TINY, "steps": 30, "skip_steps": 0, "display_rate": 5, "seed": 13, "n_batches": 1}
+    status, job = call("POST", f"{proxy}/jobs", about_a_minute)
+    assert status == 202, job
+    listener.join(600)
+    took = time.time() - started
+    print(f"a job of {took:.0f} s followed through the proxy by one event stream: {len(kinds)} events")
+    assert closed == [] and kinds[0] == "queued" and kinds[-1] == "done", (closed, kinds)
+    assert took > READ_TIMEOUT_S

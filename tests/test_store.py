@@ -388,3 +388,55 @@ def test_two_claimer_processes_share_out_the_queue(target, store, clock):
         worker.join(timeout=30)
     assert not set(got["a"]) & set(got["b"])  # no image claimed by both
     assert set(got["a"]) | set(got["b"]) == every and len(got["a"]) + len(got["b"]) == len(every)
+
+
+def test_changes_are_told_after_commit_and_with_postgresql_to_other_connections(target, store, clock):
+    heard: list[str] = []
+    store.listeners.append(heard.append)
+    listener = None
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        from disco_service.server.store.base import CHANNEL
+
+        listener = psycopg.connect(target, autocommit=True)
+        listener.execute(f"LISTEN {CHANNEL}")
+    submit(store, clock, "j1", "alice", n=2)
+    image = store.claim_next("gateway-a", LEASE_S, 1)  # a claim alone changes nothing a caller sees
+    assert heard == ["j1"]
+    store.mark_sent(image.doc_id, "gateway-a")
+    store.update_progress(image.doc_id, status="running", step=1, total=3)
+    store.finish(image.doc_id, "done")
+    store.request_cancel("j1")
+    assert heard == ["j1"] * 5
+    with pytest.raises(TooManyUnfinished):  # a refused change is not told
+        submit(store, clock, "j2", "alice", max_unfinished=0)
+    assert heard == ["j1"] * 5
+    if listener is not None:
+        told = [notice.payload for notice in listener.notifies(timeout=1, stop_after=5)]
+        listener.close()
+        assert told == ["j1"] * 5
+
+
+def test_pause_drain_and_the_daily_quota_hold_for_every_claimer(stores, clock):
+    from disco_service.server.quotas import Quota, QuotaExceeded
+
+    a, b = stores(), stores()
+    submit(a, clock, "j1", "alice")
+    b.set_switches(paused=True)
+    assert a.claim_next("gateway-a", LEASE_S, 1) is None and a.switches() == {"paused": True, "draining": False}
+    a.set_switches(paused=False, draining=True)
+    with pytest.raises(QuotaExceeded, match="draining") as refused:
+        submit(b, clock, "j2", "bob")
+    assert refused.value.status == 503
+    a.set_switches(draining=False)
+    assert b.claim_next("gateway-b", LEASE_S, 1).job_id == "j1"
+    a.quota = b.quota = Quota(max_images_per_day=3)
+    submit(a, clock, "j3", "bob", n=2)
+    with pytest.raises(QuotaExceeded, match="asked for 2 images today and this job adds 2") as refused:
+        submit(b, clock, "j4", "bob", n=2)  # the other gateway counts the same day
+    assert refused.value.status == 429 and b.usage("bob")["images"] == 2
+    submit(b, clock, "j5", "bob", n=1)
+    clock.advance(86400)  # the next day starts afresh
+    submit(b, clock, "j6", "bob", n=3)
+    assert b.usage("bob")["images"] == 3

@@ -113,7 +113,7 @@ def test_a_job_belongs_to_its_token_and_each_token_has_its_cap(token_flow):
         404, {"code": "job_not_found", "setting": None, "detail": f"no job {job['id']!r} for this caller"}
     )  # fmt: skip
     assert call("DELETE", f"{http}/jobs/{job['id']}", headers=bearer("bob"))[0] == 404
-    assert call("GET", f"{http}/jobs", headers=bearer("bob"))[1] == {"jobs": []}
+    assert call("GET", f"{http}/jobs", headers=bearer("bob"))[1] == {"jobs": [], "next_before": None}
     assert [j["id"] for j in call("GET", f"{http}/jobs", headers=bearer("alice"))[1]["jobs"]] == [job["id"]]
     status, mine = call("POST", f"{http}/jobs", {**TINY, "seed": 2, "n_batches": 1}, headers=bearer("bob"))
     assert status == 202  # bob's own cap
@@ -266,3 +266,25 @@ def test_the_grpc_gateway_does_not_tell_its_version_and_environment(token_flow):
                 empty_pb2.Empty(), metadata=(("authorization", f"Bearer {TOKENS['alice']}"),), timeout=30
             )
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_token_added_and_revoked_on_the_command_line_counts_with_no_restart(token_flow, tmp_path_factory):
+    """``python -m disco_service.server.tokens`` on the served gateway's state store, while it runs."""
+    import os
+
+    _, http = token_flow
+    [state] = {path.resolve() for path in tmp_path_factory.getbasetemp().glob("token_flow*/state/*/jobs.sqlite3")}
+    env = {**os.environ, "DISCO_DATABASE_URL": f"sqlite:///{state}"}
+
+    def tokens(*args: str) -> str:
+        command = [sys.executable, "-m", "disco_service.server.tokens", *args]
+        return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+    carol = {"Authorization": "Bearer carol-token-0123456789"}
+    assert call("GET", f"{http}/jobs", headers=carol)[0] == 401
+    assert tokens("add", "carol-token-0123456789", "--label", "carol").startswith("added ")
+    assert call("GET", f"{http}/jobs", headers=carol)[0] == 200
+    tokens("revoke", "carol-token-0123456789")
+    status, refused = call("GET", f"{http}/jobs", headers=carol)
+    assert status == 401 and refused["code"] == "token_rejected" and "revoked" in refused["detail"]
+    assert call("GET", f"{http}/jobs", headers=bearer("alice"))[0] == 200  # the others are untouched

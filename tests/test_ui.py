@@ -68,8 +68,13 @@ def is_job_post(response_or_request) -> bool:
     return request.method == "POST" and urlparse(request.url).path == "/jobs"
 
 
+def events_opened(request) -> bool:
+    """The page's event stream, GET /jobs/events, asked for."""
+    return request.method == "GET" and urlparse(request.url).path == "/jobs/events"
+
+
 def jobs_read(response) -> bool:
-    """The page's poll, GET /jobs, answered."""
+    """The page's read of its jobs, GET /jobs, answered."""
     return response.request.method == "GET" and urlparse(response.url).path == "/jobs" and response.status == 200
 
 
@@ -419,8 +424,9 @@ def test_an_animation_shows_its_frame_while_running_and_plays_when_done(page, se
 
 
 def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_image(page, served_http, tmp_path):
-    """nginx with proxy_read_timeout 15 s in front: the page's requests are all short, so an image
-    that takes longer than that is watched and shown all the same."""
+    """nginx with proxy_read_timeout 15 s in front: the page's requests are all short but its event
+    stream, which heartbeats keep open, so an image that takes longer than that is followed to its
+    end with no GET /jobs polling, and shown."""
     import time
 
     from playwright.sync_api import expect
@@ -434,8 +440,18 @@ def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_im
             slowest[request.url] = max(slowest.get(request.url, 0), request.timing["responseEnd"])
 
         page.on("requestfinished", timed)
+        streams, polls = [], []
+
+        def counted(request) -> None:
+            path = urlparse(request.url).path
+            if request.method == "GET" and path == "/jobs/events":
+                streams.append(request.url)
+            elif request.method == "GET" and path == "/jobs":
+                polls.append(request.url)
+
         page.goto(f"{proxy}/ui/")
         expect(page.locator("#paint")).to_be_enabled()
+        page.on("request", counted)
         fill(page, {"text_prompts": "a lighthouse behind a proxy:1", "width": 64, "height": 64, "steps": 40})
         fill(page, {**FAST, "seed": 31, "n_batches": 1, "display_rate": "4"})
         started = time.time()
@@ -445,8 +461,13 @@ def test_the_page_paints_through_a_proxy_with_a_read_timeout_shorter_than_the_im
         took = time.time() - started
         expect(card.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
         page.remove_listener("requestfinished", timed)
+        page.remove_listener("request", counted)
+        events = page.locator("#connection").text_content()
     print(f"an image of {took:.0f} s through the proxy, the page's slowest request {max(slowest.values()):.0f} ms")
-    assert took > READ_TIMEOUT_S and max(slowest.values()) < 5000
+    print(f"GET /jobs during it: {len(polls)}; event streams opened: {len(streams)}")
+    assert polls == [] and events == "", (polls, events)  # followed by its events alone, through the proxy
+    short = {url: ms for url, ms in slowest.items() if urlparse(url).path != "/jobs/events"}
+    assert took > READ_TIMEOUT_S and max(short.values()) < 5000
     assert not any(urlparse(url).path == "/post" for url in slowest)
 
 
@@ -517,10 +538,8 @@ def test_the_page_asks_for_the_token_keeps_it_and_sends_it(page, token_flow, tmp
     third = browser.new_context().new_page()
     third.goto(f"{http}/ui/")
     third.fill("#token", TOKENS["bob"])
-    with third.expect_response(jobs_read):
-        third.click("#token-save")
-    with third.expect_response(jobs_read):  # the next poll: the first one's answer is drawn
-        pass
+    with third.expect_response(jobs_read), third.expect_request(events_opened):
+        third.click("#token-save")  # the page reads its jobs, draws them, then follows their events
     assert third.locator(f'figure[data-job="{job["id"]}"]').count() == 0
     for other in (first, second, third):
         other.context.close()

@@ -1,8 +1,13 @@
 // The page talks to the service's job API on this same address, with short requests only:
-// POST ../jobs queues a job (the form's settings as JSON), GET ../jobs (polled about once a second)
-// lists the caller's jobs, newest first, with each image's progress and files, and DELETE
-// ../jobs/ID cancels one. The jobs live on the server: a reload, or a second browser with the same
-// token, shows the same queue and gallery. With tokens (DISCO_API_TOKENS) every request carries
+// POST ../jobs queues a job (the form's settings as JSON; POST ../jobs/estimate first, to ask
+// before a job that would run for hours on a server without a GPU), GET ../jobs lists the
+// caller's jobs, newest first, with each image's progress and files (read once at start), and
+// GET ../jobs/events follows them (Server-Sent Events: each event carries its job as GET ../jobs
+// shows it); only while that stream is broken does the page poll GET ../jobs, about once a
+// second. DELETE ../jobs/ID cancels a job, or deletes a finished one with its files;
+// ../jobs/ID/files.zip downloads them all. An operator's token (DISCO_ADMIN_TOKENS) also gets a
+// list of every job with cancel, pause and resume (../admin/...). The jobs live on the server: a
+// reload, or a second browser with the same token, shows the same queue and gallery. With tokens (DISCO_API_TOKENS) every request carries
 // "Authorization: Bearer TOKEN"; the page asks for the token when the server answers 401 and keeps
 // it in localStorage. Pictures, videos and downloads are fetched with that header and shown as
 // object URLs (an <img> or <video> cannot send it).
@@ -12,6 +17,8 @@
 "use strict";
 
 const POLL_MS = 1000;
+const STREAM_SILENT_MS = 15_000; // no byte (event or heartbeat) for this long: the stream is broken
+const STREAM_RETRY_MS = 2000;
 const TOKEN_KEY = "disco_token";
 
 // Where a setting goes: these on top, in this order; the animation settings (group "motion") under
@@ -407,12 +414,15 @@ async function submit(event) {
   const paint = document.getElementById("paint");
   paint.disabled = true;
   try {
-    const response = await api("../jobs", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(await readForm()),
-    });
+    const body = JSON.stringify(await readForm());
+    const headers = { "Content-Type": "application/json" };
+    const estimate = await api("../jobs/estimate", { method: "POST", headers, body });
+    const told = await estimate.json().catch(() => ({}));
+    if (estimate.ok && told.long && !window.confirm(`${told.notice}\n\nQueue it anyway?`)) return;
+    const response = await api("../jobs", { method: "POST", headers, body });
     const answer = await response.json().catch(() => ({}));
     if (!response.ok) showError(answer.setting, answer.detail || `the job was refused: HTTP ${response.status}`);
-    poll();
+    else known(answer);
   } catch (error) {
     showError(null, `the job could not be sent: ${error.message}`);
   } finally {
@@ -427,20 +437,106 @@ async function cancelJob(id, node) {
   try {
     const response = await api(`../jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    known(await response.json());
   } catch (error) {
     node.cancelling = false;
     node.parts.error.textContent = `the job could not be cancelled: ${error.message}`;
   }
-  poll();
+}
+
+// Delete a finished job and its files on the server.
+async function deleteJob(id, button) {
+  button.disabled = true;
+  const response = await api(`../jobs/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(() => null);
+  if (response && response.ok) {
+    jobs.delete(id);
+    redraw();
+  } else {
+    button.disabled = false;
+    button.title = `the job could not be deleted${response ? `: HTTP ${response.status}` : ""}`;
+  }
+}
+
+// ----- the caller's jobs: read once, then followed by events -----
+
+const jobs = new Map(); // job id -> the job as the server shows it
+
+// A job as the server shows it now (from an answer or an event).
+function known(job) {
+  if (job && job.deleted) jobs.delete(job.id);
+  else if (job && job.id) jobs.set(job.id, job);
+  redraw();
+}
+
+function redraw() {
+  draw([...jobs.values()].sort((a, b) => b.created - a.created || (b.id > a.id ? 1 : -1)));
+}
+
+let streaming = false; // the event stream is open and heard from
+let lastEventId = null;
+
+// Follow the caller's jobs with GET ../jobs/events (read with fetch, which can send the token),
+// until it breaks; then poll until it opens again.
+async function follow() {
+  for (;;) {
+    const controller = new AbortController();
+    let watchdog = null;
+    const quiet = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => controller.abort(), STREAM_SILENT_MS);
+    };
+    try {
+      const headers = lastEventId ? { "Last-Event-ID": lastEventId } : {};
+      const response = await api("../jobs/events", { headers, signal: controller.signal });
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      quiet();
+      streaming = true;
+      clearTimeout(pollTimer);
+      document.getElementById("connection").textContent = "";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let text = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        quiet();
+        text += value;
+        let end;
+        while ((end = text.indexOf("\n\n")) >= 0) {
+          heard(text.slice(0, end));
+          text = text.slice(end + 2);
+        }
+      }
+      throw new Error("the server closed the stream");
+    } catch (error) {
+      clearTimeout(watchdog);
+      if (streaming || !pollTimer) poll(); // the stream broke: poll until it is back
+      streaming = false;
+      document.getElementById("connection").textContent = `following by polling (${error.message})`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, STREAM_RETRY_MS));
+  }
+}
+
+// One event's block of lines: "id: ...", "event: ...", "data: {...}" (comments start with ":").
+function heard(block) {
+  let data = null;
+  for (const line of block.split("\n")) {
+    if (line.startsWith("id: ")) lastEventId = line.slice(4);
+    else if (line.startsWith("data: ")) data = JSON.parse(line.slice(6));
+  }
+  if (!data) return;
+  if (data.type === "resync") poll(true);
+  else if (data.type === "deleted") known({ id: data.job.id, deleted: true });
+  else known(data.job);
 }
 
 let pollTimer = null;
 let polling = false;
 let pollAgain = false;
 
-// One GET ../jobs: the queue and the gallery as the server has them. Called about once a second,
-// and at once after the page queued or cancelled a job.
-async function poll() {
+// One GET ../jobs: the queue and the gallery as the server has them. Called at start, when the
+// event stream asks (resync), and about once a second while the stream is broken.
+async function poll(once = false) {
   if (polling) {
     pollAgain = true;
     return;
@@ -452,17 +548,21 @@ async function poll() {
     const response = await api("../jobs");
     const answer = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
-    draw(answer.jobs);
-    connection.textContent = "";
+    jobs.clear();
+    for (const job of answer.jobs) jobs.set(job.id, job);
+    redraw();
+    if (streaming) connection.textContent = "";
   } catch (error) {
     connection.textContent = `the jobs cannot be read: ${error.message}`;
   }
   polling = false;
   if (pollAgain) {
     pollAgain = false;
-    poll();
-  } else {
+    poll(once);
+  } else if (!streaming && !once) {
     pollTimer = setTimeout(poll, POLL_MS);
+  } else {
+    pollTimer = null;
   }
 }
 
@@ -603,6 +703,10 @@ function jobCard(job, image) {
   card.dataset.job = job.id;
   card.dataset.index = image.index;
   card.dataset.status = image.status;
+  const remove = el("button", { type: "button", class: "secondary delete", text: "Delete job" });
+  remove.addEventListener("click", () => deleteJob(job.id, remove));
+  const all = downloadLink(`/jobs/${encodeURIComponent(job.id)}/files.zip`, "Download all", `disco-${job.id}.zip`);
+  card.append(el("div", { class: "links job-actions" }, [all, remove]));
   return card;
 }
 
@@ -666,6 +770,42 @@ async function loadSavedImages() {
   }
 }
 
+// ----- the operator's view (shown to a token of DISCO_ADMIN_TOKENS) -----
+
+async function operatorView() {
+  const first = await api("../admin/queue");
+  if (!first.ok) return; // not an operator
+  const section = document.getElementById("operator");
+  section.hidden = false;
+  const state = document.getElementById("operator-state");
+  const list = document.getElementById("operator-jobs");
+  const act = async (path, options = { method: "POST" }) => {
+    await api(path, options);
+    refresh();
+  };
+  document.getElementById("operator-pause").onclick = () => act("../admin/pause");
+  document.getElementById("operator-resume").onclick = () => act("../admin/resume");
+  document.getElementById("operator-drain").onclick = () => act("../admin/drain");
+  async function refresh() {
+    const queue = await (await api("../admin/queue")).json();
+    const switches = [queue.paused ? "paused" : "running", queue.draining ? "draining" : null].filter(Boolean);
+    state.textContent = `${switches.join(", ")} · ${queue.queued} queued · ${queue.in_flight} of ${queue.slots} in flight`;
+    const answer = await (await api("../admin/jobs?limit=100")).json();
+    list.replaceChildren(...answer.jobs.map((job) => {
+      const cancel = el("button", { type: "button", class: "secondary", text: "Cancel" });
+      cancel.disabled = FINISHED.has(job.status);
+      cancel.onclick = () => act(`../admin/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" });
+      return el("li", { "data-job": job.id }, [
+        el("span", { class: `status ${job.status}`, text: job.status }),
+        ` ${job.owner} · ${job.images.length} image(s) · ${promptText(job.settings.text_prompts).slice(0, 60)} `, cancel,
+      ]);
+    }));
+  }
+  // refreshed while its panel is open only: the operator's list is not the caller's own events
+  setInterval(() => { if (section.open) refresh().catch(() => {}); }, 5000);
+  section.addEventListener("toggle", () => { if (section.open) refresh().catch(() => {}); });
+}
+
 // ----- start: the server's settings, then the form -----
 
 function requireNames(what, listed, used) {
@@ -688,8 +828,10 @@ async function start() {
   // the token dialog stays until a token is given: nothing else works without one
   document.getElementById("token-dialog").addEventListener("cancel", (event) => event.preventDefault());
   document.getElementById("paint").disabled = false;
-  poll();
+  await poll(true);
+  follow();
   loadSavedImages().catch(() => {});
+  operatorView().catch(() => {});
 }
 
 start();

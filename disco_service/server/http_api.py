@@ -10,8 +10,10 @@ Jobs (short requests only; the long call to the executors stays inside the servi
   ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs); an
   animation's also ``frame`` (the one being made, from 0), ``frames``, ``frames_done``,
   ``frame_pngs`` (its finished frames, as they are made) and, once it ended, ``mp4``.
-- ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames kept).
-- ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50).
+- ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames
+  kept); on a finished job: delete it and its files (gallery.py).
+- ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50; ``?before=T``: those
+  created before T, the answer's ``next_before``).
 - ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png|video.mp4|frameNNNN.png}``: the files.
 
 Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
@@ -49,6 +51,7 @@ from disco_service.server import http_guard
 from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
 from disco_service.server.public_errors import public_message
+from disco_service.server.quotas import QuotaExceeded
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from disco_service.server.tokens import Tokens, Unauthorized
 from disco_service.wire import ErrorCode, Failure, JobStatus
@@ -302,12 +305,20 @@ def mount(
             return bad(exc, 413)
         except TooManyJobs as exc:
             return bad(exc, 429)
+        except QuotaExceeded as exc:  # the limit, the numbers and when it resets; Retry-After says when
+            return refusal(exc.status, exc.failure, exc.headers)
         return JSONResponse(job_view(queue, job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs", tags=["jobs"])
-    async def list_jobs(request: Request, limit: int = 50):
-        """The caller's jobs, newest first (the ``limit`` newest, default 50)."""
-        return {"jobs": [job_view(queue, job) for job in queue.jobs_of(owner(request))[: max(0, limit)]]}
+    async def list_jobs(request: Request, limit: int = 50, before: float | None = None):
+        """The caller's jobs, newest first: the ``limit`` newest (default 50, at most 500) created
+        before ``before``; ``next_before`` asks for the page after (null: no more)."""
+        limit = max(1, min(limit, 500))
+        jobs = queue.jobs_of(owner(request), before=before, limit=limit)
+        return {
+            "jobs": [job_view(queue, job) for job in jobs],
+            "next_before": jobs[-1].created if len(jobs) == limit else None,
+        }
 
     @app.get("/jobs/{job_id}", tags=["jobs"])
     async def show(job_id: str, request: Request):
@@ -316,8 +327,14 @@ def mount(
 
     @app.delete("/jobs/{job_id}", tags=["jobs"])
     async def cancel(job_id: str, request: Request):
-        """Cancel: queued images at once, running ones at their next step (their frames are kept)."""
-        find(request, job_id)
+        """Cancel: queued images at once, running ones at their next step (their frames are kept).
+        A finished job is deleted, with its files."""
+        job = find(request, job_id)
+        if job.finished:
+            from disco_service.server.gallery import delete_job
+
+            delete_job(queue, job)
+            return {"id": job_id, "deleted": True}
         return job_view(queue, await queue.cancel(owner(request), job_id))
 
     @app.get("/jobs/{job_id}/images/{index}/{name}", tags=["jobs"])

@@ -263,9 +263,11 @@ class JobQueue:
                 has_video=video is not None,
                 max_unfinished=self.max_jobs_per_owner - self.outside_jobs(owner),
             )
-        except TooManyUnfinished as exc:
+        except BaseException as exc:  # refused (a quota, the queue drains) or failed: its files go
             for path, _ in files:
                 path.unlink(missing_ok=True)
+            if not isinstance(exc, TooManyUnfinished):
+                raise
             count = exc.count + self.outside_jobs(owner)
             raise TooManyJobs(
                 f"this caller already has {count} jobs queued or running, the most this service "
@@ -285,9 +287,9 @@ class JobQueue:
         job = self._read_job(job_id)
         return job if job is not None and job.owner == owner else None
 
-    def jobs_of(self, owner: str) -> list[Job]:
-        """The owner's jobs, newest first."""
-        return self._read_jobs(self.state.jobs(owner))
+    def jobs_of(self, owner: str | None, before: float | None = None, limit: int | None = None) -> list[Job]:
+        """The owner's jobs (everyone's for None), newest first: created before ``before``, at most ``limit``."""
+        return self._read_jobs(self.state.jobs(owner, before=before, limit=limit))
 
     @property
     def jobs(self) -> dict[str, Job]:

@@ -10,12 +10,23 @@ with ``mark_sent`` (a Document id is sent at most once, whoever sends it), keeps
 with ``renew`` and takes over the images of a gateway that stopped renewing with ``expire``.
 Times are seconds since the epoch from the store's ``clock`` (the hosts of several gateways must
 keep their clocks in step, as NTP does, to well under a lease).
+
+Changes: each transaction that changes a job names it, once committed, to the store's
+``listeners`` (in this process); PostgreSQL also sends it with ``NOTIFY`` on ``CHANNEL``, so
+that the gateways sharing the database hear of each other's changes (SQLite has no such thing:
+its changes are heard in the process that made them only).
+
+Admission: ``submit`` refuses a job (``QuotaExceeded``) while the queue drains and, with a
+``quota`` set, beyond the images and pixel-steps an owner may ask for per day or the images the
+whole queue may hold; checked in the transaction that adds the job, so gateways cannot both let
+the last one in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from disco_service.server.quotas import Quota, QuotaExceeded, job_pixel_steps, utc_day
 from disco_service.server.store.records import (
     IMAGE_COLUMNS,
     AlreadySent,
@@ -34,7 +46,11 @@ from disco_service.server.store.schema import MIGRATIONS, SCHEMA_VERSION
 from disco_service.server.tokens import fingerprint
 from disco_service.wire import JobStatus
 
-__all__ = ["JobStore", "StoreError", "token_hash"]
+__all__ = ["CHANNEL", "JobStore", "StoreError", "token_hash"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "disco_jobs"  # PostgreSQL's NOTIFY channel of job changes; the payload is the job's id
 
 _UNFINISHED = "('queued', 'waiting', 'running')"
 _SENT = "('waiting', 'running')"
@@ -89,6 +105,7 @@ class _Tx:
 
     def __init__(self, cursor: Any, translate: Callable[[str], str]):
         self.cursor, self.translate = cursor, translate
+        self.changed: list[str] = []  # the jobs this transaction changed, told once it commits
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.cursor.execute(self.translate(sql), tuple(params))
@@ -141,6 +158,9 @@ class JobStore:
     def __init__(self, clock: Callable[[], float] = time.time):
         self.clock = clock
         self._lock = threading.RLock()
+        # called with a job's id after each committed change of it, from the thread that made it
+        self.listeners: list[Callable[[str], None]] = []
+        self.quota: Quota | None = None  # the volume each owner and the queue may take (None: unbounded)
 
     # ----- what backends provide -----
 
@@ -162,10 +182,30 @@ class JobStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _publish(self, tx: _Tx, job_id: str) -> None:
+        """Tell other processes, within the transaction, that ``job_id`` changed (PostgreSQL's NOTIFY)."""
+
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[_Tx]:
-        with self._lock, self._begin(write) as cursor:
-            yield _Tx(cursor, self._translate)
+        with self._lock:
+            with self._begin(write) as cursor:
+                tx = _Tx(cursor, self._translate)
+                yield tx
+            changed = list(dict.fromkeys(tx.changed))
+        for job_id in changed:
+            for listener in list(self.listeners):
+                try:
+                    listener(job_id)
+                except Exception:  # a listener's fault must not undo nor hide a committed change
+                    log.exception("state store: a listener of job changes failed")
+
+    def _changed(self, tx: _Tx, job_id: str | None) -> None:
+        if job_id is not None and job_id not in tx.changed:
+            tx.changed.append(job_id)
+            self._publish(tx, job_id)
+
+    def _changed_doc(self, tx: _Tx, doc_id: str) -> None:
+        self._changed(tx, tx.value("SELECT job_id FROM images WHERE doc_id = ?", (doc_id,)))
 
     # ----- schema -----
 
@@ -212,7 +252,8 @@ class JobStore:
         """Add a job of ``len(seeds)`` queued images (image ``i``: seed ``seeds[i]``, Document id
         ``doc_ids[i]``, a new random one by default). ``settings``: JSON-able. Raises
         ``TooManyUnfinished`` when ``owner`` already has ``max_unfinished`` unfinished jobs (checked
-        under a lock on the owner, so two gateways cannot both let an extra one in)."""
+        under a lock on the owner, so two gateways cannot both let an extra one in), and
+        ``QuotaExceeded`` while the queue drains or beyond ``quota`` (see the module's text)."""
         now = self.clock()
         doc_ids = list(doc_ids) if doc_ids is not None else [uuid.uuid4().hex for _ in seeds]
         if len(doc_ids) != len(seeds):
@@ -224,6 +265,7 @@ class JobStore:
                 count = self._unfinished(tx, owner)
                 if count >= max_unfinished:
                     raise TooManyUnfinished(count, max_unfinished)
+            self._admit(tx, owner, settings, len(seeds), now)
             tx.run(
                 "INSERT INTO jobs (id, owner, created, changed, settings, has_init_image, has_video) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -234,7 +276,56 @@ class JobStore:
                     "INSERT INTO images (job_id, idx, seed, doc_id, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
                     (job_id, idx, int(seed), doc_id, now, now),
                 )
+            self._changed(tx, job_id)
         return StoredJob(job_id, owner, now, now, settings, has_init_image, has_video)
+
+    def _admit(self, tx: _Tx, owner: str, settings: dict[str, Any], images: int, now: float) -> None:
+        """Refuse the job (``QuotaExceeded``) while draining or beyond the quota; else count it in the day's usage."""
+        if tx.value("SELECT draining FROM queue_state WHERE id = 1"):
+            raise QuotaExceeded.draining()
+        quota = self.quota
+        if quota is None:
+            return
+        if quota.max_queued_images:
+            queued = tx.value("SELECT COUNT(*) FROM images WHERE status = 'queued'")
+            if queued + images > quota.max_queued_images:
+                raise QuotaExceeded.queue_full(queued, images, quota.max_queued_images)
+        pixel_steps = job_pixel_steps(settings, images)
+        day = utc_day(now)
+        row = tx.one("SELECT images, pixel_steps FROM usage WHERE owner = ? AND day = ?", (owner, day))
+        used_images, used_pixel_steps = (row["images"], row["pixel_steps"]) if row else (0, 0.0)
+        if owner not in quota.exempt:
+            quota.check_day(now, used_images, images, used_pixel_steps, pixel_steps)
+        tx.run(
+            "INSERT INTO usage (owner, day, images, pixel_steps) VALUES (?, ?, ?, ?) ON CONFLICT (owner, day) "
+            "DO UPDATE SET images = usage.images + excluded.images, "
+            "pixel_steps = usage.pixel_steps + excluded.pixel_steps",
+            (owner, day, images, pixel_steps),
+        )
+
+    def usage(self, owner: str, day: str | None = None) -> dict[str, Any]:
+        """What ``owner`` asked for on ``day`` (UTC ``YYYY-MM-DD``, default today): ``images``, ``pixel_steps``."""
+        day = day or utc_day(self.clock())
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT images, pixel_steps FROM usage WHERE owner = ? AND day = ?", (owner, day))
+        return {"day": day, "images": row["images"] if row else 0, "pixel_steps": row["pixel_steps"] if row else 0.0}
+
+    # ----- the operator's switches -----
+
+    def switches(self) -> dict[str, bool]:
+        """``paused`` (no image is claimed) and ``draining`` (no job is accepted either)."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT paused, draining FROM queue_state WHERE id = 1")
+        return {"paused": bool(row and row["paused"]), "draining": bool(row and row["draining"])}
+
+    def set_switches(self, paused: bool | None = None, draining: bool | None = None) -> dict[str, bool]:
+        """Set ``paused`` and/or ``draining`` for every gateway of the store; the switches as they are now."""
+        with self._tx() as tx:
+            if paused is not None:
+                tx.run("UPDATE queue_state SET paused = ? WHERE id = 1", (int(paused),))
+            if draining is not None:
+                tx.run("UPDATE queue_state SET draining = ? WHERE id = 1", (int(draining),))
+        return self.switches()
 
     @staticmethod
     def _unfinished(tx: _Tx, owner: str) -> int:
@@ -303,6 +394,7 @@ class JobStore:
                 f"UPDATE images SET {sets} WHERE job_id = ? AND idx = ?", (*(values[n] for n in names), job_id, idx)
             )
             tx.run("UPDATE jobs SET changed = ? WHERE id = ?", (self.clock(), job_id))
+            self._changed(tx, job_id)
         return changed > 0
 
     def image(self, doc_id: str) -> StoredImage | None:
@@ -323,7 +415,21 @@ class JobStore:
     def delete_job(self, job_id: str) -> bool:
         """Remove the job and everything kept about it; False when there was none."""
         with self._tx() as tx:
-            return tx.run("DELETE FROM jobs WHERE id = ?", (job_id,)) > 0
+            tx.run("DELETE FROM sent_docs WHERE job_id = ?", (job_id,))
+            tx.run("DELETE FROM images WHERE job_id = ?", (job_id,))
+            gone = tx.run("DELETE FROM jobs WHERE id = ?", (job_id,)) > 0
+            if gone:
+                self._changed(tx, job_id)
+        return gone
+
+    def doc_ids_of(self, job_id: str) -> list[str]:
+        """Every Document id the job's images have, or were sent under (where their files are kept)."""
+        with self._tx(write=False) as tx:
+            rows = tx.rows(
+                "SELECT doc_id FROM images WHERE job_id = ? UNION SELECT doc_id FROM sent_docs WHERE job_id = ?",
+                (job_id, job_id),
+            )
+        return sorted(row["doc_id"] for row in rows)
 
     def prune(self, ttl_s: float) -> list[str]:
         """Remove finished jobs unchanged for ``ttl_s`` seconds; their ids."""
@@ -339,6 +445,7 @@ class JobStore:
             ]
             for job_id in gone:
                 tx.run("DELETE FROM jobs WHERE id = ?", (job_id,))
+                self._changed(tx, job_id)
         return gone
 
     # ----- the queue -----
@@ -374,11 +481,13 @@ class JobStore:
     def claim_next(self, claimer: str, lease_s: float, slots: int) -> StoredImage | None:
         """Claim the next image in the queue's order for ``claimer`` for ``lease_s`` seconds, if the
         images in flight are fewer than ``slots``; the image, or None (no free slot, nothing queued).
-        Claims take turns (a lock on the queue's one row), so two claimers never both take the last slot."""
+        Claims take turns (a lock on the queue's one row), so two claimers never both take the last slot.
+        None while the queue is paused."""
         now = self.clock()
         with self._tx() as tx:
-            turn = tx.value("SELECT turn FROM queue_state WHERE id = 1" + self._for_update)
-            if tx.value(_IN_FLIGHT, (now,)) >= slots:
+            state = tx.one("SELECT turn, paused FROM queue_state WHERE id = 1" + self._for_update)
+            turn = state["turn"]
+            if state["paused"] or tx.value(_IN_FLIGHT, (now,)) >= slots:
                 return None
             row = tx.one(
                 f"SELECT {_I_COLUMNS}, j.owner AS owner_ FROM images i JOIN jobs j ON j.id = i.job_id "
@@ -421,6 +530,7 @@ class JobStore:
                 "sent_doc_id = doc_id, attempt = attempt + 1, updated = ? WHERE doc_id = ?",
                 (now, now, now, doc_id),
             )
+            self._changed(tx, row["job_id"])
         image = _image(row)
         image.status, image.sent, image.first_sent = JobStatus.WAITING.value, now, image.first_sent or now
         image.sent_doc_id, image.attempt, image.updated = doc_id, image.attempt + 1, now
@@ -484,6 +594,7 @@ class JobStore:
             )
             if changed:
                 self._touch(tx, doc_id=new_doc_id)
+                self._changed_doc(tx, new_doc_id)
         return new_doc_id if changed else None
 
     # ----- progress, the end, cancel -----
@@ -501,13 +612,13 @@ class JobStore:
         values = [JobStatus(v).value if n == "status" else v for n, v in ((n, state[n]) for n in names)]
         sets = "".join(f"{name} = ?, " for name in names)
         with self._tx() as tx:
-            return (
-                tx.run(
-                    f"UPDATE images SET {sets}updated = ? WHERE doc_id = ? AND status IN {_UNFINISHED}",
-                    (*values, self.clock(), doc_id),
-                )
-                > 0
+            changed = tx.run(
+                f"UPDATE images SET {sets}updated = ? WHERE doc_id = ? AND status IN {_UNFINISHED}",
+                (*values, self.clock(), doc_id),
             )
+            if changed:
+                self._changed_doc(tx, doc_id)
+        return changed > 0
 
     def finish(
         self,
@@ -534,6 +645,7 @@ class JobStore:
             )
             if ended:
                 self._touch(tx, doc_id=doc_id)
+                self._changed_doc(tx, doc_id)
         return ended > 0
 
     def _touch(self, tx: _Tx, doc_id: str) -> None:
@@ -561,6 +673,7 @@ class JobStore:
                 (reason, now, job_id),
             )
             rows = tx.rows(f"SELECT doc_id FROM images WHERE job_id = ? AND status IN {_SENT} ORDER BY idx", (job_id,))
+            self._changed(tx, job_id)
         return [row["doc_id"] for row in rows]
 
     def cancel_reason(self, doc_id: str) -> str | None:
@@ -597,6 +710,16 @@ class JobStore:
         up by its hash, so its text is never compared (nor kept)."""
         with self._tx(write=False) as tx:
             return tx.value("SELECT owner FROM tokens WHERE hash = ? AND revoked IS NULL", (token_hash(token),))
+
+    def token_status(self, token: str) -> dict[str, Any] | None:
+        """What the store knows of ``token``: its ``owner`` and ``revoked`` (None while accepted), or None."""
+        with self._tx(write=False) as tx:
+            return tx.one("SELECT owner, revoked FROM tokens WHERE hash = ?", (token_hash(token),))
+
+    def has_tokens(self) -> bool:
+        """Whether the store accepts any token."""
+        with self._tx(write=False) as tx:
+            return tx.value("SELECT COUNT(*) FROM tokens WHERE revoked IS NULL") > 0
 
     def tokens(self) -> list[dict[str, Any]]:
         """Every token the store knows, oldest first: owner, label, created, revoked (None if accepted)."""

@@ -3,6 +3,8 @@
 Each store holds one connection; transactions are explicit. Claims lock the queue's one row
 (``FOR UPDATE``) so that claimers count the images in flight one at a time, and pick their image
 with ``FOR UPDATE SKIP LOCKED`` so that rows another transaction holds are passed over, not waited for.
+Each change of a job is also sent with ``NOTIFY`` (the channel ``CHANNEL``, the job's id as payload),
+which PostgreSQL delivers to every listening connection once the transaction commits.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from disco_service.server.store.base import JobStore, _Tx
+from disco_service.server.store.base import CHANNEL, JobStore, _Tx
 
 __all__ = ["PostgresStore"]
 
@@ -36,6 +38,9 @@ class PostgresStore(JobStore):
 
     def _translate(self, sql: str) -> str:
         return sql.replace("?", "%s")  # the statements hold no other question marks (nor percent signs)
+
+    def _publish(self, tx: _Tx, job_id: str) -> None:
+        tx.run("SELECT pg_notify(?, ?)", (CHANNEL, job_id))  # delivered when the transaction commits
 
     def _lock_migrations(self, tx: _Tx) -> None:
         tx.run("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))

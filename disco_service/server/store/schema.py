@@ -91,5 +91,22 @@ _TOKENS = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_JOBS, _TOKENS]  # step n is MIGRATIONS[n - 1]
+_OPERATOR = [
+    # The operator's switches, shared by every gateway: paused (no image is claimed; those running
+    # finish), draining (no job is accepted either).
+    "ALTER TABLE queue_state ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE queue_state ADD COLUMN draining INTEGER NOT NULL DEFAULT 0",
+    # What each owner asked for per day (UTC, ``YYYY-MM-DD``): images and pixel-steps (width x height
+    # x sampled steps, summed over the images), counted when a job is accepted; deleting or
+    # cancelling a job gives nothing back.
+    """CREATE TABLE usage (
+        owner TEXT NOT NULL,
+        day TEXT NOT NULL,
+        images BIGINT NOT NULL DEFAULT 0,
+        pixel_steps DOUBLE PRECISION NOT NULL DEFAULT 0,
+        PRIMARY KEY (owner, day)
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_JOBS, _TOKENS, _OPERATOR]  # step n is MIGRATIONS[n - 1]
 SCHEMA_VERSION = len(MIGRATIONS)
