@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from disco.settings import (
     LIGHTHOUSE,
     SETTING_NAMES,
+    Limits,
     Settings,
     SettingsError,
     parse_schedule,
@@ -202,3 +203,17 @@ def test_anything_that_is_not_a_mapping_is_refused_cleanly(value):
         return
     with pytest.raises(SettingsError):
         validate_settings(value)
+
+
+def test_prompts_are_capped_per_request_and_per_frame_of_a_schedule():
+    tiny = dict(width_height=[64, 64], steps=2, skip_steps=0, tokens=False)
+    assert len(validate_settings(text_prompts=[f"p{i}" for i in range(100)], **tiny).text_prompts) == 100
+    with pytest.raises(SettingsError, match=r"^text_prompts: at most 100 prompts are allowed per request, got 101"):
+        validate_settings(text_prompts=[f"p{i}" for i in range(101)], **tiny)
+    per_frame = "^text_prompts: at most 100 prompts are allowed per frame of a schedule, got 10000 at frame 7$"
+    with pytest.raises(SettingsError, match=per_frame):
+        validate_settings(text_prompts={"0": ["a"], "7": ["b"] * 10_000}, **tiny)
+    few = Limits(max_prompts=2)
+    with pytest.raises(SettingsError, match="at most 2 prompts"):
+        validate_settings(text_prompts=["a", "b", "c"], limits=few, **tiny)
+    assert validate_settings(text_prompts=["a", "b"], limits=few, **tiny).text_prompts == ["a", "b"]

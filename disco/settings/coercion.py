@@ -83,10 +83,11 @@ def _prompt_list(value: Any, limits: Limits, frame: int | None = None) -> list[s
         value = [value]
     if not isinstance(value, list | tuple) or not value:
         raise SettingsError("text_prompts", f"must be a non-empty list of prompts, got {value!r}")
-    if len(value) > limits.max_prompts:
-        where = "per request" if frame is None else f"per frame of a schedule (frame {frame} has {len(value)})"
+    if len(value) > limits.max_prompts:  # each prompt is embedded by every CLIP model at every step
+        where = "per request" if frame is None else "per frame of a schedule"
+        at = "" if frame is None else f" at frame {frame}"
         raise SettingsError(
-            "text_prompts", f"at most {limits.max_prompts} prompts are allowed {where}, got {len(value)}"
+            "text_prompts", f"at most {limits.max_prompts} prompts are allowed {where}, got {len(value)}{at}"
         )
     for p in value:
         if not isinstance(p, str) or not p.strip():
