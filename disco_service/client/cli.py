@@ -103,7 +103,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every setting with its meaning, what is allowed and its default (disco/settings.py)."""
+    """Every setting with its meaning, what is allowed and its default (disco/settings/fields.py)."""
     parser = argparse.ArgumentParser(
         prog="client.py",
         formatter_class=_HelpFormatter,
