@@ -109,6 +109,8 @@ def compile_expression(name: str, text: str) -> Expression:
         if isinstance(node, ast.Name) and node.id == "t":
             uses_t = True
             return lambda t: t
+        if isinstance(node, ast.Name) and node.id.lower() in ("nan", "inf", "infinity"):
+            raise SettingsError(name, f"{node.id} in {text!r} is not a finite number")
         if isinstance(node, ast.Name) and node.id in CONSTANTS:
             constant = CONSTANTS[node.id]
             return lambda t: constant

@@ -112,7 +112,9 @@ def test_schedules_with_numbers_that_are_not_finite_are_refused_as_such(name, sc
 
 
 @pytest.mark.parametrize("name", KEYFRAME)
-@pytest.mark.parametrize("text", ["1e400", "0: (1), 5: (-1e400)", "0: (10**400)", "0: (exp(t*1000))"])
+@pytest.mark.parametrize(
+    "text", ["1e400", "0: (1), 5: (-1e400)", "0: (10**400)", "0: (exp(t*1000))", "nan", "0: (1), 3: (-inf)"]
+)
 def test_key_frames_that_are_not_finite_are_refused_as_such(name, text):
     with pytest.raises(SettingsError, match=f"^{name}: .*not a finite number"):
         validate_settings(BASE, tokens=False, animation_mode="2D", **{name: text})
