@@ -8,15 +8,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disco.settings import (
+    DEFAULT_LIMITS,
     LIGHTHOUSE,
     SETTING_NAMES,
     Limits,
     Settings,
     SettingsError,
+    default,
+    kind,
     parse_schedule,
+    read_setting,
     settings_from_yaml,
     validate_settings,
 )
+from disco.settings.coercion import KIND_READERS, READERS
 from disco_service import wire
 
 SEED_DEFAULTS = {
@@ -217,3 +222,13 @@ def test_prompts_are_capped_per_request_and_per_frame_of_a_schedule():
     with pytest.raises(SettingsError, match="at most 2 prompts"):
         validate_settings(text_prompts=["a", "b", "c"], limits=few, **tiny)
     assert validate_settings(text_prompts=["a", "b"], limits=few, **tiny).text_prompts == ["a", "b"]
+
+
+def test_every_setting_is_read_by_the_reader_of_its_kind_or_its_own():
+    defaults = validate_settings(tokens=False).to_dict()
+    for name in SETTING_NAMES:
+        assert READERS.get(name) or kind(name) in KIND_READERS, f"{name} has no reader"
+        assert read_setting(name, default(name), DEFAULT_LIMITS) == defaults[name], name
+    assert read_setting("steps", 12.0, DEFAULT_LIMITS) == 12  # a whole float, as gRPC's Struct sends it
+    with pytest.raises(SettingsError, match=r"^steps: must be in \[1, 1000\], got 1001$"):
+        read_setting("steps", 1001, DEFAULT_LIMITS)  # the bounds come from the field table
