@@ -26,9 +26,9 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Limits:
     """What one request may cost: ``max_pixels`` (width x height), ``max_pixel_steps``
-    (width x height x sampled steps, None: no cap) and ``max_prompts`` (prompts in a list, and in
-    each frame's list of a prompt schedule). A server sets its own (``DISCO_MAX_PIXELS``,
-    ``DISCO_MAX_PIXEL_STEPS``, read by ``disco_service.config``)."""
+    (width x height x sampled steps, None: no cap) and ``max_prompts`` (prompts in one request: in
+    its list, or in each frame's list of a prompt schedule and all of them together). A server
+    sets its own (``DISCO_MAX_PIXELS``, ``DISCO_MAX_PIXEL_STEPS``, read by ``disco_service.config``)."""
 
     max_pixels: int = 2048 * 2048
     max_pixel_steps: int | None = None

@@ -218,6 +218,9 @@ def test_prompts_are_capped_per_request_and_per_frame_of_a_schedule():
     per_frame = "^text_prompts: at most 100 prompts are allowed per frame of a schedule, got 10000 at frame 7$"
     with pytest.raises(SettingsError, match=per_frame):
         validate_settings(text_prompts={"0": ["a"], "7": ["b"] * 10_000}, **tiny)
+    many_frames = {str(frame): [f"p{frame}"] for frame in range(101)}
+    with pytest.raises(SettingsError, match="^text_prompts: .* per request, got 101 over the 101 frames of the sch"):
+        validate_settings(text_prompts=many_frames, **tiny)
     few = Limits(max_prompts=2)
     with pytest.raises(SettingsError, match="at most 2 prompts"):
         validate_settings(text_prompts=["a", "b", "c"], limits=few, **tiny)

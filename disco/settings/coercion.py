@@ -115,6 +115,13 @@ def _prompt_schedule(value: Mapping, limits: Limits) -> dict[int, list[str]]:
         if isinstance(prompts, Mapping):
             raise SettingsError("text_prompts", f"each frame's prompts must be a list of texts, got {dict(prompts)!r}")
         schedule[frame] = _prompt_list(prompts, limits, frame)
+    total = sum(len(prompts) for prompts in schedule.values())
+    if total > limits.max_prompts:  # the encoder embeds every frame's prompts at once
+        raise SettingsError(
+            "text_prompts",
+            f"at most {limits.max_prompts} prompts are allowed per request, got {total} over the "
+            f"{len(schedule)} frames of the schedule",
+        )
     return dict(sorted(schedule.items()))
 
 
