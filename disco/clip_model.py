@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip_catalog import DEFAULT_CLIP_MODEL, OPENAI_MEAN, OPENAI_STD, clip_spec
-from .settings import SettingsError
+from .errors import SettingsError
 
 CLIP_ARCH = clip_spec(DEFAULT_CLIP_MODEL).architecture  # "RN50-quickgelu"
 CLIP_INPUT_SIZE = 224  # RN50's

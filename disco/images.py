@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .settings import SettingsError
+from .errors import SettingsError
 
 # An init image is resized to the output, so any photo will do; only a picture whose header claims
 # more pixels than this (about 11585 x 11585, beyond any camera's) is refused as a decompression bomb.

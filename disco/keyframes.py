@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import SettingsError
+from .errors import SettingsError
 
 FUNCTIONS: dict[str, tuple[Callable[..., float], int | None]] = {  # name: (function, number of arguments)
     "sin": (math.sin, 1),
@@ -77,6 +77,8 @@ class Expression:
         """The value at frame ``t`` as a finite float; raises ``SettingsError`` naming ``name`` otherwise."""
         try:
             result = float(self.evaluate(float(t)))
+        except OverflowError:
+            raise SettingsError(name, f"{self.text!r} is not a finite number at frame {t} (it overflows)") from None
         except (ArithmeticError, ValueError) as exc:  # division by zero, overflow, math domain errors
             raise SettingsError(name, f"{self.text!r} cannot be computed at frame {t}: {exc}") from None
         except RecursionError:
@@ -102,11 +104,13 @@ def compile_expression(name: str, text: str) -> Expression:
             except OverflowError:
                 number = math.inf
             if not math.isfinite(number):
-                raise SettingsError(name, f"the number in {text!r} is too large")
+                raise SettingsError(name, f"a number in {text!r} is not a finite number (it overflows)")
             return lambda t: number
         if isinstance(node, ast.Name) and node.id == "t":
             uses_t = True
             return lambda t: t
+        if isinstance(node, ast.Name) and node.id.lower() in ("nan", "inf", "infinity"):
+            raise SettingsError(name, f"{node.id} in {text!r} is not a finite number")
         if isinstance(node, ast.Name) and node.id in CONSTANTS:
             constant = CONSTANTS[node.id]
             return lambda t: constant

@@ -23,11 +23,11 @@ import torch
 from . import fast, weights
 from .clip_catalog import CLIP_FILES, DEFAULT_CLIP_MODEL
 from .clip_model import load_clip
+from .errors import SettingsError
 from .lpips_loss import load_lpips
 from .models import is_checkpoint_path
 from .sampler import Models
 from .secondary import load_secondary
-from .settings import SettingsError
 from .unet import MODEL_CONFIGS, LayoutMismatch, load_checkpoint, load_unet
 from .weights import CLIP_FILE, SECONDARY_FILE, VGG16_FILE, files_needed  # noqa: F401 (files_needed: re-exported)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .clip_catalog import DEFAULT_CLIP_MODEL
-from .settings import SettingsError
+from .errors import SettingsError
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
 _NOT_FINITE = re.compile(r"\s*[-+]?(nan|inf|infinity)\s*", re.IGNORECASE)
@@ -29,10 +29,9 @@ def parse_prompt(prompt: str) -> Prompt:
     head, sep, tail = prompt.rpartition(":")
     if not sep or (head.lower() in ("http", "https") and prompt.lower().startswith(_SCHEMES)):
         return Prompt(prompt.strip(), 1.0)
-    if _NOT_FINITE.fullmatch(tail):
-        raise SettingsError(
-            "text_prompts", f"prompt weight must be a finite number, got {tail.strip()!r} in {prompt!r}"
-        )
+    overflows = bool(_NUMBER.fullmatch(tail)) and not math.isfinite(float(tail))  # e.g. 1e400
+    if _NOT_FINITE.fullmatch(tail) or overflows:
+        raise SettingsError("text_prompts", f"the prompt weight {tail.strip()!r} in {prompt!r} is not a finite number")
     if not _NUMBER.fullmatch(tail):
         return Prompt(prompt.strip(), 1.0)
     if not head.strip():
@@ -72,7 +71,7 @@ def check_prompts(
         prompts = build_prompts(texts, style, artist)
         normalised_weights([p.weight for p in prompts])
         if tokens:
-            from .clip_model import check_prompt_length  # the tokenizer comes with open_clip (and torch)
+            from .clip_model import check_prompt_length  # lazy: open_clip and torch, not needed without tokens
 
             for model in clip_models:
                 for prompt in prompts:
@@ -100,6 +99,8 @@ def prompt_key_at(sets: Mapping[int, object], frame: int) -> int:
 def normalised_weights(weights: list[float]) -> list[float]:
     """Divide by the absolute sum (negative weights allowed); a sum near zero is refused."""
     total = sum(weights)
-    if abs(total) < 1e-3 or not math.isfinite(total):
+    if not math.isfinite(total):
+        raise SettingsError("text_prompts", f"prompt weights {weights} sum to {total}, not a finite number")
+    if abs(total) < 1e-3:
         raise SettingsError("text_prompts", f"prompt weights must not sum to 0, got {weights} (sum {total:g})")
     return [w / abs(total) for w in weights]

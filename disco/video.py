@@ -17,9 +17,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .errors import SettingsError
 from .images import MAX_INIT_PIXELS
 from .packages import pyav
-from .settings import SettingsError
 
 CRF = "17"  # the notebook's x264 quality (lower is better; 17 looks lossless to most eyes)
 

@@ -269,3 +269,22 @@ def test_the_schema_groups_the_animation_settings_as_motion():
     groups = {row["name"]: row["group"] for row in settings_schema()}
     assert groups["animation_mode"] == groups["video_init_path"] == groups["zoom"] == "motion"
     assert groups["steps"] is None and groups["init_image"] is None
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--steps", "1e400"], "error: steps: inf is not a finite number"),
+        (["--seed", "nan"], "error: seed: nan is not a finite number"),
+        (["--eta=-1e400"], "error: eta: -inf is not a finite number"),
+        (["--width_height", "64", "inf"], "error: width_height: inf is not a finite number"),
+        (["--transformation_percent", "0.5", "1e400"], "error: transformation_percent: inf is not a finite number"),
+        (["--clip_guidance_scale", "[1e400]*1000"], "error: clip_guidance_scale: '1e400' in '[1e400]*1000' is not"),
+        (["--zoom", "0: (1), 4: (1e400)"], "error: zoom: a number in '1e400' is not a finite number"),
+        (["--text_prompts", "a lighthouse:1e400"], "error: text_prompts: the prompt weight '1e400' in"),
+    ],
+)
+def test_numbers_that_are_not_finite_stop_the_cli_by_name(flags, message, no_downloads, capsys, tmp_path):
+    assert cli.main([*flags, "--output_dir", str(tmp_path / "out"), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err, err

@@ -8,13 +8,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from disco.settings import (
+    DEFAULT_LIMITS,
     LIGHTHOUSE,
     SETTING_NAMES,
+    Limits,
     Settings,
     SettingsError,
+    default,
+    kind,
     parse_schedule,
+    read_setting,
+    settings_from_yaml,
     validate_settings,
 )
+from disco.settings.coercion import KIND_READERS, READERS
 from disco_service import wire
 
 SEED_DEFAULTS = {
@@ -120,13 +127,13 @@ def test_yaml_round_trip(tmp_path):
     s = validate_settings(text_prompts=["a cat:2", "dog:-1"], steps=50, seed=7, cut_ic_pow="[1]*500+[2]*500")
     path = tmp_path / "settings.yml"
     s.to_yaml(path)
-    assert Settings.from_yaml(path) == s
-    assert Settings.from_yaml(s.to_yaml()) == s
+    assert settings_from_yaml(path) == s
+    assert settings_from_yaml(s.to_yaml()) == s
 
 
 def test_yaml_with_a_bad_value_names_it():
     with pytest.raises(SettingsError, match="^steps:"):
-        Settings.from_yaml("steps: -4\n")
+        settings_from_yaml("steps: -4\n")
 
 
 def test_schedules():
@@ -201,3 +208,30 @@ def test_anything_that_is_not_a_mapping_is_refused_cleanly(value):
         return
     with pytest.raises(SettingsError):
         validate_settings(value)
+
+
+def test_prompts_are_capped_per_request_and_per_frame_of_a_schedule():
+    tiny = dict(width_height=[64, 64], steps=2, skip_steps=0, tokens=False)
+    assert len(validate_settings(text_prompts=[f"p{i}" for i in range(100)], **tiny).text_prompts) == 100
+    with pytest.raises(SettingsError, match=r"^text_prompts: at most 100 prompts are allowed per request, got 101"):
+        validate_settings(text_prompts=[f"p{i}" for i in range(101)], **tiny)
+    per_frame = "^text_prompts: at most 100 prompts are allowed per frame of a schedule, got 10000 at frame 7$"
+    with pytest.raises(SettingsError, match=per_frame):
+        validate_settings(text_prompts={"0": ["a"], "7": ["b"] * 10_000}, **tiny)
+    many_frames = {str(frame): [f"p{frame}"] for frame in range(101)}
+    with pytest.raises(SettingsError, match="^text_prompts: .* per request, got 101 over the 101 frames of the sch"):
+        validate_settings(text_prompts=many_frames, **tiny)
+    few = Limits(max_prompts=2)
+    with pytest.raises(SettingsError, match="at most 2 prompts"):
+        validate_settings(text_prompts=["a", "b", "c"], limits=few, **tiny)
+    assert validate_settings(text_prompts=["a", "b"], limits=few, **tiny).text_prompts == ["a", "b"]
+
+
+def test_every_setting_is_read_by_the_reader_of_its_kind_or_its_own():
+    defaults = validate_settings(tokens=False).to_dict()
+    for name in SETTING_NAMES:
+        assert READERS.get(name) or kind(name) in KIND_READERS, f"{name} has no reader"
+        assert read_setting(name, default(name), DEFAULT_LIMITS) == defaults[name], name
+    assert read_setting("steps", 12.0, DEFAULT_LIMITS) == 12  # a whole float, as gRPC's Struct sends it
+    with pytest.raises(SettingsError, match=r"^steps: must be in \[1, 1000\], got 1001$"):
+        read_setting("steps", 1001, DEFAULT_LIMITS)  # the bounds come from the field table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import struct
 import sys
@@ -50,12 +51,15 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _whole(text: str) -> int:
-    """A whole number, also written as 1e3 or 250.0."""
+def _whole(text: str) -> int | float:
+    """A whole number, also written as 1e3 or 250.0 (inf, NaN and overflowing numbers such as
+    1e400 are passed on as floats: the validator refuses them by name as not finite numbers)."""
     try:
         return int(text)
     except ValueError:
         value = _number(text)
+        if not math.isfinite(value):
+            return value
         if not value.is_integer():
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         return int(value)
@@ -109,7 +113,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every setting with its meaning, what is allowed and its default (disco/settings.py)."""
+    """Every setting with its meaning, what is allowed and its default (disco/settings/fields.py)."""
     parser = argparse.ArgumentParser(
         prog="client.py",
         formatter_class=_HelpFormatter,

@@ -1,0 +1,350 @@
+"""The field table: every setting's default, type, meaning and limits, as the ``Settings`` dataclass.
+
+The seed API's parameters keep the PaddleHub module's names and defaults; the Disco Diffusion
+extras are keyword-only there and carry the module's defaults. The ``Settings`` fields are the
+one source of each setting's default and type: the client's signature and command line, the wire
+protocol's number restoring, the coercion of every value and the web page's form are read from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from ..clip_catalog import CLIP_MODELS, CLIP_SPECS, DEFAULT_CLIP_MODEL
+from ..models import DEFAULT_MODEL
+from ..models import DIFFUSION_MODELS as MODELS
+from .schedules import parse_schedule
+from .texts import (
+    ANIMATION_MODES,
+    BATCH_NAME_ALLOWED,
+    CHECKPOINT_ALLOWED,
+    CLIP_MODELS_ALLOWED,
+    DIFFUSION_MODELS,
+    KEYFRAMES,
+    LIGHTHOUSE,
+    MAX_BATCHES,
+    MAX_FRAMES,
+    MAX_STEPS,
+    MAX_TRANSFORMATIONS,
+    PERLIN_MODES,
+    SAMPLING_MODES,
+    SCALE_ALLOWED,
+    SCHEDULE,
+)
+from .yaml_io import write_yaml
+
+
+def setting(
+    default: Any = None,
+    meaning: str = "",
+    *,
+    factory: Any = None,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    choice_meanings: Mapping[str, str] | None = None,
+    allowed: str | None = None,
+    shown: str | None = None,
+) -> Any:
+    """A field of ``Settings``: its default, what it means (``--help``) and what is allowed.
+
+    ``low``, ``high`` and ``choices`` are the limits the validator enforces; ``choice_meanings``
+    says in one line what each choice is for; ``allowed`` words the limits the validator checks in
+    code of its own (e.g. multiples of 64; with ``choices``: what else is allowed); ``shown`` is
+    the default as ``--help`` writes it, when its repr is not helpful.
+    """
+    meta = {
+        "meaning": meaning,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "choice_meanings": choice_meanings,
+        "allowed": allowed,
+        "shown": shown,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Settings:
+    """Every generation setting, one field each; ``validate_settings`` makes checked ones."""
+
+    # The seed API (PaddleHub disco_diffusion_clip_rn50), in its order.
+    text_prompts: list[str] | dict[int, list[str]] = setting(
+        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0); for an "
+        "animation also {frame: [prompts], ...}: the latest key at or before a frame applies",
+        factory=lambda: [LIGHTHOUSE, "yellow color scheme"],
+        allowed="one or more prompts of at most 77 CLIP tokens, or a JSON object of frame numbers to such lists",
+        shown="the lighthouse prompt and 'yellow color scheme'",
+    )
+    init_image: str | bytes | None = setting(None, "start from this image instead of noise", allowed="a path or URL")
+    width_height: list[int] = setting(
+        meaning="output width and height",
+        factory=lambda: [1280, 768],
+        allowed="multiples of 64, at most the server's pixel cap (2048x2048 unless DISCO_MAX_PIXELS is set)",
+        shown="1280 768",
+    )
+    skip_steps: int = setting(
+        10, "skip the first (noisiest) steps; larger keeps more of an init image", low=0, allowed="0 to steps - 1"
+    )
+    steps: int = setting(250, "diffusion steps; more is slower and finer", low=1, high=MAX_STEPS)
+    init_scale: float | str = setting(
+        1000, "how strongly the result stays like init_image (LPIPS loss)", allowed=SCALE_ALLOWED
+    )
+    clip_guidance_scale: float | str = setting(
+        5000, "how strongly the image follows the prompts", allowed=SCALE_ALLOWED
+    )
+    tv_scale: float | str = setting(0, "smoothness (total variation) loss; 0 is off", allowed=SCALE_ALLOWED)
+    range_scale: float | str = setting(
+        150, "penalty on values outside the colour range; 0 is off", allowed=SCALE_ALLOWED
+    )
+    sat_scale: float | str = setting(0, "saturation penalty; 0 is off", allowed=SCALE_ALLOWED)
+    perlin_init: bool = setting(False, "start from perlin noise instead of Gaussian noise")
+    perlin_mode: str = setting("mixed", "the perlin noise's colours", choices=PERLIN_MODES)
+    seed: int | None = setting(
+        None, "random seed; image i uses seed + i", low=0, high=2**32 - 1, shown="a random seed, reported"
+    )
+    display_rate: int = setting(10, "keep a frame every this many steps (and the last)", low=1)
+    n_batches: int = setting(4, "how many images", low=1, high=MAX_BATCHES)
+    batch_name: str = setting("", "part of the output file names", allowed=BATCH_NAME_ALLOWED)
+    use_gpu: bool = setting(True, "use the GPU when there is one (a remote Flow decides for itself)")
+    output_dir: str = setting(
+        "disco_diffusion_clip_rn50_out", "where the PNGs, GIFs and sprite sheets go", allowed="a directory"
+    )
+    # Disco Diffusion extras (keyword-only in the API).
+    style: str | None = setting(None, "a style, appended to the first prompt's text as ',STYLE' (as the module does)")
+    artist: str | None = setting(
+        None, "an artist, appended to the first prompt's text as ',ARTIST,trending on artstation' (as the module does)"
+    )
+    cutn_batches: int | str = setting(
+        4,
+        "batches of cutouts CLIP judges at each step; a step's time grows with it",
+        low=1,
+        high=64,
+        allowed=f"a whole number 1 to 64, or such numbers as {SCHEDULE}",
+    )
+    diffusion_sampling_mode: str = setting("ddim", "the sampler", choices=SAMPLING_MODES)
+    eta: float = setting(0.8, "DDIM's noise: 0 is deterministic, 1 adds the most", low=0.0, high=1.0)
+    clamp_grad: bool = setting(True, "clamp the guidance gradient to clamp_max")
+    clamp_max: float | str = setting(
+        0.05,
+        "the largest guidance gradient when clamp_grad is on",
+        low=0.0,
+        allowed=f"a number > 0 (>= 0 with clamp_grad off), or such numbers as {SCHEDULE}",
+    )
+    randomize_class: bool = setting(
+        True,
+        "kept for the module's signature: it picks a random ImageNet class for class-conditional models, "
+        "and every diffusion model here is unconditional, so it changes nothing",
+    )
+    clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
+    fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
+    rand_mag: float = setting(0.05, "how much noise fuzzy_prompt adds", low=0.0)
+    cut_overview: str = setting(
+        "[12]*400+[4]*600", "whole-image cutouts per batch, by step", allowed=f"cutout counts as {SCHEDULE}"
+    )
+    cut_innercut: str = setting(
+        "[4]*400+[12]*600", "zoomed-in cutouts per batch, by step", allowed=f"cutout counts as {SCHEDULE}"
+    )
+    cut_ic_pow: float | str = setting(
+        1, "how small the zoomed-in cutouts get (larger: smaller)", allowed=f"a number > 0, or {SCHEDULE}"
+    )
+    cut_icgray_p: str = setting(
+        "[0.2]*400+[0]*600", "the chance that a cutout is grey, by step", allowed=f"probabilities 0 to 1 as {SCHEDULE}"
+    )
+    batch_size: int = setting(1, "images per sampler call", low=1, high=1)
+    diffusion_model: str = setting(
+        DEFAULT_MODEL,
+        "the diffusion model: what kind of picture it paints",
+        choices=DIFFUSION_MODELS,
+        choice_meanings={name: model.description for name, model in MODELS.items()},
+        allowed=CHECKPOINT_ALLOWED,
+    )
+    use_secondary_model: bool = setting(
+        True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
+    )
+    skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
+    clip_models: list[str] = setting(
+        meaning="the CLIP models that judge the image; each gets its own cutouts at its input size and its own "
+        "prompt embeddings, and their losses add up (each model adds its time and memory)",
+        factory=lambda: [DEFAULT_CLIP_MODEL],
+        choices=CLIP_MODELS,  # each element's (a form offers them; the validator checks them in _clip_models)
+        choice_meanings={name: spec.about for name, spec in CLIP_SPECS.items()},
+        allowed=CLIP_MODELS_ALLOWED,
+        shown=DEFAULT_CLIP_MODEL,
+    )
+    use_horizontal_symmetry: bool = setting(
+        False, "at transformation_percent of the run, mirror the image's left half onto its right half"
+    )
+    use_vertical_symmetry: bool = setting(
+        False, "at transformation_percent of the run, mirror the image's top half onto its bottom half"
+    )
+    transformation_percent: list[float] = setting(
+        meaning="when the symmetry settings mirror the image: fractions of the sampled steps (0.09: after 9%)",
+        factory=lambda: [0.09],
+        allowed=f"1 to {MAX_TRANSFORMATIONS} fractions, each between 0 and 1 (both excluded)",
+        shown="0.09",
+    )
+
+    # Animation (the Disco Diffusion notebook's "Animation Settings"): one job makes every frame.
+    animation_mode: str = setting(
+        "None",
+        "None: still images; 2D: each frame starts from the previous one moved by angle, zoom and translation; "
+        "Video Input: each frame starts from a frame of video_init_path",
+        choices=ANIMATION_MODES,
+    )
+    max_frames: int = setting(
+        MAX_FRAMES, "frames of an animation (Video Input: at most this many of the video's)", low=1, high=MAX_FRAMES
+    )
+    angle: str = setting("0:(0)", "2D: rotation per frame in degrees, counter-clockwise", allowed=KEYFRAMES)
+    zoom: str = setting("0: (1), 10: (1.05)", "2D: scale per frame (1: none, above 1 zooms in)", allowed=KEYFRAMES)
+    translation_x: str = setting("0: (0)", "2D: pixels per frame to the right", allowed=KEYFRAMES)
+    translation_y: str = setting("0: (0)", "2D: pixels per frame downwards", allowed=KEYFRAMES)
+    frames_scale: float = setting(
+        1500, "animation: how strongly each frame stays like the one it starts from (LPIPS loss)", low=0.0
+    )
+    frames_skip_steps: str = setting(
+        "60%",
+        "animation: share of the steps skipped for every frame after the first (Video Input: every frame); "
+        "more flickers less but adds less new detail",
+        allowed="a percentage from 0% to 99% that leaves at least one step",
+    )
+    video_init_path: Annotated[str | bytes | None, "video"] = setting(
+        None, "Video Input: the video (the client reads the file and sends its bytes)", allowed="a video file"
+    )
+    extract_nth_frame: int = setting(2, "Video Input: use every nth frame of the video", low=1)
+    video_init_seed_continuity: bool = setting(
+        False, "Video Input: every frame uses the same seed (otherwise frame n uses seed + n)"
+    )
+    fps: float = setting(12, "2D: frames per second of the MP4 (Video Input keeps the video's pace)", low=1, high=120)
+    resume_run: bool = setting(
+        False, "continue an animation from its frames in output_dir (same batch_name; seed, or its latest run)"
+    )
+    resume_from_frame: int | None = setting(
+        None, "with resume_run: keep frames up to this one and make the rest", low=0, shown="after the last frame"
+    )
+
+    def schedule(self, name: str) -> list[float]:
+        """A number-or-schedule setting's value at each of the 1000 virtual steps (a number: all alike).
+
+        Raises ``SettingsError`` naming the setting when its value cannot be read as a schedule."""
+        return parse_schedule(name, getattr(self, name))
+
+    @property
+    def width(self) -> int:
+        """The image's width in pixels."""
+        return self.width_height[0]
+
+    @property
+    def height(self) -> int:
+        """The image's height in pixels."""
+        return self.width_height[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by name (a deep copy: changing it leaves these settings as they are)."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """These settings as YAML text (also written to ``path`` when given); image bytes are left out."""
+        return write_yaml(self.to_dict(), path)
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+# The notebook's "Animation Settings": a form shows them together ("motion" in settings_schema)
+MOTION_SETTINGS = (
+    "animation_mode", "max_frames", "angle", "zoom", "translation_x", "translation_y", "frames_scale",
+    "frames_skip_steps", "video_init_path", "extract_nth_frame", "video_init_seed_continuity", "fps", "resume_run",
+    "resume_from_frame",
+)  # fmt: skip
+FIELD_META = {f.name: f.metadata for f in fields(Settings)}  # each setting's meaning and limits (see setting())
+
+
+def limits_of(name: str) -> tuple[Any, Any]:
+    """The (low, high) bounds of a numeric setting, as the validator enforces them (None: open)."""
+    return FIELD_META[name]["low"], FIELD_META[name]["high"]
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The values a setting offers (None: it offers no list of choices)."""
+    return FIELD_META[name]["choices"]
+
+
+def choice_meanings(name: str) -> dict[str, str]:
+    """What each of a setting's choices is for, in one line each (empty: the setting has none)."""
+    return dict(FIELD_META[name]["choice_meanings"] or {})
+
+
+# ----- each setting's type, read from the fields (the one source for the wire, the CLI and the page) -----
+
+KINDS = (
+    "bool",
+    "int",
+    "float",
+    "number_or_schedule",
+    "int_or_schedule",
+    "text",
+    "optional_text",
+    "texts",
+    "numbers",
+    "size",
+    "image",
+    "video",
+)
+KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")
+
+
+@cache
+def kind(name: str) -> str:
+    """The kind of value a setting holds, from its field's type: one of ``KINDS``.
+
+    ``int``: whole numbers (also when a transport turned them into floats), ``float``: any number,
+    ``number_or_schedule``: a number or a schedule text, ``int_or_schedule``: a whole number or a
+    schedule text of whole numbers, ``texts``: a list of texts (``text_prompts`` also a mapping of
+    frame numbers to such lists), ``numbers``: a list of numbers, ``size``: two whole numbers,
+    ``image``: a path, URL or bytes (``init_image``), ``video``: a video file's path or bytes
+    (``video_init_path``, marked so in its ``Annotated`` type).
+    """
+    hint = typing.get_type_hints(Settings, include_extras=True)[name]
+    if typing.get_origin(hint) is Annotated:
+        return hint.__metadata__[0]
+    args = set(typing.get_args(hint)) - {type(None)}
+    if args and all(typing.get_origin(a) in (list, dict) for a in args):
+        return "texts"  # a list of texts, or frame numbers to lists of texts
+    optional = type(None) in typing.get_args(hint)
+    if hint is bool:
+        return "bool"
+    if hint is int or (optional and args == {int}):
+        return "int"
+    if hint is float:
+        return "float"
+    if args == {float, str}:
+        return "number_or_schedule"
+    if args == {int, str}:
+        return "int_or_schedule"
+    if hint is str:
+        return "text"
+    if optional and args == {str}:
+        return "optional_text"
+    lists = {(int,): "size", (float,): "numbers", (str,): "texts"}
+    if typing.get_origin(hint) is list and typing.get_args(hint) in lists:
+        return lists[typing.get_args(hint)]
+    if bytes in args:
+        return "image"
+    raise TypeError(f"Settings.{name}: no kind for {hint}")  # a new field type needs a kind here
+
+
+def default(name: str) -> Any:
+    """A setting's default value (a fresh copy for lists)."""
+    spec = Settings.__dataclass_fields__[name]
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+
+
+SEED_API_NAMES = SETTING_NAMES[: SETTING_NAMES.index("output_dir") + 1]  # the seed API's parameters, in order

@@ -1,0 +1,79 @@
+"""The cut-schedule grammar: a value per virtual step, written ``[12]*400+[4]*600`` (read without eval)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ..errors import SettingsError
+from .scalars import read_float, read_int
+from .texts import SCHEDULE_LENGTH
+
+_TERM = re.compile(r"\s*\[([^\[\]]*)\]\s*(?:\*\s*(\d+))?\s*")
+
+
+def parse_schedule(name: str, value: Any, length: int = SCHEDULE_LENGTH) -> list[float]:
+    """A per-virtual-step schedule: a number (constant), a list, or ``[a, b]*n + [c]*m`` text.
+
+    Returns ``length`` finite floats; raises ``SettingsError`` naming ``name`` for anything else
+    (a value that is inf, NaN or overflows a float is "not a finite number")."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [read_float(name, value)] * length
+    if isinstance(value, list | tuple):
+        values = [read_float(name, v) for v in value]
+    elif isinstance(value, str):
+        values = []
+        for term in value.split("+"):
+            match = _TERM.fullmatch(term)
+            if not match:
+                raise SettingsError(
+                    name, f"cannot parse {term.strip()!r} in {value!r}; write terms like [12]*400+[4]*600"
+                )
+            items = [s.strip() for s in match.group(1).split(",") if s.strip()]
+            try:
+                numbers = [float(s) for s in items]
+            except ValueError:
+                raise SettingsError(name, f"schedule values must be numbers, got [{match.group(1)}]") from None
+            bad = next((i for i, n in zip(items, numbers, strict=True) if not math.isfinite(n)), None)
+            if bad is not None:
+                raise SettingsError(name, f"{bad!r} in {value!r} is not a finite number")
+            repeats = match.group(2) or "1"
+            if len(repeats) > 9:  # more than any length; int() of a very long text raises ValueError
+                raise SettingsError(name, f"{value!r} is longer than {length} steps")
+            repeat = int(repeats)
+            if len(numbers) * repeat > length:
+                raise SettingsError(name, f"{value!r} is longer than {length} steps")
+            values.extend(numbers * repeat)
+    else:
+        raise SettingsError(name, f"must be a schedule like '[12]*400+[4]*600' or a number, got {value!r}")
+    if len(values) != length:
+        raise SettingsError(name, f"must cover exactly {length} steps, {value!r} covers {len(values)}")
+    return values
+
+
+def count_schedule(name: str, value: Any) -> list[int]:
+    """A schedule of cutout counts: whole numbers >= 0 at every virtual step."""
+    values = parse_schedule(name, value)
+    if any(v < 0 or not v.is_integer() for v in values):
+        raise SettingsError(name, f"cutout counts must be whole numbers >= 0, got {value!r}")
+    return [int(v) for v in values]
+
+
+def number_or_schedule(
+    name: str, value: Any, low: float | None = None, high: float | None = None, whole: bool = False
+) -> float | int | str:
+    """A number (returned as ``read_float``/``read_int`` return it), or a schedule text whose every
+    value passes the same checks (returned as written)."""
+    check = read_int if whole else read_float
+    if not isinstance(value, str) or not value.lstrip().startswith("["):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(name, f"must be a number or a schedule such as [5000]*500+[2000]*500, got {value!r}")
+        return check(name, value, low, high)
+    for v in sorted(set(parse_schedule(name, value))):
+        try:
+            check(name, v, low, high)
+        except SettingsError as exc:
+            problem = str(exc).removeprefix(f"{name}: ")
+            raise SettingsError(name, f"every value of the schedule {value!r} {problem}") from None
+    return value

@@ -1,0 +1,122 @@
+"""``validate_settings``: every setting read into its type (``coercion``), then the rules between
+settings, written here by hand. It runs at the two trust boundaries (the client API, and the
+server's first executor) before any model loads; its error names the parameter, the bad value and
+what is allowed. Limits a server sets (``Limits``) come in as an argument: nothing here reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import DEFAULT_LIMITS, Limits, SettingsError
+from ..keyframes import keyframe_series
+from ..models import DIFFUSION_MODELS as MODELS
+from ..prompts import check_prompts
+from .coercion import PERCENTAGE, coerce_settings
+from .fields import KEYFRAME_SETTINGS, SETTING_NAMES, Settings
+from .scalars import read_int
+from .schedules import count_schedule
+from .yaml_io import read_yaml
+
+
+def validate_settings(
+    values: Mapping[str, Any] | Settings | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    tokens: bool = True,
+    **overrides: Any,
+) -> Settings:
+    """Check and normalise every setting; raise ``SettingsError`` naming the first bad one.
+
+    Returns new ``Settings``: ``values`` (a mapping or ``Settings``) is never changed, and
+    validating its result again gives equal settings. ``limits``: the cost caps of the server that
+    will run it. The prompts are parsed and checked in full (weights, their sum and, with
+    ``tokens``, CLIP's 77-token limit, which needs open_clip's tokenizer and so torch), so a bad
+    prompt fails here, before any model loads.
+    """
+    if isinstance(values, Settings):
+        values = values.to_dict()
+    if values is not None and not isinstance(values, Mapping):
+        raise SettingsError("settings", f"must be a mapping of setting names to values, got {type(values).__name__}")
+    data = {**(values or {}), **overrides}
+    unknown = [k for k in data if k not in SETTING_NAMES]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), SETTING_NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        name = str(unknown[0]) if str(unknown[0]).isidentifier() else repr(unknown[0])
+        raise SettingsError(name, f"unknown setting{hint} Known settings: {', '.join(SETTING_NAMES)}")
+    s = Settings(**coerce_settings(data, limits))  # every value checked on its own
+
+    if s.skip_steps >= s.steps:
+        raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
+    if s.clamp_grad and min(s.schedule("clamp_max")) <= 0:
+        at = "at every step " if isinstance(s.clamp_max, str) else ""
+        raise SettingsError("clamp_max", f"must be > 0 {at}when clamp_grad is on, got {s.clamp_max!r}")
+    overview, inner = count_schedule("cut_overview", s.cut_overview), count_schedule("cut_innercut", s.cut_innercut)
+    if any(o + i == 0 for o, i in zip(overview, inner, strict=True)):
+        raise SettingsError("cut_innercut", "cut_overview + cut_innercut must be at least 1 at every step")
+    _check_model_needs(s)
+    if s.animation_mode == "2D":
+        for name in KEYFRAME_SETTINGS:
+            keyframe_series(name, getattr(s, name), s.max_frames)  # every frame's value: a bad one fails now
+    frames_skip_steps(s)
+    if s.resume_from_frame is not None:
+        read_int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)
+    _check_cost(s, limits)
+    check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens, clip_models=s.clip_models)
+    if s.animation_mode != "None":
+        s = dataclasses.replace(s, n_batches=1)  # one animation per run, as in the notebook
+    return s
+
+
+def settings_from_yaml(text_or_path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> Settings:
+    """Validated settings from YAML text or the ``.yml``/``.yaml`` file it names (see ``read_yaml``)."""
+    return validate_settings(read_yaml(text_or_path), limits=limits)
+
+
+def frames_skip_steps(s: Settings) -> int:
+    """The steps skipped for every animation frame after the first: ``floor(steps * percentage / 100)``,
+    as the notebook computes them from ``frames_skip_steps`` (e.g. ``"60%"``)."""
+    match = PERCENTAGE.fullmatch(s.frames_skip_steps) if isinstance(s.frames_skip_steps, str) else None
+    if not match:
+        raise SettingsError(
+            "frames_skip_steps", f"must be a percentage from 0% to 99% such as '60%', got {s.frames_skip_steps!r}"
+        )
+    skipped = math.floor(s.steps * float(match.group(1)) / 100)
+    if skipped >= s.steps:
+        raise SettingsError(
+            "frames_skip_steps", f"{s.frames_skip_steps} of {s.steps} steps skips them all: lower it or raise steps"
+        )
+    return skipped
+
+
+def _check_model_needs(s: Settings) -> None:
+    """Refuse settings the chosen model cannot work with (its ``needs``), naming the setting."""
+    model = MODELS.get(s.diffusion_model)
+    for need in model.needs if model else ():
+        value = getattr(s, need.setting)
+        if value not in need.allowed:
+            allowed = " or ".join(repr(a) for a in need.allowed)
+            raise SettingsError(
+                need.setting,
+                f"diffusion_model {model.name} needs {need.setting} {allowed} ({need.why}), got {value!r}",
+            )
+
+
+def _check_cost(s: Settings, limits: Limits) -> None:
+    """Refuse an image above the server's pixel-step cap (width x height x sampled steps)."""
+    cap = limits.max_pixel_steps
+    cost = s.width * s.height * (s.steps - s.skip_steps)
+    if cap is not None and cost > cap:
+        raise SettingsError(
+            "steps",
+            f"{s.width}x{s.height} pixels x {s.steps - s.skip_steps} steps (steps - skip_steps) is {cost} "
+            f"pixel-steps, above this server's cap of {cap} (DISCO_MAX_PIXEL_STEPS): "
+            "lower width_height or steps, or raise skip_steps",
+        )
