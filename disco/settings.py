@@ -105,9 +105,6 @@ def setting(
 
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
-CLIP_MODELS_ALLOWED = "one or more of (open_clip's model::pretrained names): " + "; ".join(
-    f"{name} ({spec.about})" for name, spec in CLIP_SPECS.items()
-)
 SCALE_ALLOWED = "a number, or numbers as a schedule over 1000 steps such as [5000]*500+[2000]*500"
 MAX_TRANSFORMATIONS = 100
 KEYFRAMES = (
@@ -223,12 +220,12 @@ class Settings:
     )
     skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
     clip_models: list[str] = setting(
-        meaning="the CLIP models that judge the image; each gets its own cutouts at its input size and its own "
-        "prompt embeddings, and their losses add up (each model adds its time and memory)",
+        meaning="the CLIP models that judge the image (open_clip's model::pretrained names); each gets its own "
+        "cutouts at its input size and its own prompt embeddings, and their losses add up (each model adds its "
+        "time and memory)",
         factory=lambda: [DEFAULT_CLIP_MODEL],
         choices=CLIP_MODELS,  # each element's (a form offers them; the validator checks them in _clip_models)
         choice_meanings={name: spec.about for name, spec in CLIP_SPECS.items()},
-        allowed=CLIP_MODELS_ALLOWED,
         shown=DEFAULT_CLIP_MODEL,
     )
     use_horizontal_symmetry: bool = setting(
@@ -360,7 +357,8 @@ def describe(name: str) -> tuple[str, str, str]:
     if meta["choices"]:
         meanings = meta["choice_meanings"] or {}
         listed = [f"{c} ({meanings[c]})" if c in meanings else c for c in meta["choices"]]
-        allowed = "one of " + ("; " if meanings else ", ").join(listed)
+        several = isinstance(value, list)  # a list setting's choices are its elements'
+        allowed = ("one or more of " if several else "one of ") + ("; " if meanings else ", ").join(listed)
         if meta["allowed"]:
             allowed += f"; or {meta['allowed']}"
     elif meta["allowed"]:
