@@ -16,6 +16,10 @@ Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
 makes the same frames as one that was never stopped. The notebook's ``3D`` mode (a depth warp
 with MiDaS and AdaBins) would be one more way to make a frame's start from the previous frame,
 beside ``warp_2d``.
+
+What a run makes and needs (its frames, each frame's settings and steps, whether LPIPS is needed)
+is planned in ``disco.animation_plan`` (re-exported here: ``plan_run``, ``frame_settings``), which
+needs no torch, so the client plans with the sampler's own rules before any model is loaded.
 """
 
 from __future__ import annotations
