@@ -137,7 +137,7 @@ def banner(host: str | None, grpc_port: int, http_port: int, private: str | None
         hosts = list(dict.fromkeys(["127.0.0.1", private or private_address()]))
     else:
         hosts = [f"[{host}]" if ":" in host else host]
-    lines = ["The Flow is ready to serve, listening on:"]
+    lines = ["Flow is ready to serve! Listening on:"]  # the first words as jina says them: scripts wait for them
     lines += [f"  gRPC  grpc://{h}:{grpc_port}" for h in hosts]
     lines += [f"  HTTP  http://{h}:{http_port}  (the page: http://{h}:{http_port}/ui/)" for h in hosts]
     return "\n".join(lines)

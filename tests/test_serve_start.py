@@ -63,6 +63,7 @@ def test_serve_py_with_bad_tokens_prints_no_traceback():
 
 def test_the_banner_shows_only_the_addresses_the_flow_listens_on():
     own = serve.banner("127.0.0.1", 51000, 51001, private="10.1.2.3")
+    assert own.startswith("Flow is ready to serve!")  # jina's words, which scripts and tests wait for
     assert "grpc://127.0.0.1:51000" in own and "http://127.0.0.1:51001/ui/" in own and "10.1.2.3" not in own
     everywhere = serve.banner(None, 51000, 51001, private="10.1.2.3")
     assert "grpc://10.1.2.3:51000" in everywhere and "grpc://127.0.0.1:51000" in everywhere
