@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +48,31 @@ def gpu_count() -> int:
         return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout.count("UUID")
     except (OSError, subprocess.SubprocessError):
         return 0
+
+
+def cuda_usable() -> bool:
+    """Whether torch sees a CUDA GPU, asked in a child process (this one stays without torch and CUDA)."""
+    code = "import torch; print(torch.cuda.is_available())"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError):
+        return True  # cannot tell: the executors decide, as with auto
+    return done.stdout.strip() != "False"
+
+
+def flow_device(use_gpu: str | None, configured: str) -> str | None:
+    """The executors' device, decided once for the Flow: ``auto`` (``use_gpu``, else the
+    ``configured`` ``DISCO_USE_GPU``) on a machine without a usable CUDA GPU becomes ``0`` with
+    one warning here, where each executor process would warn on its own; else ``use_gpu``."""
+    if (use_gpu or configured) != "auto" or gpu_count() > 0 or cuda_usable():
+        return use_gpu
+    print(
+        "[serve] warning: no CUDA GPU is usable: the Flow runs on the CPU (much slower); "
+        "DISCO_USE_GPU=0 (or --use-gpu 0) chooses the CPU without this warning",
+        file=sys.stderr,
+        flush=True,
+    )
+    return "0"
 
 
 def flow_config(
@@ -100,6 +126,33 @@ def load_flow(replicas: int | None = None, port: int | None = None, http_port: i
     return Flow.load_config(flow_config(replicas, port, http_port, **uses_with))
 
 
+WILDCARDS = ("", "0.0.0.0", "::")  # a gateway bound to one of these listens on every interface
+
+
+def private_address() -> str:
+    """This machine's address on its network (the one a route outwards leaves from); ``127.0.0.1`` without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the interface
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def banner(host: str | None, grpc_port: int, http_port: int, private: str | None = None) -> str:
+    """The start banner: the addresses the Flow's gateway listens on and nothing else. Bound to
+    ``host`` it is reached at ``host`` only; bound to every interface (no host, ``0.0.0.0``) at
+    ``127.0.0.1`` and at this machine's ``private`` address (default: ``private_address()``)."""
+    if (host or "") in WILDCARDS:
+        hosts = list(dict.fromkeys(["127.0.0.1", private or private_address()]))
+    else:
+        hosts = [f"[{host}]" if ":" in host else host]
+    lines = ["Flow is ready to serve! Listening on:"]  # the first words as jina says them: scripts wait for them
+    lines += [f"  gRPC  grpc://{h}:{grpc_port}" for h in hosts]
+    lines += [f"  HTTP  http://{h}:{http_port}  (the page: http://{h}:{http_port}/ui/)" for h in hosts]
+    return "\n".join(lines)
+
+
 def run_flow(args: argparse.Namespace) -> None:
     """Serve the Flow in this process until SIGTERM/SIGINT or until the process that started it is gone."""
     stop = threading.Event()
@@ -112,10 +165,11 @@ def run_flow(args: argparse.Namespace) -> None:
             time.sleep(1)
         stop.set()
 
-    if args.quiet:  # a client's own Flow: its start-up banner (jina prints it with rich's print) is not shown
-        import jina.orchestrate.flow.base as flow_base
+    import jina.orchestrate.flow.base as flow_base
 
-        flow_base.print = lambda *args, **kwargs: None
+    # jina's banner (printed with rich's print) shows a private address also when the gateway is
+    # bound to another one: this process prints its own, and none for a client's own Flow (quiet)
+    flow_base.print = lambda *args, **kwargs: None
     with load_flow(
         args.replicas,
         args.port,
@@ -126,6 +180,9 @@ def run_flow(args: argparse.Namespace) -> None:
         host=args.host,
         flow_secret=config.load().flow_secret,
     ) as flow:
+        if not args.quiet:
+            grpc_port, http_port = flow.port  # flow_config's order: grpc, http
+            print(banner(args.host, grpc_port, http_port), flush=True)
         args.ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
         flow.block(stop_event=stop)
@@ -168,7 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
+    try:  # every DISCO_* value, checked before anything starts: the Flow's processes read them too
+        cfg = config.load()
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
+    if not args.flow_only:  # the supervisor decides for every Flow it starts (and restarts)
+        args.use_gpu = flow_device(args.use_gpu, cfg.use_gpu)
     if not os.environ.get("DISCO_FLOW_SECRET", "").strip():
         # one secret for this Flow, kept across the supervisor's restarts (the environment, not argv:
         # other users on this machine can read a process's arguments, not its environment)

@@ -16,22 +16,32 @@ Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
 makes the same frames as one that was never stopped. The notebook's ``3D`` mode (a depth warp
 with MiDaS and AdaBins) would be one more way to make a frame's start from the previous frame,
 beside ``warp_2d``.
+
+What a run makes and needs (its frames, each frame's settings and steps, whether LPIPS is needed)
+is planned in ``disco.animation_plan`` (re-exported here: ``plan_run``, ``frame_settings``), which
+needs no torch, so the client plans with the sampler's own rules before any model is loaded.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .animation_plan import AnimationPlan, frame_settings, later_frame_settings, plan_run
 from .images import array_to_init, to_uint8_hwc
 from .keyframes import keyframe_series
 from .packages import opencv
 from .sampler import Models, StepReport, sample_image
-from .settings import KEYFRAME_SETTINGS, Settings, frames_skip_steps
+from .settings import KEYFRAME_SETTINGS, Settings
+
+__all__ = [
+    "AnimationPlan", "FrameStep", "Motion", "PromptsAt", "animate", "frame_seed", "frame_settings",
+    "later_frame_settings", "motion_series", "plan_run", "transform_matrix_2d", "warp_2d",
+]  # fmt: skip
 
 # (embeddings (m, d) by CLIP model, or one tensor for RN50 alone; weights) of the prompts that apply at a frame
 PromptsAt = Callable[[int], tuple[torch.Tensor | Mapping[str, torch.Tensor], list[float]]]
@@ -100,15 +110,6 @@ def frame_seed(settings: Settings, seed: int, frame: int) -> int:
     return seed + frame
 
 
-def later_frame_settings(settings: Settings) -> Settings:
-    """The settings of a frame that starts from a picture made from another frame (every 2D frame
-    after the first, every video frame): ``frames_skip_steps`` skipped, ``init_scale =
-    frames_scale``, no perlin noise."""
-    return replace(
-        settings, skip_steps=frames_skip_steps(settings), init_scale=settings.frames_scale, perlin_init=False
-    )
-
-
 def animate(
     settings: Settings,
     prompts_at: PromptsAt,
@@ -143,22 +144,21 @@ def animate(
         video = iter(video_frames)
     else:
         raise ValueError(f"animation_mode must be '2D' or 'Video Input' for an animation, got {mode!r}")
-    later = later_frame_settings(settings)
     previous = previous_frame
     for n in range(start_frame, frames):
         if mode == "2D" and n == 0:
-            frame_settings, start = settings, init_image
+            start = init_image
         elif mode == "2D":
-            frame_settings = later
             start = array_to_init(warp_2d(previous, motion[n]), settings.width, settings.height)
         else:
             picture = next(video, None)
             if picture is None:
                 return  # the video has fewer frames than announced
-            frame_settings, start = later, array_to_init(picture, settings.width, settings.height)
+            start = array_to_init(picture, settings.width, settings.height)
         embeds, weights = prompts_at(n)
         seed_n = frame_seed(settings, seed, n)
-        for report in sample_image(frame_settings, embeds, weights, models, seed=seed_n, init_image=start):
+        sampled = frame_settings(settings, n)  # as the plan counted its steps and models
+        for report in sample_image(sampled, embeds, weights, models, seed=seed_n, init_image=start):
             finished = None
             if report.step == report.total:
                 finished = previous = to_uint8_hwc(report.image)

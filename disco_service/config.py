@@ -22,7 +22,18 @@ from disco.settings import DEFAULT_LIMITS, Limits
 from disco_service.server.quotas import Quota
 from disco_service.server.tokens import fingerprint
 
-__all__ = ["Config", "ConfigError", "DATABASE_SCHEMES", "DEVICE_CHOICES", "load", "MODES", "VARIABLES", "Variable"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DATABASE_SCHEMES",
+    "DEVICE_CHOICES",
+    "load",
+    "MIRRORS_ALLOWED",
+    "MODES",
+    "TOKENS_ALLOWED",
+    "VARIABLES",
+    "Variable",
+]
 
 DEVICE_CHOICES = ("auto", "1", "0")
 MODES = ("fast", "exact")  # disco.fast.MODES, without importing torch to read the configuration
@@ -82,8 +93,20 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
+TOKENS_ALLOWED = (
+    "tokens of 16 to 256 printable characters without spaces or commas, comma-separated, "
+    "or @FILE naming a file with one a line"
+)
+MIRRORS_ALLOWED = "comma-separated base URLs starting http://, https:// or file://"
+
+
 class ConfigError(ValueError):
-    """An environment variable holds a value that is not allowed; the message names it."""
+    """An environment variable holds a value that is not allowed. ``name`` is the variable; the
+    message reads ``NAME: what is wrong; allowed: what is``, as ``error: ...`` shows it."""
+
+    def __init__(self, name: str, problem: str, allowed: str):
+        super().__init__(f"{name}: {problem}; allowed: {allowed}")
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -133,12 +156,13 @@ def _number(environ: Mapping[str, str], name: str, default: float, kind: type, l
     text = environ.get(name, "").strip()
     if not text:
         return kind(default)
+    allowed = f"{'a whole number' if kind is int else 'a number'} of at least {low:g}"
     try:
         value = kind(text)
     except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__} >= {low}, got {text!r}") from None
+        raise ConfigError(name, f"{text!r} is not {'a whole number' if kind is int else 'a number'}", allowed) from None
     if value < low:
-        raise ConfigError(f"{name} must be a {kind.__name__} >= {low}, got {text!r}")
+        raise ConfigError(name, f"{text!r} is too small", allowed)
     return value
 
 
@@ -146,8 +170,20 @@ def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[
     text = environ.get(name, "").strip().lower() or default
     text = (aliases or {}).get(text, text)
     if text not in allowed:
-        raise ConfigError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {environ.get(name)!r}")
+        raise ConfigError(
+            name, f"{environ.get(name)!r} is not one of the choices", f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+        )
     return text
+
+
+def _token_problem(token: str) -> str | None:
+    """What is wrong with ``token`` (without showing it whole: it is a secret), or None."""
+    shown = f"a token of {len(token)} characters starting {token[:4]!r}"
+    if not 16 <= len(token) <= 256:
+        return f"{shown} is {'too short' if len(token) < 16 else 'too long'}"
+    if not token.isprintable() or " " in token or "," in token:
+        return f"{shown} holds a space or an unprintable character"
+    return None
 
 
 def _tokens(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -158,22 +194,21 @@ def _tokens(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
         try:
             lines = Path(text[1:]).expanduser().read_text().splitlines()
             text = ",".join(line.strip() for line in lines if not line.strip().startswith("#"))
-        except OSError as exc:
-            raise ConfigError(f"{name} names a file that cannot be read: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(name, f"the file {text[1:]!r} cannot be read ({why})", TOKENS_ALLOWED) from None
     tokens = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     for token in tokens:
-        if not 16 <= len(token) <= 256 or not token.isprintable() or " " in token:
-            raise ConfigError(
-                f"{name}: each token must be 16 to 256 printable characters without spaces, "
-                f"got one of {len(token)} characters starting {token[:4]!r}"
-            )
+        if problem := _token_problem(token):
+            raise ConfigError(name, problem, TOKENS_ALLOWED)
     return tokens
 
 
 def _database_url(environ: Mapping[str, str]) -> str | None:
     url = environ.get("DISCO_DATABASE_URL", "").strip()
     if url and not url.startswith(DATABASE_SCHEMES):
-        raise ConfigError(f"DISCO_DATABASE_URL must start with {', '.join(DATABASE_SCHEMES)}, got {url[:20]!r}")
+        allowed = "a URL starting with " + ", ".join(DATABASE_SCHEMES)
+        raise ConfigError("DISCO_DATABASE_URL", f"{url[:20]!r}... is not a database URL", allowed)
     return url or None
 
 
@@ -187,15 +222,29 @@ def _state_dir(environ: Mapping[str, str]) -> Path:
     return base / "disco-diffusion"
 
 
+def _mirrors(environ: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    bases = tuple(b.strip().rstrip("/") for b in environ.get(name, "").split(",") if b.strip())
+    for base in bases:
+        if not base.lower().startswith(("http://", "https://", "file://")):
+            raise ConfigError(name, f"{base!r} is not a URL", MIRRORS_ALLOWED)
+    return bases or None
+
+
+def _client_token(environ: Mapping[str, str], name: str) -> str | None:
+    token = environ.get(name, "").strip()
+    if token and (problem := _token_problem(token)):
+        raise ConfigError(name, problem, "one token of 16 to 256 printable characters without spaces or commas")
+    return token or None
+
+
 def load(environ: Mapping[str, str] | None = None) -> Config:
     """The configuration from ``environ`` (default ``os.environ``); raises ``ConfigError`` naming a bad variable."""
     env = os.environ if environ is None else environ
-    mirrors = tuple(b.strip().rstrip("/") for b in env.get("DISCO_WEIGHTS_MIRROR", "").split(",") if b.strip())
     pixel_steps = env.get("DISCO_MAX_PIXEL_STEPS", "").strip()
     output_dir = env.get("DISCO_OUTPUT_DIR", "").strip()
     return Config(
         model_dir=Path(env.get("DISCO_MODEL_DIR") or Path.home() / ".cache" / "disco-diffusion").expanduser(),
-        weights_mirrors=mirrors or None,
+        weights_mirrors=_mirrors(env, "DISCO_WEIGHTS_MIRROR"),
         jobs_dir=Path(env.get("DISCO_JOBS_DIR") or Path(tempfile.gettempdir()) / "disco-jobs"),
         use_gpu=_choice(env, "DISCO_USE_GPU", "auto", DEVICE_CHOICES, {"true": "1", "false": "0"}),
         mode=_choice(env, "DISCO_MODE", "fast", MODES),
@@ -216,7 +265,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         max_images_per_day=int(_number(env, "DISCO_MAX_IMAGES_PER_DAY", 200, int, 0)),
         max_pixel_steps_per_day=_number(env, "DISCO_MAX_PIXEL_STEPS_PER_DAY", 1e10, float, 0),
         max_queued_images=int(_number(env, "DISCO_MAX_QUEUED_IMAGES", 500, int, 0)),
-        api_token=env.get("DISCO_API_TOKEN", "").strip() or None,
+        api_token=_client_token(env, "DISCO_API_TOKEN"),
         database_url=_database_url(env),
         state_dir=_state_dir(env),
         flow_secret=env.get("DISCO_FLOW_SECRET", "").strip() or None,

@@ -3,6 +3,8 @@
 For image ``i`` of a run (the run's ``seed``; image ``i`` itself used ``seed + i``):
 
     reverse_diffusion-{batch_name}-{seed}_{i}.png             the final image
+    reverse_diffusion-{batch_name}-{seed}_{i}-{status}.png    the last picture of an image that did not
+                                                              finish (cancelled, abandoned, shutdown, failed)
     reverse_diffusion-{batch_name}-{seed}_{i}-step{NNNN}.png  each kept frame
     reverse_diffusion-{batch_name}-{seed}_{i}.gif             the frames as an animation
     reverse_diffusion-{batch_name}-{seed}_{i}-sprite.png      the frames as a sprite sheet
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from disco.settings import SETTING_NAMES, Settings, SettingsError
-from disco_service.wire import restore_numbers
+from disco_service.wire import JobStatus, restore_numbers
 
 __all__ = [
     "base_prefix",
@@ -46,6 +48,7 @@ __all__ = [
     "finished_frames",
     "frame_path",
     "glob_escape",
+    "image_file_name",
     "image_settings",
     "latest_animation_seed",
     "PNG_KEY",
@@ -254,6 +257,16 @@ def check_output_dir(output_dir: str | Path) -> Path:
     return out
 
 
+def image_file_name(prefix: str, i: int, status: str | None = None) -> str:
+    """The file name of image ``i``'s last picture: ``{prefix}_{i}.png`` when it finished (``status``
+    ``done``, or none given), else ``{prefix}_{i}-{status}.png`` (e.g. ``-cancelled``): a picture
+    of an image stopped early, never to be mistaken for a finished one."""
+    if status in (None, "", JobStatus.DONE):
+        return f"{prefix}_{i}.png"
+    word = status if status in set(JobStatus) else "unfinished"  # a status of a later version: still not final
+    return f"{prefix}_{i}-{word}.png"
+
+
 def save_outputs(docs: Any, settings: Settings) -> list[Path]:
     """Write every Document's final image, frames, GIF and sprite sheet; record them in tags['files']."""
     out = Path(settings.output_dir).expanduser()  # as a shell user means it: ~ is the home folder
@@ -270,7 +283,7 @@ def save_outputs(docs: Any, settings: Settings) -> list[Path]:
                 path.write_bytes(embed_settings(data_uri_bytes(chunk.uri), recipe))
                 files.append(path)
         if doc.uri:
-            final = _inside(out, f"{prefix}_{i}.png")
+            final = _inside(out, image_file_name(prefix, i, doc.tags.get("status")))
             final.write_bytes(embed_settings(data_uri_bytes(doc.uri), recipe))
             files.insert(0, final)
         if len(doc.chunks):

@@ -26,28 +26,26 @@ keeps the record.
 
 import os
 import socket
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
-from disco.animation import animate
+from disco.animation import AnimationPlan, animate, plan_run
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc
 from disco.loading import ModelCache, select_device
 from disco.prompts import prompt_key_at
 from disco.sampler import sample_image
-from disco.settings import DIFFUSION_MODELS, SettingsError, frames_skip_steps
+from disco.settings import DIFFUSION_MODELS, SettingsError
 from disco.video import video_frames, video_info
 from disco_service import config, wire
 from disco_service.outputs import image_settings
 from disco_service.server.flow_secret import guard_executor, resolve
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import ResultStore
-from disco_service.wire import JobStatus
+from disco_service.server.sampling_run import SamplingRun
 
 
 class SamplingFailed(RuntimeError):
@@ -101,61 +99,21 @@ class DiffusionSampler(Executor):
         if doc.embedding is None:
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
         prompts_at = _prompts_at(doc, s.clip_models)
+        kept: list[dict] = []  # an image's frames in the result store: step and diffusion timestep
         if s.animation_mode == "None":
             init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
-            init_loss = init is not None and max(s.schedule("init_scale")) > 0  # LPIPS, when some step uses it
-            models = self.cache.models(s.diffusion_model, s.use_secondary_model, init_loss, s.clip_models)
-            state = {"total": s.steps - s.skip_steps}
-            kept: list[dict] = []  # the frames in the result store: step and diffusion timestep
+            plan = plan_run(s, init_image=init is not None)
+            models = self.cache.models(s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models)
             steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
-        else:
-            kept = []  # an animation's finished frames: on the job board, in the result store, with its client
-            job = _animation_job(doc, s)
-            models = self.cache.models(s.diffusion_model, s.use_secondary_model, job.with_init_loss, s.clip_models)
-            state = {"total": job.first_total, "frame": job.start, "frames": job.frames, "run_total": job.run_total}
-            steps = self._animation(doc, job, animate(s, prompts_at, models, s.seed, **job.arguments))
-            animation = {"frames": job.frames, "fps": job.fps, "start_frame": job.start}
-
-        started = time.time()
-        status, step, failure = JobStatus.DONE, 0, None
+        else:  # its finished frames: on the job board, in the result store, with its client
+            plan, arguments = _animation_job(doc, s)
+            models = self.cache.models(s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models)
+            steps = self._animation(doc, plan, animate(s, prompts_at, models, s.seed, **arguments))
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
-        self.board.update(doc.id, status=JobStatus.RUNNING, step=0, replica=self.replica, started=started, **state)
-        try:
-            if reason := self.board.stop_reason(doc.id):
-                status = reason
-            else:
-                for done in steps:
-                    step = done
-                    if reason := self.board.stop_reason(doc.id):
-                        status = reason  # stop at this step; the frames so far go back
-                        break
-                    # a caller silent for that long is gone (or never watched): free the sampler for others
-                    if time.time() - (self.board.last_seen(doc.id) or started) > timeout:
-                        status = JobStatus.ABANDONED
-                        break
-        except Exception as exc:  # any fault mid-run: report it, keep the frames made so far
-            status, failure = JobStatus.FAILED, wire.failure_of(exc)
-            if failure.code == wire.ErrorCode.INTERNAL:  # any other exception mid-run: a sampling fault
-                failure = wire.Failure(wire.ErrorCode.SAMPLING_FAILED, failure.message)
-        error = failure.tags() if failure else {"error": None}
-        finished = time.time()
-        total = state.get("run_total", state["total"])  # of an animation: the steps of the whole run
-        record = {
-            "status": JobStatus(status).value, "seed": s.seed, "settings": image_settings(doc.tags),
-            "steps_done": step, "total": total, **error, "replica": self.replica, "started": started,
-            "finished": finished, "frames": kept,
-        }  # fmt: skip
-        if s.animation_mode != "None":
-            record["animation"] = animation
-        self.store.finish(doc.id, record)
-        self.board.update(doc.id, status=status, **error, finished=finished)
-        doc.tags.update(
-            status=JobStatus(status).value, steps_done=step, total=total, replica=self.replica,
-            started=started, finished=finished,
-        )  # fmt: skip
-        if failure:
-            doc.tags.update(error)
+        run = SamplingRun(doc.id, plan, self.board, self.replica, timeout)
+        run.drive(steps)
+        doc.tags.update(run.end(self.store, run.record(s.seed, image_settings(doc.tags), kept)))
 
     def _image(self, doc: Document, reports, kept: list[dict]) -> Iterator[int]:
         """Run one image: every display frame becomes a chunk, the latest frame and a frame in the result
@@ -175,12 +133,12 @@ class DiffusionSampler(Executor):
             self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
             yield report.step
 
-    def _animation(self, doc: Document, job: "AnimationJob", frame_steps) -> Iterator[int]:
+    def _animation(self, doc: Document, plan: AnimationPlan, frame_steps) -> Iterator[int]:
         """Run an animation: display frames are the latest frame only, finished frames become
         chunks and board files; yields the steps done over the whole run."""
         done, finished = 0, 0
         recipe = image_settings(doc.tags)
-        doc.tags.update(frames=job.frames, mp4_fps=job.fps, frames_done=0)
+        doc.tags.update(frames=plan.frames, mp4_fps=plan.fps, frames_done=0)
         for item in frame_steps:
             report = item.report
             done += 1
@@ -197,7 +155,7 @@ class DiffusionSampler(Executor):
                 doc.tags["frames_done"] = finished
             self.board.update(
                 doc.id, png, frame=item.frame, frames=item.frames, step=report.step, total=report.total,
-                cur_t=report.cur_t, run_step=done, run_total=job.run_total, **shown,
+                cur_t=report.cur_t, run_step=done, run_total=plan.run_steps, **shown,
             )  # fmt: skip
             yield done
 
@@ -227,42 +185,23 @@ def _prompts_at(doc: Document, clip_models: list[str]):
     return prompts_at
 
 
-@dataclass
-class AnimationJob:
-    arguments: dict  # for disco.animation.animate
-    start: int  # the first frame to make
-    frames: int
-    fps: float  # the MP4's frame rate
-    first_total: int  # steps of the first frame made
-    run_total: int  # steps of every frame made
-    with_init_loss: bool
-
-
-def _animation_job(doc: Document, s) -> AnimationJob:
-    """What an animation request asks for: where it starts, from which picture or video, how long it is."""
+def _animation_job(doc: Document, s) -> tuple[AnimationPlan, dict]:
+    """What an animation request asks for: its plan (``disco.animation_plan``, as its client planned
+    it) and the arguments of ``disco.animation.animate`` (where it starts, from which picture or video)."""
     start = int(doc.tags.get("start_frame") or 0)
-    later_steps = s.steps - frames_skip_steps(s)
+    video = video_info(doc.blob) if s.animation_mode == "Video Input" else None
+    plan = plan_run(s, init_image=bool(doc.blob), start_frame=start, video=video)
+    if plan.complete:
+        raise SettingsError(
+            "resume_from_frame", f"the animation has {plan.frames} frames; nothing is left after {start}"
+        )
     arguments: dict = {"start_frame": start}
-    if s.animation_mode == "Video Input":
-        info = video_info(doc.blob)
-        frames = min(s.max_frames, info.extracted(s.extract_nth_frame))
-        fps = float(info.rate / s.extract_nth_frame) if info.rate else s.fps  # the video's pace
-        arguments.update(video_frames=video_frames(doc.blob, s.extract_nth_frame, start), frames=frames)
-        first_total, with_init_loss = later_steps, s.frames_scale > 0
+    if video is not None:
+        arguments.update(video_frames=video_frames(doc.blob, s.extract_nth_frame, start), frames=plan.frames)
     else:
-        frames, fps = s.max_frames, s.fps
         picture = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
         if start == 0:
             arguments["init_image"] = picture
-            first_total = s.steps - s.skip_steps
         else:  # resumed: the blob is the previous frame
             arguments["previous_frame"] = to_uint8_hwc(picture[0].add(1).div(2))
-            first_total = later_steps
-        with_init_loss = (start == 0 and picture is not None and max(s.schedule("init_scale")) > 0) or (
-            s.frames_scale > 0 and frames > max(start, 1)
-        )
-    if start >= frames:
-        raise SettingsError("resume_from_frame", f"the animation has {frames} frames; nothing is left after {start}")
-    return AnimationJob(
-        arguments, start, frames, fps, first_total, first_total + (frames - start - 1) * later_steps, with_init_loss
-    )
+    return plan, arguments

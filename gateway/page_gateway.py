@@ -50,7 +50,8 @@ from disco_service.transport import FlowClient
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "ui"
 MAX_LISTED = 200  # the newest images, so a large folder stays quick to list
-NOT_FINAL = re.compile(r"-(step\d+|sprite)\.png$")  # frames and sprite sheets sit beside each final PNG
+# frames, sprite sheets and the last pictures of images stopped early sit beside each final PNG
+NOT_FINAL = re.compile(r"-(step\d+|sprite|cancelled|abandoned|shutdown|failed|unfinished)\.png$")
 
 
 def output_dir() -> Path | None:

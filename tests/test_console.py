@@ -67,6 +67,18 @@ def test_help_gives_each_setting_its_meaning_allowed_values_and_one_default():
     assert "Disco Diffusion setting" not in done.stdout
 
 
+def test_help_names_each_clip_model_once(monkeypatch):
+    from disco.clip_catalog import CLIP_MODELS
+    from disco_service.client import cli
+
+    monkeypatch.setenv("COLUMNS", "10000")  # one line per option: no name broken at a hyphen
+    text = cli.build_parser().format_help()
+    entry = text[text.index("\n  --clip_models") :]
+    entry = entry[: entry.index("\n  --", 1)]  # up to the next option
+    for name in CLIP_MODELS:
+        assert entry.count(f"{name} (") == 1, name
+
+
 def test_the_cpu_estimate_matches_the_benchmark_and_says_how_to_make_it_small():
     from disco.settings import validate_settings
     from disco_service.client.cpu_estimate import SMALL_RUN, cpu_notice, cpu_seconds_per_step

@@ -100,3 +100,26 @@ def test_the_longest_name_fits_a_file_name_with_the_largest_seed_and_a_second_ru
     longest = max((p.name for p in again), key=lambda n: len(n.encode()))
     assert longest == f"reverse_diffusion-{'灯' * 66}-4294967295-run2_0-step0001.png"
     assert len(longest.encode()) <= 255 and (tmp_path / longest).is_file()
+
+
+@pytest.mark.parametrize("status", ["cancelled", "abandoned", "shutdown", "failed"])
+def test_an_image_stopped_early_is_not_named_as_a_finished_one(status, tmp_path):
+    s = validate_settings(**TINY, seed=42, n_batches=2, output_dir=str(tmp_path))
+    docs = finished_docs(s, 2)
+    docs[0].tags.update(status=status, steps_done=3)  # its last picture is of step 3 of 3
+    docs[1].tags["status"] = "done"
+    names = {p.name for p in save_outputs(docs, s)}
+    assert f"reverse_diffusion-42_0-{status}.png" in names and "reverse_diffusion-42_0.png" not in names
+    assert {"reverse_diffusion-42_0-step0003.png", "reverse_diffusion-42_1.png"} <= names  # the names as documented
+    assert [e["name"] for e in saved_images(tmp_path)] == ["reverse_diffusion-42_1.png"]  # the gallery's finals
+
+
+def test_the_longest_name_of_an_image_stopped_early_fits_a_file_name(tmp_path):
+    s = validate_settings(**TINY, batch_name="灯" * 66, seed=2**32 - 1, n_batches=1, output_dir=str(tmp_path))
+    save_outputs(finished_docs(s), s)
+    docs = finished_docs(s)
+    docs[0].tags["status"] = "abandoned"
+    again = save_outputs(docs, s)  # -run2
+    longest = max((p.name for p in again), key=lambda n: len(n.encode()))
+    assert len(longest.encode()) <= 255 and (tmp_path / longest).is_file()
+    assert (tmp_path / f"reverse_diffusion-{'灯' * 66}-4294967295-run2_0-abandoned.png").is_file()

@@ -24,7 +24,6 @@ from .texts import (
     ANIMATION_MODES,
     BATCH_NAME_ALLOWED,
     CHECKPOINT_ALLOWED,
-    CLIP_MODELS_ALLOWED,
     DIFFUSION_MODELS,
     KEYFRAMES,
     LIGHTHOUSE,
@@ -173,12 +172,12 @@ class Settings:
     )
     skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
     clip_models: list[str] = setting(
-        meaning="the CLIP models that judge the image; each gets its own cutouts at its input size and its own "
-        "prompt embeddings, and their losses add up (each model adds its time and memory)",
+        meaning="the CLIP models that judge the image (open_clip's model::pretrained names); each gets its own "
+        "cutouts at its input size and its own prompt embeddings, and their losses add up (each model adds its "
+        "time and memory)",
         factory=lambda: [DEFAULT_CLIP_MODEL],
         choices=CLIP_MODELS,  # each element's (a form offers them; the validator checks them in _clip_models)
         choice_meanings={name: spec.about for name, spec in CLIP_SPECS.items()},
-        allowed=CLIP_MODELS_ALLOWED,
         shown=DEFAULT_CLIP_MODEL,
     )
     use_horizontal_symmetry: bool = setting(

@@ -31,7 +31,8 @@ def describe(name: str) -> tuple[str, str, str]:
     if meta["choices"]:
         meanings = meta["choice_meanings"] or {}
         listed = [f"{c} ({meanings[c]})" if c in meanings else c for c in meta["choices"]]
-        allowed = "one of " + ("; " if meanings else ", ").join(listed)
+        several = isinstance(value, list)  # a list setting's choices are its elements'
+        allowed = ("one or more of " if several else "one of ") + ("; " if meanings else ", ").join(listed)
         if meta["allowed"]:
             allowed += f"; or {meta['allowed']}"
     elif meta["allowed"]:

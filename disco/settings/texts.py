@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..clip_catalog import CLIP_SPECS
 from ..models import DIFFUSION_MODELS as MODELS
 
 LIGHTHOUSE = (
@@ -25,9 +24,6 @@ MAX_BATCHES = 1000
 MAX_TRANSFORMATIONS = 100
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
-CLIP_MODELS_ALLOWED = "one or more of (open_clip's model::pretrained names): " + "; ".join(
-    f"{name} ({spec.about})" for name, spec in CLIP_SPECS.items()
-)
 SCALE_ALLOWED = "a number, or numbers as a schedule over 1000 steps such as [5000]*500+[2000]*500"
 KEYFRAMES = (
     "key frames 'frame: (value), ...' (e.g. '0: (1), 10: (1.05)'), linear in between; a value may use t, the "

@@ -16,9 +16,10 @@ import base64
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from disco.settings import Settings, SettingsError, frames_skip_steps
+from disco.animation_plan import AnimationPlan, plan_run
+from disco.settings import Settings, SettingsError
 from disco_service import wire
 from disco_service.client.user_files import MAX_VIDEO_BYTES, read_user_file
 from disco_service.outputs import (
@@ -31,6 +32,9 @@ from disco_service.outputs import (
     write_frame,
 )
 
+if TYPE_CHECKING:
+    from disco.video import VideoInfo
+
 __all__ = ["AnimationRun", "plan_animation"]
 
 
@@ -39,32 +43,39 @@ class AnimationRun:
     settings: Settings  # validated, with the run's seed
     output_dir: Path
     prefix: str  # reverse_diffusion-{batch_name}-{seed}[-runN]
-    start_frame: int  # the first frame this run makes
-    frames: int  # frames of the whole animation
-    fps: float  # the MP4's frame rate
+    plan: AnimationPlan  # frames, steps and models, as the sampler will plan them too
     blob: bytes | None  # what the request carries (see the module's docstring)
     kept: dict[int, Path] = field(default_factory=dict)  # frames written during this run
 
     @property
+    def start_frame(self) -> int:
+        """The first frame this run makes."""
+        return self.plan.start_frame
+
+    @property
+    def frames(self) -> int:
+        """Frames of the whole animation."""
+        return self.plan.frames
+
+    @property
+    def fps(self) -> float:
+        """The MP4's frame rate."""
+        return self.plan.fps
+
+    @property
     def complete(self) -> bool:
         """Every frame is already in the folder: nothing to make (a resumed run that had finished)."""
-        return self.start_frame >= self.frames
+        return self.plan.complete
 
     @property
     def with_init_loss(self) -> bool:
         """Whether some frame of this run is pulled towards a picture (LPIPS, which needs VGG16)."""
-        s = self.settings
-        first_has_init = self.start_frame == 0 and self.blob is not None and max(s.schedule("init_scale")) > 0
-        later = s.animation_mode == "Video Input" or self.frames > max(self.start_frame, 1)
-        return first_has_init or (later and s.frames_scale > 0)
+        return self.plan.with_init_loss
 
     @property
     def steps(self) -> int:
         """Diffusion steps of every frame this run makes."""
-        s = self.settings
-        later = s.steps - frames_skip_steps(s)
-        first = s.steps - s.skip_steps if s.animation_mode == "2D" and self.start_frame == 0 else later
-        return 0 if self.complete else first + (self.frames - self.start_frame - 1) * later
+        return self.plan.run_steps
 
     def document(self, client_timeout_s: float | None = None):
         """The run's one request."""
@@ -140,12 +151,13 @@ def plan_animation(settings: Settings, init_bytes: bytes | None) -> AnimationRun
         if settings.seed is None:
             settings.seed = wire.new_run_seed()
         prefix, start = run_prefix(out, settings.batch_name, settings.seed, animation=True), 0
-    frames, fps, blob = settings.max_frames, settings.fps, init_bytes
+    blob, video = init_bytes, None
     if settings.animation_mode == "Video Input":
-        blob, frames, fps = _video(settings)
+        blob, video = _video(settings)
     elif start > 0:
         blob = finished_frames(out, prefix)[start - 1].read_bytes()  # a resumed 2D run starts from it
-    return AnimationRun(settings, out, prefix, start, frames, fps, blob)
+    plan = plan_run(settings, init_image=init_bytes is not None, start_frame=start, video=video)
+    return AnimationRun(settings, out, prefix, plan, blob)
 
 
 def _resume_start(settings: Settings, frames: dict[int, Path], prefix: str) -> int:
@@ -164,19 +176,16 @@ def _resume_start(settings: Settings, frames: dict[int, Path], prefix: str) -> i
     return settings.resume_from_frame + 1
 
 
-def _video(settings: Settings) -> tuple[bytes, int, float]:
-    """The video's bytes, the animation's frame count and the MP4's rate (the video's pace)."""
-    from disco.video import video_info
+def _video(settings: Settings) -> tuple[bytes, VideoInfo]:
+    """The video's bytes and what the plan needs to know of it (its frames and pace)."""
+    from disco.video import video_info  # torch, through disco.images: only a video run needs it here
 
     source = settings.video_init_path
     if source is None:
         raise SettingsError("video_init_path", "Video Input needs a video: give its path")
     if isinstance(source, str):
         source = read_user_file("video_init_path", source, MAX_VIDEO_BYTES)
-    info = video_info(source)
-    frames = min(settings.max_frames, info.extracted(settings.extract_nth_frame))
-    fps = float(info.rate / settings.extract_nth_frame) if info.rate else settings.fps
-    return source, frames, fps
+    return source, video_info(source)
 
 
 def _pixels(path: Path) -> Any:

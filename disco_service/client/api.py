@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from disco.animation_plan import plan_run
 from disco.models import is_checkpoint_path
 from disco.settings import SEED_API_NAMES, SETTING_NAMES, Settings, SettingsError, default, validate_settings
 from disco_service import config, wire
@@ -151,18 +152,18 @@ def generate(
     if settings.animation_mode != "None":  # one Document, frames written as they finish
         animation = plan_animation(settings, init_bytes)
         docs = DocumentArray([] if animation.complete else [animation.document(cfg.client_timeout_s)])
-        with_init_loss = animation.with_init_loss
+        plan = animation.plan
     else:
         if settings.seed is None:
             settings.seed = wire.new_run_seed(settings.n_batches)
         wire.check_run_seed(settings.seed, settings.n_batches)
         docs = make_documents(settings, init_bytes, cfg.client_timeout_s)
-        with_init_loss = init_bytes is not None
+        plan = plan_run(settings, init_image=init_bytes is not None)  # as the sampler will plan each image
     results, errors = DocumentArray([animation.finished_document()] if animation and not docs else []), []
     if docs:
         use_gpu = settings.use_gpu
         if not host:  # the local Flow loads from the model directory: fetch what is missing first, with progress
-            download_models(settings, with_init_loss=with_init_loss, progress=progress, cfg=cfg)
+            download_models(settings, with_init_loss=plan.with_init_loss, progress=progress, cfg=cfg)
             use_gpu = settings.use_gpu and gpu_available()
             if not use_gpu:
                 say(cpu_notice(settings, "no CUDA GPU found" if settings.use_gpu else "use_gpu is off", animation))

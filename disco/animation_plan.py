@@ -1,0 +1,115 @@
+"""An animation's plan: what a run makes and needs, decided once before it starts.
+
+The client asks the plan which model files to fetch and how many steps to expect; the sampler
+which models to load, where the run starts and what to report. Both ask, neither decides on
+its own, so they cannot disagree (e.g. on whether a video's frames need LPIPS and its VGG16).
+
+A frame is sampled with the run's settings when it starts from noise, perlin or the init image
+(a still image, a 2D animation's frame 0), and with ``later_frame_settings`` when it starts from
+a picture made from another frame (every later 2D frame, every video frame). This module needs
+no torch: the client imports it to plan before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from .settings import Settings, frames_skip_steps
+
+if TYPE_CHECKING:  # disco.video needs torch (through disco.images); the plan reads only two of its numbers
+    from .video import VideoInfo
+
+__all__ = ["AnimationPlan", "frame_settings", "later_frame_settings", "plan_run"]
+
+
+def later_frame_settings(settings: Settings) -> Settings:
+    """The settings of a frame that starts from a picture made from another frame (every 2D frame
+    after the first, every video frame): ``frames_skip_steps`` skipped, ``init_scale =
+    frames_scale``, no perlin noise."""
+    return replace(
+        settings, skip_steps=frames_skip_steps(settings), init_scale=settings.frames_scale, perlin_init=False
+    )
+
+
+def frame_settings(settings: Settings, frame: int) -> Settings:
+    """The settings frame ``frame`` is sampled with: the settings themselves for a still image
+    (``animation_mode`` ``None``) and for a 2D animation's frame 0, else ``later_frame_settings``."""
+    if settings.animation_mode == "None" or (settings.animation_mode == "2D" and frame == 0):
+        return settings
+    return later_frame_settings(settings)
+
+
+@dataclass(frozen=True)
+class AnimationPlan:
+    """What a run makes and needs, decided before it starts (``plan_run``): the client asks it
+    which model files to fetch and how long the run is; the sampler which models to load and
+    what to report. A still image (``animation_mode`` ``None``) is a run of one frame."""
+
+    mode: str  # animation_mode
+    start_frame: int  # the first frame this run makes
+    frames: int  # frames of the whole animation (1 for a still image)
+    fps: float  # the MP4's frame rate (a video's own pace for Video Input)
+    first_steps: int  # diffusion steps of the first frame made
+    later_steps: int  # diffusion steps of each frame after it
+    with_init_loss: bool  # some frame made is pulled towards a picture: LPIPS, which needs VGG16
+
+    @property
+    def complete(self) -> bool:
+        """Nothing is left to make (a resumed run whose every frame is already there)."""
+        return self.start_frame >= self.frames
+
+    @property
+    def made(self) -> range:
+        """The frames this run makes; for Video Input also the video's extracted frames it reads."""
+        return range(self.start_frame, self.frames)
+
+    @property
+    def run_steps(self) -> int:
+        """Diffusion steps of every frame this run makes (0 when it is ``complete``)."""
+        return 0 if self.complete else self.first_steps + (len(self.made) - 1) * self.later_steps
+
+    def steps_of(self, frame: int) -> int:
+        """Diffusion steps frame ``frame`` takes (the steps its settings do not skip)."""
+        return self.first_steps if frame == self.start_frame else self.later_steps
+
+
+def plan_run(
+    settings: Settings,
+    *,
+    init_image: bool = False,
+    start_frame: int = 0,
+    video: VideoInfo | None = None,
+) -> AnimationPlan:
+    """The plan of a run of ``settings`` (validated). ``init_image``: whether frame 0 is given an
+    init image (read for a still image and a 2D animation's frame 0 only; a video's frames are
+    their own starts); ``start_frame``: the first frame to make (a resumed animation, > 0);
+    ``video``: Video Input's video (``disco.video.video_info``), which bounds ``frames`` by its
+    extracted frames and sets ``fps`` to its pace. Raises ``ValueError`` for Video Input without
+    ``video`` or for a mode other than ``None``, ``2D`` and ``Video Input``."""
+    mode = settings.animation_mode
+    if mode == "None":
+        frames, fps, start_frame = 1, settings.fps, 0
+    elif mode == "2D":
+        frames, fps = settings.max_frames, settings.fps
+    elif mode == "Video Input":
+        if video is None:
+            raise ValueError("planning a Video Input animation needs its video")
+        nth = settings.extract_nth_frame
+        frames = min(settings.max_frames, video.extracted(nth))
+        fps = float(video.rate / nth) if video.rate else settings.fps
+    else:
+        raise ValueError(f"animation_mode must be 'None', '2D' or 'Video Input', got {mode!r}")
+
+    def has_start(n: int) -> bool:  # the frame starts from a picture (else from noise or perlin)
+        return init_image if frame_settings(settings, n) is settings else True
+
+    def steps(n: int) -> int:
+        s = frame_settings(settings, n)
+        return s.steps - s.skip_steps
+
+    # frames after the first made all sample alike: the first two made tell everything
+    sampled = range(start_frame, min(frames, start_frame + 2))
+    with_init_loss = any(has_start(n) and max(frame_settings(settings, n).schedule("init_scale")) > 0 for n in sampled)
+    later = steps(start_frame + 1) if mode != "None" else 0
+    return AnimationPlan(mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss)
