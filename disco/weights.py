@@ -211,10 +211,9 @@ CLIP_WEIGHTS = (
 REGISTRY.update({f.name: f for f in CLIP_WEIGHTS})
 
 # The 3D animation mode's depth models (disco.depth) and the optical-flow model of video inits
-# (disco.optical_flow). MiDaS's file name carries the first 8 hex digits of its sha256; the full
-# values of both depth files are those that download scripts of other Disco/Deforum tools pin.
-# torchvision publishes only the first 8 hex digits of RAFT's sha256 (in its file name): that file
-# is checked by its complete transfer, its size and its strict load.
+# (disco.optical_flow). The file names of MiDaS and RAFT carry the first 8 hex digits of their
+# sha256 (torch.hub's convention); the full values, and the sizes of AdaBins and RAFT, are those
+# that download scripts of other Disco/Deforum and flow tools pin.
 MIDAS_FILE = "dpt_large-midas-2f21e586.pt"
 ADABINS_FILE = "AdaBins_nyu.pt"
 RAFT_FILE = "raft_large_C_T_SKHT_V2-ff5fadd5.pth"
@@ -243,11 +242,10 @@ MOTION_WEIGHTS = (
     ),
     ModelFile(
         RAFT_FILE,
-        None,
-        None,
+        "ff5fadd56d26b40647388883af1547351ea17868b765c05b27231e72dd16a322",
+        21_106_607,
         ("https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth",),
         "torchvision RAFT-Large optical flow (video inits with flow warping)",
-        21_000_000,
     ),
 )
 REGISTRY.update({f.name: f for f in MOTION_WEIGHTS})

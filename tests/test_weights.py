@@ -365,12 +365,13 @@ def test_registry_entries_are_well_formed() -> None:
         "AdaBins_nyu.pt",
         "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
     } <= set(weights.REGISTRY)
-    # MiDaS's file name carries the first 8 hex digits of its sha256
+    # the names of MiDaS's and RAFT's files carry the first 8 hex digits of their sha256
     assert weights.REGISTRY[weights.MIDAS_FILE].sha256.startswith("2f21e586")
+    assert weights.REGISTRY[weights.RAFT_FILE].sha256.startswith("ff5fadd5")
     for name, file in weights.REGISTRY.items():
         assert file.name == name
         if file.sha256 is None:  # no public source gives it: accepted on a complete transfer, loaded strictly
-            assert name in {"open_clip_vit_b_16_laion2b_s34b_b88k.bin", weights.RAFT_FILE} and file.shown_size > 0
+            assert name == "open_clip_vit_b_16_laion2b_s34b_b88k.bin" and file.shown_size > 0
             continue
         assert len(file.sha256) == 64 and int(file.sha256, 16) >= 0
         assert len(file.urls) >= 1 and all(u.startswith("https://") for u in file.urls)
