@@ -12,6 +12,9 @@ match the published files name for name, so those load strictly (``weights_only=
   that predicts 256 adaptive depth bins between 0.001 and 10 metres. Its file holds
   ``{"model": state_dict}`` with DataParallel's ``module.`` prefixes, which are dropped.
 
+Given the same state dict, MiDaS's and AdaBins's own modules (AdaBins's with gen-efficientnet's
+B5, whose names and shapes are ``timm``'s) load it strictly and compute the same outputs as these.
+
 The notebook's blend (``transform_image_3d``), followed here: MiDaS's output is resized to the
 frame (bicubic) and turned into the notebook's depth units by ``(50 - midas) / 19``; AdaBins runs on
 a copy of the frame resized to between 448 x 448 and 500,000 pixels, its prediction (averaged with
