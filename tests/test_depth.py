@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from make_test_weights import make
 from torch import nn
 
 from disco.depth import (
@@ -22,8 +21,6 @@ from disco.depth import (
     midas_input_size,
 )
 from disco.weights import ADABINS_FILE, MIDAS_FILE
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Names and shapes from the published networks' code (MiDaS's DPT and its ViT-L/16 backbone;
 # AdaBins's UnetAdaptiveBins with gen-efficientnet's tf_efficientnet_b5_ap)
@@ -145,11 +142,7 @@ def test_midas_weight_blends_and_1_and_0_pick_one_model() -> None:
 def depth_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The two depth files in their published layouts, with random (seeded) weights."""
     directory = tmp_path_factory.mktemp("depth_weights")
-    subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "make_test_weights.py"), str(directory), MIDAS_FILE, ADABINS_FILE],
-        check=True,
-        capture_output=True,
-    )
+    make(directory, [MIDAS_FILE, ADABINS_FILE])
     return directory
 
 

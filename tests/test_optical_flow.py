@@ -3,18 +3,15 @@ hand-made flows (RAFT's test weights are random, so its flow between shifted fra
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from make_test_weights import make
 
 from disco.optical_flow import consistency_mask, estimate_flow, load_raft, warp_with_flow
 from disco.weights import RAFT_FILE
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def textured(height: int = 64, width: int = 64, channels: int = 3) -> np.ndarray:
@@ -80,11 +77,7 @@ def test_warping_the_previous_frame_with_the_backward_flow_rebuilds_the_current_
 @pytest.fixture(scope="module")
 def raft_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("raft_weights")
-    subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "make_test_weights.py"), str(directory), RAFT_FILE],
-        check=True,
-        capture_output=True,
-    )
+    make(directory, [RAFT_FILE])
     return directory
 
 
