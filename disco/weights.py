@@ -210,6 +210,46 @@ CLIP_WEIGHTS = (
 )
 REGISTRY.update({f.name: f for f in CLIP_WEIGHTS})
 
+# The 3D animation mode's depth models (disco.depth) and the optical-flow model of video inits
+# (disco.optical_flow). The file names of MiDaS and RAFT carry the first 8 hex digits of their
+# sha256 (torch.hub's convention); the full values, and the sizes of AdaBins and RAFT, are those
+# that download scripts of other Disco/Deforum and flow tools pin.
+MIDAS_FILE = "dpt_large-midas-2f21e586.pt"
+ADABINS_FILE = "AdaBins_nyu.pt"
+RAFT_FILE = "raft_large_C_T_SKHT_V2-ff5fadd5.pth"
+MOTION_WEIGHTS = (
+    ModelFile(
+        MIDAS_FILE,
+        "2f21e586477d90cb9624c7eef5df7891edca49a1c4795ee2cb631fd4daa6ca69",
+        None,
+        (
+            "https://github.com/intel-isl/DPT/releases/download/1_0/dpt_large-midas-2f21e586.pt",
+            "https://github.com/isl-org/MiDaS/releases/download/v3/dpt_large_384.pt",
+        ),
+        "MiDaS v3 DPT-Large depth (animation_mode 3D)",
+        1_370_000_000,
+    ),
+    ModelFile(
+        ADABINS_FILE,
+        "3c917d1b86d058918d4055e70b2cdb9696ec4967bb2d8f05c0051263c1ac9641",
+        940_558_786,
+        (
+            "https://cloudflare-ipfs.com/ipfs/Qmd2mMnDLWePKmgfS8m6ntAg4nhV5VkUyAydYBp8cWWeB7/AdaBins_nyu.pt",
+            "https://ipfs.io/ipfs/Qmd2mMnDLWePKmgfS8m6ntAg4nhV5VkUyAydYBp8cWWeB7/AdaBins_nyu.pt",
+            "https://github.com/hithereai/deforum-for-automatic1111-webui/releases/download/AdaBins/AdaBins_nyu.pt",
+        ),
+        "AdaBins (NYU) depth (animation_mode 3D with midas_weight < 1)",
+    ),
+    ModelFile(
+        RAFT_FILE,
+        "ff5fadd56d26b40647388883af1547351ea17868b765c05b27231e72dd16a322",
+        21_106_607,
+        ("https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth",),
+        "torchvision RAFT-Large optical flow (video inits with flow warping)",
+    ),
+)
+REGISTRY.update({f.name: f for f in MOTION_WEIGHTS})
+
 
 class WeightsUnavailable(Exception):
     """A model file is missing and could not be downloaded; the message says what to do."""

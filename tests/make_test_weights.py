@@ -15,6 +15,10 @@ Each diffusion model's file has the layout in ``fixtures/reference/manifest_<mod
 (``disco.unet.MODEL_CONFIGS``): the UNet is built on the meta device and its state dict's names,
 shapes and dtypes recorded.
 
+The depth models of the 3D mode (``dpt_large-midas-2f21e586.pt``, ``AdaBins_nyu.pt``) and RAFT
+(``raft_large_C_T_SKHT_V2-ff5fadd5.pth``) get their architectures' random weights (seeded), AdaBins's
+inside its training checkpoint (``{"model": {"module.<name>": ...}, "optimizer": ..., "epoch": ...}``).
+
 The CLIP models of ``clip_models`` get open_clip's random weights (seeded) in their file's layout:
 OpenAI's TorchScript checkpoint (``RN101.pt``, ``ViT-B-32.pt``, ...: fp16 matrices and OpenAI's
 ``input_resolution``/``context_length``/``vocab_size`` entries, as in OpenAI's files), safetensors or
@@ -36,7 +40,16 @@ from recipe import recipe_state_dict
 from disco.clip_catalog import CLIP_SPECS
 from disco.models import DEFAULT_MODEL, DIFFUSION_MODELS
 from disco.unet import MODEL_CONFIGS, UNetModel, known_layouts
-from disco.weights import CLIP_FILE, REGISTRY, SECONDARY_FILE, VGG16_FILE, files_needed
+from disco.weights import (
+    ADABINS_FILE,
+    CLIP_FILE,
+    MIDAS_FILE,
+    RAFT_FILE,
+    REGISTRY,
+    SECONDARY_FILE,
+    VGG16_FILE,
+    files_needed,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,6 +113,14 @@ def _state(name: str) -> dict[str, torch.Tensor]:
         # torchvision's VGG16 feature layers (LPIPS reads only these; the classifier is left out).
         features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]).state_dict()
         return {f"features.{k}": v for k, v in features.items()}
+    if name in (MIDAS_FILE, ADABINS_FILE):
+        from disco.depth import build_adabins, build_midas
+
+        return (build_midas if name == MIDAS_FILE else build_adabins)("cpu").state_dict()
+    if name == RAFT_FILE:
+        from torchvision.models.optical_flow import raft_large
+
+        return raft_large(weights=None).state_dict()
     raise ValueError(f"unknown model file {name!r}; known: {ALL}")
 
 
@@ -127,6 +148,15 @@ def save_openai_checkpoint(state: dict[str, torch.Tensor], path: Path, input_siz
     torch.jit.save(torch.jit.script(root), str(path))
 
 
+def adabins_checkpoint(state: dict[str, torch.Tensor]) -> dict:
+    """``state`` as AdaBins's training saved it: the model under ``"model"`` with DataParallel's
+    ``module.`` prefixes, the epoch, and AdamW's optimizer state (its per-parameter moments left
+    out here: they triple the file and nothing reads them, but the kinds of values stay the same)."""
+    group = {"lr": 3.57e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1, "amsgrad": False}
+    optimizer = {"state": {}, "param_groups": [{**group, "params": list(range(len(state)))}]}
+    return {"model": {f"module.{k}": v for k, v in state.items()}, "optimizer": optimizer, "epoch": 24}
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -151,6 +181,8 @@ def make(directory: Path, names: list[str]) -> dict[str, str]:
         state = {k: v.contiguous() for k, v in _state(name).items()}
         if name in CLIP_BY_FILE and name.endswith(".pt"):  # OpenAI's layout
             save_openai_checkpoint(state, path, CLIP_BY_FILE[name].input_size)
+        elif name == ADABINS_FILE:  # AdaBins's training checkpoint: DataParallel's names under "model"
+            torch.save(adabins_checkpoint(state), path)
         elif name.endswith(".safetensors"):
             from safetensors.torch import save_file
 

@@ -361,7 +361,13 @@ def test_registry_entries_are_well_formed() -> None:
         "512x512_diffusion_uncond_finetune_008100.pt",
         "256x256_diffusion_uncond.pt",
         "secondary_model_imagenet_2.pth",
+        "dpt_large-midas-2f21e586.pt",
+        "AdaBins_nyu.pt",
+        "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
     } <= set(weights.REGISTRY)
+    # the names of MiDaS's and RAFT's files carry the first 8 hex digits of their sha256
+    assert weights.REGISTRY[weights.MIDAS_FILE].sha256.startswith("2f21e586")
+    assert weights.REGISTRY[weights.RAFT_FILE].sha256.startswith("ff5fadd5")
     for name, file in weights.REGISTRY.items():
         assert file.name == name
         if file.sha256 is None:  # no public source gives it: accepted on a complete transfer, loaded strictly
