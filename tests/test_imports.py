@@ -133,3 +133,16 @@ def test_no_disco_module_imports_another_inside_a_function():
 def test_every_listed_lazy_import_still_exists():
     _, inside = import_graph()
     assert set(LAZY) <= {(importer, target) for importer, target, _ in inside}
+
+
+def test_every_package_is_declared_for_installation():
+    """``pyproject.toml`` lists each package of the project (a missing one is absent from a wheel)."""
+    import tomllib
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("disco", "disco_service")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found == declared
