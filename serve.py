@@ -31,11 +31,22 @@ ROOT = Path(__file__).resolve().parent
 FLOW_FILE = ROOT / "flow.yml"
 
 
-def sampler_replicas() -> int:
+def load_config() -> config.Config:
+    """The service's configuration; exits with the message of a bad variable."""
     try:
-        return config.load().sampler_replicas
+        return config.load()
     except config.ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def sampler_replicas() -> int:
+    return load_config().sampler_replicas
+
+
+def flow_ports() -> tuple[int, int]:
+    """flow.yml's gRPC and HTTP ports."""
+    grpc_port, http_port = yaml.safe_load(FLOW_FILE.read_text())["gateway"]["port"]
+    return int(grpc_port), int(http_port)
 
 
 def gpu_count() -> int:
@@ -56,10 +67,12 @@ def flow_config(
     preload: str | None = None,
     checkpoints_anywhere: bool = False,
     host: str | None = None,
+    state_store: str | None = None,
 ) -> dict[str, Any]:
     """flow.yml as a dict, with the sampler's replica count and GPU pinning applied, and the
-    executors' ``use_gpu`` and the sampler's ``preload`` and ``checkpoints_anywhere``
-    (``uses_with``) when given; ``host``: the address the gateway's ports listen on (default all)."""
+    executors' ``use_gpu``, ``state_store`` (where the job board is) and the sampler's ``preload``
+    and ``checkpoints_anywhere`` (``uses_with``) when given; ``host``: the address the gateway's
+    ports listen on (default all)."""
     config = yaml.safe_load(FLOW_FILE.read_text())
     gateway = config["gateway"]
     if host:
@@ -72,6 +85,8 @@ def flow_config(
         executor["uses"] = str(ROOT / executor["uses"])  # independent of the current directory
         if use_gpu is not None and executor["name"] in (ENCODER, SAMPLER):
             executor.setdefault("uses_with", {})["use_gpu"] = use_gpu
+        if state_store:
+            executor.setdefault("uses_with", {})["state_store"] = state_store
         if executor["name"] == SAMPLER:
             if preload:
                 executor.setdefault("uses_with", {})["preload"] = preload
@@ -114,6 +129,7 @@ def run_flow(args: argparse.Namespace) -> None:
         preload=args.preload,
         checkpoints_anywhere=args.checkpoints_anywhere,
         host=args.host,
+        state_store=args.state_store,
     ) as flow:
         args.ready_file.write_text(str(flow.port))
         threading.Thread(target=watch_parent, daemon=True).start()
@@ -149,12 +165,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a diffusion_model checkpoint path may name any file on this machine (a client's own Flow); "
         "by default only files inside the model directory are read",
     )
+    parser.add_argument(
+        "--state-store",
+        default=None,
+        help="the state store of the executors' job board, a SQLite file or a postgresql:// URL (default: "
+        "$DISCO_DATABASE_URL, else this server's own file under $DISCO_STATE_DIR, as the gateway's queue)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no banner, no notice when stopping (a client's own Flow)")
     parser.add_argument("--ready-file", type=Path, help="written once the Flow serves (and after each restart)")
     parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
+    if not args.state_store:  # the gateway keeps its queue in the same store (gateway/page_gateway.py)
+        args.state_store = load_config().store_target(args.port or flow_ports()[0])
     options = (
         ("port", args.port),
         ("host", args.host),
@@ -162,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         ("replicas", args.replicas),
         ("use-gpu", args.use_gpu),
         ("preload", args.preload),
+        ("state-store", args.state_store),
     )
     flow_args = [f"--{name}={value}" for name, value in options if value] + (["--quiet"] if args.quiet else [])
     flow_args += ["--checkpoints-anywhere"] if args.checkpoints_anywhere else []
@@ -170,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from disco_service.server.supervisor import Supervisor
 
-    return Supervisor(flow_args, args.ready_file, args.stop_with_parent, quiet=args.quiet).run()
+    return Supervisor(
+        flow_args, args.ready_file, args.stop_with_parent, quiet=args.quiet, state_store=args.state_store
+    ).run()
 
 
 if __name__ == "__main__":

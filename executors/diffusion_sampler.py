@@ -58,7 +58,7 @@ class DiffusionSampler(Executor):
         model_dir: str | None = None,
         use_gpu: bool | None = None,
         preload: str | None = DIFFUSION_MODELS[0],
-        jobs_dir: str | None = None,
+        state_store: str | None = None,
         mode: str | None = None,
         client_timeout_s: float | None = None,
         checkpoints_anywhere: bool = False,
@@ -66,10 +66,12 @@ class DiffusionSampler(Executor):
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
-        (``disco_service.config``). ``preload``: the diffusion model loaded at start (``none``: on
-        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py); ``checkpoints_anywhere``:
-        a ``diffusion_model`` checkpoint path may name any file on this machine (the Flow a client
-        starts for itself), else only files in the model directory."""
+        (``disco_service.config``). ``state_store``: the state store that holds the job board (a
+        SQLite file or a ``postgresql://`` URL; serve.py passes its server's). ``preload``: the
+        diffusion model loaded at start (``none``: on the first request); ``mode``: ``fast`` or
+        ``exact`` (disco/fast.py); ``checkpoints_anywhere``: a ``diffusion_model`` checkpoint path
+        may name any file on this machine (the Flow a client starts for itself), else only files in
+        the model directory."""
         super().__init__(**kwargs)
         cfg = config.load()
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
@@ -78,7 +80,7 @@ class DiffusionSampler(Executor):
         )
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
-        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.board.sweep()
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"

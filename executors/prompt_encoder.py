@@ -11,7 +11,7 @@ unknown tag (a misspelt setting) is refused with the nearest valid name, and a m
 ``seed`` becomes a random one, reported back in ``tags['seed']``. The executors after it read
 the tags with their numbers' types restored and do not validate again.
 
-A Document id names one image for as long as anything of it is kept (its job-board files, its
+A Document id names one image for as long as anything of it is kept (its job-board rows, its
 result in the store): a request that uses it again is refused, so an old cancel or result never
 answers for a new image. An accepted image is put on the job board as ``waiting``; an id that never
 got further (its request could not reach a sampler) may be sent again.
@@ -43,11 +43,12 @@ class PromptEncoder(Executor):
         use_gpu: str | None = None,
         max_pixels: int | None = None,
         max_pixel_steps: int | None = None,
-        jobs_dir: str | None = None,
+        state_store: str | None = None,
         results_dir: str | None = None,
         **kwargs,
     ):
-        """Arguments (``uses_with``) override the service's configuration (``disco_service.config``)."""
+        """Arguments (``uses_with``) override the service's configuration (``disco_service.config``);
+        ``state_store``: the state store holding the job board (serve.py passes its server's)."""
         super().__init__(**kwargs)
         cfg = config.load()
         self.limits = Limits(
@@ -57,7 +58,7 @@ class PromptEncoder(Executor):
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
         self.cache = ModelCache(model_dir or cfg.model_dir, device, mirrors=cfg.weights_mirrors)
         self.cache.clip()  # the default CLIP RN50, loaded at start; others on first use, then kept
-        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
 
     @requests(on="/generate")

@@ -1,7 +1,7 @@
 """Jina executor: frames to PNG image chunks, the final image to ``doc.uri``; raw tensors dropped.
 
 It also answers ``/progress``, ``/cancel`` and ``/forget`` for jobs, from the job board the
-samplers write (``DISCO_JOBS_DIR``). The client addresses them here alone
+samplers write (in the state store). The client addresses them here alone
 (``target_executor``), which keeps the sampler's replicas for ``/generate``: Jina's
 round-robin over the replicas then spreads the images of a call evenly (progress polls would
 otherwise take turns in the rotation). These endpoints are asynchronous, so they are answered
@@ -40,12 +40,13 @@ FINISHED_PER_POLL = 8  # an animation's finished frames one progress answer carr
 
 
 class Renderer(Executor):
-    def __init__(self, jobs_dir: str | None = None, results_dir: str | None = None, **kwargs):
-        """``jobs_dir``, ``results_dir`` (``uses_with``) override the service's configuration
-        (``DISCO_JOBS_DIR``, ``DISCO_RESULTS_DIR``)."""
+    def __init__(self, state_store: str | None = None, results_dir: str | None = None, **kwargs):
+        """``state_store`` (the store holding the job board: a SQLite file or a ``postgresql://``
+        URL) and ``results_dir`` (``uses_with``) override the service's configuration (its store,
+        ``DISCO_RESULTS_DIR``)."""
         super().__init__(**kwargs)
         cfg = config.load()
-        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.swept = 0.0
 
