@@ -8,7 +8,8 @@ StaticFiles refuses paths outside it); nothing here reads a path or URL from a r
 It also makes the Flow a shared service:
 
 - the job API, the results by Document id (disco_service/server/http_api.py) and PaddleHub's
-  ``/predict/disco_diffusion_clip_rn50`` (disco_service/server/hub_serving.py) on the HTTP port; the jobs
+  ``/predict/disco_diffusion_clip_rn50`` (disco_service/server/hub_serving.py) and ``/metrics``
+  (Prometheus, disco_service/server/metrics.py) on the HTTP port; the jobs
   run in this process, which calls its own Flow over gRPC (disco_service/server/job_queue.py);
 - tokens (``DISCO_API_TOKENS``, disco_service/server/tokens.py) on both ports; without them the service
   is open, and says so in its log when it listens beyond this machine;
@@ -41,7 +42,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import http_api, hub_serving, tokens
+from disco_service.server import http_api, hub_serving, metrics, tokens
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.transport import FlowClient
@@ -159,6 +160,7 @@ class PageHTTPGateway(HTTPGateway):
             queue, accepted, cfg = self.service
             http_api.mount(app, queue, accepted, cfg.limits)
             hub_serving.mount(app, queue, cfg.limits)
+            metrics.mount(app, queue.state, queue.slots)
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))
             app.add_event_handler("shutdown", lambda: [task.cancel() for task in running])
