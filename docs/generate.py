@@ -128,7 +128,7 @@ def http_routes_page() -> str:
     from fastapi.routing import APIRoute
 
     from disco.settings import DEFAULT_LIMITS
-    from disco_service.server import http_api, hub_serving
+    from disco_service.server import http_api, hub_serving, metrics
     from disco_service.server.job_queue import JobQueue
     from disco_service.server.results import ResultStore
     from disco_service.server.tokens import Tokens
@@ -138,14 +138,16 @@ def http_routes_page() -> str:
         queue = JobQueue(ResultStore(folder), flow=None)  # nothing is sent: no job is submitted
         http_api.mount(app, queue, Tokens(), DEFAULT_LIMITS)
         hub_serving.mount(app, queue, DEFAULT_LIMITS)
+        metrics.mount(app, queue.state, queue.slots)
+        queue.state.close()
     rows = []
     for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema:
             doc = (route.endpoint.__doc__ or "").strip().split("\n\n")[0]
             rows.append((", ".join(sorted(route.methods)), f"`{route.path}`", doc.replace("``", "`")))
     intro = (
-        "The service's routes on the HTTP port (51001), from `disco_service.server.http_api` and"
-        " `hub_serving`. Besides them the gateway serves the page (`/ui/`, `/ui/settings.json`,"
+        "The service's routes on the HTTP port (51001), from `disco_service.server.http_api`,"
+        " `hub_serving` and `metrics`. Besides them the gateway serves the page (`/ui/`, `/ui/settings.json`,"
         " `/ui/outputs`) and Jina's own routes (`POST /post`, `GET /status`, `GET /` the health check)."
         " With tokens every route but `GET /` and the page's files needs `Authorization: Bearer TOKEN`."
         " See [serving](../serving.md) and [sharing](../sharing.md)."
