@@ -49,6 +49,17 @@ def flow_ports() -> tuple[int, int]:
     return int(grpc_port), int(http_port)
 
 
+def board_store(port: int | None, given: str | None = None) -> str | None:
+    """Where the executors' job board is: ``given``, else the SQLite file of the server on gRPC
+    ``port`` (flow.yml's when None), where its gateway keeps the queue (gateway/page_gateway.py).
+    None with ``DISCO_DATABASE_URL``: a URL (it may hold a password) stays off command lines, and
+    each process reads it from its environment."""
+    if given:
+        return given
+    cfg = load_config()
+    return None if cfg.database_url else cfg.store_target(port or flow_ports()[0])
+
+
 def gpu_count() -> int:
     """GPUs on this machine, counted the way Jina counts them (without initialising CUDA here)."""
     if not shutil.which("nvidia-smi"):
@@ -177,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-only", action="store_true", help=argparse.SUPPRESS)  # the supervised Flow itself
     args = parser.parse_args(argv)
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
-    if not args.state_store:  # the gateway keeps its queue in the same store (gateway/page_gateway.py)
-        args.state_store = load_config().store_target(args.port or flow_ports()[0])
+    args.state_store = board_store(args.port, args.state_store)
     options = (
         ("port", args.port),
         ("host", args.host),

@@ -140,3 +140,20 @@ def test_a_board_on_postgresql_writes_no_file(postgres, tmp_path, monkeypatch):
     assert board.latest_frame("doc11") == PNG and board.stop_reason("doc11") == JobStatus.CANCELLED
     board.close()
     assert list(Path(tmp_path).iterdir()) == [] and os.listdir(".") == []
+
+
+def test_serve_py_hands_its_server_s_store_to_every_executor(tmp_path, monkeypatch):
+    import serve
+
+    monkeypatch.delenv("DISCO_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DISCO_STATE_DIR", str(tmp_path))
+    assert serve.board_store(52000) == str(tmp_path / "52000" / "jobs.sqlite3")  # the gateway's queue's file
+    assert serve.board_store(None) == str(tmp_path / "51000" / "jobs.sqlite3")  # flow.yml's port
+    assert serve.board_store(52000, "/elsewhere.sqlite3") == "/elsewhere.sqlite3"
+    flow = serve.flow_config(replicas=1, state_store=serve.board_store(52000))
+    assert {e["name"]: e["uses_with"]["state_store"] for e in flow["executors"]} == dict.fromkeys(
+        ("encoder", "sampler", "renderer"), str(tmp_path / "52000" / "jobs.sqlite3")
+    )
+    monkeypatch.setenv("DISCO_DATABASE_URL", "postgresql://disco:secret@db:5432/disco")
+    assert serve.board_store(52000) is None  # read from the environment by each process, never a flag
+    assert all("state_store" not in e.get("uses_with", {}) for e in serve.flow_config(replicas=1)["executors"])
