@@ -108,9 +108,9 @@ class Renderer(Executor):
 
     @requests(on="/forget")
     async def forget(self, docs: DocumentArray, **kwargs) -> None:
-        """The client has these jobs' results: remove their job-board files (a job still running
-        keeps them). Files of jobs nobody collected go after a day; the result store keeps the
-        images for ``DISCO_RESULT_TTL_S``."""
+        """The client has these jobs' results: remove them from the job board (a job still running
+        stays). Jobs nobody collected go after a day; the result store keeps the images for
+        ``DISCO_RESULT_TTL_S``."""
         for doc in docs:
             if (self.board.read(doc.id) or {}).get("status") != JobStatus.RUNNING:
                 self.board.forget(doc.id)

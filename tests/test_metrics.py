@@ -138,3 +138,21 @@ def test_every_metric_is_named_in_the_docs():
     text = (ROOT / "docs" / "serving.md").read_text()
     for name in metrics.METRICS:
         assert f"`{name}`" in text, name
+
+
+def test_the_served_gateway_answers_metrics_for_its_jobs(served_http):
+    from conftest import TINY
+    from test_jobs import call, wait_for_job
+
+    status, job = call("POST", f"{served_http}/jobs", {**TINY, "n_batches": 2, "seed": 41})
+    assert status == 202
+    wait_for_job(served_http, job["id"], lambda j: j["status"] not in ("queued", "running"))
+    status, text = call("GET", f"{served_http}/metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+    assert status == 200 and samples[("disco_images_ended_total", (("outcome", "done"),))] >= 2
+    assert samples[("disco_image_run_seconds_count", ())] >= 2 and samples[("disco_sampler_slots", ())] == 1
+    assert samples[("disco_image_step_seconds_sum", ())] > 0
