@@ -169,7 +169,7 @@ class DiffusionSampler(Executor):
 
     def _animation(self, doc: Document, job: "AnimationJob", frame_steps) -> Iterator[int]:
         """Run an animation: display frames are the latest frame only, finished frames become
-        chunks and the job board; yields the steps done over the whole run."""
+        chunks and go on the job board; yields the steps done over the whole run."""
         done, finished = 0, 0
         recipe = image_settings(doc.tags)
         doc.tags.update(frames=job.frames, mp4_fps=job.fps, frames_done=0)
