@@ -6,7 +6,6 @@ progress, cancel and errors.
 """
 
 import asyncio
-import json
 import os
 import re
 import subprocess
@@ -298,9 +297,9 @@ def test_a_client_that_goes_away_frees_the_sampler(served_flow, flow_env, tmp_pa
         client.kill()
         client.wait()
     deadline = time.time() + 60
-    while time.time() < deadline and json.loads(job.read_text()).get("status") == "running":
+    while time.time() < deadline and board_states(flow_env["DISCO_STATE_DIR"])[job].get("status") == "running":
         time.sleep(0.5)
-    state = json.loads(job.read_text())
+    state = board_states(flow_env["DISCO_STATE_DIR"])[job]
     assert state["status"] == "abandoned"
     assert state["step"] < 200
 
