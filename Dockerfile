@@ -50,29 +50,29 @@ RUN pip install --upgrade pip \
     fi \
  && pip install -r requirements.txt
 
-# The code stays owned by root (read-only for the service); /models (weights), /jobs (the job
-# state that replicas share) and /results (the result store: images and jobs, kept for
-# DISCO_RESULT_TTL_S) are the user's, so new volumes mounted there are writable by it.
+# The code stays owned by root (read-only for the service); /models (weights) and /results (the
+# result store: images, kept for DISCO_RESULT_TTL_S) are the user's, so new volumes mounted there
+# are writable by it.
 COPY . .
 # The engine (disco) and the service (disco_service) as an installed project, in place (serve.py
 # and flow.yml stay in /app); its requirements are installed above.
 RUN pip install --no-deps -e . \
  && useradd --create-home --uid 1000 --shell /usr/sbin/nologin disco \
- && mkdir -p /models /jobs /results \
- && chown disco:disco /models /jobs /results
+ && mkdir -p /models /results \
+ && chown disco:disco /models /results
 
 # DISCO_USE_GPU=1: the executors refuse to start without a usable GPU (-e DISCO_USE_GPU=0 for the CPU).
-# DISCO_STATE_DIR: the gateway's queue (SQLite) on the results volume, so it outlives the container;
-# several gateways share one through DISCO_DATABASE_URL (PostgreSQL) instead.
+# DISCO_STATE_DIR: the state store (SQLite: the gateway's queue and the executors' job board) on the
+# results volume, so it outlives the container; several gateways and hosts share one through
+# DISCO_DATABASE_URL (PostgreSQL) instead.
 ENV DISCO_MODEL_DIR=/models \
-    DISCO_JOBS_DIR=/jobs \
     DISCO_RESULTS_DIR=/results \
     DISCO_STATE_DIR=/results/state \
     TORCH_HOME=/models/torch \
     HF_HOME=/models/huggingface \
     JINA_OPTOUT_TELEMETRY=1 \
     DISCO_USE_GPU=1
-VOLUME /models /jobs /results
+VOLUME /models /results
 USER disco
 EXPOSE 51000 51001
 

@@ -33,11 +33,33 @@ FLOW_FILE = ROOT / "flow.yml"
 EXECUTOR_HOST = "127.0.0.1"  # the executors' ports: for the gateway on this machine only
 
 
-def sampler_replicas() -> int:
+def load_config() -> config.Config:
+    """The service's configuration; exits with the message of a bad variable."""
     try:
-        return config.load().sampler_replicas
+        return config.load()
     except config.ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def sampler_replicas() -> int:
+    return load_config().sampler_replicas
+
+
+def flow_ports() -> tuple[int, int]:
+    """flow.yml's gRPC and HTTP ports."""
+    grpc_port, http_port = yaml.safe_load(FLOW_FILE.read_text())["gateway"]["port"]
+    return int(grpc_port), int(http_port)
+
+
+def board_store(port: int | None, given: str | None = None) -> str | None:
+    """Where the executors' job board is: ``given``, else the SQLite file of the server on gRPC
+    ``port`` (flow.yml's when None), where its gateway keeps the queue (gateway/page_gateway.py).
+    None with ``DISCO_DATABASE_URL``: a URL (it may hold a password) stays off command lines, and
+    each process reads it from its environment."""
+    if given:
+        return given
+    cfg = load_config()
+    return None if cfg.database_url else cfg.store_target(port or flow_ports()[0])
 
 
 def gpu_count() -> int:
@@ -84,13 +106,15 @@ def flow_config(
     checkpoints_anywhere: bool = False,
     host: str | None = None,
     flow_secret: str | None = None,
+    state_store: str | None = None,
 ) -> dict[str, Any]:
     """flow.yml as a dict, with the sampler's replica count and GPU pinning applied, and the
-    executors' ``use_gpu`` and the sampler's ``preload`` and ``checkpoints_anywhere``
-    (``uses_with``) when given. ``host``: the address every port listens on, the gateway's and the
-    executors' (default: all for the gateway, loopback for the executors, which answer the gateway
-    alone). ``flow_secret``: what the executors require of the gateway's calls (given to both as
-    ``uses_with``; default: each process finds it itself, see disco_service/server/flow_secret.py)."""
+    executors' ``use_gpu``, ``state_store`` (where the job board is) and the sampler's ``preload``
+    and ``checkpoints_anywhere`` (``uses_with``) when given. ``host``: the address every port listens
+    on, the gateway's and the executors' (default: all for the gateway, loopback for the executors,
+    which answer the gateway alone). ``flow_secret``: what the executors require of the gateway's
+    calls (given to both as ``uses_with``; default: each process finds it itself, see
+    disco_service/server/flow_secret.py)."""
     config = yaml.safe_load(FLOW_FILE.read_text())
     gateway = config["gateway"]
     if host:
@@ -108,6 +132,8 @@ def flow_config(
             executor.setdefault("uses_with", {})["flow_secret"] = flow_secret
         if use_gpu is not None and executor["name"] in (ENCODER, SAMPLER):
             executor.setdefault("uses_with", {})["use_gpu"] = use_gpu
+        if state_store:
+            executor.setdefault("uses_with", {})["state_store"] = state_store
         if executor["name"] == SAMPLER:
             if preload:
                 executor.setdefault("uses_with", {})["preload"] = preload
@@ -179,6 +205,7 @@ def run_flow(args: argparse.Namespace) -> None:
         checkpoints_anywhere=args.checkpoints_anywhere,
         host=args.host,
         flow_secret=config.load().flow_secret,
+        state_store=args.state_store,
     ) as flow:
         if not args.quiet:
             grpc_port, http_port = flow.port  # flow_config's order: grpc, http
@@ -220,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a diffusion_model checkpoint path may name any file on this machine (a client's own Flow); "
         "by default only files inside the model directory are read",
     )
+    parser.add_argument(
+        "--state-store",
+        default=None,
+        help="the state store of the executors' job board, a SQLite file or a postgresql:// URL (default: "
+        "$DISCO_DATABASE_URL, else this server's own file under $DISCO_STATE_DIR, as the gateway's queue)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no banner, no notice when stopping (a client's own Flow)")
     parser.add_argument("--ready-file", type=Path, help="written once the Flow serves (and after each restart)")
     parser.add_argument("--stop-with-parent", action="store_true", help="stop when the starting process exits")
@@ -239,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         from disco_service.server.flow_secret import new_secret
 
         os.environ["DISCO_FLOW_SECRET"] = new_secret()
+    args.state_store = board_store(args.port, args.state_store)
     options = (
         ("port", args.port),
         ("host", args.host),
@@ -246,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         ("replicas", args.replicas),
         ("use-gpu", args.use_gpu),
         ("preload", args.preload),
+        ("state-store", args.state_store),
     )
     flow_args = [f"--{name}={value}" for name, value in options if value] + (["--quiet"] if args.quiet else [])
     flow_args += ["--checkpoints-anywhere"] if args.checkpoints_anywhere else []
@@ -254,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from disco_service.server.supervisor import Supervisor
 
-    return Supervisor(flow_args, args.ready_file, args.stop_with_parent, quiet=args.quiet).run()
+    return Supervisor(
+        flow_args, args.ready_file, args.stop_with_parent, quiet=args.quiet, state_store=args.state_store
+    ).run()
 
 
 if __name__ == "__main__":

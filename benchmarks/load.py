@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "DISCO_MODEL_DIR": str(args.model_dir), "DISCO_API_TOKENS": ",".join(tokens)}
-        env.update(DISCO_JOBS_DIR=f"{tmp}/jobs", DISCO_RESULTS_DIR=f"{tmp}/results", DISCO_STATE_DIR=f"{tmp}/state")
+        env.update(DISCO_RESULTS_DIR=f"{tmp}/results", DISCO_STATE_DIR=f"{tmp}/state")
         env.update(PYTHONUNBUFFERED="1")
         ready = Path(tmp) / "ready"
         command = [sys.executable, str(ROOT / "serve.py"), f"--port={grpc_port}", f"--http-port={http_port}",

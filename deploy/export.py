@@ -1,7 +1,8 @@
 """Kubernetes or docker-compose manifests for flow.yml, running the project's container image.
 
-    python deploy/export.py kubernetes OUT_DIR  --image IMAGE:TAG [--replicas N] [--namespace NS]
-    python deploy/export.py docker-compose OUT.yml --image IMAGE:TAG [--replicas N] [--gpus G]
+    python deploy/export.py kubernetes OUT_DIR  --image IMAGE:TAG [--replicas N] [--gateways G] [--namespace NS]
+    python deploy/export.py docker-compose OUT.yml --image IMAGE:TAG [--replicas N] [--gateways G] [--gpus G]
+    (either with --external-database: the state store is a PostgreSQL server of yours)
 
 ``jina export`` only exports executors that are container images, so each executor here is
 ``docker://IMAGE`` (the Dockerfile's image, which also runs the gateway: gRPC and HTTP, the web
@@ -12,9 +13,15 @@ Jina's output is then completed with what it cannot express:
 - the sampler asks for one GPU per replica (``nvidia.com/gpu`` / a compose GPU reservation),
   and the gateway is given the address of every sampler replica, so that it spreads the images
   over them itself (see ``balance_sampler_replicas``): no service mesh is needed;
-- the model directory (``/models``), the shared job directory (``/jobs``, where any replica
-  answers progress and cancel for any job) and the result store (``/results``: every image made
-  and the job API's jobs, which the gateway serves) are volumes, writable by the image's user;
+- ``--gateways`` gateways (2 by default) share one queue in PostgreSQL (deploy/database.py: a
+  StatefulSet with its own volume and its password in a Secret, or an external server whose URL is
+  in a Secret): every pod reads ``DISCO_DATABASE_URL`` from the Secret ``disco-database``, so the
+  jobs, claims and the executors' job board need no shared folder;
+- the model directory (``/models``) and the result store (``/results``: every image made, which
+  the gateways serve) are volumes, writable by the image's user;
+- each executor serves Jina's metrics (flow.yml's ``monitoring``) on port 9090; the Prometheus
+  Operator's ServiceMonitors for them and for the gateways' ``/metrics`` are in ``monitoring.yml``
+  (apply it where the operator is installed);
 - the gateway reads its tokens (``DISCO_API_TOKENS``) from the Secret ``disco-api-tokens``
   (key ``tokens``; without it the service is open) on Kubernetes, and from the host's
   ``DISCO_API_TOKENS`` with docker-compose;
@@ -41,15 +48,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from database import (
+    COMPOSE_ENV_FILE,
+    compose_service,
+    database_env,
+    kubernetes_manifests,
+    new_password,
+    write_compose_env,
+)
 
 from disco_service import config
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS, JOBS, RESULTS = "/models", "/jobs", "/results"
-VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-jobs": (JOBS, "1Gi"), "disco-results": (RESULTS, "50Gi")}
-ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_JOBS_DIR": JOBS, "DISCO_RESULTS_DIR": RESULTS}
-# The gateway serves the job API and the result store; it needs no weights and no job board.
+MODELS, RESULTS = "/models", "/results"
+PORT_MONITORING = "9090"  # each executor's Jina metrics, inside its container (Jina's Kubernetes default)
+VOLUMES = {"disco-models": (MODELS, "20Gi"), "disco-results": (RESULTS, "50Gi")}
+ENV = {"DISCO_MODEL_DIR": MODELS, "DISCO_RESULTS_DIR": RESULTS}
+# The gateway serves the job API and the result store; it needs no weights.
 GATEWAY_VOLUMES = ("disco-results",)
+GATEWAYS = 2  # gateway replicas by default: one may go down (or be updated) while the other serves
+COMPOSE_PORTS = (51000, 51001)  # the first compose gateway's gRPC and HTTP ports on the host; the next +2 each
 TOKENS_SECRET = {"name": "disco-api-tokens", "key": "tokens"}  # the gateway's DISCO_API_TOKENS, if created
 FLOW_SECRET = {"name": "disco-flow-secret", "key": "secret"}  # every pod's DISCO_FLOW_SECRET
 EXECUTORS = ("encoder", "sampler", "renderer")
@@ -184,20 +202,53 @@ def _set_gateway_addresses(docs: list[dict[str, Any]], executor: str, addresses:
 
 
 def _gateway_service(container: dict[str, Any], pod: dict[str, Any]) -> None:
-    """The gateway runs the job API: the result store's volume, and its tokens from the Secret
-    ``disco-api-tokens`` (optional: without it the service is open, and says so in its log)."""
+    """The gateway runs the job API: the result store's volume, the state store's URL, and its
+    tokens from the Secret ``disco-api-tokens`` (optional: without it the service is open, and says
+    so in its log)."""
     container.setdefault("env", [])
     container["env"] += [
         {"name": "DISCO_RESULTS_DIR", "value": RESULTS},
+        database_env(),
         {"name": "DISCO_API_TOKENS", "valueFrom": {"secretKeyRef": {**TOKENS_SECRET, "optional": True}}},
     ]
     container["volumeMounts"] = [{"name": v, "mountPath": VOLUMES[v][0]} for v in GATEWAY_VOLUMES]
     pod["volumes"] = [{"name": v, "persistentVolumeClaim": {"claimName": v}} for v in GATEWAY_VOLUMES]
 
 
-def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
+def _monitors(manifests: dict[str, list[dict[str, Any]]], namespace: str) -> list[dict[str, Any]]:
+    """Take Jina's ServiceMonitors (the executors' metrics) out of the manifests, and add one for
+    the gateways' ``/metrics`` on their HTTP Service: the Prometheus Operator's resources, which a
+    cluster without it would refuse, so they go to a file of their own."""
+    monitors = []
+    for docs in manifests.values():
+        monitors += [d for d in docs if d["kind"] == "ServiceMonitor"]
+        docs[:] = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    http = next(d for d in manifests["gateway"] if d["kind"] == "Service" and d["metadata"]["name"].endswith("-http"))
+    http["spec"]["ports"][0]["name"] = http["spec"]["ports"][0].get("name") or "http"
+    monitors.append(
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": "gateway-http", "namespace": namespace, "labels": {"app": "gateway"}},
+            "spec": {
+                "endpoints": [{"port": http["spec"]["ports"][0]["name"], "path": "/metrics"}],
+                "namespaceSelector": {"matchNames": [namespace]},
+                "selector": {"matchLabels": http["metadata"].get("labels") or {"app": "gateway"}},
+            },
+        }
+    )
+    return monitors
+
+
+def complete_kubernetes(
+    out: Path, namespace: str, replicas: int, gateways: int = GATEWAYS, external_database: bool = False
+) -> None:
+    """Complete Jina's manifests in ``out`` (see the module's text); ``gateways``: gateway replicas;
+    ``external_database``: the pods' database URL is in a Secret the operator made (no PostgreSQL
+    is written)."""
     names = ("gateway", "encoder", "sampler", "renderer")  # Jina writes OUT/NAME/NAME.yml for each
     manifests = {name: list(yaml.safe_load_all((out / name / f"{name}.yml").read_text())) for name in names}
+    monitors = _monitors(manifests, namespace)
     sampler_addresses = balance_sampler_replicas(manifests["sampler"], replicas)
     _set_gateway_addresses(manifests["gateway"], "sampler", sampler_addresses)
     for name, docs in manifests.items():
@@ -216,12 +267,14 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
                 {"name": "DISCO_FLOW_SECRET", "valueFrom": {"secretKeyRef": dict(FLOW_SECRET)}},
             ]
             if name == "gateway":
+                doc["spec"]["replicas"] = gateways
                 _gateway_config(container["args"])
                 _gateway_service(container, pod)
                 continue
             _executor_config(container["args"], name)
             gpu = name == "sampler"
             container["env"] += [{"name": k, "value": v} for k, v in {**ENV, "DISCO_USE_GPU": str(int(gpu))}.items()]
+            container["env"].append(database_env())  # the job board's store
             container["volumeMounts"] = [{"name": v, "mountPath": path} for v, (path, _) in VOLUMES.items()]
             pod["volumes"] = [{"name": v, "persistentVolumeClaim": {"claimName": v}} for v in VOLUMES]
             if name in NEEDS_WEIGHTS:
@@ -233,7 +286,7 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
             "metadata": {"name": v, "namespace": namespace},
-            # every replica reads the weights and shares the job files: ReadWriteMany storage
+            # every replica reads the weights and writes its images: ReadWriteMany storage
             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
         }
         for v, (_, size) in VOLUMES.items()
@@ -243,6 +296,11 @@ def complete_kubernetes(out: Path, namespace: str, replicas: int) -> None:
     services = [d for name in EXECUTORS for d in manifests[name] if d["kind"] == "Service"]
     ports = sorted({port["port"] for service in services for port in service["spec"]["ports"]})
     (out / "network-policy.yml").write_text(yaml.safe_dump(executor_network_policy(namespace, ports), sort_keys=False))
+    (out / "monitoring.yml").write_text(yaml.safe_dump_all(monitors, sort_keys=False))
+    if not external_database:
+        database = out / "database.yml"
+        database.touch(mode=0o600)  # it holds the database's password
+        database.write_text(yaml.safe_dump_all(kubernetes_manifests(namespace, new_password()), sort_keys=False))
 
 
 def flow_secret_manifest(namespace: str) -> dict[str, Any]:
@@ -282,8 +340,16 @@ def executor_network_policy(namespace: str, ports: list[int]) -> dict[str, Any]:
 COMPOSE_FLOW_SECRET = "DISCO_FLOW_SECRET=${DISCO_FLOW_SECRET:?set DISCO_FLOW_SECRET to a random secret}"
 
 
-def complete_docker_compose(out: Path, gpus: int) -> None:
+def complete_docker_compose(out: Path, gpus: int, gateways: int = GATEWAYS, external_database: bool = False) -> None:
+    """Complete Jina's compose file ``out`` (see the module's text): ``gpus`` on the host,
+    ``gateways`` gateway services (the first on host ports 51000/51001, the next 2 higher each),
+    ``external_database``: the URL comes from the host's ``DISCO_DATABASE_URL``."""
     compose = yaml.safe_load(out.read_text())
+    if external_database:
+        database = {"environment": ["DISCO_DATABASE_URL=${DISCO_DATABASE_URL:?the external PostgreSQL's URL}"]}
+    else:
+        write_compose_env(out.parent, new_password())
+        database = {"env_file": [COMPOSE_ENV_FILE], "depends_on": {"postgres": {"condition": "service_healthy"}}}
     # the Compose Specification (docker compose v2): depends_on conditions need it, `version` is obsolete
     compose.pop("version", None)
     sampler_index = 0
@@ -296,6 +362,7 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
             service["environment"] = [*service.get("environment", []), f"DISCO_RESULTS_DIR={RESULTS}"]
             service["environment"].append("DISCO_API_TOKENS=${DISCO_API_TOKENS:-}")
             service["environment"].append(COMPOSE_FLOW_SECRET)
+            _use_database(service, database)
             continue  # Jina gives it every sampler replica's address already
         _executor_config(service["command"], name)
         # Jina mounts its host cache over the image's /app (the code): the volumes are ours instead;
@@ -307,6 +374,8 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
         service["environment"].append(COMPOSE_FLOW_SECRET)
         if name in NEEDS_WEIGHTS:
             service["depends_on"] = {"weights": {"condition": "service_completed_successfully"}}
+        _use_database(service, database)
+        _monitoring_inside(service)
         if gpu:
             device = str(sampler_index % max(gpus, 1))  # replica i on GPU i mod gpus
             sampler_index += 1
@@ -323,8 +392,36 @@ def complete_docker_compose(out: Path, gpus: int) -> None:
         "volumes": [f"disco-models:{MODELS}"],
         "restart": "no",
     }
+    gateway = compose["services"]["gateway"]
+    gateway["ports"] = [f"{p}:{p}" for p in COMPOSE_PORTS] if gateway.get("ports") else gateway.get("ports")
+    for n in range(1, gateways):  # more gateways on the same queue, each on host ports of its own
+        more = json.loads(json.dumps(gateway))
+        more["ports"] = [f"{p + 2 * n}:{p}" for p in COMPOSE_PORTS]
+        compose["services"][f"gateway-{n + 1}"] = more
     compose["volumes"] = {v: {} for v in VOLUMES}
+    if not external_database:
+        compose["services"]["postgres"] = compose_service()
+        compose["volumes"]["disco-database"] = {}
     out.write_text(yaml.safe_dump(compose, sort_keys=False))
+
+
+def _monitoring_inside(service: dict[str, Any]) -> None:
+    """Jina maps each executor's metrics port to the same port of the host, which replicas would
+    share: the metrics stay on the compose network instead (a Prometheus there scrapes NAME:9090)."""
+    command = service["command"]
+    if "--port-monitoring" in command:
+        command[command.index("--port-monitoring") + 1] = PORT_MONITORING
+        service["expose"] = [PORT_MONITORING]
+        service.pop("ports", None)
+
+
+def _use_database(service: dict[str, Any], database: dict[str, Any]) -> None:
+    """Give a compose service the state store's URL (and wait for the built-in PostgreSQL)."""
+    service["environment"] = [*service.get("environment", []), *database.get("environment", [])]
+    if "env_file" in database:
+        service["env_file"] = list(database["env_file"])
+    if "depends_on" in database:  # copies: the same object twice would be written as a YAML alias
+        service["depends_on"] = {**service.get("depends_on", {}), **json.loads(json.dumps(database["depends_on"]))}
 
 
 def image_reference(value: str) -> str:
@@ -353,18 +450,30 @@ def main(argv: list[str] | None = None) -> int:
         default=config.load().sampler_replicas,
         help="sampler replicas, one GPU each (default: $DISCO_SAMPLER_REPLICAS or 1)",
     )
+    parser.add_argument(
+        "--gateways", type=int, default=GATEWAYS, help=f"gateways sharing one queue (default: {GATEWAYS})"
+    )
+    parser.add_argument(
+        "--external-database",
+        action="store_true",
+        help="no PostgreSQL of its own: the pods read DISCO_DATABASE_URL from the Secret disco-database (key url), "
+        "compose from the host's DISCO_DATABASE_URL",
+    )
     parser.add_argument("--namespace", default="disco", help="Kubernetes namespace")
     parser.add_argument("--gpus", type=int, default=1, help="docker-compose: GPUs on the host, shared round-robin")
     args = parser.parse_args(argv)
     if args.replicas < 1:
         parser.error(f"--replicas must be >= 1, got {args.replicas}")
+    if args.gateways < 1:
+        parser.error(f"--gateways must be >= 1, got {args.gateways}")
     flow = export_flow(args.image, args.replicas)
     if args.kind == "kubernetes":
         run_jina_export("kubernetes", flow, args.out, args.image, ["--k8s-namespace", args.namespace])
-        complete_kubernetes(args.out, args.namespace, args.replicas)
+        complete_kubernetes(args.out, args.namespace, args.replicas, args.gateways, args.external_database)
     else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         run_jina_export("docker-compose", flow, args.out, args.image, [])
-        complete_docker_compose(args.out, args.gpus)
+        complete_docker_compose(args.out, args.gpus, args.gateways, args.external_database)
     print(f"wrote {args.out}")
     return 0
 

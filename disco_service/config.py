@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DATABASE_SCHEMES",
     "DEVICE_CHOICES",
+    "FLOW_GRPC_PORT",
     "load",
     "MIRRORS_ALLOWED",
     "MODES",
@@ -38,6 +39,9 @@ __all__ = [
 DEVICE_CHOICES = ("auto", "1", "0")
 MODES = ("fast", "exact")  # disco.fast.MODES, without importing torch to read the configuration
 DATABASE_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+# flow.yml's gRPC port: executors started without a ``state_store`` (``jina flow --uses flow.yml``)
+# use the store of the server on this port; serve.py hands every process its server's store.
+FLOW_GRPC_PORT = 51000
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,6 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("DISCO_MODEL_DIR", "`~/.cache/disco-diffusion`", "where model files are kept (and downloaded to)"),
     Variable("DISCO_WEIGHTS_MIRROR", "unset", "comma-separated base URLs that replace each file's public mirrors"),
-    Variable("DISCO_JOBS_DIR", "`$TMPDIR/disco-jobs`", "the job board: progress, latest frame and cancel of each job"),
     Variable("DISCO_USE_GPU", "`auto`", "`1`: a GPU is required, `0`: the CPU, `auto`: the GPU if there is one"),
     Variable("DISCO_MODE", "`fast`", "the engine mode, `fast` or `exact` (`disco/fast.py`)"),
     Variable("DISCO_MAX_PIXELS", "`4194304` (2048x2048)", "the largest width x height a request may ask for"),
@@ -85,7 +88,9 @@ VARIABLES: tuple[Variable, ...] = (
         "the state store: `postgresql://...` to share one queue between gateways",
     ),
     Variable(
-        "DISCO_STATE_DIR", "`$XDG_STATE_HOME/disco-diffusion`", "the SQLite store: `<port>/jobs.sqlite3` per server"
+        "DISCO_STATE_DIR",
+        "`$XDG_STATE_HOME/disco-diffusion`",
+        "the SQLite store (jobs and the executors' job board): `<port>/jobs.sqlite3` per server",
     ),
     Variable(
         "DISCO_FLOW_SECRET", "made at start", "what the Flow's executors require of its gateway (`serve.py` makes one)"
@@ -113,7 +118,6 @@ class ConfigError(ValueError):
 class Config:
     model_dir: Path
     weights_mirrors: tuple[str, ...] | None
-    jobs_dir: Path
     use_gpu: str  # one of DEVICE_CHOICES
     mode: str  # one of disco.fast.MODES
     limits: Limits
@@ -245,7 +249,6 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     return Config(
         model_dir=Path(env.get("DISCO_MODEL_DIR") or Path.home() / ".cache" / "disco-diffusion").expanduser(),
         weights_mirrors=_mirrors(env, "DISCO_WEIGHTS_MIRROR"),
-        jobs_dir=Path(env.get("DISCO_JOBS_DIR") or Path(tempfile.gettempdir()) / "disco-jobs"),
         use_gpu=_choice(env, "DISCO_USE_GPU", "auto", DEVICE_CHOICES, {"true": "1", "false": "0"}),
         mode=_choice(env, "DISCO_MODE", "fast", MODES),
         limits=Limits(

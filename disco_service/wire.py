@@ -116,7 +116,7 @@ EMBEDDING_WIDTHS_TAG, PROMPT_WEIGHTS_TAG = "clip_embedding_widths", "prompt_weig
 
 
 class JobStatus(StrEnum):
-    """Where a job is. Tags, job-board files, the result store and the job API hold its ``value``."""
+    """Where a job is. Tags, the job board, the result store and the job API hold its ``value``."""
 
     QUEUED = "queued"  # in the service's job queue (POST /jobs), not sent to the Flow yet
     WAITING = "waiting"  # sent, no sampler has it yet

@@ -137,6 +137,7 @@ def http_routes_page() -> str:
     with tempfile.TemporaryDirectory() as folder:
         queue = JobQueue(ResultStore(folder), flow=None)  # nothing is sent: no job is submitted
         mount_service(app, queue, Tokens(), DEFAULT_LIMITS)
+        queue.state.close()
     rows = []
     for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema:
@@ -144,8 +145,8 @@ def http_routes_page() -> str:
             rows.append((", ".join(sorted(route.methods)), f"`{route.path}`", doc.replace("``", "`")))
     intro = (
         "The service's routes on the HTTP port (51001), as `disco_service.server.routes` mounts them"
-        " (the job API, its events, the gallery, the estimate, the operator's `/admin/` routes and"
-        " PaddleHub's). Besides them the gateway serves the page (`/ui/`, `/ui/settings.json`,"
+        " (the job API, its events, the gallery, the estimate, the operator's `/admin/` routes,"
+        " PaddleHub's and the metrics). Besides them the gateway serves the page (`/ui/`, `/ui/settings.json`,"
         " `/ui/outputs`) and Jina's own routes (`POST /post`, `GET /status`, `GET /` the health check)."
         " With tokens every route but `GET /` and the page's files needs `Authorization: Bearer TOKEN`."
         " See [serving](../serving.md) and [sharing](../sharing.md)."

@@ -60,7 +60,7 @@ class DiffusionSampler(Executor):
         model_dir: str | None = None,
         use_gpu: bool | None = None,
         preload: str | None = DIFFUSION_MODELS[0],
-        jobs_dir: str | None = None,
+        state_store: str | None = None,
         mode: str | None = None,
         client_timeout_s: float | None = None,
         checkpoints_anywhere: bool = False,
@@ -69,21 +69,23 @@ class DiffusionSampler(Executor):
         **kwargs,
     ):
         """Arguments (``uses_with``, or ``serve.py``'s flags) override the service's configuration
-        (``disco_service.config``). ``preload``: the diffusion model loaded at start (``none``: on
-        the first request); ``mode``: ``fast`` or ``exact`` (disco/fast.py); ``checkpoints_anywhere``:
-        a ``diffusion_model`` checkpoint path may name any file on this machine (the Flow a client
-        starts for itself), else only files in the model directory; ``flow_secret``: what the
-        gateway's calls must carry (server/flow_secret.py)."""
+        (``disco_service.config``). ``state_store``: the state store that holds the job board (a
+        SQLite file or a ``postgresql://`` URL; serve.py passes its server's). ``preload``: the
+        diffusion model loaded at start (``none``: on the first request); ``mode``: ``fast`` or
+        ``exact`` (disco/fast.py); ``checkpoints_anywhere``: a ``diffusion_model`` checkpoint path
+        may name any file on this machine (the Flow a client starts for itself), else only files in
+        the model directory; ``flow_secret``: what the gateway's calls must carry
+        (server/flow_secret.py)."""
         super().__init__(**kwargs)
         cfg = config.load()
-        guard_executor(self, resolve(flow_secret, jobs_dir or cfg.jobs_dir))
+        guard_executor(self, resolve(flow_secret))
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
         self.cache = ModelCache(
             model_dir or cfg.model_dir, device, mode or cfg.mode, cfg.weights_mirrors, bool(checkpoints_anywhere)
         )
         if preload and preload != "none":  # load the models at start, not on the first request
             self.cache.models(preload, use_secondary_model=True, with_init_loss=False)
-        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.board.sweep()
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
@@ -135,7 +137,7 @@ class DiffusionSampler(Executor):
 
     def _animation(self, doc: Document, plan: AnimationPlan, frame_steps) -> Iterator[int]:
         """Run an animation: display frames are the latest frame only, finished frames become
-        chunks and board files; yields the steps done over the whole run."""
+        chunks and go on the job board; yields the steps done over the whole run."""
         done, finished = 0, 0
         recipe = image_settings(doc.tags)
         doc.tags.update(frames=plan.frames, mp4_fps=plan.fps, frames_done=0)

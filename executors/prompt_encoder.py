@@ -12,7 +12,7 @@ unknown tag (a misspelt setting) is refused with the nearest valid name, and a m
 the tags with their numbers' types restored and do not validate again. A refused Document gets
 the refusal in its tags (``error``, ``error_code``, ``error_setting``) before the request fails.
 
-A Document id names one image for as long as anything of it is kept (its job-board files, its
+A Document id names one image for as long as anything of it is kept (its job-board rows, its
 result in the store): a request that uses it again is refused, so an old cancel or result never
 answers for a new image. An accepted image is put on the job board as ``waiting``; an id that never
 got further (its request could not reach a sampler) may be sent again.
@@ -61,16 +61,17 @@ class PromptEncoder(Executor):
         use_gpu: str | None = None,
         max_pixels: int | None = None,
         max_pixel_steps: int | None = None,
-        jobs_dir: str | None = None,
+        state_store: str | None = None,
         results_dir: str | None = None,
         flow_secret: str | None = None,
         **kwargs,
     ):
         """Arguments (``uses_with``) override the service's configuration (``disco_service.config``);
+        ``state_store``: the state store holding the job board (serve.py passes its server's);
         ``flow_secret``: what the gateway's calls must carry (server/flow_secret.py)."""
         super().__init__(**kwargs)
         cfg = config.load()
-        guard_executor(self, resolve(flow_secret, jobs_dir or cfg.jobs_dir))
+        guard_executor(self, resolve(flow_secret))
         self.limits = Limits(
             max_pixels=int(max_pixels or cfg.limits.max_pixels),
             max_pixel_steps=int(max_pixel_steps) if max_pixel_steps else cfg.limits.max_pixel_steps,
@@ -78,7 +79,7 @@ class PromptEncoder(Executor):
         device = select_device(use_gpu if use_gpu is not None else cfg.use_gpu, "DISCO_USE_GPU")
         self.cache = ModelCache(model_dir or cfg.model_dir, device, mirrors=cfg.weights_mirrors)
         self.cache.clip()  # the default CLIP RN50, loaded at start; others on first use, then kept
-        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
 
     @requests(on="/generate")

@@ -1,7 +1,7 @@
 """Jina executor: frames to PNG image chunks, the final image to ``doc.uri``; raw tensors dropped.
 
 It also answers ``/progress``, ``/cancel`` and ``/forget`` for jobs, from the job board the
-samplers write (``DISCO_JOBS_DIR``). The client addresses them here alone
+samplers write (in the state store). The client addresses them here alone
 (``target_executor``), which keeps the sampler's replicas for ``/generate``: Jina's
 round-robin over the replicas then spreads the images of a call evenly (progress polls would
 otherwise take turns in the rotation). These endpoints are asynchronous, so they are answered
@@ -42,15 +42,20 @@ FINISHED_PER_POLL = 8  # an animation's finished frames one progress answer carr
 
 class Renderer(Executor):
     def __init__(
-        self, jobs_dir: str | None = None, results_dir: str | None = None, flow_secret: str | None = None, **kwargs
+        self,
+        state_store: str | None = None,
+        results_dir: str | None = None,
+        flow_secret: str | None = None,
+        **kwargs,
     ):
-        """``jobs_dir``, ``results_dir`` (``uses_with``) override the service's configuration
-        (``DISCO_JOBS_DIR``, ``DISCO_RESULTS_DIR``); ``flow_secret``: what the gateway's calls must
-        carry (server/flow_secret.py)."""
+        """``state_store`` (the store holding the job board: a SQLite file or a ``postgresql://``
+        URL) and ``results_dir`` (``uses_with``) override the service's configuration (its store,
+        ``DISCO_RESULTS_DIR``); ``flow_secret``: what the gateway's calls must carry
+        (server/flow_secret.py)."""
         super().__init__(**kwargs)
         cfg = config.load()
-        guard_executor(self, resolve(flow_secret, jobs_dir or cfg.jobs_dir))
-        self.board = JobBoard(jobs_dir or cfg.jobs_dir)
+        guard_executor(self, resolve(flow_secret))
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.store = ResultStore(results_dir or cfg.results_dir, cfg.result_ttl_s)
         self.swept = 0.0
 
@@ -112,9 +117,9 @@ class Renderer(Executor):
 
     @requests(on="/forget")
     async def forget(self, docs: DocumentArray, **kwargs) -> None:
-        """The client has these jobs' results: remove their job-board files (a job still running
-        keeps them). Files of jobs nobody collected go after a day; the result store keeps the
-        images for ``DISCO_RESULT_TTL_S``."""
+        """The client has these jobs' results: remove them from the job board (a job still running
+        stays). Jobs nobody collected go after a day; the result store keeps the images for
+        ``DISCO_RESULT_TTL_S``."""
         for doc in docs:
             if (self.board.read(doc.id) or {}).get("status") != JobStatus.RUNNING:
                 self.board.forget(doc.id)

@@ -8,7 +8,8 @@ StaticFiles refuses paths outside it); nothing here reads a path or URL from a r
 It also makes the Flow a shared service:
 
 - the job API, the results by Document id (disco_service/server/http_api.py) and PaddleHub's
-  ``/predict/disco_diffusion_clip_rn50`` (disco_service/server/hub_serving.py) on the HTTP port; the jobs
+  ``/predict/disco_diffusion_clip_rn50`` (disco_service/server/hub_serving.py) and ``/metrics``
+  (Prometheus, disco_service/server/metrics.py) on the HTTP port; the jobs
   run in this process, which calls its own Flow over gRPC (disco_service/server/job_queue.py);
 - tokens (``DISCO_API_TOKENS``, disco_service/server/tokens.py) on both ports; without them the service
   is open, and says so in its log when it listens beyond this machine;

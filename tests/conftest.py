@@ -116,7 +116,6 @@ def model_dir(tmp_path_factory):
 def flow_env(model_dir, tmp_path_factory):
     env = {
         "DISCO_MODEL_DIR": str(model_dir),
-        "DISCO_JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
         "DISCO_RESULTS_DIR": str(tmp_path_factory.mktemp("results")),
         "DISCO_STATE_DIR": str(tmp_path_factory.mktemp("state")),
         "DISCO_USE_GPU": "0",
@@ -188,7 +187,7 @@ def token_flow(flow_env, tmp_path_factory):
     tokens.write_text("# the service's callers\n" + "\n".join(TOKENS.values()) + "\n")
     env = {**flow_env, "DISCO_API_TOKENS": f"@{tokens}", "DISCO_MAX_JOBS_PER_TOKEN": "1"}
     env["DISCO_CLIENT_TIMEOUT_S"] = "600"  # its plain gRPC calls do not poll: never abandoned, even on a busy CPU
-    env.update(DISCO_JOBS_DIR=str(folder / "jobs"), DISCO_RESULTS_DIR=str(folder / "results"))
+    env.update(DISCO_RESULTS_DIR=str(folder / "results"))
     env.update(DISCO_STATE_DIR=str(folder / "state"))
     command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
     with served(command, port, env, folder / "flow.log", cwd=ROOT) as address:

@@ -187,7 +187,7 @@ def sampler(models, tmp_path) -> DiffusionSampler:
     """The executor's own code, without Jina's runtime."""
     executor = DiffusionSampler.__new__(DiffusionSampler)
     executor.cache = FixedCache(models)
-    executor.board = JobBoard(tmp_path / "jobs")
+    executor.board = JobBoard(tmp_path / "jobs.sqlite3")
     executor.store = ResultStore(tmp_path / "results")
     executor.replica, executor.client_timeout_s = "test", 600.0
     return executor
@@ -227,7 +227,7 @@ def test_a_2d_frame_starts_from_the_previous_frame_warped(tiny_models, tmp_path,
         warped = warp_2d(frames[n - 1], Motion(5, 1.1, 2, n))
         assert torch.equal(starts[n]["init"], array_to_init(warped, 64, 64))
         assert starts[n]["settings"].skip_steps == 1 and starts[n]["settings"].init_scale == 700
-    state = JobBoard(tmp_path / "jobs").read(doc.id)
+    state = JobBoard(tmp_path / "jobs.sqlite3").read(doc.id)
     assert (state["frame"], state["frames"], state["last_finished"], state["run_total"]) == (2, 3, 2, 2 + 1 + 1)
     # the result store keeps every finished frame, the last as the final image, and the MP4 of them
     store = ResultStore(tmp_path / "results")
@@ -367,7 +367,7 @@ def test_the_renderer_gives_an_animation_its_mp4(tiny_models, tmp_path):
     plan, doc = request(tiny_models, tmp_path, animation_mode="2D", max_frames=2, fps=6)
     sampler(tiny_models, tmp_path)._generate(doc)
     renderer = Renderer.__new__(Renderer)
-    renderer.board = JobBoard(tmp_path / "jobs")
+    renderer.board = JobBoard(tmp_path / "jobs.sqlite3")
     renderer.store, renderer.swept = ResultStore(tmp_path / "results"), 0.0
     renderer.render(DocumentArray([doc]), parameters={"animations": True})
     import base64

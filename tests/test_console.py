@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from boards import board_states
+
 from disco_service.console import OUR_LINE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,8 +22,7 @@ def console_lines(stderr: str) -> list[str]:
 
 
 def test_an_in_process_run_prints_only_our_lines_and_leaves_no_job_files(flow_env, tmp_path):
-    jobs = Path(flow_env["DISCO_JOBS_DIR"])
-    before = set(jobs.iterdir())
+    before = set(board_states(flow_env["DISCO_STATE_DIR"]))
     done = subprocess.run(
         [sys.executable, str(ROOT / "client.py"), "--text_prompts", "a lighthouse", *SMALL_RUN]
         + ["--output_dir", str(tmp_path / "out")],
@@ -36,7 +37,7 @@ def test_an_in_process_run_prints_only_our_lines_and_leaves_no_job_files(flow_en
     assert any(line.startswith("image 1 (seed 6):") and "3/3" in line for line in lines)
     assert any(line.startswith("disco: running on the CPU") for line in lines)  # the estimate, before the run
     assert (tmp_path / "out" / "reverse_diffusion-5_1.png").exists()
-    assert set(jobs.iterdir()) - before == set()  # collected jobs are removed from the job board
+    assert set(board_states(flow_env["DISCO_STATE_DIR"])) - before == set()  # collected jobs leave the board
 
 
 def help_entries(text: str) -> dict[str, str]:

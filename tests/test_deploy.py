@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -93,24 +94,34 @@ def export(kind: str, out: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def k8s(tmp_path_factory) -> dict[str, list[dict]]:
-    """The exported manifests, by file (relative path)."""
+def k8s_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("k8s")
     export("kubernetes", out, "--image", IMAGE, "--replicas", str(REPLICAS), "--namespace", "art")
-    return {str(p.relative_to(out)): list(yaml.safe_load_all(p.read_text())) for p in sorted(out.rglob("*.yml"))}
+    return out
+
+
+@pytest.fixture(scope="module")
+def k8s(k8s_dir) -> dict[str, list[dict]]:
+    """The exported manifests, by file (relative path)."""
+    return {
+        str(p.relative_to(k8s_dir)): list(yaml.safe_load_all(p.read_text())) for p in sorted(k8s_dir.rglob("*.yml"))
+    }
 
 
 def workloads(k8s: dict[str, list[dict]]) -> dict[str, dict]:
     return {
-        d["metadata"]["name"]: d for docs in k8s.values() for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+        d["metadata"]["name"]: d
+        for name, docs in k8s.items()
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet") and name != "database.yml"
     }
 
 
 def test_every_exported_manifest_is_valid_for_kubernetes_1_30(k8s):
-    documents = [d for docs in k8s.values() for d in docs]
-    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, three claims, the Flow's
-    # Secret and the executors' NetworkPolicy
-    assert len(documents) == 4 * 3 + 1 + 3 + 2
+    documents = [d for name, docs in k8s.items() for d in docs if name != "monitoring.yml"]
+    # a ConfigMap, Service and workload per part, the gateway's HTTP Service, two claims, the Flow's
+    # Secret and the executors' NetworkPolicy, PostgreSQL's Secret, Service and StatefulSet
+    assert len(documents) == 4 * 3 + 1 + 2 + 2 + 3
     for document in documents:  # strict: an unknown field fails too
         assert kubernetes_validate.validate(document, "1.30", strict=True) == "1.30"
     broken = json.loads(json.dumps(workloads(k8s)["sampler"]))
@@ -140,9 +151,13 @@ def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(
         assert claims[mounts["/results"]] == "disco-results", name  # the result store: every part shares it
         flow_secret = next(e for e in container["env"] if e["name"] == "DISCO_FLOW_SECRET")
         assert flow_secret["valueFrom"] == {"secretKeyRef": {"name": "disco-flow-secret", "key": "secret"}}, name
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        # every part's state (the queue, the job board) is in PostgreSQL: its URL from the Secret
+        assert env["DISCO_DATABASE_URL"] == {"secretKeyRef": {"name": "disco-database", "key": "url"}}, name
+        assert "DISCO_JOBS_DIR" not in env and "/jobs" not in mounts, name  # no shared folder for state
         if name == "gateway":  # the job API: the store, and the tokens from a Secret (optional: an open service)
-            env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
             assert env["DISCO_RESULTS_DIR"] == "/results" and set(mounts) == {"/results"}
+            assert workload["spec"]["replicas"] == 2  # two gateways share the queue
             secret = {"name": "disco-api-tokens", "key": "tokens", "optional": True}
             assert env["DISCO_API_TOKENS"] == {"secretKeyRef": secret}
             continue
@@ -151,15 +166,14 @@ def test_kubernetes_pods_run_as_the_image_user_with_their_volumes_and_resources(
         assert "--host" not in args or args[args.index("--host") + 1] == "0.0.0.0", name
         config = args[args.index("--uses") + 1]
         assert config == f"executors/{name}.yml" and (ROOT / config).is_file()
-        env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["DISCO_MODEL_DIR"] == "/models" and env["DISCO_JOBS_DIR"] == "/jobs"
-        assert env["DISCO_RESULTS_DIR"] == "/results"
+        assert env["DISCO_MODEL_DIR"] == "/models" and env["DISCO_RESULTS_DIR"] == "/results"
         assert env["DISCO_USE_GPU"] == ("1" if name == "sampler" else "0")
-        assert claims[mounts["/models"]] == "disco-models" and claims[mounts["/jobs"]] == "disco-jobs"
+        assert claims[mounts["/models"]] == "disco-models" and set(mounts) == {"/models", "/results"}
+        assert "--monitoring" in args and args[args.index("--port-monitoring") + 1] == "9090"  # Jina's metrics
     sampler = found["sampler"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert sampler["requests"]["memory"] == sampler["limits"]["memory"] == "16Gi"
     claims = k8s["volumes.yml"]
-    assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-jobs", "disco-results"}
+    assert {c["metadata"]["name"] for c in claims} == {"disco-models", "disco-results"}
     assert all(c["kind"] == "PersistentVolumeClaim" and c["spec"]["accessModes"] == ["ReadWriteMany"] for c in claims)
 
 
@@ -183,6 +197,47 @@ def test_kubernetes_executors_take_calls_from_the_gateway_only(k8s):
     ports = {p["port"] for name in ("encoder", "sampler", "renderer") for d in k8s[f"{name}/{name}.yml"]
              if d["kind"] == "Service" for p in d["spec"]["ports"]}  # fmt: skip
     assert {p["port"] for p in rule["ports"]} == ports
+
+
+def test_kubernetes_postgresql_keeps_its_password_in_a_secret_and_its_data_on_a_claim(k8s, k8s_dir):
+    secret, service, database = k8s["database.yml"]
+    assert (secret["kind"], service["kind"], database["kind"]) == ("Secret", "Service", "StatefulSet")
+    assert stat.S_IMODE((k8s_dir / "database.yml").stat().st_mode) == 0o600  # it holds the password
+    password, url = secret["stringData"]["password"], secret["stringData"]["url"]
+    assert len(password) >= 32 and url == f"postgresql://disco:{password}@postgres.art.svc:5432/disco"
+    assert service["metadata"]["name"] == "postgres" and service["spec"]["ports"][0]["port"] == 5432
+    assert service["spec"]["selector"].items() <= database["spec"]["template"]["metadata"]["labels"].items()
+    (container,) = database["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["POSTGRES_PASSWORD"] == {"secretKeyRef": {"name": "disco-database", "key": "password"}}
+    assert re.fullmatch(r"postgres:\d+\.\d+", container["image"])  # a fixed version
+    (claim,) = database["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and container["volumeMounts"][0]["name"] == "data"
+    assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+
+
+def test_kubernetes_with_an_external_database_writes_none(tmp_path):
+    export("kubernetes", tmp_path, "--image", IMAGE, "--external-database", "--gateways", "3")
+    assert not (tmp_path / "database.yml").exists()
+    docs = yaml.safe_load_all((tmp_path / "gateway" / "gateway.yml").read_text())
+    gateway = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("valueFrom") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DISCO_DATABASE_URL"] == {"secretKeyRef": {"name": "disco-database", "key": "url"}}
+    assert gateway["spec"]["replicas"] == 3
+
+
+def test_kubernetes_monitors_scrape_the_executors_and_the_gateways(k8s):
+    monitors = {m["metadata"]["name"]: m for m in k8s["monitoring.yml"]}
+    assert set(monitors) == {"encoder", "sampler", "renderer", "gateway-http"}
+    assert all(m["kind"] == "ServiceMonitor" for m in monitors.values())
+    assert monitors["gateway-http"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    services = {d["metadata"]["name"]: d for docs in k8s.values() for d in docs if d["kind"] == "Service"}
+    http = services["gateway-1-http"]
+    assert monitors["gateway-http"]["spec"]["selector"]["matchLabels"].items() <= http["metadata"]["labels"].items()
+    assert monitors["gateway-http"]["spec"]["endpoints"][0]["port"] == http["spec"]["ports"][0]["name"]
+    for name in ("encoder", "sampler", "renderer"):
+        ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
+        assert ports["monitoring"] == 9090, name
 
 
 def test_kubernetes_weights_are_downloaded_before_the_executors_start(k8s):
@@ -283,16 +338,27 @@ def test_docker_compose_export(tmp_path):
     export("docker-compose", out, "--image", "disco:test", "--replicas", "2", "--gpus", "2")
     compose = yaml.safe_load(out.read_text())
     services = compose["services"]
-    assert set(services) == {"gateway", "encoder", "sampler-rep-0", "sampler-rep-1", "renderer", "weights"}
-    assert all(s["image"] == "disco:test" for s in services.values())
+    parts = {"gateway", "gateway-2", "encoder", "sampler-rep-0", "sampler-rep-1", "renderer", "weights"}
+    assert set(services) == parts | {"postgres"}
+    assert all(s["image"] == "disco:test" for n, s in services.items() if n != "postgres")
     assert all("user" not in s for s in services.values())  # the image's user, uid 1000, owns the volumes
-    assert "51000:51000" in services["gateway"]["ports"]
+    assert services["gateway"]["ports"] == ["51000:51000", "51001:51001"]
+    assert services["gateway-2"]["ports"] == ["51002:51000", "51003:51001"]  # the second gateway, same queue
+    # PostgreSQL: its password and the URL in an env file beside the compose file, readable by its owner only
+    env_file = tmp_path / "disco-database.env"
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and len(values["POSTGRES_PASSWORD"]) >= 32
+    assert values["DISCO_DATABASE_URL"] == f"postgresql://disco:{values['POSTGRES_PASSWORD']}@postgres:5432/disco"
+    postgres = services["postgres"]
+    assert postgres["env_file"] == ["disco-database.env"] and postgres["healthcheck"]["test"][0] == "pg_isready"
+    assert postgres["volumes"] == ["disco-database:/var/lib/postgresql/data"]
     assert services["gateway"]["volumes"] == ["disco-results:/results"]  # the job API's result store
     assert "DISCO_API_TOKENS=${DISCO_API_TOKENS:-}" in services["gateway"]["environment"]  # the host's tokens
     required = "DISCO_FLOW_SECRET=${DISCO_FLOW_SECRET:?set DISCO_FLOW_SECRET to a random secret}"
-    assert all(required in s["environment"] for n, s in services.items() if n != "weights")  # one for the Flow
+    flow = [n for n in services if n not in ("weights", "postgres")]
+    assert all(required in services[n]["environment"] for n in flow)  # one for the Flow
     for name, service in services.items():
-        if name not in ("gateway", "weights") and "--host" in service["command"]:
+        if name not in ("gateway", "weights", "postgres") and "--host" in service["command"]:
             assert service["command"][service["command"].index("--host") + 1] == "0.0.0.0", name
     gateway = services["gateway"]["command"]
     addresses = json.loads(gateway[gateway.index("--deployments-addresses") + 1])
@@ -302,21 +368,38 @@ def test_docker_compose_export(tmp_path):
     assert weights["volumes"] == ["disco-models:/models"] and weights["restart"] == "no"
     devices = []
     for name, service in services.items():
-        if name in ("gateway", "weights"):
+        if name in ("postgres", "weights"):
+            continue
+        assert service["env_file"] == ["disco-database.env"], name  # DISCO_DATABASE_URL
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+        if name.startswith("gateway"):
             continue
         executor = name.split("-rep-")[0]
         command = service["command"]
         assert command[command.index("--uses") + 1] == f"executors/{executor}.yml"
-        assert service["volumes"] == ["disco-models:/models", "disco-jobs:/jobs", "disco-results:/results"]
+        assert service["volumes"] == ["disco-models:/models", "disco-results:/results"]  # no folder for state
+        assert command[command.index("--port-monitoring") + 1] == "9090" and "--monitoring" in command
+        assert service["expose"] == ["9090"] and "ports" not in service  # replicas would share a host port
         assert f"DISCO_USE_GPU={int(executor == 'sampler')}" in service["environment"]
         if executor in ("encoder", "sampler"):
-            assert service["depends_on"] == {"weights": {"condition": "service_completed_successfully"}}
+            assert service["depends_on"]["weights"] == {"condition": "service_completed_successfully"}
         if executor == "sampler":
             (device,) = service["deploy"]["resources"]["reservations"]["devices"]
             devices += device["device_ids"]
     assert devices == ["0", "1"]  # one GPU per replica
-    assert set(compose["volumes"]) == {"disco-models", "disco-jobs", "disco-results"}
+    assert set(compose["volumes"]) == {"disco-models", "disco-results", "disco-database"}
+    assert "&id" not in out.read_text()  # no YAML aliases: each service reads on its own
     assert "version" not in compose  # the Compose Specification (depends_on conditions)
+
+
+def test_docker_compose_with_an_external_database(tmp_path):
+    out = tmp_path / "docker-compose.yml"
+    export("docker-compose", out, "--image", "disco:test", "--external-database", "--gateways", "1")
+    services = yaml.safe_load(out.read_text())["services"]
+    assert "postgres" not in services and "gateway-2" not in services
+    assert not (tmp_path / "disco-database.env").exists()
+    url = "DISCO_DATABASE_URL=${DISCO_DATABASE_URL:?the external PostgreSQL's URL}"
+    assert all(url in s["environment"] for n, s in services.items() if n != "weights")
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -329,12 +412,12 @@ def test_the_image_user_owns_the_volume_directories():
     instructions = dockerfile_instructions()
     runs = " ".join(arg for op, arg in instructions if op == "RUN")
     assert re.search(rf"useradd .*--uid {UID} .*disco", runs)
-    assert re.search(r"mkdir -p /models /jobs /results\b", runs)
-    assert re.search(r"chown disco:disco /models /jobs /results\b", runs)
+    assert re.search(r"mkdir -p /models /results\b", runs)
+    assert re.search(r"chown disco:disco /models /results\b", runs)
     assert ("USER", "disco") in instructions
-    assert ("VOLUME", "/models /jobs /results") in instructions
+    assert ("VOLUME", "/models /results") in instructions
     env = " ".join(arg for op, arg in instructions if op == "ENV")
-    assert "DISCO_JOBS_DIR=/jobs" in env and "DISCO_MODEL_DIR=/models" in env and "DISCO_USE_GPU=1" in env
+    assert "DISCO_MODEL_DIR=/models" in env and "DISCO_USE_GPU=1" in env and "DISCO_JOBS_DIR" not in env
     assert "DISCO_RESULTS_DIR=/results" in env
 
 

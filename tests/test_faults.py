@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from boards import board_states
 from docarray import Document, DocumentArray
 from jina import Client
 
@@ -50,7 +51,7 @@ def test_a_misspelt_key_is_refused_by_name_and_nothing_runs(served_flow, flow_en
     docs = raw_request(text_prompt=["a lighthouse"])
     with pytest.raises(Exception, match=r"text_prompt: unknown setting; did you mean .{0,4}text_prompts"):
         Client(host=served_flow).post("/generate", docs)
-    assert not (Path(flow_env["DISCO_JOBS_DIR"]) / f"{docs[0].id}.json").exists()  # no job started
+    assert docs[0].id not in board_states(flow_env["DISCO_STATE_DIR"])  # no job started
 
 
 def test_a_missing_or_null_seed_is_random_and_reported(served_flow):
@@ -102,10 +103,10 @@ def cli(out: Path, *extra: str) -> list[str]:
 
 
 def new_job(board: Path, before: set, min_step: int) -> dict | None:
-    for path in set(board.glob("*.json")) - before:
-        state = json.loads(path.read_text())
-        if state.get("status") == "running" and state.get("step", 0) >= min_step:
-            return {**state, "id": path.stem}
+    """A job not in ``before`` running at step ``min_step`` or later on the boards under ``board``."""
+    for doc_id, state in board_states(board).items():
+        if doc_id not in before and state.get("status") == "running" and state.get("step", 0) >= min_step:
+            return {**state, "id": doc_id}
     return None
 
 
@@ -114,8 +115,8 @@ def alive(processes) -> list:
 
 
 def test_ctrl_c_in_a_terminal_keeps_the_frames_and_stops_the_local_flow(flow_env, tmp_path):
-    board, out = Path(flow_env["DISCO_JOBS_DIR"]), tmp_path / "out"
-    before = set(board.glob("*.json"))
+    board, out = Path(flow_env["DISCO_STATE_DIR"]), tmp_path / "out"
+    before = set(board_states(board))
     client = subprocess.Popen(
         cli(out, "--steps", "300", "--seed", "9"), start_new_session=True, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -149,7 +150,7 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
 
     from disco_service.client.local_flow import free_port
 
-    board, port, log = Path(flow_env["DISCO_JOBS_DIR"]), free_port(), tmp_path / "serve.log"
+    board, port, log = Path(flow_env["DISCO_STATE_DIR"]), free_port(), tmp_path / "serve.log"
     address = f"grpc://127.0.0.1:{port}"
     command = [sys.executable, str(ROOT / "serve.py"), f"--port={port}", f"--http-port={free_port()}", "--replicas=1"]
     with open(log, "w") as out:
@@ -163,7 +164,7 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
         everything = psutil.Process(serve.pid).children(recursive=True)
 
         # 1. the sampler process dies mid-job: the client keeps the frames, says so, exits 1
-        before = set(board.glob("*.json"))
+        before = set(board_states(board))
         first = subprocess.Popen(cli(tmp_path / "a", "--steps", "300", "--seed", "5", "--host", address), text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         job = wait_for(lambda: new_job(board, before, 3), 120, "the job to make 3 steps")
@@ -191,7 +192,7 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
         assert Client(host=address).post("/generate", raw_request())[0].tags["status"] == "done"
 
         # 3. SIGTERM to serve.py while a client waits: the job stops at its next step, its frames go back
-        before = set(board.glob("*.json"))
+        before = set(board_states(board))
         second = subprocess.Popen(cli(tmp_path / "b", "--steps", "300", "--seed", "6", "--host", address), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         wait_for(lambda: new_job(board, before, 2), 120, "the second job to make 2 steps")

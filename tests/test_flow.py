@@ -6,7 +6,6 @@ progress, cancel and errors.
 """
 
 import asyncio
-import json
 import os
 import re
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import board_states
 from conftest import TINY, hand_made_png
 from docarray import Document, DocumentArray
 from jina import Client
@@ -278,8 +278,7 @@ def test_a_served_flow_reads_checkpoints_only_from_its_model_directory(served_fl
 
 
 def test_a_client_that_goes_away_frees_the_sampler(served_flow, flow_env, tmp_path):
-    board = Path(flow_env["DISCO_JOBS_DIR"])
-    before = set(board.glob("*.json"))
+    before = set(board_states(flow_env["DISCO_STATE_DIR"]))
     cmd = [sys.executable, str(ROOT / "client.py"), "--text_prompts", "x", "--width_height", "64", "64",
            "--steps", "200", "--skip_steps", "0", "--cut_overview", "[1]*1000", "--cut_innercut", "[1]*1000",
            "--cutn_batches", "1", "--n_batches", "1", "--output_dir", str(tmp_path), "--host", served_flow,
@@ -289,19 +288,18 @@ def test_a_client_that_goes_away_frees_the_sampler(served_flow, flow_env, tmp_pa
         job = None
         deadline = time.time() + 120
         while time.time() < deadline and job is None:
-            for path in set(board.glob("*.json")) - before:
-                state = json.loads(path.read_text())
-                if state.get("status") == "running" and state.get("step", 0) >= 2:
-                    job = path
+            for doc_id, state in board_states(flow_env["DISCO_STATE_DIR"]).items():
+                if doc_id not in before and state.get("status") == "running" and state.get("step", 0) >= 2:
+                    job = doc_id
             time.sleep(0.2)
         assert job is not None, "the job did not start"
     finally:
         client.kill()
         client.wait()
     deadline = time.time() + 60
-    while time.time() < deadline and json.loads(job.read_text()).get("status") == "running":
+    while time.time() < deadline and board_states(flow_env["DISCO_STATE_DIR"])[job].get("status") == "running":
         time.sleep(0.5)
-    state = json.loads(job.read_text())
+    state = board_states(flow_env["DISCO_STATE_DIR"])[job]
     assert state["status"] == "abandoned"
     assert state["step"] < 200
 

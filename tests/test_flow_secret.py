@@ -46,8 +46,8 @@ def test_the_gateway_puts_the_secret_in_jina_s_deployments_metadata(tmp_path, mo
     _send_flow_secret(args, "s3cret")
     assert json.loads(args.deployments_metadata) == {name: {METADATA_KEY: "s3cret"} for name in EXECUTORS}
     as_dict = {"deployments_addresses": addresses, "deployments_metadata": None}
-    monkeypatch.setenv("DISCO_JOBS_DIR", str(tmp_path))
-    _send_flow_secret(as_dict, None)  # a plain `jina flow`: the one in the job directory
+    monkeypatch.setenv("DISCO_STATE_DIR", str(tmp_path))
+    _send_flow_secret(as_dict, None)  # a plain `jina flow`: the one in the state folder
     shared = (tmp_path / SECRET_FILE).read_text()
     assert json.loads(as_dict["deployments_metadata"]) == {name: {METADATA_KEY: shared} for name in EXECUTORS}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import needs
 import pytest
+from boards import board_states
 from conftest import TINY
 from PIL import Image
 from test_jobs import call
@@ -101,9 +102,8 @@ def test_a_long_job_through_a_proxy_with_a_short_read_timeout(proxy, served_http
                      timeout=120)  # fmt: skip
     assert status == 504 and READ_TIMEOUT_S <= time.time() - started < READ_TIMEOUT_S + 10
     # nobody polls it (asking GET /results/ID would keep it going): the Flow stops it as abandoned
-    board = Path(flow_env["DISCO_JOBS_DIR"]) / f"{doc_id}.json"
     deadline = time.time() + 120
-    while not board.exists() or json.loads(board.read_text()).get("status") == "running":
+    while board_states(flow_env["DISCO_STATE_DIR"]).get(doc_id, {"status": "running"})["status"] == "running":
         assert time.time() < deadline
         time.sleep(1)
     record = call("GET", f"{proxy}/results/{doc_id}")[1]  # made as far as it went, and kept in the store

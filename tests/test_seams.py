@@ -238,9 +238,10 @@ def test_each_image_is_validated_once_by_the_server_and_once_by_the_client(model
     for module in (disco.settings, wire, api, cli):
         if hasattr(module, "validate_settings"):
             monkeypatch.setattr(module, "validate_settings", counting)
-    encoder = PromptEncoder(model_dir=str(model_dir), use_gpu="0")
-    sampler = DiffusionSampler(model_dir=str(model_dir), use_gpu="0", preload="none", jobs_dir=str(tmp_path))
-    renderer = Renderer(jobs_dir=str(tmp_path))
+    board = str(tmp_path / "jobs.sqlite3")
+    encoder = PromptEncoder(model_dir=str(model_dir), use_gpu="0", state_store=board)
+    sampler = DiffusionSampler(model_dir=str(model_dir), use_gpu="0", preload="none", state_store=board)
+    renderer = Renderer(state_store=board)
 
     async def no_flow(address, docs, show_progress, on_finished_frame=None, token=None):
         sent.extend(docs)

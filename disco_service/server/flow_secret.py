@@ -9,9 +9,9 @@ asks for without metadata (gRPC reflection, Jina's endpoint discovery).
 
 Where the secret comes from, first found: the process's own argument (``flow_secret`` in
 ``uses_with``: ``serve.py`` makes one at random at start), ``DISCO_FLOW_SECRET`` (on Kubernetes,
-from the Secret of the export), or else a file in the job directory (``DISCO_JOBS_DIR/.flow-secret``,
-mode 0600, made by the first process that needs it): the processes of a plain ``jina flow --uses
-flow.yml`` share it there, the same folder through which they already share cancel requests.
+from the Secret of the export), or else a file in the user's state folder
+(``DISCO_STATE_DIR/.flow-secret``, mode 0600, made by the first process that needs it): the
+processes of a plain ``jina flow --uses flow.yml`` share it there, beside the state store they share.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def resolve(given: str | None = None, jobs_dir: str | Path | None = None) -> str:
-    """The Flow's secret: ``given``, else ``DISCO_FLOW_SECRET``, else the one in ``jobs_dir``'s
-    secret file (default ``DISCO_JOBS_DIR``), made there if missing. Raises ``OSError`` when the
-    file can be neither read nor made."""
+def resolve(given: str | None = None, folder: str | Path | None = None) -> str:
+    """The Flow's secret: ``given``, else ``DISCO_FLOW_SECRET``, else the one in ``folder``'s
+    secret file (default the user's state folder, ``DISCO_STATE_DIR``), made there if missing.
+    Raises ``OSError`` when the file can be neither read nor made."""
     if given:
         return given
     from disco_service import config
@@ -67,7 +67,7 @@ def resolve(given: str | None = None, jobs_dir: str | Path | None = None) -> str
     cfg = config.load()
     if cfg.flow_secret:
         return cfg.flow_secret
-    folder = Path(jobs_dir or cfg.jobs_dir)
+    folder = Path(folder or cfg.state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / SECRET_FILE
     for _ in range(50):

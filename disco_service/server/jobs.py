@@ -1,143 +1,107 @@
-"""Progress and cancellation of running jobs, shared through a directory.
+"""Progress and cancellation of running images, shared through the state store.
 
-Jina spreads requests over replicas round-robin, so the replica asked for a job's progress
-is often not the one running it. Each job therefore lives in files under one directory
-(``DISCO_JOBS_DIR``, default a folder in the system temp dir; on Kubernetes a shared volume):
-``<id>.json`` (state, rewritten atomically every step), ``<id>.png`` (latest frame) and
-``<id>.cancel`` (the stop request; its text says why: ``cancelled`` by the client, ``shutdown`` when
-the Flow stops, ``abandoned`` when the caller went away) and ``<id>.seen`` (touched whenever the
-job's client polls its progress, so a job whose client went away can be stopped); an animation also
-keeps each finished frame, ``<id>.frame<NNNN>.png``, until its client has them. Any replica can
-answer for any job, and the process that supervises a Flow reads it to stop or fail the jobs of
-its samplers.
+Jina spreads requests over replicas round-robin, so the replica asked for an image's progress is
+often not the one making it. Each image (by Document id) therefore has its place on the board in
+the service's state store (``store/board.py``; the same store as the job queue's: this server's
+SQLite file, or the PostgreSQL database several gateways share): its state (rewritten each step),
+its latest frame, its stop request (``cancelled`` by the client, ``shutdown`` when the Flow
+stops, ``abandoned`` when the caller went away; the first reason stays) and when its client last
+asked about it (so an image whose client went away can be stopped); an animation also keeps each
+finished frame until its client has them. Any replica can answer for any image, and the process
+that supervises a Flow reads the board to stop or fail the images of its samplers.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
+from disco_service.server.store import JobStore, open_store
+from disco_service.server.store.board import LATEST_FRAME
 from disco_service.wire import JobStatus
 
-__all__ = ["check_job_id", "JobBoard"]
+__all__ = ["check_job_id", "JobBoard", "SWEEP_AFTER_S"]
 
-_LOG = logging.getLogger("disco.service")
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SWEEP_AFTER_S = 24 * 3600  # an image nobody collected leaves the board after a day
 
 
 def check_job_id(job_id: str) -> str:
-    """Job ids become file names: letters, digits, '-' and '_' only."""
+    """Job ids name files of the result store: letters, digits, '-' and '_' only (1 to 64).
+    Raises ``ValueError`` for any other."""
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"job id must be 1-64 letters, digits, '-' or '_', got {job_id!r}")
     return job_id
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, JobStatus) else value
 
 
 class JobBoard:
-    def __init__(self, directory: str | Path):
-        """``directory``: the board's folder (the service's ``DISCO_JOBS_DIR``), made if missing."""
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    """The job board of one state store; every method checks the job id (``ValueError``)."""
 
-    def _path(self, job_id: str, suffix: str) -> Path:
-        return self.dir / f"{check_job_id(job_id)}{suffix}"
+    def __init__(self, store: JobStore | str | Path):
+        """``store``: an open state store, or where it is (``open_store``: a SQLite file or a
+        ``postgresql://`` URL; the executors get it as ``state_store``, serve.py as ``--state-store``)."""
+        self.store = store if isinstance(store, JobStore) else open_store(store)
+
+    def close(self) -> None:
+        """Close the store's connection."""
+        self.store.close()
 
     def update(self, job_id: str, frame_png: bytes | None = None, **state: Any) -> None:
-        if frame_png is not None:
-            _write_atomic(self._path(job_id, ".png"), frame_png)
-        current = self.read(job_id) or {}
-        current.update({k: v.value if isinstance(v, JobStatus) else v for k, v in state.items()}, updated=time.time())
-        _write_atomic(self._path(job_id, ".json"), json.dumps(current).encode())
+        """Merge ``state`` (JSON-able; ``JobStatus`` values as their text) into the job's state,
+        with ``updated`` set to now; ``frame_png`` (PNG bytes) becomes its latest frame."""
+        values = {key: _plain(value) for key, value in state.items()}
+        values["updated"] = self.store.clock()
+        self.store.board_update(check_job_id(job_id), values, frame_png)
 
     def read(self, job_id: str) -> dict[str, Any] | None:
-        """The job's state, or None. A file that is not one (any content: empty, cut short, not an
-        object) is None too, with a line in the log naming it: it never stops the reader."""
-        path = self._path(job_id, ".json")
-        try:
-            state = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, RecursionError) as exc:
-            _LOG.warning("skipped the job board file %s: %s", path, str(exc)[:200])
-            return None
-        if not isinstance(state, dict):
-            _LOG.warning("skipped the job board file %s: not an object", path)
-            return None
-        return state
+        """The job's state, or None when none was written."""
+        return self.store.board_read(check_job_id(job_id))
 
     def latest_frame(self, job_id: str) -> bytes | None:
-        try:
-            return self._path(job_id, ".png").read_bytes()
-        except FileNotFoundError:
-            return None
+        """The job's latest frame (PNG bytes), or None."""
+        return self.store.board_frame(check_job_id(job_id), LATEST_FRAME)
 
     def add_finished_frame(self, job_id: str, frame: int, png: bytes) -> None:
         """Keep an animation's finished frame ``frame`` (its client fetches it while the job runs)."""
-        _write_atomic(self._path(job_id, f".frame{frame:04d}.png"), png)
+        self.store.board_put_frame(check_job_id(job_id), int(frame), png)
 
     def finished_frame(self, job_id: str, frame: int) -> bytes | None:
-        try:
-            return self._path(job_id, f".frame{frame:04d}.png").read_bytes()
-        except FileNotFoundError:
-            return None
+        """An animation's finished frame ``frame`` (PNG bytes), or None."""
+        return self.store.board_frame(check_job_id(job_id), int(frame))
 
     def seen(self, job_id: str) -> None:
         """The job's client just asked about it (it is still there, waiting for the result)."""
-        self._path(job_id, ".seen").touch()
+        self.store.board_seen(check_job_id(job_id))
 
     def last_seen(self, job_id: str) -> float | None:
-        try:
-            return self._path(job_id, ".seen").stat().st_mtime
-        except FileNotFoundError:
-            return None
+        """When the job's client last asked about it (seconds since the epoch), or None."""
+        return self.store.board_last_seen(check_job_id(job_id))
 
     def cancel(self, job_id: str, reason: JobStatus = JobStatus.CANCELLED) -> None:
-        """Ask the job to stop at its next step (also before it starts); ``reason`` becomes its status."""
-        path = self._path(job_id, ".cancel")
-        if not path.exists():  # the first reason wins: a client's cancel is not turned into a shutdown
-            _write_atomic(path, JobStatus(reason).value.encode())
+        """Ask the job to stop at its next step (also before it starts); ``reason`` becomes its status.
+        The first reason wins: a client's cancel is not turned into a shutdown."""
+        self.store.board_cancel(check_job_id(job_id), JobStatus(reason).value)
 
     def stop_reason(self, job_id: str) -> JobStatus | None:
         """Why the job was asked to stop (cancelled, shutdown or abandoned), or None."""
-        try:
-            text = self._path(job_id, ".cancel").read_bytes().decode("utf-8", "replace").strip()
-        except FileNotFoundError:
+        text = self.store.board_stop_reason(check_job_id(job_id))
+        if text is None:
             return None
         return JobStatus(text) if text in JobStatus._value2member_map_ else JobStatus.CANCELLED
 
     def running(self) -> dict[str, dict[str, Any]]:
         """The state of every job still running, by id."""
-        jobs = {}
-        for path in self.dir.glob("*.json"):
-            state = self.read(path.stem) if _JOB_ID.fullmatch(path.stem) else None
-            if state and state.get("status") == JobStatus.RUNNING:
-                jobs[path.stem] = state
-        return jobs
+        return dict(self.store.board_with_status(JobStatus.RUNNING.value))
 
     def forget(self, job_id: str, older_than_s: float = 0) -> None:
-        """Remove the job's files (those untouched for ``older_than_s`` seconds)."""
-        paths = [self._path(job_id, suffix) for suffix in (".json", ".png", ".cancel", ".seen")]
-        paths += self.dir.glob(f"{check_job_id(job_id)}.frame*.png")
-        for path in paths:
-            if path.exists() and time.time() - path.stat().st_mtime >= older_than_s:
-                path.unlink(missing_ok=True)
+        """Remove the job from the board (when untouched for ``older_than_s`` seconds)."""
+        self.store.board_forget(check_job_id(job_id), older_than_s)
 
-    def sweep(self, older_than_s: float = 24 * 3600) -> None:
-        """Remove files of jobs untouched for a day, so the directory does not grow forever."""
-        now = time.time()
-        for path in self.dir.glob("*"):
-            try:
-                if now - path.stat().st_mtime > older_than_s:
-                    path.unlink()
-            except FileNotFoundError:
-                pass
+    def sweep(self, older_than_s: float = SWEEP_AFTER_S) -> None:
+        """Remove jobs untouched for ``older_than_s`` seconds (a day), so the board does not grow forever."""
+        self.store.board_sweep(older_than_s)

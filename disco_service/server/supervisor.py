@@ -9,7 +9,8 @@ terminal's Ctrl-C reaches only this process, which decides what happens:
 - SIGINT or SIGTERM: running jobs stop at their next step as ``shutdown``, their frames go back
   to their callers, then the Flow stops. It logs what it is waiting for.
 
-Jobs are found on the job board (``DISCO_JOBS_DIR``): each names the process running it.
+Jobs are found on the job board, in the server's state store (``--state-store``): each names the
+process running it.
 """
 
 from __future__ import annotations
@@ -50,16 +51,18 @@ class Supervisor:
         stop_with_parent: bool = False,
         quiet: bool = False,
         cfg: config.Config | None = None,
+        state_store: str | None = None,
     ):
         """``flow_args``: serve.py's flags for the Flow it runs; ``quiet``: a client's own Flow, which
-        stops without saying so; ``cfg``: the service's configuration (jobs directory, stop timeout)."""
+        stops without saying so; ``cfg``: the service's configuration (stop timeout); ``state_store``:
+        the store holding the Flow's job board (default: the store of flow.yml's port)."""
         cfg = cfg or config.load()
         self.flow_args = flow_args
         self.ready_file = ready_file
         self.parent = os.getppid() if stop_with_parent else None
         self.quiet = quiet
         self.stop_timeout_s = cfg.stop_timeout_s
-        self.board = JobBoard(cfg.jobs_dir)
+        self.board = JobBoard(state_store or cfg.store_target(config.FLOW_GRPC_PORT))
         self.host = socket.gethostname()
         self.stop_signal: int | None = None
         self.flow: subprocess.Popen | None = None

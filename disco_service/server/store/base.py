@@ -35,6 +35,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from disco_service.server.quotas import Quota, QuotaExceeded, job_pixel_steps, utc_day
+from disco_service.server.store.board import BoardRecords
 from disco_service.server.store.records import (
     IMAGE_COLUMNS,
     AlreadySent,
@@ -43,6 +44,7 @@ from disco_service.server.store.records import (
     TooManyUnfinished,
 )
 from disco_service.server.store.schema import MIGRATIONS, SCHEMA_VERSION
+from disco_service.server.store.stats import StatsRecords
 from disco_service.server.tokens import fingerprint
 from disco_service.wire import JobStatus
 
@@ -143,8 +145,9 @@ def _job(row: dict[str, Any]) -> StoredJob:
     )
 
 
-class JobStore:
-    """The state of jobs, images, claims and tokens in one database (see the module's text).
+class JobStore(BoardRecords, StatsRecords):
+    """The state of jobs, images, claims, tokens and the executors' job board (board.py) in one
+    database (see the module's text), with the counts metrics are made of (stats.py).
 
     Subclasses provide ``_begin`` (a transaction's cursor: writes take the database's write lock
     at once) and the dialect's words. One store object may be used from several threads (calls

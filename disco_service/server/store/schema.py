@@ -108,5 +108,31 @@ _OPERATOR = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_JOBS, _TOKENS, _OPERATOR]  # step n is MIGRATIONS[n - 1]
+
+_BOARD = [
+    # The executors' job board, by Document id: ``state`` is the image's progress as JSON (its
+    # ``status`` copied out to find the running ones), ``seen`` when its client last asked about it,
+    # ``stop_reason`` why it was asked to stop (the first reason stays), ``touched`` its last change.
+    """CREATE TABLE board (
+        doc_id TEXT PRIMARY KEY,
+        state TEXT,
+        status TEXT,
+        seen DOUBLE PRECISION,
+        stop_reason TEXT,
+        touched DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX board_by_status ON board (status)",
+    "CREATE INDEX board_by_touched ON board (touched)",
+    # PNG bytes: frame -1 is the latest frame, n >= 0 an animation's finished frame n. BYTEA is
+    # PostgreSQL's bytes; SQLite keeps bytes as they come whatever the column's declared type.
+    """CREATE TABLE board_frames (
+        doc_id TEXT NOT NULL,
+        frame INTEGER NOT NULL,
+        png BYTEA NOT NULL,
+        touched DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (doc_id, frame)
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_JOBS, _TOKENS, _OPERATOR, _BOARD]  # step n is MIGRATIONS[n - 1]
 SCHEMA_VERSION = len(MIGRATIONS)
