@@ -191,8 +191,11 @@ def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
 
     # a seed whose last image would pass the largest seed: the job API refuses it (400) naming the seed
     page.fill("#seed", str(schema["max_seed"]))
+    asked = []  # the default image takes hours on this CPU server: the page asks first (accepted here)
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     with page.expect_response(is_job_post) as answer:
         page.click("#paint")
+    assert asked and asked[0].endswith("Queue it anyway?"), asked
     assert answer.value.status == 400 and answer.value.json()["setting"] == "seed"
     expect(page.locator('[data-error="seed"]')).to_have_text(
         f"seed: seed + n_batches - 1 must stay below 2**32, got seed {2**32 - 1} with n_batches 4"
