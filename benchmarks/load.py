@@ -385,7 +385,13 @@ def _difference(after: list[dict], before: list[dict]) -> dict[str, Any]:
 
 
 async def run_phase(
-    phase: str, args: argparse.Namespace, gateways: list[str], tokens: list[str], database: str, sampler: str | None
+    phase: str,
+    args: argparse.Namespace,
+    gateways: list[str],
+    tokens: list[str],
+    database: str,
+    sampler: str | None,
+    flow_results: Path | None = None,
 ) -> dict[str, Any]:
     """One run of the workload with the pages of ``phase``; its figures."""
     import httpx
@@ -448,6 +454,7 @@ async def run_phase(
         "jobs": len(jobs),
         "statuses": {s: sum(i.status == s for _, i in all_images) for s in sorted({i.status for _, i in all_images})},
         "lost": sum(i.status != "done" for _, i in all_images),
+        "errors": sorted({f"{i.error_code}: {i.error}" for _, i in all_images if i.error})[:5],
         "wait_s": {"p50": percentile(waits, 0.5), "p95": percentile(waits, 0.95), "max": max(waits)},
         "run_s": {"p50": percentile(runs, 0.5), "p95": percentile(runs, 0.95), "max": max(runs)},
         "requests": cost["requests"],
@@ -460,6 +467,11 @@ async def run_phase(
     if phase == "events":  # each page hears the end of every job of its token, whichever gateway ran it
         of_token = [sum(1 for j in range(args.jobs) if j % len(tokens) == k % len(tokens)) for k in range(len(pages))]
         figures.update(done_events=figures["page_saw"].get("done", 0), done_events_expected=sum(of_token))
+    if flow_results is not None:  # the served Flow: one record per Document id it ran (a reused id it refuses)
+        from disco_service.server.results import ResultStore
+
+        kept = ResultStore(flow_results)
+        figures["records"] = sum(kept.read(doc_id) is not None for doc_id in doc_ids)
     if stats is not None:
         mine = [entry for entry in stats["sent"] if entry[0] in doc_ids]
         sent_ids = [entry[0] for entry in mine]
@@ -468,11 +480,13 @@ async def run_phase(
 
 
 def start_real_flow(model_dir: Path, slots: int, folder: Path, processes: Processes, token: str) -> str:
-    """Start ``serve.py`` with ``slots`` sampler replicas on ``model_dir``'s weights; its gRPC address."""
+    """Start ``serve.py`` with ``slots`` sampler replicas on ``model_dir``'s weights; its gRPC address.
+    It keeps its results in ``folder/flow-results``, its own: its caller is the gateways' ``token``,
+    not the jobs' owners, whom the gateways record as the owners in their result folder."""
     grpc_port, http_port = free_port(), free_port()
     ready = folder / "flow-ready"
     env = {"DISCO_MODEL_DIR": str(model_dir), "DISCO_API_TOKENS": token, "PYTHONUNBUFFERED": "1"}
-    env.update(DISCO_JOBS_DIR=str(folder / "flow-jobs"), DISCO_RESULTS_DIR=str(folder / "results"))
+    env.update(DISCO_JOBS_DIR=str(folder / "flow-jobs"), DISCO_RESULTS_DIR=str(folder / "flow-results"))
     env.update(DISCO_STATE_DIR=str(folder / "flow-state"))
     command = [sys.executable, str(ROOT / "serve.py"), f"--port={grpc_port}", f"--http-port={http_port}",
                f"--replicas={slots}", f"--ready-file={ready}", "--quiet"]  # fmt: skip
@@ -494,7 +508,12 @@ def markdown(result: dict[str, Any]) -> str:
         ("run time p50 / p95 (s)", lambda p: f"{p['run_s']['p50']:.2f} / {p['run_s']['p95']:.2f}"),
         ("jobs done / lost", lambda p: f"{p['jobs'] - p['lost']} / {p['lost']}"),
         ("Document ids sent / sent twice", lambda p: f"{p.get('sent', '-')} / {p.get('sent_twice', '-')}"),
+        ("the Flow's result records", lambda p: f"{p.get('records', '-')}"),
         ("most in flight (slots)", lambda p: f"{p.get('peak_in_flight', '-')} ({result['slots']})"),
+        (
+            "end events the pages got / expected",
+            lambda p: f"{p['done_events']} / {p['done_events_expected']}" if "done_events" in p else "-",
+        ),
         ("requests/s at the gateways", lambda p: f"{p['requests_per_s']:.1f}"),
         ("store statements/s", lambda p: f"{p['statements_per_s']:.0f}"),
         ("store transactions/s", lambda p: f"{p['transactions_per_s']:.0f}"),
@@ -507,6 +526,12 @@ def markdown(result: dict[str, Any]) -> str:
     head = "| | " + " | ".join(f"{name} ({phases[name]['pages']} pages)" for name in phases) + " |"
     lines = [head, "|---" * (len(phases) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(show(phases[n]) for n in phases) + " |" for label, show in rows]
+    if result.get("ideal_seconds"):
+        lines += [
+            "",
+            f"The fake sampler's work alone, on {result['slots']} slots, takes {result['ideal_seconds']:.1f} s "
+            "a phase.",
+        ]
     ratio = result.get("polling_over_events")
     if ratio:
         lines += [
@@ -532,6 +557,25 @@ def ratios(phases: dict[str, dict[str, Any]]) -> dict[str, float] | None:
         "events_add_statements_per_s": events["statements_per_s"] - base,
         "polling_adds_statements_per_s": polling["statements_per_s"] - base,
     }
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """What went wrong in a run: jobs not done, a Document id sent twice, more images in flight than
+    slots, a job the Flow kept no record of, end events a page on PostgreSQL did not get."""
+    found = []
+    for p in result["phases"]:
+        name = p["phase"]
+        if p["lost"]:
+            found.append(f"{name}: {p['lost']} of {p['jobs']} jobs not done ({'; '.join(p['errors'])})")
+        if p.get("sent_twice"):
+            found.append(f"{name}: {p['sent_twice']} Document ids sent twice")
+        if p.get("peak_in_flight", 0) > result["slots"]:
+            found.append(f"{name}: {p['peak_in_flight']} images in flight on {result['slots']} slots")
+        if "records" in p and p["records"] != p["jobs"]:
+            found.append(f"{name}: the Flow kept {p['records']} records of {p['jobs']} images")
+        if result["backend"] == "postgresql" and p.get("done_events") != p.get("done_events_expected"):
+            found.append(f"{name}: the pages got {p['done_events']} of {p['done_events_expected']} end events")
+    return found
 
 
 def open_database(choice: str, folder: Path) -> tuple[str, str, Any]:
@@ -581,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         try:
             flow_token = f"load-flow-{os.urandom(8).hex()}"
+            flow_results = folder / "flow-results" if args.real else None
             if args.real:
                 flow, sampler = start_real_flow(args.real, args.slots, folder, processes, flow_token), None
             else:
@@ -603,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"with {args.slots} slots", flush=True)  # fmt: skip
             phases = []
             for phase in phases_asked:
-                figures = asyncio.run(run_phase(phase, args, gateways, tokens, database, sampler))
+                figures = asyncio.run(run_phase(phase, args, gateways, tokens, database, sampler, flow_results))
                 processes.check()
                 phases.append(figures)
                 print(f"{phase}: {figures['seconds']:.1f} s, wait p50 {figures['wait_s']['p50']:.2f} s, "
@@ -620,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs, "pages": args.pages, "poll_s": args.poll_s, "steps": args.steps,
         "sampler": f"served Flow on {args.real}" if args.real else f"fake: {args.step_s} s a step",
         "cpu_count": os.cpu_count(), "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "ideal_seconds": None if args.real else -(-args.jobs // args.slots) * args.steps * args.step_s,
         "phases": phases, "polling_over_events": ratios(by_name),
     }  # fmt: skip
     table = markdown(result)
@@ -629,7 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(table)
     print(f"wrote {out} and {out.with_suffix('.md').name}")
-    return 0
+    for problem in problems(result):
+        print(f"FAILED {problem}")
+    return 1 if problems(result) else 0
 
 
 def role_main(argv: list[str]) -> None:

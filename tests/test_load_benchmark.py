@@ -39,3 +39,41 @@ def test_the_load_benchmark_runs_every_job_once_within_the_slots_and_polling_cos
     assert result["polling_over_events"]["requests_per_s"] > 1
     if result["backend"] == "postgresql":  # SQLite's changes are heard only by the gateway that made them
         assert phases["events"]["done_events"] == phases["events"]["done_events_expected"] == 2
+
+
+def test_store_statements_are_counted_by_the_module_that_asked(tmp_path):
+    from fake_flow import FakeFlow, settings
+
+    from benchmarks import load
+    from disco_service.server.job_queue import JobQueue
+    from disco_service.server.results import ResultStore
+    from disco_service.server.store import open_store
+
+    state = open_store(tmp_path / "state.sqlite3")
+    counts = load.count_statements(state)
+    results = ResultStore(tmp_path / "results")
+    queue = JobQueue(results, FakeFlow(results), state=state)
+    assert counts["statements"] == 0  # counted from count_statements on; the queue's own reads come after it
+    queue.submit("owner", settings(n=2))
+    by_queue = counts["statements_by"]["job_queue"]
+    assert by_queue > 0 and counts["transactions"] > 0
+    state.get_job("nothing")  # asked from here, outside the service
+    assert counts["statements_by"]["other"] >= 1
+    assert counts["statements"] == sum(counts["statements_by"].values())
+    state.close()
+
+
+def test_a_run_with_a_lost_job_a_second_send_or_too_many_in_flight_is_a_failure():
+    from benchmarks import load
+
+    phase = {"phase": "events", "jobs": 4, "lost": 0, "errors": [], "sent_twice": 0, "peak_in_flight": 2}
+    phase.update(done_events=2, done_events_expected=2)
+    result = {"slots": 2, "backend": "postgresql", "phases": [phase]}
+    assert load.problems(result) == []
+    result["phases"] = [{**phase, "lost": 1, "errors": ["x: boom"]}, {**phase, "sent_twice": 1}]
+    result["phases"] += [{**phase, "peak_in_flight": 3}, {**phase, "done_events": 1}]
+    assert len(load.problems(result)) == 4
+    assert "1 of 4 jobs not done (x: boom)" in load.problems(result)[0]
+    assert load.request_kind("GET", "/jobs/abc/images/0/final.png") == "GET /jobs/{id}/..."
+    assert load.request_kind("GET", "/jobs/events") == "GET /jobs/events"
+    assert load.percentile([3.0, 1.0, 2.0], 0.5) == 2.0
