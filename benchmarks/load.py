@@ -160,7 +160,8 @@ class HttpFlow:
 
         self.http = httpx.AsyncClient(base_url=address, timeout=600)
 
-    async def generate(self, doc):
+    async def generate(self, doc: Any) -> Any:
+        """Run one image (a ``Document``) on the sampler; the Document it answers, with its status."""
         from docarray import Document
 
         answer = await self.http.post("/generate", json={"id": doc.id, "tags": dict(doc.tags)})
@@ -168,7 +169,8 @@ class HttpFlow:
         body = answer.json()
         return Document(id=body["id"], tags=body["tags"])
 
-    async def progress(self, ids: list[str], frame: bool = False):
+    async def progress(self, ids: list[str], frame: bool = False) -> list[Any]:
+        """The state of each image in ``ids`` (a Document each; ``frame``: with the latest frame as its uri)."""
         from docarray import Document
 
         answer = await self.http.post("/progress", json={"ids": ids, "frame": frame})
@@ -176,6 +178,7 @@ class HttpFlow:
         return [Document(id=d["id"], tags=d["tags"], uri=d["uri"]) for d in answer.json()]
 
     async def cancel(self, ids: list[str]) -> None:
+        """Ask the sampler to stop these images at their next step."""
         await self.http.post("/cancel", json={"ids": ids})
 
 
@@ -327,6 +330,7 @@ class Processes:
 
 
 async def wait_until_up(url: str, processes: Processes, timeout_s: float = 300) -> None:
+    """Return once ``url`` answers; exit with a child's log when one dies, or after ``timeout_s``."""
     import httpx
 
     deadline = time.time() + timeout_s
@@ -365,6 +369,7 @@ async def polling_page(http, gateway: str, token: str, every_s: float, seen: dic
 
 
 async def counters(http, gateways: list[str]) -> list[dict[str, Any]]:
+    """Each gateway's counts now: requests by kind and its store's statements (``counting``)."""
     return [(await http.get(f"{g}{COUNTERS_PATH}")).json() for g in gateways]
 
 
