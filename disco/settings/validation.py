@@ -8,7 +8,6 @@ environment.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..models import DIFFUSION_MODELS as MODELS
 from ..prompts import check_prompts
 from .coercion import PERCENTAGE, coerce_settings
 from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, Settings
+from .notebook_names import unknown_settings_error
 from .scalars import read_int
 from .schedules import count_schedule
 from .yaml_io import read_yaml
@@ -46,11 +46,8 @@ def validate_settings(
         raise SettingsError("settings", f"must be a mapping of setting names to values, got {type(values).__name__}")
     data = {**(values or {}), **overrides}
     unknown = [k for k in data if k not in SETTING_NAMES]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), SETTING_NAMES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        name = str(unknown[0]) if str(unknown[0]).isidentifier() else repr(unknown[0])
-        raise SettingsError(name, f"unknown setting{hint} Known settings: {', '.join(SETTING_NAMES)}")
+    if unknown:  # every one at once, the notebook's names with what to use instead
+        raise unknown_settings_error(unknown, data)
     s = Settings(**coerce_settings(data, limits))  # every value checked on its own
 
     if s.skip_steps >= s.steps:
