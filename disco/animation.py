@@ -53,6 +53,8 @@ __all__ = [
 
 # (embeddings (m, d) by CLIP model, or one tensor for RN50 alone; weights) of the prompts that apply at a frame
 PromptsAt = Callable[[int], tuple[torch.Tensor | Mapping[str, torch.Tensor], list[float]]]
+# a 3D run's depth estimator: (1, 3, H, W) in [-1, 1] and midas_weight to an (H, W) depth map
+DepthOf = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -136,20 +138,16 @@ def turbo_blend(newer: np.ndarray, older: np.ndarray, frame: int, turbo_steps: i
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
-# a 3D run's depth estimator: (1, 3, H, W) in [-1, 1] and midas_weight to an (H, W) depth map
-DepthOf = Callable[[torch.Tensor, float], torch.Tensor]
-
-
 @dataclass
 class FrameStep:
-    """One diffusion step of one frame of an animation."""
+    """One diffusion step of one frame of an animation (a turbo frame, made by the warp alone, is
+    one ``FrameStep`` whose report has 0 steps, ``total`` 0)."""
 
     frame: int  # the frame being made, 0-based
     frames: int  # frames in the animation
     seed: int  # the frame's seed
     report: StepReport  # the step within the frame (its image on display steps)
     finished: np.ndarray | None = None  # (H, W, 3) uint8, when this step finished the frame
-    # a turbo frame is made by the warp alone: one FrameStep with a report of 0 steps (total 0)
 
 
 def frame_seed(settings: Settings, seed: int, frame: int) -> int:

@@ -211,3 +211,27 @@ def test_generate_image_makes_a_3d_animations_frames_and_mp4(depth_models, tmp_p
     assert len(pngs) == 3 and all(Image.open(p).size == (64, 64) for p in pngs)
     (mp4,) = out.glob("*.mp4")
     assert video_info(mp4.read_bytes()).frames == 3
+
+
+def test_the_model_cache_loads_each_depth_model_once(monkeypatch, tmp_path):
+    from disco import loading
+
+    loaded = []
+
+    def loader(kind):
+        def load(path, device):
+            loaded.append((kind, path.name))
+            return torch.nn.Linear(1, 1)
+
+        return load
+
+    monkeypatch.setattr(loading, "load_midas", loader("midas"))
+    monkeypatch.setattr(loading, "load_adabins", loader("adabins"))
+    cache = loading.ModelCache(tmp_path, torch.device("cpu"))
+    monkeypatch.setattr(cache, "_file", lambda name: tmp_path / name)
+    both = cache.depth(("midas", "adabins"))
+    again = cache.depth(("midas", "adabins"))
+    assert loaded == [("midas", MIDAS_FILE), ("adabins", ADABINS_FILE)]  # loaded once, kept for the next run
+    assert again.midas is both.midas and again.adabins is both.adabins
+    midas_only = cache.depth(("midas",))
+    assert midas_only.midas is both.midas and midas_only.adabins is None and len(loaded) == 2
