@@ -1,4 +1,4 @@
-"""Animation: the Disco Diffusion notebook's frame loop for 2D motion and video input.
+"""Animation: the Disco Diffusion notebook's frame loop for 2D and 3D motion and video input.
 
 One animation is ``max_frames`` images made one after another by ``sample_image``:
 
@@ -7,15 +7,21 @@ One animation is ``max_frames`` images made one after another by ``sample_image`
   moved by frame ``n``'s ``angle``, ``zoom`` and ``translation_x``/``_y`` (``warp_2d``, borders
   wrapped around), skips ``frames_skip_steps`` of the steps and is pulled towards that start
   with ``init_scale = frames_scale``.
+- ``3D``: as 2D, but frame ``n - 1`` is moved by a camera: its depth is estimated (MiDaS and
+  AdaBins blended by ``midas_weight``, ``disco.depth``) and the camera moves by frame ``n``'s
+  ``translation_x``/``_y``/``_z`` and ``rotation_3d_x``/``_y``/``_z`` (``disco.warp3d``).
+  With ``turbo_mode``, after ``turbo_preroll`` only every ``turbo_steps``-th frame is sampled; the
+  frames between are the warp of the previous frame blended with the warp, carried along, of the
+  last sampled frame's start (``blend = (n % turbo_steps + 1) / turbo_steps`` towards the newer),
+  as the notebook does; the next frame then starts from the unblended warp.
 - ``Video Input``: frame ``n`` starts from the video's ``n``-th extracted frame, every frame with
   ``frames_skip_steps`` and ``frames_scale`` (the notebook's v5 video mode, without optical flow).
 
 Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
 ``video_init_seed_continuity`` every video frame uses ``seed``) and the prompts of its frame
 (``disco.prompts.prompt_key_at``). So a run resumed at frame ``n`` from frame ``n - 1``'s PNG
-makes the same frames as one that was never stopped. The notebook's ``3D`` mode (a depth warp
-with MiDaS and AdaBins) would be one more way to make a frame's start from the previous frame,
-beside ``warp_2d``.
+makes the same frames as one that was never stopped (a turbo run resumed starts its blending
+afresh from the resumed frame's start).
 
 What a run makes and needs (its frames, each frame's settings and steps, whether LPIPS is needed)
 is planned in ``disco.animation_plan`` (re-exported here: ``plan_run``, ``frame_settings``), which
@@ -31,20 +37,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .animation_plan import AnimationPlan, frame_settings, later_frame_settings, plan_run
+from .animation_plan import MOVED_MODES, AnimationPlan, frame_settings, later_frame_settings, plan_run, turbo_diffused
 from .images import array_to_init, to_uint8_hwc
 from .keyframes import keyframe_series
 from .packages import opencv
 from .sampler import Models, StepReport, sample_image
-from .settings import KEYFRAME_SETTINGS, Settings
+from .settings import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, Settings
+from .warp3d import camera_motion, warp_3d
 
 __all__ = [
-    "AnimationPlan", "FrameStep", "Motion", "PromptsAt", "animate", "frame_seed", "frame_settings",
-    "later_frame_settings", "motion_series", "plan_run", "transform_matrix_2d", "warp_2d",
+    "AnimationPlan", "FrameStep", "Motion", "PromptsAt", "animate", "camera_series", "frame_seed", "frame_settings",
+    "later_frame_settings", "motion_series", "plan_run", "transform_matrix_2d", "turbo_blend", "warp_2d",
+    "warp_3d_frame",
 ]  # fmt: skip
 
 # (embeddings (m, d) by CLIP model, or one tensor for RN50 alone; weights) of the prompts that apply at a frame
 PromptsAt = Callable[[int], tuple[torch.Tensor | Mapping[str, torch.Tensor], list[float]]]
+# a 3D run's depth estimator: (1, 3, H, W) in [-1, 1] and midas_weight to an (H, W) depth map
+DepthOf = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -91,9 +101,47 @@ def warp_2d(image: np.ndarray, motion: Motion) -> np.ndarray:
     return cv2.warpPerspective(image, matrix, (width, height), borderMode=cv2.BORDER_WRAP)
 
 
+def camera_series(settings: Settings, frames: int | None = None) -> list[tuple[float, ...]]:
+    """Every frame's 3D camera move: ``(translation_x, translation_y, translation_z, rotation_3d_x,
+    rotation_3d_y, rotation_3d_z)`` from their key frames (the notebook's units; degrees)."""
+    frames = frames or settings.max_frames
+    series = [keyframe_series(name, getattr(settings, name), frames) for name in KEYFRAME_3D_SETTINGS]
+    return list(zip(*series, strict=True))
+
+
+def warp_3d_frame(
+    picture: np.ndarray, settings: Settings, move: tuple[float, ...], depth: DepthOf, device: torch.device
+) -> np.ndarray:
+    """``picture`` (H, W, 3) uint8 as the camera moved by ``move`` (``camera_series``'s six numbers)
+    sees it, as the notebook's 3D step does: its depth estimated by ``depth`` (``(1, 3, H, W)`` in
+    [-1, 1] and ``midas_weight`` to an (H, W) depth map), then ``warp_3d`` with the settings'
+    ``near_plane``, ``far_plane``, ``fov``, ``padding_mode`` and ``sampling_mode``, on ``device``.
+    Returns (H, W, 3) uint8."""
+    image = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+    image = image.to(device)
+    depth_map = depth(image, settings.midas_weight)
+    translation, rotation = camera_motion(*move)
+    warped = warp_3d(
+        image, depth_map, translation, rotation, settings.near_plane, settings.far_plane, settings.fov,
+        settings.padding_mode, settings.sampling_mode,
+    )  # fmt: skip
+    return to_uint8_hwc(warped[0].add(1).div(2).cpu())
+
+
+def turbo_blend(newer: np.ndarray, older: np.ndarray, frame: int, turbo_steps: int) -> np.ndarray:
+    """A turbo frame (one not sampled): ``newer`` (the previous frame warped) weighted
+    ``(frame % turbo_steps + 1) / turbo_steps`` plus ``older`` (the last sampled frame's start,
+    warped along) weighted the rest, rounded as OpenCV's ``addWeighted`` on uint8. Both (H, W, 3)
+    uint8; returns (H, W, 3) uint8."""
+    blend = (frame % turbo_steps + 1) / turbo_steps
+    mixed = newer.astype(np.float64) * blend + older.astype(np.float64) * (1 - blend)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 @dataclass
 class FrameStep:
-    """One diffusion step of one frame of an animation."""
+    """One diffusion step of one frame of an animation (a turbo frame, made by the warp alone, is
+    one ``FrameStep`` whose report has 0 steps, ``total`` 0)."""
 
     frame: int  # the frame being made, 0-based
     frames: int  # frames in the animation
@@ -124,32 +172,53 @@ def animate(
 ) -> Iterator[FrameStep]:
     """Make frames ``start_frame .. frames - 1``, yielding every step of each (stop iterating to stop).
 
-    ``init_image``: frame 0's init image (1, 3, H, W) in [-1, 1] (2D). ``previous_frame``: frame
-    ``start_frame - 1`` as (H, W, 3) uint8, needed to resume a 2D animation. ``video_frames``: the
-    video's extracted frames from ``start_frame`` on, (h, w, 3) uint8 of any size (resized to the
-    output). ``frames``: how many frames the animation has (default ``max_frames``; for a video at
-    most its number of extracted frames).
+    ``init_image``: frame 0's init image (1, 3, H, W) in [-1, 1] (2D, 3D). ``previous_frame``: frame
+    ``start_frame - 1`` as (H, W, 3) uint8, needed to resume a 2D or 3D animation. ``video_frames``:
+    the video's extracted frames from ``start_frame`` on, (h, w, 3) uint8 of any size (resized to
+    the output). ``frames``: how many frames the animation has (default ``max_frames``; for a video
+    at most its number of extracted frames). A 3D run needs ``models.depth``; a turbo frame (not
+    sampled) is one ``FrameStep`` whose report has ``total`` 0 and the finished frame.
     """
     mode = settings.animation_mode
     frames = frames or settings.max_frames
-    if mode == "2D":
-        motion = motion_series(settings, frames)
+    if mode in MOVED_MODES:
+        motion = motion_series(settings, frames) if mode == "2D" else camera_series(settings, frames)
         if start_frame > 0 and previous_frame is None:
-            raise ValueError(f"resuming a 2D animation at frame {start_frame} needs frame {start_frame - 1}")
-        if frames > max(start_frame, 1):
+            raise ValueError(f"resuming a {mode} animation at frame {start_frame} needs frame {start_frame - 1}")
+        if mode == "2D" and frames > max(start_frame, 1):
             opencv()  # a frame will be warped: a missing OpenCV fails before any work, not after frame 0
+        if mode == "3D" and frames > max(start_frame, 1) and models.depth is None:
+            raise ValueError("a 3D animation needs a depth model (models.depth)")
     elif mode == "Video Input":
         if video_frames is None:
             raise ValueError("Video Input needs the video's frames")
         video = iter(video_frames)
     else:
-        raise ValueError(f"animation_mode must be '2D' or 'Video Input' for an animation, got {mode!r}")
-    previous = previous_frame
+        raise ValueError(f"animation_mode must be '2D', '3D' or 'Video Input' for an animation, got {mode!r}")
+    turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
+    previous, older = previous_frame, None  # older: turbo's warp of the last sampled frame's start
     for n in range(start_frame, frames):
-        if mode == "2D" and n == 0:
+        if n > 0 and mode in MOVED_MODES:
+            if mode == "2D":
+                moved = warp_2d(previous, motion[n])
+            else:
+                moved = warp_3d_frame(previous, settings, motion[n], models.depth.depth, models.device)
+            if turbo[0] and n >= turbo[1]:
+                older = (
+                    moved
+                    if older is None or n == turbo[1]
+                    else warp_3d_frame(older, settings, motion[n], models.depth.depth, models.device)
+                )
+                if not turbo_diffused(n, *turbo):
+                    finished, previous = turbo_blend(moved, older, n, turbo[0]), moved
+                    image = torch.from_numpy(finished).permute(2, 0, 1).float().div(255)
+                    report = StepReport(0, 0, -1, image, None)  # no step: the warp alone made it
+                    yield FrameStep(n, frames, frame_seed(settings, seed, n), report, finished)
+                    continue
+                older = moved  # a sampled frame: the blending restarts from its start
+            start = array_to_init(moved, settings.width, settings.height)
+        elif mode in MOVED_MODES:
             start = init_image
-        elif mode == "2D":
-            start = array_to_init(warp_2d(previous, motion[n]), settings.width, settings.height)
         else:
             picture = next(video, None)
             if picture is None:

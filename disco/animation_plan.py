@@ -5,8 +5,10 @@ which models to load, where the run starts and what to report. Both ask, neither
 its own, so they cannot disagree (e.g. on whether a video's frames need LPIPS and its VGG16).
 
 A frame is sampled with the run's settings when it starts from noise, perlin or the init image
-(a still image, a 2D animation's frame 0), and with ``later_frame_settings`` when it starts from
-a picture made from another frame (every later 2D frame, every video frame). This module needs
+(a still image, a 2D or 3D animation's frame 0), and with ``later_frame_settings`` when it starts
+from a picture made from another frame (every later 2D or 3D frame, every video frame). With
+``turbo_mode`` (3D) the frames after ``turbo_preroll`` that are not a multiple of ``turbo_steps``
+are not sampled at all: they come from the depth warp alone (``AnimationPlan.diffused``). This module needs
 no torch: the client imports it to plan before any model is loaded.
 """
 
@@ -20,12 +22,17 @@ from .settings import Settings, frames_skip_steps
 if TYPE_CHECKING:  # disco.video needs torch (through disco.images); the plan reads only two of its numbers
     from .video import VideoInfo
 
-__all__ = ["AnimationPlan", "frame_settings", "later_frame_settings", "plan_run"]
+__all__ = [
+    "MOVED_MODES", "AnimationPlan", "depth_models", "frame_settings", "later_frame_settings", "plan_run",
+    "turbo_diffused",
+]  # fmt: skip
+
+MOVED_MODES = ("2D", "3D")  # each frame after the first starts from the previous one, moved
 
 
 def later_frame_settings(settings: Settings) -> Settings:
-    """The settings of a frame that starts from a picture made from another frame (every 2D frame
-    after the first, every video frame): ``frames_skip_steps`` skipped, ``init_scale =
+    """The settings of a frame that starts from a picture made from another frame (every 2D or 3D
+    frame after the first, every video frame): ``frames_skip_steps`` skipped, ``init_scale =
     frames_scale``, no perlin noise."""
     return replace(
         settings, skip_steps=frames_skip_steps(settings), init_scale=settings.frames_scale, perlin_init=False
@@ -34,8 +41,8 @@ def later_frame_settings(settings: Settings) -> Settings:
 
 def frame_settings(settings: Settings, frame: int) -> Settings:
     """The settings frame ``frame`` is sampled with: the settings themselves for a still image
-    (``animation_mode`` ``None``) and for a 2D animation's frame 0, else ``later_frame_settings``."""
-    if settings.animation_mode == "None" or (settings.animation_mode == "2D" and frame == 0):
+    (``animation_mode`` ``None``) and for a 2D or 3D animation's frame 0, else ``later_frame_settings``."""
+    if settings.animation_mode == "None" or (settings.animation_mode in MOVED_MODES and frame == 0):
         return settings
     return later_frame_settings(settings)
 
@@ -53,6 +60,9 @@ class AnimationPlan:
     first_steps: int  # diffusion steps of the first frame made
     later_steps: int  # diffusion steps of each frame after it
     with_init_loss: bool  # some frame made is pulled towards a picture: LPIPS, which needs VGG16
+    depth_models: tuple[str, ...] = ()  # 3D: "midas" and/or "adabins", as midas_weight blends them
+    turbo_steps: int = 0  # 3D with turbo_mode: only every this many frames is diffused (0: every frame)
+    turbo_preroll: int = 0  # 3D with turbo_mode: frames up to this one are all diffused
 
     @property
     def complete(self) -> bool:
@@ -67,10 +77,18 @@ class AnimationPlan:
     @property
     def run_steps(self) -> int:
         """Diffusion steps of every frame this run makes (0 when it is ``complete``)."""
-        return 0 if self.complete else self.first_steps + (len(self.made) - 1) * self.later_steps
+        return sum(self.steps_of(n) for n in self.made)
+
+    def diffused(self, frame: int) -> bool:
+        """Whether frame ``frame`` is sampled; with turbo (``turbo_steps`` > 0) only the frames up to
+        ``turbo_preroll`` and then every ``turbo_steps``-th frame are, as in the notebook."""
+        return turbo_diffused(frame, self.turbo_steps, self.turbo_preroll)
 
     def steps_of(self, frame: int) -> int:
-        """Diffusion steps frame ``frame`` takes (the steps its settings do not skip)."""
+        """Diffusion steps frame ``frame`` takes (the steps its settings do not skip; 0 for a frame
+        made by turbo's warp alone)."""
+        if not self.diffused(frame):
+            return 0
         return self.first_steps if frame == self.start_frame else self.later_steps
 
 
@@ -86,11 +104,11 @@ def plan_run(
     their own starts); ``start_frame``: the first frame to make (a resumed animation, > 0);
     ``video``: Video Input's video (``disco.video.video_info``), which bounds ``frames`` by its
     extracted frames and sets ``fps`` to its pace. Raises ``ValueError`` for Video Input without
-    ``video`` or for a mode other than ``None``, ``2D`` and ``Video Input``."""
+    ``video`` or for a mode other than ``None``, ``2D``, ``3D`` and ``Video Input``."""
     mode = settings.animation_mode
     if mode == "None":
         frames, fps, start_frame = 1, settings.fps, 0
-    elif mode == "2D":
+    elif mode in MOVED_MODES:
         frames, fps = settings.max_frames, settings.fps
     elif mode == "Video Input":
         if video is None:
@@ -99,7 +117,7 @@ def plan_run(
         frames = min(settings.max_frames, video.extracted(nth))
         fps = float(video.rate / nth) if video.rate else settings.fps
     else:
-        raise ValueError(f"animation_mode must be 'None', '2D' or 'Video Input', got {mode!r}")
+        raise ValueError(f"animation_mode must be 'None', '2D', '3D' or 'Video Input', got {mode!r}")
 
     def has_start(n: int) -> bool:  # the frame starts from a picture (else from noise or perlin)
         return init_image if frame_settings(settings, n) is settings else True
@@ -112,4 +130,20 @@ def plan_run(
     sampled = range(start_frame, min(frames, start_frame + 2))
     with_init_loss = any(has_start(n) and max(frame_settings(settings, n).schedule("init_scale")) > 0 for n in sampled)
     later = steps(start_frame + 1) if mode != "None" else 0
-    return AnimationPlan(mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss)
+    turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
+    depth = depth_models(settings) if mode == "3D" and frames > max(start_frame, 1) else ()
+    return AnimationPlan(mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss, depth, *turbo)
+
+
+def turbo_diffused(frame: int, turbo_steps: int, turbo_preroll: int) -> bool:
+    """Whether turbo samples frame ``frame`` (``turbo_steps`` 0: turbo is off, every frame is
+    sampled): the frames up to ``turbo_preroll``, then the multiples of ``turbo_steps``."""
+    return not turbo_steps or frame <= turbo_preroll or frame % turbo_steps == 0
+
+
+def depth_models(settings: Settings) -> tuple[str, ...]:
+    """The depth networks a 3D run of ``settings`` estimates depth with: ``midas`` unless
+    ``midas_weight`` is 0, ``adabins`` unless it is 1 (the notebook's blend)."""
+    return tuple(
+        name for name, used in (("midas", settings.midas_weight > 0), ("adabins", settings.midas_weight < 1)) if used
+    )

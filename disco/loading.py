@@ -23,6 +23,7 @@ import torch
 from . import fast, weights
 from .clip_catalog import CLIP_FILES, DEFAULT_CLIP_MODEL
 from .clip_model import load_clip
+from .depth import DepthModel, load_adabins, load_midas
 from .errors import SettingsError
 from .lpips_loss import load_lpips
 from .models import is_checkpoint_path
@@ -124,6 +125,7 @@ class ModelCache:
         self._clips: dict[str, torch.nn.Module] = {}
         self._secondary: torch.nn.Module | None = None
         self._lpips: torch.nn.Module | None = None
+        self._depth: dict[str, torch.nn.Module] = {}  # "midas", "adabins": loaded once, kept
 
     def _file(self, name: str) -> Path:
         return weights.ensure(name, self.model_dir, mirrors=self.mirrors)
@@ -172,15 +174,30 @@ class ModelCache:
             self._lpips = load_lpips(self._file(VGG16_FILE)).to(self.device)
         return self._lpips
 
+    def depth(self, names: Sequence[str]) -> DepthModel:
+        """A 3D run's depth estimator with the networks ``names`` (``"midas"``, ``"adabins"``), each
+        loaded on first use and kept for later runs."""
+        loaders = {"midas": (load_midas, weights.MIDAS_FILE), "adabins": (load_adabins, weights.ADABINS_FILE)}
+        for name in names:
+            if name not in self._depth:
+                load, file = loaders[name]
+                log.info("loading depth model %s", file)
+                self._depth[name] = load(self._file(file), self.device)
+        midas, adabins = (self._depth[name] if name in names else None for name in ("midas", "adabins"))
+        return DepthModel(midas, adabins)
+
     def models(
         self,
         diffusion_model: str,
         use_secondary_model: bool,
         with_init_loss: bool,
         clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
+        depth_models: Sequence[str] = (),
     ) -> Models:
-        """What a run with these settings uses, loading what is not loaded yet."""
+        """What a run with these settings uses, loading what is not loaded yet (``depth_models``: a
+        3D run's depth networks, ``disco.animation_plan.depth_models``)."""
         return Models(
+            depth=self.depth(depth_models) if depth_models else None,
             unet=self.unet(diffusion_model),
             clips={name: self.clip(name) for name in clip_models},
             secondary=self.secondary() if use_secondary_model else None,

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from .guidance import ClipGuide, Guidance
 from .perlin import perlin_init
 from .prompts import normalised_weights
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .depth import DepthModel
 from .symmetry import mirror_halves
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ class Models:
     autocast: torch.dtype | None = None  # the guidance's reduced precision (fast mode on a GPU)
     # the CLIP models by clip_models name; when not given, ``clip`` is RN50::openai
     clips: dict[str, torch.nn.Module] = field(default_factory=dict)
+    depth: DepthModel | None = None  # a 3D animation's depth estimator, when loaded
 
     def __post_init__(self) -> None:
         if not self.clips:

@@ -57,16 +57,19 @@ def files_needed(
     use_secondary_model: bool,
     with_init_loss: bool,
     clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
+    depth_models: Sequence[str] = (),
 ) -> list[str]:
     """The model files a run with these settings loads (registry names; no torch needed to ask).
     A checkpoint path as ``diffusion_model`` is the user's own file: nothing to download for it.
-    ``clip_models``: the setting's names (``"ViT-B-32::openai"``), one file each."""
+    ``clip_models``: the setting's names (``"ViT-B-32::openai"``), one file each; ``depth_models``:
+    a 3D run's depth networks (``"midas"``, ``"adabins"``: ``disco.animation_plan.depth_models``)."""
     names = [] if is_checkpoint_path(diffusion_model) else [f"{diffusion_model}.pt"]
     names.extend(CLIP_FILES[name] for name in clip_models)
     if use_secondary_model:
         names.append(SECONDARY_FILE)
     if with_init_loss:
         names.append(VGG16_FILE)
+    names.extend(DEPTH_FILES[name] for name in depth_models)
     return names
 
 
@@ -249,6 +252,7 @@ MOTION_WEIGHTS = (
     ),
 )
 REGISTRY.update({f.name: f for f in MOTION_WEIGHTS})
+DEPTH_FILES = {"midas": MIDAS_FILE, "adabins": ADABINS_FILE}  # a 3D run's depth networks by name
 
 
 class WeightsUnavailable(Exception):

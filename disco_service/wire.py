@@ -365,9 +365,10 @@ def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any
             "video_init_path",
             "Video Input needs the video's bytes in the request (clients read the file and send them)",
         )
-    if settings.animation_mode == "2D" and start_frame > 0 and not blob:
+    if settings.animation_mode in ("2D", "3D") and start_frame > 0 and not blob:
+        mode, previous = settings.animation_mode, start_frame - 1
         raise SettingsError(
-            "resume_from_frame", f"a 2D animation resumed at frame {start_frame} needs frame {start_frame - 1}'s PNG"
+            "resume_from_frame", f"a {mode} animation resumed at frame {start_frame} needs frame {previous}'s PNG"
         )
     return start_frame
 

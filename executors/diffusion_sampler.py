@@ -10,7 +10,7 @@ Bad input fails the request before sampling starts; a fault during sampling (NaN
 exception) ends the job with ``tags['status'] == 'failed'``, ``tags['error']`` and its code
 ``tags['error_code']`` (``sampling_failed``; ``setting_invalid`` with ``tags['error_setting']`` for a
 setting found wrong only then), and the frames made so far still go back.
-An animation (``animation_mode`` 2D or Video Input) is one Document and one job: its state also says
+An animation (``animation_mode`` 2D, 3D or Video Input) is one Document and one job: its state also says
 ``frame`` of ``frames`` and the steps of the whole run (``run_step`` of ``run_total``); its display
 frames are shown as the latest frame but not kept; each finished frame becomes a chunk and is put
 on the job board for the client to fetch while the job runs. A stop ends it at the next step with
@@ -109,7 +109,9 @@ class DiffusionSampler(Executor):
             steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
         else:  # its finished frames: on the job board, in the result store, with its client
             plan, arguments = _animation_job(doc, s)
-            models = self.cache.models(s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models)
+            models = self.cache.models(
+                s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models, plan.depth_models
+            )
             steps = self._animation(doc, plan, animate(s, prompts_at, models, s.seed, **arguments))
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
@@ -143,7 +145,7 @@ class DiffusionSampler(Executor):
         doc.tags.update(frames=plan.frames, mp4_fps=plan.fps, frames_done=0)
         for item in frame_steps:
             report = item.report
-            done += 1
+            done += 1 if report.total else 0  # a turbo frame, made by the warp alone, takes no step
             png = png_bytes(_checked_frame(report)) if report.image is not None else None
             shown = {"loss": report.loss} if report.loss is not None else {}
             if item.finished is not None:

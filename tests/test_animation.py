@@ -81,9 +81,9 @@ def test_unsafe_or_broken_key_frames_are_refused_naming_the_setting(text):
         assert info.value.parameter == name
 
 
-def test_animation_settings_are_checked_and_3d_is_refused_with_a_reason():
-    with pytest.raises(SettingsError, match="animation_mode: '3D' is not offered: it needs depth models"):
-        validate_settings(animation_mode="3D")
+def test_animation_settings_are_checked():
+    with pytest.raises(SettingsError, match="animation_mode: must be one of"):
+        validate_settings(animation_mode="4D")
     assert validate_settings(animation_mode="video input").animation_mode == "Video Input"
     s = validate_settings(**{**ANIMATED, "steps": 10, "frames_skip_steps": "60%"}, animation_mode="2D")
     assert frames_skip_steps(s) == 6 and s.n_batches == 1  # one animation per run

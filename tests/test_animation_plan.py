@@ -53,7 +53,7 @@ def sampler_side(doc):
 
 RUNS = st.fixed_dictionaries(
     {
-        "animation_mode": st.sampled_from(["2D", "Video Input"]),
+        "animation_mode": st.sampled_from(["2D", "3D", "Video Input"]),
         "max_frames": st.integers(1, 4),
         "steps": st.integers(4, 12),
         "skip_steps": st.integers(0, 3),
@@ -62,6 +62,7 @@ RUNS = st.fixed_dictionaries(
         "init_scale": st.sampled_from([0, 1000, "[0]*500+[1000]*500"]),
         "extract_nth_frame": st.integers(1, 3),
         "fps": st.sampled_from([12, 24]),
+        "turbo": st.sampled_from([None, (2, 0), (2, 1), (3, 1)]),  # 3D only: (turbo_steps, turbo_preroll)
     }
 )
 
@@ -81,6 +82,9 @@ def test_the_client_and_the_sampler_plan_every_animation_alike(values, init, vid
             values["video_init_path"] = str(out / "clip.mp4")
         for n in range(kept):
             write_frame(out, base_prefix("", 7), n, PICTURE, {})
+        turbo = values.pop("turbo")
+        if turbo and values["animation_mode"] == "3D":
+            values.update(turbo_mode=True, turbo_steps=turbo[0], turbo_preroll=turbo[1])
         s = tiny(out, **values, resume_run=kept > 0)
         client = plan_animation(s, PICTURE if init else None)
         if client.complete:  # every frame is there: the client sends nothing, the sampler would refuse it
@@ -96,7 +100,10 @@ def test_the_client_and_the_sampler_plan_every_animation_alike(values, init, vid
         assert plan.with_init_loss is (values["frames_scale"] > 0)
         assert plan.frames == min(values["max_frames"], -(-video_frames // values["extract_nth_frame"]))
     assert plan.start_frame == min(kept, plan.frames) and len(plan.made) == plan.frames - plan.start_frame
-    steps = [frame_settings(s, n).steps - frame_settings(s, n).skip_steps for n in plan.made]
+    diffused = [not s.turbo_mode or n <= s.turbo_preroll or n % s.turbo_steps == 0 for n in plan.made]
+    assert [plan.diffused(n) for n in plan.made] == diffused  # turbo's frames between take no step
+    sampled = [frame_settings(s, n).steps - frame_settings(s, n).skip_steps for n in plan.made]
+    steps = [count if d else 0 for count, d in zip(sampled, diffused, strict=True)]
     assert plan.run_steps == sum(steps) and [plan.steps_of(n) for n in plan.made] == steps
 
 

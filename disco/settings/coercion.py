@@ -19,7 +19,7 @@ from ..clip_catalog import CLIP_MODELS
 from ..errors import Limits, SettingsError, finite
 from ..keyframes import parse_keyframe_values
 from ..models import CHECKPOINT_SUFFIXES, is_checkpoint_path
-from .fields import KEYFRAME_SETTINGS, SETTING_NAMES, choices, default, kind, limits_of
+from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, choices, default, kind, limits_of
 from .scalars import read_bool, read_choice, read_float, read_int, read_optional_text
 from .schedules import count_schedule, number_or_schedule, parse_schedule
 from .texts import ANIMATION_MODES, BATCH_NAME_ALLOWED, BATCH_NAME_BYTES, MAX_TRANSFORMATIONS, PERLIN_ALIASES
@@ -263,12 +263,6 @@ def _animation_mode(name: str, value: Any, limits: Limits) -> str:
         canonical = {mode.lower(): mode for mode in ANIMATION_MODES}.get(value.strip().lower())
         if canonical:
             return canonical
-        if value.strip().lower() == "3d":
-            raise SettingsError(
-                name,
-                "'3D' is not offered: it needs depth models (MiDaS, AdaBins) that this service does not have; "
-                f"use one of {list(ANIMATION_MODES)}",
-            )
     raise SettingsError(name, f"must be one of {list(ANIMATION_MODES)}, got {value!r}")
 
 
@@ -288,6 +282,13 @@ def _percentage(name: str, value: Any, limits: Limits) -> str:
     return value
 
 
+def _turbo_steps(name: str, value: Any, limits: Limits) -> int:
+    """A whole number; also as text, since the notebook's form offers ``"2"`` to ``"6"``."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    return read_int(name, value, *limits_of(name))
+
+
 READERS: dict[str, Reader] = {
     "text_prompts": _text_prompts,
     "init_image": _image,
@@ -302,7 +303,8 @@ READERS: dict[str, Reader] = {
     "clip_models": _clip_models,
     "transformation_percent": _fractions,
     "animation_mode": _animation_mode,
-    **dict.fromkeys(KEYFRAME_SETTINGS, _keyframes),
+    **dict.fromkeys(KEYFRAME_SETTINGS + KEYFRAME_3D_SETTINGS, _keyframes),
     "frames_skip_steps": _percentage,
     "video_init_path": _video,
+    "turbo_steps": _turbo_steps,
 }

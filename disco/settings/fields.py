@@ -31,10 +31,13 @@ from .texts import (
     MAX_FRAMES,
     MAX_STEPS,
     MAX_TRANSFORMATIONS,
+    MIDAS_DEPTH_MODELS,
+    PADDING_MODES,
     PERLIN_MODES,
     SAMPLING_MODES,
     SCALE_ALLOWED,
     SCHEDULE,
+    WARP_SAMPLING_MODES,
 )
 from .yaml_io import write_yaml
 
@@ -197,7 +200,9 @@ class Settings:
     animation_mode: str = setting(
         "None",
         "None: still images; 2D: each frame starts from the previous one moved by angle, zoom and translation; "
-        "Video Input: each frame starts from a frame of video_init_path",
+        "3D: each frame starts from the previous one seen by a camera moved through its depth map (MiDaS and "
+        "AdaBins) by translation_x/_y/_z and rotation_3d_x/_y/_z; Video Input: each frame starts from a frame of "
+        "video_init_path",
         choices=ANIMATION_MODES,
     )
     max_frames: int = setting(
@@ -205,8 +210,39 @@ class Settings:
     )
     angle: str = setting("0:(0)", "2D: rotation per frame in degrees, counter-clockwise", allowed=KEYFRAMES)
     zoom: str = setting("0: (1), 10: (1.05)", "2D: scale per frame (1: none, above 1 zooms in)", allowed=KEYFRAMES)
-    translation_x: str = setting("0: (0)", "2D: pixels per frame to the right", allowed=KEYFRAMES)
-    translation_y: str = setting("0: (0)", "2D: pixels per frame downwards", allowed=KEYFRAMES)
+    translation_x: str = setting(
+        "0: (0)", "2D: pixels per frame to the right; 3D: the camera's move to the right per frame", allowed=KEYFRAMES
+    )
+    translation_y: str = setting(
+        "0: (0)", "2D: pixels per frame downwards; 3D: the camera's move downwards per frame", allowed=KEYFRAMES
+    )
+    translation_z: str = setting(
+        "0: (10.0)", "3D: the camera's move forwards per frame (positive zooms in)", allowed=KEYFRAMES
+    )
+    rotation_3d_x: str = setting("0: (0)", "3D: the camera's tilt per frame in degrees (x axis)", allowed=KEYFRAMES)
+    rotation_3d_y: str = setting("0: (0)", "3D: the camera's pan per frame in degrees (y axis)", allowed=KEYFRAMES)
+    rotation_3d_z: str = setting(
+        "0: (0)", "3D: the camera's roll per frame in degrees (about the view axis)", allowed=KEYFRAMES
+    )
+    midas_depth_model: str = setting("dpt_large", "3D: the MiDaS depth model", choices=MIDAS_DEPTH_MODELS)
+    midas_weight: float = setting(
+        0.3,
+        "3D: MiDaS's share of the depth map, the rest AdaBins's (1: MiDaS alone, 0: AdaBins alone)",
+        low=0.0,
+        high=1.0,
+    )
+    near_plane: float = setting(200, "3D: the camera's near clipping plane (checked; the warp ignores it)", low=0.0)
+    far_plane: float = setting(10000, "3D: the camera's far clipping plane (checked; the warp ignores it)", low=0.0)
+    fov: float = setting(40, "3D: the camera's vertical field of view in degrees", low=1.0, high=179.0)
+    padding_mode: str = setting("border", "3D: what is seen past the frame's edge", choices=PADDING_MODES)
+    sampling_mode: str = setting("bicubic", "3D: how the moved frame is resampled", choices=WARP_SAMPLING_MODES)
+    turbo_mode: bool = setting(
+        False,
+        "3D: diffuse only every turbo_steps-th frame after turbo_preroll; the frames between come from the warp "
+        "alone, blended from the last two diffused frames (2x-4x faster, less new detail)",
+    )
+    turbo_steps: int = setting(3, "3D with turbo_mode: diffuse every this many frames", low=2, high=6)
+    turbo_preroll: int = setting(10, "3D with turbo_mode: frames diffused before turbo starts", low=0)
     frames_scale: float = setting(
         1500, "animation: how strongly each frame stays like the one it starts from (LPIPS loss)", low=0.0
     )
@@ -259,7 +295,9 @@ class Settings:
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
 # The notebook's "Animation Settings": a form shows them together ("motion" in settings_schema)
 MOTION_SETTINGS = (
-    "animation_mode", "max_frames", "angle", "zoom", "translation_x", "translation_y", "frames_scale",
+    "animation_mode", "max_frames", "angle", "zoom", "translation_x", "translation_y", "translation_z",
+    "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "midas_depth_model", "midas_weight", "near_plane", "far_plane",
+    "fov", "padding_mode", "sampling_mode", "turbo_mode", "turbo_steps", "turbo_preroll", "frames_scale",
     "frames_skip_steps", "video_init_path", "extract_nth_frame", "video_init_seed_continuity", "fps", "resume_run",
     "resume_from_frame",
 )  # fmt: skip
@@ -297,7 +335,11 @@ KINDS = (
     "image",
     "video",
 )
-KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")
+KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")  # 2D's motion, in Motion's order
+# 3D's camera move, in disco.warp3d.camera_motion's order
+KEYFRAME_3D_SETTINGS = (
+    "translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z",
+)  # fmt: skip
 
 
 @cache

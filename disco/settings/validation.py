@@ -8,7 +8,6 @@ environment.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +18,8 @@ from ..keyframes import keyframe_series
 from ..models import DIFFUSION_MODELS as MODELS
 from ..prompts import check_prompts
 from .coercion import PERCENTAGE, coerce_settings
-from .fields import KEYFRAME_SETTINGS, SETTING_NAMES, Settings
+from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, Settings
+from .notebook_names import unknown_settings_error
 from .scalars import read_int
 from .schedules import count_schedule
 from .yaml_io import read_yaml
@@ -46,11 +46,8 @@ def validate_settings(
         raise SettingsError("settings", f"must be a mapping of setting names to values, got {type(values).__name__}")
     data = {**(values or {}), **overrides}
     unknown = [k for k in data if k not in SETTING_NAMES]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), SETTING_NAMES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        name = str(unknown[0]) if str(unknown[0]).isidentifier() else repr(unknown[0])
-        raise SettingsError(name, f"unknown setting{hint} Known settings: {', '.join(SETTING_NAMES)}")
+    if unknown:  # every one at once, the notebook's names with what to use instead
+        raise unknown_settings_error(unknown, data)
     s = Settings(**coerce_settings(data, limits))  # every value checked on its own
 
     if s.skip_steps >= s.steps:
@@ -62,9 +59,17 @@ def validate_settings(
     if any(o + i == 0 for o, i in zip(overview, inner, strict=True)):
         raise SettingsError("cut_innercut", "cut_overview + cut_innercut must be at least 1 at every step")
     _check_model_needs(s)
-    if s.animation_mode == "2D":
-        for name in KEYFRAME_SETTINGS:
-            keyframe_series(name, getattr(s, name), s.max_frames)  # every frame's value: a bad one fails now
+    moved = {"2D": KEYFRAME_SETTINGS, "3D": KEYFRAME_3D_SETTINGS}.get(s.animation_mode, ())
+    for name in moved:
+        keyframe_series(name, getattr(s, name), s.max_frames)  # every frame's value: a bad one fails now
+    if s.turbo_mode and s.animation_mode != "3D":
+        raise SettingsError(
+            "turbo_mode",
+            f"works with animation_mode '3D' only (its frames between come from the depth warp), "
+            f"got animation_mode {s.animation_mode!r}",
+        )
+    if s.far_plane <= s.near_plane:
+        raise SettingsError("far_plane", f"must be larger than near_plane ({s.near_plane}), got {s.far_plane}")
     frames_skip_steps(s)
     if s.resume_from_frame is not None:
         read_int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)

@@ -3,7 +3,7 @@
 ``plan_animation`` decides everything before the job starts: the run's seed and file prefix, the
 frame to start at (``resume_run``: after the last finished frame in ``output_dir``, or after
 ``resume_from_frame``), and the bytes the request carries (``disco_service.wire``): the init
-image, the previous frame's PNG of a resumed 2D run, or the video (the client reads
+image, the previous frame's PNG of a resumed 2D or 3D run, or the video (the client reads
 ``video_init_path``; the server never opens a path). While the job runs, each finished frame the
 client fetches is written at once (``AnimationRun.keep_frame``), so a run whose client dies can be
 resumed from its files. ``AnimationRun.save`` writes the frames that came back, the MP4 of every
@@ -155,7 +155,7 @@ def plan_animation(settings: Settings, init_bytes: bytes | None) -> AnimationRun
     if settings.animation_mode == "Video Input":
         blob, video = _video(settings)
     elif start > 0:
-        blob = finished_frames(out, prefix)[start - 1].read_bytes()  # a resumed 2D run starts from it
+        blob = finished_frames(out, prefix)[start - 1].read_bytes()  # a resumed 2D or 3D run starts from it
     plan = plan_run(settings, init_image=init_bytes is not None, start_frame=start, video=video)
     return AnimationRun(settings, out, prefix, plan, blob)
 

@@ -23,6 +23,7 @@ import yaml
 
 from disco.packages import MissingPackage
 from disco.settings import SETTING_NAMES, SettingsError, describe, kind, validate_settings
+from disco.settings.notebook_names import unknown_settings_error
 from disco.weights import WeightsUnavailable
 from disco_service import config
 from disco_service.client.api import GenerationFailed, download_models, generate_image
@@ -251,7 +252,11 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = No
     """Run the command line; returns the exit code. ``generate`` replaces ``generate_image`` (tests)."""
     generate = generate or generate_image
     parser = build_parser()
-    args = vars(parser.parse_args(argv))
+    parsed, extra = parser.parse_known_args(argv)
+    if extra:  # one line naming each unknown option and what to use, not argparse's page of usage
+        print(f"error: {unknown_options_message(extra)}", file=sys.stderr)
+        return 2
+    args = vars(parsed)
     host, settings_file, no_progress = args.pop("host"), args.pop("settings"), args.pop("no_progress")
     download_only, verbose, token = args.pop("download"), args.pop("verbose"), args.pop("token")
     if not verbose:  # gRPC's core logs connection notices (too_many_pings) on its own; read when it starts
@@ -290,6 +295,26 @@ def main(argv: list[str] | None = None, generate: Callable[..., Any] | None = No
         print(f"interrupted: stopped at the next step; the frames made so far are saved in {where}", file=sys.stderr)
         return 130
     return 0
+
+
+def unknown_options_message(extra: list[str]) -> str:
+    """The refusal of the command line's unknown words ``extra`` (as ``parse_known_args`` leaves
+    them): each ``--name`` with what to use instead (the notebook's names get their own advice,
+    ``disco.settings.notebook_names``), or the words that are no option at all."""
+    options: dict[str, Any] = {}
+    stray: list[str] = []
+    name = None
+    for word in extra:
+        if word.startswith("--") and len(word) > 2:
+            name, _, value = word[2:].partition("=")
+            options[name] = value or True
+        elif name is not None and options[name] is True:
+            options[name] = word  # the unknown option's value
+        else:
+            stray.append(word)
+    if not options:
+        return f"unexpected arguments {' '.join(stray)!r}: every setting is given as --name value"
+    return str(unknown_settings_error(list(options), options, prefix="--", known="(client.py --help lists them)"))
 
 
 def _print_summary(docs) -> None:

@@ -114,11 +114,12 @@ class ProgressBars:
 
 
 def _animation_steps(tags: Any) -> int:
-    """An animation's steps in all, as far as its settings tell (a video's length comes with its job)."""
+    """An animation's steps in all, as far as its settings tell (a video's length, and the frames
+    turbo makes without steps, come with its job's ``run_total``)."""
     from disco.settings import Settings, frames_skip_steps
 
     steps, skip, frames = int(tags["steps"]), int(tags["skip_steps"]), int(tags["max_frames"])
     start = int(tags.get("start_frame") or 0)
     later = steps - frames_skip_steps(Settings(steps=steps, frames_skip_steps=tags["frames_skip_steps"]))
-    first = steps - skip if tags.get("animation_mode") == "2D" and start == 0 else later
+    first = steps - skip if tags.get("animation_mode") in ("2D", "3D") and start == 0 else later
     return first + max(frames - start - 1, 0) * later
