@@ -26,6 +26,7 @@ import yaml
 
 from disco_service import config
 from disco_service.console import ignore_third_party_warnings
+from disco_service.server.flow_secret import new_secret
 from disco_service.wire import ENCODER, SAMPLER
 
 ROOT = Path(__file__).resolve().parent
@@ -266,12 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     ignore_third_party_warnings()  # before jina is imported; the Flow's processes inherit them
     if not args.flow_only:  # the supervisor decides for every Flow it starts (and restarts)
         args.use_gpu = flow_device(args.use_gpu, cfg.use_gpu)
-    if not os.environ.get("DISCO_FLOW_SECRET", "").strip():
-        # one secret for this Flow, kept across the supervisor's restarts (the environment, not argv:
-        # other users on this machine can read a process's arguments, not its environment)
-        from disco_service.server.flow_secret import new_secret
-
-        os.environ["DISCO_FLOW_SECRET"] = new_secret()
+    if not cfg.flow_secret:  # one secret for this Flow, kept across the supervisor's restarts
+        config.hand_down_flow_secret(new_secret())
     args.state_store = board_store(args.port, args.state_store)
     options = (
         ("port", args.port),

@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DATABASE_SCHEMES",
     "DEVICE_CHOICES",
+    "hand_down_flow_secret",
     "FLOW_GRPC_PORT",
     "load",
     "MIRRORS_ALLOWED",
@@ -103,6 +104,13 @@ TOKENS_ALLOWED = (
     "or @FILE naming a file with one a line"
 )
 MIRRORS_ALLOWED = "comma-separated base URLs starting http://, https:// or file://"
+
+
+def hand_down_flow_secret(secret: str) -> None:
+    """Give the processes this one starts (the Flow and its restarts) ``secret`` as
+    ``DISCO_FLOW_SECRET``: through the environment, not a flag, because other users on this
+    machine can read a process's arguments, not its environment."""
+    os.environ["DISCO_FLOW_SECRET"] = secret
 
 
 class ConfigError(ValueError):

@@ -155,7 +155,7 @@ def test_turbo_samples_every_third_frame_after_the_preroll_and_blends_the_rest(d
     assert doc.tags["status"] == "done" and doc.tags["frames_done"] == 8
     assert [s["seed"] - 5 for s in starts] == [0, 1, 3, 6]  # the sampler ran on these frames only
     assert plan.steps == 2 + 3 * 1  # frame 0: 2 steps, frames 1, 3 and 6: 1 step each
-    state = JobBoard(tmp_path / "jobs").read(doc.id)
+    state = JobBoard(tmp_path / "jobs.sqlite3").read(doc.id)
     assert (state["run_total"], state["run_step"], state["frame"]) == (5, 5, 7)
     frames = {int(c.tags["frame"]): c.tensor for c in doc.chunks}
     assert sorted(frames) == list(range(8))

@@ -18,7 +18,7 @@ from ..keyframes import keyframe_series
 from ..models import DIFFUSION_MODELS as MODELS
 from ..prompts import check_prompts
 from .coercion import PERCENTAGE, coerce_settings
-from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, Settings
+from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, Settings, default
 from .notebook_names import unknown_settings_error
 from .scalars import read_int
 from .schedules import count_schedule
@@ -68,7 +68,9 @@ def validate_settings(
             f"works with animation_mode '3D' only (its frames between come from the depth warp), "
             f"got animation_mode {s.animation_mode!r}",
         )
-    if s.far_plane <= s.near_plane:
+    if s.far_plane <= s.near_plane:  # named after the one moved off its default (far_plane if both were)
+        if s.far_plane == default("far_plane"):
+            raise SettingsError("near_plane", f"must be smaller than far_plane ({s.far_plane}), got {s.near_plane}")
         raise SettingsError("far_plane", f"must be larger than near_plane ({s.near_plane}), got {s.far_plane}")
     frames_skip_steps(s)
     if s.resume_from_frame is not None:
