@@ -17,8 +17,10 @@ a restart of the gateway, or its death: queued images are sent later, images tha
 watched again by whoever takes them over (their results reach the result store all the same), and
 an image whose request was lost before it started is queued again under a new id. A request that
 fails because the Flow cannot be reached before the image started (a sampler restarting) is
-retried as ``transport.RETRY`` says. An image that failed keeps its message, code and setting
-(``error``, ``error_code``, ``error_setting``).
+retried as ``transport.RETRY`` says. An image that a process of the Flow died under (stopped as
+``shutdown`` by a restart, failed as ``sampler_died`` or ``executor_restarting``) is sent again
+under a new id up to ``MAX_INTERRUPTIONS`` times, then fails with that reason, its frames kept. An
+image that failed keeps its message, code and setting (``error``, ``error_code``, ``error_setting``).
 """
 
 from __future__ import annotations
