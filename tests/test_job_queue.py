@@ -236,6 +236,26 @@ def test_an_image_stopped_by_a_restart_is_sent_again_by_the_restarted_gateway(st
     assert rerun.images[0].doc_id != stored.doc_id and store.read(stored.doc_id)["status"] == "shutdown"
 
 
+def test_an_image_stopped_as_shutdown_keeps_its_slot_for_a_while_then_goes_again(store, state, monkeypatch):
+    monkeypatch.setattr(job_queue, "RESEND_PAUSE_S", 0.5)
+    flow = FakeFlow(store, {11: "shutdown"})  # the Flow is stopping: its sampler stopped the image
+    sent_at: list[float] = []
+    generate = flow.generate
+
+    async def timed(doc):
+        sent_at.append(time.time())
+        return await generate(doc)
+
+    flow.generate = timed
+    queue = JobQueue(store, flow, slots=1, state=state)
+    job = queue.submit("alice", settings(seed=11))
+    other = queue.submit("bob", settings(seed=12))
+    asyncio.run(run_until(queue, lambda: job.finished and other.finished))
+    assert sent_at[1] - sent_at[0] >= 0.5  # nothing was sent to the stopping Flow meanwhile
+    assert sorted(d.tags["seed"] for d in flow.sent) == [11, 11, 12]
+    assert job.status == other.status == "done" and flow.sent[0].id != job.images[0].doc_id
+
+
 def test_a_running_image_whose_sampler_went_silent_is_taken_for_dead(store, state, monkeypatch):
     monkeypatch.setattr(job_queue, "STALE_S", 60)
     queue = JobQueue(store, FakeFlow(store), state=state)

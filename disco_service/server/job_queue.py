@@ -65,6 +65,7 @@ LOST_AFTER_S = 30  # an image left "waiting" this long after a gateway restart w
 LEASE_S = 30.0  # a gateway renews its claims well within this; after it, another gateway takes its images over
 # An image that a process of the Flow died under is sent again (under a new id) this many times, then fails.
 MAX_INTERRUPTIONS = 2
+RESEND_PAUSE_S = 5.0  # an image stopped as "shutdown" goes again after this, unless this gateway was stopped too
 STALE_S = 900  # a running image whose sampler wrote nothing for this long is taken for dead (no supervisor marked it)
 # How an image ends when a process of the Flow died under it: the supervisor's marks, and a sampler's stop.
 _INTERRUPTED_CODES = (wire.ErrorCode.SAMPLER_DIED, wire.ErrorCode.EXECUTOR_RESTARTING)
@@ -508,6 +509,12 @@ class JobQueue:
         count = stored.interrupted if stored is not None else MAX_INTERRUPTIONS
         if not job.cancelled and count < MAX_INTERRUPTIONS:
             log.warning("job queue: image %s was interrupted (%s): sending it again", image.doc_id, status)
+            held = self.in_flight.get(image.doc_id)
+            if status == JobStatus.SHUTDOWN and held is not None and held[2] is not None:
+                # The Flow is stopping, this gateway perhaps with it: meanwhile the image keeps its
+                # slot, so nothing is sent to a Flow going down; a restarted gateway takes it over.
+                asyncio.get_running_loop().call_later(RESEND_PAUSE_S, self._requeue, job, image, True)
+                return
             self._requeue(job, image, interrupted=True)
             return
         if failure is None or failure.code not in _INTERRUPTED_CODES:
