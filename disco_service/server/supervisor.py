@@ -198,7 +198,6 @@ class Supervisor:
             return
         if drain:
             self._drain(self.stop_timeout_s)
-        running = self._own_jobs({p.pid for p in self.members})
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if drain:
                 self.flow.terminate()  # the Flow closes its executors
@@ -213,7 +212,7 @@ class Supervisor:
             with contextlib.suppress(psutil.Error):
                 process.kill()
         self.flow.wait()
-        self._mark_interrupted(running, why)
+        self._mark_interrupted(self._own_jobs({p.pid for p in self.members}), why)  # those its processes ran
         self.members = []
 
 
