@@ -178,7 +178,7 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
         assert "Traceback" not in stderr
         assert "error: image 0: the sampler process died" in stderr.strip().splitlines()[-1]
         names = {p.name for p in (tmp_path / "a").iterdir()}
-        assert "reverse_diffusion-5_0.png" in names and "reverse_diffusion-5_0-step0001.png" in names, names
+        assert "reverse_diffusion-5_0-failed.png" in names and "reverse_diffusion-5_0-step0001.png" in names, names
 
         # 2. the Flow comes back by itself and serves the next request
         wait_for(lambda: log.read_text().count("Flow is ready to serve!") >= 2, 240, "the Flow to restart")
@@ -201,7 +201,7 @@ def test_a_killed_sampler_and_a_stopped_flow(flow_env, tmp_path):
         _, stderr = second.communicate(timeout=120)
         assert second.returncode == 1, stderr[-3000:]
         assert "error: image 0: the Flow was stopped at step" in stderr.strip().splitlines()[-1]
-        assert "reverse_diffusion-6_0.png" in {p.name for p in (tmp_path / "b").iterdir()}
+        assert "reverse_diffusion-6_0-shutdown.png" in {p.name for p in (tmp_path / "b").iterdir()}
         assert serve.wait(60) == 0
         print(f"serve.py exited {time.time() - stopped:.1f} s after SIGTERM")
         assert "waiting for 1 running job(s) to stop at their next step" in log.read_text()

@@ -8,6 +8,7 @@ one queue (one of them dying mid-image); the result store's files and its time t
 """
 
 import asyncio
+import io
 import json
 import os
 import time
@@ -168,6 +169,18 @@ def test_an_image_that_cannot_reach_the_flow_is_sent_again_under_a_new_id(store,
 
 
 def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store, state):
+    flow = FakeFlow(store, {8: RuntimeError("the image became NaN")})
+    queue = JobQueue(store, flow, state=state)
+    job = queue.submit("alice", settings(seed=8))
+    doc_id = job.images[0].doc_id
+    nan = "SamplingFailed: the image became NaN at step 2"
+    flow.states[doc_id] = {"status": "failed", "error": nan, "error_code": "sampling_failed", "step": 2}
+    asyncio.run(run_until(queue, lambda: job.finished))
+    assert job.status == "failed" and job.images[0].error == nan and job.images[0].error_code == "sampling_failed"
+    assert len(flow.sent) == 1  # a fault of the image itself is not tried again
+
+
+def test_an_image_whose_sampler_died_is_sent_again_under_a_new_id(store, state):
     flow = FakeFlow(store, {8: RuntimeError("the sampler process died")})
     queue = JobQueue(store, flow, state=state)
     job = queue.submit("alice", settings(seed=8))
@@ -175,7 +188,86 @@ def test_an_image_that_failed_in_the_flow_fails_with_the_flow_s_reason(store, st
     died = "the sampler process died (pid 42) at step 2 of 3"
     flow.states[doc_id] = {"status": "failed", "error": died, "error_code": "sampler_died", "step": 2}
     asyncio.run(run_until(queue, lambda: job.finished))
-    assert job.status == "failed" and job.images[0].error == died and job.images[0].error_code == "sampler_died"
+    assert job.status == "done" and [d.tags["seed"] for d in flow.sent] == [8, 8]
+    assert flow.sent[0].id == doc_id != flow.sent[1].id == job.images[0].doc_id
+    assert queue.state.image(job.images[0].doc_id).interrupted == 1
+
+
+class DyingFlow(FakeFlow):
+    """A Flow whose sampler dies at step 2 of every image it is sent (a frame of step 1 kept)."""
+
+    async def generate(self, doc: Document) -> Document:
+        self.sent.append(doc)
+        self.store.add_frame(doc.id, 1, png((1, 2, 3)), {"seed": doc.tags["seed"]})
+        died = f"the sampler process died (pid {len(self.sent)}) at step 2 of 3"
+        self.states[doc.id] = {"status": "failed", "error": died, "error_code": "sampler_died", "step": 2}
+        raise RuntimeError("the sampler process died")
+
+
+def test_an_image_that_keeps_killing_its_sampler_fails_after_the_limit_with_its_frames(store, state):
+    flow = DyingFlow(store)
+    queue = JobQueue(store, flow, slots=1, state=state)
+    job = queue.submit("alice", settings(seed=3))
+    after = queue.submit("bob", settings(seed=4))
+    asyncio.run(run_until(queue, lambda: job.finished and after.finished))
+    image = job.images[0]
+    assert len(flow.sent) == 2 * (job_queue.MAX_INTERRUPTIONS + 1)  # bob's image was served in turn, and failed alike
+    sent_ids = [d.id for d in flow.sent]
+    assert len(set(sent_ids)) == len(sent_ids)  # never the same Document id twice
+    assert (job.status, image.error_code, image.step) == ("failed", "sampler_died", 2)
+    assert image.error.startswith("the sampler process died") and "tried 3 times" in image.error
+    kept = PILImage.open(io.BytesIO(queue.latest_frame(image))).convert("RGB")
+    assert kept.getpixel((0, 0)) == (1, 2, 3)  # the frame of its last try is kept
+
+
+def test_an_image_stopped_by_a_restart_is_sent_again_by_the_restarted_gateway(store, state):
+    flow = FakeFlow(store)
+    queue = JobQueue(store, flow, state=state)
+    job = queue.submit("alice", settings(seed=5))
+    stored = queue.state.claim_next(queue.claimer, job_queue.LEASE_S, 1)
+    queue.state.mark_sent(stored.doc_id, queue.claimer)  # sent by the gateway that went down
+    store.add_frame(stored.doc_id, 1, png(), {"seed": 5})
+    store.finish(stored.doc_id, {"status": "shutdown", "steps_done": 1, "total": 3})  # the sampler stopped it
+    again = JobQueue(store, FakeFlow(store), state=state)
+    again.flow.states[stored.doc_id] = {"status": "shutdown", "step": 1}
+    rerun = again.jobs[job.id]
+    asyncio.run(run_until(again, lambda: rerun.finished))
+    assert rerun.status == "done" and [d.id for d in again.flow.sent] == [rerun.images[0].doc_id]
+    assert rerun.images[0].doc_id != stored.doc_id and store.read(stored.doc_id)["status"] == "shutdown"
+
+
+def test_an_image_stopped_as_shutdown_keeps_its_slot_for_a_while_then_goes_again(store, state, monkeypatch):
+    monkeypatch.setattr(job_queue, "RESEND_PAUSE_S", 0.5)
+    flow = FakeFlow(store, {11: "shutdown"})  # the Flow is stopping: its sampler stopped the image
+    sent_at: list[float] = []
+    generate = flow.generate
+
+    async def timed(doc):
+        sent_at.append(time.time())
+        return await generate(doc)
+
+    flow.generate = timed
+    queue = JobQueue(store, flow, slots=1, state=state)
+    job = queue.submit("alice", settings(seed=11))
+    other = queue.submit("bob", settings(seed=12))
+    asyncio.run(run_until(queue, lambda: job.finished and other.finished))
+    assert sent_at[1] - sent_at[0] >= 0.5  # nothing was sent to the stopping Flow meanwhile
+    assert sorted(d.tags["seed"] for d in flow.sent) == [11, 11, 12]
+    assert job.status == other.status == "done" and flow.sent[0].id != job.images[0].doc_id
+
+
+def test_a_running_image_whose_sampler_went_silent_is_taken_for_dead(store, state, monkeypatch):
+    monkeypatch.setattr(job_queue, "STALE_S", 60)
+    queue = JobQueue(store, FakeFlow(store), state=state)
+    job = queue.submit("alice", settings(seed=6))
+    stored = queue.state.claim_next(queue.claimer, job_queue.LEASE_S, 1)
+    queue.state.mark_sent(stored.doc_id, queue.claimer)
+    again = JobQueue(store, DyingFlow(store), state=state)  # every try dies: it ends failed
+    again.flow.states[stored.doc_id] = {"status": "running", "step": 2, "total": 3, "updated": time.time() - 61}
+    rerun = again.jobs[job.id]
+    asyncio.run(run_until(again, lambda: rerun.finished))
+    assert rerun.status == "failed" and rerun.images[0].error_code == "sampler_died"
+    assert len(again.flow.sent) == job_queue.MAX_INTERRUPTIONS  # the silent try counted as the first
 
 
 def test_settings_the_flow_refuses_fail_the_whole_job_at_once(store, state):

@@ -17,8 +17,10 @@ a restart of the gateway, or its death: queued images are sent later, images tha
 watched again by whoever takes them over (their results reach the result store all the same), and
 an image whose request was lost before it started is queued again under a new id. A request that
 fails because the Flow cannot be reached before the image started (a sampler restarting) is
-retried as ``transport.RETRY`` says. An image that failed keeps its message, code and setting
-(``error``, ``error_code``, ``error_setting``).
+retried as ``transport.RETRY`` says. An image that a process of the Flow died under (stopped as
+``shutdown`` by a restart, failed as ``sampler_died`` or ``executor_restarting``) is sent again
+under a new id up to ``MAX_INTERRUPTIONS`` times, then fails with that reason, its frames kept. An
+image that failed keeps its message, code and setting (``error``, ``error_code``, ``error_setting``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "JobQueue",
     "LEASE_S",
     "LOST_AFTER_S",
+    "MAX_INTERRUPTIONS",
     "POLL_S",
     "TooManyJobs",
 ]
@@ -60,6 +63,12 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 LOST_AFTER_S = 30  # an image left "waiting" this long after a gateway restart was lost with the old gateway
 LEASE_S = 30.0  # a gateway renews its claims well within this; after it, another gateway takes its images over
+# An image that a process of the Flow died under is sent again (under a new id) this many times, then fails.
+MAX_INTERRUPTIONS = 2
+RESEND_PAUSE_S = 5.0  # an image stopped as "shutdown" goes again after this, unless this gateway was stopped too
+STALE_S = 900  # a running image whose sampler wrote nothing for this long is taken for dead (no supervisor marked it)
+# How an image ends when a process of the Flow died under it: the supervisor's marks, and a sampler's stop.
+_INTERRUPTED_CODES = (wire.ErrorCode.SAMPLER_DIED, wire.ErrorCode.EXECUTOR_RESTARTING)
 # A finished job's status: the first of these that one of its images has, else done.
 _WORST_FIRST = (JobStatus.FAILED, JobStatus.SHUTDOWN, JobStatus.ABANDONED, JobStatus.CANCELLED)
 # what a running image's progress writes to the state store
@@ -445,7 +454,7 @@ class JobQueue:
             result = await self.flow.generate(doc)
             tags = wire.restore_numbers(result.tags)
             status = tags.get("status") or JobStatus.DONE.value
-            self._end(job, image, status, tags.get("steps_done"), wire.failure_of_tags(tags))
+            self._settle(job, image, status, tags.get("steps_done"), wire.failure_of_tags(tags))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -460,7 +469,10 @@ class JobQueue:
         status = state.get("status")
         failure, retry = transport.classify(exc), transport.RETRY
         if status and JobStatus(status).finished:
-            self._end(job, image, status, state.get("step"), wire.failure_of_tags(state))
+            self._settle(job, image, status, state.get("step"), wire.failure_of_tags(state))
+        elif status == JobStatus.RUNNING:  # the call broke mid-image: its board entry will say how it ends
+            self.in_flight[image.doc_id] = (job, image, None)
+            self.resumed[image.doc_id] = self.clock()
         elif retry.retries(failure) and status in (None, JobStatus.WAITING) and self._may_retry(job, image):
             await asyncio.sleep(retry.pause_s)  # the Flow is coming back: send the image again, under a new id
             self._requeue(job, image)
@@ -474,16 +486,41 @@ class JobQueue:
     def _may_retry(self, job: Job, image: Image) -> bool:
         return not job.cancelled and transport.RETRY.within(image.first_sent or self.clock(), self.clock())
 
-    def _requeue(self, job: Job, image: Image) -> None:
+    def _requeue(self, job: Job, image: Image, interrupted: bool = False) -> None:
         if job.cancelled:  # its input is gone with the cancel: it ends here
             self._end(job, image, JobStatus.CANCELLED.value, None, None)
             return
         self.in_flight.pop(image.doc_id, None)
         self.resumed.pop(image.doc_id, None)
-        new_id = self.state.requeue(image.doc_id, uuid.uuid4().hex)
+        new_id = self.state.requeue(image.doc_id, uuid.uuid4().hex, interrupted=interrupted)
         if new_id is not None:
             image.doc_id, image.status, image.sent = new_id, JobStatus.QUEUED.value, None
         self._poke()
+
+    def _settle(self, job: Job, image: Image, status: str, step: Any, failure: wire.Failure | None) -> None:
+        """End the image as the Flow reports it, unless a process of the Flow died under it (stopped
+        as ``shutdown`` by a restart, failed as ``sampler_died`` or ``executor_restarting``): then it
+        is sent again under a new Document id, up to ``MAX_INTERRUPTIONS`` times, and after that it
+        fails with that reason, the frames of its last try kept."""
+        if not _interrupted(status, failure):
+            self._end(job, image, status, step, failure)
+            return
+        stored = self.state.image(image.doc_id)
+        count = stored.interrupted if stored is not None else MAX_INTERRUPTIONS
+        if not job.cancelled and count < MAX_INTERRUPTIONS:
+            log.warning("job queue: image %s was interrupted (%s): sending it again", image.doc_id, status)
+            held = self.in_flight.get(image.doc_id)
+            if status == JobStatus.SHUTDOWN and held is not None and held[2] is not None:
+                # The Flow is stopping, this gateway perhaps with it: meanwhile the image keeps its
+                # slot, so nothing is sent to a Flow going down; a restarted gateway takes it over.
+                asyncio.get_running_loop().call_later(RESEND_PAUSE_S, self._requeue, job, image, True)
+                return
+            self._requeue(job, image, interrupted=True)
+            return
+        if failure is None or failure.code not in _INTERRUPTED_CODES:
+            failure = wire.Failure(wire.ErrorCode.EXECUTOR_RESTARTING, "the Flow was restarted while making it")
+        message = f"{failure.message}; tried {count + 1} times, each stopped by a process of the Flow that died"
+        self._end(job, image, JobStatus.FAILED.value, step, wire.Failure(failure.code, message))
 
     def _end(self, job: Job, image: Image, status: str, step: Any, failure: wire.Failure | None) -> None:
         self.in_flight.pop(image.doc_id, None)
@@ -549,9 +586,12 @@ class JobQueue:
     def _check_resumed(self, job: Job, image: Image, status: str, tags: dict[str, Any]) -> None:
         record = self.store.read(image.doc_id)
         if record is not None:
-            self._end(job, image, record["status"], record.get("steps_done"), wire.failure_of_tags(record))
+            self._settle(job, image, record["status"], record.get("steps_done"), wire.failure_of_tags(record))
         elif JobStatus(status).finished:
-            self._end(job, image, status, tags.get("step"), wire.failure_of_tags(tags))
+            self._settle(job, image, status, tags.get("step"), wire.failure_of_tags(tags))
+        elif status == JobStatus.RUNNING and time.time() - float(tags.get("updated") or time.time()) > STALE_S:
+            failure = wire.Failure(wire.ErrorCode.SAMPLER_DIED, f"its sampler made no progress for {STALE_S} s")
+            self._settle(job, image, JobStatus.FAILED.value, tags.get("step"), failure)
         elif status == JobStatus.WAITING and self.clock() - self.resumed.get(image.doc_id, 0) > LOST_AFTER_S:
             self._requeue(job, image)  # its request went down with the old gateway before a sampler took it
 
@@ -652,3 +692,10 @@ class JobQueue:
                 Path(self.dir / f"{job_id}{suffix}").unlink(missing_ok=True)
         self.store.sweep()
         return gone
+
+
+def _interrupted(status: str, failure: wire.Failure | None) -> bool:
+    """Whether an image ended so because a process of the Flow died or the Flow was restarted."""
+    if status == JobStatus.SHUTDOWN:
+        return True
+    return status == JobStatus.FAILED and failure is not None and failure.code in _INTERRUPTED_CODES

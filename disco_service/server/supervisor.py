@@ -3,14 +3,19 @@
 The Flow runs in a child process (``serve.py --flow-only``) in a session of its own, so a
 terminal's Ctrl-C reaches only this process, which decides what happens:
 
-- an executor process dies (the OOM killer, kill -9): its jobs are marked ``failed`` on the job
-  board with a message saying so, the other running jobs stop at their next step as
-  ``shutdown`` and go back to their callers, and the whole Flow is started again;
+- a process of the Flow dies (the OOM killer, kill -9; a sampler, the encoder, the renderer or the
+  gateway): a dead sampler's jobs are marked ``failed`` (``sampler_died``) on the job board, the
+  other running jobs stop at their next step as ``shutdown`` (waited for at most
+  ``RESTART_DRAIN_S``), the Flow's processes get SIGTERM and ``STOP_GRACE_S`` to exit before
+  SIGKILL, and the whole Flow is started again;
 - SIGINT or SIGTERM: running jobs stop at their next step as ``shutdown``, their frames go back
-  to their callers, then the Flow stops. It logs what it is waiting for.
+  to their callers (waited for at most ``DISCO_STOP_TIMEOUT_S``), then the Flow stops.
 
-Jobs are found on the job board, in the server's state store (``--state-store``): each names the
-process running it.
+Either way a job that was still running when its sampler was stopped is marked ``failed``
+(``executor_restarting``, with the step it reached) on the board once the processes are gone, so
+nothing is left ``running``: the job queue sends such images again under a new Document id, or
+fails them (job_queue.py). It logs what it is waiting for. Jobs are found on the job board,
+in the server's state store (``--state-store``): each names the process running it.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from disco_service import config
 from disco_service.server.jobs import JobBoard
 from disco_service.wire import ErrorCode, Failure, JobStatus
 
-__all__ = ["log", "LOST_NOTICE_S", "POLL_S", "ROOT", "Supervisor"]
+__all__ = ["log", "LOST_NOTICE_S", "POLL_S", "RESTART_DRAIN_S", "ROOT", "STOP_GRACE_S", "Supervisor"]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: serve.py, flow.yml
 
 POLL_S = 0.5
 LOST_NOTICE_S = 10  # how long a dead sampler's jobs wait for their clients to ask about them
+RESTART_DRAIN_S = 60.0  # at a restart, how long running jobs get to stop at their next step (at most)
+STOP_GRACE_S = 15.0  # how long the Flow's processes get to exit after SIGTERM before SIGKILL
 
 
 def log(message: str) -> None:
@@ -125,7 +132,8 @@ class Supervisor:
         return jobs
 
     def _restart_after(self, dead: list[psutil.Process]) -> bool:
-        """Fail the dead process's jobs, drain the others, start the Flow again; False when a stop came first."""
+        """Fail the dead sampler's jobs, stop the others at their next step, stop the Flow (marking
+        any job it cut short), start it again; False when a stop came first."""
         pids = ", ".join(str(p.pid) for p in dead)
         lost = self._own_jobs({p.pid for p in dead})
         for job_id, state in lost.items():
@@ -136,47 +144,77 @@ class Supervisor:
         marked, deadline = time.time(), time.time() + LOST_NOTICE_S
         while time.time() < deadline and any((self.board.last_seen(j) or 0) <= marked for j in lost):
             time.sleep(0.1)  # clients that poll read why their job failed before the Flow goes down
-        self._drain()
-        self._stop_flow(kill=True)  # a Flow with a dead member does not close cleanly
+        self._drain(min(self.stop_timeout_s, RESTART_DRAIN_S))
+        self._stop_flow(f"the Flow was restarted after process {pids} died", drain=False)
         started = time.time()
         if not self._start():
             return False
         log(f"the Flow is serving again ({time.time() - started:.0f} s)")
         return True
 
-    def _drain(self) -> None:
-        """Stop this Flow's running jobs at their next step and wait until their callers have them."""
+    def _drain(self, timeout_s: float) -> None:
+        """Stop this Flow's running jobs at their next step and wait (at most ``timeout_s`` seconds)
+        until they stopped and, while the whole Flow is up, until their callers have them."""
         jobs = self._own_jobs({p.pid for p in self.members if _alive(p)})
         if not jobs:
             return
         for job_id in jobs:
             self.board.cancel(job_id, JobStatus.SHUTDOWN)
         log(f"waiting for {len(jobs)} running job(s) to stop at their next step: {', '.join(jobs)}")
-        deadline = time.time() + self.stop_timeout_s
-        while time.time() < deadline and any(self._in_flight(job_id) for job_id in jobs):
-            if not all(_alive(p) for p in self.members):
-                break  # nothing more will come back from a Flow with a dead member
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            whole = all(_alive(p) for p in self.members)
+            if not any(self._in_flight(job_id, whole) for job_id in jobs):
+                log("running jobs stopped and sent back" if whole else "running jobs stopped")
+                return
             time.sleep(0.1)
-        log("running jobs stopped and sent back")
+        log(f"running jobs did not stop within {timeout_s:.0f} s")
 
-    def _in_flight(self, job_id: str) -> bool:
-        """Still running, or stopped but not yet through the Renderer to its caller."""
+    def _in_flight(self, job_id: str, whole: bool = True) -> bool:
+        """Still running on a live sampler, or (``whole``: every process of the Flow is up, so it can
+        still reach its caller) stopped but not yet through the Renderer to its caller."""
         state = self.board.read(job_id)
         if state is None:
             return False  # its client collected it and had it removed
-        return state.get("status") == JobStatus.RUNNING or not state.get("returned")
+        if state.get("status") == JobStatus.RUNNING:
+            return bool(self._own_jobs({p.pid for p in self.members if _alive(p)}).get(job_id))
+        return whole and not state.get("returned")
 
-    def _stop_flow(self, kill: bool = False) -> None:
+    def _mark_interrupted(self, jobs: dict[str, dict], why: str) -> None:
+        """Mark ``jobs`` (run by processes now gone) that still read ``running`` on the board as
+        failed with code ``executor_restarting`` and the step they reached, so that nobody waits for them."""
+        for job_id in jobs:
+            state = self.board.read(job_id) or {}
+            if state.get("status") != JobStatus.RUNNING:
+                continue  # it ended by itself (stopped at its step, finished, or failed)
+            error = f"{why} at step {state.get('step')} of {state.get('total')}"
+            failure = Failure(ErrorCode.EXECUTOR_RESTARTING, error)
+            self.board.update(job_id, status=JobStatus.FAILED, **failure.tags(), finished=time.time())
+            log(f"job {job_id} was cut short: {error}")
+
+    def _stop_flow(self, why: str = "the Flow was stopped", drain: bool = True) -> None:
+        """Stop the Flow: drain its jobs and SIGTERM the Flow, which closes its executors (60 s), or
+        (not ``drain``, a restart) SIGTERM every process and give them ``STOP_GRACE_S`` seconds; then
+        SIGKILL what is left, and mark the jobs it cut short (``why``)."""
         if self.flow is None or self.flow.poll() is not None:
             return
-        if not kill:
-            self._drain()
-            self.flow.terminate()  # the Flow closes its executors
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.flow.wait(60)
+        if drain:
+            self._drain(self.stop_timeout_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if drain:
+                self.flow.terminate()  # the Flow closes its executors
+            else:  # a Flow with a dead member does not close cleanly: each process exits on its own
+                os.killpg(self.flow.pid, signal.SIGTERM)
+        deadline = time.time() + (60 if drain else STOP_GRACE_S)
+        while time.time() < deadline and any(_alive(p) for p in self.members):
+            time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.flow.pid, signal.SIGKILL)  # whatever is left of its process group
+        for process in self.members:  # an executor that left the group is stopped all the same
+            with contextlib.suppress(psutil.Error):
+                process.kill()
         self.flow.wait()
+        self._mark_interrupted(self._own_jobs({p.pid for p in self.members}), why)  # those its processes ran
         self.members = []
 
 

@@ -584,16 +584,17 @@ class JobStore(BoardRecords, StatsRecords):
             image.claimer, image.lease_until = claimer, now + lease_s
         return images
 
-    def requeue(self, doc_id: str, new_doc_id: str | None = None) -> str | None:
+    def requeue(self, doc_id: str, new_doc_id: str | None = None, interrupted: bool = False) -> str | None:
         """Put an unfinished image back in the queue under a new Document id (``new_doc_id``, or a
-        random one), its place kept; the new id, or None when no unfinished image has ``doc_id``."""
+        random one), its place kept; the new id, or None when no unfinished image has ``doc_id``.
+        ``interrupted``: a process of the Flow died under it (its ``interrupted`` count goes up by one)."""
         new_doc_id = new_doc_id or uuid.uuid4().hex
         now = self.clock()
         with self._tx() as tx:
             changed = tx.run(
                 "UPDATE images SET doc_id = ?, status = 'queued', claimer = NULL, lease_until = NULL, claimed = NULL, "
-                f"sent = NULL, updated = ? WHERE doc_id = ? AND status IN {_UNFINISHED}",
-                (new_doc_id, now, doc_id),
+                f"sent = NULL, interrupted = interrupted + ?, updated = ? WHERE doc_id = ? AND status IN {_UNFINISHED}",
+                (new_doc_id, int(interrupted), now, doc_id),
             )
             if changed:
                 self._touch(tx, doc_id=new_doc_id)

@@ -65,6 +65,7 @@ class StoredImage:
     frames_done: int | None = None
     run_step: int | None = None  # an animation's steps over the whole run
     run_total: int | None = None
+    interrupted: int = 0  # how many times a process of the Flow died while it was being made
 
     @property
     def finished_status(self) -> bool:

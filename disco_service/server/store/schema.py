@@ -134,5 +134,12 @@ _BOARD = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_JOBS, _TOKENS, _OPERATOR, _BOARD]  # step n is MIGRATIONS[n - 1]
+
+_INTERRUPTIONS = [
+    # How many times a process of the Flow died (or the Flow was restarted) while the image was being
+    # made: the queue sends it again under a new id up to a limit, then fails it.
+    "ALTER TABLE images ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0",
+]
+
+MIGRATIONS: list[list[str]] = [_JOBS, _TOKENS, _OPERATOR, _BOARD, _INTERRUPTIONS]  # step n is MIGRATIONS[n - 1]
 SCHEMA_VERSION = len(MIGRATIONS)
