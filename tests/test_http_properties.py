@@ -319,7 +319,12 @@ def test_a_job_failing_for_a_missing_model_file_does_not_tell_the_server_s_folde
     assert job.images[0].error == message  # the full text stays with the server
 
 
-def test_post_errors_carry_no_tracebacks_or_server_paths():
+def test_post_errors_carry_no_tracebacks_or_server_paths(monkeypatch):
+    from disco_service.server import public_errors
+
+    monkeypatch.setenv("DISCO_MODEL_DIR", "/srv/disco/models")  # the server's model folder
+    public_errors._server_paths.cache_clear()
+    monkeypatch.setattr(public_errors, "_server_paths", public_errors._server_paths.__wrapped__)
     answer = {
         "header": {"status": {"code": 1, "exception": {
             "name": "RuntimeError", "args": ["cannot open /srv/disco/models/x.pt"],
@@ -330,6 +335,8 @@ def test_post_errors_carry_no_tracebacks_or_server_paths():
     shown = json.loads(http_api.without_internals(json.dumps(answer).encode()))
     exception = shown["header"]["status"]["exception"]
     assert "stacks" not in exception and exception["args"] == ["cannot open <server path>"]
+    endpoint = json.dumps({"header": {"status": {"exception": {"name": "E", "args": ["unknown endpoint '/create'"]}}}})
+    assert "'/create'" in http_api.without_internals(endpoint.encode()).decode()  # a route is no server path
     assert http_api.without_internals(b'{"data": []}') == b'{"data": []}'  # a success passes as it is
 
 
