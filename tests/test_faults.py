@@ -137,7 +137,8 @@ def test_ctrl_c_in_a_terminal_keeps_the_frames_and_stops_the_local_flow(flow_env
     steps = len([n for n in names if re.fullmatch(r"reverse_diffusion-9_0-step\d{4}\.png", n)])
     assert 3 <= steps < 300, sorted(names)
     frames = {f"reverse_diffusion-9_0-step{i:04d}.png" for i in range(1, steps + 1)}
-    assert names == frames | {f"reverse_diffusion-9_0{end}" for end in (".png", ".gif", "-sprite.png")}
+    # the picture it reached is named for its end (cancelled), beside its frames, GIF and sprite sheet
+    assert names == frames | {f"reverse_diffusion-9_0{end}" for end in ("-cancelled.png", ".gif", "-sprite.png")}
     assert json.loads(stdout)[0]["status"] == "cancelled"
     wait_for(lambda: not alive(flow), 60, "the local Flow's processes to exit")
 
