@@ -86,7 +86,7 @@ def test_a_job_is_submitted_watched_and_fetched_with_short_requests(served_http)
         ({"steps": 0}, "steps", "must be in [1, 1000], got 0"),
         ({"text_prompt": ["x"]}, "text_prompt", "did you mean 'text_prompts'"),
         ({"init_image": "/some/path.jpg"}, "init_image", "the server does not open paths or URLs"),
-        ({"init_image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "init_image", "cannot read the image"),
+        ({"init_image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "init_image", "not a picture Pillow can read"),
         ({"output_dir": "/tmp/elsewhere"}, "output_dir", "download them from the job's URLs"),
         ({"animation_mode": "Video Input"}, "video_init_path", "Video Input needs a video"),
         ({"animation_mode": "Video Input", "video_init_path": "/videos/a.mp4"}, "video_init_path", "paths or URLs"),

@@ -248,7 +248,7 @@ def test_every_built_in_route_is_for_callers_for_health_or_off(token_flow):
     status, description = call("GET", f"{http}/openapi.json", headers=bearer("alice"))
     assert status == 200 and description["info"]["title"] == "Disco Diffusion"
     assert "jina" not in json.dumps(description["info"]).lower()
-    ours = ("/jobs", "/results/", "/predict/")
+    ours = ("/jobs", "/results/", "/predict/", "/admin/", "/metrics")  # the service's own routes
     for path in description["paths"]:
         assert path.startswith(ours) or BUILT_IN_ROUTES.get(path) in ("callers", "health"), path
     assert call("GET", f"{http}/openapi.json")[0] == 401  # behind the token, as every route but / and the page
@@ -272,8 +272,9 @@ def test_a_token_added_and_revoked_on_the_command_line_counts_with_no_restart(to
     """``python -m disco_service.server.tokens`` on the served gateway's state store, while it runs."""
     import os
 
-    _, http = token_flow
-    [state] = {path.resolve() for path in tmp_path_factory.getbasetemp().glob("token_flow*/state/*/jobs.sqlite3")}
+    grpc, http = token_flow
+    port = grpc.rsplit(":", 1)[1]  # the served Flow's own store: state/<its gRPC port>/
+    [state] = {p.resolve() for p in tmp_path_factory.getbasetemp().glob(f"token_flow*/state/{port}/jobs.sqlite3")}
     env = {**os.environ, "DISCO_DATABASE_URL": f"sqlite:///{state}"}
 
     def tokens(*args: str) -> str:
