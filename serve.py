@@ -129,10 +129,6 @@ def flow_config(
     for executor in config["executors"]:
         executor["uses"] = str(ROOT / executor["uses"])  # independent of the current directory
         executor["host"] = host or executor.get("host") or EXECUTOR_HOST
-        if executor["host"] in ("127.0.0.1", "localhost", "::1"):
-            # Jina's metrics server listens on every interface whatever the executor's host: an
-            # executor kept on loopback keeps it off (the Kubernetes and compose exports have it on)
-            executor["monitoring"] = False
         if flow_secret:
             executor.setdefault("uses_with", {})["flow_secret"] = flow_secret
         if use_gpu is not None and executor["name"] in (ENCODER, SAMPLER):

@@ -106,6 +106,7 @@ def export_flow(image: str, replicas: int) -> dict[str, Any]:
         # flow.yml's loopback is for one machine: in its own pod an executor listens on the pod's
         # address, and the NetworkPolicy and the Flow's secret keep everyone but the gateway out
         executor.pop("host", None)
+        executor["monitoring"] = True  # Jina's metrics (on every interface: inside the pod, here)
         if executor["name"] == "sampler":
             executor["replicas"] = replicas
     return flow
