@@ -192,3 +192,23 @@ def token_flow(flow_env, tmp_path_factory):
     command = [str(Path(sys.executable).parent / "jina"), "flow", "--uses", str(config)]
     with served(command, port, env, folder / "flow.log", cwd=ROOT) as address:
         yield address, f"http://127.0.0.1:{http_port}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the whole session (tests/pg_cluster.py), or a skip saying how to get it."""
+    from pg_cluster import INSTALL_HINT, cluster
+
+    found = cluster()
+    if found is None:
+        pytest.skip(INSTALL_HINT)
+    yield found
+    found.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """Where a fresh state store lives: a new SQLite file, or a new database of the test cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state" / "jobs.sqlite3")
+    return request.getfixturevalue("postgres").new_database()

@@ -11,30 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from pg_cluster import INSTALL_HINT, cluster
 
 from disco_service.server.jobs import JobBoard, check_job_id
 from disco_service.server.store import SCHEMA_VERSION, open_store
 from disco_service.wire import JobStatus
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # bytes of every value, as a frame's would be
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    found = cluster()
-    if found is None:
-        pytest.skip(INSTALL_HINT)
-    yield found
-    found.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path):
-    """Where a fresh store lives: a new SQLite file, or a new database of the test cluster."""
-    if request.param == "sqlite":
-        return str(tmp_path / "state" / "jobs.sqlite3")
-    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture

@@ -173,17 +173,6 @@ def test_a_client_that_reconnects_gets_what_it_missed_or_is_told_to_read_again(t
     assert again.types() == ["sent", "image_ended", "done"]
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    from pg_cluster import INSTALL_HINT, cluster
-
-    found = cluster()
-    if found is None:
-        pytest.skip(INSTALL_HINT)
-    yield found
-    found.stop()
-
-
 def test_with_postgresql_a_stream_on_one_gateway_follows_a_job_another_gateway_runs(tmp_path, postgres):
     url = postgres.new_database()
 

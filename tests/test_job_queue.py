@@ -16,7 +16,6 @@ import time
 import pytest
 from docarray import Document
 from fake_flow import FakeFlow, png, settings
-from pg_cluster import INSTALL_HINT, cluster
 from PIL import Image as PILImage
 
 from disco_service import transport
@@ -46,15 +45,6 @@ def quick(monkeypatch):
 @pytest.fixture
 def store(tmp_path):
     return ResultStore(tmp_path / "results", ttl_s=3600)
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    found = cluster()
-    if found is None:
-        pytest.skip(INSTALL_HINT)
-    yield found
-    found.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

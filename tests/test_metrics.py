@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from pg_cluster import INSTALL_HINT, cluster
 from prometheus_client.parser import text_string_to_metric_families
 
 from disco_service.server import metrics
@@ -25,22 +24,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    found = cluster()
-    if found is None:
-        pytest.skip(INSTALL_HINT)
-    yield found
-    found.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "state" / "jobs.sqlite3")
-    return request.getfixturevalue("postgres").new_database()
 
 
 class InProcess:

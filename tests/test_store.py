@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from pg_cluster import INSTALL_HINT, cluster
 
 from disco_service import config
 from disco_service.server.store import (
@@ -39,23 +38,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    found = cluster()
-    if found is None:
-        pytest.skip(INSTALL_HINT)
-    yield found
-    found.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path):
-    """Where a fresh store lives: a new SQLite file, or a new database of the test cluster."""
-    if request.param == "sqlite":
-        return str(tmp_path / "state" / "jobs.sqlite3")
-    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture
