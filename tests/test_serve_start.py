@@ -94,7 +94,7 @@ def test_the_flow_process_prints_its_own_banner_instead_of_jinas(monkeypatch, tm
     monkeypatch.setattr(serve, "private_address", lambda: "10.1.2.3")
     args = SimpleNamespace(
         quiet=False, replicas=None, port=None, http_port=None, use_gpu=None, preload=None,
-        checkpoints_anywhere=False, host="127.0.0.1", ready_file=tmp_path / "ready",
+        checkpoints_anywhere=False, host="127.0.0.1", ready_file=tmp_path / "ready", state_store=None,
     )  # fmt: skip
     serve.run_flow(args)
     out = capsys.readouterr().out
@@ -115,7 +115,10 @@ def test_the_no_gpu_warning_is_printed_once_for_the_whole_flow(monkeypatch, caps
     )
     assert serve.main([]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "no CUDA GPU" in line]
+    [flow_args] = started
+    assert [arg for arg in flow_args if arg.startswith("--state-store=")]  # the board every restart shares
+    device = [arg for arg in flow_args if not arg.startswith("--state-store=")]
     if want == "0":  # the executors run on the CPU as told: none of them warns again
-        assert started == [["--use-gpu=0"]] and len(warnings) == 1
+        assert device == ["--use-gpu=0"] and len(warnings) == 1
     else:
-        assert started == [[]] and warnings == []
+        assert device == [] and warnings == []
