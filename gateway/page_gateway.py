@@ -138,13 +138,20 @@ def honest_answers(handle, admit=None):
             response, floating = handle(request=request, return_type=return_type)
             answered = asyncio.ensure_future(_finished_or_error(response))
             if done is not None:
-                answered.add_done_callback(lambda _: done())
+                answered.add_done_callback(lambda future: done(_answer_of(future)))
             return answered, floating
         served = ", ".join(wire.ENDPOINTS[:-1]) + f" and {wire.ENDPOINTS[-1]}"
         request.add_exception(UnknownEndpoint(f"unknown endpoint {endpoint!r}: this Flow serves {served}"))
         return _answered(request)
 
     return answer
+
+
+def _answer_of(future):
+    """The answered request of a finished future, or None when it failed or was cancelled."""
+    if future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
 
 
 def _answered(request):
