@@ -393,7 +393,9 @@ def _difference(after: list[dict], before: list[dict]) -> dict[str, Any]:
     return {"requests": {k: v for k, v in sorted(requests.items()) if v}, **store, "statements_by": by}
 
 
-async def run_idle_phase(phase: str, args: argparse.Namespace, gateways: list[str], tokens: list[str]) -> dict[str, Any]:
+async def run_idle_phase(
+    phase: str, args: argparse.Namespace, gateways: list[str], tokens: list[str]
+) -> dict[str, Any]:
     """``--idle-s`` seconds without a job, with the event streams of ``--pages`` pages open
     (``idle-events``) or none (``idle``); its figures: requests and store statements per second."""
     import httpx
