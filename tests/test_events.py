@@ -283,3 +283,42 @@ def test_an_operator_may_follow_every_job_and_nobody_else_may(tmp_path):
     everything, refused, job = asyncio.run(scenario())
     assert everything.events[0]["job"]["id"] == job.id
     assert refused.status == 403
+
+
+def test_places_in_line_are_told_from_one_read_of_the_line_not_by_reading_every_queued_job(tmp_path):
+    from benchmarks.load import count_statements
+
+    n = 12
+
+    async def scenario():
+        store = ResultStore(tmp_path / "results", ttl_s=3600)
+        state = job_queue.open_store(tmp_path / "state.sqlite3")
+        counts = count_statements(state)
+        app, queue, hub = service(store, FakeFlow(store), state=state)
+        queue.max_jobs_per_owner = n
+        await app.router.startup()
+        stream = Stream(app, ALICE)
+        await asyncio.sleep(0.05)
+        jobs = [queue.submit(fingerprint(ALICE), settings(seed=s)) for s in range(n)]
+        await stream.until(lambda: stream.types().count("queued") == n)
+        before = counts["statements_by"].get("events", 0)
+        running = asyncio.create_task(queue.run())
+        for job in jobs:
+            await queue.wait(job.id)
+        await stream.until(lambda: stream.types().count("done") == n)
+        running.cancel()
+        await stream.close()
+        hub.stop()
+        return counts["statements_by"].get("events", 0) - before, stream, jobs
+
+    statements, stream, jobs = asyncio.run(scenario())
+    # each job's own changes (sent, ended, done) are read; the line once per change that moves it:
+    # a few statements a job, where reading every queued job again at each move grows with n squared
+    assert statements <= 6 * n, statements
+    told = 0
+    for place, job in enumerate(jobs, 1):  # each job's place only goes down before it is sent
+        shown = [e["job"]["position"] for e in stream.events if e["job"]["id"] == job.id and e["event"] == "update"]
+        first = next(e for e in stream.events if e["job"]["id"] == job.id)["job"]["position"]
+        assert first == place and [first, *shown] == sorted(set([first, *shown]), reverse=True), (place, shown)
+        told += len(shown)
+    assert told >= n  # the moves were told (each send moves every job behind it; moves close together come as one)

@@ -115,7 +115,7 @@ class EventHub:
         self._recent: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=BACKLOG)
         self._seq = 0
         self._places: dict[str, int] = {}  # queued job -> the place in line its last event showed
-        self._moved: set[str] = set()  # queued jobs whose place changed since
+        self._views: dict[str, dict[str, Any]] = {}  # queued job -> its last event's view (its place changes alone)
         self._pending: dict[str, None] = {}
         self._owners: collections.OrderedDict[str, str] = collections.OrderedDict()  # job -> owner, as read
         self._unheard: dict[str, int] = {}  # owner -> the last event id (number) before a change of theirs went unread
@@ -250,33 +250,36 @@ class EventHub:
             if seen is None:
                 return 0
             self._send(seen[0], "deleted", None, {"id": job_id})
-            self._places.pop(job_id, None)
-            self._line_moved()
+            self._forget_place(job_id)
+            self._line_check = True
             return 1
         seen = self._snapshots.get(job_id)
         found = differences(seen[1] if seen else None, job)
-        if not found and job_id in self._moved:
-            found = [("update", None)]  # only its place in line changed
-        self._moved.discard(job_id)
         self._remember(job)
         if found:
             from disco_service.server.http_api import job_view
 
             view = job_view(self.queue, job)
             if view["position"] is None:
-                self._places.pop(job_id, None)
+                self._forget_place(job_id)
             else:
-                self._places[job_id] = view["position"]
+                self._places[job_id], self._views[job_id] = view["position"], view
             for kind, index in found:
                 self._send(job.owner, kind, index, view)
             if any(kind not in ("started", "step", "frame") for kind, _ in found):
-                self._line_moved()
+                self._line_check = True  # read once the changes that came together are (_process)
         return len(found)
+
+    def _forget_place(self, job_id: str) -> None:
+        self._places.pop(job_id, None)
+        self._views.pop(job_id, None)
 
     def _line_moved(self) -> None:
         """After a change that may move the line (an image sent, ended or queued again, a job
-        added or removed): the queued jobs whose place differs from the one their last event
-        showed are read again, and get an ``update``."""
+        added or removed): the line is read once, and each followed queued job whose place
+        differs from the one its last event showed gets an ``update`` with its new place (the
+        job itself is not read again: any other change of it comes as a change of its own). A
+        job no longer in line is read again (it was sent or ended meanwhile)."""
         watched = [job_id for job_id in self._places if self._wants(self._owners.get(job_id))]
         if not watched:  # no stream shows a place in line: nothing to read
             return
@@ -284,9 +287,16 @@ class EventHub:
         for place, image in enumerate(self.queue.state.queue(), 1):
             places.setdefault(image.job_id, place)
         for job_id in watched:
-            if places.get(job_id) != self._places[job_id]:
-                self._moved.add(job_id)
+            place, view, owner = places.get(job_id), self._views.get(job_id), self._owners.get(job_id)
+            if place == self._places[job_id]:
+                continue
+            if place is None or view is None or owner is None:
+                self._forget_place(job_id)
                 self._mark(job_id)
+                continue
+            self._places[job_id] = place
+            self._views[job_id] = view = {**view, "position": place}
+            self._send(owner, "update", None, view)
 
     def _remember(self, job: Job) -> None:
         self._learn_owner(job.id, job.owner)
