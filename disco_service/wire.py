@@ -182,6 +182,7 @@ EXCEPTION_CODES = {
     "WeightsUnavailable": ErrorCode.MODEL_UNAVAILABLE,
     "MissingPackage": ErrorCode.MODEL_UNAVAILABLE,
     "TooManyJobs": ErrorCode.QUOTA_EXCEEDED,
+    "QuotaExceeded": ErrorCode.QUOTA_EXCEEDED,
     "TookTooLong": ErrorCode.REQUEST_INVALID,
     "NotYourImage": ErrorCode.RESULT_NOT_FOUND,
 }

@@ -109,7 +109,12 @@ def test_a_generate_request_is_a_job_of_its_caller_until_its_answer_ends_it(call
     direct, tokens = calls
     alice, bob = tokens.owner(f"Bearer {ALICE}"), tokens.owner(f"Bearer {BOB}")
     queue = direct.queue
-    tags = request_tags(validate_settings(text_prompts=["a fox"], width_height=[64, 64], seed=40, n_batches=2), 1)
+    tags = request_tags(
+        validate_settings(
+            {"text_prompts": ["a fox"], "width_height": [64, 64], "seed": 40, "n_batches": 2}, tokens=False
+        ),
+        1,
+    )
     answered = as_caller(alice, lambda: direct.admit(generate_request(tags, "fox1")))
     [job] = queue.jobs_of(alice)
     assert queue.jobs_of(bob) == []  # nor does bob see it
@@ -135,3 +140,21 @@ def test_a_generate_request_is_a_job_of_its_caller_until_its_answer_ends_it(call
         as_caller(bob, lambda: direct.admit(generate_request(tags, "hare1")))
     with pytest.raises(NotYourImage, match="'fox1' is being made or was made"):
         as_caller(alice, lambda: direct.admit(generate_request(tags, "fox1")))
+
+
+def test_a_generate_request_counts_toward_its_token_s_daily_quota(calls):
+    from disco_service.server.quotas import Quota, QuotaExceeded
+    from disco_service.transport import classify
+    from disco_service.wire import request_tags
+
+    direct, tokens = calls
+    alice = tokens.owner(f"Bearer {ALICE}")
+    direct.queue.state.quota = Quota(max_images_per_day=2)
+    tags = request_tags(
+        validate_settings({"text_prompts": ["x"], "width_height": [64, 64], "seed": 3}, tokens=False), 0
+    )
+    as_caller(alice, lambda: direct.admit(generate_request(tags, "q1", "q2")))()  # two images: the day's all
+    with pytest.raises(QuotaExceeded, match=r"DISCO_MAX_IMAGES_PER_DAY") as refused:
+        as_caller(alice, lambda: direct.admit(generate_request(tags, "q3")))
+    assert classify(refused.value).code == "quota_exceeded"  # as a gRPC caller reads it
+    assert direct.queue.state.usage(alice)["images"] == 2 and len(direct.queue.jobs_of(alice)) == 1
