@@ -78,6 +78,8 @@ class DirectCalls:
             if not self.queue.store.claim(doc_id, owner):
                 raise NotYourImage(f"no image {doc_id!r} for this caller")
         docs = [(doc.id, dict(doc.tags)) for doc in request.data.docs]
+        if not docs:
+            return None  # no image: nothing to record
         cap = None if owner == OPEN else self.queue.max_jobs_per_owner
         try:
             job = self.queue.record_call(owner, docs, cap)
