@@ -195,7 +195,7 @@ class EventHub:
             await self._kick.wait()
             self._kick.clear()
             while self._pending or self._line_check:  # changes that came together are read once
-                if not self._pending:  # then the line, once for the unread changes of other owners
+                if not self._pending:  # then the line, once for every change since that may have moved it
                     self._line_check = False
                     try:
                         self._line_moved()
