@@ -148,6 +148,7 @@ class ErrorCode(StrEnum):
     TOKEN_REJECTED = "token_rejected"  # a token the service does not know
     GATEWAY_ONLY = "gateway_only"  # a call straight to an executor, without the Flow's secret
     QUOTA_EXCEEDED = "quota_exceeded"  # a quota refuses the job (jobs at once, images a day, a full queue...)
+    CONFIRM_REQUIRED = "confirm_required"  # a job estimated to run longer than the server asks about: send ?confirm=1
     ADMIN_REQUIRED = "admin_required"  # an operator's route, and the token is not one of DISCO_ADMIN_TOKENS
     JOB_NOT_FOUND = "job_not_found"  # no such job for this caller
     RESULT_NOT_FOUND = "result_not_found"  # no such result (Document id) for this caller
@@ -181,6 +182,7 @@ EXCEPTION_CODES = {
     "WeightsUnavailable": ErrorCode.MODEL_UNAVAILABLE,
     "MissingPackage": ErrorCode.MODEL_UNAVAILABLE,
     "TooManyJobs": ErrorCode.QUOTA_EXCEEDED,
+    "QuotaExceeded": ErrorCode.QUOTA_EXCEEDED,
     "TookTooLong": ErrorCode.REQUEST_INVALID,
     "NotYourImage": ErrorCode.RESULT_NOT_FOUND,
 }

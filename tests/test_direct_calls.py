@@ -94,3 +94,67 @@ def test_the_store_keeps_the_first_claim_and_sweeps_claims_of_images_gone(tmp_pa
         store.claim("../x", "alice")
     store.sweep(now=store.owners.joinpath("img").stat().st_mtime + 61)
     assert store.owner("img") is None
+
+
+def generate_request(tags: dict, *ids: str) -> DataRequest:
+    made = DataRequest()
+    made.header.exec_endpoint = "/generate"
+    made.data.docs = DocumentArray([Document(id=i, tags=tags) for i in ids])
+    return made
+
+
+def test_a_generate_request_is_a_job_of_its_caller_until_its_answer_ends_it(calls):
+    from disco_service.wire import request_tags
+
+    direct, tokens = calls
+    alice, bob = tokens.owner(f"Bearer {ALICE}"), tokens.owner(f"Bearer {BOB}")
+    queue = direct.queue
+    tags = request_tags(
+        validate_settings(
+            {"text_prompts": ["a fox"], "width_height": [64, 64], "seed": 40, "n_batches": 2}, tokens=False
+        ),
+        1,
+    )
+    answered = as_caller(alice, lambda: direct.admit(generate_request(tags, "fox1")))
+    [job] = queue.jobs_of(alice)
+    assert queue.jobs_of(bob) == []  # nor does bob see it
+    assert job.status == "running" and [(i.doc_id, i.status, i.seed) for i in job.images] == [("fox1", "waiting", 41)]
+    assert job.settings["text_prompts"] == ["a fox"] and job.settings["seed"] == 41 and job.settings["n_batches"] == 1
+    assert "fox1" in queue.in_flight  # watched: its progress and frames reach the job
+    assert queue.state.claim_next("another-gateway", 30, slots=5) is None  # sent already: never sent again
+    assert queue.state.in_flight() == 1  # it holds a sampler
+    queue.store.finish("fox1", {"status": "done", "steps_done": 7})
+    answered()
+    [job] = queue.jobs_of(alice)
+    assert (job.status, job.images[0].step) == ("done", 7) and "fox1" not in queue.in_flight
+    assert queue.state.in_flight() == 0
+
+    # an answer without a record: the image failed before it finished; the same id may be sent again
+    answered = as_caller(bob, lambda: direct.admit(generate_request(tags, "hare1")))
+    answered()
+    [failed] = queue.jobs_of(bob)
+    assert failed.status == "failed" and "ended before the image was finished" in failed.images[0].error
+    answered = as_caller(bob, lambda: direct.admit(generate_request(tags, "hare1")))
+    assert [j.status for j in queue.jobs_of(bob)] == ["running"]  # the failed try is forgotten
+    with pytest.raises(NotYourImage, match="'hare1' is being made or was made"):
+        as_caller(bob, lambda: direct.admit(generate_request(tags, "hare1")))
+    with pytest.raises(NotYourImage, match="'fox1' is being made or was made"):
+        as_caller(alice, lambda: direct.admit(generate_request(tags, "fox1")))
+
+
+def test_a_generate_request_counts_toward_its_token_s_daily_quota(calls):
+    from disco_service.server.quotas import Quota, QuotaExceeded
+    from disco_service.transport import classify
+    from disco_service.wire import request_tags
+
+    direct, tokens = calls
+    alice = tokens.owner(f"Bearer {ALICE}")
+    direct.queue.state.quota = Quota(max_images_per_day=2)
+    tags = request_tags(
+        validate_settings({"text_prompts": ["x"], "width_height": [64, 64], "seed": 3}, tokens=False), 0
+    )
+    as_caller(alice, lambda: direct.admit(generate_request(tags, "q1", "q2")))()  # two images: the day's all
+    with pytest.raises(QuotaExceeded, match=r"DISCO_MAX_IMAGES_PER_DAY") as refused:
+        as_caller(alice, lambda: direct.admit(generate_request(tags, "q3")))
+    assert classify(refused.value).code == "quota_exceeded"  # as a gRPC caller reads it
+    assert direct.queue.state.usage(alice)["images"] == 2 and len(direct.queue.jobs_of(alice)) == 1

@@ -46,6 +46,7 @@ from disco_service.server.store import AlreadySent, JobStore, StoredImage, Store
 from disco_service.wire import JobStatus
 
 __all__ = [
+    "CALLER_REQUEST",
     "FlowCalls",
     "Image",
     "image_tags",
@@ -73,6 +74,11 @@ _INTERRUPTED_CODES = (wire.ErrorCode.SAMPLER_DIED, wire.ErrorCode.EXECUTOR_RESTA
 _WORST_FIRST = (JobStatus.FAILED, JobStatus.SHUTDOWN, JobStatus.ABANDONED, JobStatus.CANCELLED)
 # what a running image's progress writes to the state store
 _PROGRESS = ("status", "step", "total", "started", "frame", "frames", "frames_done", "run_step", "run_total")
+
+
+# What the queue holds for an image of a caller's own request (record_call) in place of its own task:
+# the image is watched (progress, frames), and ends when the request is answered (end_call).
+CALLER_REQUEST: Any = "a caller's own request"
 
 
 class TooManyJobs(RuntimeError):
@@ -243,8 +249,6 @@ class JobQueue:
         self._wake: asyncio.Event | None = None
         self._done: dict[str, asyncio.Event] = {}
         self._import_files()
-        # the owner's requests to the Flow outside this queue, which count toward its cap (direct_calls.py)
-        self.outside_jobs: Callable[[str], int] = lambda owner: 0
 
     # ----- what callers ask -----
 
@@ -270,22 +274,82 @@ class JobQueue:
                 [settings.seed + i for i in range(settings.n_batches)],
                 has_init_image=init_image is not None,
                 has_video=video is not None,
-                max_unfinished=self.max_jobs_per_owner - self.outside_jobs(owner),
+                max_unfinished=self.max_jobs_per_owner,
             )
         except BaseException as exc:  # refused (a quota, the queue drains) or failed: its files go
             for path, _ in files:
                 path.unlink(missing_ok=True)
             if not isinstance(exc, TooManyUnfinished):
                 raise
-            count = exc.count + self.outside_jobs(owner)
             raise TooManyJobs(
-                f"this caller already has {count} jobs queued or running, the most this service "
+                f"this caller already has {exc.count} jobs queued or running, the most this service "
                 f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
             ) from None
         job = self._read_job(job_id)
         assert job is not None
         self._poke()
         return job
+
+    def record_call(
+        self, owner: str, docs: list[tuple[str, dict[str, Any]]], max_unfinished: int | None, answered: Any = None
+    ) -> Job:
+        """Record a caller's own ``/generate`` request to the Flow (gRPC or ``POST /post``,
+        direct_calls.py) as a job of ``owner``, so that it is listed, shown and cancelled like the job
+        API's: ``docs`` are its images (Document id, tags), sent already by this gateway (claimed by
+        it, no claimer sends them again); the queue watches them (progress, latest frame) until
+        ``end_call``. ``answered``: the request's answer to come (an awaitable), held while it runs.
+        Raises ``TooManyUnfinished`` (``max_unfinished``: the owner's cap, None for none),
+        ``QuotaExceeded`` and ``AlreadySent`` (an id sent before, or one of an image still being made)."""
+        for doc_id, _ in docs:  # sent again after a try that failed before it started: the try is forgotten
+            stored = self.state.image(doc_id)
+            if stored is not None:
+                tried = self.state.images(stored.job_id)
+                if all(i.finished_status and self.store.read(i.doc_id) is None for i in tried):
+                    self.state.delete_job(stored.job_id)
+                else:
+                    raise AlreadySent(f"the image {doc_id!r} is being made or was made: send it under a new id")
+        first = wire.restore_numbers(docs[0][1]) if docs else {}
+        seeds = [_whole_seed(wire.restore_numbers(tags).get("seed")) for _, tags in docs]
+        settings = {k: v for k, v in first.items() if k in wire.SETTING_NAMES}
+        settings.update(seed=seeds[0], n_batches=len(docs))
+        job_id = f"{int(self.clock() * 1000):x}{secrets.token_hex(6)}"
+        self.state.submit(
+            job_id,
+            owner,
+            settings,
+            seeds,
+            doc_ids=[doc_id for doc_id, _ in docs],
+            max_unfinished=max_unfinished,
+            sent_by=self.claimer,
+            lease_s=LEASE_S,
+        )
+        job = self._read_job(job_id)
+        assert job is not None
+        for image in job.images:
+            self.store.claim(image.doc_id, owner)
+            self.in_flight[image.doc_id] = (job, image, answered if answered is not None else CALLER_REQUEST)
+        return job
+
+    def end_call(self, job: Job, answer: Any = None) -> None:
+        """A request recorded by ``record_call`` was answered (``answer``: the Documents it answered
+        with, when it has them): each image ends as its result record says, else as its Document's
+        tags say, else as failed (the request ended before the image did)."""
+        answered = {doc.id: wire.restore_numbers(doc.tags) for doc in answer or ()}
+        current = self._read_job(job.id)  # deleted meanwhile: nothing to end
+        for image in current.images if current is not None else ():
+            if image.finished_status:
+                self.in_flight.pop(image.doc_id, None)
+                continue
+            record = self.store.read(image.doc_id)
+            tags = record if record is not None else answered.get(image.doc_id) or {}
+            status = tags.get("status")
+            if not status or not JobStatus(status).finished:
+                failure = wire.failure_of_tags(tags) or wire.Failure(
+                    wire.ErrorCode.INTERNAL, "the request ended before the image was finished"
+                )
+                self._end(current, image, JobStatus.FAILED.value, tags.get("step"), failure)
+            else:
+                self._end(current, image, status, tags.get("steps_done", tags.get("step")), wire.failure_of_tags(tags))
 
     def unfinished_jobs(self, owner: str) -> list[Job]:
         """The owner's jobs queued or running."""
@@ -692,6 +756,14 @@ class JobQueue:
                 Path(self.dir / f"{job_id}{suffix}").unlink(missing_ok=True)
         self.store.sweep()
         return gone
+
+
+def _whole_seed(value: Any) -> int:
+    """A Document's seed tag as a whole number (0 when it has none: a request without settings)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _interrupted(status: str, failure: wire.Failure | None) -> bool:

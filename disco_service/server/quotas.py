@@ -21,6 +21,7 @@ from disco_service.wire import ErrorCode, Failure
 
 __all__ = [
     "job_pixel_steps",
+    "LongJob",
     "next_day_s",
     "Quota",
     "QUEUE_RETRY_S",
@@ -29,6 +30,14 @@ __all__ = [
 ]
 
 QUEUE_RETRY_S = 60  # a full or draining queue: ask again in a minute
+
+
+class LongJob(RuntimeError):
+    """A job whose estimate exceeds the time this server runs without asking (``DISCO_CONFIRM_OVER_S``,
+    server/estimates.py); the message names the estimate and the limit. Sent again with
+    ``?confirm=1``, it is accepted."""
+
+    code = ErrorCode.CONFIRM_REQUIRED
 
 
 def utc_day(now: float) -> str:
