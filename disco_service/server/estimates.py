@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
-from disco.settings import Limits, SettingsError
+from disco.settings import Limits, SettingsError, with_video_init_overrides
 from disco_service import wire
 from disco_service.client.cpu_estimate import LONG_RUN_S, cpu_notice, cpu_seconds_per_step, mean_cutouts
 from disco_service.server.http_api import settings_from_json
@@ -35,6 +35,7 @@ def device(use_gpu: str) -> str:
 def estimate(settings, where: str) -> dict:
     """The estimate of a job of ``settings`` (``disco.settings.Settings``) where the samplers run on ``where``."""
     animated = settings.animation_mode != "None"
+    settings = with_video_init_overrides(settings)  # a video's overrides in place
     per_step = cpu_seconds_per_step(settings.width, settings.height, cutn_batches=1, cutouts=mean_cutouts(settings))
     steps = (settings.steps - settings.skip_steps) * (settings.max_frames if animated else settings.n_batches)
     seconds = per_step * steps
