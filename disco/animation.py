@@ -219,7 +219,7 @@ def animate(
         raise ValueError(f"animation_mode must be '2D', '3D' or 'Video Input' for an animation, got {mode!r}")
     turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
     previous, older = previous_frame, None  # older: turbo's warp of the last sampled frame's start
-    previous_video, motion = None, None  # Video Input with optical flow: video frame n - 1, the motion to n
+    previous_video, video_motion = None, None  # Video Input with optical flow: video frame n - 1, the motion to n
     for n in range(start_frame, frames):
         if n > 0 and mode in MOVED_MODES:
             if mode == "2D":
@@ -249,11 +249,11 @@ def animate(
             if flowing:
                 current = resized_frame(picture, settings.width, settings.height)
                 if previous_video is not None:
-                    motion = VideoFlow.between(
+                    video_motion = VideoFlow.between(
                         previous_video, current, models.flow.flow, settings.video_init_check_consistency
                     )
                     if settings.video_init_flow_warp:
-                        picture = flow_start(current, previous, motion, settings.video_init_flow_blend)
+                        picture = flow_start(current, previous, video_motion, settings.video_init_flow_blend)
                 previous_video = current
             start = array_to_init(picture, settings.width, settings.height)
         embeds, weights = prompts_at(n)
@@ -266,7 +266,6 @@ def animate(
                 finished = previous = to_uint8_hwc(report.image)
                 blend_mode = settings.video_init_blend_mode
                 if mode == "Video Input" and blend_mode != "None" and made_before is not None:
-                    finished = written_frame(
-                        finished, made_before, motion, blend_mode
-                    )  # the next starts from it as made
+                    # as written; the next frame starts from it as made (previous)
+                    finished = written_frame(finished, made_before, video_motion, blend_mode)
             yield FrameStep(n, frames, seed_n, report, finished)
