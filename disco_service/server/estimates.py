@@ -24,7 +24,7 @@ from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
-from disco.settings import Limits, SettingsError
+from disco.settings import Limits, SettingsError, with_video_init_overrides
 from disco_service import wire
 from disco_service.client.cpu_estimate import (
     LONG_RUN_S,
@@ -88,6 +88,7 @@ def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S) ->
     """The estimate of a job of ``settings`` (``disco.settings.Settings``) where the samplers run on
     ``where``; ``long``: on the CPU and over ``confirm_over_s`` seconds (None or 0: never)."""
     animated = settings.animation_mode != "None"
+    settings = with_video_init_overrides(settings)  # a video's overrides in place
     per_step = cpu_seconds_per_step(settings.width, settings.height, cutn_batches=1, cutouts=mean_cutouts(settings))
     steps = (settings.steps - settings.skip_steps) * (settings.max_frames if animated else settings.n_batches)
     seconds = per_step * steps
