@@ -171,7 +171,7 @@ class HttpFlow:
         body = answer.json()
         return Document(id=body["id"], tags=body["tags"])
 
-    async def progress(self, ids: list[str], frame: bool = False) -> list[Any]:
+    async def progress(self, ids: list[str], frame: bool = False, keep_alive: bool = True) -> list[Any]:
         """The state of each image in ``ids`` (a Document each; ``frame``: with the latest frame as its uri)."""
         from docarray import Document
 

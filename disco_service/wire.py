@@ -54,6 +54,7 @@ from disco.settings import (
 
 __all__ = [
     "ACCEPT_UNFINISHED",
+    "KEEP_ALIVE",
     "cast_tags",
     "ERROR_CODE_METADATA",
     "ERROR_TAGS",
@@ -98,6 +99,9 @@ ENDPOINTS = (GENERATE, PROGRESS, CANCEL, FORGET)
 # an image gets it back so too (it watched the job, so it knows). Nobody else mistakes a half-made
 # picture for a finished one.
 ACCEPT_UNFINISHED = "accept_unfinished"
+# ``/progress`` with ``parameters[KEEP_ALIVE] = False`` reads an image's state without telling its
+# sampler that its caller still waits (a gateway watching a caller's own request).
+KEEP_ALIVE = "keep_alive"
 # The Renderer's result (``parameters['__results__']``) naming the images that did not finish and
 # were not accepted so: the gateway answers the request with an error of them.
 NOT_FINISHED = "not_finished"

@@ -16,7 +16,7 @@ ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
 class NoFlow:
     async def generate(self, doc): ...
 
-    async def progress(self, ids, frame=False):
+    async def progress(self, ids, frame=False, keep_alive=True):
         return []
 
     async def cancel(self, ids): ...
@@ -158,3 +158,35 @@ def test_a_generate_request_counts_toward_its_token_s_daily_quota(calls):
         as_caller(alice, lambda: direct.admit(generate_request(tags, "q3")))
     assert classify(refused.value).code == "quota_exceeded"  # as a gRPC caller reads it
     assert direct.queue.state.usage(alice)["images"] == 2 and len(direct.queue.jobs_of(alice)) == 1
+
+
+class PollingFlow(NoFlow):
+    """Records each ``/progress`` poll: its ids, and whether it tells the sampler a caller waits."""
+
+    def __init__(self) -> None:
+        self.polls: list[tuple[list[str], bool, bool]] = []
+
+    async def progress(self, ids, frame=False, keep_alive=True):
+        self.polls.append((list(ids), frame, keep_alive))
+        return [Document(id=i, tags={"status": "running", "step": 1.0, "frame_step": 1.0}) for i in ids]
+
+
+def test_watching_a_caller_s_request_does_not_keep_it_alive_but_the_job_api_s_images_are(tmp_path):
+    """A caller that went away (e.g. behind a proxy that gave up) leaves its image to be stopped as
+    abandoned: the gateway's own watch of that request must not count as the caller's poll."""
+    import asyncio
+
+    from disco_service.wire import request_tags
+
+    flow, tokens = PollingFlow(), Tokens([ALICE, BOB])
+    queue = JobQueue(ResultStore(tmp_path), flow, max_jobs_per_owner=3)
+    direct, alice = DirectCalls(queue, tokens), tokens.owner(f"Bearer {ALICE}")
+    fox = validate_settings({"text_prompts": ["a fox"], "width_height": [64, 64], "seed": 3}, tokens=False)
+    tags = request_tags(fox, 0)
+    as_caller(alice, lambda: direct.admit(generate_request(tags, "call1")))
+    job = queue.submit(alice, validate_settings(text_prompts=["x"], n_batches=1, seed=1, width_height=[64, 64]))
+    queue.in_flight[job.images[0].doc_id] = (job, job.images[0], None)  # the job API's, as after a restart
+    asyncio.run(queue._poll())
+    kept = {i: alive for ids, _, alive in flow.polls for i in ids}
+    assert kept == {"call1": False, job.images[0].doc_id: True}, flow.polls
+    assert all(not alive for ids, frame, alive in flow.polls if frame and "call1" in ids)  # nor its frame fetch

@@ -36,7 +36,7 @@ class SlowFlow(FakeFlow):
         await self.release.wait()
         return await super().generate(doc)
 
-    async def progress(self, ids, frame=False):
+    async def progress(self, ids, frame=False, keep_alive=True):
         docs = await super().progress(ids)
         if frame:
             for doc in docs:

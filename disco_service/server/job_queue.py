@@ -87,12 +87,19 @@ class TooManyJobs(RuntimeError):
     code = wire.ErrorCode.QUOTA_EXCEEDED
 
 
+def _is_call(task: Any) -> bool:
+    """Whether an image in flight is a caller's own request (``record_call``), not one this queue sent."""
+    return task is CALLER_REQUEST
+
+
 class FlowCalls(Protocol):
     """What the queue needs from the Flow (over gRPC in the service; a fake in tests)."""
 
     async def generate(self, doc: Any) -> Any: ...  # the Document back; raises when the request fails
 
-    async def progress(self, ids: list[str], frame: bool = False) -> list[Any]: ...
+    # ``keep_alive``: the poll tells the sampler someone still waits (the job API's own images);
+    # False for a caller's own request, which that caller keeps alive itself or abandons
+    async def progress(self, ids: list[str], frame: bool = False, keep_alive: bool = True) -> list[Any]: ...
 
     async def cancel(self, ids: list[str]) -> None: ...
 
@@ -290,14 +297,12 @@ class JobQueue:
         self._poke()
         return job
 
-    def record_call(
-        self, owner: str, docs: list[tuple[str, dict[str, Any]]], max_unfinished: int | None, answered: Any = None
-    ) -> Job:
+    def record_call(self, owner: str, docs: list[tuple[str, dict[str, Any]]], max_unfinished: int | None) -> Job:
         """Record a caller's own ``/generate`` request to the Flow (gRPC or ``POST /post``,
         direct_calls.py) as a job of ``owner``, so that it is listed, shown and cancelled like the job
         API's: ``docs`` are its images (Document id, tags), sent already by this gateway (claimed by
         it, no claimer sends them again); the queue watches them (progress, latest frame) until
-        ``end_call``. ``answered``: the request's answer to come (an awaitable), held while it runs.
+        ``end_call``.
         Raises ``TooManyUnfinished`` (``max_unfinished``: the owner's cap, None for none),
         ``QuotaExceeded`` and ``AlreadySent`` (an id sent before, or one of an image still being made)."""
         for doc_id, _ in docs:  # sent again after a try that failed before it started: the try is forgotten
@@ -327,7 +332,7 @@ class JobQueue:
         assert job is not None
         for image in job.images:
             self.store.claim(image.doc_id, owner)
-            self.in_flight[image.doc_id] = (job, image, answered if answered is not None else CALLER_REQUEST)
+            self.in_flight[image.doc_id] = (job, image, CALLER_REQUEST)
         return job
 
     def end_call(self, job: Job, answer: Any = None) -> None:
@@ -617,7 +622,12 @@ class JobQueue:
     async def _poll(self) -> None:
         if not self.in_flight:
             return
-        states = await self.flow.progress(list(self.in_flight))
+        # a caller's own request is watched, not kept alive: a caller gone (e.g. a proxy's read
+        # timeout) leaves its image to be stopped as abandoned, as it was before it was recorded
+        ids = {True: [], False: []}
+        for doc_id, (_, _, task) in self.in_flight.items():
+            ids[not _is_call(task)].append(doc_id)
+        states = [s for alive, some in ids.items() if some for s in await self.flow.progress(some, keep_alive=alive)]
         fresh = []
         for state in states:
             if state.id not in self.in_flight:
@@ -639,7 +649,14 @@ class JobQueue:
             if task is None:  # watched again after a restart: there is no request to wait for
                 self._check_resumed(job, image, status, tags)
         if fresh:
-            for state in await self.flow.progress([i.doc_id for i in fresh], frame=True):
+            calls = {i.doc_id for i in fresh if _is_call(self.in_flight.get(i.doc_id, (None, None, None))[2])}
+            frames = [
+                state
+                for alive, some in ((True, [i.doc_id for i in fresh if i.doc_id not in calls]), (False, list(calls)))
+                if some
+                for state in await self.flow.progress(some, frame=True, keep_alive=alive)
+            ]
+            for state in frames:
                 image = next((i for i in fresh if i.doc_id == state.id), None)
                 tags = wire.restore_numbers(state.tags)
                 if image is not None and state.uri and state.uri.startswith("data:image/png;base64,"):
