@@ -18,6 +18,10 @@ An empty ``batch_name`` drops its part (``reverse_diffusion-{seed}_...``). When 
 earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten
 (a resumed animation, ``resume_run``, goes on writing under its own prefix).
 
+A run with a ``batch_name`` also leaves its DocumentArray, as ``generate_image`` returned it, in
+``runs/{batch_name}.json`` (docarray's JSON; the latest run of that name), which ``load_run(name,
+output_dir=...)`` reads back.
+
 Every PNG written carries the settings that remake its image (that image's own ``seed``,
 ``n_batches`` 1) as JSON in a ``tEXt`` chunk keyed ``disco-diffusion``, in ASCII (other characters,
 e.g. of a ``batch_name`` in any script, as ``\\u`` escapes: ``tEXt`` is Latin-1); ``read_png_settings``
@@ -50,11 +54,13 @@ __all__ = [
     "glob_escape",
     "image_file_name",
     "image_settings",
+    "keep_run",
     "latest_animation_seed",
     "PNG_KEY",
     "png_settings",
     "read_png_settings",
     "resumable_prefix",
+    "run_file",
     "run_prefix",
     "save_outputs",
     "write_animations",
@@ -265,6 +271,30 @@ def image_file_name(prefix: str, i: int, status: str | None = None) -> str:
         return f"{prefix}_{i}.png"
     word = status if status in set(JobStatus) else "unfinished"  # a status of a later version: still not final
     return f"{prefix}_{i}-{word}.png"
+
+
+RUNS_FOLDER = "runs"  # output_dir/runs/{batch_name}.json: each named run's DocumentArray, the latest of a name
+
+
+def run_file(output_dir: str | Path, batch_name: str) -> Path:
+    """Where the run ``batch_name``'s DocumentArray is kept in ``output_dir``. Raises SettingsError
+    (``batch_name``) for an empty name: only named runs are kept."""
+    if not batch_name:
+        raise SettingsError("batch_name", "'' names no run: runs are kept by their batch_name when they have one")
+    return _inside(Path(output_dir).expanduser() / RUNS_FOLDER, f"{batch_name}.json")
+
+
+def keep_run(docs: Any, settings: Settings) -> Path | None:
+    """Keep the run's DocumentArray ``docs`` (as ``generate_image`` returns it) in ``output_dir`` under
+    its ``batch_name``, replacing an earlier run of that name (docarray's JSON); None without a name."""
+    if not settings.batch_name:
+        return None
+    path = run_file(settings.output_dir, settings.batch_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(docs.to_json())
+    os.replace(tmp, path)
+    return path
 
 
 def save_outputs(docs: Any, settings: Settings) -> list[Path]:
