@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from disco.settings import SETTING_NAMES, Settings, SettingsError
+from disco.settings import SETTING_NAMES, Settings, SettingsError, default
 from disco_service.wire import JobStatus, restore_numbers
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "embed_settings_in_uri",
     "finished_frames",
     "frame_path",
+    "gif_frame_ms",
     "glob_escape",
     "image_file_name",
     "image_settings",
@@ -139,9 +140,18 @@ def embed_settings_in_uri(uri: str, settings: Mapping[str, Any]) -> str:
     return "data:image/png;base64," + base64.b64encode(embed_settings(data_uri_bytes(uri), settings)).decode()
 
 
+def gif_frame_ms(settings: Mapping[str, Any]) -> int:
+    """How long the GIF shows each frame, in milliseconds, at the settings' ``gif_fps``: 1000 / fps
+    rounded to the GIF's hundredths of a second (20 fps: 50 ms)."""
+    fps = float(settings.get("gif_fps") or default("gif_fps"))
+    return 10 * max(1, round(100 / fps))
+
+
 def write_animations(chunks: Any, gif: Path, sprite: Path, settings: Mapping[str, Any]) -> None:
-    """The frames as a GIF and as a sprite sheet (a PNG, with ``settings`` embedded)."""
-    chunks.save_gif(str(gif), show_index=True, size_ratio=1.0)
+    """The frames as a GIF (``gif_fps`` frames a second, ``gif_size_ratio`` of the image's size, as
+    discoart writes it) and as a sprite sheet (a PNG, with ``settings`` embedded)."""
+    ratio = float(settings.get("gif_size_ratio") or default("gif_size_ratio"))
+    chunks.save_gif(str(gif), show_index=True, size_ratio=ratio, duration=gif_frame_ms(settings))
     chunks.plot_image_sprites(str(sprite), skip_empty=True, show_index=True, keep_aspect_ratio=True)
     sprite.write_bytes(embed_settings(sprite.read_bytes(), settings))
 
