@@ -4,6 +4,7 @@
     python benchmarks/memory.py --sizes 512x512 1280x768 --cutn_batches 4
     python benchmarks/memory.py --sides fast exact --clip_models RN50::openai ViT-B-32::openai ViT-B-16::openai
     python benchmarks/memory.py --cutout_bytes        # each offered CLIP model: bytes and FLOP per cutout
+    python benchmarks/memory.py --cutout_bytes --clip_models RN50::yfcc15m   # only these
 
 The step runs on "fake" tensors (PyTorch's FakeTensorMode: shapes, dtypes and autograd, no
 values, no arithmetic), and every tensor storage it creates is counted while it is alive, so
@@ -194,13 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["1280x768"], help="WxH sizes")
     parser.add_argument("--cutn_batches", type=int, default=4)
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    parser.add_argument("--clip_models", nargs="+", default=[DEFAULT_CLIP_MODEL], choices=CLIP_MODELS)
+    parser.add_argument(
+        "--clip_models",
+        nargs="+",
+        choices=CLIP_MODELS,
+        help=f"the models of a run (default {DEFAULT_CLIP_MODEL}); with --cutout_bytes, those measured (default: all)",
+    )
     parser.add_argument("--cutout_bytes", action="store_true", help="per cutout, for every offered CLIP model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     results = []
     if args.cutout_bytes:
-        for name in CLIP_MODELS:
+        for name in args.clip_models or CLIP_MODELS:
             r = {"clip_model": name, "input_size": clip_spec(name).input_size}
             for precision, half in (("fp32", False), ("half", True)):
                 cost = cutout_cost(name, half)
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in [] if args.cutout_bytes else args.sizes:
         width, height = (int(v) for v in size.split("x"))
         for side in args.sides:
-            r = measure(side, width, height, args.cutn_batches, args.clip_models)
+            r = measure(side, width, height, args.cutn_batches, args.clip_models or [DEFAULT_CLIP_MODEL])
             results.append(r)
             gib = {k: f"{v / GB:.2f}" for k, v in r["activations_bytes"].items()}
             passes = ", ".join(

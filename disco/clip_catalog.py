@@ -8,8 +8,12 @@ and embedding width, and the image statistics it was trained with.
 QuickGELU: OpenAI trained every CLIP with QuickGELU (``x * sigmoid(1.702 x)``), and open_clip's plain
 model names now use ``nn.GELU``; their weights are loaded into the ``-quickgelu`` variants (``RN50``
 is ``RN50-quickgelu``), as open_clip's pretrained table says. The LAION-2B models offered here were
-trained with plain GELU and use the plain names. ``tests/test_clip_models.py`` checks this table
-against open_clip's own.
+trained with plain GELU and use the plain names. The Disco notebook's thirteen OpenCLIP switches
+(LAION-400M, LAION-2B, YFCC-15M and CC-12M weights) are offered under the names the notebook hands
+to open_clip, each built as open_clip builds that name: the plain names (``RN50::yfcc15m``,
+``ViT-B-32::laion400m_e31``) put weights trained with QuickGELU into plain GELU layers, as the
+notebook did, and the ``-quickgelu`` names (``RN50-quickgelu::yfcc15m``) are the matched ones; both
+read the same file. ``tests/test_clip_models.py`` checks this table against open_clip's own.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ class ClipSpec:
 
 def _openai(model: str, file: str, input_size: int, embed_dim: int, about: str) -> ClipSpec:
     return ClipSpec(f"{model}::openai", f"{model}-quickgelu", file, input_size, embed_dim, about)
+
+
+def _openclip(model: str, pretrained: str, file: str, input_size: int, embed_dim: int, about: str) -> ClipSpec:
+    """open_clip's ``model`` with its ``pretrained`` weights, built as ``open_clip.create_model(model, pretrained)``
+    builds it (the architecture of the same name: plain GELU unless the name says ``-quickgelu``)."""
+    return ClipSpec(f"{model}::{pretrained}", model, file, input_size, embed_dim, about)
 
 
 CLIP_SPECS: dict[str, ClipSpec] = {
@@ -105,6 +115,112 @@ CLIP_SPECS: dict[str, ClipSpec] = {
             "ViT-L/14 trained on LAION-2B: 13x RN50's work, heavy on memory",
             mean=INCEPTION_MEAN,
             std=INCEPTION_STD,
+        ),
+        # the notebook's OpenCLIP switches (v5.5 on), each built as the notebook builds it
+        _openclip(
+            "ViT-B-32",
+            "laion2b_e16",
+            "vit_b_32-laion2b_e16-af8dbd0c.pth",
+            224,
+            512,
+            "ViT-B/32 trained on LAION-2B for 16 epochs (the notebook's ViTB32_laion2b_e16): as quick as ViT-B/32",
+        ),
+        *(
+            _openclip(
+                "ViT-B-32",
+                f"laion400m_e{epoch}",
+                file,
+                224,
+                512,
+                f"ViT-B/32 trained on LAION-400M, epoch {epoch}, with plain GELU on weights trained with QuickGELU, "
+                f"as the notebook's {switch} loads it; ViT-B-32-quickgelu::laion400m_e{epoch} is the matched one",
+            )
+            for epoch, file, switch in (
+                (31, "vit_b_32-quickgelu-laion400m_e31-d867053b.pt", "ViTB32_laion400m_e31"),
+                (32, "vit_b_32-quickgelu-laion400m_e32-46683a32.pt", "ViTB32_laion400m_32"),
+            )
+        ),
+        *(
+            _openclip(
+                "ViT-B-32-quickgelu",
+                f"laion400m_e{epoch}",
+                file,
+                224,
+                512,
+                f"ViT-B/32 trained on LAION-400M, epoch {epoch}, with the QuickGELU it was trained with: as quick",
+            )
+            for epoch, file in (
+                (31, "vit_b_32-quickgelu-laion400m_e31-d867053b.pt"),
+                (32, "vit_b_32-quickgelu-laion400m_e32-46683a32.pt"),
+            )
+        ),
+        *(
+            _openclip(
+                "ViT-B-16",
+                f"laion400m_e{epoch}",
+                file,
+                224,
+                512,
+                f"ViT-B/16 trained on LAION-400M, epoch {epoch}: 2.8x RN50's work",
+            )
+            for epoch, file in ((31, "vit_b_16-laion400m_e31-00efa78f.pt"), (32, "vit_b_16-laion400m_e32-55e67d44.pt"))
+        ),
+        *(
+            _openclip(
+                model,
+                data,
+                file,
+                224,
+                embed_dim,
+                f"{what} trained on {words}"
+                + (
+                    " with the QuickGELU it was trained with"
+                    if model.endswith("-quickgelu")
+                    else f", its text side with plain GELU on weights trained with QuickGELU (as the notebook loads "
+                    f"it; {model}-quickgelu::{data} is the matched one)"
+                )
+                + f": {work}",
+            )
+            for model, data, file, embed_dim, what, words, work in (
+                ("RN50", "yfcc15m", "rn50-quickgelu-yfcc15m-455df137.pt", 1024, "ResNet-50", "YFCC-15M", "RN50's work"),
+                ("RN50", "cc12m", "rn50-quickgelu-cc12m-f000538c.pt", 1024, "ResNet-50", "CC-12M", "RN50's work"),
+                (
+                    "RN50-quickgelu",
+                    "yfcc15m",
+                    "rn50-quickgelu-yfcc15m-455df137.pt",
+                    1024,
+                    "ResNet-50",
+                    "YFCC-15M",
+                    "RN50's work",
+                ),
+                (
+                    "RN50-quickgelu",
+                    "cc12m",
+                    "rn50-quickgelu-cc12m-f000538c.pt",
+                    1024,
+                    "ResNet-50",
+                    "CC-12M",
+                    "RN50's work",
+                ),
+                (
+                    "RN101",
+                    "yfcc15m",
+                    "rn101-quickgelu-yfcc15m-3e04b30e.pt",
+                    512,
+                    "ResNet-101",
+                    "YFCC-15M",
+                    "1.6x RN50's work",
+                ),
+                (
+                    "RN101-quickgelu",
+                    "yfcc15m",
+                    "rn101-quickgelu-yfcc15m-3e04b30e.pt",
+                    512,
+                    "ResNet-101",
+                    "YFCC-15M",
+                    "1.6x RN50's work",
+                ),
+            )
         ),
     )  # fmt: skip
 }

@@ -47,6 +47,17 @@ CLIP_CUTOUT_BYTES: dict[str, dict[str, int]] = {
     "ViT-B-16::laion2b_s34b_b88k": {"fp32": 108 * MIB, "half": 60 * MIB},  # 2.8x
     "ViT-L-14::laion2b_s32b_b82k": {"fp32": 336 * MIB, "half": 172 * MIB},  # 13x
 }
+# The notebook's OpenCLIP models: a cutout goes through the image tower alone, so a model whose image tower
+# is that of a model above has its figures (the ResNets' has no GELU at all; ``benchmarks/memory.py
+# --cutout_bytes --clip_models ...`` measures them the same).
+_SAME_IMAGE_TOWER = {
+    "RN50::openai": ("RN50::yfcc15m", "RN50::cc12m", "RN50-quickgelu::yfcc15m", "RN50-quickgelu::cc12m"),
+    "RN101::openai": ("RN101::yfcc15m", "RN101-quickgelu::yfcc15m"),
+    "ViT-B-32::openai": ("ViT-B-32-quickgelu::laion400m_e31", "ViT-B-32-quickgelu::laion400m_e32"),
+    "ViT-B-32::laion2b_s34b_b79k": ("ViT-B-32::laion2b_e16", "ViT-B-32::laion400m_e31", "ViT-B-32::laion400m_e32"),
+    "ViT-B-16::laion2b_s34b_b88k": ("ViT-B-16::laion400m_e31", "ViT-B-16::laion400m_e32"),
+}
+CLIP_CUTOUT_BYTES.update({name: CLIP_CUTOUT_BYTES[like] for like, names in _SAME_IMAGE_TOWER.items() for name in names})
 # Bytes per image pixel that the rest of the step holds (secondary model forward and backward,
 # the blend and its gradient): measured 2.9 KB in fp32 and 1.5 KB in half precision.
 PIXEL_BYTES = {"fp32": 3200, "half": 1700}

@@ -66,7 +66,7 @@ def files_needed(
     a 3D run's depth networks (``"midas"``, ``"adabins"``: ``disco.animation_plan.depth_models``);
     ``flow_model``: a Video Input run uses RAFT (``disco.animation_plan.flow_model_needed``)."""
     names = [] if is_checkpoint_path(diffusion_model) else [f"{diffusion_model}.pt"]
-    names.extend(CLIP_FILES[name] for name in clip_models)
+    names.extend(dict.fromkeys(CLIP_FILES[name] for name in clip_models))  # two names may share a file
     if use_secondary_model:
         names.append(SECONDARY_FILE)
     if with_init_loss:
@@ -215,7 +215,76 @@ CLIP_WEIGHTS = (
         1_710_000_000,
     ),
 )
-REGISTRY.update({f.name: f for f in CLIP_WEIGHTS})
+
+
+def _openclip_release(file: str, sha256: str, approx_size: int, what: str) -> ModelFile:
+    """A file of open_clip's ``v0.2-weights`` release on GitHub (the URL of open_clip's pretrained table),
+    whose name ends in the first 8 hex digits of its sha256 (torch.hub's convention)."""
+    return ModelFile(
+        file,
+        sha256,
+        None,
+        (f"https://github.com/mlfoundations/open_clip/releases/download/v0.2-weights/{file}",),
+        f"OpenCLIP {what} (open_clip's v0.2 release)",
+        approx_size,
+    )
+
+
+# The Disco notebook's OpenCLIP models (disco.clip_catalog). The full sha256 are those that a Disco
+# Diffusion fork's download script pins for these URLs; each begins with the 8 hex digits that open_clip's
+# own file name carries. Sizes are not published: the approximate ones are the fp32 state dicts' (the
+# parameters times 4 bytes).
+OPENCLIP_WEIGHTS = (
+    _openclip_release(
+        "vit_b_32-laion2b_e16-af8dbd0c.pth",
+        "af8dbd0c4bf1654db018a2a70fd839c3a6e79d2fdac33303f06d0d8aae16a65c",
+        605_000_000,
+        "ViT-B/32, LAION-2B, 16 epochs",
+    ),
+    _openclip_release(
+        "vit_b_32-quickgelu-laion400m_e31-d867053b.pt",
+        "d867053b2301634007ed9af230bfb1a217ec634f6c0329f04092133ae5c4b89e",
+        605_000_000,
+        "ViT-B/32 (QuickGELU), LAION-400M, epoch 31",
+    ),
+    _openclip_release(
+        "vit_b_32-quickgelu-laion400m_e32-46683a32.pt",
+        "46683a32721d5c68911153698992361285d20ca690bb4f317c11e45c03d798fa",
+        605_000_000,
+        "ViT-B/32 (QuickGELU), LAION-400M, epoch 32",
+    ),
+    _openclip_release(
+        "vit_b_16-laion400m_e31-00efa78f.pt",
+        "00efa78fe761eb607926704cfee46a4305ce2bf63af6ab50f1eeba2ef71da988",
+        598_000_000,
+        "ViT-B/16, LAION-400M, epoch 31",
+    ),
+    _openclip_release(
+        "vit_b_16-laion400m_e32-55e67d44.pt",
+        "55e67d44b44d9e39aaf299a5c616aaf10a655879d6bd5854027b4a254aa2e7d5",
+        598_000_000,
+        "ViT-B/16, LAION-400M, epoch 32",
+    ),
+    _openclip_release(
+        "rn50-quickgelu-yfcc15m-455df137.pt",
+        "455df13750cec2d6bb5e578fa84fb59a63d40e9fdbae58e7e7155672e46dc578",
+        408_000_000,
+        "ResNet-50 (QuickGELU), YFCC-15M",
+    ),
+    _openclip_release(
+        "rn50-quickgelu-cc12m-f000538c.pt",
+        "f000538c6c3c33c07e4fad5619f1b3d4cd591864dd3143778896112d1bf4fa7d",
+        408_000_000,
+        "ResNet-50 (QuickGELU), CC-12M",
+    ),
+    _openclip_release(
+        "rn101-quickgelu-yfcc15m-3e04b30e.pt",
+        "3e04b30eb7070e69b78db2c33f12a48cfa1f697691ed198d61fb2abbb48db5a3",
+        479_000_000,
+        "ResNet-101 (QuickGELU), YFCC-15M",
+    ),
+)
+REGISTRY.update({f.name: f for f in (*CLIP_WEIGHTS, *OPENCLIP_WEIGHTS)})
 
 # The 3D animation mode's depth models (disco.depth) and the optical-flow model of video inits
 # (disco.optical_flow). The file names of MiDaS and RAFT carry the first 8 hex digits of their

@@ -18,6 +18,10 @@ An empty ``batch_name`` drops its part (``reverse_diffusion-{seed}_...``). When 
 earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten
 (a resumed animation, ``resume_run``, goes on writing under its own prefix).
 
+A run with a ``batch_name`` also leaves its DocumentArray, as ``generate_image`` returned it, in
+``runs/{batch_name}.json`` (docarray's JSON; the latest run of that name), which ``load_run(name,
+output_dir=...)`` reads back.
+
 Every PNG written carries the settings that remake its image (that image's own ``seed``,
 ``n_batches`` 1) as JSON in a ``tEXt`` chunk keyed ``disco-diffusion``, in ASCII (other characters,
 e.g. of a ``batch_name`` in any script, as ``\\u`` escapes: ``tEXt`` is Latin-1); ``read_png_settings``
@@ -36,7 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from disco.settings import SETTING_NAMES, Settings, SettingsError
+from disco.settings import SETTING_NAMES, Settings, SettingsError, default
 from disco_service.wire import JobStatus, restore_numbers
 
 __all__ = [
@@ -47,14 +51,17 @@ __all__ = [
     "embed_settings_in_uri",
     "finished_frames",
     "frame_path",
+    "gif_frame_ms",
     "glob_escape",
     "image_file_name",
     "image_settings",
+    "keep_run",
     "latest_animation_seed",
     "PNG_KEY",
     "png_settings",
     "read_png_settings",
     "resumable_prefix",
+    "run_file",
     "run_prefix",
     "save_outputs",
     "write_animations",
@@ -133,9 +140,18 @@ def embed_settings_in_uri(uri: str, settings: Mapping[str, Any]) -> str:
     return "data:image/png;base64," + base64.b64encode(embed_settings(data_uri_bytes(uri), settings)).decode()
 
 
+def gif_frame_ms(settings: Mapping[str, Any]) -> int:
+    """How long the GIF shows each frame, in milliseconds, at the settings' ``gif_fps``: 1000 / fps
+    rounded to the GIF's hundredths of a second (20 fps: 50 ms)."""
+    fps = float(settings.get("gif_fps") or default("gif_fps"))
+    return 10 * max(1, round(100 / fps))
+
+
 def write_animations(chunks: Any, gif: Path, sprite: Path, settings: Mapping[str, Any]) -> None:
-    """The frames as a GIF and as a sprite sheet (a PNG, with ``settings`` embedded)."""
-    chunks.save_gif(str(gif), show_index=True, size_ratio=1.0)
+    """The frames as a GIF (``gif_fps`` frames a second, ``gif_size_ratio`` of the image's size, as
+    discoart writes it) and as a sprite sheet (a PNG, with ``settings`` embedded)."""
+    ratio = float(settings.get("gif_size_ratio") or default("gif_size_ratio"))
+    chunks.save_gif(str(gif), show_index=True, size_ratio=ratio, duration=gif_frame_ms(settings))
     chunks.plot_image_sprites(str(sprite), skip_empty=True, show_index=True, keep_aspect_ratio=True)
     sprite.write_bytes(embed_settings(sprite.read_bytes(), settings))
 
@@ -265,6 +281,30 @@ def image_file_name(prefix: str, i: int, status: str | None = None) -> str:
         return f"{prefix}_{i}.png"
     word = status if status in set(JobStatus) else "unfinished"  # a status of a later version: still not final
     return f"{prefix}_{i}-{word}.png"
+
+
+RUNS_FOLDER = "runs"  # output_dir/runs/{batch_name}.json: each named run's DocumentArray, the latest of a name
+
+
+def run_file(output_dir: str | Path, batch_name: str) -> Path:
+    """Where the run ``batch_name``'s DocumentArray is kept in ``output_dir``. Raises SettingsError
+    (``batch_name``) for an empty name: only named runs are kept."""
+    if not batch_name:
+        raise SettingsError("batch_name", "'' names no run: runs are kept by their batch_name when they have one")
+    return _inside(Path(output_dir).expanduser() / RUNS_FOLDER, f"{batch_name}.json")
+
+
+def keep_run(docs: Any, settings: Settings) -> Path | None:
+    """Keep the run's DocumentArray ``docs`` (as ``generate_image`` returns it) in ``output_dir`` under
+    its ``batch_name``, replacing an earlier run of that name (docarray's JSON); None without a name."""
+    if not settings.batch_name:
+        return None
+    path = run_file(settings.output_dir, settings.batch_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(docs.to_json())
+    os.replace(tmp, path)
+    return path
 
 
 def save_outputs(docs: Any, settings: Settings) -> list[Path]:

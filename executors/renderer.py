@@ -79,6 +79,7 @@ class Renderer(Executor):
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
             doc.embedding = None
             doc.blob = None
+            self.store.keep_document(doc.id, doc)  # the run, by its batch_name (GET /runs/{batch_name})
             if self.board.read(doc.id) is not None:
                 self.board.update(doc.id, returned=time.time())  # a Flow that is stopping waits for this
         self._sweep()

@@ -22,7 +22,8 @@ inside its training checkpoint (``{"model": {"module.<name>": ...}, "optimizer":
 The CLIP models of ``clip_models`` get open_clip's random weights (seeded) in their file's layout:
 OpenAI's TorchScript checkpoint (``RN101.pt``, ``ViT-B-32.pt``, ...: fp16 matrices and OpenAI's
 ``input_resolution``/``context_length``/``vocab_size`` entries, as in OpenAI's files), safetensors or
-a plain state dict (LAION's).
+a plain state dict (LAION's on Hugging Face, and those of open_clip's v0.2 release that the notebook's
+OpenCLIP models load, ``rn50-quickgelu-yfcc15m-455df137.pt``, ...).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def make(directory: Path, names: list[str]) -> dict[str, str]:
             print(f"kept {path}")
             continue
         state = {k: v.contiguous() for k, v in _state(name).items()}
-        if name in CLIP_BY_FILE and name.endswith(".pt"):  # OpenAI's layout
+        if name in CLIP_BY_FILE and CLIP_BY_FILE[name].pretrained == "openai" and name.endswith(".pt"):  # OpenAI's
             save_openai_checkpoint(state, path, CLIP_BY_FILE[name].input_size)
         elif name == ADABINS_FILE:  # AdaBins's training checkpoint: DataParallel's names under "model"
             torch.save(adabins_checkpoint(state), path)

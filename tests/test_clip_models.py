@@ -75,21 +75,29 @@ def test_every_offered_model_matches_open_clips_table_and_has_a_registered_file(
     assert {"RN101::openai", "RN50x4::openai", "RN50x16::openai", "ViT-B-16::openai", "ViT-L-14::openai"} < set(
         CLIP_MODELS
     )
-    assert len({s.file for s in CLIP_SPECS.values()}) == len(CLIP_SPECS)
+    urls_by_file = {}
     for name, spec in CLIP_SPECS.items():
         model, tag = name.split("::")
         pretrained = open_clip.get_pretrained_cfg(model, tag)
         assert pretrained, name
-        # OpenAI's weights need the QuickGELU variant, LAION-2B's the plain GELU one
-        assert spec.architecture == (f"{model}-quickgelu" if pretrained.get("quick_gelu") else model), name
+        # OpenAI's weights go into the QuickGELU variant (as open_clip loads them); the others into the
+        # architecture the name says, as open_clip.create_model(model, pretrained=tag) builds it
+        assert spec.architecture == (f"{model}-quickgelu" if tag == "openai" else model), name
+        if pretrained.get("quick_gelu") and "quickgelu" not in spec.architecture:  # the notebook's mismatch, said
+            assert f"{model}-quickgelu::{tag} is the matched one" in spec.about, name
+            assert CLIP_SPECS[f"{model}-quickgelu::{tag}"].file == spec.file
         assert spec.mean == tuple(pretrained["mean"]) and spec.std == tuple(pretrained["std"]), name
         config = open_clip.get_model_config(spec.architecture)
         assert config["vision_cfg"]["image_size"] == spec.input_size and config["embed_dim"] == spec.embed_dim
         file = weights.REGISTRY[spec.file]
+        assert urls_by_file.setdefault(spec.file, pretrained["url"]) == pretrained["url"], name  # one file, one weights
         if pretrained["url"].startswith("https://openaipublic"):  # OpenAI's own file: its sha256 is in the URL
             assert spec.file == "open_clip_rn50_openai.safetensors" or (
                 file.urls[0] == pretrained["url"] and file.sha256 == pretrained["url"].split("/")[-2]
             ), name
+        elif "/open_clip/releases/" in pretrained["url"]:  # open_clip's release: the name carries the sha256's start
+            assert file.urls == (pretrained["url"],) and spec.file == pretrained["url"].rsplit("/", 1)[1], name
+            assert re.fullmatch(r"[0-9a-f]{64}", file.sha256) and file.sha256[:8] == spec.file.split("-")[-1][:8]
         else:
             assert all(pretrained["hf_hub"].rstrip("/") in url for url in file.urls), name
     assert weights.files_needed("256x256_diffusion_uncond", False, False, ["RN50::openai", VIT, "RN50x4::openai"]) == [
@@ -98,17 +106,89 @@ def test_every_offered_model_matches_open_clips_table_and_has_a_registered_file(
         "ViT-B-32.pt",
         "RN50x4.pt",
     ]
+    both = ["RN50::yfcc15m", "RN50-quickgelu::yfcc15m"]  # one file for two names: fetched once
+    assert weights.files_needed("256x256_diffusion_uncond", False, False, both) == [
+        "256x256_diffusion_uncond.pt",
+        "rn50-quickgelu-yfcc15m-455df137.pt",
+    ]
 
 
-def test_every_offered_model_has_its_memory_figures():
-    for name in CLIP_MODELS:
-        figures = memory.CLIP_CUTOUT_BYTES[name]
-        assert figures["half"] < figures["fp32"], name
-    # a model with larger cutouts gets fewer of them per pass in the same memory
-    free = 12 * 2**30
-    assert memory.fitting_cutouts(free, False, 1280 * 768, "RN50x16::openai") < memory.fitting_cutouts(
-        free, False, 1280 * 768, DEFAULT_CLIP_MODEL
-    )
+# the Disco notebook's OpenCLIP switches (v5.7) and the open_clip call its model cell makes for each
+NOTEBOOK_OPENCLIP = {
+    "ViTB32_laion2b_e16": ("ViT-B-32", "laion2b_e16"),
+    "ViTB32_laion400m_e31": ("ViT-B-32", "laion400m_e31"),
+    "ViTB32_laion400m_32": ("ViT-B-32", "laion400m_e32"),
+    "ViTB32quickgelu_laion400m_e31": ("ViT-B-32-quickgelu", "laion400m_e31"),
+    "ViTB32quickgelu_laion400m_e32": ("ViT-B-32-quickgelu", "laion400m_e32"),
+    "ViTB16_laion400m_e31": ("ViT-B-16", "laion400m_e31"),
+    "ViTB16_laion400m_e32": ("ViT-B-16", "laion400m_e32"),
+    "RN50_yffcc15m": ("RN50", "yfcc15m"),
+    "RN50_cc12m": ("RN50", "cc12m"),
+    "RN50_quickgelu_yfcc15m": ("RN50-quickgelu", "yfcc15m"),
+    "RN50_quickgelu_cc12m": ("RN50-quickgelu", "cc12m"),
+    "RN101_yfcc15m": ("RN101", "yfcc15m"),
+    "RN101_quickgelu_yfcc15m": ("RN101-quickgelu", "yfcc15m"),
+}
+
+
+@pytest.mark.parametrize("switch", NOTEBOOK_OPENCLIP)
+def test_each_notebook_openclip_model_is_offered_and_builds_as_open_clip_builds_it(switch):
+    from disco.settings.notebook_names import CLIP_SWITCHES
+
+    model, tag = NOTEBOOK_OPENCLIP[switch]
+    name = f"{model}::{tag}"
+    spec = clip_spec(name)
+    assert CLIP_SWITCHES[switch] == name and validate_settings(clip_models=[name]).clip_models == [name]
+    file = weights.REGISTRY[spec.file]
+    assert file.sha256 and file.approx_size and not file.size  # pinned by sha256; the size is not published
+    # the layout without weights (no forward pass): every tensor of open_clip's own model for the name
+    with torch.device("meta"):  # built without initialising any weights
+        ours, theirs = (open_clip.create_model(a, device="meta") for a in (spec.architecture, model))
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    assert [type(m).__name__ for m in ours.modules()] == [type(m).__name__ for m in theirs.modules()]  # its GELU
+    assert ours.visual.image_size in (spec.input_size, (spec.input_size,) * 2)
+    assert ours.text_projection.shape[1] == spec.embed_dim
+    # what the weights would weigh in fp32 is the approximate size given for the download
+    params = sum(v.numel() for v in ours.state_dict().values())
+    assert abs(4 * params - file.approx_size) < 0.01 * file.approx_size
+    assert memory.CLIP_CUTOUT_BYTES[name]["half"] < memory.CLIP_CUTOUT_BYTES[name]["fp32"]
+
+
+@pytest.fixture(scope="module")
+def rn50_yfcc15m(tmp_path_factory):
+    """The test file of open_clip's ``rn50-quickgelu-yfcc15m-455df137.pt`` (a plain state dict)."""
+    from make_test_weights import make
+
+    directory = tmp_path_factory.mktemp("openclip")
+    make(directory, ["rn50-quickgelu-yfcc15m-455df137.pt"])
+    return directory / "rn50-quickgelu-yfcc15m-455df137.pt"
+
+
+def test_an_openclip_release_file_loads_strictly_into_both_of_its_names(rn50_yfcc15m, tmp_path):
+    stored = torch.load(rn50_yfcc15m, weights_only=True)
+    plain, quick = load_clip(rn50_yfcc15m, "RN50::yfcc15m"), load_clip(rn50_yfcc15m, "RN50-quickgelu::yfcc15m")
+    for model in (plain, quick):
+        state = model.state_dict()
+        assert state.keys() == stored.keys() and all(torch.equal(state[k], v) for k, v in stored.items())
+    # the image side has no GELU (both names see a cutout alike, and cost the same); the text side differs
+    kinds = [[type(m).__name__ for m in model.visual.modules()] for model in (plain, quick)]
+    assert kinds[0] == kinds[1] and not any("GELU" in kind for kind in kinds[0])
+    tokens = open_clip.get_tokenizer("RN50")(["a lighthouse"])
+    assert not torch.allclose(plain.encode_text(tokens), quick.encode_text(tokens))
+
+
+def test_an_openclip_training_checkpoint_loads_and_a_short_file_is_refused(rn50_yfcc15m, tmp_path):
+    stored = torch.load(rn50_yfcc15m, weights_only=True)
+    # open_clip's training checkpoints (DataParallel's "module." names under "state_dict") load the same
+    wrapped = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 32, "name": "rn50", "state_dict": {f"module.{k}": v for k, v in stored.items()}}, wrapped)
+    state = load_clip(wrapped, "RN50::yfcc15m").state_dict()
+    assert all(torch.equal(state[k], v) for k, v in stored.items())
+    # strict: a file that lacks some of the model's tensors is refused naming it, the model and what is missing
+    missing = tmp_path / "missing.pt"
+    torch.save({k: v for k, v in stored.items() if not k.startswith("visual.attnpool")}, missing)
+    with pytest.raises(ValueError, match=f"(?s)^clip_models: {missing} is not a RN50::yfcc15m checkpoint.*Missing key"):
+        load_clip(missing, "RN50::yfcc15m")
 
 
 # ----- the setting -----

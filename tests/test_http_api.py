@@ -427,3 +427,67 @@ def test_the_page_of_a_server_without_gpu_starts_from_small_settings(monkeypatch
     assert own["width_height"] != [256, 256] and own["steps"] > 50  # the settings' own defaults
     full = validate_settings({**own, "text_prompts": ["x"]}, tokens=False)
     assert estimates.estimate(full, "cpu", 900)["long"] is True  # which a CPU would take hours over
+
+
+def kept_run(store: ResultStore, owner: str, name: str, run_seed: int, n: int, shade: int = 0) -> DocumentArray:
+    """A run of ``n`` images as the Renderer keeps it: each image's Document (its final image, two
+    frames as chunks, its tags) in the result store under ``owner``."""
+    from docarray import Document
+
+    def uri(colour):
+        return "data:image/png;base64," + base64.b64encode(png(colour)).decode()
+
+    docs = DocumentArray()
+    for i in range(n):
+        tags = {"batch_name": name, "run_seed": float(run_seed), "seed": float(run_seed + i), "batch_index": float(i)}
+        doc = Document(id=uuid.uuid4().hex, uri=uri((shade, i, 9)), tags={**tags, "status": "done"})
+        for step in (1, 2):
+            doc.chunks.append(Document(uri=uri((shade, i, step)), tags={"step": float(step), "cur_t": float(5 - step)}))
+        assert store.claim(doc.id, owner) and store.keep_document(doc.id, doc)
+        docs.append(doc)
+    return docs
+
+
+def same_run(got: DocumentArray, want: DocumentArray) -> None:
+    assert [d.id for d in got] == [d.id for d in want]
+    for a, b in zip(got, want, strict=True):
+        assert a.uri == b.uri and a.tags == b.tags
+        assert [(c.uri, c.tags) for c in a.chunks] == [(c.uri, c.tags) for c in b.chunks]
+
+
+def test_a_run_is_fetched_by_its_name_by_its_owner_alone(store):
+    from disco_service.server.tokens import fingerprint
+
+    async def scenario():
+        async with service(store, tokens=(ALICE, BOB)) as (client, _):
+            first = kept_run(store, fingerprint(ALICE), "lighthouses", 7, 2)
+            answer = await client.get("/runs/lighthouses", headers=bearer(ALICE))
+            assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+            same_run(DocumentArray.from_json(answer.content), first)
+            # a later run of the same name replaces it; another name, or another owner's run, is apart
+            later = kept_run(store, fingerprint(ALICE), "lighthouses", 9, 1, shade=50)
+            kept_run(store, fingerprint(ALICE), "lighthouses-2", 11, 1)
+            bobs = kept_run(store, fingerprint(BOB), "boats", 3, 1)
+            answer = await client.get("/runs/lighthouses", headers=bearer(ALICE))
+            same_run(DocumentArray.from_json(answer.content), later)
+            same_run(DocumentArray.from_json((await client.get("/runs/boats", headers=bearer(BOB))).content), bobs)
+            # another token cannot fetch it, and cannot tell it from a name nobody used (404, not 403)
+            theirs = await client.get("/runs/boats", headers=bearer(ALICE))
+            nobody = await client.get("/runs/ships", headers=bearer(ALICE))
+            assert theirs.status_code == nobody.status_code == 404
+            assert theirs.json() == {**nobody.json(), "detail": nobody.json()["detail"].replace("ships", "boats")}
+            assert theirs.json()["code"] == "result_not_found"
+            assert (await client.get("/runs/lighthouses")).status_code == 401  # no token at all
+
+    asyncio.run(scenario())
+
+
+def test_only_a_named_run_is_kept_and_a_broken_entry_is_skipped(store):
+    from docarray import Document
+
+    assert not store.keep_document("a" * 32, Document(tags={"batch_name": "", "seed": 1.0}))
+    assert not (store.entry("a" * 32)).exists()
+    kept = kept_run(store, "someone", "x", 1, 2)
+    (store.entry(kept[0].id) / "run.json").write_text("{not json")  # any content: skipped, not fatal
+    assert store.run_documents("x", lambda doc_id: True) == [kept[1].id]
+    assert store.run_documents("x", lambda doc_id: False) == []

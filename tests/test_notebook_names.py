@@ -20,7 +20,9 @@ def test_every_notebook_name_has_advice_of_its_own_and_none_is_a_setting():
     assert advice("ViTB32", {"ViTB32": True, "RN50": "true", "RN101": False}).endswith(
         "use clip_models ['ViT-B-32::openai', 'RN50::openai']"
     )
-    assert advice("RN50_cc12m_32").startswith("the notebook's CLIP switch RN50_cc12m_32 is a model not offered here")
+    assert advice("RN50_cc12m", {"RN50_cc12m": True, "ViTB32quickgelu_laion400m_e31": "true"}).endswith(
+        "use clip_models ['ViT-B-32-quickgelu::laion400m_e31', 'RN50::cc12m']"
+    )
     assert advice("width", {"width": 512, "height": 448}) == "use width_height [512, 448]"
     assert advice("clip_guidance_scal") == "unknown setting; did you mean 'clip_guidance_scale'?"
 

@@ -19,6 +19,7 @@ Importers use the names re-exported here.
 from ..errors import DEFAULT_LIMITS, Limits, SettingsError
 from .coercion import coerce_settings, read_setting
 from .fields import (
+    GIF_MAX_FPS,
     KEYFRAME_3D_SETTINGS,
     KEYFRAME_SETTINGS,
     KINDS,
@@ -61,6 +62,7 @@ from .yaml_io import read_yaml, write_yaml
 
 __all__ = [
     "ANIMATION_MODES",
+    "GIF_MAX_FPS",
     "KEYFRAME_3D_SETTINGS",
     "BATCH_NAME_ALLOWED",
     "BATCH_NAME_BYTES",

@@ -43,6 +43,10 @@ from .texts import (
 )
 from .yaml_io import write_yaml
 
+# A GIF stores each frame's delay in hundredths of a second, and browsers show delays under 2 of them
+# as 10: 50 frames a second is the fastest a GIF plays as written.
+GIF_MAX_FPS = 50
+
 
 def setting(
     default: Any = None,
@@ -165,6 +169,12 @@ class Settings:
         "[0.2]*400+[0]*600", "the chance that a cutout is grey, by step", allowed=f"probabilities 0 to 1 as {SCHEDULE}"
     )
     batch_size: int = setting(1, "images per sampler call", low=1, high=1)
+    gif_fps: float = setting(
+        20, "frames per second of each image's GIF of its frames (discoart's)", low=1, high=GIF_MAX_FPS
+    )
+    gif_size_ratio: float = setting(
+        0.5, "the GIF's size relative to the image's (discoart's): smaller, a smaller file", low=0.05, high=1
+    )
     diffusion_model: str = setting(
         DEFAULT_MODEL,
         "the diffusion model: what kind of picture it paints",

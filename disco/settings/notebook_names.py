@@ -14,21 +14,25 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..clip_catalog import CLIP_MODELS
 from ..errors import SettingsError
 from .fields import SETTING_NAMES
 
 __all__ = ["CLIP_SWITCHES", "NOTEBOOK_NAMES", "advice", "unknown_settings_error"]
 
-# The notebook's CLIP switches and the clip_models name of each; None: a model not offered here
-CLIP_SWITCHES: dict[str, str | None] = {
+# The notebook's CLIP switches and the clip_models name of each
+CLIP_SWITCHES: dict[str, str] = {
     "ViTB32": "ViT-B-32::openai", "ViTB16": "ViT-B-16::openai", "ViTL14": "ViT-L-14::openai",
     "ViTL14_336px": "ViT-L-14-336::openai", "RN101": "RN101::openai", "RN50": "RN50::openai",
     "RN50x4": "RN50x4::openai", "RN50x16": "RN50x16::openai", "RN50x64": "RN50x64::openai",
-    "ViTB32_laion2b_e16": None, "ViTB32_laion400m_e31": None, "ViTB32_laion400m_32": None,
-    "ViTB32quickgelu_laion400m_e31": None, "ViTB32quickgelu_laion400m_e32": None, "ViTB16_laion400m_e31": None,
-    "ViTB16_laion400m_32": None, "RN50_yffcc_15": None, "RN50_cc12m_32": None, "RN50_quickgelu_yfcc15m": None,
-    "RN50_quickgelu_cc12m": None, "RN101_yfcc15m": None, "RN101_quickgelu_yfcc15m": None,
+    # v5.7's OpenCLIP switches, spelled as the notebook spells them, and the model each one builds there
+    "ViTB32_laion2b_e16": "ViT-B-32::laion2b_e16", "ViTB32_laion400m_e31": "ViT-B-32::laion400m_e31",
+    "ViTB32_laion400m_32": "ViT-B-32::laion400m_e32",
+    "ViTB32quickgelu_laion400m_e31": "ViT-B-32-quickgelu::laion400m_e31",
+    "ViTB32quickgelu_laion400m_e32": "ViT-B-32-quickgelu::laion400m_e32",
+    "ViTB16_laion400m_e31": "ViT-B-16::laion400m_e31", "ViTB16_laion400m_e32": "ViT-B-16::laion400m_e32",
+    "RN50_yffcc15m": "RN50::yfcc15m", "RN50_cc12m": "RN50::cc12m",
+    "RN50_quickgelu_yfcc15m": "RN50-quickgelu::yfcc15m", "RN50_quickgelu_cc12m": "RN50-quickgelu::cc12m",
+    "RN101_yfcc15m": "RN101::yfcc15m", "RN101_quickgelu_yfcc15m": "RN101-quickgelu::yfcc15m",
 }  # fmt: skip
 
 _ONE_SIZE = "use width_height [width, height] (one size setting serves every diffusion model)"
@@ -70,11 +74,7 @@ def advice(name: str, values: Mapping[str, Any] | None = None) -> str:
     ``values`` make, ``width_height`` from ``width`` and ``height``, or the nearest known name."""
     values = values or {}
     if name in CLIP_SWITCHES:
-        chosen = [CLIP_SWITCHES[k] for k in CLIP_SWITCHES if _true(values.get(k)) and CLIP_SWITCHES[k]]
-        if CLIP_SWITCHES[name] is None:
-            return (
-                f"the notebook's CLIP switch {name} is a model not offered here; clip_models offers {list(CLIP_MODELS)}"
-            )
+        chosen = [CLIP_SWITCHES[k] for k in CLIP_SWITCHES if _true(values.get(k))]
         shown = chosen or [CLIP_SWITCHES[name]]
         return f"the notebook's CLIP switches are one setting here: use clip_models {shown}"
     if name in ("width", "height"):

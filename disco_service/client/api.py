@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import tempfile
 import typing
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -29,7 +31,7 @@ from disco_service.client.local_flow import local_flow
 from disco_service.client.runner import run_coroutine, run_jobs
 from disco_service.client.user_files import MAX_IMAGE_BYTES, expand_user_paths, read_user_file
 from disco_service.console import ignore_third_party_warnings, say
-from disco_service.outputs import check_output_dir, save_outputs
+from disco_service.outputs import check_output_dir, keep_run, save_outputs
 from disco_service.transport import classify
 from disco_service.wire import JobStatus
 
@@ -173,11 +175,51 @@ def generate(
     refused = [classify(e) for e in errors]
     failed = [(f"{_name(d)}: {m}", _code(d)) for d in results if (m := failure(d))]
     unsaved = _save(results, settings, animation)  # whatever was made is kept, also when some images failed
+    try:
+        keep_run(results, settings)  # the run by its batch_name: load_run(batch_name, output_dir=...)
+    except OSError as exc:
+        unsaved.append(f"keeping the run {settings.batch_name!r} in output_dir failed ({exc})")
     failed += [(m, wire.ErrorCode.INTERNAL) for m in unsaved]
     if refused or failed:
         messages = [f.message for f in refused] + [m for m, _ in failed]
         raise GenerationFailed(messages, results, [f.code for f in refused] + [c for _, c in failed])
     return results
+
+
+class RunNotFound(LookupError):
+    """No run of that ``batch_name`` where ``load_run`` looked (or none for this token)."""
+
+
+def load_run(batch_name: str, host: str | None = None, token: str | None = None, output_dir: str | Path | None = None):
+    """The DocumentArray of the latest run named ``batch_name``, as ``generate_image`` returned it:
+    from a server's HTTP port (``host``, e.g. ``http://localhost:51001``; the runs of ``token``, default
+    ``DISCO_API_TOKEN``, alone), or from ``output_dir`` (default: the setting's default) for a run made
+    with a Flow this process started. Raises ``RunNotFound`` when there is none, ``SettingsError``
+    (``batch_name``) for an empty name, ``ValueError`` for a ``host`` that is not an HTTP address, and
+    ``OSError`` (urllib's) when the server cannot be reached."""
+    from docarray import DocumentArray
+
+    from disco_service.outputs import run_file
+
+    if not isinstance(batch_name, str) or not batch_name:
+        raise SettingsError("batch_name", f"{batch_name!r} names no run: give the batch_name of a run")
+    if host is None:
+        path = run_file(output_dir if output_dir is not None else default("output_dir"), batch_name)
+        if not path.is_file():
+            raise RunNotFound(f"no run named {batch_name!r} in {str(path.parent.parent)!r}")
+        return DocumentArray.from_json(path.read_text())
+    if not host.startswith(("http://", "https://")):
+        raise ValueError(f"host {host!r}: runs are fetched from the server's HTTP port, e.g. http://localhost:51001")
+    token = token or config.load().api_token
+    url = f"{host.rstrip('/')}/runs/{urllib.parse.quote(batch_name, safe='')}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return DocumentArray.from_json(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise RunNotFound(f"no run named {batch_name!r} at {host} for this token") from None
+        raise
 
 
 def _name(doc) -> str:

@@ -25,6 +25,10 @@ keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|spr
 A result answers the caller that sent its image only (its token's owner, results.py); to any other
 caller it is not found (404).
 
+Runs by name: ``GET /runs/{batch_name}`` answers the DocumentArray of the caller's latest run of
+that ``batch_name`` (over gRPC, ``/post`` or the job API) as ``generate_image`` returned it, in
+docarray's JSON; a name the caller never used, or used only by another caller, is not found (404).
+
 Tokens (tokens.py): with ``DISCO_API_TOKENS`` every route but ``GET /`` (health) and the page's
 static files needs ``Authorization: Bearer TOKEN``; a job belongs to its token and is not found
 (404) for any other. Jina's ``POST /post`` answers an error (``header.status`` set) with an HTTP
@@ -435,6 +439,22 @@ def mount(
         if path is None:
             raise ApiError(404, ErrorCode.FILE_NOT_FOUND, f"result {doc_id!r} has no file {name!r}")
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
+
+    @app.get("/runs/{batch_name}", tags=["results"])
+    async def run(batch_name: str, request: Request):
+        """A run's DocumentArray by its batch_name, as the caller got it (one Document per image: the final
+        image in `uri`, the frames as `chunks`, the settings in `tags`), in docarray's JSON
+        (`DocumentArray.from_json`): the latest run of that name this caller made."""
+        me = owner(request)
+
+        def may_see(doc_id: str) -> bool:
+            holder = queue.owner_of_image(doc_id) or store.owner(doc_id)
+            return holder == me or (holder is None and tokens.open)
+
+        texts = [t for doc_id in store.run_documents(batch_name, may_see) if (t := store.document(doc_id))]
+        if not texts:  # another caller's run is not told apart from no run: names do not leak
+            raise ApiError(404, ErrorCode.RESULT_NOT_FOUND, f"no run named {batch_name!r} for this caller")
+        return Response("[" + ",".join(texts) + "]", media_type="application/json")
 
     app.add_middleware(ServiceMiddleware, tokens=tokens)
     app.add_middleware(http_guard.guard, max_body_bytes=max_body_bytes)  # outermost: every answer has its headers

@@ -14,12 +14,17 @@ the job API serves its images from here. On Kubernetes the folder is a shared vo
         sprite.png          the frames as a sprite sheet
         frame0000.png ...   an animation's finished frames (animation_mode 2D or Video Input)
         video.mp4           an animation's finished frames as an MP4, once it ended
+        document.json       the Document as the Renderer returned it (final image, frames as chunks,
+                            tags), in docarray's JSON, for an image of a run with a ``batch_name``
+        run.json            that run: its batch_name, run_seed, the image's batch_index, when written
 
     DISCO_RESULTS_DIR/owners/<document id>   who sent the image: its token's fingerprint
                                              (tokens.py), claimed by the gateway before the
                                              image is made; the record repeats it as ``owner``
 
 An image answers its owner only (http_api.py): another caller is told there is no such image.
+A run's DocumentArray is found by its ``batch_name`` among the images its owner made
+(``run_documents``; ``GET /runs/{batch_name}``), the latest run of that name.
 Entries untouched for ``DISCO_RESULT_TTL_S`` (default 7 days) are removed by ``sweep``.
 """
 
@@ -31,7 +36,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from disco_service.wire import JobStatus
 __all__ = ["animation_frame_name", "frame_name", "ResultStore"]
 
 FINAL, GIF, SPRITE, RECORD, MP4 = "final.png", "frames.gif", "sprite.png", "result.json", "video.mp4"
+DOCUMENT, RUN = "document.json", "run.json"
 _FRAME = re.compile(r"step(\d{4,})\.png")
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
 
@@ -235,6 +241,55 @@ class ResultStore:
             write_animations(chunks, gif, sprite, settings or {})
             os.replace(gif, entry / GIF)
             os.replace(sprite, entry / SPRITE)
+
+    def keep_document(self, doc_id: str, document: Any) -> bool:
+        """Keep ``document`` (a docarray Document as the Renderer returns it) when its run has a
+        ``batch_name``, with the run's name, seed and the image's index; False when it has none."""
+        tags = document.tags
+        name = str(tags.get("batch_name") or "")
+        if not name:
+            return False
+        entry = self.entry(doc_id)
+        entry.mkdir(parents=True, exist_ok=True)
+        _write_atomic(entry / DOCUMENT, document.to_json().encode())
+        run = {
+            "batch_name": name,
+            "run_seed": int(tags.get("run_seed", tags.get("seed", 0))),
+            "batch_index": int(tags.get("batch_index", 0)),
+            "written": time.time(),
+        }
+        _write_atomic(entry / RUN, json.dumps(run).encode())
+        return True
+
+    def run_documents(self, batch_name: str, may_see: Callable[[str], bool]) -> list[str]:
+        """The Document ids of the latest run named ``batch_name`` among the images ``may_see`` (a
+        Document id to bool: whether the caller owns it) admits, in ``batch_index`` order; [] when
+        there is none. The latest run is the run seed of the newest image of that name; of images of
+        that seed with the same index (the same run made again), the newest counts."""
+        found = []
+        for entry in self.images.iterdir():
+            try:
+                run = json.loads((entry / RUN).read_bytes())
+                if run["batch_name"] != batch_name or not (entry / DOCUMENT).is_file():
+                    continue
+                key = (float(run["written"]), int(run["run_seed"]), int(run["batch_index"]))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if may_see(entry.name):
+                found.append((key, entry.name))
+        if not found:
+            return []
+        found.sort()
+        latest = found[-1][0][1]
+        by_index = {index: doc_id for (_, seed, index), doc_id in found if seed == latest}
+        return [by_index[i] for i in sorted(by_index)]
+
+    def document(self, doc_id: str) -> str | None:
+        """The kept Document of an image (docarray's JSON of one Document), or None."""
+        try:
+            return (self.entry(doc_id) / DOCUMENT).read_text()
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
 
     def last_change(self, doc_id: str) -> float:
         """When the entry last changed (its newest file), in seconds since the epoch."""
