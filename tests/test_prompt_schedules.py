@@ -18,7 +18,7 @@ from disco.guidance import ClipGuide, Guidance
 from disco.image_prompts import IMAGE_PROMPT_CUTS, encode_image_prompt
 from disco.prompts import Prompt, data_uri, parse_image_prompt, parse_prompt, prompt_weight_of, step_weights
 from disco.sampler import Models, _clip_guides, sample_image
-from disco.settings import SettingsError, validate_settings
+from disco.settings import SETTING_NAMES, SettingsError, validate_settings
 
 VIT = "ViT-B-32::openai"
 SMALL = dict(width_height=[64, 64], cut_overview="[1]*1000", cut_innercut="[1]*1000", cutn_batches=1)
@@ -290,3 +290,46 @@ def test_an_image_prompt_changes_the_run_and_its_weight_joins_the_prompts(tiny_m
     assert not torch.allclose(plain[-1], with_image[-1])
     with pytest.raises(SettingsError, match="must not sum to 0"):
         validate_settings(text_prompts=["sea"], image_prompts=[data_uri(png((0, 0, 1))) + ":-1"], tokens=False)
+
+
+def test_the_encoder_hands_schedules_and_image_prompts_to_the_sampler(tmp_path):
+    from docarray import Document, DocumentArray
+    from make_test_weights import make
+
+    from disco_service import wire
+    from executors.diffusion_sampler import _prompts_at
+    from executors.prompt_encoder import PromptEncoder
+
+    make(tmp_path, ["open_clip_rn50_openai.safetensors"])
+    encoder = PromptEncoder(model_dir=str(tmp_path), use_gpu="0")
+    image = data_uri(png((0, 120, 0))) + ":2"
+    settings = validate_settings(text_prompts=[f"sea:{HALF}", "sky"], image_prompts=[image], seed=1)
+    doc = Document(tags=wire.request_tags(settings, 0))
+    encoder.encode(DocumentArray([doc]))
+    rows = 2 + IMAGE_PROMPT_CUTS
+    assert doc.embedding.shape == (rows, 1024) and doc.tags["prompt_sets"] == [[0, rows]]
+    weights = doc.tags[wire.PROMPT_WEIGHTS_TAG]
+    assert weights[:2] == [{"weight": HALF, "clip_models": None}, 1.0]
+    assert weights[2:] == pytest.approx([2 / IMAGE_PROMPT_CUTS] * IMAGE_PROMPT_CUTS)
+    sent = Document.from_protobuf(doc.to_protobuf())  # as the sampler gets it: the tags through a Struct
+    embeds, prompts = _prompts_at(sent, settings.clip_models)(0)
+    assert embeds[DEFAULT_CLIP_MODEL].shape == (rows, 1024)
+    assert prompts[0].schedule == parse_prompt(f"sea:{HALF}").schedule and prompts[1] == 1.0
+
+
+def test_the_command_line_takes_the_schedules_and_image_prompts(tmp_path):
+    from disco_service.client import cli
+
+    got = {}
+    args = [
+        *("--text_prompts", f"sea:{HALF}", "sky"),
+        *("--clip_models", DEFAULT_CLIP_MODEL, VIT),
+        *("--clip_models_schedules", f"{VIT}=[False]*500+[True]*500"),
+        *("--use_secondary_model", "[True]*500+[False]*500", "--clamp_grad", "false"),
+        *("--image_prompts", "a.png:2", "b.png", "--truncate_overlength_prompt", "true"),
+    ]
+    assert cli.main(args, generate=lambda **kw: got.update(kw) or []) == 0
+    s = validate_settings({k: v for k, v in got.items() if k in SETTING_NAMES}, tokens=False)
+    assert s.clip_models_schedules == {VIT: "[False]*500+[True]*500"} and s.clamp_grad is False
+    assert s.use_secondary_model == "[True]*500+[False]*500" and s.truncate_overlength_prompt is True
+    assert s.image_prompts == ["a.png:2", "b.png"] and s.text_prompts == [f"sea:{HALF}", "sky"]
