@@ -188,25 +188,23 @@ def test_use_secondary_model_by_step_picks_the_estimate_of_each_step(tiny_models
     scheduled = clip_only(use_secondary_model="[False]*500+[True]*500")
     secondary, unet = clip_only(use_secondary_model=True), clip_only(use_secondary_model=False)
     unet_only = Models(unet=tiny_models.unet, clip=tiny_models.clip)  # no secondary model: the UNet's estimate
+    wants = []
     for index, model_s, models in ((FIRST_HALF, unet, unet_only), (SECOND_HALF, secondary, tiny_models)):
-        want = gradient(models, model_s, embeds, [1.0, 0.5], index)
-        assert torch.equal(gradient(tiny_models, scheduled, embeds, [1.0, 0.5], index), want)
-    assert not torch.allclose(
-        gradient(tiny_models, secondary, embeds, [1.0, 0.5], FIRST_HALF),
-        gradient(unet_only, unet, embeds, [1.0, 0.5], FIRST_HALF),
-    )
+        wants.append(gradient(models, model_s, embeds, [1.0, 0.5], index))
+        assert torch.equal(gradient(tiny_models, scheduled, embeds, [1.0, 0.5], index), wants[-1])
+    # the two estimates differ, so the schedule above chose each
+    assert not torch.allclose(gradient(tiny_models, secondary, embeds, [1.0, 0.5], FIRST_HALF), wants[0])
 
 
 def test_clamp_grad_by_step_clamps_only_where_it_is_on(tiny_models):
     embeds = encode_texts(tiny_models.clip, TEXTS[:2])
     scheduled = clip_only(clamp_grad="[True]*500+[False]*500", clamp_max=1e-4)
-    on, off = clip_only(clamp_grad=True, clamp_max=1e-4), clip_only(clamp_grad=False, clamp_max=1e-4)
+    off = clip_only(clamp_grad=False, clamp_max=1e-4)
     first = gradient(tiny_models, scheduled, embeds, [1.0, 0.5], FIRST_HALF)
-    assert torch.equal(first, gradient(tiny_models, on, embeds, [1.0, 0.5], FIRST_HALF))
-    assert first.square().mean().sqrt().item() == pytest.approx(1e-4, rel=1e-3)
+    assert first.square().mean().sqrt().item() == pytest.approx(1e-4, rel=1e-3)  # clamped
     second = gradient(tiny_models, scheduled, embeds, [1.0, 0.5], SECOND_HALF)
     assert torch.equal(second, gradient(tiny_models, off, embeds, [1.0, 0.5], SECOND_HALF))
-    assert not torch.equal(second, gradient(tiny_models, on, embeds, [1.0, 0.5], SECOND_HALF))
+    assert second.square().mean().sqrt().item() > 2e-4  # not clamped
     with pytest.raises(SettingsError, match="^use_secondary_model: "):
         validate_settings(use_secondary_model="[True]*500+[2]*500", tokens=False)
     with pytest.raises(SettingsError, match="^clamp_max: must be > 0 at every step when clamp_grad is on"):
