@@ -88,7 +88,9 @@ def _weight_schedule(prompt: str, text: str, value: Any) -> tuple[float, tuple[f
             problem = str(exc).removeprefix("text_prompts: ")
             raise SettingsError("text_prompts", f"prompt {text!r}: its weight schedule: {problem}") from None
         return values[0], tuple(values), value.strip()
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool):  # Jina's HTTP gateway reads a 1 or 0 as true or false
+        value = int(value)
+    if not isinstance(value, int | float | str):
         raise SettingsError(
             "text_prompts", f"prompt {prompt!r}: its weight must be a number or a schedule, got {value!r}"
         )
