@@ -26,7 +26,7 @@ from disco.images import png_bytes, to_uint8_hwc
 from disco.loading import ModelCache, pick_device
 from disco.prompts import build_prompts
 from disco.sampler import sample_image
-from disco.settings import Settings, validate_settings
+from disco.settings import Settings, uses_secondary_model, validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def run_image(settings: Settings, cache: ModelCache, seed: int) -> dict:
     embeds = encode_texts(cache.clip(), [p.text for p in prompts])
     synchronize(device)
     encoded = time.perf_counter()
-    models = cache.models(settings.diffusion_model, settings.use_secondary_model, with_init_loss=False)
+    models = cache.models(settings.diffusion_model, uses_secondary_model(settings), with_init_loss=False)
     frames, finite, steps = 0, True, 0
     for report in sample_image(settings, embeds, [p.weight for p in prompts], models, seed=seed):
         steps = report.step
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(torch.cuda.is_available())
     start = time.perf_counter()
     cache = ModelCache(args.model_dir, device, args.mode)
-    cache.models(settings.diffusion_model, settings.use_secondary_model, with_init_loss=False)
+    cache.models(settings.diffusion_model, uses_secondary_model(settings), with_init_loss=False)
     synchronize(device)
     load_s = time.perf_counter() - start
 

@@ -82,10 +82,14 @@ def check_prompt_length(text: str, model: str = DEFAULT_CLIP_MODEL) -> None:
 
 
 @torch.no_grad()
-def encode_texts(clip: torch.nn.Module, texts: list[str], model: str = DEFAULT_CLIP_MODEL) -> torch.Tensor:
+def encode_texts(
+    clip: torch.nn.Module, texts: list[str], model: str = DEFAULT_CLIP_MODEL, truncate: bool = False
+) -> torch.Tensor:
     """Normalised text embeddings ``(len(texts), d)`` by ``clip``, the loaded ``model`` (d: its
-    embedding width, 1024 for RN50); over-long prompts are refused."""
-    for text in texts:
+    embedding width, 1024 for RN50); over-long prompts are refused, or with ``truncate``
+    (``truncate_overlength_prompt``) cut to the tokenizer's context length (77 tokens: the
+    tokens that fit, the last one made the end token, as open_clip's tokenizer cuts them)."""
+    for text in texts if not truncate else ():
         check_prompt_length(text, model)
     device = next(clip.parameters()).device
     return F.normalize(clip.encode_text(tokenizer(model)(texts).to(device)).float(), dim=-1)

@@ -28,7 +28,7 @@ from .cutouts import CutoutRandomness, make_cutouts
 from .diffusion import GaussianDiffusion
 from .memory import cutouts_per_pass
 from .secondary import alpha_sigma_to_t
-from .settings import Settings, count_schedule, parse_schedule
+from .settings import Settings, bool_schedule, count_schedule, parse_schedule
 
 CL = torch.channels_last  # CLIP's convolutions run faster on NHWC (about 10% on CPU)
 
@@ -72,6 +72,8 @@ class Schedules:
     sat_scale: list[float]
     init_scale: list[float]
     clamp_max: list[float]
+    clamp_grad: list[bool]
+    use_secondary_model: list[bool]
 
     @classmethod
     def from_settings(cls, s: Settings) -> Schedules:
@@ -83,6 +85,8 @@ class Schedules:
             s.schedule("clip_guidance_scale"),
             count_schedule("cutn_batches", s.cutn_batches),
             *(s.schedule(name) for name in ("tv_scale", "range_scale", "sat_scale", "init_scale", "clamp_max")),
+            bool_schedule("clamp_grad", s.clamp_grad),
+            bool_schedule("use_secondary_model", s.use_secondary_model),
         )
 
 
@@ -97,6 +101,32 @@ class ClipGuide:
     mean: tuple[float, float, float] = OPENAI_MEAN  # the image statistics it was trained with
     std: tuple[float, float, float] = OPENAI_STD
     cutouts_per_pass: int | None = None  # most cutouts per CLIP pass; by default what free memory holds
+    # With prompt schedules, per-prompt CLIP models or clip_models_schedules: the weight of each row of
+    # target_embeds at each virtual step, (1000, m) float64 (disco.prompts.step_weights: 0 where a
+    # row does not apply), and whether this model judges at each step, (1000,) bool. None: the
+    # constant target_weights at every step.
+    step_weights: np.ndarray | None = None
+    active: np.ndarray | None = None
+    _at_step: dict = field(default_factory=dict, repr=False)  # rows in use -> (their index, weights by step)
+
+    def targets_at(self, at: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The embeddings and weights this model judges against at virtual step ``at``, or None
+        when it is off there. Rows that do not apply are left out (not weighted 0), so a step gives
+        exactly the gradient of a run without them."""
+        if self.step_weights is None:
+            return self.target_embeds, self.target_weights
+        if not self.active[at]:
+            return None
+        row = self.step_weights[at]
+        rows = tuple(np.flatnonzero(row).tolist())
+        if rows not in self._at_step:  # a few patterns per run: their index and weights go to the device once
+            device = self.target_embeds.device
+            index = torch.tensor(rows, device=device)
+            by_step = torch.tensor(self.step_weights[:, rows], dtype=torch.float32).to(device)
+            self._at_step[rows] = (index, by_step)
+        index, by_step = self._at_step[rows]
+        embeds = self.target_embeds if len(rows) == len(row) else self.target_embeds.index_select(0, index)
+        return embeds, by_step[at]
 
     @property
     def size(self) -> int:
@@ -135,11 +165,12 @@ class Guidance:
                 device, half = clip.target_embeds.device, self.autocast is not None
                 clip.cutouts_per_pass = cutouts_per_pass(device, half, pixels, clip.name)
 
-    def _denoised(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clean-image estimate, and the blend with ``x`` that the losses see."""
+    def _denoised(self, x: torch.Tensor, index: int, at: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean-image estimate, and the blend with ``x`` that the losses see (the secondary
+        model makes the estimate where ``use_secondary_model`` is on at virtual step ``at``)."""
         d = self.diffusion
         fac = float(d.sqrt_one_minus_alphas_cumprod[index])
-        if self.secondary is not None:
+        if self.secondary is not None and (self.unet is None or self.schedules.use_secondary_model[at]):
             alpha, sigma = d.coef(d.sqrt_alphas_cumprod, index, x), d.coef(d.sqrt_one_minus_alphas_cumprod, index, x)
             cosine_t = alpha_sigma_to_t(alpha, sigma).repeat(x.shape[0])
             estimate = self.secondary(x, cosine_t).pred.float()
@@ -174,7 +205,7 @@ class Guidance:
 
     def _gradient(self, x: torch.Tensor, index: int, dtype: torch.dtype | None, check: bool = False):
         """The guidance gradient at ``x``; with ``check``, also whether it came out finite (on the device)."""
-        s, sch = self.settings, self.schedules
+        sch = self.schedules
         n = x.shape[0]
         # the schedule's virtual step, from Disco's int(t) + 1; read on the host (the float32 that
         # t_scaled holds), so the loop does not wait for the device here
@@ -184,9 +215,13 @@ class Guidance:
         precision = torch.autocast(x.device.type, dtype) if dtype else contextlib.nullcontext()
         with torch.enable_grad(), precision:
             x = x.detach().requires_grad_()
-            _, x_in = self._denoised(x, index)
+            _, x_in = self._denoised(x, index, at)
             x_in_grad = torch.zeros_like(x_in)
             for clip in self.clips if clip_guidance_scale else ():
+                targets = clip.targets_at(at)
+                if targets is None:  # off at this step (clip_models_schedules, or no prompt of its applies)
+                    continue
+                target_embeds, target_weights = targets
                 # Disco runs CLIP once per cutout batch; the batches go through together here, in
                 # passes of up to cutouts_per_pass cutouts (same cutouts, same RNG order, one
                 # backward each), so the pass size changes the speed and the memory, not the result.
@@ -197,9 +232,9 @@ class Guidance:
                     cuts = torch.cat([self._cutouts(x_in, at, overview, innercut, clip.size) for _ in range(batches)])
                     cuts = clip_normalize(cuts, clip.mean, clip.std).contiguous(memory_format=CL)
                     image_embeds = clip.model.encode_image(cuts).float()
-                    dists = spherical_dist_loss(image_embeds.unsqueeze(1), clip.target_embeds.unsqueeze(0))
+                    dists = spherical_dist_loss(image_embeds.unsqueeze(1), target_embeds.unsqueeze(0))
                     dists = dists.view(batches, overview + innercut, n, -1)
-                    clip_losses = dists.mul(clip.target_weights).sum(3).mean(1)  # (batches, n)
+                    clip_losses = dists.mul(target_weights).sum(3).mean(1)  # (batches, n)
                     self.losses.extend(clip_losses.sum(1).detach().unbind())
                     x_in_grad += torch.autograd.grad(clip_losses.sum() * clip_guidance_scale, x_in)[0] / cutn_batches
             # Every loss sees the blend x_in (the range loss too, as the PaddleHub module computes
@@ -214,7 +249,7 @@ class Guidance:
             x_in_grad += torch.autograd.grad(loss, x_in)[0]
             grad = -torch.autograd.grad(x_in, x, x_in_grad)[0]
         finite = torch.isfinite(x_in_grad).all() & torch.isfinite(grad).all() if check else None
-        if s.clamp_grad:
+        if sch.clamp_grad[at]:
             magnitude = grad.square().mean().sqrt()
             grad = grad * magnitude.clamp(max=sch.clamp_max[at]) / magnitude.clamp(min=1e-12)
         # A step whose gradient has a NaN is taken unguided (as Disco does), decided on the

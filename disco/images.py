@@ -20,18 +20,19 @@ TRANSPARENT_BACKGROUND = (255, 255, 255)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def decode_init_image(data: bytes, width: int, height: int) -> torch.Tensor:
+def decode_init_image(data: bytes, width: int, height: int, setting: str = "init_image") -> torch.Tensor:
     """Image bytes to a (1, 3, height, width) tensor in [-1, 1], the picture as an image viewer shows it.
 
     Any format and mode Pillow reads is taken: the first frame of an animation, turned upright by its
     EXIF orientation, in 8-bit sRGB (CMYK, YCbCr and LAB converted; 16-bit grey scaled by 65535/255,
     32-bit integer and float grey stretched from their own minimum to maximum, a flat one mid-grey),
     transparency composited over ``TRANSPARENT_BACKGROUND``, then resized to ``width`` x ``height``
-    (Lanczos, the aspect ratio not kept). Raises ``SettingsError("init_image", ...)`` for no bytes,
-    bytes that are no readable image, or one of more than ``MAX_INIT_PIXELS`` pixels.
+    (Lanczos, the aspect ratio not kept). Raises ``SettingsError`` naming ``setting`` (``init_image``
+    unless given) for no bytes, bytes that are no readable image, or one of more than
+    ``MAX_INIT_PIXELS`` pixels.
     """
     if not isinstance(data, bytes | bytearray) or not data:
-        raise SettingsError("init_image", "no image bytes were given")
+        raise SettingsError(setting, "no image bytes were given")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_INIT_PIXELS decides
@@ -42,11 +43,9 @@ def decode_init_image(data: bytes, width: int, height: int) -> torch.Tensor:
                 img.seek(0)
                 img = _as_viewed(img).resize((width, height), Image.LANCZOS)
     except Image.DecompressionBombError as exc:  # ours, or Pillow's own (beyond 2 x Image.MAX_IMAGE_PIXELS)
-        raise SettingsError(
-            "init_image", f"the image has too many pixels ({exc}); the limit is {MAX_INIT_PIXELS}"
-        ) from None
+        raise SettingsError(setting, f"the image has too many pixels ({exc}); the limit is {MAX_INIT_PIXELS}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
-        raise SettingsError("init_image", f"cannot read the image ({type(exc).__name__}: {exc})") from None
+        raise SettingsError(setting, f"cannot read the image ({type(exc).__name__}: {exc})") from None
     array = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return array.unsqueeze(0).mul(2).sub(1)
 

@@ -9,11 +9,12 @@ as Disco Diffusion shows it). Stop iterating to stop the run. Everything random 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from .clip_catalog import DEFAULT_CLIP_MODEL, clip_spec
@@ -21,8 +22,8 @@ from .cutouts import CutoutRandomness
 from .diffusion import GaussianDiffusion
 from .guidance import ClipGuide, Guidance
 from .perlin import perlin_init
-from .prompts import normalised_weights
-from .settings import Settings
+from .prompts import Prompt, normalised_weights, step_weights
+from .settings import Settings, bool_schedule, uses_secondary_model
 
 if TYPE_CHECKING:
     from .depth import DepthModel
@@ -67,26 +68,43 @@ class StepReport:
     fp32_retries: int = 0  # steps so far whose fp16 guidance overflowed and was computed again in fp32
 
 
+def as_prompts(prompt_weights: Sequence[float | Prompt]) -> list[Prompt]:
+    """Prompt weights as ``Prompt``s: a number is a prompt weighed so at every step by every model."""
+    return [w if isinstance(w, Prompt) else Prompt(f"prompt {i}", float(w)) for i, w in enumerate(prompt_weights)]
+
+
 def _targets(
-    settings: Settings, embeds: torch.Tensor, weights: list[float], g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+    settings: Settings, embeds: torch.Tensor, prompts: list[Prompt], name: str, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None, np.ndarray | None]:
+    """One model's targets: embeddings (fuzzed copies with ``fuzzy_prompt``), their constant weights,
+    and, when prompts or the model are scheduled, the weights and whether the model judges at
+    each virtual step (``disco.prompts.step_weights``; else None, None)."""
+    copies = FUZZY_COPIES if settings.fuzzy_prompt else 1
     if settings.fuzzy_prompt:
         jitter = torch.randn((FUZZY_COPIES, *embeds.shape), generator=g).to(embeds)
         embeds = (embeds.unsqueeze(0) + jitter * settings.rand_mag).clamp(0, 1).transpose(0, 1).flatten(0, 1)
-        weights = [w for w in weights for _ in range(FUZZY_COPIES)]
-    w = torch.tensor(normalised_weights(weights), dtype=torch.float32, device=embeds.device)
-    return embeds, w
+    given = (settings.clip_models_schedules or {}).get(name)
+    on = bool_schedule("clip_models_schedules", given) if given is not None else None
+    if all(p.plain for p in prompts) and on is None:
+        weights = [p.weight for p in prompts for _ in range(copies)]
+        w = torch.tensor(normalised_weights(weights), dtype=torch.float32, device=embeds.device)
+        return embeds, w, None, None
+    table, active = step_weights(prompts, name, on, copies)
+    first = int(np.argmax(active)) if active.any() else 0
+    w = torch.tensor(table[first], dtype=torch.float32, device=embeds.device)
+    return embeds, w, table, active
 
 
 def _clip_guides(
     settings: Settings,
     prompt_embeds: torch.Tensor | Mapping[str, torch.Tensor],
-    prompt_weights: list[float],
+    prompt_weights: Sequence[float | Prompt],
     models: Models,
     g: torch.Generator,
 ) -> list[ClipGuide]:
     """Each of ``settings.clip_models`` with its model and its prompt targets, in order (a fuzzy
     prompt's jitter is drawn model by model, as the notebook does)."""
+    prompts = as_prompts(prompt_weights)
     if isinstance(prompt_embeds, torch.Tensor):
         if len(settings.clip_models) != 1:
             raise ValueError(f"one prompt embedding for {len(settings.clip_models)} clip_models: give one per model")
@@ -96,22 +114,26 @@ def _clip_guides(
         if name not in models.clips or name not in prompt_embeds:
             missing = "model" if name not in models.clips else "prompt embedding"
             raise ValueError(f"clip_models: {name} has no loaded {missing} (loaded: {', '.join(models.clips)})")
-        embeds, weights = _targets(settings, prompt_embeds[name].to(models.device), prompt_weights, g)
+        embeds, weights, table, active = _targets(settings, prompt_embeds[name].to(models.device), prompts, name, g)
         spec = clip_spec(name)
-        guides.append(ClipGuide(models.clips[name], embeds, weights, name, spec.mean, spec.std))
+        guides.append(
+            ClipGuide(models.clips[name], embeds, weights, name, spec.mean, spec.std, step_weights=table, active=active)
+        )
     return guides
 
 
 def sample_image(
     settings: Settings,
     prompt_embeds: torch.Tensor | Mapping[str, torch.Tensor],
-    prompt_weights: list[float],
+    prompt_weights: Sequence[float | Prompt],
     models: Models,
     seed: int,
     init_image: torch.Tensor | None = None,
 ) -> Iterator[StepReport]:
     """Run one image. ``prompt_embeds``: per model of ``settings.clip_models`` (by name), its
-    normalised embeddings of the prompts (m, d), or one tensor when there is one model;
+    normalised embeddings of the prompts (m, d), or one tensor when there is one model (image
+    prompts' cutout embeddings are rows like any prompt's); ``prompt_weights``: each row's weight,
+    a number, or a ``Prompt`` whose weight schedule and CLIP models apply by step;
     ``init_image`` (1, 3, H, W) in [-1, 1]."""
     device = models.device
     g_cpu = torch.Generator().manual_seed(seed)
@@ -131,7 +153,7 @@ def sample_image(
         diffusion,
         clips,
         CutoutRandomness(g_cpu, g_dev),
-        secondary=models.secondary if settings.use_secondary_model else None,
+        secondary=models.secondary if uses_secondary_model(settings) else None,
         unet=models.unet,
         # The init loss compares with the user's image (not with perlin noise).
         init=init_image.to(device) if init_image is not None else None,

@@ -71,7 +71,7 @@ __all__ = [
 PNG_KEY = "disco-diffusion"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # not part of a picture's recipe: where the client wrote files, image bytes, and how a run was resumed
-_NOT_EMBEDDED = ("output_dir", "init_image", "resume_run", "resume_from_frame")
+_NOT_EMBEDDED = ("output_dir", "init_image", "image_prompts", "resume_run", "resume_from_frame")
 _FRAME = re.compile(r"-frame(\d{4,})\.png")
 
 

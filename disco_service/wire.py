@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from disco.prompts import data_uri_bytes, parse_image_prompt
 from disco.settings import (
     DEFAULT_LIMITS,
     SETTING_NAMES,
@@ -334,7 +335,8 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
     A Document is one image: without ``n_batches`` it is taken as 1, and ``n_batches`` other than 1
     is refused unless the Document says which image of a run it is (``batch_index`` below
     ``n_batches``, as client.py sends them). The server never opens paths or URLs: an ``init_image``
-    in the tags is refused (its bytes go in ``doc.blob``). Raises ``SettingsError`` naming the setting."""
+    in the tags is refused (its bytes go in ``doc.blob``), and so is an ``image_prompts`` entry that is
+    not a base64 ``data:`` URI. Raises ``SettingsError`` naming the setting."""
     restored = restore_numbers(tags)
     values = {"n_batches": 1} | {k: v for k, v in restored.items() if k not in REQUEST_TAGS}
     if values.get("init_image") not in (None, ""):
@@ -342,6 +344,14 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
             "init_image",
             f"the server does not open paths or URLs: send the image's bytes in doc.blob, got {values['init_image']!r}",
         )
+    for prompt in values.get("image_prompts") or ():
+        source = parse_image_prompt(prompt).source if isinstance(prompt, str) and prompt.strip() else prompt
+        if not isinstance(source, str) or data_uri_bytes(source) is None:
+            shown = repr(source if not isinstance(source, str) or len(source) <= 60 else source[:57] + "...")
+            raise SettingsError(
+                "image_prompts",
+                f"the server does not open paths or URLs: send each image's bytes as a base64 data: URI, got {shown}",
+            )
     settings = validate_settings(values, limits=limits)
     index = restored.get("batch_index")
     if settings.n_batches != 1 and not (isinstance(index, int) and 0 <= index < settings.n_batches):

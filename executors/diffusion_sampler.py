@@ -26,7 +26,7 @@ keeps the record.
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -36,9 +36,9 @@ from jina import Executor, requests
 from disco.animation import AnimationPlan, animate, plan_run
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc
 from disco.loading import ModelCache, select_device
-from disco.prompts import prompt_key_at
+from disco.prompts import prompt_key_at, prompt_weight_of
 from disco.sampler import sample_image
-from disco.settings import DIFFUSION_MODELS, SettingsError
+from disco.settings import DIFFUSION_MODELS, SettingsError, uses_secondary_model
 from disco.video import video_frames, video_info
 from disco_service import config, wire
 from disco_service.outputs import image_settings
@@ -105,12 +105,12 @@ class DiffusionSampler(Executor):
         if s.animation_mode == "None":
             init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
             plan = plan_run(s, init_image=init is not None)
-            models = self.cache.models(s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models)
+            models = self.cache.models(s.diffusion_model, uses_secondary_model(s), plan.with_init_loss, s.clip_models)
             steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
         else:  # its finished frames: on the job board, in the result store, with its client
             plan, arguments = _animation_job(doc, s)
             models = self.cache.models(
-                s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models, plan.depth_models,
+                s.diffusion_model, uses_secondary_model(s), plan.with_init_loss, s.clip_models, plan.depth_models,
                 plan.flow_model,
             )  # fmt: skip
             steps = self._animation(doc, plan, animate(s, prompts_at, models, s.seed, **arguments))
@@ -177,7 +177,7 @@ def _prompts_at(doc: Document, clip_models: list[str]):
     embeds = {
         name: torch.from_numpy(e) for name, e in wire.unpack_embeddings(doc.embedding, doc.tags, clip_models).items()
     }
-    weights = [float(w) for w in doc.tags[wire.PROMPT_WEIGHTS_TAG]]
+    weights = [w if isinstance(w, Mapping) else float(w) for w in doc.tags[wire.PROMPT_WEIGHTS_TAG]]
     sets, at = {}, 0
     for frame, count in doc.tags.get("prompt_sets") or [[0, len(weights)]]:
         sets[int(frame)] = (at, at + int(count))
@@ -185,7 +185,9 @@ def _prompts_at(doc: Document, clip_models: list[str]):
 
     def prompts_at(frame: int):
         start, end = sets[prompt_key_at(sets, frame)]
-        return {name: e[start:end] for name, e in embeds.items()}, weights[start:end]
+        # a scheduled prompt's weight: its schedule and CLIP models (Prompt.wire_weight), as a Prompt
+        own = [prompt_weight_of(f"prompt {i}", w) if isinstance(w, Mapping) else w for i, w in enumerate(weights)]
+        return {name: e[start:end] for name, e in embeds.items()}, own[start:end]
 
     return prompts_at
 

@@ -3,7 +3,11 @@
 
 A prompt schedule (``{frame: [prompts]}``) is encoded whole: ``doc.embedding`` stacks every
 frame's prompts in frame order and ``tags['prompt_sets']`` says where each starts
-(``[[frame, count], ...]``; a plain list is ``[[0, n]]``).
+(``[[frame, count], ...]``; a plain list is ``[[0, n]]``). The ``image_prompts`` (data URIs) follow
+each frame's prompts: ``IMAGE_PROMPT_CUTS`` rows of cutout embeddings per image
+(``disco.image_prompts``). A prompt with a weight schedule or CLIP models of its own has
+``{"weight": ..., "clip_models": ...}`` in ``tags['prompt_weights']`` instead of a number
+(``disco.prompts.Prompt.wire_weight``).
 
 As the Flow's first executor it is the server's trust boundary: it validates each request as
 any client may have sent it (``wire.settings_from_request``, with this server's limits): an
@@ -20,12 +24,14 @@ got further (its request could not reach a sampler) may be sent again.
 
 import time
 
+import numpy as np
 from docarray import DocumentArray
 from jina import Executor, requests
 
 from disco.clip_model import encode_texts
+from disco.image_prompts import IMAGE_PROMPT_CUTS, encode_image_prompt
 from disco.loading import ModelCache, select_device
-from disco.prompts import build_prompts, prompt_sets
+from disco.prompts import build_prompts, data_uri_bytes, parse_image_prompt, prompt_sets
 from disco.settings import Limits, Settings
 from disco_service import config, wire
 from disco_service.server.flow_secret import guard_executor, resolve
@@ -105,10 +111,21 @@ class PromptEncoder(Executor):
             (frame, build_prompts(texts, s.style, s.artist)) for frame, texts in prompt_sets(s.text_prompts).items()
         ]
         texts = [p.text for _, prompts in sets for p in prompts]
-        embeddings = {m: encode_texts(self.cache.clip(m), texts, m).cpu().numpy() for m in s.clip_models}
+        truncate = s.truncate_overlength_prompt
+        embeddings = {m: encode_texts(self.cache.clip(m), texts, m, truncate).cpu().numpy() for m in s.clip_models}
+        weights = [[p.wire_weight() for p in prompts] for _, prompts in sets]
+        images = [parse_image_prompt(p) for p in s.image_prompts]
+        if images:  # each image's cutouts, weighed beside every frame's prompts
+            for m in s.clip_models:
+                rows = [encode_image_prompt(self.cache.clip(m), data_uri_bytes(i.source), m, s.width, s.height,
+                                            s.skip_augs).cpu().numpy() for i in images]  # fmt: skip
+                blocks = np.split(embeddings[m], np.cumsum([len(p) for _, p in sets])[:-1])
+                embeddings[m] = np.concatenate([part for block in blocks for part in (block, *rows)])
+            image_weights = [i.weight / IMAGE_PROMPT_CUTS for i in images for _ in range(IMAGE_PROMPT_CUTS)]
+            weights = [w + image_weights for w in weights]
         doc.embedding, doc.tags[wire.EMBEDDING_WIDTHS_TAG] = wire.pack_embeddings(embeddings)
-        doc.tags[wire.PROMPT_WEIGHTS_TAG] = [p.weight for _, prompts in sets for p in prompts]
-        doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets]
+        doc.tags[wire.PROMPT_WEIGHTS_TAG] = [w for frame_weights in weights for w in frame_weights]
+        doc.tags["prompt_sets"] = [[frame, len(w)] for (frame, _), w in zip(sets, weights, strict=True)]
 
     def check_new(self, doc_id: str) -> None:
         """Refuse an id that is not a file name, or one the service still keeps an image under."""

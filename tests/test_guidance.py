@@ -389,11 +389,13 @@ def test_perlin_init_changes_the_start(tiny_models):
 
 
 def test_fuzzy_prompt_makes_25_jittered_targets(tiny_models):
-    from disco.sampler import _targets
+    from disco.sampler import _targets, as_prompts
 
     s = validate_settings(fuzzy_prompt=True, rand_mag=0.05)
-    embeds, weights = _targets(s, encode_texts(tiny_models.clip, ["a", "b"]), [1.0, 1.0], torch.Generator())
-    assert embeds.shape == (50, 1024) and weights.shape == (50,)
+    embeds, weights, by_step, _ = _targets(
+        s, encode_texts(tiny_models.clip, ["a", "b"]), as_prompts([1.0, 1.0]), "RN50::openai", torch.Generator()
+    )
+    assert embeds.shape == (50, 1024) and weights.shape == (50,) and by_step is None
     assert weights.sum().item() == pytest.approx(1.0)
 
 

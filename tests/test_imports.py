@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("disco", "disco_service")
 # importer -> the project module it imports inside a function, and why
 LAZY = {
-    ("disco.prompts", "disco.clip_model"): "CLIP's tokenizer needs open_clip and torch; checking prompts "
+    ("disco.settings.prompt_text", "disco.clip_model"): "CLIP's tokenizer needs open_clip and torch; checking prompts "
     "without tokens (validate_settings(tokens=False), the client's quick check) must not load them",
 }
 
@@ -102,7 +102,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_reader_sees_relative_imports_and_parent_packages():
     graph, _ = import_graph()
-    assert "disco.errors" in graph["disco.prompts"]
+    assert "disco.errors" in graph["disco.settings.prompt_text"]
     assert "disco.settings.validation" in graph["disco.settings"]
     assert "disco.settings.fields" in graph["disco.settings.coercion"]
     assert "disco.settings" in graph["disco.guidance"]  # from .settings import ...

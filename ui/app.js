@@ -32,7 +32,7 @@ const MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "cli
 // - resume_run, resume_from_frame: they continue from files in output_dir; the page has none.
 const LEFT_OUT = new Set(["output_dir", "use_gpu", "resume_run", "resume_from_frame"]);
 // Settings that are files (their kind): an upload, sent as a data: URI of the file's bytes.
-const UPLOADS = { image: "image/*", video: "video/*" };
+const UPLOADS = { image: "image/*", video: "video/*", images: "image/*" };
 // The job statuses this page tells apart; settings.json must list them (checked at load).
 const FINISHED = new Set(["done", "cancelled", "failed", "abandoned", "shutdown"]);
 const STATUSES_USED = ["queued", "waiting", "running", ...FINISHED];
@@ -228,12 +228,18 @@ function inputsFor(row) {
   const { name, kind } = row;
   if (UPLOADS[kind]) {
     // a file: its bytes go as a data: URI; a reused job's file is not sent back, so the note asks for it again
-    const input = el("input", { id: name, name, type: "file", accept: UPLOADS[kind] });
+    // image_prompts: several files, each sent as a data: URI (its weight 1)
+    const several = kind === "images";
+    const input = el("input", { id: name, name, type: "file", accept: UPLOADS[kind], ...(several ? { multiple: "" } : {}) });
     const note = el("p", { class: "upload-note", "data-note": name });
     input.addEventListener("change", () => { note.textContent = ""; });
+    const read = () => {
+      if (!input.files.length) return undefined;
+      return several ? Promise.all([...input.files].map(dataUri)) : dataUri(input.files[0]);
+    };
     return {
       inputs: [input], extra: [note],
-      read: () => (input.files.length ? dataUri(input.files[0]) : undefined),
+      read,
       write: () => { input.value = ""; note.textContent = ""; },
       remark: (text) => { note.textContent = text; },
     };
@@ -280,8 +286,8 @@ function inputsFor(row) {
     if (row.high !== null) input.max = row.high;
     return { inputs: [input], read: () => numberIn(input), write: (v) => { input.value = v ?? ""; } };
   }
-  if (kind === "texts") {
-    // one per line; or, for prompts that change over an animation's frames, the notebook's
+  if (kind === "texts" || kind === "model_schedules") {
+    // one per line (clip_models_schedules: MODEL=SCHEDULE per line); or, for prompts that change over an animation's frames, the notebook's
     // {frame: [prompts]} as JSON (text that does not parse goes as typed: the server names it)
     const area = el("textarea", { id: name, name, rows: 4 });
     const read = () => {

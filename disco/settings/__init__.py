@@ -36,7 +36,7 @@ from .fields import (
     setting,
     with_video_init_overrides,
 )
-from .schedules import count_schedule, number_or_schedule, parse_schedule
+from .schedules import bool_schedule, count_schedule, number_or_schedule, parse_schedule
 from .schema import describe, settings_schema
 from .texts import (
     ANIMATION_MODES,
@@ -57,7 +57,13 @@ from .texts import (
     SCHEDULE,
     SCHEDULE_LENGTH,
 )
-from .validation import frames_skip_steps, settings_from_yaml, validate_settings
+from .validation import (
+    frames_skip_steps,
+    model_schedules,
+    settings_from_yaml,
+    uses_secondary_model,
+    validate_settings,
+)
 from .yaml_io import read_yaml, write_yaml
 
 __all__ = [
@@ -90,6 +96,7 @@ __all__ = [
     "Limits",
     "Settings",
     "SettingsError",
+    "bool_schedule",
     "choice_meanings",
     "choices",
     "coerce_settings",
@@ -99,6 +106,7 @@ __all__ = [
     "frames_skip_steps",
     "kind",
     "limits_of",
+    "model_schedules",
     "number_or_schedule",
     "parse_schedule",
     "read_setting",
@@ -106,6 +114,7 @@ __all__ = [
     "setting",
     "settings_from_yaml",
     "settings_schema",
+    "uses_secondary_model",
     "validate_settings",
     "with_video_init_overrides",
     "write_yaml",

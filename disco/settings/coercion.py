@@ -8,6 +8,7 @@ settings whose text has a grammar or whose values are names have a reader of the
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -29,8 +30,9 @@ from .fields import (
     kind,
     limits_of,
 )
+from .prompt_text import PROMPT_KEYS, parse_image_prompt
 from .scalars import read_bool, read_choice, read_float, read_int, read_optional_text
-from .schedules import count_schedule, number_or_schedule, parse_schedule
+from .schedules import bool_schedule, count_schedule, number_or_schedule, parse_schedule
 from .texts import (
     ANIMATION_MODES,
     BATCH_NAME_ALLOWED,
@@ -76,6 +78,7 @@ def _text(name: str, value: Any, limits: Limits) -> str:
 
 KIND_READERS: dict[str, Reader] = {
     "bool": lambda name, value, limits: read_bool(name, value),
+    "bool_or_schedule": lambda name, value, limits: _bool_or_schedule(name, value, limits),
     "int": _whole,
     "float": lambda name, value, limits: read_float(name, value, *limits_of(name)),
     "number_or_schedule": lambda name, value, limits: number_or_schedule(name, value, *limits_of(name)),
@@ -105,10 +108,30 @@ def _prompt_list(value: Any, limits: Limits, frame: int | None = None) -> list[s
         raise SettingsError(
             "text_prompts", f"at most {limits.max_prompts} prompts are allowed {where}, got {len(value)}{at}"
         )
+    prompts: list[str | dict[str, Any]] = []
     for p in value:
+        if isinstance(p, Mapping):  # the structured form: its keys and text checked here, its weight by prompt_text
+            unknown = [k for k in p if k not in PROMPT_KEYS]
+            if unknown:
+                raise SettingsError(
+                    "text_prompts", f"prompt {dict(p)!r}: unknown key {unknown[0]!r}; allowed: {', '.join(PROMPT_KEYS)}"
+                )
+            text = p.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise SettingsError("text_prompts", f"prompt {dict(p)!r}: 'text' must be non-empty text")
+            models = p.get("clip_models")
+            if models is not None:
+                try:
+                    p = {**p, "clip_models": _clip_models("text_prompts", models, limits)}
+                except SettingsError as exc:
+                    problem = str(exc).removeprefix("text_prompts: ")
+                    raise SettingsError("text_prompts", f"prompt {text!r}: its clip_models: {problem}") from None
+            prompts.append({k: v for k, v in p.items() if v is not None})
+            continue
         if not isinstance(p, str) or not p.strip():
             raise SettingsError("text_prompts", f"every prompt must be non-empty text, got {p!r}")
-    return list(value)
+        prompts.append(p)
+    return prompts
 
 
 def _prompt_schedule(value: Mapping, limits: Limits) -> dict[int, list[str]]:
@@ -139,6 +162,84 @@ def _prompt_schedule(value: Mapping, limits: Limits) -> dict[int, list[str]]:
             f"{len(schedule)} frames of the schedule",
         )
     return dict(sorted(schedule.items()))
+
+
+def _bool_or_schedule(name: str, value: Any, limits: Limits) -> bool | str:
+    """True or false, or a schedule of them (kept as written) that ``bool_schedule`` reads."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, str | list | tuple):
+        return read_bool(name, value)
+    steps = bool_schedule(name, value)
+    if isinstance(value, str):
+        return value
+    return schedule_text(steps)
+
+
+def schedule_text(steps: list[bool]) -> str:
+    """On/off values by step as the schedule grammar writes them: ``[True]*400+[False]*600``."""
+    runs: list[list] = []
+    for on in steps:
+        if runs and runs[-1][0] == on:
+            runs[-1][1] += 1
+        else:
+            runs.append([on, 1])
+    return "+".join(f"[{on}]*{n}" for on, n in runs)
+
+
+def _model_schedules(name: str, value: Any, limits: Limits) -> dict[str, str] | None:
+    """CLIP model names to on/off schedules: a mapping, its JSON text, or ``MODEL=SCHEDULE`` entries
+    separated by ';' or new lines (a form's text field). Each schedule is kept as written (true/false
+    or lists become schedule text); names are read as ``clip_models`` reads them."""
+    if value is None or (isinstance(value, str) and not value.strip()) or value == {}:
+        return None
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise SettingsError(name, f"is not a JSON object of model names to schedules ({exc})") from None
+    elif isinstance(value, str | list | tuple):
+        entries = re.split(r"[;\n]+", value) if isinstance(value, str) else value
+        pairs = {}
+        for entry in entries:
+            if not isinstance(entry, str) or not entry.strip():
+                continue
+            model, sep, schedule = entry.partition("=")
+            if not sep or not model.strip() or not schedule.strip():
+                example = "RN50::openai=[True]*500+[False]*500"
+                raise SettingsError(name, f"write each entry as MODEL=SCHEDULE, e.g. {example}, got {entry.strip()!r}")
+            pairs[model.strip()] = schedule.strip()
+        value = pairs
+    if not isinstance(value, Mapping):
+        raise SettingsError(
+            name, f"must map CLIP model names to schedules such as [True]*500+[False]*500, got {value!r}"
+        )
+    schedules: dict[str, str] = {}
+    for model, schedule in value.items():
+        (known,) = _clip_models(name, [model], limits)
+        if known in schedules:
+            raise SettingsError(name, f"{known!r} is named twice; name each model once")
+        try:
+            steps = bool_schedule(name, schedule)
+        except SettingsError as exc:
+            raise SettingsError(name, f"{known}: {str(exc).removeprefix(name + ': ')}") from None
+        schedules[known] = schedule.strip() if isinstance(schedule, str) else schedule_text(steps)
+    return schedules
+
+
+def _image_prompts(name: str, value: Any, limits: Limits) -> list[str | bytes]:
+    """A list of image prompts (``"path:weight"``, data URIs, bytes); one alone, or None, also do."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str | bytes | bytearray):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise SettingsError(name, f"must be a list of images' paths, bytes or data URIs, got {type(value).__name__}")
+    if len(value) > limits.max_prompts:  # each is embedded by every CLIP model and judged at every step
+        raise SettingsError(name, f"at most {limits.max_prompts} image prompts are allowed, got {len(value)}")
+    for prompt in value:
+        parse_image_prompt(prompt)
+    return [bytes(p) if isinstance(p, bytearray) else p for p in value]
 
 
 def _image(name: str, value: Any, limits: Limits) -> str | bytes | None:
@@ -343,4 +444,6 @@ READERS: dict[str, Reader] = {
     "turbo_steps": _turbo_steps,
     "video_init_blend_mode": _blend_mode,
     **dict.fromkeys(VIDEO_INIT_OVERRIDES, _video_init_override),
+    "clip_models_schedules": _model_schedules,
+    "image_prompts": _image_prompts,
 }

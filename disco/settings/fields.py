@@ -86,11 +86,14 @@ class Settings:
     """Every generation setting, one field each; ``validate_settings`` makes checked ones."""
 
     # The seed API (PaddleHub disco_diffusion_clip_rn50), in its order.
-    text_prompts: list[str] | dict[int, list[str]] = setting(
-        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0); for an "
+    text_prompts: list[str | dict[str, Any]] | dict[int, list[str | dict[str, Any]]] = setting(
+        meaning="what to paint; 'text:weight' per prompt (weights may be negative, must not sum to 0; a weight may "
+        "also be a schedule over the 1000 virtual steps, e.g. 'a lighthouse:[1]*500+[0]*500'), or "
+        '{"text": ..., "weight": ..., "clip_models": [...]} to give a prompt to some of clip_models only; for an '
         "animation also {frame: [prompts], ...}: the latest key at or before a frame applies",
         factory=lambda: [LIGHTHOUSE, "yellow color scheme"],
-        allowed="one or more prompts of at most 77 CLIP tokens, or a JSON object of frame numbers to such lists",
+        allowed="one or more prompts of at most 77 CLIP tokens (unless truncate_overlength_prompt), or a JSON "
+        "object of frame numbers to such lists",
         shown="the lighthouse prompt and 'yellow color scheme'",
     )
     init_image: str | bytes | None = setting(None, "start from this image instead of noise", allowed="a path or URL")
@@ -141,7 +144,11 @@ class Settings:
     )
     diffusion_sampling_mode: str = setting("ddim", "the sampler", choices=SAMPLING_MODES)
     eta: float = setting(0.8, "DDIM's noise: 0 is deterministic, 1 adds the most", low=0.0, high=1.0)
-    clamp_grad: bool = setting(True, "clamp the guidance gradient to clamp_max")
+    clamp_grad: bool | str = setting(
+        True,
+        "clamp the guidance gradient to clamp_max",
+        allowed=f"true or false, or true/false (1/0) values as {SCHEDULE}, e.g. [True]*500+[False]*500",
+    )
     clamp_max: float | str = setting(
         0.05,
         "the largest guidance gradient when clamp_grad is on",
@@ -182,8 +189,11 @@ class Settings:
         choice_meanings={name: model.description for name, model in MODELS.items()},
         allowed=CHECKPOINT_ALLOWED,
     )
-    use_secondary_model: bool = setting(
-        True, "let the small secondary model make the denoised estimate CLIP sees (faster, less memory)"
+    use_secondary_model: bool | str = setting(
+        True,
+        "let the small secondary model make the denoised estimate CLIP sees (faster, less memory); by step as a "
+        "schedule: the UNet makes it where the schedule is false",
+        allowed=f"true or false, or true/false (1/0) values as {SCHEDULE}, e.g. [True]*500+[False]*500",
     )
     skip_augs: bool = setting(False, "skip the random augmentations of the cutouts")
     clip_models: list[str] = setting(
@@ -194,6 +204,25 @@ class Settings:
         choices=CLIP_MODELS,  # each element's (a form offers them; the validator checks them in _clip_models)
         choice_meanings={name: spec.about for name, spec in CLIP_SPECS.items()},
         shown=DEFAULT_CLIP_MODEL,
+    )
+    clip_models_schedules: Annotated[dict[str, str] | None, "model_schedules"] = setting(
+        None,
+        "turn each CLIP model of clip_models on or off by step (discoart's clip_models_schedules): a model off at a "
+        "step adds no loss there; models not named are on at every step",
+        allowed=f"model names of clip_models, each with true/false (1/0) values as {SCHEDULE}: a mapping, or "
+        "'MODEL=SCHEDULE' entries separated by ';' or new lines",
+        shown="every model at every step",
+    )
+    image_prompts: Annotated[list[str | bytes], "images"] = setting(
+        meaning="images to paint towards (the notebook's image_prompts): 'path:weight' per image; CLIP judges "
+        "the picture against cutouts of each image by every model of clip_models, their weights beside the text "
+        "prompts' (the client reads files and sends their bytes)",
+        factory=list,
+        allowed="image files' paths, image bytes or data: URIs, each with an optional ':weight'",
+        shown="none",
+    )
+    truncate_overlength_prompt: bool = setting(
+        False, "cut prompts longer than a CLIP model takes (77 tokens) to its length instead of refusing them"
     )
     use_horizontal_symmetry: bool = setting(
         False, "at transformation_percent of the run, mirror the image's left half onto its right half"
@@ -433,6 +462,9 @@ KINDS = (
     "size",
     "image",
     "video",
+    "bool_or_schedule",
+    "model_schedules",
+    "images",
 )
 KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")  # 2D's motion, in Motion's order
 # 3D's camera move, in disco.warp3d.camera_motion's order
@@ -450,7 +482,10 @@ def kind(name: str) -> str:
     schedule text of whole numbers, ``texts``: a list of texts (``text_prompts`` also a mapping of
     frame numbers to such lists), ``numbers``: a list of numbers, ``size``: two whole numbers,
     ``image``: a path, URL or bytes (``init_image``), ``video``: a video file's path or bytes
-    (``video_init_path``, marked so in its ``Annotated`` type).
+    (``video_init_path``, marked so in its ``Annotated`` type), ``bool_or_schedule``: true/false or
+    a schedule text of them, ``model_schedules``: CLIP model names to such schedules
+    (``clip_models_schedules``), ``images``: a list of images' paths, bytes or data URIs, each with an
+    optional weight (``image_prompts``).
     """
     hint = typing.get_type_hints(Settings, include_extras=True)[name]
     if typing.get_origin(hint) is Annotated:
@@ -465,6 +500,8 @@ def kind(name: str) -> str:
         return "int"
     if hint is float or (optional and args == {float}):
         return "float"
+    if args == {bool, str}:
+        return "bool_or_schedule"
     if args == {float, str}:
         return "number_or_schedule"
     if args == {int, str}:

@@ -57,7 +57,6 @@ NOTEBOOK_NAMES: dict[str, str] = {
     "persistent_frame_output_in_batch_folder": "not needed: an animation's frames are always written to output_dir",
     "run_to_resume": "use resume_run true (it continues the latest run of batch_name in output_dir, or that of seed)",
     "retain_overwritten_frames": "not offered: leave it out (resume_from_frame says which frames are kept)",
-    "image_prompts": "not offered: only text_prompts guide the image (init_image starts from a picture)",
     "use_checkpoint": "not needed: the UNet's memory use is managed here; leave it out",
     "check_model_SHA": "not needed: every model file is checked against its sha256 when it is downloaded",
     "custom_path": "use diffusion_model with the checkpoint file's path",

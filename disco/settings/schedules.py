@@ -77,3 +77,29 @@ def number_or_schedule(
             problem = str(exc).removeprefix(f"{name}: ")
             raise SettingsError(name, f"every value of the schedule {value!r} {problem}") from None
     return value
+
+
+_TRUTH = re.compile(r"\b(true|false)\b", re.IGNORECASE)
+
+
+def bool_schedule(name: str, value: Any) -> list[bool]:
+    """On or off at each of the 1000 virtual steps: true/false (or 1/0, as gRPC's Struct sends
+    them) for every step, or a schedule of true/false or 1/0 values (``[True]*400+[False]*600``, as
+    discoart writes them, or a list). Raises ``SettingsError`` naming ``name``."""
+    if isinstance(value, bool):
+        return [value] * SCHEDULE_LENGTH
+    if isinstance(value, int | float) and value in (0, 1):
+        return [bool(value)] * SCHEDULE_LENGTH
+    if isinstance(value, list | tuple):
+        value = [int(v) if isinstance(v, bool) else v for v in value]
+    elif isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "false"):
+            return [word == "true"] * SCHEDULE_LENGTH
+        value = _TRUTH.sub(lambda m: "1" if m.group(1).lower() == "true" else "0", value)
+    elif not isinstance(value, int | float):
+        raise SettingsError(name, f"must be true, false or a schedule such as [True]*500+[False]*500, got {value!r}")
+    values = parse_schedule(name, value)
+    if any(v not in (0, 1) for v in values):
+        raise SettingsError(name, f"a schedule of true/false (1/0) values is needed, got {value!r}")
+    return [v == 1 for v in values]

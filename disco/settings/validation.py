@@ -16,7 +16,6 @@ from typing import Any
 from ..errors import DEFAULT_LIMITS, Limits, SettingsError
 from ..keyframes import keyframe_series
 from ..models import DIFFUSION_MODELS as MODELS
-from ..prompts import check_prompts
 from .coercion import PERCENTAGE, coerce_settings
 from .fields import (
     KEYFRAME_3D_SETTINGS,
@@ -27,8 +26,9 @@ from .fields import (
     with_video_init_overrides,
 )
 from .notebook_names import unknown_settings_error
+from .prompt_text import check_prompts, parse_image_prompt
 from .scalars import read_int
-from .schedules import count_schedule
+from .schedules import bool_schedule, count_schedule
 from .yaml_io import read_yaml
 
 
@@ -59,9 +59,16 @@ def validate_settings(
 
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
-    if s.clamp_grad and min(s.schedule("clamp_max")) <= 0:
-        at = "at every step " if isinstance(s.clamp_max, str) else ""
+    clamped = bool_schedule("clamp_grad", s.clamp_grad)
+    if any(on and m <= 0 for on, m in zip(clamped, s.schedule("clamp_max"), strict=True)):
+        at = "at every step " if isinstance(s.clamp_max, str) or isinstance(s.clamp_grad, str) else ""
         raise SettingsError("clamp_max", f"must be > 0 {at}when clamp_grad is on, got {s.clamp_max!r}")
+    for model in s.clip_models_schedules or {}:
+        if model not in s.clip_models:
+            raise SettingsError(
+                "clip_models_schedules",
+                f"{model!r} is not one of clip_models ({', '.join(s.clip_models)}); schedule only the models chosen",
+            )
     overview, inner = count_schedule("cut_overview", s.cut_overview), count_schedule("cut_innercut", s.cut_innercut)
     if any(o + i == 0 for o, i in zip(overview, inner, strict=True)):
         raise SettingsError("cut_innercut", "cut_overview + cut_innercut must be at least 1 at every step")
@@ -85,7 +92,16 @@ def validate_settings(
     if s.resume_from_frame is not None:
         read_int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)
     _check_cost(with_video_init_overrides(s), limits)
-    check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens, clip_models=s.clip_models)
+    check_prompts(
+        s.text_prompts,
+        s.style,
+        s.artist,
+        tokens=tokens,
+        clip_models=s.clip_models,
+        clip_models_schedules=model_schedules(s),
+        truncate=s.truncate_overlength_prompt,
+        image_weights=[parse_image_prompt(p).weight for p in s.image_prompts],
+    )
     if s.animation_mode != "None":
         s = dataclasses.replace(s, n_batches=1)  # one animation per run, as in the notebook
     return s
@@ -94,6 +110,19 @@ def validate_settings(
 def settings_from_yaml(text_or_path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> Settings:
     """Validated settings from YAML text or the ``.yml``/``.yaml`` file it names (see ``read_yaml``)."""
     return validate_settings(read_yaml(text_or_path), limits=limits)
+
+
+def uses_secondary_model(s: Settings) -> bool:
+    """Whether the secondary model makes the denoised estimate at any step (``use_secondary_model``,
+    a schedule included): the run needs it loaded."""
+    return any(bool_schedule("use_secondary_model", s.use_secondary_model))
+
+
+def model_schedules(s: Settings) -> dict[str, list[bool]]:
+    """Each CLIP model of ``clip_models`` on or off at each of the 1000 virtual steps
+    (``clip_models_schedules``; a model it does not name is on at every step)."""
+    given = s.clip_models_schedules or {}
+    return {m: bool_schedule("clip_models_schedules", given[m]) if m in given else [True] * 1000 for m in s.clip_models}
 
 
 def frames_skip_steps(s: Settings) -> int:

@@ -12,9 +12,12 @@ from ..errors import SettingsError
 
 def write_yaml(data: dict[str, Any], path: str | Path | None = None) -> str:
     """``data`` (a ``Settings.to_dict()``) as YAML text, also written to ``path`` when given.
-    Image bytes do not belong in a settings file: ``init_image`` bytes are written as null."""
+    Image bytes do not belong in a settings file: ``init_image`` bytes are written as null, and
+    ``image_prompts`` given as bytes are left out (their paths stay)."""
     if isinstance(data.get("init_image"), bytes):
         data = {**data, "init_image": None}
+    if any(isinstance(p, bytes) for p in data.get("image_prompts") or ()):
+        data = {**data, "image_prompts": [p for p in data["image_prompts"] if not isinstance(p, bytes)]}
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     if path is not None:
         Path(path).write_text(text)

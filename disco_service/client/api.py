@@ -23,13 +23,22 @@ from typing import Any
 
 from disco.animation_plan import plan_run
 from disco.models import is_checkpoint_path
-from disco.settings import SEED_API_NAMES, SETTING_NAMES, Settings, SettingsError, default, validate_settings
+from disco.prompts import data_uri, data_uri_bytes, parse_image_prompt
+from disco.settings import (
+    SEED_API_NAMES,
+    SETTING_NAMES,
+    Settings,
+    SettingsError,
+    default,
+    uses_secondary_model,
+    validate_settings,
+)
 from disco_service import config, wire
 from disco_service.client.animations import AnimationRun, plan_animation
 from disco_service.client.cpu_estimate import cpu_notice
 from disco_service.client.local_flow import local_flow
 from disco_service.client.runner import run_coroutine, run_jobs
-from disco_service.client.user_files import MAX_IMAGE_BYTES, expand_user_paths, read_user_file
+from disco_service.client.user_files import MAX_IMAGE_BYTES, expand_user_paths, read_user_file, user_path
 from disco_service.console import ignore_third_party_warnings, say
 from disco_service.outputs import check_output_dir, keep_run, save_outputs
 from disco_service.transport import classify
@@ -47,6 +56,7 @@ __all__ = [
     "gpu_available",
     "local_checkpoint",
     "make_documents",
+    "read_image_prompts",
     "read_init_image",
     "SIGNATURE",
 ]
@@ -143,6 +153,7 @@ def generate(
     cfg = config.load()
     settings = expand_user_paths(validate_settings(values, limits=cfg.limits))
     init_bytes = read_init_image(settings.init_image) if settings.init_image else None
+    settings.image_prompts = read_image_prompts(settings.image_prompts)
     if init_bytes is not None:
         from disco.images import decode_init_image
 
@@ -279,8 +290,8 @@ def local_checkpoint(diffusion_model: str) -> str:
     return str(path)
 
 
-def read_init_image(source: str | bytes) -> bytes:
-    """The client reads paths and URLs; the server only ever receives bytes."""
+def read_init_image(source: str | bytes, setting: str = "init_image") -> bytes:
+    """The client reads paths and URLs; the server only ever receives bytes. Errors name ``setting``."""
     if isinstance(source, bytes):
         return source
     if source.startswith(("http://", "https://")):
@@ -288,8 +299,30 @@ def read_init_image(source: str | bytes) -> bytes:
             with urllib.request.urlopen(source, timeout=30) as response:
                 return response.read()
         except OSError as exc:
-            raise SettingsError("init_image", f"cannot fetch {source}: {exc}") from None
-    return read_user_file("init_image", source, MAX_IMAGE_BYTES)
+            raise SettingsError(setting, f"cannot fetch {source}: {exc}") from None
+    return read_user_file(setting, source, MAX_IMAGE_BYTES)
+
+
+def read_image_prompts(prompts: list[str | bytes]) -> list[str]:
+    """Each of ``image_prompts`` as the server takes it: the image's bytes as a ``data:`` URI, with
+    its ``:weight`` when not 1 (paths and URLs are read here, data URIs and bytes kept). Raises
+    ``SettingsError`` naming ``image_prompts`` for a file that cannot be read or is no image."""
+    from disco.images import decode_init_image  # torch: needed only when there are image prompts
+
+    sent = []
+    for prompt in prompts:
+        image = parse_image_prompt(prompt)
+        if isinstance(image.source, bytes):
+            data = image.source
+        else:
+            data = data_uri_bytes(image.source)
+            if data is None:
+                source = str(user_path(image.source)) if image.source.startswith("~") else image.source
+                data = read_init_image(source, "image_prompts")
+        decode_init_image(data, 64, 64, "image_prompts")  # not an image: refused here, before any work
+        uri = data_uri(data, "application/octet-stream")
+        sent.append(uri if image.weight == 1 else f"{uri}:{image.weight!r}")
+    return sent
 
 
 def make_documents(settings: Settings, init_bytes: bytes | None, client_timeout_s: float | None = None):
@@ -319,7 +352,7 @@ def download_models(
     depth = depth_models(settings) if settings.animation_mode == "3D" and settings.max_frames > 1 else ()
     flow = flow_model_needed(settings) and settings.max_frames > 1
     names = files_needed(
-        settings.diffusion_model, settings.use_secondary_model, with_init_loss, settings.clip_models, depth, flow
+        settings.diffusion_model, uses_secondary_model(settings), with_init_loss, settings.clip_models, depth, flow
     )
     return ensure_all(names, cfg.model_dir, progress=progress, mirrors=cfg.weights_mirrors)
 

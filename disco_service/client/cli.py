@@ -89,6 +89,14 @@ def _whole_or_schedule(text: str) -> int | str:
     return _whole(text)  # 2.5 is refused here as --steps refuses it
 
 
+def _bool_or_schedule(text: str) -> bool | str:
+    """true or false, or a schedule of them such as [True]*500+[False]*500 (the validator judges it)."""
+    word = text.strip().lower()
+    if word in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return _bool(text)
+    return text
+
+
 # How each kind of setting is read from the command line (kinds: disco.settings.KINDS).
 ARGUMENTS: dict[str, dict[str, Any]] = {
     "bool": {"type": _bool, "metavar": "{true,false}"},
@@ -103,6 +111,9 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
     "size": {"nargs": 2, "type": _whole, "metavar": ("WIDTH", "HEIGHT")},
     "image": {"type": str, "metavar": "PATH_OR_URL"},
     "video": {"type": str, "metavar": "PATH"},
+    "bool_or_schedule": {"type": _bool_or_schedule, "metavar": "{true,false,SCHEDULE}"},
+    "model_schedules": {"nargs": "+", "metavar": "MODEL=SCHEDULE"},
+    "images": {"nargs": "+", "metavar": "PATH[:WEIGHT]"},
 }
 
 
