@@ -5,7 +5,7 @@ from docarray import Document, DocumentArray
 from jina.types.request.data import DataRequest
 
 from disco.settings import validate_settings
-from disco_service.server.direct_calls import CALLER, DirectCalls, NotYourImage
+from disco_service.server.direct_calls import CALLER, DirectCalls, DocumentIdInUse, NotYourImage
 from disco_service.server.job_queue import JobQueue, TooManyJobs
 from disco_service.server.results import ResultStore
 from disco_service.server.tokens import OPEN, SERVICE, Tokens
@@ -136,9 +136,9 @@ def test_a_generate_request_is_a_job_of_its_caller_until_its_answer_ends_it(call
     assert failed.status == "failed" and "ended before the image was finished" in failed.images[0].error
     answered = as_caller(bob, lambda: direct.admit(generate_request(tags, "hare1")))
     assert [j.status for j in queue.jobs_of(bob)] == ["running"]  # the failed try is forgotten
-    with pytest.raises(NotYourImage, match="'hare1' is being made or was made"):
+    with pytest.raises(DocumentIdInUse, match=r"Document id 'hare1' was already used for an image \(waiting\)"):
         as_caller(bob, lambda: direct.admit(generate_request(tags, "hare1")))
-    with pytest.raises(NotYourImage, match="'fox1' is being made or was made"):
+    with pytest.raises(DocumentIdInUse, match=r"Document id 'fox1' was already used for an image \(done\)"):
         as_caller(alice, lambda: direct.admit(generate_request(tags, "fox1")))
 
 

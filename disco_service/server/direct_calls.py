@@ -35,7 +35,15 @@ from disco_service.server.job_queue import JobQueue, TooManyJobs
 from disco_service.server.store import AlreadySent, TooManyUnfinished
 from disco_service.server.tokens import OPEN, SERVICE, Tokens, Unauthorized
 
-__all__ = ["CALLER", "caller_interceptor", "CallerMiddleware", "DirectCalls", "NotYourImage", "OFF_GRPC_METHODS"]
+__all__ = [
+    "CALLER",
+    "caller_interceptor",
+    "CallerMiddleware",
+    "DirectCalls",
+    "DocumentIdInUse",
+    "NotYourImage",
+    "OFF_GRPC_METHODS",
+]
 
 CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("disco_caller", default=None)
 # Jina's gRPC methods the gateway does not serve: its version and environment (as HTTP GET /status)
@@ -44,6 +52,13 @@ OFF_GRPC_METHODS = ("/jina.JinaInfoRPC/_status",)
 
 class NotYourImage(ValueError):
     """A request names an image (Document id) that another caller sent."""
+
+
+class DocumentIdInUse(ValueError):
+    """A caller's request reuses the id of an image it sent before (the encoder's refusal of the same
+    name and code, given at the gateway, before the request reaches the Flow)."""
+
+    code = wire.ErrorCode.DOCUMENT_ID_IN_USE
 
 
 class DirectCalls:
@@ -90,7 +105,7 @@ class DirectCalls:
                 "queue the images with the job API (POST /jobs)"
             ) from None
         except AlreadySent as exc:
-            raise NotYourImage(str(exc)) from None
+            raise DocumentIdInUse(str(exc)) from None
 
         def answered(response: Any = None) -> None:
             self.queue.end_call(job, response.data.docs if response is not None else None)

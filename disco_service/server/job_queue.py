@@ -312,7 +312,10 @@ class JobQueue:
                 if all(i.finished_status and self.store.read(i.doc_id) is None for i in tried):
                     self.state.delete_job(stored.job_id)
                 else:
-                    raise AlreadySent(f"the image {doc_id!r} is being made or was made: send it under a new id")
+                    raise AlreadySent(  # the encoder's words for a reused id (executors/prompt_encoder.py)
+                        f"Document id {doc_id!r} was already used for an image ({stored.status}); "
+                        "send each image with a new id"
+                    )
         first = wire.restore_numbers(docs[0][1]) if docs else {}
         seeds = [_whole_seed(wire.restore_numbers(tags).get("seed")) for _, tags in docs]
         settings = {k: v for k, v in first.items() if k in wire.SETTING_NAMES}
