@@ -22,7 +22,14 @@ from ..models import CHECKPOINT_SUFFIXES, is_checkpoint_path
 from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, choices, default, kind, limits_of
 from .scalars import read_bool, read_choice, read_float, read_int, read_optional_text
 from .schedules import count_schedule, number_or_schedule, parse_schedule
-from .texts import ANIMATION_MODES, BATCH_NAME_ALLOWED, BATCH_NAME_BYTES, MAX_TRANSFORMATIONS, PERLIN_ALIASES
+from .texts import (
+    ANIMATION_MODES,
+    BATCH_NAME_ALLOWED,
+    BATCH_NAME_BYTES,
+    MAX_STEPS,
+    MAX_TRANSFORMATIONS,
+    PERLIN_ALIASES,
+)
 
 Reader = Callable[[str, Any, Limits], Any]
 PERCENTAGE = re.compile(r"\s*(\d{1,2}(?:\.\d+)?)\s*%\s*")  # frames_skip_steps, e.g. "60%"
@@ -242,17 +249,28 @@ def _fractions(name: str, value: Any, limits: Limits) -> list[float]:
 
 
 def _cut_counts(name: str, value: Any, limits: Limits) -> Any:
+    if _left_out(value):
+        return None  # cut_schedules_group's (validation fills it in)
     count_schedule(name, value)  # checked; kept as written
     return value
 
 
-def _cut_ic_pow(name: str, value: Any, limits: Limits) -> float | str:
+def _cut_ic_pow(name: str, value: Any, limits: Limits) -> float | str | None:
+    if _left_out(value):
+        return None
     if any(p <= 0 for p in parse_schedule(name, value)):
         raise SettingsError(name, f"must be > 0, got {value!r}")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
+def _left_out(value: Any) -> bool:
+    """A cut setting not given: None, or empty text (an empty field of a form)."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _probabilities(name: str, value: Any, limits: Limits) -> Any:
+    if name == "cut_icgray_p" and _left_out(value):
+        return None
     if any(not 0 <= p <= 1 for p in parse_schedule(name, value)):
         raise SettingsError(name, f"probabilities must be in [0, 1], got {value!r}")
     return value
@@ -289,6 +307,25 @@ def _turbo_steps(name: str, value: Any, limits: Limits) -> int:
     return read_int(name, value, *limits_of(name))
 
 
+def _intermediate_saves(name: str, value: Any, limits: Limits) -> int | list[int]:
+    """A count (a whole number >= 0) or a list of step numbers (whole numbers >= 1, in order, each
+    once), as the notebook's ``intermediate_saves``; also as text (a form, the command line):
+    ``"2"`` is a count, ``"[5, 9, 34]"`` (or ``"5, 9, 34"``, ``"[]"``) a list."""
+    if isinstance(value, str):
+        text = value.strip()
+        inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        parts = [part for part in re.split(r"[\s,]+", inner) if part]
+        if not all(part.isascii() and part.isdigit() for part in parts) or (not parts and inner == text):
+            raise SettingsError(name, f"must be a count or a list of steps such as [5, 9, 34], got {value!r}")
+        single = inner == text and len(parts) == 1 and "," not in text
+        value = int(parts[0]) if single else [int(part) for part in parts]
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_STEPS:
+            raise SettingsError(name, f"at most {MAX_STEPS} steps may be listed, got {len(value)}")
+        return sorted({read_int(name, v, 1, MAX_STEPS) for v in value})
+    return read_int(name, value, 0, MAX_STEPS)
+
+
 READERS: dict[str, Reader] = {
     "text_prompts": _text_prompts,
     "init_image": _image,
@@ -307,4 +344,5 @@ READERS: dict[str, Reader] = {
     "frames_skip_steps": _percentage,
     "video_init_path": _video,
     "turbo_steps": _turbo_steps,
+    "intermediate_saves": _intermediate_saves,
 }

@@ -103,6 +103,7 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
     "size": {"nargs": 2, "type": _whole, "metavar": ("WIDTH", "HEIGHT")},
     "image": {"type": str, "metavar": "PATH_OR_URL"},
     "video": {"type": str, "metavar": "PATH"},
+    "steps": {"type": str, "metavar": "COUNT_OR_STEPS"},  # 2, or [5, 9, 34]: the validator reads it
 }
 
 
