@@ -129,8 +129,9 @@ class Settings:
     )
     intermediate_saves: Annotated[int | list[int], "steps"] = setting(
         0,
-        "also save the image at some steps into output_dir/partials: a count N saves N evenly spaced (2: at about "
-        "33% and 66%), a list saves at those steps ([5, 9, 34]); 0 saves none",
+        "also save the image at some steps into output_dir/partials: a count N saves every "
+        "(steps - skip_steps - 1) // (N + 1)-th step (the notebook's spacing), a list saves at those steps "
+        "([5, 9, 34]); 0 saves none",
         allowed="a whole number >= 0, or a list of step numbers >= 1 such as [5, 9, 34]",
     )
     cutn_batches: int | str = setting(
