@@ -7,7 +7,7 @@ from conftest import TINY
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from test_animation import rendered, sampler
+from test_animation import rendered, request, sampler
 
 from disco.clip_model import encode_texts
 from disco.partials import intermediate_steps, partial_suffix
@@ -79,3 +79,16 @@ def test_an_images_saved_steps_go_to_the_partials_folder(tiny_models, tmp_path):
     assert set(partials) <= set(files)
     pictures = [np.asarray(Image.open(p)) for p in partials]
     assert pictures[0].shape == (64, 64, 3) and not np.array_equal(pictures[0], pictures[1])
+
+
+def test_an_animations_saved_steps_are_named_by_frame(tiny_models, tmp_path):
+    # frame 0 runs 2 steps (j 0 and 1), frame 1 skips 50%: 1 step (j 0); [1] saves frame 0's second step only
+    run, doc = request(tiny_models, tmp_path, animation_mode="2D", max_frames=2, intermediate_saves=[1])
+    sampler(tiny_models, tmp_path)._generate(doc)
+    assert doc.tags["status"] == "done"
+    assert [(m.tags["frame"], m.tags["partial"]) for m in doc.matches] == [(0, "001")]
+    rendered(doc)
+    files = run.save(doc)
+    (saved,) = (tmp_path / "partials").iterdir()
+    assert saved.name == f"{run.prefix}-frame0000-001.png" and str(saved) in doc.tags["files"]
+    assert len(files) == 3  # two frames and the MP4, as before
