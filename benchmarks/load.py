@@ -19,6 +19,8 @@ The workload runs three times, with the same jobs: ``--jobs`` one-image jobs fro
 (job k from token k mod tokens), handed in at once and alternately to the gateways over HTTP,
 followed by ``--pages`` open pages (page k: token k mod tokens, gateway k mod gateways):
 
+- ``idle`` and ``idle-events``: no job at all for ``--idle-s`` seconds, with no page and with the
+  ``--pages`` event streams open: what a quiet service costs its store;
 - ``none``: no page;
 - ``events``: each page reads ``GET /jobs`` once, then follows ``GET /jobs/events`` (as the page does);
 - ``polling``: each page asks ``GET /jobs`` every ``--poll-s`` seconds (as the page did before events).
@@ -50,7 +52,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-PHASES = ("none", "events", "polling")
+PHASES = ("idle", "idle-events", "none", "events", "polling")
 COUNTERS_PATH = "/bench/counters"
 ANSWERING_REQUESTS = "http_guard"  # the outermost service module of every request (its guard middleware)
 ROLES = {ANSWERING_REQUESTS: "answering requests", "events": "the event hub", "job_queue": "the queue's loop"}
@@ -169,7 +171,7 @@ class HttpFlow:
         body = answer.json()
         return Document(id=body["id"], tags=body["tags"])
 
-    async def progress(self, ids: list[str], frame: bool = False) -> list[Any]:
+    async def progress(self, ids: list[str], frame: bool = False, keep_alive: bool = True) -> list[Any]:
         """The state of each image in ``ids`` (a Document each; ``frame``: with the latest frame as its uri)."""
         from docarray import Document
 
@@ -391,6 +393,44 @@ def _difference(after: list[dict], before: list[dict]) -> dict[str, Any]:
     return {"requests": {k: v for k, v in sorted(requests.items()) if v}, **store, "statements_by": by}
 
 
+async def run_idle_phase(
+    phase: str, args: argparse.Namespace, gateways: list[str], tokens: list[str]
+) -> dict[str, Any]:
+    """``--idle-s`` seconds without a job, with the event streams of ``--pages`` pages open
+    (``idle-events``) or none (``idle``); its figures: requests and store statements per second."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=args.pages + 20, max_keepalive_connections=args.pages + 20)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as http:
+        seen: list[dict[str, int]] = [{} for _ in range(args.pages)]
+        pages = [
+            asyncio.create_task(events_page(http, gateways[k % len(gateways)], tokens[k % len(tokens)], seen[k]))
+            for k in range(args.pages if phase == "idle-events" else 0)
+        ]
+        await asyncio.sleep(1.0)  # the streams are open
+        before, started = await counters(http, gateways), time.time()
+        await asyncio.sleep(args.idle_s)
+        ended = time.time()
+        after = await counters(http, gateways)
+        for task in pages:
+            task.cancel()
+        await asyncio.gather(*pages, return_exceptions=True)
+    elapsed = ended - started
+    cost = _difference(after, before)
+    return {
+        "phase": phase,
+        "pages": len(pages),
+        "seconds": elapsed,
+        "jobs": 0,
+        "lost": 0,
+        "requests": cost["requests"],
+        "requests_per_s": sum(cost["requests"].values()) / elapsed,
+        "statements_per_s": cost["statements"] / elapsed,
+        "transactions_per_s": cost["transactions"] / elapsed,
+        "statements_per_s_by": {name: n / elapsed for name, n in cost["statements_by"].items()},
+    }
+
+
 async def run_phase(
     phase: str,
     args: argparse.Namespace,
@@ -532,8 +572,15 @@ def markdown(result: dict[str, Any]) -> str:
         rows.insert(-2, (label, lambda p, name=name: f"{p['statements_per_s_by'].get(name, 0):.0f}"))
     head = "| | " + " | ".join(f"{name} ({phases[name]['pages']} pages)" for name in phases) + " |"
     lines = [head, "|---" * (len(phases) + 1) + "|"]
+
+    def cell(show, phase: dict[str, Any]) -> str:
+        try:
+            return show(phase)
+        except (KeyError, TypeError):  # a figure this phase has not (an idle phase: no jobs)
+            return "-"
+
     for label, show in rows:
-        cells = [show(phases[name]) for name in phases]
+        cells = [cell(show, phases[name]) for name in phases]
         if any(cell not in ("-", "- / -") for cell in cells):  # a row that applies to no phase is left out
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if result.get("ideal_seconds"):
@@ -555,8 +602,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def ratios(phases: dict[str, dict[str, Any]]) -> dict[str, float] | None:
     """Polling over events: requests/s, all store statements/s, and the statements/s run to answer
-    requests (what the pages themselves cost the store; the event hub reads each change whether or
-    not a stream is open, so its share is no page's)."""
+    requests (what the pages' requests cost the store; the event hub's reads for the open streams
+    are in the statements in all)."""
     if not {"events", "polling"} <= phases.keys():
         return None
     events, polling = phases["events"], phases["polling"]
@@ -618,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-s", type=float, default=0.05, help="the fake sampler's seconds per step (default 0.05)")
     parser.add_argument("--size", type=int, default=64, help="width and height of each image (default 64)")
     parser.add_argument("--poll-s", type=float, default=1.0, help="a polling page's period (default 1 s)")
+    parser.add_argument("--idle-s", type=float, default=10.0, help="length of the idle phases (default 10 s)")
     parser.add_argument("--phases", default=",".join(PHASES), help="phases, in order (default all)")
     parser.add_argument("--database", default="auto", help="auto, postgresql, sqlite or a URL")
     parser.add_argument("--real", type=Path, metavar="MODEL_DIR", help="serve a Flow on these weights")
@@ -660,12 +708,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"with {args.slots} slots", flush=True)  # fmt: skip
             phases = []
             for phase in phases_asked:
-                figures = asyncio.run(run_phase(phase, args, gateways, tokens, database, sampler, flow_results))
+                if phase.startswith("idle"):
+                    figures = asyncio.run(run_idle_phase(phase, args, gateways, tokens))
+                else:
+                    figures = asyncio.run(run_phase(phase, args, gateways, tokens, database, sampler, flow_results))
                 processes.check()
                 phases.append(figures)
-                print(f"{phase}: {figures['seconds']:.1f} s, wait p50 {figures['wait_s']['p50']:.2f} s, "
-                      f"{figures['requests_per_s']:.1f} requests/s, {figures['statements_per_s']:.0f} statements/s",
-                      flush=True)  # fmt: skip
+                wait = f", wait p50 {figures['wait_s']['p50']:.2f} s" if "wait_s" in figures else ""
+                print(f"{phase}: {figures['seconds']:.1f} s{wait}, {figures['requests_per_s']:.1f} requests/s, "
+                      f"{figures['statements_per_s']:.0f} statements/s", flush=True)  # fmt: skip
         finally:
             processes.stop()
             if cluster is not None:
@@ -674,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {p["phase"]: p for p in phases}
     result = {
         "backend": backend, "gateways": args.gateways, "slots": args.slots, "tokens": args.tokens,
-        "jobs": args.jobs, "pages": args.pages, "poll_s": args.poll_s, "steps": args.steps,
+        "jobs": args.jobs, "pages": args.pages, "poll_s": args.poll_s, "steps": args.steps, "idle_s": args.idle_s,
         "sampler": f"served Flow on {args.real}" if args.real else f"fake: {args.step_s} s a step",
         "cpu_count": os.cpu_count(), "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "ideal_seconds": None if args.real else -(-args.jobs // args.slots) * args.steps * args.step_s,

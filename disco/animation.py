@@ -17,7 +17,11 @@ One animation is ``max_frames`` images made one after another by ``sample_image`
   every finished frame (sampled or turbo's) also gets a left and a right eye view
   (``eye_views``: the frame seen through its depth by each eye, the notebook's ``generate_eye_views``).
 - ``Video Input``: frame ``n`` starts from the video's ``n``-th extracted frame, every frame with
-  ``frames_skip_steps`` and ``frames_scale`` (the notebook's v5 video mode, without optical flow).
+  ``frames_skip_steps`` and ``frames_scale``, the settings' ``video_init_*`` overrides in place.
+  With ``video_init_flow_warp`` frame 0 skips ``skip_steps`` instead, and frame ``n`` > 0 starts
+  from frame ``n - 1`` as made, carried along the video's optical flow (RAFT) and blended with its
+  video frame by ``video_init_flow_blend``; ``video_init_blend_mode`` blends each frame written
+  with the one before (``disco.video_flow``).
 
 Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
 ``video_init_seed_continuity`` every video frame uses ``seed``) and the prompts of its frame
@@ -39,12 +43,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .animation_plan import MOVED_MODES, AnimationPlan, frame_settings, later_frame_settings, plan_run, turbo_diffused
-from .images import array_to_init, to_uint8_hwc
+from .animation_plan import (
+    MOVED_MODES,
+    AnimationPlan,
+    flow_model_needed,
+    frame_settings,
+    later_frame_settings,
+    plan_run,
+    turbo_diffused,
+)
+from .images import array_to_init, resized_frame, to_uint8_hwc
 from .keyframes import keyframe_series
 from .packages import opencv
 from .sampler import Models, StepReport, sample_image
 from .settings import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, Settings
+from .video_flow import VideoFlow, flow_start, written_frame
 from .warp3d import EYES, camera_motion, eye_view, warp_3d
 
 __all__ = [
@@ -214,8 +227,10 @@ def animate(
     ``start_frame - 1`` as (H, W, 3) uint8, needed to resume a 2D or 3D animation. ``video_frames``:
     the video's extracted frames from ``start_frame`` on, (h, w, 3) uint8 of any size (resized to
     the output). ``frames``: how many frames the animation has (default ``max_frames``; for a video
-    at most its number of extracted frames). A 3D run needs ``models.depth``; a turbo frame (not
-    sampled) is one ``FrameStep`` whose report has ``total`` 0 and the finished frame.
+    at most its number of extracted frames). A 3D run needs ``models.depth``, a Video Input run with
+    optical flow (``flow_model_needed``) ``models.flow`` and ``start_frame`` 0; a turbo frame (not
+    sampled) is one ``FrameStep`` whose report has ``total`` 0 and the finished frame. A Video Input
+    frame's ``finished`` is the frame as written (``video_init_blend_mode``).
     """
     mode = settings.animation_mode
     frames = frames or settings.max_frames
@@ -231,10 +246,18 @@ def animate(
         if video_frames is None:
             raise ValueError("Video Input needs the video's frames")
         video = iter(video_frames)
+        flowing = flow_model_needed(settings) and frames > max(start_frame, 1)
+        if flowing and models.flow is None:
+            raise ValueError("Video Input with optical flow needs a flow model (models.flow)")
+        if flowing and start_frame > 0:
+            raise ValueError("a Video Input animation with optical flow cannot be resumed: it needs every frame")
+        if flowing:
+            opencv()  # a frame will be warped: a missing OpenCV fails before any work, not after frame 0
     else:
         raise ValueError(f"animation_mode must be '2D', '3D' or 'Video Input' for an animation, got {mode!r}")
     turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
     previous, older = previous_frame, None  # older: turbo's warp of the last sampled frame's start
+    previous_video, video_motion = None, None  # Video Input with optical flow: video frame n - 1, the motion to n
 
     def vr(finished: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:  # a finished frame's eye views
         return eye_views(finished, settings, models.depth.depth, models.device) if settings.vr_mode else None
@@ -265,13 +288,27 @@ def animate(
             picture = next(video, None)
             if picture is None:
                 return  # the video has fewer frames than announced
+            if flowing:
+                current = resized_frame(picture, settings.width, settings.height)
+                if previous_video is not None:
+                    video_motion = VideoFlow.between(
+                        previous_video, current, models.flow.flow, settings.video_init_check_consistency
+                    )
+                    if settings.video_init_flow_warp:
+                        picture = flow_start(current, previous, video_motion, settings.video_init_flow_blend)
+                previous_video = current
             start = array_to_init(picture, settings.width, settings.height)
         embeds, weights = prompts_at(n)
         seed_n = frame_seed(settings, seed, n)
         sampled = frame_settings(settings, n)  # as the plan counted its steps and models
+        made_before = previous
         for report in sample_image(sampled, embeds, weights, models, seed=seed_n, init_image=start):
             finished = eyes = None
             if report.step == report.total:
                 finished = previous = to_uint8_hwc(report.image)
+                blend_mode = settings.video_init_blend_mode
+                if mode == "Video Input" and blend_mode != "None" and made_before is not None:
+                    # as written; the next frame starts from it as made (previous)
+                    finished = written_frame(finished, made_before, video_motion, blend_mode)
                 eyes = vr(finished)
             yield FrameStep(n, frames, seed_n, report, finished, eyes)

@@ -6,7 +6,12 @@ its own, so they cannot disagree (e.g. on whether a video's frames need LPIPS an
 
 A frame is sampled with the run's settings when it starts from noise, perlin or the init image
 (a still image, a 2D or 3D animation's frame 0), and with ``later_frame_settings`` when it starts
-from a picture made from another frame (every later 2D or 3D frame, every video frame). With
+from a picture made from another frame (every later 2D or 3D frame, every video frame but a
+flow-warped run's first). A Video Input run's settings are first given its ``video_init_*``
+overrides (``with_video_init_overrides``); with ``video_init_flow_warp`` its frame 0 skips
+``skip_steps`` (the notebook's ``video_init_skip_steps``) and is pulled towards its video frame by
+``frames_scale``, and RAFT is needed (``flow_model``), as it is for ``video_init_blend_mode``
+"optical flow". With
 ``turbo_mode`` (3D) the frames after ``turbo_preroll`` that are not a multiple of ``turbo_steps``
 are not sampled at all: they come from the depth warp alone (``AnimationPlan.diffused``). This module needs
 no torch: the client imports it to plan before any model is loaded.
@@ -17,14 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .settings import Settings, frames_skip_steps
+from .settings import Settings, frames_skip_steps, with_video_init_overrides
 
 if TYPE_CHECKING:  # disco.video needs torch (through disco.images); the plan reads only two of its numbers
     from .video import VideoInfo
 
 __all__ = [
-    "MOVED_MODES", "AnimationPlan", "depth_models", "frame_settings", "later_frame_settings", "plan_run",
-    "turbo_diffused",
+    "MOVED_MODES", "AnimationPlan", "depth_models", "flow_model_needed", "frame_settings", "later_frame_settings",
+    "plan_run", "turbo_diffused",
 ]  # fmt: skip
 
 MOVED_MODES = ("2D", "3D")  # each frame after the first starts from the previous one, moved
@@ -41,9 +46,17 @@ def later_frame_settings(settings: Settings) -> Settings:
 
 def frame_settings(settings: Settings, frame: int) -> Settings:
     """The settings frame ``frame`` is sampled with: the settings themselves for a still image
-    (``animation_mode`` ``None``) and for a 2D or 3D animation's frame 0, else ``later_frame_settings``."""
+    (``animation_mode`` ``None``) and for a 2D or 3D animation's frame 0, else ``later_frame_settings``.
+    Video Input: the settings with their ``video_init_*`` overrides in place, then for frame 0 of a
+    flow-warped run (``video_init_flow_warp``, as the notebook's ``do_run``) its ``skip_steps`` with
+    ``init_scale = frames_scale``, for every other frame ``later_frame_settings``."""
     if settings.animation_mode == "None" or (settings.animation_mode in MOVED_MODES and frame == 0):
         return settings
+    if settings.animation_mode == "Video Input":
+        run = with_video_init_overrides(settings)
+        if frame == 0 and settings.video_init_flow_warp:
+            return replace(run, init_scale=run.frames_scale, perlin_init=False)
+        return later_frame_settings(run)
     return later_frame_settings(settings)
 
 
@@ -63,6 +76,7 @@ class AnimationPlan:
     depth_models: tuple[str, ...] = ()  # 3D: "midas" and/or "adabins", as midas_weight blends them
     turbo_steps: int = 0  # 3D with turbo_mode: only every this many frames is diffused (0: every frame)
     turbo_preroll: int = 0  # 3D with turbo_mode: frames up to this one are all diffused
+    flow_model: bool = False  # Video Input: RAFT's optical flow is needed (flow_model_needed)
 
     @property
     def complete(self) -> bool:
@@ -134,7 +148,10 @@ def plan_run(
     # 3D: depth to warp a frame into the next, and (vr_mode) to make each frame's eye views
     warps = frames > max(start_frame, 1) or settings.vr_mode
     depth = depth_models(settings) if mode == "3D" and warps else ()
-    return AnimationPlan(mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss, depth, *turbo)
+    flow = flow_model_needed(settings) and frames > max(start_frame, 1)
+    return AnimationPlan(
+        mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss, depth, *turbo, flow_model=flow
+    )
 
 
 def turbo_diffused(frame: int, turbo_steps: int, turbo_preroll: int) -> bool:
@@ -148,4 +165,14 @@ def depth_models(settings: Settings) -> tuple[str, ...]:
     ``midas_weight`` is 0, ``adabins`` unless it is 1 (the notebook's blend)."""
     return tuple(
         name for name, used in (("midas", settings.midas_weight > 0), ("adabins", settings.midas_weight < 1)) if used
+    )
+
+
+def flow_model_needed(settings: Settings) -> bool:
+    """Whether a Video Input run of ``settings`` of more than one frame uses RAFT's optical flow: for
+    ``video_init_flow_warp`` (each frame starts from the previous one carried along the video) or for
+    ``video_init_blend_mode`` ``"optical flow"`` (each frame written is blended with the previous one
+    carried along). Other modes never do."""
+    return settings.animation_mode == "Video Input" and (
+        settings.video_init_flow_warp or settings.video_init_blend_mode == "optical flow"
     )

@@ -79,15 +79,20 @@ def _grey_to_8_bits(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint((values - low) * (255 / (high - low))).astype(np.uint8))
 
 
-def array_to_init(array: np.ndarray, width: int, height: int) -> torch.Tensor:
-    """An (h, w, 3) uint8 picture (an animation frame, a video frame) as an init image: a
-    (1, 3, height, width) tensor in [-1, 1], resized as ``decode_init_image`` resizes (Lanczos)
-    when its size differs, taken as it is otherwise."""
+def resized_frame(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An (h, w, 3) uint8 picture at (height, width, 3), resized as ``decode_init_image`` resizes
+    (Lanczos) when its size differs, taken as it is otherwise."""
     img = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), "RGB")
     if img.size != (width, height):
         img = img.resize((width, height), Image.LANCZOS)
-    tensor = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return tensor.unsqueeze(0).mul(2).sub(1)
+    return np.asarray(img)
+
+
+def array_to_init(array: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """An (h, w, 3) uint8 picture (an animation frame, a video frame) as an init image: a
+    (1, 3, height, width) tensor in [-1, 1], resized as ``resized_frame`` resizes."""
+    picture = resized_frame(array, width, height).astype(np.float32) / 255.0
+    return torch.from_numpy(picture).permute(2, 0, 1).unsqueeze(0).mul(2).sub(1)
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:

@@ -27,6 +27,7 @@ from .depth import DepthModel, load_adabins, load_midas
 from .errors import SettingsError
 from .lpips_loss import load_lpips
 from .models import is_checkpoint_path
+from .optical_flow import FlowModel, load_raft
 from .sampler import Models
 from .secondary import load_secondary
 from .unet import MODEL_CONFIGS, LayoutMismatch, load_checkpoint, load_unet
@@ -126,6 +127,7 @@ class ModelCache:
         self._secondary: torch.nn.Module | None = None
         self._lpips: torch.nn.Module | None = None
         self._depth: dict[str, torch.nn.Module] = {}  # "midas", "adabins": loaded once, kept
+        self._flow: FlowModel | None = None  # RAFT, loaded once, kept
 
     def _file(self, name: str) -> Path:
         return weights.ensure(name, self.model_dir, mirrors=self.mirrors)
@@ -186,6 +188,13 @@ class ModelCache:
         midas, adabins = (self._depth[name] if name in names else None for name in ("midas", "adabins"))
         return DepthModel(midas, adabins)
 
+    def flow(self) -> FlowModel:
+        """Video Input's optical flow (RAFT-Large), loaded on first use and kept for later runs."""
+        if self._flow is None:
+            log.info("loading optical flow model %s", weights.RAFT_FILE)
+            self._flow = FlowModel(load_raft(self._file(weights.RAFT_FILE), self.device))
+        return self._flow
+
     def models(
         self,
         diffusion_model: str,
@@ -193,11 +202,14 @@ class ModelCache:
         with_init_loss: bool,
         clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
         depth_models: Sequence[str] = (),
+        flow_model: bool = False,
     ) -> Models:
         """What a run with these settings uses, loading what is not loaded yet (``depth_models``: a
-        3D run's depth networks, ``disco.animation_plan.depth_models``)."""
+        3D run's depth networks, ``disco.animation_plan.depth_models``; ``flow_model``: whether a
+        Video Input run needs RAFT, ``disco.animation_plan.flow_model_needed``)."""
         return Models(
             depth=self.depth(depth_models) if depth_models else None,
+            flow=self.flow() if flow_model else None,
             unet=self.unet(diffusion_model),
             clips={name: self.clip(name) for name in clip_models},
             secondary=self.secondary() if use_secondary_model else None,

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .packages import opencv
 
 RAFT_ITERATIONS = 12  # torchvision's default number of flow updates
 RAFT_MIN_SIZE = 128
@@ -87,17 +88,19 @@ def _sampling_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return map_x, map_y
 
 
-def warp_with_flow(image: np.ndarray, flow: torch.Tensor | np.ndarray, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+def warp_with_flow(image: np.ndarray, flow: torch.Tensor | np.ndarray, border: int | None = None) -> np.ndarray:
     """``image`` read at ``p + flow(p)`` (bilinear, OpenCV's ``remap``): ``warped(p) = image(p + flow(p))``.
 
     ``image``: (H, W) or (H, W, C) array (any dtype ``remap`` takes); ``flow``: (2, H, W) in pixels,
     e.g. the backward flow from the frame to be made to ``image``'s frame. ``border``: OpenCV's
-    border mode for reads past the edge (the notebook's ``remap`` default, constant 0). Returns an
+    border mode for reads past the edge (default ``BORDER_CONSTANT``: 0, the notebook's ``remap`` default). Returns an
     array of ``image``'s shape and dtype. Raises ValueError when the sizes differ."""
     flow = _as_array(flow)
     if image.shape[:2] != flow.shape[1:]:
         raise ValueError(f"image {image.shape[:2]} and flow {flow.shape[1:]} differ in size")
     map_x, map_y = _sampling_maps(flow)
+    cv2 = opencv()
+    border = cv2.BORDER_CONSTANT if border is None else border
     return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=border)
 
 
@@ -116,6 +119,7 @@ def consistency_mask(
         raise ValueError(f"flows differ in shape: {flow.shape} and {reverse_flow.shape}")
     height, width = flow.shape[1:]
     map_x, map_y = _sampling_maps(flow)
+    cv2 = opencv()
     back = np.stack(
         [
             cv2.remap(c, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -126,3 +130,37 @@ def consistency_mask(
     tolerance = relative * ((flow**2).sum(axis=0) + (back**2).sum(axis=0)) + absolute
     inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
     return ((round_trip <= tolerance) & inside).astype(np.float32)
+
+
+class FlowModel:
+    """RAFT's flow between two pictures of one size, as an animation asks for it: (H, W, 3) uint8
+    frames in, a (2, H, W) float32 array in pixels of those frames out (``estimate_flow``'s
+    convention). Frames with a side under ``RAFT_MIN_SIZE`` are enlarged by the smallest whole
+    factor that makes both sides at least that (bilinear), and the flow is shrunk back (its size and
+    its vectors, by that factor)."""
+
+    def __init__(self, model: torch.nn.Module, iterations: int = RAFT_ITERATIONS):
+        self.model = model
+        self.iterations = iterations
+
+    def flow(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+        """The flow from ``frame_a`` to ``frame_b`` (see the class). Raises ValueError when the frames'
+        shapes differ or are not (H, W, 3)."""
+        if frame_a.shape != frame_b.shape or frame_a.ndim != 3 or frame_a.shape[2] != 3:
+            raise ValueError(f"frames must both be (H, W, 3); got {frame_a.shape} and {frame_b.shape}")
+        height, width = frame_a.shape[:2]
+        factor = -(-RAFT_MIN_SIZE // min(height, width))  # 1 for frames large enough
+        cv2 = opencv()
+        device = next(self.model.parameters()).device
+
+        def tensor(frame: np.ndarray) -> torch.Tensor:
+            if factor > 1:
+                frame = cv2.resize(frame, (width * factor, height * factor), interpolation=cv2.INTER_LINEAR)
+            picture = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+            return picture.div(127.5).sub(1).to(device)
+
+        flow = estimate_flow(self.model, tensor(frame_a), tensor(frame_b), self.iterations).cpu().numpy()
+        if factor == 1:
+            return flow
+        shrunk = [cv2.resize(c, (width, height), interpolation=cv2.INTER_AREA) for c in flow]
+        return np.stack(shrunk).astype(np.float32) / factor

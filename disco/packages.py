@@ -1,4 +1,4 @@
-"""Packages only animations need, imported when they are used: OpenCV (the 2D warp) and PyAV
+"""Packages only animations need, imported when they are used: OpenCV (the 2D warp, optical flow) and PyAV
 (reading a video, writing an MP4). Still images run without them."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def opencv():
         import cv2
     except ImportError:
         raise MissingPackage(
-            f"animation_mode '2D' needs OpenCV: pip install {OPENCV} (it is in requirements.txt)"
+            f"animation_mode '2D' and Video Input's optical flow need OpenCV: pip install {OPENCV} "
+            "(it is in requirements.txt)"
         ) from None
     return cv2
 

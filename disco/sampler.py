@@ -28,6 +28,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .depth import DepthModel
+    from .optical_flow import FlowModel
 from .symmetry import mirror_halves
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Models:
     # the CLIP models by clip_models name; when not given, ``clip`` is RN50::openai
     clips: dict[str, torch.nn.Module] = field(default_factory=dict)
     depth: DepthModel | None = None  # a 3D animation's depth estimator, when loaded
+    flow: FlowModel | None = None  # Video Input's optical flow (RAFT), when loaded
 
     def __post_init__(self) -> None:
         if not self.clips:

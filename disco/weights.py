@@ -58,11 +58,13 @@ def files_needed(
     with_init_loss: bool,
     clip_models: Sequence[str] = (DEFAULT_CLIP_MODEL,),
     depth_models: Sequence[str] = (),
+    flow_model: bool = False,
 ) -> list[str]:
     """The model files a run with these settings loads (registry names; no torch needed to ask).
     A checkpoint path as ``diffusion_model`` is the user's own file: nothing to download for it.
     ``clip_models``: the setting's names (``"ViT-B-32::openai"``), one file each; ``depth_models``:
-    a 3D run's depth networks (``"midas"``, ``"adabins"``: ``disco.animation_plan.depth_models``)."""
+    a 3D run's depth networks (``"midas"``, ``"adabins"``: ``disco.animation_plan.depth_models``);
+    ``flow_model``: a Video Input run uses RAFT (``disco.animation_plan.flow_model_needed``)."""
     names = [] if is_checkpoint_path(diffusion_model) else [f"{diffusion_model}.pt"]
     names.extend(CLIP_FILES[name] for name in clip_models)
     if use_secondary_model:
@@ -70,6 +72,8 @@ def files_needed(
     if with_init_loss:
         names.append(VGG16_FILE)
     names.extend(DEPTH_FILES[name] for name in depth_models)
+    if flow_model:
+        names.append(RAFT_FILE)
     return names
 
 

@@ -82,6 +82,11 @@ VARIABLES: tuple[Variable, ...] = (
         "width x height x steps one token may ask for per UTC day, all images together (`0`: no limit)",
     ),
     Variable("DISCO_MAX_QUEUED_IMAGES", "`500`", "images the queue holds at most, all tokens together (`0`: no cap)"),
+    Variable(
+        "DISCO_CONFIRM_OVER_S",
+        "`900` (15 min)",
+        "on a server without GPU, a job estimated to take longer needs `POST /jobs?confirm=1` (`0`: never asks)",
+    ),
     Variable("DISCO_API_TOKEN", "unset", "the client's token (`client.py --token`), sent to a Flow that needs one"),
     Variable(
         "DISCO_DATABASE_URL",
@@ -142,6 +147,7 @@ class Config:
     max_images_per_day: int  # 0: no limit
     max_pixel_steps_per_day: float  # 0: no limit
     max_queued_images: int  # 0: no cap
+    confirm_over_s: float  # a CPU server's job estimated longer than this needs confirm=1; 0: never asks
     api_token: str | None  # the client's own token
     database_url: str | None  # None: the SQLite file under state_dir
     state_dir: Path
@@ -276,6 +282,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         max_images_per_day=int(_number(env, "DISCO_MAX_IMAGES_PER_DAY", 200, int, 0)),
         max_pixel_steps_per_day=_number(env, "DISCO_MAX_PIXEL_STEPS_PER_DAY", 1e10, float, 0),
         max_queued_images=int(_number(env, "DISCO_MAX_QUEUED_IMAGES", 500, int, 0)),
+        confirm_over_s=_number(env, "DISCO_CONFIRM_OVER_S", 900, float, 0),
         api_token=_client_token(env, "DISCO_API_TOKEN"),
         database_url=_database_url(env),
         state_dir=_state_dir(env),

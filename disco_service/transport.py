@@ -75,11 +75,11 @@ class FlowClient:
         out = await post(self.client, wire.GENERATE, DocumentArray([doc]), None, parameters, self.metadata)
         return out[0]
 
-    async def progress(self, ids: list[str], frame: bool = False):
+    async def progress(self, ids: list[str], frame: bool = False, keep_alive: bool = True):
+        parameters = {**({"frame": True} if frame else {}), **({} if keep_alive else {wire.KEEP_ALIVE: False})}
         return await post(
-            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, {"frame": True} if frame else None,
-            self.metadata,
-        )  # fmt: skip
+            self.client, wire.PROGRESS, _ids_of(ids), wire.JOB_STATE_EXECUTOR, parameters or None, self.metadata
+        )
 
     async def cancel(self, ids: list[str]) -> None:
         await post(self.client, wire.CANCEL, _ids_of(ids), wire.JOB_STATE_EXECUTOR, None, self.metadata)

@@ -54,6 +54,7 @@ from disco.settings import (
 
 __all__ = [
     "ACCEPT_UNFINISHED",
+    "KEEP_ALIVE",
     "cast_tags",
     "ERROR_CODE_METADATA",
     "ERROR_TAGS",
@@ -98,6 +99,9 @@ ENDPOINTS = (GENERATE, PROGRESS, CANCEL, FORGET)
 # an image gets it back so too (it watched the job, so it knows). Nobody else mistakes a half-made
 # picture for a finished one.
 ACCEPT_UNFINISHED = "accept_unfinished"
+# ``/progress`` with ``parameters[KEEP_ALIVE] = False`` reads an image's state without telling its
+# sampler that its caller still waits (a gateway watching a caller's own request).
+KEEP_ALIVE = "keep_alive"
 # The Renderer's result (``parameters['__results__']``) naming the images that did not finish and
 # were not accepted so: the gateway answers the request with an error of them.
 NOT_FINISHED = "not_finished"
@@ -148,6 +152,7 @@ class ErrorCode(StrEnum):
     TOKEN_REJECTED = "token_rejected"  # a token the service does not know
     GATEWAY_ONLY = "gateway_only"  # a call straight to an executor, without the Flow's secret
     QUOTA_EXCEEDED = "quota_exceeded"  # a quota refuses the job (jobs at once, images a day, a full queue...)
+    CONFIRM_REQUIRED = "confirm_required"  # a job estimated to run longer than the server asks about: send ?confirm=1
     ADMIN_REQUIRED = "admin_required"  # an operator's route, and the token is not one of DISCO_ADMIN_TOKENS
     JOB_NOT_FOUND = "job_not_found"  # no such job for this caller
     RESULT_NOT_FOUND = "result_not_found"  # no such result (Document id) for this caller
@@ -181,6 +186,7 @@ EXCEPTION_CODES = {
     "WeightsUnavailable": ErrorCode.MODEL_UNAVAILABLE,
     "MissingPackage": ErrorCode.MODEL_UNAVAILABLE,
     "TooManyJobs": ErrorCode.QUOTA_EXCEEDED,
+    "QuotaExceeded": ErrorCode.QUOTA_EXCEEDED,
     "TookTooLong": ErrorCode.REQUEST_INVALID,
     "NotYourImage": ErrorCode.RESULT_NOT_FOUND,
 }

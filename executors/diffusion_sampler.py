@@ -114,8 +114,9 @@ class DiffusionSampler(Executor):
         else:  # its finished frames: on the job board, in the result store, with its client
             plan, arguments = _animation_job(doc, s)
             models = self.cache.models(
-                s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models, plan.depth_models
-            )
+                s.diffusion_model, s.use_secondary_model, plan.with_init_loss, s.clip_models, plan.depth_models,
+                plan.flow_model,
+            )  # fmt: skip
             steps = self._animation(doc, plan, animate(s, prompts_at, models, s.seed, **arguments))
         asked = float(doc.tags.get("client_timeout_s") or 0)
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s

@@ -33,7 +33,7 @@ from disco_service.outputs import embed_settings_in_uri, image_settings
 from disco_service.server.flow_secret import guard_executor, resolve
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import GIF, SPRITE, ResultStore
-from disco_service.wire import ACCEPT_UNFINISHED, NOT_FINISHED, JobStatus
+from disco_service.wire import ACCEPT_UNFINISHED, KEEP_ALIVE, NOT_FINISHED, JobStatus
 
 SWEEP_EVERY_S = 3600
 
@@ -95,11 +95,14 @@ class Renderer(Executor):
         run_step, run_total, frames_done, last_finished); with ``parameters={'frame': True}`` the
         latest frame as ``doc.uri``; with ``parameters={'finished_from': n}`` an animation's
         finished frames from frame ``n`` on (at most ``FINISHED_PER_POLL``) as chunks with
-        ``tags['frame']``. Each poll also tells the sampler the client is still there."""
+        ``tags['frame']``. Each poll also tells the sampler the client is still there, unless
+        ``parameters={'keep_alive': False}`` (a gateway watching a caller's own request)."""
         want_frame = bool((parameters or {}).get("frame"))
+        keep_alive = (parameters or {}).get(KEEP_ALIVE, True) is not False
         finished_from = (parameters or {}).get("finished_from")
         for doc in docs:
-            self.board.seen(doc.id)
+            if keep_alive:
+                self.board.seen(doc.id)
             state = self.board.read(doc.id)
             if state is None:  # forgotten by the board: the store's record, if any
                 state = {k: v for k, v in (self.store.read(doc.id) or {"status": JobStatus.WAITING.value}).items()}

@@ -42,7 +42,7 @@ from jina.serve.runtimes.gateway.http import HTTPGateway
 from disco.settings import settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
-from disco_service.server import events, flow_secret, http_api, routes, tokens
+from disco_service.server import estimates, events, flow_secret, http_api, routes, tokens
 from disco_service.server.direct_calls import CallerMiddleware, DirectCalls, caller_interceptor
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
@@ -65,9 +65,16 @@ def page_settings() -> dict:
     meaning, what is allowed, low/high/choices, seed-API flag; ``settings_schema`` with this
     server's limits), the executor that answers /progress and /cancel, the tags a request may
     carry besides the settings, the largest seed and the job statuses. It depends on the
-    server's configuration only, never on the request."""
+    server's configuration only, never on the request. ``device``: where the samplers run (``cpu``
+    or ``gpu``); on a CPU the form starts from small settings (``estimates.CPU_DEFAULTS`` as the
+    rows' defaults) and ``confirm_over_s`` is how long a job may be estimated to run before the
+    page asks (None: never)."""
+    cfg = config.load()
+    where = estimates.device(cfg.use_gpu)
     return {
-        "settings": settings_schema(config.load().limits),
+        "settings": estimates.page_rows(settings_schema(cfg.limits), where),
+        "device": where,
+        "confirm_over_s": (cfg.confirm_over_s or None) if where == "cpu" else None,
         "job_state_executor": wire.JOB_STATE_EXECUTOR,
         "request_tags": list(wire.REQUEST_TAGS),
         "max_seed": wire.MAX_SEED,
@@ -138,13 +145,20 @@ def honest_answers(handle, admit=None):
             response, floating = handle(request=request, return_type=return_type)
             answered = asyncio.ensure_future(_finished_or_error(response))
             if done is not None:
-                answered.add_done_callback(lambda _: done())
+                answered.add_done_callback(lambda future: done(_answer_of(future)))
             return answered, floating
         served = ", ".join(wire.ENDPOINTS[:-1]) + f" and {wire.ENDPOINTS[-1]}"
         request.add_exception(UnknownEndpoint(f"unknown endpoint {endpoint!r}: this Flow serves {served}"))
         return _answered(request)
 
     return answer
+
+
+def _answer_of(future):
+    """The answered request of a finished future, or None when it failed or was cancelled."""
+    if future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
 
 
 def _answered(request):
@@ -213,7 +227,7 @@ class PageHTTPGateway(HTTPGateway):
         app.add_api_route("/ui/outputs/{name}", _send_saved, include_in_schema=False)
         if self.service is not None:
             queue, accepted, cfg = self.service
-            routes.mount_service(app, queue, accepted, cfg.limits, cfg.use_gpu, cfg.max_body_bytes)
+            routes.mount_service(app, queue, accepted, cfg.limits, cfg.use_gpu, cfg.max_body_bytes, cfg.confirm_over_s)
             app.add_middleware(CallerMiddleware, tokens=accepted)  # who sends Jina's POST /post
             running: list[asyncio.Task] = []
             app.add_event_handler("startup", lambda: running.append(asyncio.create_task(queue.run())))

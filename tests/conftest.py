@@ -107,6 +107,7 @@ def model_dir(tmp_path_factory):
             "open_clip_rn50_openai.safetensors",
             "vgg16-397923af.pth",
             "ViT-B-32.pt",  # a second CLIP model for clip_models, in OpenAI's layout
+            "raft_large_C_T_SKHT_V2-ff5fadd5.pth",  # RAFT, for Video Input's optical flow (on by default)
         ],
     )
     return directory

@@ -76,7 +76,7 @@ class FakeFlow:
             self.states[doc.id] = {"status": status}
         return Document(id=doc.id, tags={**doc.tags, "status": status, "steps_done": float(steps_done)})
 
-    async def progress(self, ids: list[str], frame: bool = False) -> list[Document]:
+    async def progress(self, ids: list[str], frame: bool = False, keep_alive: bool = True) -> list[Document]:
         return [Document(id=i, tags=self.states.get(i, {"status": "waiting"})) for i in ids]
 
     async def cancel(self, ids: list[str]) -> None:

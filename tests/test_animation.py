@@ -31,6 +31,8 @@ from executors.diffusion_sampler import DiffusionSampler
 
 # frame 0: 2 steps, every later frame 1 (frames_skip_steps skips half of them)
 ANIMATED = {**TINY, "steps": 2, "skip_steps": 0, "frames_skip_steps": "50%", "text_prompts": ["a lighthouse"]}
+# a video whose every frame starts from its own picture, written as made (tests/test_video_flow.py: with the flow)
+NO_FLOW = {"video_init_flow_warp": False, "video_init_blend_mode": "None"}
 
 
 # ----- key frames -----
@@ -256,7 +258,7 @@ def test_a_2d_frame_starts_from_the_previous_frame_warped(tiny_models, tmp_path,
 def test_prompts_change_at_their_key_frames(tiny_models, tmp_path, starts):
     schedule = {0: ["a lighthouse"], 1: ["a storm", "rain"]}
     plan, doc = request(tiny_models, tmp_path, animation_mode="Video Input", video_init_path=video(tmp_path, 3),
-                        extract_nth_frame=1, text_prompts=schedule)  # fmt: skip
+                        extract_nth_frame=1, text_prompts=schedule, **NO_FLOW)  # fmt: skip
     sampler(tiny_models, tmp_path)._generate(doc)
     rn50 = [s["embeds"]["RN50::openai"] for s in starts]  # the prompts' embeddings by CLIP model
     assert [len(e) for e in rn50] == [1, 2, 2]
@@ -271,8 +273,9 @@ def video(directory, frames: int) -> str:
 
 def test_a_video_makes_a_frame_from_every_nth_frame(tiny_models, tmp_path, starts):
     plan, doc = request(
-        tiny_models, tmp_path, animation_mode="Video Input", video_init_path=video(tmp_path, 4), extract_nth_frame=2
-    )
+        tiny_models, tmp_path, animation_mode="Video Input", video_init_path=video(tmp_path, 4), extract_nth_frame=2,
+        **NO_FLOW,
+    )  # fmt: skip
     assert plan.frames == 2 and plan.fps == 5  # the video's pace: 10 frames a second, every second one
     sampler(tiny_models, tmp_path)._generate(doc)
     assert doc.tags["status"] == "done" and [int(c.tags["frame"]) for c in doc.chunks] == [0, 1]
@@ -288,7 +291,7 @@ def test_a_video_makes_a_frame_from_every_nth_frame(tiny_models, tmp_path, start
 def test_video_seed_continuity_keeps_one_seed(tiny_models, tmp_path, starts):
     plan, doc = request(
         tiny_models, tmp_path, animation_mode="Video Input", video_init_path=video(tmp_path, 2), extract_nth_frame=1,
-        video_init_seed_continuity=True,
+        video_init_seed_continuity=True, **NO_FLOW,
     )  # fmt: skip
     sampler(tiny_models, tmp_path)._generate(doc)
     assert [s["seed"] for s in starts] == [5, 5]

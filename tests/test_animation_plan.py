@@ -17,7 +17,7 @@ from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from disco.animation_plan import frame_settings, plan_run
+from disco.animation_plan import flow_model_needed, frame_settings, plan_run
 from disco.images import png_bytes
 from disco.settings import SettingsError, validate_settings
 from disco.video import video_info, write_mp4
@@ -63,6 +63,8 @@ RUNS = st.fixed_dictionaries(
         "extract_nth_frame": st.integers(1, 3),
         "fps": st.sampled_from([12, 24]),
         "turbo": st.sampled_from([None, (2, 0), (2, 1), (3, 1)]),  # 3D only: (turbo_steps, turbo_preroll)
+        "video_init_flow_warp": st.booleans(),
+        "video_init_blend_mode": st.sampled_from(["None", "linear", "optical flow"]),
     }
 )
 
@@ -86,6 +88,10 @@ def test_the_client_and_the_sampler_plan_every_animation_alike(values, init, vid
         if turbo and values["animation_mode"] == "3D":
             values.update(turbo_mode=True, turbo_steps=turbo[0], turbo_preroll=turbo[1])
         s = tiny(out, **values, resume_run=kept > 0)
+        if kept and flow_model_needed(s):  # each frame needs the one before as made: not resumed
+            with pytest.raises(SettingsError, match="^resume_run: a Video Input animation with optical flow"):
+                plan_animation(s, PICTURE if init else None)
+            return
         client = plan_animation(s, PICTURE if init else None)
         if client.complete:  # every frame is there: the client sends nothing, the sampler would refuse it
             with pytest.raises(SettingsError, match="resume_from_frame"):
@@ -99,6 +105,7 @@ def test_the_client_and_the_sampler_plan_every_animation_alike(values, init, vid
     if values["animation_mode"] == "Video Input":  # every video frame starts from its picture
         assert plan.with_init_loss is (values["frames_scale"] > 0)
         assert plan.frames == min(values["max_frames"], -(-video_frames // values["extract_nth_frame"]))
+    assert plan.flow_model is (flow_model_needed(s) and plan.frames > 1)
     assert plan.start_frame == min(kept, plan.frames) and len(plan.made) == plan.frames - plan.start_frame
     diffused = [not s.turbo_mode or n <= s.turbo_preroll or n % s.turbo_steps == 0 for n in plan.made]
     assert [plan.diffused(n) for n in plan.made] == diffused  # turbo's frames between take no step

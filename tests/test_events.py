@@ -36,7 +36,7 @@ class SlowFlow(FakeFlow):
         await self.release.wait()
         return await super().generate(doc)
 
-    async def progress(self, ids, frame=False):
+    async def progress(self, ids, frame=False, keep_alive=True):
         docs = await super().progress(ids)
         if frame:
             for doc in docs:
@@ -152,25 +152,67 @@ def test_a_client_that_reconnects_gets_what_it_missed_or_is_told_to_read_again(t
         store = ResultStore(tmp_path / "results", ttl_s=3600)
         app, queue, hub = service(store, FakeFlow(store))
         await app.router.startup()
-        first = Stream(app, ALICE)
+        first, other_tab = Stream(app, ALICE), Stream(app, ALICE)
         await asyncio.sleep(0.05)
         queue.submit(fingerprint(ALICE), settings())
         await first.until(lambda: first.types() == ["queued"])
         await first.close()
-        running = asyncio.create_task(queue.run())  # runs while nobody listens
-        await asyncio.sleep(0.5)
+        running = asyncio.create_task(queue.run())  # runs while the first stream is away (another tab listens)
+        await other_tab.until(lambda: "done" in other_tab.types())
         again = Stream(app, ALICE, last_event_id=first.events[-1]["id"])
         await again.until(lambda: "done" in again.types())
         lost = Stream(app, ALICE, last_event_id="another-gateway-12")
         await lost.until(lambda: lost.types() == ["resync"])
-        running.cancel()
         await again.close()
         await lost.close()
+        await other_tab.close()
+        last = other_tab.events[-1]["id"]
+        queue.submit(fingerprint(ALICE), settings(seed=5))  # runs while nobody listens: its changes are not read
+        await asyncio.sleep(0.3)
+        unheard = Stream(app, ALICE, last_event_id=last)
+        await unheard.until(lambda: unheard.types() == ["resync"])
+        running.cancel()
+        await unheard.close()
         hub.stop()
         return again
 
     again = asyncio.run(scenario())
     assert again.types() == ["sent", "image_ended", "done"]
+
+
+def test_the_hub_reads_nothing_while_nobody_listens_and_only_the_jobs_of_those_who_do(tmp_path):
+    from benchmarks.load import count_statements
+
+    async def scenario():
+        store = ResultStore(tmp_path / "results", ttl_s=3600)
+        state = job_queue.open_store(tmp_path / "state.sqlite3")
+        counts = count_statements(state)
+        app, queue, hub = service(store, FakeFlow(store), state=state)
+        await app.router.startup()
+        running = asyncio.create_task(queue.run())
+
+        async def run_job(owner: str, seed: int) -> int:
+            """The statements the hub ran while one job of ``owner`` went from submitted to done."""
+            before = counts["statements_by"].get("events", 0)
+            job = queue.submit(owner, settings(seed=seed, n=2))
+            await queue.wait(job.id)
+            await asyncio.sleep(0.2)  # the last changes reach the hub
+            return counts["statements_by"].get("events", 0) - before
+
+        nobody = await run_job(fingerprint(ALICE), 1)
+        stream = Stream(app, BOB)  # bob follows his own jobs only
+        await asyncio.sleep(0.05)
+        of_others = await run_job(fingerprint(ALICE), 2)
+        of_his_own = await run_job(fingerprint(BOB), 3)
+        running.cancel()
+        await stream.close()
+        hub.stop()
+        return nobody, of_others, of_his_own, stream
+
+    nobody, of_others, of_his_own, stream = asyncio.run(scenario())
+    assert nobody == 0  # no stream open: not one statement
+    assert of_others == 1  # the owner of alice's job, read once; her job's changes are not read
+    assert of_his_own >= 4 and "done" in stream.types()  # bob's own job is read at its changes
 
 
 def test_with_postgresql_a_stream_on_one_gateway_follows_a_job_another_gateway_runs(tmp_path, postgres):
@@ -241,3 +283,42 @@ def test_an_operator_may_follow_every_job_and_nobody_else_may(tmp_path):
     everything, refused, job = asyncio.run(scenario())
     assert everything.events[0]["job"]["id"] == job.id
     assert refused.status == 403
+
+
+def test_places_in_line_are_told_from_one_read_of_the_line_not_by_reading_every_queued_job(tmp_path):
+    from benchmarks.load import count_statements
+
+    n = 12
+
+    async def scenario():
+        store = ResultStore(tmp_path / "results", ttl_s=3600)
+        state = job_queue.open_store(tmp_path / "state.sqlite3")
+        counts = count_statements(state)
+        app, queue, hub = service(store, FakeFlow(store), state=state)
+        queue.max_jobs_per_owner = n
+        await app.router.startup()
+        stream = Stream(app, ALICE)
+        await asyncio.sleep(0.05)
+        jobs = [queue.submit(fingerprint(ALICE), settings(seed=s)) for s in range(n)]
+        await stream.until(lambda: stream.types().count("queued") == n)
+        before = counts["statements_by"].get("events", 0)
+        running = asyncio.create_task(queue.run())
+        for job in jobs:
+            await queue.wait(job.id)
+        await stream.until(lambda: stream.types().count("done") == n)
+        running.cancel()
+        await stream.close()
+        hub.stop()
+        return counts["statements_by"].get("events", 0) - before, stream, jobs
+
+    statements, stream, jobs = asyncio.run(scenario())
+    # each job's own changes (sent, ended, done) are read; the line once per change that moves it:
+    # a few statements a job, where reading every queued job again at each move grows with n squared
+    assert statements <= 6 * n, statements
+    told = 0
+    for place, job in enumerate(jobs, 1):  # each job's place only goes down before it is sent
+        shown = [e["job"]["position"] for e in stream.events if e["job"]["id"] == job.id and e["event"] == "update"]
+        first = next(e for e in stream.events if e["job"]["id"] == job.id)["job"]["position"]
+        assert first == place and [first, *shown] == sorted(set([first, *shown]), reverse=True), (place, shown)
+        told += len(shown)
+    assert told >= n  # the moves were told (each send moves every job behind it; moves close together come as one)

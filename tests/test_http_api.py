@@ -19,6 +19,9 @@ from docarray import DocumentArray
 from fake_flow import FakeFlow, png
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from disco.settings import DEFAULT_LIMITS, Limits
@@ -343,3 +346,84 @@ def test_paddlehub_s_route_needs_a_token_too(store):
             assert [job.owner for job in queue.jobs.values()] == [Tokens([ALICE]).owner(f"Bearer {ALICE}")]
 
     asyncio.run(scenario())
+
+
+# ----- a server without GPU: small defaults on the page, and a confirm before a long job -----
+
+
+def test_a_server_without_gpu_asks_for_a_confirm_before_a_long_job_naming_the_estimate_and_the_limit(store):
+    from disco_service.server import routes
+
+    long_job = {"text_prompts": ["a lighthouse"], "width_height": [512, 512], "steps": 100, "n_batches": 2}
+
+    async def scenario(use_gpu: str) -> list[httpx.Response]:
+        queue = JobQueue(store, FakeFlow(store))
+        app = FastAPI()
+        routes.mount_service(app, queue, Tokens(), DEFAULT_LIMITS, use_gpu, confirm_over_s=900)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            return [
+                await client.post("/jobs/estimate", json=long_job),
+                await client.post("/jobs", json=long_job),
+                await client.post("/jobs?confirm=1", json=long_job),
+                await client.post("/jobs", json=SMALL),
+            ]
+
+    estimate, refused, confirmed, small = asyncio.run(scenario("0"))
+    told = estimate.json()
+    assert told["device"] == "cpu" and told["long"] is True and told["confirm_over_s"] == 900
+    assert told["cpu_seconds"] > 3600  # hours on a CPU
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["code"] == "confirm_required" and body["setting"] is None
+    assert f"({told['cpu_seconds']:.0f} s)" in body["detail"]  # the estimate ...
+    assert "DISCO_CONFIRM_OVER_S=900" in body["detail"] and "?confirm=1" in body["detail"]  # ... and the limit
+    assert confirmed.status_code == 202 and len(confirmed.json()["images"]) == 2
+    assert small.status_code == 202  # a small job is not asked about
+    estimate, plain, _, _ = asyncio.run(scenario("1"))  # a GPU server asks nothing
+    assert estimate.json()["long"] is False and plain.status_code == 202
+
+
+@given(
+    side=st.sampled_from([64, 128, 256, 512, 768]),
+    steps=st.integers(20, 400),
+    n_batches=st.integers(1, 4),
+    limit=st.sampled_from([60.0, 900.0, 3600.0]),
+)
+@hypothesis_settings(max_examples=25, deadline=None)
+def test_a_job_is_refused_exactly_when_its_estimate_exceeds_the_limit(side, steps, n_batches, limit):
+    from disco.settings import validate_settings
+    from disco_service.server import estimates
+    from disco_service.server.quotas import LongJob
+
+    values = {"text_prompts": ["x"], "width_height": [side, side], "steps": steps, "n_batches": n_batches}
+    asked = validate_settings(values, tokens=False)  # as the job API checks them (no tokenizer)
+    seconds = estimates.estimate(asked, "cpu", limit)["cpu_seconds"]
+    check = estimates.long_job_check("cpu", limit)
+    if seconds > limit:
+        with pytest.raises(LongJob, match=rf"\({seconds:.0f} s\).*DISCO_CONFIRM_OVER_S={limit:g}"):
+            check(asked, False)
+    else:
+        check(asked, False)
+    check(asked, True)  # confirmed: never refused
+    assert estimates.long_job_check("gpu", limit) is None and estimates.long_job_check("cpu", 0) is None
+
+
+def test_the_page_of_a_server_without_gpu_starts_from_small_settings(monkeypatch):
+    from disco.settings import validate_settings
+    from disco_service.server import estimates
+    from gateway.page_gateway import page_settings
+
+    monkeypatch.setenv("DISCO_USE_GPU", "0")
+    cpu = page_settings()
+    defaults = {row["name"]: row["default"] for row in cpu["settings"]}
+    assert cpu["device"] == "cpu" and cpu["confirm_over_s"] == 900
+    assert defaults["width_height"] == [256, 256] and defaults["steps"] == 50 and defaults["n_batches"] == 1
+    small = validate_settings({**defaults, "text_prompts": ["x"]}, tokens=False)  # the form's starting job
+    assert estimates.estimate(small, "cpu", 900)["long"] is False  # minutes, not hours: no confirm needed
+    monkeypatch.setenv("DISCO_USE_GPU", "1")
+    gpu = page_settings()
+    own = {row["name"]: row["default"] for row in gpu["settings"]}
+    assert gpu["device"] == "gpu" and gpu["confirm_over_s"] is None
+    assert own["width_height"] != [256, 256] and own["steps"] > 50  # the settings' own defaults
+    full = validate_settings({**own, "text_prompts": ["x"]}, tokens=False)
+    assert estimates.estimate(full, "cpu", 900)["long"] is True  # which a CPU would take hours over

@@ -19,14 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_load_benchmark_runs_every_job_once_within_the_slots_and_polling_costs_more(tmp_path):
     out = tmp_path / "load.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "benchmarks" / "load.py"), "--jobs=4", "--pages=2", f"--out={out}"]
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "load.py"), "--jobs=4", "--pages=2", "--idle-s=2", f"--out={out}"
+    ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
     result = json.loads(out.read_text())
     assert out.with_suffix(".md").read_text().startswith("| |")
     phases = {p["phase"]: p for p in result["phases"]}
-    assert list(phases) == ["none", "events", "polling"]
+    assert list(phases) == ["idle", "idle-events", "none", "events", "polling"]
+    for name in ("idle", "idle-events", "none", "polling"):  # no stream open, or no job: the event hub reads nothing
+        assert phases[name]["statements_per_s_by"].get("events", 0) == 0, name
+    assert phases["events"]["statements_per_s_by"]["events"] > 0  # with streams, it reads the jobs that change
+    assert phases.pop("idle")["requests"] == {} and phases.pop("idle-events")["pages"] == 2
     for phase in phases.values():
         assert phase["jobs"] == 4 and phase["lost"] == 0 and phase["statuses"] == {"done": 4}
         assert phase["sent"] == 4 and phase["sent_twice"] == 0  # every Document id reached the sampler once

@@ -16,7 +16,7 @@ def test_every_notebook_name_has_advice_of_its_own_and_none_is_a_setting():
         assert not advice(name).startswith("unknown setting"), name
     assert advice("set_seed").startswith("use seed")
     assert advice("width_height_for_512x512_models").startswith("use width_height")
-    assert advice("video_init_steps").startswith("use steps")
+    assert "video_init_steps" in SETTING_NAMES and "video_init_flow_warp" in SETTING_NAMES  # taken, not refused
     assert advice("ViTB32", {"ViTB32": True, "RN50": "true", "RN101": False}).endswith(
         "use clip_models ['ViT-B-32::openai', 'RN50::openai']"
     )

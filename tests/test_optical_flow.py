@@ -1,8 +1,12 @@
 """Optical flow: RAFT loads strictly and gives a (2, H, W) field; warping and the consistency mask on
-hand-made flows (RAFT's test weights are random, so its flow between shifted frames means nothing)."""
+hand-made flows (RAFT's test weights are random, so its flow between shifted frames means nothing:
+that RAFT finds a shift is checked with torchvision's trained weights, when the model directory
+holds them)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +14,8 @@ import pytest
 import torch
 from make_test_weights import make
 
-from disco.optical_flow import consistency_mask, estimate_flow, load_raft, warp_with_flow
-from disco.weights import RAFT_FILE
+from disco.optical_flow import FlowModel, consistency_mask, estimate_flow, load_raft, warp_with_flow
+from disco.weights import RAFT_FILE, REGISTRY
 
 
 def textured(height: int = 64, width: int = 64, channels: int = 3) -> np.ndarray:
@@ -98,3 +102,29 @@ def test_raft_refuses_a_file_of_other_weights(tmp_path: Path) -> None:
     torch.save(state, tmp_path / RAFT_FILE)
     with pytest.raises(ValueError, match="RAFT-Large"):
         load_raft(tmp_path / RAFT_FILE)
+
+
+def trained_raft() -> Path:
+    """torchvision's trained RAFT-Large in the model directory ($DISCO_MODEL_DIR, else
+    ~/.cache/disco-diffusion), checked against its sha256; the test is skipped without it."""
+    directory = Path(os.environ.get("DISCO_MODEL_DIR") or Path.home() / ".cache" / "disco-diffusion")
+    path = directory / RAFT_FILE
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != REGISTRY[RAFT_FILE].sha256:
+        pytest.skip(
+            f"needs the trained {RAFT_FILE} in {directory} (python -m disco_service.client.download {RAFT_FILE})"
+        )
+    return path
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(3, 2), (-5, 0), (0, -4)])
+def test_raft_finds_the_shift_between_a_picture_and_its_shifted_copy(dx, dy):
+    import cv2
+
+    model = FlowModel(load_raft(trained_raft()))
+    rng = np.random.default_rng(1)
+    picture = cv2.resize(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), (192, 192), interpolation=cv2.INTER_CUBIC)
+    shifted = np.roll(picture, (dy, dx), axis=(0, 1))  # what was at p is at p + (dx, dy)
+    flow = model.flow(picture, shifted)  # from the picture to its copy: (dx, dy) everywhere
+    inside = flow[:, 16:-16, 16:-16]  # away from the borders, where the roll wraps around
+    error = np.hypot(inside[0] - dx, inside[1] - dy)
+    assert np.median(error) < 0.5 and (error < 1).mean() > 0.95

@@ -17,7 +17,7 @@ from disco.settings import validate_settings
 from disco_service import config
 from disco_service.server.tokens import OPEN, SERVICE, Tokens, Unauthorized, fingerprint
 from disco_service.transport import classify
-from disco_service.wire import settings_to_tags
+from disco_service.wire import request_tags, settings_to_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,6 +162,27 @@ def test_grpc_needs_the_token_in_its_metadata(token_flow, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)[0]["status"] == "done" and (tmp_path / "reverse_diffusion-6_0.png").exists()
     print(f"client.py with a token: {time.time() - started:.1f} s")
+
+
+def test_an_image_made_over_grpc_with_a_token_is_in_that_token_s_jobs_and_gallery(token_flow):
+    grpc, http = token_flow
+    tags = request_tags(validate_settings(**TINY, text_prompts=["a grpc fox"], n_batches=1, seed=12), 0)
+    doc = Document(tags=tags)
+    bob = (("authorization", f"Bearer {TOKENS['bob']}"),)
+    assert Client(host=grpc).post("/generate", DocumentArray([doc]), metadata=bob)[0].tags["status"] == "done"
+    listed = call("GET", f"{http}/jobs", headers=bearer("bob"))[1]["jobs"]
+    job = next(j for j in listed if j["settings"].get("text_prompts") == ["a grpc fox"])
+    assert job["status"] == "done" and job["settings"]["seed"] == 12
+    [image] = job["images"]
+    assert (image["status"], image["seed"], image["error"]) == ("done", 12, None)
+    status, png = call("GET", http + image["png"], headers=bearer("bob"))
+    assert status == 200 and png == call("GET", f"{http}/results/{doc.id}/final.png", headers=bearer("bob"))[1]
+    assert call("GET", http + image["png"], headers=bearer("alice"))[0] == 404
+    assert job["id"] not in [j["id"] for j in call("GET", f"{http}/jobs", headers=bearer("alice"))[1]["jobs"]]
+    status, refused = call("DELETE", f"{http}/jobs/{job['id']}", headers=bearer("alice"))
+    assert status == 404, refused
+    assert call("DELETE", f"{http}/jobs/{job['id']}", headers=bearer("bob"))[0] in (200, 204)  # a finished job goes
+    assert job["id"] not in [j["id"] for j in call("GET", f"{http}/jobs", headers=bearer("bob"))[1]["jobs"]]
 
 
 # ----- the perimeter: executors, Jina's own routes, results -----

@@ -1,6 +1,7 @@
 // The page talks to the service's job API on this same address, with short requests only:
 // POST ../jobs queues a job (the form's settings as JSON; POST ../jobs/estimate first, to ask
-// before a job that would run for hours on a server without a GPU), GET ../jobs lists the
+// before a job that would run for hours on a server without a GPU, then POST ../jobs?confirm=1
+// once the caller agreed: the server refuses such a job without it), GET ../jobs lists the
 // caller's jobs, newest first, with each image's progress and files (read once at start), and
 // GET ../jobs/events follows them (Server-Sent Events: each event carries its job as GET ../jobs
 // shows it); only while that stream is broken does the page poll GET ../jobs, about once a
@@ -13,7 +14,8 @@
 // object URLs (an <img> or <video> cannot send it).
 // The form is built from the server's settings.json: every setting's name, kind, default, meaning,
 // limits and group come from the Settings fields, so a setting added there appears here with no
-// edit of this page.
+// edit of this page. On a server without a GPU (settings.json's device "cpu") the defaults are small
+// ones, minutes on a CPU rather than hours.
 "use strict";
 
 const POLL_MS = 1000;
@@ -418,9 +420,14 @@ async function submit(event) {
     const headers = { "Content-Type": "application/json" };
     const estimate = await api("../jobs/estimate", { method: "POST", headers, body });
     const told = await estimate.json().catch(() => ({}));
-    if (estimate.ok && told.long && !window.confirm(`${told.notice}\n\nQueue it anyway?`)) return;
-    const response = await api("../jobs", { method: "POST", headers, body });
-    const answer = await response.json().catch(() => ({}));
+    const long = estimate.ok && told.long; // a long run on a server without GPU: it needs ?confirm=1
+    if (long && !window.confirm(`${told.notice}\n\nQueue it anyway?`)) return;
+    let response = await api(long ? "../jobs?confirm=1" : "../jobs", { method: "POST", headers, body });
+    let answer = await response.json().catch(() => ({}));
+    if (answer.code === "confirm_required" && window.confirm(`${answer.detail}\n\nQueue it anyway?`)) {
+      response = await api("../jobs?confirm=1", { method: "POST", headers, body });
+      answer = await response.json().catch(() => ({}));
+    }
     if (!response.ok) showError(answer.setting, answer.detail || `the job was refused: HTTP ${response.status}`);
     else known(answer);
   } catch (error) {

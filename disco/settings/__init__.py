@@ -25,6 +25,7 @@ from .fields import (
     MOTION_SETTINGS,
     SEED_API_NAMES,
     SETTING_NAMES,
+    VIDEO_INIT_OVERRIDES,
     Settings,
     choice_meanings,
     choices,
@@ -32,6 +33,7 @@ from .fields import (
     kind,
     limits_of,
     setting,
+    with_video_init_overrides,
 )
 from .schedules import count_schedule, number_or_schedule, parse_schedule
 from .schema import describe, settings_schema
@@ -82,6 +84,7 @@ __all__ = [
     "SCHEDULE_LENGTH",
     "SEED_API_NAMES",
     "SETTING_NAMES",
+    "VIDEO_INIT_OVERRIDES",
     "Limits",
     "Settings",
     "SettingsError",
@@ -102,5 +105,6 @@ __all__ = [
     "settings_from_yaml",
     "settings_schema",
     "validate_settings",
+    "with_video_init_overrides",
     "write_yaml",
 ]

@@ -19,7 +19,16 @@ from ..clip_catalog import CLIP_MODELS
 from ..errors import Limits, SettingsError, finite
 from ..keyframes import parse_keyframe_values
 from ..models import CHECKPOINT_SUFFIXES, is_checkpoint_path
-from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, choices, default, kind, limits_of
+from .fields import (
+    KEYFRAME_3D_SETTINGS,
+    KEYFRAME_SETTINGS,
+    SETTING_NAMES,
+    VIDEO_INIT_OVERRIDES,
+    choices,
+    default,
+    kind,
+    limits_of,
+)
 from .scalars import read_bool, read_choice, read_float, read_int, read_optional_text
 from .schedules import count_schedule, number_or_schedule, parse_schedule
 from .texts import (
@@ -29,6 +38,7 @@ from .texts import (
     MAX_STEPS,
     MAX_TRANSFORMATIONS,
     PERLIN_ALIASES,
+    VIDEO_BLEND_MODES,
 )
 
 Reader = Callable[[str, Any, Limits], Any]
@@ -284,6 +294,24 @@ def _animation_mode(name: str, value: Any, limits: Limits) -> str:
     raise SettingsError(name, f"must be one of {list(ANIMATION_MODES)}, got {value!r}")
 
 
+def _blend_mode(name: str, value: Any, limits: Limits) -> str:
+    """One of ``VIDEO_BLEND_MODES`` in any case (``"none"`` is ``"None"``)."""
+    if isinstance(value, str):
+        canonical = {mode.lower(): mode for mode in VIDEO_BLEND_MODES}.get(value.strip().lower())
+        if canonical:
+            return canonical
+    raise SettingsError(name, f"must be one of {list(VIDEO_BLEND_MODES)}, got {value!r}")
+
+
+def _video_init_override(name: str, value: Any, limits: Limits) -> Any:
+    """A ``video_init_*`` override: None (the setting it replaces keeps its value), or a value read
+    as that setting's own (its reader, with the override's bounds and name in the error)."""
+    if value is None:
+        return None
+    replaced = VIDEO_INIT_OVERRIDES[name]
+    return (READERS.get(replaced) or KIND_READERS[kind(replaced)])(name, value, limits)
+
+
 def _keyframes(name: str, value: Any, limits: Limits) -> str:
     """Key frames as text, their syntax and expressions checked (one number: every frame's value)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -345,4 +373,6 @@ READERS: dict[str, Reader] = {
     "video_init_path": _video,
     "turbo_steps": _turbo_steps,
     "intermediate_saves": _intermediate_saves,
+    "video_init_blend_mode": _blend_mode,
+    **dict.fromkeys(VIDEO_INIT_OVERRIDES, _video_init_override),
 }

@@ -34,10 +34,12 @@ from .texts import (
     MAX_TRANSFORMATIONS,
     MIDAS_DEPTH_MODELS,
     PADDING_MODES,
+    PERCENTAGE_ALLOWED,
     PERLIN_MODES,
     SAMPLING_MODES,
     SCALE_ALLOWED,
     SCHEDULE,
+    VIDEO_BLEND_MODES,
     WARP_SAMPLING_MODES,
 )
 from .yaml_io import write_yaml
@@ -302,7 +304,7 @@ class Settings:
         "60%",
         "animation: share of the steps skipped for every frame after the first (Video Input: every frame); "
         "more flickers less but adds less new detail",
-        allowed="a percentage from 0% to 99% that leaves at least one step",
+        allowed=PERCENTAGE_ALLOWED,
     )
     video_init_path: Annotated[str | bytes | None, "video"] = setting(
         None, "Video Input: the video (the client reads the file and sends its bytes)", allowed="a video file"
@@ -310,6 +312,71 @@ class Settings:
     extract_nth_frame: int = setting(2, "Video Input: use every nth frame of the video", low=1)
     video_init_seed_continuity: bool = setting(
         False, "Video Input: every frame uses the same seed (otherwise frame n uses seed + n)"
+    )
+    video_init_flow_warp: bool = setting(
+        True,
+        "Video Input: every frame after the first starts from the previous frame made, carried along the video's "
+        "motion (RAFT optical flow from the video frame to the one before) and blended with its own video frame by "
+        "video_init_flow_blend; off: every frame starts from its video frame alone",
+    )
+    video_init_flow_blend: float = setting(
+        0.999,
+        "Video Input with video_init_flow_warp: the warped previous frame's share of a frame's start "
+        "(0: the video frame alone, 1: the warped previous frame alone)",
+        low=0.0,
+        high=1.0,
+    )
+    video_init_check_consistency: bool = setting(
+        False,
+        "Video Input: trust the optical flow only where it passes the forward-backward check (a second RAFT flow "
+        "per frame); where it fails (occluded, uncovered or leaving the frame) the video frame is used alone",
+    )
+    video_init_blend_mode: str = setting(
+        "optical flow",
+        "Video Input: how each frame written (and the MP4) is smoothed with the frame made before it, half and half",
+        choices=VIDEO_BLEND_MODES,
+        choice_meanings={
+            "None": "the frames as made",
+            "linear": "each frame blended with the previous frame made",
+            "optical flow": "each frame blended with the previous frame made, carried along the video's motion",
+        },
+    )
+    # The notebook's video_init_* settings: in Video Input mode each one given replaces its setting.
+    video_init_steps: int | None = setting(
+        None, "Video Input: steps in its place", low=1, high=MAX_STEPS, shown="as steps"
+    )
+    video_init_clip_guidance_scale: float | str | None = setting(
+        None, "Video Input: clip_guidance_scale in its place", allowed=SCALE_ALLOWED, shown="as clip_guidance_scale"
+    )
+    video_init_tv_scale: float | str | None = setting(
+        None, "Video Input: tv_scale in its place", allowed=SCALE_ALLOWED, shown="as tv_scale"
+    )
+    video_init_range_scale: float | str | None = setting(
+        None, "Video Input: range_scale in its place", allowed=SCALE_ALLOWED, shown="as range_scale"
+    )
+    video_init_sat_scale: float | str | None = setting(
+        None, "Video Input: sat_scale in its place", allowed=SCALE_ALLOWED, shown="as sat_scale"
+    )
+    video_init_cutn_batches: int | str | None = setting(
+        None,
+        "Video Input: cutn_batches in its place",
+        low=1,
+        high=64,
+        allowed=f"a whole number 1 to 64, or such numbers as {SCHEDULE}",
+        shown="as cutn_batches",
+    )
+    video_init_skip_steps: int | None = setting(
+        None,
+        "Video Input: skip_steps in its place (skipped by the first frame when video_init_flow_warp is on)",
+        low=0,
+        allowed="0 to the steps - 1",
+        shown="as skip_steps",
+    )
+    video_init_frames_scale: float | None = setting(
+        None, "Video Input: frames_scale in its place", low=0.0, shown="as frames_scale"
+    )
+    video_init_frames_skip_steps: str | None = setting(
+        None, "Video Input: frames_skip_steps in its place", allowed=PERCENTAGE_ALLOWED, shown="as frames_skip_steps"
     )
     fps: float = setting(12, "2D: frames per second of the MP4 (Video Input keeps the video's pace)", low=1, high=120)
     resume_run: bool = setting(
@@ -345,14 +412,36 @@ class Settings:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
+# The notebook's video_init_* overrides, each with the setting it replaces in Video Input mode
+VIDEO_INIT_OVERRIDES = {
+    f"video_init_{name}": name
+    for name in (
+        "steps", "clip_guidance_scale", "tv_scale", "range_scale", "sat_scale", "cutn_batches", "skip_steps",
+        "frames_scale", "frames_skip_steps",
+    )
+}  # fmt: skip
 # The notebook's "Animation Settings": a form shows them together ("motion" in settings_schema)
 MOTION_SETTINGS = (
     "animation_mode", "max_frames", "angle", "zoom", "translation_x", "translation_y", "translation_z",
     "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "key_frames", "midas_depth_model", "midas_weight",
     "near_plane", "far_plane", "fov", "padding_mode", "sampling_mode", "turbo_mode", "turbo_steps", "turbo_preroll",
     "vr_mode", "vr_eye_angle", "vr_ipd", "frames_scale", "frames_skip_steps", "video_init_path", "extract_nth_frame",
-    "video_init_seed_continuity", "fps", "resume_run", "resume_from_frame",
+    "video_init_seed_continuity", "video_init_flow_warp", "video_init_flow_blend", "video_init_check_consistency",
+    "video_init_blend_mode", *VIDEO_INIT_OVERRIDES, "fps", "resume_run", "resume_from_frame",
 )  # fmt: skip
+
+
+def with_video_init_overrides(settings: Settings) -> Settings:
+    """The settings a Video Input animation runs with: each ``video_init_*`` override that is given
+    (not None) in place of the setting it replaces (``VIDEO_INIT_OVERRIDES``), as the notebook's
+    "Do the Run" cell puts them in place; the overrides stay as they are. Any other
+    ``animation_mode``: ``settings`` unchanged."""
+    if settings.animation_mode != "Video Input":
+        return settings
+    given = {name: getattr(settings, o) for o, name in VIDEO_INIT_OVERRIDES.items() if getattr(settings, o) is not None}
+    return dataclasses.replace(settings, **given) if given else settings
+
+
 FIELD_META = {f.name: f.metadata for f in fields(Settings)}  # each setting's meaning and limits (see setting())
 
 
@@ -418,7 +507,7 @@ def kind(name: str) -> str:
         return "bool"
     if hint is int or (optional and args == {int}):
         return "int"
-    if hint is float:
+    if hint is float or (optional and args == {float}):
         return "float"
     if args == {float, str}:
         return "number_or_schedule"

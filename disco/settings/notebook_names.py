@@ -32,7 +32,6 @@ CLIP_SWITCHES: dict[str, str | None] = {
 }  # fmt: skip
 
 _ONE_SIZE = "use width_height [width, height] (one size setting serves every diffusion model)"
-_NO_FLOW = "not offered: Video Input starts each frame from the video's own frame, without optical flow; leave it out"
 _SAVES = (
     "not needed: intermediate_saves always go to the folder partials in output_dir (the frames every display_rate "
     "steps come back with the image); use intermediate_saves"
@@ -45,24 +44,6 @@ NOTEBOOK_NAMES: dict[str, str] = {
     "intermediates_in_subfolder": _SAVES,
     "steps_per_checkpoint": _SAVES,
     "interp_spline": "not offered: key frames are interpolated linearly (the notebook's own advice); leave it out",
-    "video_init_flow_warp": _NO_FLOW,
-    "video_init_flow_blend": _NO_FLOW,
-    "video_init_check_consistency": _NO_FLOW,
-    "video_init_blend_mode": _NO_FLOW,
-    **{
-        f"video_init_{name}": f"use {name} (one {name} serves every animation_mode, Video Input included)"
-        for name in (
-            "steps",
-            "clip_guidance_scale",
-            "tv_scale",
-            "range_scale",
-            "sat_scale",
-            "cutn_batches",
-            "skip_steps",
-            "frames_scale",
-            "frames_skip_steps",
-        )
-    },  # fmt: skip
     "persistent_frame_output_in_batch_folder": "not needed: an animation's frames are always written to output_dir",
     "run_to_resume": "use resume_run true (it continues the latest run of batch_name in output_dir, or that of seed)",
     "retain_overwritten_frames": "not offered: leave it out (resume_from_frame says which frames are kept)",

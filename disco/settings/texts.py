@@ -20,6 +20,7 @@ ANIMATION_MODES = ("None", "2D", "3D", "Video Input")
 MIDAS_DEPTH_MODELS = ("dpt_large",)  # the notebook v5.7's one MiDaS model
 PADDING_MODES = ("border", "reflection", "zeros")  # the 3D warp's grid_sample modes (disco.warp3d)
 WARP_SAMPLING_MODES = ("bicubic", "bilinear", "nearest")
+VIDEO_BLEND_MODES = ("None", "linear", "optical flow")  # the notebook's video_init_blend_mode
 MAX_FRAMES = 10000  # frame numbers in file names have four digits
 SCHEDULE_LENGTH = 1000  # schedules are read over 1000 "virtual" steps
 MAX_STEPS = 1000
@@ -27,6 +28,7 @@ MAX_BATCHES = 1000
 MAX_TRANSFORMATIONS = 100
 
 SCHEDULE = "a schedule over 1000 steps such as [12]*400+[4]*600"
+PERCENTAGE_ALLOWED = "a percentage from 0% to 99% that leaves at least one step"
 SCALE_ALLOWED = "a number, or numbers as a schedule over 1000 steps such as [5000]*500+[2000]*500"
 KEYFRAMES = (
     "key frames 'frame: (value), ...' (e.g. '0: (1), 10: (1.05)'), linear in between; a value may use t, the "

@@ -19,7 +19,14 @@ from ..keyframes import keyframe_series
 from ..models import DIFFUSION_MODELS as MODELS
 from ..prompts import check_prompts
 from .coercion import PERCENTAGE, coerce_settings
-from .fields import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, SETTING_NAMES, Settings, default
+from .fields import (
+    KEYFRAME_3D_SETTINGS,
+    KEYFRAME_SETTINGS,
+    SETTING_NAMES,
+    Settings,
+    default,
+    with_video_init_overrides,
+)
 from .notebook_names import unknown_settings_error
 from .scalars import read_int
 from .schedules import count_schedule
@@ -82,9 +89,11 @@ def validate_settings(
             raise SettingsError("near_plane", f"must be smaller than far_plane ({s.far_plane}), got {s.near_plane}")
         raise SettingsError("far_plane", f"must be larger than near_plane ({s.near_plane}), got {s.far_plane}")
     frames_skip_steps(s)
+    if s.animation_mode == "Video Input":
+        _check_video_init(s)
     if s.resume_from_frame is not None:
         read_int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)
-    _check_cost(s, limits)
+    _check_cost(with_video_init_overrides(s), limits)
     check_prompts(s.text_prompts, s.style, s.artist, tokens=tokens, clip_models=s.clip_models)
     if s.animation_mode != "None":
         s = dataclasses.replace(s, n_batches=1)  # one animation per run, as in the notebook
@@ -110,6 +119,32 @@ def frames_skip_steps(s: Settings) -> int:
             "frames_skip_steps", f"{s.frames_skip_steps} of {s.steps} steps skips them all: lower it or raise steps"
         )
     return skipped
+
+
+def _check_video_init(s: Settings) -> None:
+    """Video Input's rules on the settings it runs with (``with_video_init_overrides``): a flow-warped
+    first frame skips ``skip_steps`` (fewer than the steps), every other frame ``frames_skip_steps``
+    (at least one step left). The error names the override when one is given."""
+    run = with_video_init_overrides(s)
+
+    def name(setting: str) -> str:
+        override = f"video_init_{setting}"
+        return override if getattr(s, override) is not None else setting
+
+    if s.video_init_flow_warp and run.skip_steps >= run.steps:
+        bad = name("skip_steps") if s.video_init_skip_steps is not None or s.video_init_steps is None else name("steps")
+        raise SettingsError(
+            bad,
+            f"the first video frame skips {name('skip_steps')} {run.skip_steps} of {name('steps')} {run.steps}: "
+            "it must skip fewer steps than there are",
+        )
+    try:
+        frames_skip_steps(run)
+    except SettingsError:
+        raise SettingsError(
+            name("frames_skip_steps"),
+            f"{run.frames_skip_steps} of {name('steps')} {run.steps} skips them all: lower it or raise {name('steps')}",
+        ) from None
 
 
 def _check_model_needs(s: Settings) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from disco.animation_plan import AnimationPlan, plan_run
+from disco.animation_plan import AnimationPlan, flow_model_needed, plan_run
 from disco.settings import Settings, SettingsError
 from disco_service import wire
 from disco_service.client.user_files import MAX_VIDEO_BYTES, read_user_file
@@ -154,6 +154,13 @@ def plan_animation(settings: Settings, init_bytes: bytes | None) -> AnimationRun
             settings.seed = wire.new_run_seed()
         prefix, start = run_prefix(out, settings.batch_name, settings.seed, animation=True), 0
     blob, video = init_bytes, None
+    if settings.animation_mode == "Video Input" and start > 0 and flow_model_needed(settings):
+        raise SettingsError(
+            "resume_run",
+            "a Video Input animation with optical flow (video_init_flow_warp, or video_init_blend_mode "
+            "'optical flow') cannot be resumed: each frame needs the one before as made; start it afresh, or "
+            "set video_init_flow_warp false and video_init_blend_mode 'None' or 'linear'",
+        )
     if settings.animation_mode == "Video Input":
         blob, video = _video(settings)
     elif start > 0:

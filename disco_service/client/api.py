@@ -267,15 +267,17 @@ def download_models(
     settings: Settings, with_init_loss: bool, progress: bool = True, cfg: config.Config | None = None
 ) -> list[Path]:
     """Ensure the model files these settings need are in the model directory (raises WeightsUnavailable):
-    a 3D animation's depth models too, and only then. Needs no torch: it only lists file names and downloads."""
-    from disco.animation_plan import depth_models
+    a 3D animation's depth models and a flow-warped video's RAFT too, and only then. Needs no torch:
+    it only lists file names and downloads."""
+    from disco.animation_plan import depth_models, flow_model_needed
     from disco.weights import ensure_all, files_needed
 
     cfg = cfg or config.load()
     with_init_loss = with_init_loss and (max(settings.schedule("init_scale")) > 0 or settings.animation_mode != "None")
     depth = depth_models(settings) if settings.animation_mode == "3D" and settings.max_frames > 1 else ()
+    flow = flow_model_needed(settings) and settings.max_frames > 1
     names = files_needed(
-        settings.diffusion_model, settings.use_secondary_model, with_init_loss, settings.clip_models, depth
+        settings.diffusion_model, settings.use_secondary_model, with_init_loss, settings.clip_models, depth, flow
     )
     return ensure_all(names, cfg.model_dir, progress=progress, mirrors=cfg.weights_mirrors)
 

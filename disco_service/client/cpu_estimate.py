@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from disco.settings import Settings, count_schedule
+from disco.settings import Settings, count_schedule, with_video_init_overrides
 
 __all__ = [
     "CLIP_S_PER_CUTOUT",
@@ -59,6 +59,7 @@ def duration(seconds: float) -> str:
 def cpu_notice(s: Settings, why: str, animation: Any = None) -> str:
     """What a run on the CPU means for these settings, and how to make it small. ``animation``: an
     animation's plan (``disco_service.client.animations.AnimationRun``: its frames and steps)."""
+    s = with_video_init_overrides(s)  # a video's overrides in place
     per_step = cpu_seconds_per_step(s.width, s.height, cutn_batches=1, cutouts=mean_cutouts(s))  # all batches
     if animation is not None:
         made = animation.frames - animation.start_frame

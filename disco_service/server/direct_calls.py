@@ -3,16 +3,20 @@
 Besides the job API, a caller may send Documents to the Flow's endpoints itself: over gRPC (as
 ``client.py`` does) or with Jina's ``POST /post``. Such a request keeps the rules of the job API:
 
-- with tokens, a ``/generate`` request counts as one job of its token while it runs: at the token's
-  cap (``DISCO_MAX_JOBS_PER_TOKEN``, the job API's jobs queued or running and these together) it is
-  refused with ``TooManyJobs``, as ``POST /jobs`` is;
+- a ``/generate`` request is recorded in the state store as a job of its caller (its images sent
+  already by this gateway, so the queue never sends them again): it is listed by ``GET /jobs``,
+  shown in the page's gallery with its progress, frames and pictures, followed by the events and
+  cancelled like a job of the job API, and no other token sees it. With tokens it counts toward
+  the token's cap (``DISCO_MAX_JOBS_PER_TOKEN``, with the job API's jobs queued or running): at the
+  cap it is refused with ``TooManyJobs``, as ``POST /jobs`` is; the day's quotas count it too;
 - every image it sends is claimed for its caller in the result store (``ResultStore.claim``), so
   its result answers that caller only; an id another caller holds is refused (``NotYourImage``);
 - ``/progress``, ``/cancel`` and ``/forget`` name only the caller's own images: an id another
   caller holds is refused the same way, so nobody watches or stops someone else's image.
 
 It does not take turns with the job API's queue: such a request goes to the samplers as Jina sends
-it. Without tokens every caller is ``OPEN``: there is no cap, and every image is everyone's.
+it (its images count as in flight meanwhile). Without tokens every caller is ``OPEN``: there is no
+cap, and every image is everyone's.
 
 The caller is known from its token where the gateway checks it (a gRPC interceptor, an HTTP
 middleware) and reaches Jina's request handler through a context variable (``CALLER``): each
@@ -23,12 +27,12 @@ started from there, which copy it.
 from __future__ import annotations
 
 import contextvars
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from disco_service import wire
 from disco_service.server.job_queue import JobQueue, TooManyJobs
+from disco_service.server.store import AlreadySent, TooManyUnfinished
 from disco_service.server.tokens import OPEN, SERVICE, Tokens, Unauthorized
 
 __all__ = ["CALLER", "caller_interceptor", "CallerMiddleware", "DirectCalls", "NotYourImage", "OFF_GRPC_METHODS"]
@@ -44,17 +48,17 @@ class NotYourImage(ValueError):
 
 class DirectCalls:
     def __init__(self, queue: JobQueue, tokens: Tokens):
-        """``queue``: the job API's queue (its jobs count toward a token's cap, its store keeps
-        who owns each image); ``tokens``: the accepted tokens (none: an open service, no cap)."""
+        """``queue``: the job API's queue (its state store records these requests as jobs, its
+        result store keeps who owns each image); ``tokens``: the accepted tokens (none: an open
+        service, no cap)."""
         self.queue = queue
         self.tokens = tokens
-        self.running: Counter[str] = Counter()  # owner -> its /generate requests in flight
-        queue.outside_jobs = lambda owner: self.running[owner]  # the job API counts these too
 
-    def admit(self, request: Any) -> Callable[[], None] | None:
-        """Check a request to the Flow against the caller's rules (see the module); returns what
-        to call once its answer is there (None when nothing is to be done then). Raises
-        ``TooManyJobs`` or ``NotYourImage`` with the reason."""
+    def admit(self, request: Any) -> Callable[..., None] | None:
+        """Check a request to the Flow against the caller's rules and record a ``/generate`` as a
+        job of its caller (see the module); returns what to call once its answer is there, with
+        the answered request when there is one (None when nothing is to be done then). Raises
+        ``TooManyJobs``, ``QuotaExceeded`` or ``NotYourImage`` with the reason."""
         owner = CALLER.get()
         endpoint = request.header.exec_endpoint
         if owner == SERVICE or endpoint not in wire.ENDPOINTS:
@@ -70,25 +74,28 @@ class DirectCalls:
                 raise NotYourImage(f"no image {doc_id!r} for this caller")
         if endpoint != wire.GENERATE:
             return None
-        if owner != OPEN:
-            unfinished = len(self.queue.unfinished_jobs(owner)) + self.running[owner]
-            if unfinished >= self.queue.max_jobs_per_owner:
-                raise TooManyJobs(
-                    f"this caller already has {unfinished} jobs queued or running, the most this service allows "
-                    f"(DISCO_MAX_JOBS_PER_TOKEN={self.queue.max_jobs_per_owner}): wait for one to finish, or "
-                    "queue the images with the job API (POST /jobs)"
-                )
         for doc_id in ids:
             if not self.queue.store.claim(doc_id, owner):
                 raise NotYourImage(f"no image {doc_id!r} for this caller")
-        self.running[owner] += 1
+        docs = [(doc.id, dict(doc.tags)) for doc in request.data.docs]
+        if not docs:
+            return None  # no image: nothing to record
+        cap = None if owner == OPEN else self.queue.max_jobs_per_owner
+        try:
+            job = self.queue.record_call(owner, docs, cap)
+        except TooManyUnfinished as exc:
+            raise TooManyJobs(
+                f"this caller already has {exc.count} jobs queued or running, the most this service allows "
+                f"(DISCO_MAX_JOBS_PER_TOKEN={self.queue.max_jobs_per_owner}): wait for one to finish, or "
+                "queue the images with the job API (POST /jobs)"
+            ) from None
+        except AlreadySent as exc:
+            raise NotYourImage(str(exc)) from None
 
-        def release() -> None:
-            self.running[owner] -= 1
-            if self.running[owner] <= 0:
-                del self.running[owner]
+        def answered(response: Any = None) -> None:
+            self.queue.end_call(job, response.data.docs if response is not None else None)
 
-        return release
+        return answered
 
     def owner_of(self, doc_id: str) -> str | None:
         """Who sent an image: a job's owner, or the caller that claimed it; None for an unknown id."""

@@ -4,25 +4,44 @@ The body is a job's settings, as for ``POST /jobs``; the answer: ``device`` (``c
 where this server's samplers run, from ``DISCO_USE_GPU`` and, for ``auto``, whether the gateway's
 host has an NVIDIA device), ``cpu_seconds`` (the CPU estimate of ``client/cpu_estimate.py``: an
 order of magnitude on 2 cores), ``notice`` (that estimate in words, with how to make the run small),
-``long`` (a CPU server and longer than ``LONG_RUN_S``: the page asks before it sends such a job),
-``pixel_steps``, and the caller's ``usage`` today beside the ``quota``.
+``long`` (a CPU server and longer than ``DISCO_CONFIRM_OVER_S``: the page asks before it sends such
+a job), ``confirm_over_s`` (that limit; null: never asks), ``pixel_steps``, and the caller's
+``usage`` today beside the ``quota``.
+
+A server without GPU also guards the job API itself: ``POST /jobs`` refuses a job estimated to
+run longer than ``DISCO_CONFIRM_OVER_S`` (409, code ``confirm_required``, the message naming the
+estimate and the limit) unless it is sent with ``?confirm=1``. And its page starts from small
+settings (``CPU_DEFAULTS``, as ``client.py`` advises on a CPU): ``page_rows`` puts them in place of
+the settings' defaults in the form's rows.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
-from disco.settings import Limits, SettingsError
+from disco.settings import Limits, SettingsError, with_video_init_overrides
 from disco_service import wire
-from disco_service.client.cpu_estimate import LONG_RUN_S, cpu_notice, cpu_seconds_per_step, mean_cutouts
+from disco_service.client.cpu_estimate import (
+    LONG_RUN_S,
+    cpu_notice,
+    cpu_seconds_per_step,
+    duration,
+    mean_cutouts,
+)
 from disco_service.server.http_api import settings_from_json
 from disco_service.server.job_queue import JobQueue
-from disco_service.server.quotas import job_pixel_steps
+from disco_service.server.quotas import LongJob, job_pixel_steps
 
-__all__ = ["device", "estimate", "mount"]
+__all__ = ["CPU_DEFAULTS", "device", "estimate", "long_job_check", "mount", "page_rows"]
+
+# The page's starting settings on a server without GPU: one small image (client/cpu_estimate.py's SMALL_RUN),
+# minutes on 2 cores where the settings' own defaults take hours.
+CPU_DEFAULTS: dict[str, Any] = {"width_height": [256, 256], "steps": 50, "cutn_batches": 1, "n_batches": 1}
 
 
 def device(use_gpu: str) -> str:
@@ -32,9 +51,44 @@ def device(use_gpu: str) -> str:
     return "gpu" if Path("/dev/nvidiactl").exists() else "cpu"
 
 
-def estimate(settings, where: str) -> dict:
-    """The estimate of a job of ``settings`` (``disco.settings.Settings``) where the samplers run on ``where``."""
+def page_rows(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """The form's rows (``disco.settings.settings_schema``) with ``CPU_DEFAULTS`` as the defaults
+    where the samplers run on the CPU (``where``: ``cpu`` or ``gpu``; a GPU keeps the settings' own)."""
+    if where != "cpu":
+        return rows
+    return [{**row, "default": CPU_DEFAULTS[row["name"]]} if row["name"] in CPU_DEFAULTS else row for row in rows]
+
+
+def long_job_check(where: str, confirm_over_s: float | None) -> Callable[[Any, bool], None] | None:
+    """What ``POST /jobs`` asks of a job on this server (``http_api.mount``'s ``check_job``): with
+    the samplers on the CPU and ``confirm_over_s`` set (not 0), a job of ``settings`` estimated to
+    take longer raises ``LongJob`` naming the estimate and the limit, unless ``confirmed``. None
+    where nothing is asked (a GPU, or no limit)."""
+    if where != "cpu" or not confirm_over_s:
+        return None
+
+    def check(settings, confirmed: bool) -> None:
+        seconds = estimate(settings, where, confirm_over_s)["cpu_seconds"]
+        if seconds > confirm_over_s and not confirmed:
+            raise LongJob(
+                f"this job would take about {duration(seconds)} ({seconds:.0f} s) on this server, which has "
+                f"no GPU; it asks before accepting a job over {duration(confirm_over_s)} "
+                f"(DISCO_CONFIRM_OVER_S={confirm_over_s:g}): send it again with ?confirm=1, or make it smaller "
+                f"(e.g. {_small()})"
+            )
+
+    return check
+
+
+def _small() -> str:
+    return ", ".join(f"{name} {value}" for name, value in CPU_DEFAULTS.items())
+
+
+def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S) -> dict:
+    """The estimate of a job of ``settings`` (``disco.settings.Settings``) where the samplers run on
+    ``where``; ``long``: on the CPU and over ``confirm_over_s`` seconds (None or 0: never)."""
     animated = settings.animation_mode != "None"
+    settings = with_video_init_overrides(settings)  # a video's overrides in place
     per_step = cpu_seconds_per_step(settings.width, settings.height, cutn_batches=1, cutouts=mean_cutouts(settings))
     steps = (settings.steps - settings.skip_steps) * (settings.max_frames if animated else settings.n_batches)
     seconds = per_step * steps
@@ -49,14 +103,15 @@ def estimate(settings, where: str) -> dict:
         "device": where,
         "cpu_seconds": round(seconds, 1),
         "notice": notice,
-        "long": where == "cpu" and seconds > LONG_RUN_S,
+        "long": where == "cpu" and bool(confirm_over_s) and seconds > confirm_over_s,
+        "confirm_over_s": confirm_over_s or None,
         "images": images,
         "pixel_steps": job_pixel_steps(tags, images),
     }
 
 
-def mount(app, queue: JobQueue, limits: Limits, use_gpu: str) -> None:
-    """Add ``POST /jobs/estimate`` to ``app``."""
+def mount(app, queue: JobQueue, limits: Limits, use_gpu: str, confirm_over_s: float | None = LONG_RUN_S) -> None:
+    """Add ``POST /jobs/estimate`` to ``app`` (``long``: over ``confirm_over_s`` seconds on a CPU)."""
     from disco_service.server.http_api import refusal
 
     where = device(use_gpu)
@@ -69,7 +124,7 @@ def mount(app, queue: JobQueue, limits: Limits, use_gpu: str) -> None:
             return refusal(400, wire.failure_of(exc, named=False))
         quota = queue.state.quota
         return {
-            **estimate(settings, where),
+            **estimate(settings, where, confirm_over_s),
             "usage": queue.state.usage(request.state.owner),
             "quota": quota.view() if quota is not None else None,
         }

@@ -18,6 +18,11 @@ and sends the differences to the streams of its owner. With PostgreSQL the chang
 gateway arrive through ``LISTEN`` (the store ``NOTIFY``s each one), so a stream on one gateway
 follows jobs that another runs. With SQLite they are heard in this process only: a gateway's
 streams follow the jobs this gateway's queue and routes change.
+
+What it costs the store: nothing while no stream is open (a change is only noted as unheard), and
+with streams open only the changed jobs of owners who listen are read (a job's owner is read once,
+then remembered). A client that reconnects after changes went unheard for its token is told to
+``resync`` instead of getting a backlog with holes.
 """
 
 from __future__ import annotations
@@ -110,8 +115,12 @@ class EventHub:
         self._recent: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=BACKLOG)
         self._seq = 0
         self._places: dict[str, int] = {}  # queued job -> the place in line its last event showed
-        self._moved: set[str] = set()  # queued jobs whose place changed since
+        self._views: dict[str, dict[str, Any]] = {}  # queued job -> its last event's view (its place changes alone)
         self._pending: dict[str, None] = {}
+        self._owners: collections.OrderedDict[str, str] = collections.OrderedDict()  # job -> owner, as read
+        self._unheard: dict[str, int] = {}  # owner -> the last event id (number) before a change of theirs went unread
+        self._unheard_any = -1  # ... before a change of a job whose owner was not known went unread
+        self._line_check = False  # unread changes may have moved the line of a followed queued job
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
@@ -149,16 +158,50 @@ class EventHub:
             loop.call_soon_threadsafe(self._mark, job_id)
 
     def _mark(self, job_id: str) -> None:
+        if not self._wants(self._owners.get(job_id), known=job_id in self._owners):
+            self._unread(job_id)
+            if self._places and self._streams:  # another owner's change may move a followed job in line
+                self._line_check = True
+                if self._kick is not None:
+                    self._kick.set()
+            return
         self._pending[job_id] = None
         if self._kick is not None:
             self._kick.set()
+
+    def _wants(self, owner: str | None, known: bool = True) -> bool:
+        """Whether an open stream follows ``owner``'s jobs (an owner not ``known`` yet: whether any stream is open)."""
+        if not known:
+            return bool(self._streams)
+        return any(stream.owner is None or stream.owner == owner for stream in self._streams)
+
+    def _unread(self, job_id: str) -> None:
+        """A change nobody listens to is not read; a client reconnecting from before it is told to resync."""
+        owner = self._owners.get(job_id)
+        if owner is None:
+            self._unheard_any = self._seq
+        else:
+            self._unheard[owner] = self._seq
+
+    def _learn_owner(self, job_id: str, owner: str) -> None:
+        self._owners[job_id] = owner
+        self._owners.move_to_end(job_id)
+        while len(self._owners) > SNAPSHOTS:
+            self._owners.popitem(last=False)
 
     async def _process(self) -> None:
         assert self._kick is not None
         while True:
             await self._kick.wait()
             self._kick.clear()
-            while self._pending:  # changes that came together are read once
+            while self._pending or self._line_check:  # changes that came together are read once
+                if not self._pending:  # then the line, once for every change since that may have moved it
+                    self._line_check = False
+                    try:
+                        self._line_moved()
+                    except Exception as exc:
+                        log.warning("events: the queue could not be read (%s)", exc)
+                    continue
                 job_id = next(iter(self._pending))
                 del self._pending[job_id]
                 try:
@@ -189,52 +232,74 @@ class EventHub:
     # ----- making events -----
 
     def publish_changes(self, job_id: str) -> int:
-        """Read ``job_id`` and send the events since it was last read to its owner's streams; how many."""
-        stored = self.queue.state.get_job(job_id)
-        if stored is None:
+        """Read ``job_id`` and send the events since it was last read to its owner's streams; how
+        many. A job whose owner nobody follows is not read (its owner once, when not known yet)."""
+        owner = self._owners.get(job_id)
+        if owner is None:
+            stored = self.queue.state.get_job(job_id)
+            owner = stored.owner if stored is not None else None
+            if owner is not None:
+                self._learn_owner(job_id, owner)
+        if owner is not None and not self._wants(owner):
+            self._unread(job_id)
+            return 0
+        job = self.queue.get(owner, job_id) if owner is not None else None
+        if job is None:
+            self._owners.pop(job_id, None)
             seen = self._snapshots.pop(job_id, None)
             if seen is None:
                 return 0
             self._send(seen[0], "deleted", None, {"id": job_id})
-            self._places.pop(job_id, None)
-            self._line_moved()
+            self._forget_place(job_id)
+            self._line_check = True
             return 1
-        job = self.queue.get(stored.owner, job_id)
-        if job is None:
-            return 0
         seen = self._snapshots.get(job_id)
         found = differences(seen[1] if seen else None, job)
-        if not found and job_id in self._moved:
-            found = [("update", None)]  # only its place in line changed
-        self._moved.discard(job_id)
         self._remember(job)
         if found:
             from disco_service.server.http_api import job_view
 
             view = job_view(self.queue, job)
             if view["position"] is None:
-                self._places.pop(job_id, None)
+                self._forget_place(job_id)
             else:
-                self._places[job_id] = view["position"]
+                self._places[job_id], self._views[job_id] = view["position"], view
             for kind, index in found:
                 self._send(job.owner, kind, index, view)
             if any(kind not in ("started", "step", "frame") for kind, _ in found):
-                self._line_moved()
+                self._line_check = True  # read once the changes that came together are (_process)
         return len(found)
+
+    def _forget_place(self, job_id: str) -> None:
+        self._places.pop(job_id, None)
+        self._views.pop(job_id, None)
 
     def _line_moved(self) -> None:
         """After a change that may move the line (an image sent, ended or queued again, a job
-        added or removed): the queued jobs whose place differs from the one their last event
-        showed are read again, and get an ``update``."""
+        added or removed): the line is read once, and each followed queued job whose place
+        differs from the one its last event showed gets an ``update`` with its new place (the
+        job itself is not read again: any other change of it comes as a change of its own). A
+        job no longer in line is read again (it was sent or ended meanwhile)."""
+        watched = [job_id for job_id in self._places if self._wants(self._owners.get(job_id))]
+        if not watched:  # no stream shows a place in line: nothing to read
+            return
         places: dict[str, int] = {}
         for place, image in enumerate(self.queue.state.queue(), 1):
             places.setdefault(image.job_id, place)
-        for job_id, shown in list(self._places.items()):
-            if places.get(job_id) != shown:
-                self._moved.add(job_id)
+        for job_id in watched:
+            place, view, owner = places.get(job_id), self._views.get(job_id), self._owners.get(job_id)
+            if place == self._places[job_id]:
+                continue
+            if place is None or view is None or owner is None:
+                self._forget_place(job_id)
                 self._mark(job_id)
+                continue
+            self._places[job_id] = place
+            self._views[job_id] = view = {**view, "position": place}
+            self._send(owner, "update", None, view)
 
     def _remember(self, job: Job) -> None:
+        self._learn_owner(job.id, job.owner)
         self._snapshots[job.id] = (job.owner, _state(job))
         self._snapshots.move_to_end(job.id)
         while len(self._snapshots) > SNAPSHOTS:
@@ -266,6 +331,10 @@ class EventHub:
         after = int(number)
         oldest = self._recent[0][0] if self._recent else self._seq + 1
         if after > self._seq or after < oldest - 1:  # not made yet, or dropped from the backlog
+            return None
+        theirs = self._unheard.values() if owner is None else [self._unheard.get(owner, -1)]
+        unheard = max([self._unheard_any, *theirs])
+        if unheard >= after:  # a change of its jobs since then was not read: the backlog has a hole
             return None
         return [text for seq, who, text in self._recent if seq > after and (owner is None or who == owner)]
 

@@ -5,14 +5,17 @@ Jobs (short requests only; the long call to the executors stays inside the servi
 - ``POST /jobs``: settings as JSON (the names of the tags; ``init_image`` and a Video Input's
   ``video_init_path`` as ``data:`` URIs of the files' bytes), validated (400 naming the bad
   setting), queued; answers at once (202) with the job: ``id``, ``status`` ``queued`` and
-  ``position`` (its place in line, in images). An animation is a job of one image.
+  ``position`` (its place in line, in images). An animation is a job of one image. On a server
+  without GPU, a job estimated to run longer than ``DISCO_CONFIRM_OVER_S`` is refused (409,
+  ``confirm_required``, naming the estimate and the limit) unless sent as ``POST /jobs?confirm=1``.
 - ``GET /jobs/{id}``: status, position and per image: seed, status, step, total, ``eta_s``,
   ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs); an
   animation's also ``frame`` (the one being made, from 0), ``frames``, ``frames_done``,
   ``frame_pngs`` (its finished frames, as they are made) and, once it ended, ``mp4``.
 - ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames
   kept); on a finished job: delete it and its files (gallery.py).
-- ``GET /jobs``: the caller's jobs, newest first (``?limit=N``, default 50; ``?before=T``: those
+- ``GET /jobs``: the caller's jobs, newest first (also the images its token asked of the Flow
+  itself over gRPC or ``POST /post``, direct_calls.py) (``?limit=N``, default 50; ``?before=T``: those
   created before T, the answer's ``next_before``).
 - ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png|video.mp4|frameNNNN.png}``: the files.
 
@@ -41,6 +44,7 @@ import binascii
 import io
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
@@ -51,7 +55,7 @@ from disco_service.server import http_guard
 from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
 from disco_service.server.public_errors import public_message
-from disco_service.server.quotas import QuotaExceeded
+from disco_service.server.quotas import LongJob, QuotaExceeded
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, ResultStore, animation_frame_name
 from disco_service.server.tokens import Tokens, Unauthorized
 from disco_service.wire import ErrorCode, Failure, JobStatus
@@ -266,11 +270,18 @@ def _file_name(job: Job, image: Image, name: str) -> str:
 
 
 def mount(
-    app, queue: JobQueue, tokens: Tokens, limits: Limits, max_body_bytes: int = http_guard.DEFAULT_MAX_BODY_BYTES
+    app,
+    queue: JobQueue,
+    tokens: Tokens,
+    limits: Limits,
+    max_body_bytes: int = http_guard.DEFAULT_MAX_BODY_BYTES,
+    check_job: Callable[[Any, bool], None] | None = None,
 ) -> None:
     """Add the job API, the results by Document id, the token check and /post's HTTP statuses to
     ``app``, and around all of its routes the guards of http_guard.py (bodies of at most
-    ``max_body_bytes``, the security headers)."""
+    ``max_body_bytes``, the security headers). ``check_job(settings, confirmed)``: what ``POST
+    /jobs`` asks of a job before it is queued (``confirmed``: sent with ``?confirm=1``); it raises
+    ``LongJob`` to refuse it (server/estimates.py)."""
     from fastapi.responses import JSONResponse, Response
 
     store: ResultStore = queue.store
@@ -298,9 +309,13 @@ def mount(
         try:  # off the event loop: a large body takes a while to read and check
             body = await off_loop(parse_json, await request.body())
             settings, init, video = await off_loop(settings_from_json, body, limits)
+            if check_job is not None:
+                check_job(settings, request.query_params.get("confirm", "").lower() in ("1", "true", "yes"))
             job = queue.submit(owner(request), settings, init, video)
         except SettingsError as exc:
             return bad(exc)
+        except LongJob as exc:  # the estimate and the limit; sent again with ?confirm=1, it is queued
+            return bad(exc, 409)
         except TookTooLong as exc:
             return bad(exc, 413)
         except TooManyJobs as exc:

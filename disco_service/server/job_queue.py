@@ -46,6 +46,7 @@ from disco_service.server.store import AlreadySent, JobStore, StoredImage, Store
 from disco_service.wire import JobStatus
 
 __all__ = [
+    "CALLER_REQUEST",
     "FlowCalls",
     "Image",
     "image_tags",
@@ -75,10 +76,20 @@ _WORST_FIRST = (JobStatus.FAILED, JobStatus.SHUTDOWN, JobStatus.ABANDONED, JobSt
 _PROGRESS = ("status", "step", "total", "started", "frame", "frames", "frames_done", "run_step", "run_total")
 
 
+# What the queue holds for an image of a caller's own request (record_call) in place of its own task:
+# the image is watched (progress, frames), and ends when the request is answered (end_call).
+CALLER_REQUEST: Any = "a caller's own request"
+
+
 class TooManyJobs(RuntimeError):
     """The owner already has ``max_jobs_per_owner`` jobs queued or running."""
 
     code = wire.ErrorCode.QUOTA_EXCEEDED
+
+
+def _is_call(task: Any) -> bool:
+    """Whether an image in flight is a caller's own request (``record_call``), not one this queue sent."""
+    return task is CALLER_REQUEST
 
 
 class FlowCalls(Protocol):
@@ -86,7 +97,9 @@ class FlowCalls(Protocol):
 
     async def generate(self, doc: Any) -> Any: ...  # the Document back; raises when the request fails
 
-    async def progress(self, ids: list[str], frame: bool = False) -> list[Any]: ...
+    # ``keep_alive``: the poll tells the sampler someone still waits (the job API's own images);
+    # False for a caller's own request, which that caller keeps alive itself or abandons
+    async def progress(self, ids: list[str], frame: bool = False, keep_alive: bool = True) -> list[Any]: ...
 
     async def cancel(self, ids: list[str]) -> None: ...
 
@@ -243,8 +256,6 @@ class JobQueue:
         self._wake: asyncio.Event | None = None
         self._done: dict[str, asyncio.Event] = {}
         self._import_files()
-        # the owner's requests to the Flow outside this queue, which count toward its cap (direct_calls.py)
-        self.outside_jobs: Callable[[str], int] = lambda owner: 0
 
     # ----- what callers ask -----
 
@@ -270,22 +281,80 @@ class JobQueue:
                 [settings.seed + i for i in range(settings.n_batches)],
                 has_init_image=init_image is not None,
                 has_video=video is not None,
-                max_unfinished=self.max_jobs_per_owner - self.outside_jobs(owner),
+                max_unfinished=self.max_jobs_per_owner,
             )
         except BaseException as exc:  # refused (a quota, the queue drains) or failed: its files go
             for path, _ in files:
                 path.unlink(missing_ok=True)
             if not isinstance(exc, TooManyUnfinished):
                 raise
-            count = exc.count + self.outside_jobs(owner)
             raise TooManyJobs(
-                f"this caller already has {count} jobs queued or running, the most this service "
+                f"this caller already has {exc.count} jobs queued or running, the most this service "
                 f"allows (DISCO_MAX_JOBS_PER_TOKEN={self.max_jobs_per_owner}): wait for one to finish or cancel one"
             ) from None
         job = self._read_job(job_id)
         assert job is not None
         self._poke()
         return job
+
+    def record_call(self, owner: str, docs: list[tuple[str, dict[str, Any]]], max_unfinished: int | None) -> Job:
+        """Record a caller's own ``/generate`` request to the Flow (gRPC or ``POST /post``,
+        direct_calls.py) as a job of ``owner``, so that it is listed, shown and cancelled like the job
+        API's: ``docs`` are its images (Document id, tags), sent already by this gateway (claimed by
+        it, no claimer sends them again); the queue watches them (progress, latest frame) until
+        ``end_call``.
+        Raises ``TooManyUnfinished`` (``max_unfinished``: the owner's cap, None for none),
+        ``QuotaExceeded`` and ``AlreadySent`` (an id sent before, or one of an image still being made)."""
+        for doc_id, _ in docs:  # sent again after a try that failed before it started: the try is forgotten
+            stored = self.state.image(doc_id)
+            if stored is not None:
+                tried = self.state.images(stored.job_id)
+                if all(i.finished_status and self.store.read(i.doc_id) is None for i in tried):
+                    self.state.delete_job(stored.job_id)
+                else:
+                    raise AlreadySent(f"the image {doc_id!r} is being made or was made: send it under a new id")
+        first = wire.restore_numbers(docs[0][1]) if docs else {}
+        seeds = [_whole_seed(wire.restore_numbers(tags).get("seed")) for _, tags in docs]
+        settings = {k: v for k, v in first.items() if k in wire.SETTING_NAMES}
+        settings.update(seed=seeds[0], n_batches=len(docs))
+        job_id = f"{int(self.clock() * 1000):x}{secrets.token_hex(6)}"
+        self.state.submit(
+            job_id,
+            owner,
+            settings,
+            seeds,
+            doc_ids=[doc_id for doc_id, _ in docs],
+            max_unfinished=max_unfinished,
+            sent_by=self.claimer,
+            lease_s=LEASE_S,
+        )
+        job = self._read_job(job_id)
+        assert job is not None
+        for image in job.images:
+            self.store.claim(image.doc_id, owner)
+            self.in_flight[image.doc_id] = (job, image, CALLER_REQUEST)
+        return job
+
+    def end_call(self, job: Job, answer: Any = None) -> None:
+        """A request recorded by ``record_call`` was answered (``answer``: the Documents it answered
+        with, when it has them): each image ends as its result record says, else as its Document's
+        tags say, else as failed (the request ended before the image did)."""
+        answered = {doc.id: wire.restore_numbers(doc.tags) for doc in answer or ()}
+        current = self._read_job(job.id)  # deleted meanwhile: nothing to end
+        for image in current.images if current is not None else ():
+            if image.finished_status:
+                self.in_flight.pop(image.doc_id, None)
+                continue
+            record = self.store.read(image.doc_id)
+            tags = record if record is not None else answered.get(image.doc_id) or {}
+            status = tags.get("status")
+            if not status or not JobStatus(status).finished:
+                failure = wire.failure_of_tags(tags) or wire.Failure(
+                    wire.ErrorCode.INTERNAL, "the request ended before the image was finished"
+                )
+                self._end(current, image, JobStatus.FAILED.value, tags.get("step"), failure)
+            else:
+                self._end(current, image, status, tags.get("steps_done", tags.get("step")), wire.failure_of_tags(tags))
 
     def unfinished_jobs(self, owner: str) -> list[Job]:
         """The owner's jobs queued or running."""
@@ -553,7 +622,12 @@ class JobQueue:
     async def _poll(self) -> None:
         if not self.in_flight:
             return
-        states = await self.flow.progress(list(self.in_flight))
+        # a caller's own request is watched, not kept alive: a caller gone (e.g. a proxy's read
+        # timeout) leaves its image to be stopped as abandoned, as it was before it was recorded
+        ids = {True: [], False: []}
+        for doc_id, (_, _, task) in self.in_flight.items():
+            ids[not _is_call(task)].append(doc_id)
+        states = [s for alive, some in ids.items() if some for s in await self.flow.progress(some, keep_alive=alive)]
         fresh = []
         for state in states:
             if state.id not in self.in_flight:
@@ -575,7 +649,14 @@ class JobQueue:
             if task is None:  # watched again after a restart: there is no request to wait for
                 self._check_resumed(job, image, status, tags)
         if fresh:
-            for state in await self.flow.progress([i.doc_id for i in fresh], frame=True):
+            calls = {i.doc_id for i in fresh if _is_call(self.in_flight.get(i.doc_id, (None, None, None))[2])}
+            frames = [
+                state
+                for alive, some in ((True, [i.doc_id for i in fresh if i.doc_id not in calls]), (False, list(calls)))
+                if some
+                for state in await self.flow.progress(some, frame=True, keep_alive=alive)
+            ]
+            for state in frames:
                 image = next((i for i in fresh if i.doc_id == state.id), None)
                 tags = wire.restore_numbers(state.tags)
                 if image is not None and state.uri and state.uri.startswith("data:image/png;base64,"):
@@ -692,6 +773,14 @@ class JobQueue:
                 Path(self.dir / f"{job_id}{suffix}").unlink(missing_ok=True)
         self.store.sweep()
         return gone
+
+
+def _whole_seed(value: Any) -> int:
+    """A Document's seed tag as a whole number (0 when it has none: a request without settings)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _interrupted(status: str, failure: wire.Failure | None) -> bool:

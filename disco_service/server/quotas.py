@@ -21,6 +21,7 @@ from disco_service.wire import ErrorCode, Failure
 
 __all__ = [
     "job_pixel_steps",
+    "LongJob",
     "next_day_s",
     "Quota",
     "QUEUE_RETRY_S",
@@ -29,6 +30,14 @@ __all__ = [
 ]
 
 QUEUE_RETRY_S = 60  # a full or draining queue: ask again in a minute
+
+
+class LongJob(RuntimeError):
+    """A job whose estimate exceeds the time this server runs without asking (``DISCO_CONFIRM_OVER_S``,
+    server/estimates.py); the message names the estimate and the limit. Sent again with
+    ``?confirm=1``, it is accepted."""
+
+    code = ErrorCode.CONFIRM_REQUIRED
 
 
 def utc_day(now: float) -> str:
@@ -45,7 +54,13 @@ def job_pixel_steps(settings: dict[str, Any], images: int) -> float:
     """Pixel-steps a job of ``images`` images asks for: width x height x (steps - skip_steps) each;
     an animation's one image counts ``max_frames`` frames. ``settings``: the job's tags."""
     width, height = (int(v) for v in settings.get("width_height") or (0, 0))
-    steps = max(0, int(settings.get("steps") or 0) - int(settings.get("skip_steps") or 0))
+    video = settings.get("animation_mode") == "Video Input"  # its video_init_* overrides count in their place
+
+    def value(name: str) -> int:
+        given = settings.get(f"video_init_{name}") if video else None
+        return int((settings.get(name) if given is None else given) or 0)
+
+    steps = max(0, value("steps") - value("skip_steps"))
     frames = int(settings.get("max_frames") or 1) if settings.get("animation_mode", "None") != "None" else 1
     return float(width * height * steps * frames * images)
 

@@ -251,16 +251,25 @@ class JobStore(BoardRecords, StatsRecords):
         has_init_image: bool = False,
         has_video: bool = False,
         max_unfinished: int | None = None,
+        sent_by: str | None = None,
+        lease_s: float = 0.0,
     ) -> StoredJob:
         """Add a job of ``len(seeds)`` queued images (image ``i``: seed ``seeds[i]``, Document id
         ``doc_ids[i]``, a new random one by default). ``settings``: JSON-able. Raises
         ``TooManyUnfinished`` when ``owner`` already has ``max_unfinished`` unfinished jobs (checked
         under a lock on the owner, so two gateways cannot both let an extra one in), and
-        ``QuotaExceeded`` while the queue drains or beyond ``quota`` (see the module's text)."""
+        ``QuotaExceeded`` while the queue drains or beyond ``quota`` (see the module's text).
+
+        ``sent_by``: the images are being sent already, by that claimer (a caller's own request
+        to the Flow, recorded as a job of its owner): they start ``waiting``, claimed by it for
+        ``lease_s`` seconds, their Document ids recorded as sent, so no claimer sends them again.
+        Raises ``AlreadySent`` when one of those ids was sent before."""
         now = self.clock()
         doc_ids = list(doc_ids) if doc_ids is not None else [uuid.uuid4().hex for _ in seeds]
         if len(doc_ids) != len(seeds):
             raise ValueError(f"{len(seeds)} seeds but {len(doc_ids)} Document ids")
+        if sent_by is not None and len(set(doc_ids)) != len(doc_ids):
+            raise AlreadySent("a request names one Document id twice")
         with self._tx() as tx:
             tx.run("INSERT INTO owners (owner) VALUES (?) ON CONFLICT (owner) DO NOTHING", (owner,))
             tx.value("SELECT owner FROM owners WHERE owner = ?" + self._for_update, (owner,))
@@ -279,8 +288,27 @@ class JobStore(BoardRecords, StatsRecords):
                     "INSERT INTO images (job_id, idx, seed, doc_id, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
                     (job_id, idx, int(seed), doc_id, now, now),
                 )
+            if sent_by is not None:
+                self._record_sent(tx, job_id, doc_ids, sent_by, now, now + lease_s)
             self._changed(tx, job_id)
         return StoredJob(job_id, owner, now, now, settings, has_init_image, has_video)
+
+    @staticmethod
+    def _record_sent(tx: _Tx, job_id: str, doc_ids: Sequence[str], claimer: str, now: float, until: float) -> None:
+        """The new job's images are sent by ``claimer`` now (see ``submit``'s ``sent_by``)."""
+        marks = ", ".join("?" for _ in doc_ids)
+        if tx.value(f"SELECT COUNT(*) FROM sent_docs WHERE doc_id IN ({marks})", list(doc_ids)):
+            raise AlreadySent("a Document id of this request was sent before: send the image under a new id")
+        for idx, doc_id in enumerate(doc_ids):
+            tx.run(
+                "INSERT INTO sent_docs (doc_id, job_id, idx, claimer, sent) VALUES (?, ?, ?, ?, ?)",
+                (doc_id, job_id, idx, claimer, now),
+            )
+        tx.run(
+            "UPDATE images SET status = 'waiting', claimer = ?, lease_until = ?, claimed = ?, sent = ?, "
+            "first_sent = ?, sent_doc_id = doc_id, attempt = 1 WHERE job_id = ?",
+            (claimer, until, now, now, now, job_id),
+        )
 
     def _admit(self, tx: _Tx, owner: str, settings: dict[str, Any], images: int, now: float) -> None:
         """Refuse the job (``QuotaExceeded``) while draining or beyond the quota; else count it in the day's usage."""
