@@ -13,7 +13,9 @@ One animation is ``max_frames`` images made one after another by ``sample_image`
   With ``turbo_mode``, after ``turbo_preroll`` only every ``turbo_steps``-th frame is sampled; the
   frames between are the warp of the previous frame blended with the warp, carried along, of the
   last sampled frame's start (``blend = (n % turbo_steps + 1) / turbo_steps`` towards the newer),
-  as the notebook does; the next frame then starts from the unblended warp.
+  as the notebook does; the next frame then starts from the unblended warp. With ``vr_mode``
+  every finished frame (sampled or turbo's) also gets a left and a right eye view
+  (``eye_views``: the frame seen through its depth by each eye, the notebook's ``generate_eye_views``).
 - ``Video Input``: frame ``n`` starts from the video's ``n``-th extracted frame, every frame with
   ``frames_skip_steps`` and ``frames_scale``, the settings' ``video_init_*`` overrides in place.
   With ``video_init_flow_warp`` frame 0 skips ``skip_steps`` instead, and frame ``n`` > 0 starts
@@ -56,12 +58,12 @@ from .packages import opencv
 from .sampler import Models, StepReport, sample_image
 from .settings import KEYFRAME_3D_SETTINGS, KEYFRAME_SETTINGS, Settings
 from .video_flow import VideoFlow, flow_start, written_frame
-from .warp3d import camera_motion, warp_3d
+from .warp3d import EYES, camera_motion, eye_view, warp_3d
 
 __all__ = [
-    "AnimationPlan", "FrameStep", "Motion", "PromptsAt", "animate", "camera_series", "frame_seed", "frame_settings",
-    "later_frame_settings", "motion_series", "plan_run", "transform_matrix_2d", "turbo_blend", "warp_2d",
-    "warp_3d_frame",
+    "AnimationPlan", "FrameStep", "Motion", "PromptsAt", "animate", "camera_series", "eye_views", "frame_seed",
+    "frame_settings", "later_frame_settings", "motion_series", "motion_values", "plan_run", "transform_matrix_2d",
+    "turbo_blend", "warp_2d", "warp_3d_frame",
 ]  # fmt: skip
 
 # (embeddings (m, d) by CLIP model, or one tensor for RN50 alone; weights) of the prompts that apply at a frame
@@ -83,8 +85,17 @@ class Motion:
 def motion_series(settings: Settings, frames: int | None = None) -> list[Motion]:
     """Every frame's motion, from the key frames of ``angle``, ``zoom``, ``translation_x`` and ``translation_y``."""
     frames = frames or settings.max_frames
-    series = [keyframe_series(name, getattr(settings, name), frames) for name in KEYFRAME_SETTINGS]
+    series = [motion_values(settings, name, frames) for name in KEYFRAME_SETTINGS]
     return [Motion(*values) for values in zip(*series, strict=True)]
+
+
+def motion_values(settings: Settings, name: str, frames: int) -> list[float]:
+    """Motion setting ``name``'s value at each of ``frames`` frames: its key frames interpolated
+    (``disco.keyframes``), or with ``key_frames`` off its frame-0 value at every frame (the
+    notebook then reads each motion setting as one number, used for every frame)."""
+    if settings.key_frames:
+        return keyframe_series(name, getattr(settings, name), frames)
+    return keyframe_series(name, getattr(settings, name), 1) * frames
 
 
 def transform_matrix_2d(width: int, height: int, motion: Motion) -> np.ndarray:
@@ -118,7 +129,7 @@ def camera_series(settings: Settings, frames: int | None = None) -> list[tuple[f
     """Every frame's 3D camera move: ``(translation_x, translation_y, translation_z, rotation_3d_x,
     rotation_3d_y, rotation_3d_z)`` from their key frames (the notebook's units; degrees)."""
     frames = frames or settings.max_frames
-    series = [keyframe_series(name, getattr(settings, name), frames) for name in KEYFRAME_3D_SETTINGS]
+    series = [motion_values(settings, name, frames) for name in KEYFRAME_3D_SETTINGS]
     return list(zip(*series, strict=True))
 
 
@@ -141,6 +152,32 @@ def warp_3d_frame(
     return to_uint8_hwc(warped[0].add(1).div(2).cpu())
 
 
+def eye_views(
+    picture: np.ndarray, settings: Settings, depth: DepthOf, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """The left and right eye views of a finished 3D frame for VR (``vr_mode``), as the notebook's
+    ``generate_eye_views`` makes them: ``picture`` (H, W, 3) uint8, its depth estimated once by
+    ``depth``, each eye's view by ``disco.warp3d.eye_view`` with ``vr_eye_angle``, ``vr_ipd``,
+    ``fov``, ``padding_mode`` and ``sampling_mode``. Returns two (H, W, 3) uint8 arrays."""
+    image = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+    image = image.to(device)
+    depth_map = depth(image, settings.midas_weight)
+    left, right = (
+        eye_view(
+            image,
+            depth_map,
+            eye,
+            settings.vr_eye_angle,
+            settings.vr_ipd,
+            settings.fov,
+            settings.padding_mode,
+            settings.sampling_mode,
+        )  # fmt: skip
+        for eye in EYES
+    )
+    return to_uint8_hwc(left[0].add(1).div(2).cpu()), to_uint8_hwc(right[0].add(1).div(2).cpu())
+
+
 def turbo_blend(newer: np.ndarray, older: np.ndarray, frame: int, turbo_steps: int) -> np.ndarray:
     """A turbo frame (one not sampled): ``newer`` (the previous frame warped) weighted
     ``(frame % turbo_steps + 1) / turbo_steps`` plus ``older`` (the last sampled frame's start,
@@ -161,6 +198,7 @@ class FrameStep:
     seed: int  # the frame's seed
     report: StepReport  # the step within the frame (its image on display steps)
     finished: np.ndarray | None = None  # (H, W, 3) uint8, when this step finished the frame
+    eyes: tuple[np.ndarray, np.ndarray] | None = None  # vr_mode: the finished frame's left and right views
 
 
 def frame_seed(settings: Settings, seed: int, frame: int) -> int:
@@ -202,7 +240,7 @@ def animate(
             raise ValueError(f"resuming a {mode} animation at frame {start_frame} needs frame {start_frame - 1}")
         if mode == "2D" and frames > max(start_frame, 1):
             opencv()  # a frame will be warped: a missing OpenCV fails before any work, not after frame 0
-        if mode == "3D" and frames > max(start_frame, 1) and models.depth is None:
+        if mode == "3D" and (frames > max(start_frame, 1) or settings.vr_mode) and models.depth is None:
             raise ValueError("a 3D animation needs a depth model (models.depth)")
     elif mode == "Video Input":
         if video_frames is None:
@@ -220,6 +258,10 @@ def animate(
     turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
     previous, older = previous_frame, None  # older: turbo's warp of the last sampled frame's start
     previous_video, video_motion = None, None  # Video Input with optical flow: video frame n - 1, the motion to n
+
+    def vr(finished: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:  # a finished frame's eye views
+        return eye_views(finished, settings, models.depth.depth, models.device) if settings.vr_mode else None
+
     for n in range(start_frame, frames):
         if n > 0 and mode in MOVED_MODES:
             if mode == "2D":
@@ -236,7 +278,7 @@ def animate(
                     finished, previous = turbo_blend(moved, older, n, turbo[0]), moved
                     image = torch.from_numpy(finished).permute(2, 0, 1).float().div(255)
                     report = StepReport(0, 0, -1, image, None)  # no step: the warp alone made it
-                    yield FrameStep(n, frames, frame_seed(settings, seed, n), report, finished)
+                    yield FrameStep(n, frames, frame_seed(settings, seed, n), report, finished, vr(finished))
                     continue
                 older = moved  # a sampled frame: the blending restarts from its start
             start = array_to_init(moved, settings.width, settings.height)
@@ -261,11 +303,12 @@ def animate(
         sampled = frame_settings(settings, n)  # as the plan counted its steps and models
         made_before = previous
         for report in sample_image(sampled, embeds, weights, models, seed=seed_n, init_image=start):
-            finished = None
+            finished = eyes = None
             if report.step == report.total:
                 finished = previous = to_uint8_hwc(report.image)
                 blend_mode = settings.video_init_blend_mode
                 if mode == "Video Input" and blend_mode != "None" and made_before is not None:
                     # as written; the next frame starts from it as made (previous)
                     finished = written_frame(finished, made_before, video_motion, blend_mode)
-            yield FrameStep(n, frames, seed_n, report, finished)
+                eyes = vr(finished)
+            yield FrameStep(n, frames, seed_n, report, finished, eyes)

@@ -145,7 +145,9 @@ def plan_run(
     with_init_loss = any(has_start(n) and max(frame_settings(settings, n).schedule("init_scale")) > 0 for n in sampled)
     later = steps(start_frame + 1) if mode != "None" else 0
     turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
-    depth = depth_models(settings) if mode == "3D" and frames > max(start_frame, 1) else ()
+    # 3D: depth to warp a frame into the next, and (vr_mode) to make each frame's eye views
+    warps = frames > max(start_frame, 1) or settings.vr_mode
+    depth = depth_models(settings) if mode == "3D" and warps else ()
     flow = flow_model_needed(settings) and frames > max(start_frame, 1)
     return AnimationPlan(
         mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss, depth, *turbo, flow_model=flow

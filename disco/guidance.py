@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .clip_catalog import DEFAULT_CLIP_MODEL, OPENAI_MEAN, OPENAI_STD
 from .clip_model import clip_normalize, input_size
+from .cut_presets import cut_schedules
 from .cutouts import CutoutRandomness, make_cutouts
 from .diffusion import GaussianDiffusion
 from .memory import cutouts_per_pass
@@ -77,11 +78,12 @@ class Schedules:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Schedules:
+        cuts = cut_schedules(vars(s))  # settings not validated may still leave them to the model's group
         return cls(
-            count_schedule("cut_overview", s.cut_overview),
-            count_schedule("cut_innercut", s.cut_innercut),
-            parse_schedule("cut_ic_pow", s.cut_ic_pow),
-            parse_schedule("cut_icgray_p", s.cut_icgray_p),
+            count_schedule("cut_overview", cuts["cut_overview"]),
+            count_schedule("cut_innercut", cuts["cut_innercut"]),
+            parse_schedule("cut_ic_pow", cuts["cut_ic_pow"]),
+            parse_schedule("cut_icgray_p", cuts["cut_icgray_p"]),
             s.schedule("clip_guidance_scale"),
             count_schedule("cutn_batches", s.cutn_batches),
             *(s.schedule(name) for name in ("tv_scale", "range_scale", "sat_scale", "init_scale", "clamp_max")),

@@ -2,7 +2,8 @@
 
 ``sample_image`` is a generator of ``StepReport``s, one per diffusion step; every
 ``display_rate``-th step and the last carry the current image (the model's denoised estimate,
-as Disco Diffusion shows it). Stop iterating to stop the run. Everything random comes from
+as Disco Diffusion shows it), and so do the steps ``intermediate_saves`` keeps (``disco.partials``;
+their reports say so in ``partial``). Stop iterating to stop the run. Everything random comes from
 ``seed``, so on the CPU the same seed gives identical frames.
 """
 
@@ -21,6 +22,7 @@ from .clip_catalog import DEFAULT_CLIP_MODEL, clip_spec
 from .cutouts import CutoutRandomness
 from .diffusion import GaussianDiffusion
 from .guidance import ClipGuide, Guidance
+from .partials import intermediate_steps, partial_suffix
 from .perlin import perlin_init
 from .prompts import Prompt, normalised_weights, step_weights
 from .settings import Settings, bool_schedule, uses_secondary_model
@@ -66,6 +68,7 @@ class StepReport:
     image: torch.Tensor | None  # (3, H, W) in [0, 1] on the CPU, on display steps and the last
     loss: float | None  # the latest CLIP loss, for display (on display steps)
     fp32_retries: int = 0  # steps so far whose fp16 guidance overflowed and was computed again in fp32
+    partial: str | None = None  # intermediate_saves keeps this step: its file name's end (disco.partials)
 
 
 def as_prompts(prompt_weights: Sequence[float | Prompt]) -> list[Prompt]:
@@ -176,12 +179,16 @@ def sample_image(
         loop = diffusion.plms_loop(models.unet, x_T, **common)
 
     total = diffusion.num_timesteps - settings.skip_steps
+    saves = intermediate_steps(settings.intermediate_saves, settings.steps, settings.skip_steps)
     for j, step in enumerate(loop):
         last = step.index == 0
-        show = j % settings.display_rate == 0 or last
+        saved = None  # the end of the file name of a step intermediate_saves keeps
+        if j in saves:
+            saved = partial_suffix(settings.intermediate_saves, j, settings.steps, settings.skip_steps)
+        show = j % settings.display_rate == 0 or last or saved is not None
         image = step.pred_xstart[0].add(1).div(2).clamp(0, 1).detach().cpu() if show else None
         # read on display steps only: reading a device value makes the host wait for the GPU
         loss = float(guidance.losses[-1]) if show and guidance.losses else None
-        yield StepReport(j + 1, total, step.index - 1, image, loss, guidance.fp32_retries)
+        yield StepReport(j + 1, total, step.index - 1, image, loss, guidance.fp32_retries, saved)
     if guidance.fp32_retries:
         log.warning("%d of %d steps overflowed in fp16 and were computed in fp32", guidance.fp32_retries, total)

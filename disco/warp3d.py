@@ -172,3 +172,54 @@ def warp_3d(
         image.float(), grid, mode=sampling_mode, padding_mode=padding_mode, align_corners=False
     )  # bicubic overshoots a little: clamp back to the image range
     return warped.clamp(-1, 1).to(image.dtype)
+
+
+EYES = ("l", "r")  # the notebook's file name ends: frame_NNNN_l.png (left), frame_NNNN_r.png (right)
+FISHEYE = 0.4  # the notebook's spherical projection: magnitude -0.4 about the centre
+
+
+def eye_motion(eye: str, vr_eye_angle: float, vr_ipd: float) -> tuple[tuple[float, float, float], torch.Tensor]:
+    """The camera move to one eye of a VR pair, as the notebook's ``generate_eye_views`` makes it:
+    the eye sits ``cos(angle) * vr_ipd / 2`` to the side (left: ``translation_x`` negative, right:
+    positive, in ``translation_x``'s units) and turns ``vr_eye_angle`` degrees about the y axis
+    towards the centre (left ``+angle``, right ``-angle``). Returns ``(T, R)`` for :func:`warp_3d`.
+    Raises ValueError for an ``eye`` other than ``l`` and ``r``."""
+    if eye not in EYES:
+        raise ValueError(f"eye must be 'l' or 'r'; got {eye!r}")
+    side = -1.0 if eye == "l" else 1.0
+    offset = math.cos(math.radians(vr_eye_angle)) * vr_ipd / 2 * side
+    return camera_motion(translation_x=offset, rotation_3d_y=-side * vr_eye_angle)
+
+
+def fisheye(image: torch.Tensor, magnitude: float = FISHEYE) -> torch.Tensor:
+    """``image`` (1, C, H, W) in [-1, 1] through the notebook's spherical projection: the pixel at
+    ``p`` (``grid_sample`` coordinates) shows the picture at ``p * (1 + magnitude * |p|)``, so the
+    centre keeps its scale and the edges draw in more of the picture; what falls past the edge is
+    black, as in the notebook. Returns (1, C, H, W) in [-1, 1]."""
+    height, width = image.shape[-2:]
+    grid = pixel_grid(height, width, image.device)
+    radius = grid.norm(dim=-1, keepdim=True)
+    source = grid * (1 + magnitude * radius)
+    lifted = image.float().add(1)  # black (-1) is 0 here: the zeros past the edge are black
+    seen = F.grid_sample(lifted, source[None], mode="bilinear", padding_mode="zeros", align_corners=False)
+    return seen.sub(1).clamp(-1, 1).to(image.dtype)
+
+
+def eye_view(
+    image: torch.Tensor,
+    depth: torch.Tensor,
+    eye: str,
+    vr_eye_angle: float = 0.5,
+    vr_ipd: float = 5.0,
+    fov: float = 40.0,
+    padding_mode: str = "border",
+    sampling_mode: str = "bicubic",
+    spherical: bool = True,
+) -> torch.Tensor:
+    """One eye's view of a frame for VR (the notebook's ``vr_mode``): ``image`` (1, C, H, W) in
+    [-1, 1] with its ``depth`` (H, W) seen from the eye's camera (:func:`eye_motion`) by
+    :func:`warp_3d`, then, with ``spherical``, through the fish-eye projection (:func:`fisheye`).
+    Returns (1, C, H, W) in [-1, 1]."""
+    translation, rotation = eye_motion(eye, vr_eye_angle, vr_ipd)
+    view = warp_3d(image, depth, translation, rotation, fov=fov, padding_mode=padding_mode, sampling_mode=sampling_mode)
+    return fisheye(view) if spherical else view

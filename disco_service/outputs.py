@@ -8,11 +8,16 @@ For image ``i`` of a run (the run's ``seed``; image ``i`` itself used ``seed + i
     reverse_diffusion-{batch_name}-{seed}_{i}-step{NNNN}.png  each kept frame
     reverse_diffusion-{batch_name}-{seed}_{i}.gif             the frames as an animation
     reverse_diffusion-{batch_name}-{seed}_{i}-sprite.png      the frames as a sprite sheet
+    partials/reverse_diffusion-{batch_name}-{seed}_{i}-{NN}%.png  with intermediate_saves a count: the
+                                                              image at about NN% of its steps
+    partials/reverse_diffusion-{batch_name}-{seed}_{i}-{jjj}.png  with intermediate_saves a list: at step jjj
 
 An animation (one per run, its frames made with ``seed + n``) writes
 
     reverse_diffusion-{batch_name}-{seed}-frame{NNNN}.png     each finished frame n
     reverse_diffusion-{batch_name}-{seed}.mp4                 the frames as a video, once the run ends
+    reverse_diffusion-{batch_name}-{seed}-frame{NNNN}_l.png   vr_mode: frame n's left eye view (_r: right)
+    partials/reverse_diffusion-{batch_name}-{seed}-frame{NNNN}-{NN}%.png  intermediate_saves, per frame
 
 An empty ``batch_name`` drops its part (``reverse_diffusion-{seed}_...``). When files of an
 earlier run already use the prefix, ``-run2``, ``-run3``... is appended: nothing is overwritten
@@ -40,6 +45,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from disco.partials import PARTIALS_FOLDER
 from disco.settings import SETTING_NAMES, Settings, SettingsError, default
 from disco_service.wire import JobStatus, restore_numbers
 
@@ -66,6 +72,7 @@ __all__ = [
     "save_outputs",
     "write_animations",
     "write_frame",
+    "write_pictures",
 ]
 
 PNG_KEY = "disco-diffusion"
@@ -238,6 +245,34 @@ def write_frame(output_dir: Path, prefix: str, frame: int, png: bytes, recipe: M
     return path
 
 
+def write_pictures(doc: Any, output_dir: Path, stem: str, recipe: Mapping[str, Any]) -> list[Path]:
+    """Write the pictures that came back beside the frames (``doc.matches``), with ``recipe``
+    embedded: each step ``intermediate_saves`` kept as ``partials/{name}-{end}.png`` (``end`` the
+    notebook's: ``NN%`` for a count, the step for a list) and each eye view of a VR frame as
+    ``{name}_l.png`` / ``{name}_r.png``. ``name`` is ``stem`` (``{prefix}_{i}`` of a still image),
+    or ``{stem}-frame{NNNN}`` for a picture of an animation's frame (``stem``: the run's prefix).
+    Returns the paths written."""
+    written = []
+    for picture in getattr(doc, "matches", None) or []:
+        tags = picture.tags
+        if not picture.uri or ("partial" not in tags and "eye" not in tags):
+            continue
+        base = stem if tags.get("frame") is None else f"{stem}-frame{int(tags['frame']):04d}"
+        if "eye" in tags:
+            if tags["eye"] not in ("l", "r"):
+                continue
+            path = _inside(output_dir, f"{base}_{tags['eye']}.png")
+        else:
+            suffix = str(tags["partial"])
+            if not re.fullmatch(r"\d{2,}%|\d{3,}", suffix):
+                continue
+            (output_dir / PARTIALS_FOLDER).mkdir(parents=True, exist_ok=True)
+            path = _inside(output_dir, f"{PARTIALS_FOLDER}/{base}-{suffix}.png")
+        path.write_bytes(embed_settings(data_uri_bytes(picture.uri), recipe))
+        written.append(path)
+    return written
+
+
 def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "[]*?" else c for c in text)
 
@@ -330,6 +365,7 @@ def save_outputs(docs: Any, settings: Settings) -> list[Path]:
             gif, sprite = _inside(out, f"{prefix}_{i}.gif"), _inside(out, f"{prefix}_{i}-sprite.png")
             write_animations(doc.chunks, gif, sprite, recipe)
             files += [gif, sprite]
+        files += write_pictures(doc, out, f"{prefix}_{i}", recipe)
         doc.tags["files"] = [str(f) for f in files]
         written += files
     return written

@@ -303,8 +303,8 @@ def _whole(value: Any) -> Any:
 
 
 def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
-    """``tags`` with every number given its setting's type: whole numbers of ``int`` and
-    ``int_or_schedule`` settings and of ``INT_TAGS`` as ``int``; a true/false in a number setting
+    """``tags`` with every number given its setting's type: whole numbers of ``int``,
+    ``int_or_schedule`` and ``steps`` settings and of ``INT_TAGS`` as ``int``; a true/false in a number setting
     (or in a list of numbers) read as the 1/0 it stands for (HTTP). Other values, schedule texts
     among them, are left as they are (the validator judges them), and so are the frame numbers of
     prompts by frame: keys of tags stay text, or the Document could not travel on (protobuf's
@@ -319,6 +319,8 @@ def restore_numbers(tags: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = int(value)
             elif k == "size" and isinstance(value, list | tuple):
                 out[key] = [_whole(v) for v in value]
+            elif k == "steps":  # intermediate_saves: a count or a list of steps
+                out[key] = [_whole(v) for v in value] if isinstance(value, list | tuple) else _whole(value)
             elif k == "numbers" and isinstance(value, list | tuple):
                 out[key] = [int(v) if isinstance(v, bool) else v for v in value]
         elif key in INT_TAGS:

@@ -14,7 +14,9 @@ An animation (``animation_mode`` 2D, 3D or Video Input) is one Document and one 
 ``frame`` of ``frames`` and the steps of the whole run (``run_step`` of ``run_total``); its display
 frames are shown as the latest frame but not kept; each finished frame becomes a chunk and is put
 on the job board for the client to fetch while the job runs. A stop ends it at the next step with
-every finished frame.
+every finished frame. The steps ``intermediate_saves`` keeps and a VR animation's eye views go back
+as ``doc.matches`` (PNG data URIs tagged ``partial`` and ``step``, or ``eye``, and ``frame``),
+for the client to write beside the frames.
 Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
 from it by the Renderer, to which the client addresses them, so this executor's replicas
 receive ``/generate`` requests only and Jina's round-robin hands consecutive images to
@@ -24,6 +26,7 @@ when its caller (or the gateway) is gone before the image comes back; of an anim
 keeps the record.
 """
 
+import base64
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -40,6 +43,7 @@ from disco.prompts import prompt_key_at, prompt_weight_of
 from disco.sampler import sample_image
 from disco.settings import DIFFUSION_MODELS, SettingsError, uses_secondary_model
 from disco.video import video_frames, video_info
+from disco.warp3d import EYES
 from disco_service import config, wire
 from disco_service.outputs import image_settings
 from disco_service.server.flow_secret import guard_executor, resolve
@@ -126,7 +130,9 @@ class DiffusionSampler(Executor):
         recipe = image_settings(doc.tags)
         for report in reports:
             png = None
-            if report.image is not None:
+            if report.partial is not None:  # intermediate_saves: kept beside the display frames
+                _add_picture(doc, _checked_frame(report), partial=report.partial, step=report.step)
+            if report.image is not None and _displayed(report, doc):
                 frame = _checked_frame(report)
                 doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
                 png = png_bytes(frame)
@@ -149,6 +155,10 @@ class DiffusionSampler(Executor):
             done += 1 if report.total else 0  # a turbo frame, made by the warp alone, takes no step
             png = png_bytes(_checked_frame(report)) if report.image is not None else None
             shown = {"loss": report.loss} if report.loss is not None else {}
+            if report.partial is not None:  # intermediate_saves: kept beside the frames
+                _add_picture(doc, _checked_frame(report), partial=report.partial, step=report.step, frame=item.frame)
+            for eye, view in zip(EYES, item.eyes or (), strict=False):  # vr_mode: the frame's eye views
+                _add_picture(doc, view, eye=eye, frame=item.frame)
             if item.finished is not None:
                 finished += 1
                 tags = {"frame": item.frame, "seed": item.seed, "step": report.step, "cur_t": report.cur_t}
@@ -163,6 +173,23 @@ class DiffusionSampler(Executor):
                 cur_t=report.cur_t, run_step=done, run_total=plan.run_steps, **shown,
             )  # fmt: skip
             yield done
+
+
+def _displayed(report, doc: Document) -> bool:
+    """Whether a step's image is a display frame (every ``display_rate``-th step and the last),
+    not only a step ``intermediate_saves`` keeps."""
+    if report.partial is None:
+        return True
+    rate = int(doc.tags.get("display_rate") or 1)
+    return (report.step - 1) % rate == 0 or report.cur_t == -1
+
+
+def _add_picture(doc: Document, picture: np.ndarray, **tags) -> None:
+    """A picture that goes back beside the frames (``doc.matches``, as a PNG data URI with
+    ``tags``): a step ``intermediate_saves`` keeps (``partial``: its file name's end), or an eye
+    view of a VR frame (``eye``: ``l`` or ``r``); the client writes them to ``output_dir``."""
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode()
+    doc.matches.append(Document(uri=uri, tags=tags))
 
 
 def _checked_frame(report) -> np.ndarray:

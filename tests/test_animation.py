@@ -15,7 +15,7 @@ from docarray import Document, DocumentArray
 from PIL import Image
 
 import disco.animation as animation
-from disco.animation import Motion, transform_matrix_2d, warp_2d
+from disco.animation import Motion, camera_series, motion_series, transform_matrix_2d, warp_2d
 from disco.clip_model import encode_texts
 from disco.images import array_to_init, to_uint8_hwc
 from disco.keyframes import keyframe_series, parse_key_frames
@@ -56,6 +56,17 @@ def test_an_expression_of_t_is_evaluated_at_every_frame_up_to_the_next_key():
     # frames 0-3 interpolate from 0 to the expression's value at frame 4 (2*4); 4-5 follow it; 6 on: 3
     assert keyframe_series("x", "0: (0), 4: (t*2), 6: (3)", 8) == pytest.approx([0, 2, 4, 6, 8, 10, 3, 3])
     assert keyframe_series("x", "0: (t**2 % 5 + pi - pi)", 4) == pytest.approx([0, 1, 4, 4])
+
+
+def test_with_key_frames_off_every_frame_moves_by_the_frame_0_value():
+    motion = {"angle": "0: (2), 4: (10)", "zoom": "1.05", "translation_x": "0: (t)", "translation_y": "0: (1), 2: (3)"}
+    on = validate_settings(**ANIMATED, animation_mode="2D", max_frames=4, **motion)
+    assert on.key_frames  # the notebook's default
+    assert [m.angle for m in motion_series(on)] == [2, 4, 6, 8] and motion_series(on)[3].translation_x == 3
+    off = validate_settings(**ANIMATED, animation_mode="2D", max_frames=4, key_frames=False, **motion)
+    assert motion_series(off) == [Motion(angle=2, zoom=1.05, translation_x=0, translation_y=1)] * 4
+    moves = camera_series(validate_settings(**ANIMATED, animation_mode="3D", max_frames=3, key_frames=False, **motion))
+    assert moves == [(0.0, 1.0, 10.0, 0.0, 0.0, 0.0)] * 3  # translation_z's default 0: (10.0); the others as above
 
 
 @pytest.mark.parametrize(

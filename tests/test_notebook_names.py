@@ -39,11 +39,14 @@ def test_the_api_refuses_a_notebook_name_with_what_to_use_before_anything_starts
 
 def test_several_unknown_names_are_refused_at_once():
     with pytest.raises(SettingsError) as refused:
-        validate_settings(intermediate_saves=3, vr_mode=True, width=512, height=448, stepz=3)
+        validate_settings(intermediates_in_subfolder=True, interp_spline="Linear", width=512, height=448, stepz=3)
     message = str(refused.value)
-    assert message.startswith("intermediate_saves, vr_mode, width, height, stepz: 5 settings this project does not")
+    assert message.startswith(
+        "intermediates_in_subfolder, interp_spline, width, height, stepz: 5 settings this project does not"
+    )
     expected = [
-        "intermediate_saves: not offered", "vr_mode: not offered", "width, height: use width_height [512, 448]",
+        "intermediates_in_subfolder: not needed", "interp_spline: not offered",
+        "width, height: use width_height [512, 448]",
         "stepz: unknown setting; did you mean 'steps'?",
     ]  # fmt: skip
     assert all(words in message for words in expected)
@@ -57,12 +60,10 @@ def run(argv, capsys):
 
 def test_a_settings_file_lists_all_its_unknown_keys_at_once(tmp_path, capsys):
     path = tmp_path / "settings.txt"
-    path.write_text(json.dumps({"text_prompts": ["a lighthouse"], "set_seed": 3, "key_frames": True, "ViTB16": True}))
+    path.write_text(json.dumps({"text_prompts": ["a lighthouse"], "set_seed": 3, "useCPU": True, "ViTB16": True}))
     code, seen, err = run(["--settings", str(path), "--download"], capsys)
     assert code == 2 and seen == [] and len(err.strip().splitlines()) == 1
-    assert err.startswith(
-        "error: set_seed, key_frames, ViTB16: 3 settings this project does not take: set_seed: use seed"
-    )
+    assert err.startswith("error: set_seed, useCPU, ViTB16: 3 settings this project does not take: set_seed: use seed")
     assert "ViTB16: the notebook's CLIP switches are one setting here: use clip_models ['ViT-B-16::openai']" in err
 
 

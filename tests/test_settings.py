@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from disco.cut_presets import CUT_SCHEDULE_GROUPS, CUT_SETTINGS
 from disco.settings import (
     DEFAULT_LIMITS,
     LIGHTHOUSE,
@@ -57,7 +58,12 @@ def test_seed_parameters_and_defaults_in_order():
 def test_disco_extras_defaults():
     s = Settings()
     assert (s.cutn_batches, s.diffusion_sampling_mode, s.eta, s.clamp_grad, s.clamp_max) == (4, "ddim", 0.8, True, 0.05)
-    assert (s.cut_overview, s.cut_innercut, s.cut_icgray_p, s.cut_ic_pow) == (
+    # left to cut_schedules_group ("auto": the model's own), which validation fills in
+    assert (s.cut_overview, s.cut_innercut, s.cut_icgray_p, s.cut_ic_pow, s.cut_schedules_group) == (
+        None, None, None, None, "auto",
+    )  # fmt: skip
+    v = validate_settings(tokens=False)
+    assert (v.cut_overview, v.cut_innercut, v.cut_icgray_p, v.cut_ic_pow) == (
         "[12]*400+[4]*600",
         "[4]*400+[12]*600",
         "[0.2]*400+[0]*600",
@@ -231,7 +237,11 @@ def test_every_setting_is_read_by_the_reader_of_its_kind_or_its_own():
     defaults = validate_settings(tokens=False).to_dict()
     for name in SETTING_NAMES:
         assert READERS.get(name) or kind(name) in KIND_READERS, f"{name} has no reader"
-        assert read_setting(name, default(name), DEFAULT_LIMITS) == defaults[name], name
+        read = read_setting(name, default(name), DEFAULT_LIMITS)
+        if name in CUT_SETTINGS:  # left to cut_schedules_group, which validation fills in
+            assert read is None and defaults[name] == CUT_SCHEDULE_GROUPS["default"][name], name
+        else:
+            assert read == defaults[name], name
     assert read_setting("steps", 12.0, DEFAULT_LIMITS) == 12  # a whole float, as gRPC's Struct sends it
     with pytest.raises(SettingsError, match=r"^steps: must be in \[1, 1000\], got 1001$"):
         read_setting("steps", 1001, DEFAULT_LIMITS)  # the bounds come from the field table

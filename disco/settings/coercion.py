@@ -37,6 +37,7 @@ from .texts import (
     ANIMATION_MODES,
     BATCH_NAME_ALLOWED,
     BATCH_NAME_BYTES,
+    MAX_STEPS,
     MAX_TRANSFORMATIONS,
     PERLIN_ALIASES,
     VIDEO_BLEND_MODES,
@@ -359,17 +360,28 @@ def _fractions(name: str, value: Any, limits: Limits) -> list[float]:
 
 
 def _cut_counts(name: str, value: Any, limits: Limits) -> Any:
+    if _left_out(value):
+        return None  # cut_schedules_group's (validation fills it in)
     count_schedule(name, value)  # checked; kept as written
     return value
 
 
-def _cut_ic_pow(name: str, value: Any, limits: Limits) -> float | str:
+def _cut_ic_pow(name: str, value: Any, limits: Limits) -> float | str | None:
+    if _left_out(value):
+        return None
     if any(p <= 0 for p in parse_schedule(name, value)):
         raise SettingsError(name, f"must be > 0, got {value!r}")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
+def _left_out(value: Any) -> bool:
+    """A cut setting not given: None, or empty text (an empty field of a form)."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _probabilities(name: str, value: Any, limits: Limits) -> Any:
+    if name == "cut_icgray_p" and _left_out(value):
+        return None
     if any(not 0 <= p <= 1 for p in parse_schedule(name, value)):
         raise SettingsError(name, f"probabilities must be in [0, 1], got {value!r}")
     return value
@@ -424,6 +436,25 @@ def _turbo_steps(name: str, value: Any, limits: Limits) -> int:
     return read_int(name, value, *limits_of(name))
 
 
+def _intermediate_saves(name: str, value: Any, limits: Limits) -> int | list[int]:
+    """A count (a whole number >= 0) or a list of step numbers (whole numbers >= 1, in order, each
+    once), as the notebook's ``intermediate_saves``; also as text (a form, the command line):
+    ``"2"`` is a count, ``"[5, 9, 34]"`` (or ``"5, 9, 34"``, ``"[]"``) a list."""
+    if isinstance(value, str):
+        text = value.strip()
+        inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        parts = [part for part in re.split(r"[\s,]+", inner) if part]
+        if not all(part.isascii() and part.isdigit() for part in parts) or (not parts and inner == text):
+            raise SettingsError(name, f"must be a count or a list of steps such as [5, 9, 34], got {value!r}")
+        single = inner == text and len(parts) == 1 and "," not in text
+        value = int(parts[0]) if single else [int(part) for part in parts]
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_STEPS:
+            raise SettingsError(name, f"at most {MAX_STEPS} steps may be listed, got {len(value)}")
+        return sorted({read_int(name, v, 1, MAX_STEPS) for v in value})
+    return read_int(name, value, 0, MAX_STEPS)
+
+
 READERS: dict[str, Reader] = {
     "text_prompts": _text_prompts,
     "init_image": _image,
@@ -442,6 +473,7 @@ READERS: dict[str, Reader] = {
     "frames_skip_steps": _percentage,
     "video_init_path": _video,
     "turbo_steps": _turbo_steps,
+    "intermediate_saves": _intermediate_saves,
     "video_init_blend_mode": _blend_mode,
     **dict.fromkeys(VIDEO_INIT_OVERRIDES, _video_init_override),
     "clip_models_schedules": _model_schedules,

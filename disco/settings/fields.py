@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ..clip_catalog import CLIP_MODELS, CLIP_SPECS, DEFAULT_CLIP_MODEL
+from ..cut_presets import AUTO_GROUP, CUT_SCHEDULE_GROUPS
 from ..models import DEFAULT_MODEL
 from ..models import DIFFUSION_MODELS as MODELS
 from .schedules import parse_schedule
@@ -135,6 +136,13 @@ class Settings:
     artist: str | None = setting(
         None, "an artist, appended to the first prompt's text as ',ARTIST,trending on artstation' (as the module does)"
     )
+    intermediate_saves: Annotated[int | list[int], "steps"] = setting(
+        0,
+        "also save the image at some steps into output_dir/partials: a count N saves every "
+        "(steps - skip_steps - 1) // (N + 1)-th step (the notebook's spacing), a list saves at those steps "
+        "([5, 9, 34]); 0 saves none",
+        allowed="a whole number >= 0, or a list of step numbers >= 1 such as [5, 9, 34]",
+    )
     cutn_batches: int | str = setting(
         4,
         "batches of cutouts CLIP judges at each step; a step's time grows with it",
@@ -163,17 +171,42 @@ class Settings:
     clip_denoised: bool = setting(False, "clip the model's denoised estimate to [-1, 1]")
     fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
     rand_mag: float = setting(0.05, "how much noise fuzzy_prompt adds", low=0.0)
-    cut_overview: str = setting(
-        "[12]*400+[4]*600", "whole-image cutouts per batch, by step", allowed=f"cutout counts as {SCHEDULE}"
+    cut_overview: str | None = setting(
+        None,
+        "whole-image cutouts per batch, by step",
+        allowed=f"cutout counts as {SCHEDULE}",
+        shown="cut_schedules_group's ([12]*400+[4]*600 for most models)",
     )
-    cut_innercut: str = setting(
-        "[4]*400+[12]*600", "zoomed-in cutouts per batch, by step", allowed=f"cutout counts as {SCHEDULE}"
+    cut_innercut: str | None = setting(
+        None,
+        "zoomed-in cutouts per batch, by step",
+        allowed=f"cutout counts as {SCHEDULE}",
+        shown="cut_schedules_group's ([4]*400+[12]*600 for most models)",
     )
-    cut_ic_pow: float | str = setting(
-        1, "how small the zoomed-in cutouts get (larger: smaller)", allowed=f"a number > 0, or {SCHEDULE}"
+    cut_ic_pow: float | str | None = setting(
+        None,
+        "how small the zoomed-in cutouts get (larger: smaller)",
+        allowed=f"a number > 0, or {SCHEDULE}",
+        shown="cut_schedules_group's (1 for most models)",
     )
-    cut_icgray_p: str = setting(
-        "[0.2]*400+[0]*600", "the chance that a cutout is grey, by step", allowed=f"probabilities 0 to 1 as {SCHEDULE}"
+    cut_icgray_p: str | None = setting(
+        None,
+        "the chance that a cutout is grey, by step",
+        allowed=f"probabilities 0 to 1 as {SCHEDULE}",
+        shown="cut_schedules_group's ([0.2]*400+[0]*600 for most models)",
+    )
+    cut_schedules_group: str = setting(
+        AUTO_GROUP,
+        "the preset that fills the cut settings not given (cut_overview, cut_innercut, cut_ic_pow, cut_icgray_p); "
+        "a cut setting given always wins",
+        choices=(AUTO_GROUP, *CUT_SCHEDULE_GROUPS),
+        choice_meanings={
+            AUTO_GROUP: "the diffusion model's own, as the notebook switches: pad_or_pulp for the pixel-art and pulp "
+            "sci-fi models, watercolor for the watercolor ones, else default",
+            "default": "the notebook's standard schedules",
+            "pad_or_pulp": "the notebook's schedules for KaliYuga's pixel-art and pulp sci-fi models",
+            "watercolor": "the notebook's schedules for KaliYuga's watercolor models",
+        },
     )
     batch_size: int = setting(1, "images per sampler call", low=1, high=1)
     gif_fps: float = setting(
@@ -265,6 +298,11 @@ class Settings:
     rotation_3d_z: str = setting(
         "0: (0)", "3D: the camera's roll per frame in degrees (about the view axis)", allowed=KEYFRAMES
     )
+    key_frames: bool = setting(
+        True,
+        "read angle, zoom, translation_x/_y/_z and rotation_3d_x/_y/_z as key frames; off: each is one number for "
+        "every frame (a key-frame text gives its frame-0 value)",
+    )
     midas_depth_model: str = setting("dpt_large", "3D: the MiDaS depth model", choices=MIDAS_DEPTH_MODELS)
     midas_weight: float = setting(
         0.3,
@@ -284,6 +322,20 @@ class Settings:
     )
     turbo_steps: int = setting(3, "3D with turbo_mode: diffuse every this many frames", low=2, high=6)
     turbo_preroll: int = setting(10, "3D with turbo_mode: frames diffused before turbo starts", low=0)
+    vr_mode: bool = setting(
+        False,
+        "3D: also write a left and a right eye view of every frame ({frame}_l.png, {frame}_r.png), each the frame "
+        "seen through its depth map by an eye moved sideways by vr_ipd / 2 and turned by vr_eye_angle, with a "
+        "fish-eye projection (for VR180)",
+    )
+    vr_eye_angle: float = setting(
+        0.5, "3D with vr_mode: how far each eye turns towards the centre, in degrees (y axis)", low=0.0, high=45.0
+    )
+    vr_ipd: float = setting(
+        5.0,
+        "3D with vr_mode: the distance between the eyes, in translation_x's units (200 make one unit of the depth map)",
+        low=0.0,
+    )
     frames_scale: float = setting(
         1500, "animation: how strongly each frame stays like the one it starts from (LPIPS loss)", low=0.0
     )
@@ -410,11 +462,11 @@ VIDEO_INIT_OVERRIDES = {
 # The notebook's "Animation Settings": a form shows them together ("motion" in settings_schema)
 MOTION_SETTINGS = (
     "animation_mode", "max_frames", "angle", "zoom", "translation_x", "translation_y", "translation_z",
-    "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "midas_depth_model", "midas_weight", "near_plane", "far_plane",
-    "fov", "padding_mode", "sampling_mode", "turbo_mode", "turbo_steps", "turbo_preroll", "frames_scale",
-    "frames_skip_steps", "video_init_path", "extract_nth_frame", "video_init_seed_continuity", "video_init_flow_warp",
-    "video_init_flow_blend", "video_init_check_consistency", "video_init_blend_mode", *VIDEO_INIT_OVERRIDES, "fps",
-    "resume_run", "resume_from_frame",
+    "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "key_frames", "midas_depth_model", "midas_weight",
+    "near_plane", "far_plane", "fov", "padding_mode", "sampling_mode", "turbo_mode", "turbo_steps", "turbo_preroll",
+    "vr_mode", "vr_eye_angle", "vr_ipd", "frames_scale", "frames_skip_steps", "video_init_path", "extract_nth_frame",
+    "video_init_seed_continuity", "video_init_flow_warp", "video_init_flow_blend", "video_init_check_consistency",
+    "video_init_blend_mode", *VIDEO_INIT_OVERRIDES, "fps", "resume_run", "resume_from_frame",
 )  # fmt: skip
 
 
@@ -465,6 +517,7 @@ KINDS = (
     "bool_or_schedule",
     "model_schedules",
     "images",
+    "steps",
 )
 KEYFRAME_SETTINGS = ("angle", "zoom", "translation_x", "translation_y")  # 2D's motion, in Motion's order
 # 3D's camera move, in disco.warp3d.camera_motion's order
@@ -485,7 +538,8 @@ def kind(name: str) -> str:
     (``video_init_path``, marked so in its ``Annotated`` type), ``bool_or_schedule``: true/false or
     a schedule text of them, ``model_schedules``: CLIP model names to such schedules
     (``clip_models_schedules``), ``images``: a list of images' paths, bytes or data URIs, each with an
-    optional weight (``image_prompts``).
+    optional weight (``image_prompts``), ``steps``: a count or a list of
+    step numbers (``intermediate_saves``, marked so too).
     """
     hint = typing.get_type_hints(Settings, include_extras=True)[name]
     if typing.get_origin(hint) is Annotated:

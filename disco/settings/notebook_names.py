@@ -37,23 +37,17 @@ CLIP_SWITCHES: dict[str, str] = {
 
 _ONE_SIZE = "use width_height [width, height] (one size setting serves every diffusion model)"
 _SAVES = (
-    "not offered: the frames every display_rate steps come back with the image (and the page shows them); "
-    "use display_rate"
+    "not needed: intermediate_saves always go to the folder partials in output_dir (the frames every display_rate "
+    "steps come back with the image); use intermediate_saves"
 )
 # name -> what to use instead, or why it is not needed (the CLIP switches and width/height are worded in advice())
 NOTEBOOK_NAMES: dict[str, str] = {
     "set_seed": "use seed (a whole number; leave it out for a random seed, which is reported)",
     "width_height_for_512x512_models": _ONE_SIZE,
     "width_height_for_256x256_models": _ONE_SIZE,
-    "intermediate_saves": _SAVES,
     "intermediates_in_subfolder": _SAVES,
     "steps_per_checkpoint": _SAVES,
-    "key_frames": "not needed: angle, zoom, translation_x/_y/_z and rotation_3d_x/_y/_z always read key frames "
-    "such as '0: (1), 10: (1.05)' (one value for every frame: '0: (1)')",
     "interp_spline": "not offered: key frames are interpolated linearly (the notebook's own advice); leave it out",
-    "vr_mode": "not offered: VR (two views per frame) is not made here; leave it out",
-    "vr_eye_angle": "not offered: VR (two views per frame) is not made here; leave it out",
-    "vr_ipd": "not offered: VR (two views per frame) is not made here; leave it out",
     "persistent_frame_output_in_batch_folder": "not needed: an animation's frames are always written to output_dir",
     "run_to_resume": "use resume_run true (it continues the latest run of batch_name in output_dir, or that of seed)",
     "retain_overwritten_frames": "not offered: leave it out (resume_from_frame says which frames are kept)",

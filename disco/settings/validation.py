@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..cut_presets import cut_schedules
 from ..errors import DEFAULT_LIMITS, Limits, SettingsError
 from ..keyframes import keyframe_series
 from ..models import DIFFUSION_MODELS as MODELS
@@ -56,6 +57,8 @@ def validate_settings(
     if unknown:  # every one at once, the notebook's names with what to use instead
         raise unknown_settings_error(unknown, data)
     s = Settings(**coerce_settings(data, limits))  # every value checked on its own
+    # the cut settings not given: from cut_schedules_group (auto: the model's own, as the notebook switches)
+    s = dataclasses.replace(s, **cut_schedules(vars(s)))
 
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
@@ -80,6 +83,12 @@ def validate_settings(
         raise SettingsError(
             "turbo_mode",
             f"works with animation_mode '3D' only (its frames between come from the depth warp), "
+            f"got animation_mode {s.animation_mode!r}",
+        )
+    if s.vr_mode and s.animation_mode != "3D":
+        raise SettingsError(
+            "vr_mode",
+            f"works with animation_mode '3D' only (each eye's view is the frame moved through its depth map), "
             f"got animation_mode {s.animation_mode!r}",
         )
     if s.far_plane <= s.near_plane:  # named after the one moved off its default (far_plane if both were)

@@ -30,6 +30,7 @@ from disco_service.outputs import (
     resumable_prefix,
     run_prefix,
     write_frame,
+    write_pictures,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class AnimationRun:
         for chunk in result.chunks:
             if chunk.uri and chunk.tags.get("frame") is not None:
                 write_frame(self.output_dir, self.prefix, int(chunk.tags["frame"]), data_uri_bytes(chunk.uri), recipe)
+        pictures = write_pictures(result, self.output_dir, self.prefix, recipe)  # eye views, intermediate saves
         frames = {n: p for n, p in finished_frames(self.output_dir, self.prefix).items() if n < self.frames}
         files = list(frames.values())
         if frames:
@@ -118,7 +120,7 @@ class AnimationRun:
             result.chunks.append(Document(uri=uri, tags={**made.get(n, {}), "frame": n}))
         if len(result.chunks):
             result.uri = result.chunks[-1].uri
-        result.tags.update(files=[str(f) for f in files], frames=self.frames, mp4_fps=self.fps)
+        result.tags.update(files=[str(f) for f in files + pictures], frames=self.frames, mp4_fps=self.fps)
         return files
 
     def finished_document(self):

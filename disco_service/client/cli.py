@@ -114,6 +114,7 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
     "bool_or_schedule": {"type": _bool_or_schedule, "metavar": "{true,false,SCHEDULE}"},
     "model_schedules": {"nargs": "+", "metavar": "MODEL=SCHEDULE"},
     "images": {"nargs": "+", "metavar": "PATH[:WEIGHT]"},
+    "steps": {"type": str, "metavar": "COUNT_OR_STEPS"},  # 2, or [5, 9, 34]: the validator reads it
 }
 
 
