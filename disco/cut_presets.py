@@ -5,8 +5,10 @@ The Disco Diffusion notebook (v5.7, "Extra Settings", cutn scheduling) replaces 
 ``diffusion_model`` is one of KaliYuga's pixel-art or pulp sci-fi models (``pad_or_pulp``) or one
 of the watercolor models (``watercolor``). discoart names the same sets ``cut_schedules_group``
 (its ``cut-schedules.yml``: ``default``, ``pad_or_pulp``, ``watercolor``). Here a cut setting left
-out (None) takes its value from the group: ``cut_schedules_group`` when it names one, else
-the model's own (``model_cut_group``); a cut setting given by the user always wins. No torch.
+out (None) or left at its default (PaddleHub's module's, the ``default`` group's: ``generate_image``
+keeps the module's defaults) takes its value from the group: ``cut_schedules_group`` when it names
+one, else the model's own (``model_cut_group``); a cut setting given another value always wins, and
+``cut_schedules_group="default"`` keeps the module's schedules on any model. No torch.
 """
 
 from __future__ import annotations
@@ -71,10 +73,21 @@ def cut_group(cut_schedules_group: str, diffusion_model: str) -> str:
 
 def cut_schedules(values: Mapping[str, Any]) -> dict[str, Any]:
     """The four cut settings of ``values`` (settings by name, or ``Settings`` as a mapping of its
-    fields), each one left out or None taken from the group (``cut_group`` of its
+    fields), each one left out, None or at its default taken from the group (``cut_group`` of its
     ``cut_schedules_group``, default ``auto``, and ``diffusion_model``). Raises ``KeyError`` for a
     group that is not in ``CUT_SCHEDULE_GROUPS`` (the validator refuses such a name first)."""
     group = CUT_SCHEDULE_GROUPS[
         cut_group(values.get("cut_schedules_group") or AUTO_GROUP, values.get("diffusion_model") or "")
     ]
-    return {name: group[name] if values.get(name) is None else values[name] for name in CUT_SETTINGS}
+    defaults = CUT_SCHEDULE_GROUPS["default"]
+    return {
+        name: group[name] if values.get(name) is None or _same(values[name], defaults[name]) else values[name]
+        for name in CUT_SETTINGS
+    }
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether a cut setting's value is its default (text compared without spaces, numbers as numbers)."""
+    if isinstance(value, str) and isinstance(default, str):
+        return value.replace(" ", "") == default.replace(" ", "")
+    return not isinstance(value, str | bool) and not isinstance(default, str) and value == default

@@ -1,5 +1,5 @@
 """Cut schedules per diffusion model: the notebook's pixel-art/pulp and watercolor presets, applied
-to the cut settings the user leaves out, and discoart's ``cut_schedules_group``."""
+to the cut settings the user leaves out or at their defaults, and discoart's ``cut_schedules_group``."""
 
 import pytest
 from hypothesis import given
@@ -36,9 +36,13 @@ def test_the_kaliyuga_models_get_the_notebooks_schedules():
 def test_a_cut_setting_given_wins_and_the_rest_still_come_from_the_preset():
     given_overview = cuts(diffusion_model=PIXEL_ART, cut_overview="[3]*1000")
     assert given_overview == {**PAD_OR_PULP, "cut_overview": "[3]*1000"}
-    # the default's value given explicitly is still given
+    # generate_image keeps PaddleHub's module's defaults: a cut setting at its default yields to the
+    # model's preset, and cut_schedules_group "default" keeps the module's schedules on any model
     default = CUT_SCHEDULE_GROUPS["default"]["cut_overview"]
-    assert cuts(diffusion_model=PIXEL_ART, cut_overview=default)["cut_overview"] == default
+    assert cuts(diffusion_model=PIXEL_ART, cut_overview=default)["cut_overview"] == PAD_OR_PULP["cut_overview"]
+    assert cuts(diffusion_model=PIXEL_ART, cut_overview=default.replace("+", " + "), cut_ic_pow=1.0) == PAD_OR_PULP
+    kept = cuts(diffusion_model=PIXEL_ART, cut_schedules_group="default", cut_ic_pow=2)
+    assert kept == {**CUT_SCHEDULE_GROUPS["default"], "cut_ic_pow": 2}
     # validating the result again keeps it (the preset's values are then given)
     s = validate_settings(diffusion_model=PIXEL_ART, cut_innercut="[2]*1000", tokens=False)
     assert validate_settings(s, tokens=False) == s

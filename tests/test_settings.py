@@ -58,9 +58,9 @@ def test_seed_parameters_and_defaults_in_order():
 def test_disco_extras_defaults():
     s = Settings()
     assert (s.cutn_batches, s.diffusion_sampling_mode, s.eta, s.clamp_grad, s.clamp_max) == (4, "ddim", 0.8, True, 0.05)
-    # left to cut_schedules_group ("auto": the model's own), which validation fills in
+    # PaddleHub's module's defaults; cut_schedules_group "auto" swaps in a KaliYuga model's own at validation
     assert (s.cut_overview, s.cut_innercut, s.cut_icgray_p, s.cut_ic_pow, s.cut_schedules_group) == (
-        None, None, None, None, "auto",
+        "[12]*400+[4]*600", "[4]*400+[12]*600", "[0.2]*400+[0]*600", 1, "auto",
     )  # fmt: skip
     v = validate_settings(tokens=False)
     assert (v.cut_overview, v.cut_innercut, v.cut_icgray_p, v.cut_ic_pow) == (
@@ -238,10 +238,9 @@ def test_every_setting_is_read_by_the_reader_of_its_kind_or_its_own():
     for name in SETTING_NAMES:
         assert READERS.get(name) or kind(name) in KIND_READERS, f"{name} has no reader"
         read = read_setting(name, default(name), DEFAULT_LIMITS)
-        if name in CUT_SETTINGS:  # left to cut_schedules_group, which validation fills in
-            assert read is None and defaults[name] == CUT_SCHEDULE_GROUPS["default"][name], name
-        else:
-            assert read == defaults[name], name
+        assert read == defaults[name], name
+        if name in CUT_SETTINGS:  # PaddleHub's module's defaults: the "default" group of cut_schedules_group
+            assert read == CUT_SCHEDULE_GROUPS["default"][name], name
     assert read_setting("steps", 12.0, DEFAULT_LIMITS) == 12  # a whole float, as gRPC's Struct sends it
     with pytest.raises(SettingsError, match=r"^steps: must be in \[1, 1000\], got 1001$"):
         read_setting("steps", 1001, DEFAULT_LIMITS)  # the bounds come from the field table

@@ -172,33 +172,29 @@ class Settings:
     fuzzy_prompt: bool = setting(False, "add random noise (rand_mag) to the prompt embeddings")
     rand_mag: float = setting(0.05, "how much noise fuzzy_prompt adds", low=0.0)
     cut_overview: str | None = setting(
-        None,
+        "[12]*400+[4]*600",
         "whole-image cutouts per batch, by step",
         allowed=f"cutout counts as {SCHEDULE}",
-        shown="cut_schedules_group's ([12]*400+[4]*600 for most models)",
     )
     cut_innercut: str | None = setting(
-        None,
+        "[4]*400+[12]*600",
         "zoomed-in cutouts per batch, by step",
         allowed=f"cutout counts as {SCHEDULE}",
-        shown="cut_schedules_group's ([4]*400+[12]*600 for most models)",
     )
     cut_ic_pow: float | str | None = setting(
-        None,
+        1,
         "how small the zoomed-in cutouts get (larger: smaller)",
         allowed=f"a number > 0, or {SCHEDULE}",
-        shown="cut_schedules_group's (1 for most models)",
     )
     cut_icgray_p: str | None = setting(
-        None,
+        "[0.2]*400+[0]*600",
         "the chance that a cutout is grey, by step",
         allowed=f"probabilities 0 to 1 as {SCHEDULE}",
-        shown="cut_schedules_group's ([0.2]*400+[0]*600 for most models)",
     )
     cut_schedules_group: str = setting(
         AUTO_GROUP,
-        "the preset that fills the cut settings not given (cut_overview, cut_innercut, cut_ic_pow, cut_icgray_p); "
-        "a cut setting given always wins",
+        "the preset that fills the cut settings left at their defaults (cut_overview, cut_innercut, cut_ic_pow, "
+        "cut_icgray_p); a cut setting given another value always wins",
         choices=(AUTO_GROUP, *CUT_SCHEDULE_GROUPS),
         choice_meanings={
             AUTO_GROUP: "the diffusion model's own, as the notebook switches: pad_or_pulp for the pixel-art and pulp "
