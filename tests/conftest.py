@@ -68,13 +68,13 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models():
-    """The narrow test UNet and the secondary model (recipe weights) and a seeded random CLIP RN50."""
+    """The narrow test UNet and the secondary model (recipe weights) and a small seeded random CLIP
+    (``small_clip``) standing for RN50."""
     import json
 
     import torch
     from recipe import recipe_state_dict
 
-    from disco.clip_model import load_clip
     from disco.sampler import Models
     from disco.secondary import build_secondary
     from disco.unet import UNetConfig, build_unet
@@ -88,7 +88,34 @@ def tiny_models():
         recipe_state_dict(REFERENCE / "manifest_secondary_model_imagenet_2.json", meta["seeds"]["secondary_weights"])
     )
     torch.manual_seed(0)
-    return Models(unet=unet, clip=load_clip(None), secondary=secondary)
+    return Models(unet=unet, clip=small_clip(), secondary=secondary)
+
+
+@pytest.fixture(scope="session")
+def rn50_models(tiny_models):
+    """``tiny_models`` with a seeded random CLIP RN50 of the real architecture (224 px cutouts), for
+    the tests about RN50 itself: the guidance of before bit for bit, folded batch norms."""
+    import torch
+
+    from disco.clip_model import load_clip
+    from disco.sampler import Models
+
+    torch.manual_seed(0)
+    return Models(unet=tiny_models.unet, clip=load_clip(None), secondary=tiny_models.secondary)
+
+
+def small_clip():
+    """A CLIP of RN50's kind (a ModifiedResNet image tower, 1024-wide embeddings, RN50's tokenizer
+    and 77-token context) but tiny and at 64 px, with random weights from torch's global generator:
+    the engine's tests guide with it at a fiftieth of RN50's cost per cutout. Tests about RN50 itself
+    load it with ``disco.clip_model.load_clip``; the Flow's tests load RN50 from test weights."""
+    import torch
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, image_size=64, head_width=16)
+    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1)
+    clip = CLIP(embed_dim=1024, vision_cfg=vision, text_cfg=text)
+    return clip.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 # ----- the product end to end: recipe weights under their real names, and the Flow's environment -----

@@ -296,26 +296,26 @@ def test_a_file_without_a_published_sha256_is_accepted_as_a_complete_transfer(tm
 
 
 @pytest.mark.parametrize("extra", [{}, {"cutn_batches": 3, "cut_overview": "[2]*1000", "skip_augs": True}])
-def test_rn50_alone_gives_the_gradient_of_before_bit_for_bit(tiny_models, extra):
+def test_rn50_alone_gives_the_gradient_of_before_bit_for_bit(rn50_models, extra):
     diffusion = GaussianDiffusion(10)
     x = 1.5 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     t = torch.tensor([diffusion.scaled_timestep(7)])
     s = validate_settings(**{**SMALL, "tv_scale": 20, "sat_scale": 10, **extra})
-    embeds = encode_texts(tiny_models.clip, PROMPTS)
+    embeds = encode_texts(rn50_models.clip, PROMPTS)
     w = torch.tensor([1.0, 0.5]) / 1.5
-    ours = Guidance(s, diffusion, [ClipGuide(tiny_models.clip, embeds, w)], rng(4), secondary=tiny_models.secondary)
-    before = SingleClipGuidance(s, diffusion, tiny_models.clip, embeds, w, rng(4), secondary=tiny_models.secondary)
+    ours = Guidance(s, diffusion, [ClipGuide(rn50_models.clip, embeds, w)], rng(4), secondary=rn50_models.secondary)
+    before = SingleClipGuidance(s, diffusion, rn50_models.clip, embeds, w, rng(4), secondary=rn50_models.secondary)
     got, want = ours(x, t, 7), before(x, t, 7)
     assert want.abs().sum() > 0 and torch.equal(got, want)
     assert [float(v) for v in ours.losses] == [float(v) for v in before.losses]
 
 
 @pytest.mark.parametrize("extra", [{"fuzzy_prompt": True}, {"diffusion_sampling_mode": "plms", "cutn_batches": 2}])
-def test_rn50_alone_gives_the_pictures_of_before_bit_for_bit(tiny_models, extra):
+def test_rn50_alone_gives_the_pictures_of_before_bit_for_bit(rn50_models, extra):
     s = validate_settings(**{**SMALL, "steps": 3, "skip_steps": 1, "display_rate": 1, **extra})
-    embeds = encode_texts(tiny_models.clip, PROMPTS)
-    got = [r.image for r in sample_image(s, embeds, [1.0, 0.5], tiny_models, seed=5)]
-    want = list(sample_single_clip(s, embeds, [1.0, 0.5], tiny_models, seed=5))
+    embeds = encode_texts(rn50_models.clip, PROMPTS)
+    got = [r.image for r in sample_image(s, embeds, [1.0, 0.5], rn50_models, seed=5)]
+    want = list(sample_single_clip(s, embeds, [1.0, 0.5], rn50_models, seed=5))
     assert len(got) == len(want) == 2
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
@@ -359,8 +359,8 @@ def test_each_model_gets_its_own_cutouts_at_its_input_size_per_cutout_batch(tiny
     guides[0].model, guides[1].model = Recording(tiny_models.clip, seen["rn50"]), Recording(small_vit, seen["vit"])
     g = Guidance(s, diffusion, guides, rng(), secondary=tiny_models.secondary, max_cutouts_per_pass=3)
     g(x, t, index)
-    assert input_size(small_vit) == 96
-    assert seen == {"rn50": [(3, 3, 224, 224)] * 2, "vit": [(3, 3, 96, 96)] * 2}  # cutn_batches passes each
+    assert input_size(small_vit) == 96 and input_size(tiny_models.clip) == 64
+    assert seen == {"rn50": [(3, 3, 64, 64)] * 2, "vit": [(3, 3, 96, 96)] * 2}  # cutn_batches passes each
     assert len(g.losses) == 4
 
 

@@ -161,8 +161,8 @@ def test_guidance_step_never_waits_for_the_device(tiny_models, monkeypatch):
     assert traffic.copies == []
 
 
-def test_batchnorms_folded_into_clip_convolutions(tiny_models):
-    clip = copy.deepcopy(tiny_models.clip)
+def test_batchnorms_folded_into_clip_convolutions(rn50_models):
+    clip = copy.deepcopy(rn50_models.clip)
     g = torch.Generator().manual_seed(0)
     for m in clip.modules():  # give the norms statistics far from identity, so folding matters
         if isinstance(m, nn.BatchNorm2d):

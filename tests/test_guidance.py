@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from disco.clip_model import clip_normalize, encode_texts
+from disco.clip_model import clip_normalize, encode_texts, input_size
 from disco.cutouts import CutoutRandomness, make_cutouts
 from disco.diffusion import GaussianDiffusion
 from disco.guidance import ClipGuide, Guidance, range_loss, saturation_loss, spherical_dist_loss, tv_loss
@@ -28,7 +28,7 @@ def run(models, steps=4, skip=1, seed=1, init=None, **settings):
 
 def clip_similarity(models, image, prompt="a red apple"):
     with torch.no_grad():
-        img = torch.nn.functional.interpolate(image[None], size=224, mode="bilinear")
+        img = torch.nn.functional.interpolate(image[None], size=input_size(models.clip), mode="bilinear")
         e = models.clip.encode_image(clip_normalize(img)).float()
     return torch.nn.functional.cosine_similarity(e, encode_texts(models.clip, [prompt]))[0].item()
 
@@ -213,7 +213,8 @@ def module_guidance_gradient(models, diffusion, settings, embeds, x, index, seco
         x_in = out * fac + x * (1 - fac)
         x_in_grad = torch.zeros_like(x_in)
         for _ in range(s.cutn_batches):
-            cuts = make_cutouts(x_in.add(1).div(2), overview, innercut, 1.0, 0.2 if at < 400 else 0.0, g, 224)
+            cut_size = input_size(models.clip)  # the module's: its CLIP's input resolution (224 for RN50)
+            cuts = make_cutouts(x_in.add(1).div(2), overview, innercut, 1.0, 0.2 if at < 400 else 0.0, g, cut_size)
             image_embeds = models.clip.encode_image(clip_normalize(cuts)).float()
             dists = spherical_dist_loss(image_embeds.unsqueeze(1), embeds.unsqueeze(0))
             losses = dists.view(overview + innercut, x.shape[0], -1).sum(2).mean(0)
@@ -263,7 +264,8 @@ def test_range_loss_acts_on_the_blend_at_the_modules_defaults(tiny_models):
     assert ((with_range - without).norm() / without.norm()).item() > 1e-3
 
 
-def test_bf16_autocast_guidance_follows_the_fp32_gradient(tiny_models):
+def test_bf16_autocast_guidance_follows_the_fp32_gradient(rn50_models):
+    tiny_models = rn50_models  # bfloat16's precision through RN50's own depth
     diffusion = GaussianDiffusion(10)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([diffusion.scaled_timestep(5)])
