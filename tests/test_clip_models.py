@@ -31,9 +31,11 @@ PROMPTS = ["a red apple", "blue sky:0.5"]
 
 @pytest.fixture(scope="module")
 def vit():
-    """CLIP ViT-B/32 with seeded random weights (224 px cutouts, 512-wide embeddings)."""
+    """CLIP ViT-B/32 with seeded random weights and 512-wide embeddings, built for 64 px inputs (4
+    patches: a cheap second model beside the small RN50 stand-in)."""
     torch.manual_seed(1)
-    return load_clip(None, VIT)
+    model = open_clip.create_model(clip_spec(VIT).architecture, pretrained=None, force_image_size=64)
+    return model.eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
