@@ -122,13 +122,16 @@ def test_the_page_settings_route_lists_every_setting_with_its_default_kind_and_t
         page = json.load(response)
     rows = page["settings"]
     assert [row["name"] for row in rows] == list(SETTING_NAMES)
-    defaults = asdict(Settings())
+    from disco_service.server.estimates import CPU_DEFAULTS
+
+    assert page["device"] == "cpu"  # no GPU here: the form starts from small settings
+    defaults = {**asdict(Settings()), **CPU_DEFAULTS}
     for row in rows:
         assert row["default"] == defaults[row["name"]], row["name"]
         assert row["kind"] == kind(row["name"]), row["name"]
         assert row["meaning"], row["name"]
     by_name = {row["name"]: row for row in rows}
-    assert by_name["n_batches"]["default"] == 4 and by_name["seed"]["default"] is None
+    assert by_name["n_batches"]["default"] == CPU_DEFAULTS["n_batches"] and by_name["seed"]["default"] is None
     assert (by_name["steps"]["low"], by_name["steps"]["high"]) == (1, 1000)
     assert by_name["perlin_mode"]["choices"] == ["mixed", "colored", "gray"]
     assert "4194304 pixels" in by_name["width_height"]["allowed"]  # this server's cap (the default)

@@ -408,6 +408,40 @@ def test_a_job_is_refused_exactly_when_its_estimate_exceeds_the_limit(side, step
     assert estimates.long_job_check("gpu", limit) is None and estimates.long_job_check("cpu", 0) is None
 
 
+@given(
+    mode=st.sampled_from(["2D", "3D", "Video Input"]),
+    frames=st.integers(1, 6),
+    steps=st.integers(2, 60),
+    frames_skip=st.sampled_from(["0%", "50%", "90%"]),
+    turbo=st.booleans(),
+)
+@hypothesis_settings(max_examples=20, deadline=None)
+def test_an_animation_is_estimated_by_its_plan_s_steps(mode, frames, steps, frames_skip, turbo):
+    """Every animation mode is timed by the frames and steps its plan makes (a video's frames from
+    its bytes, later frames skipping frames_skip_steps, turbo's warped frames none), as the sampler
+    will run them, never by max_frames' worth of full frames."""
+    from test_animation import coloured_frames, mp4_bytes
+
+    from disco.animation_plan import plan_run
+    from disco.settings import validate_settings
+    from disco.video import video_info
+    from disco_service.client.cpu_estimate import cpu_seconds_per_step, mean_cutouts
+    from disco_service.server import estimates
+
+    values = {"text_prompts": ["x"], "width_height": [64, 64], "steps": steps, "skip_steps": 0, "max_frames": 50}
+    values.update(animation_mode=mode, frames_skip_steps=frames_skip, turbo_mode=turbo and mode == "3D")
+    video = mp4_bytes(coloured_frames(frames), fps=10) if mode == "Video Input" else None
+    values.update(
+        {"max_frames": frames} if mode != "Video Input" else {"video_init_flow_warp": False, "extract_nth_frame": 1}
+    )
+    asked = validate_settings(values, tokens=False)
+    plan = plan_run(asked, video=video_info(video) if video else None)
+    per_step = cpu_seconds_per_step(64, 64, cutn_batches=1, cutouts=mean_cutouts(asked))
+    got = estimates.estimate(asked, "cpu", 900, video)["cpu_seconds"]
+    assert got == pytest.approx(per_step * plan.run_steps, abs=0.1) and plan.frames == frames
+    estimates.long_job_check("cpu", per_step * plan.run_steps + 1)(asked, False, video)  # under the limit: taken
+
+
 def test_the_page_of_a_server_without_gpu_starts_from_small_settings(monkeypatch):
     from disco.settings import validate_settings
     from disco_service.server import estimates

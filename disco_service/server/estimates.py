@@ -24,7 +24,9 @@ from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
+from disco.animation_plan import plan_run
 from disco.settings import Limits, SettingsError, with_video_init_overrides
+from disco.video import video_info
 from disco_service import wire
 from disco_service.client.cpu_estimate import (
     LONG_RUN_S,
@@ -59,16 +61,16 @@ def page_rows(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     return [{**row, "default": CPU_DEFAULTS[row["name"]]} if row["name"] in CPU_DEFAULTS else row for row in rows]
 
 
-def long_job_check(where: str, confirm_over_s: float | None) -> Callable[[Any, bool], None] | None:
+def long_job_check(where: str, confirm_over_s: float | None) -> Callable[..., None] | None:
     """What ``POST /jobs`` asks of a job on this server (``http_api.mount``'s ``check_job``): with
-    the samplers on the CPU and ``confirm_over_s`` set (not 0), a job of ``settings`` estimated to
-    take longer raises ``LongJob`` naming the estimate and the limit, unless ``confirmed``. None
-    where nothing is asked (a GPU, or no limit)."""
+    the samplers on the CPU and ``confirm_over_s`` set (not 0), a job of ``settings`` (and, for
+    Video Input, its ``video`` bytes) estimated to take longer raises ``LongJob`` naming the estimate
+    and the limit, unless ``confirmed``. None where nothing is asked (a GPU, or no limit)."""
     if where != "cpu" or not confirm_over_s:
         return None
 
-    def check(settings, confirmed: bool) -> None:
-        seconds = estimate(settings, where, confirm_over_s)["cpu_seconds"]
+    def check(settings, confirmed: bool, video: bytes | None = None) -> None:
+        seconds = estimate(settings, where, confirm_over_s, video)["cpu_seconds"]
         if seconds > confirm_over_s and not confirmed:
             raise LongJob(
                 f"this job would take about {duration(seconds)} ({seconds:.0f} s) on this server, which has "
@@ -84,14 +86,16 @@ def _small() -> str:
     return ", ".join(f"{name} {value}" for name, value in CPU_DEFAULTS.items())
 
 
-def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S) -> dict:
+def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S, video: bytes | None = None) -> dict:
     """The estimate of a job of ``settings`` (``disco.settings.Settings``) where the samplers run on
-    ``where``; ``long``: on the CPU and over ``confirm_over_s`` seconds (None or 0: never)."""
+    ``where``; ``long``: on the CPU and over ``confirm_over_s`` seconds (None or 0: never). An
+    animation's steps are its plan's (``disco.animation_plan``: later frames skip
+    ``frames_skip_steps``, turbo's warped frames take none), Video Input's frames those of ``video``
+    (its bytes; without them, up to ``max_frames``)."""
     animated = settings.animation_mode != "None"
     settings = with_video_init_overrides(settings)  # a video's overrides in place
     per_step = cpu_seconds_per_step(settings.width, settings.height, cutn_batches=1, cutouts=mean_cutouts(settings))
-    steps = (settings.steps - settings.skip_steps) * (settings.max_frames if animated else settings.n_batches)
-    seconds = per_step * steps
+    seconds = per_step * _sampled_steps(settings, video)
     tags = wire.settings_to_tags(settings)
     images = 1 if animated else settings.n_batches
     notice = None
@@ -110,6 +114,17 @@ def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S) ->
     }
 
 
+def _sampled_steps(settings, video: bytes | None) -> int:
+    """Diffusion steps of a job of ``settings``: each image's, or the animation plan's over its frames."""
+    if settings.animation_mode == "None":
+        return (settings.steps - settings.skip_steps) * settings.n_batches
+    if settings.animation_mode == "Video Input":
+        if video is None:  # its length is not known: as many frames as it may have
+            return (settings.steps - settings.skip_steps) * settings.max_frames
+        return plan_run(settings, video=video_info(video)).run_steps
+    return plan_run(settings).run_steps
+
+
 def mount(app, queue: JobQueue, limits: Limits, use_gpu: str, confirm_over_s: float | None = LONG_RUN_S) -> None:
     """Add ``POST /jobs/estimate`` to ``app`` (``long``: over ``confirm_over_s`` seconds on a CPU)."""
     from disco_service.server.http_api import refusal
@@ -119,12 +134,12 @@ def mount(app, queue: JobQueue, limits: Limits, use_gpu: str, confirm_over_s: fl
     async def job_estimate(request: Request):
         """How long a job of these settings would take here, and what it counts against the quotas."""
         try:
-            settings, _, _ = settings_from_json(json.loads(await request.body() or b"null"), limits)
+            settings, _, video = settings_from_json(json.loads(await request.body() or b"null"), limits)
         except (SettingsError, ValueError) as exc:
             return refusal(400, wire.failure_of(exc, named=False))
         quota = queue.state.quota
         return {
-            **estimate(settings, where, confirm_over_s),
+            **estimate(settings, where, confirm_over_s, video),
             "usage": queue.state.usage(request.state.owner),
             "quota": quota.view() if quota is not None else None,
         }

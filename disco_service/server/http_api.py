@@ -283,7 +283,7 @@ def mount(
 ) -> None:
     """Add the job API, the results by Document id, the token check and /post's HTTP statuses to
     ``app``, and around all of its routes the guards of http_guard.py (bodies of at most
-    ``max_body_bytes``, the security headers). ``check_job(settings, confirmed)``: what ``POST
+    ``max_body_bytes``, the security headers). ``check_job(settings, confirmed, video)``: what ``POST
     /jobs`` asks of a job before it is queued (``confirmed``: sent with ``?confirm=1``); it raises
     ``LongJob`` to refuse it (server/estimates.py)."""
     from fastapi.responses import JSONResponse, Response
@@ -314,7 +314,8 @@ def mount(
             body = await off_loop(parse_json, await request.body())
             settings, init, video = await off_loop(settings_from_json, body, limits)
             if check_job is not None:
-                check_job(settings, request.query_params.get("confirm", "").lower() in ("1", "true", "yes"))
+                confirmed = request.query_params.get("confirm", "").lower() in ("1", "true", "yes")
+                await off_loop(check_job, settings, confirmed, video)  # a video's length is read from it
             job = queue.submit(owner(request), settings, init, video)
         except SettingsError as exc:
             return bad(exc)
