@@ -28,7 +28,7 @@ FAST = {
 
 # settings the page leaves out of its form (the client's folder, the server's choice, files to resume from)
 LEFT_OUT = {"output_dir", "use_gpu", "resume_run", "resume_from_frame"}
-UPLOADS = {"image": "image/*", "video": "video/*"}  # a file setting's kind -> what its file picker accepts
+UPLOADS = {"image": "image/*", "video": "video/*", "images": "image/*"}  # a file setting's kind -> its picker's types
 MAIN = ["text_prompts", "width_height", "steps", "seed", "n_batches", "clip_guidance_scale"]
 # every field of the form: its setting, where it sits, its inputs' values, its hint and title
 FORM = """() => Array.from(document.querySelectorAll("[data-setting]"), (node) => {
@@ -117,7 +117,11 @@ def download(page, link) -> tuple[str, bytes]:
 def assert_shows(row: dict, field: dict) -> None:
     """The field shows the setting's default, as the form writes it."""
     default, values = row["default"], field["values"]
-    if row["kind"] == "size":
+    if row["kind"] in UPLOADS:  # a file picker starts empty
+        assert values == [""], row["name"]
+    elif row["kind"] == "bool_or_schedule" and isinstance(default, bool):  # true/false or a schedule, as text
+        assert values == [str(default).lower()], row["name"]
+    elif row["kind"] == "size":
         assert [int(v) for v in values] == default, row["name"]
     elif row["kind"] == "texts":
         assert values == ["\n".join(default)], row["name"]
@@ -163,7 +167,7 @@ def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
             else ["select-multiple"] if row["choices"] and kind == "texts" else ["select-one"] if row["choices"]
             else ["checkbox"] if kind == "bool"
             else ["number"] if kind in ("int", "float") else ["number", "number"] if kind == "size"
-            else ["textarea"] if kind == "texts" else ["text"]
+            else ["textarea"] if kind in ("texts", "model_schedules") else ["text"]
         )  # fmt: skip
         assert field["types"] == expected, row["name"]
         if kind in UPLOADS:
@@ -171,7 +175,8 @@ def test_the_form_is_built_from_the_servers_settings(page, served_http, schema):
         if kind in ("int", "float"):
             bounds = [None if text == "" else float(text) for text in (field["min"], field["max"])]
             assert bounds == [row["low"], row["high"]], row["name"]
-    assert {name for name, row in rows.items() if row["kind"] in UPLOADS} == {"init_image", "video_init_path"}
+    uploads = {name for name, row in rows.items() if row["kind"] in UPLOADS}
+    assert uploads == {"init_image", "video_init_path", "image_prompts"}
     assert page.input_value("#n_batches") == "1" and page.input_value("#seed") == ""  # no GPU here: small defaults
     assert page.get_attribute("#seed", "placeholder") == rows["seed"]["shown"]
     expect(page.locator('[data-setting="eta"] .hint')).to_have_text("DDIM's noise: 0 is deterministic, 1 adds the most")
