@@ -30,7 +30,7 @@ from .fields import (
     kind,
     limits_of,
 )
-from .prompt_text import PROMPT_KEYS, parse_image_prompt
+from .prompt_text import parse_image_prompt, structured_text
 from .scalars import read_bool, read_choice, read_float, read_int, read_optional_text
 from .schedules import bool_schedule, count_schedule, number_or_schedule, parse_schedule
 from .texts import (
@@ -112,14 +112,7 @@ def _prompt_list(value: Any, limits: Limits, frame: int | None = None) -> list[s
     prompts: list[str | dict[str, Any]] = []
     for p in value:
         if isinstance(p, Mapping):  # the structured form: its keys and text checked here, its weight by prompt_text
-            unknown = [k for k in p if k not in PROMPT_KEYS]
-            if unknown:
-                raise SettingsError(
-                    "text_prompts", f"prompt {dict(p)!r}: unknown key {unknown[0]!r}; allowed: {', '.join(PROMPT_KEYS)}"
-                )
-            text = p.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise SettingsError("text_prompts", f"prompt {dict(p)!r}: 'text' must be non-empty text")
+            text = structured_text(p)
             models = p.get("clip_models")
             if models is not None:
                 try:

@@ -133,8 +133,9 @@ def parse_prompt(prompt: str | Mapping[str, Any]) -> Prompt:
     return Prompt(head.strip(), float(tail))
 
 
-def _structured(prompt: Mapping[str, Any]) -> Prompt:
-    """``{"text": ..., "weight": ..., "clip_models": [...]}`` (discoart's prompt schema's fields)."""
+def structured_text(prompt: Mapping[str, Any]) -> str:
+    """The text of a structured prompt, after checking its keys are ``PROMPT_KEYS`` and its text is
+    not empty; raises ``SettingsError`` (``text_prompts``) naming the prompt otherwise."""
     unknown = [k for k in prompt if k not in PROMPT_KEYS]
     if unknown:
         raise SettingsError(
@@ -143,6 +144,12 @@ def _structured(prompt: Mapping[str, Any]) -> Prompt:
     text = prompt.get("text")
     if not isinstance(text, str) or not text.strip():
         raise SettingsError("text_prompts", f"prompt {dict(prompt)!r}: 'text' must be non-empty text")
+    return text
+
+
+def _structured(prompt: Mapping[str, Any]) -> Prompt:
+    """``{"text": ..., "weight": ..., "clip_models": [...]}`` (discoart's prompt schema's fields)."""
+    text = structured_text(prompt)
     parsed = parse_prompt(text)
     if "weight" in prompt and prompt["weight"] is not None:
         if parsed.text != text.strip():
