@@ -186,23 +186,27 @@ def test_turbo_blend_weighs_the_newer_warp_by_the_frames_place_in_the_cycle():
 # ----- the client's call, with the Flow's executors in-process -----
 
 
-def test_generate_image_makes_a_3d_animations_frames_and_mp4(depth_models, tmp_path, monkeypatch):
-    executor = sampler(depth_models, tmp_path)
+def in_process_flow(models, executor):
+    """A stand-in for ``api.run_jobs``: what the Flow does with the requests, in this process (the
+    encoder's embeddings with ``models.clip``, ``executor``'s sampling, the renderer)."""
 
     async def in_process(address, docs, progress=True, keep=None, token=None):
-        """What the Flow does with the requests: the encoder's embeddings, the sampler, the renderer."""
         for doc in docs:
             doc.tags.update(wire.restore_numbers(doc.tags))
             sets = prompt_sets(wire.settings_from_tags(doc.tags).text_prompts)
             texts = [t for prompts in sets.values() for t in prompts]
-            doc.embedding = encode_texts(depth_models.clip, texts).numpy()
+            doc.embedding = encode_texts(models.clip, texts).numpy()
             doc.tags["prompt_weights"] = [1.0] * len(texts)
             doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets.items()]
             executor._generate(doc)
             rendered(doc)
         return DocumentArray(docs), []
 
-    monkeypatch.setattr(api, "run_jobs", in_process)
+    return in_process
+
+
+def test_generate_image_makes_a_3d_animations_frames_and_mp4(depth_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "run_jobs", in_process_flow(depth_models, sampler(depth_models, tmp_path)))
     out = tmp_path / "out"
     values = {**ANIMATED, **MOVE, "animation_mode": "3D", "max_frames": 3, "seed": 7, "output_dir": str(out)}
     results = api.generate_image(**values, host="grpc://127.0.0.1:9", progress=False)

@@ -8,18 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from docarray import DocumentArray
 from PIL import Image
-from test_animation import ANIMATED, rendered, request, sampler
-from test_animation_3d import MOVE, SlopedDepth
+from test_animation import ANIMATED, request, sampler
+from test_animation_3d import MOVE, SlopedDepth, in_process_flow
 
 from disco.animation import eye_views
 from disco.animation_plan import plan_run
-from disco.clip_model import encode_texts
-from disco.prompts import prompt_sets
 from disco.settings import SettingsError, validate_settings
 from disco.warp3d import TRANSLATION_SCALE, eye_motion, eye_view, fisheye
-from disco_service import wire
 from disco_service.client import api
 
 VR = {**MOVE, "animation_mode": "3D", "vr_mode": True}
@@ -124,21 +120,7 @@ def _png(picture):
 
 def test_generate_image_writes_each_frames_eye_views_beside_it(tiny_models, tmp_path, monkeypatch):
     models = dataclasses.replace(tiny_models, depth=SlopedDepth())
-    executor = sampler(models, tmp_path)
-
-    async def in_process(address, docs, progress=True, keep=None, token=None):
-        for doc in docs:
-            doc.tags.update(wire.restore_numbers(doc.tags))
-            sets = prompt_sets(wire.settings_from_tags(doc.tags).text_prompts)
-            texts = [t for prompts in sets.values() for t in prompts]
-            doc.embedding = encode_texts(models.clip, texts).numpy()
-            doc.tags["prompt_weights"] = [1.0] * len(texts)
-            doc.tags["prompt_sets"] = [[frame, len(prompts)] for frame, prompts in sets.items()]
-            executor._generate(doc)
-            rendered(doc)
-        return DocumentArray(docs), []
-
-    monkeypatch.setattr(api, "run_jobs", in_process)
+    monkeypatch.setattr(api, "run_jobs", in_process_flow(models, sampler(models, tmp_path)))
     monkeypatch.setenv("DISCO_CLIENT_TIMEOUT_S", "3600")  # in-process, the job board hears no polls
     out = tmp_path / "out"
     values = {**ANIMATED, **VR, "max_frames": 2, "seed": 7, "output_dir": str(out)}
