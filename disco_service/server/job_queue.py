@@ -625,12 +625,7 @@ class JobQueue:
     async def _poll(self) -> None:
         if not self.in_flight:
             return
-        # a caller's own request is watched, not kept alive: a caller gone (e.g. a proxy's read
-        # timeout) leaves its image to be stopped as abandoned, as it was before it was recorded
-        ids = {True: [], False: []}
-        for doc_id, (_, _, task) in self.in_flight.items():
-            ids[not _is_call(task)].append(doc_id)
-        states = [s for alive, some in ids.items() if some for s in await self.flow.progress(some, keep_alive=alive)]
+        states = await self._progress(list(self.in_flight))
         fresh = []
         for state in states:
             if state.id not in self.in_flight:
@@ -652,20 +647,22 @@ class JobQueue:
             if task is None:  # watched again after a restart: there is no request to wait for
                 self._check_resumed(job, image, status, tags)
         if fresh:
-            calls = {i.doc_id for i in fresh if _is_call(self.in_flight.get(i.doc_id, (None, None, None))[2])}
-            frames = [
-                state
-                for alive, some in ((True, [i.doc_id for i in fresh if i.doc_id not in calls]), (False, list(calls)))
-                if some
-                for state in await self.flow.progress(some, frame=True, keep_alive=alive)
-            ]
-            for state in frames:
+            for state in await self._progress([i.doc_id for i in fresh], frame=True):
                 image = next((i for i in fresh if i.doc_id == state.id), None)
                 tags = wire.restore_numbers(state.tags)
                 if image is not None and state.uri and state.uri.startswith("data:image/png;base64,"):
                     self.latest[image.doc_id] = data_uri_bytes(state.uri)
                     image.frame_step = tags.get("frame_step")
                     self.state.update_progress(image.doc_id, frame_step=image.frame_step)
+
+    async def _progress(self, ids: list[str], frame: bool = False) -> list[Any]:
+        """The Flow's progress of the images ``ids``: the job API's own polled keeping them alive, a
+        caller's own request (``record_call``) only watched (its caller keeps it alive, or it is
+        stopped as abandoned)."""
+        calls = [i for i in ids if _is_call(self.in_flight.get(i, (None, None, None))[2])]
+        own = [i for i in ids if i not in calls]
+        groups = ((own, True), (calls, False))
+        return [s for some, alive in groups if some for s in await self.flow.progress(some, frame, keep_alive=alive)]
 
     def _check_resumed(self, job: Job, image: Image, status: str, tags: dict[str, Any]) -> None:
         record = self.store.read(image.doc_id)
