@@ -5,7 +5,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from lane import SLOW_FIXTURES, guarded
+from lane import REAL_SIZE_FIXTURES, SLOW_FIXTURES, guarded
+from workers import GroupScheduling, name_groups_folder, write_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,13 +36,29 @@ def hand_made_png(width: int, height: int, bit_depth: int, colour_type: int, pix
     return b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b"")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist runs a worker per core: one thread each
+        import torch
+
+        torch.set_num_threads(1)
+    elif getattr(config.option, "numprocesses", None):  # the controller, before its workers start
+        name_groups_folder()
+
+
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: the marks added here count
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``slow`` every test that asks for a fixture starting a Flow, a server, a browser, a proxy
-    or a kernel (tests/lane.py), so ``pytest -m "not slow"`` is the fast lane."""
+    or a kernel, or for a real-size model (tests/lane.py), so ``pytest -m "not slow"`` is the fast
+    lane; and tell pytest-xdist's controller each test's group (tests/workers.py)."""
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (SLOW_FIXTURES | REAL_SIZE_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    write_groups(items)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: share the tests out by group (tests/workers.py)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> GroupScheduling:
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -123,20 +140,25 @@ def small_clip():
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
+    from filelock import FileLock
     from make_test_weights import make
 
-    directory = tmp_path_factory.mktemp("models")
-    make(
-        directory,
-        [
-            "512x512_diffusion_uncond_finetune_008100.pt",
-            "secondary_model_imagenet_2.pth",
-            "open_clip_rn50_openai.safetensors",
-            "vgg16-397923af.pth",
-            "ViT-B-32.pt",  # a second CLIP model for clip_models, in OpenAI's layout
-            "raft_large_C_T_SKHT_V2-ff5fadd5.pth",  # RAFT, for Video Input's optical flow (on by default)
-        ],
-    )
+    # one folder for the run: pytest-xdist's workers share their base folder's parent
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory = shared / "models"
+    with FileLock(str(shared / "models.lock")):
+        make(
+            directory,
+            [
+                "512x512_diffusion_uncond_finetune_008100.pt",
+                "secondary_model_imagenet_2.pth",
+                "open_clip_rn50_openai.safetensors",
+                "vgg16-397923af.pth",
+                "ViT-B-32.pt",  # a second CLIP model for clip_models, in OpenAI's layout
+                "raft_large_C_T_SKHT_V2-ff5fadd5.pth",  # RAFT, for Video Input's optical flow (on by default)
+            ],
+        )
     return directory
 
 

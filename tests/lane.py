@@ -1,7 +1,9 @@
 """The fast lane (``pytest -m "not slow"``): which tests leave it, and the guard that keeps it fast.
 
 A test is ``slow`` when it asks for a fixture that starts a Flow, a served process, a browser, a
-proxy or a kernel (``SLOW_FIXTURES``), or is marked by hand. Every other test runs under a guard:
+proxy or a kernel (``SLOW_FIXTURES``), or one of the real-size models (``REAL_SIZE_FIXTURES``: RN50
+at 224 px, the 512x512 UNet's test weights), or is marked by hand (e.g. the conformance runs on the
+reference fixtures). Every other test runs under a guard:
 starting one of those programs (``FORBIDDEN``) fails it, whether it starts the program itself
 (refused at once) or through a child, e.g. ``client.py`` starting its own Flow (seen by watching
 the test's new descendant processes).
@@ -16,10 +18,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["FORBIDDEN", "ForbiddenProcess", "ProcessWatch", "SLOW_FIXTURES", "forbidden", "guarded", "refusing_popen"]
+__all__ = [
+    "FORBIDDEN",
+    "ForbiddenProcess",
+    "ProcessWatch",
+    "REAL_SIZE_FIXTURES",
+    "SLOW_FIXTURES",
+    "forbidden",
+    "guarded",
+    "refusing_popen",
+]
 
 # fixtures that start a served Flow, a browser, nginx, or set up the environment of a Flow the test starts
 SLOW_FIXTURES = frozenset({"served_flow", "served_http", "token_flow", "page", "proxy", "flow_env"})
+# fixtures of real-size models, whose every forward pass costs seconds on a CPU
+REAL_SIZE_FIXTURES = frozenset({"rn50_models", "model_dir"})
 # programs a fast test may not start (by the name of the executable or of the script Python runs)
 FORBIDDEN = frozenset({"serve.py", "jina", "chromium", "chrome", "headless_shell", "nginx", "ipykernel_launcher"})
 JINA_SERVING = frozenset({"flow", "gateway", "executor", "deployment"})

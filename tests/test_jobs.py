@@ -261,6 +261,10 @@ def test_a_job_is_followed_to_its_end_by_its_event_stream(served_http):
     events: list[dict] = []
     heartbeats: list[float] = []
     opened = threading.Event()
+    wanted: list[str] = []  # the job's id, once submitted
+
+    def ended() -> bool:
+        return any(e["job"]["id"] in wanted and e["type"] in ("done", "failed", "cancelled") for e in events)
 
     def listen() -> None:
         with urllib.request.urlopen(f"{served_http}/jobs/events", timeout=30) as stream:
@@ -270,6 +274,8 @@ def test_a_job_is_followed_to_its_end_by_its_event_stream(served_http):
                 line = raw.decode().rstrip("\n")
                 if line.startswith(": heartbeat"):
                     heartbeats.append(time.time())
+                    if ended():
+                        return  # the job has ended and a quiet stream has said so: all this test waits for
                 elif line:
                     block.append(line)
                 elif block:
@@ -277,7 +283,7 @@ def test_a_job_is_followed_to_its_end_by_its_event_stream(served_http):
                     block = []
                     if "data" in fields:
                         events.append(json.loads(fields["data"]))
-                        if events[-1]["type"] in ("done", "failed", "cancelled") and heartbeats:
+                        if ended() and heartbeats:
                             return
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -285,7 +291,9 @@ def test_a_job_is_followed_to_its_end_by_its_event_stream(served_http):
     assert opened.wait(30)
     status, job = call("POST", f"{served_http}/jobs", {**TINY, "text_prompts": ["events:1"], "seed": 5, "n_batches": 1})
     assert status == 202, job
+    wanted.append(job["id"])
     listener.join(240)
+    assert not listener.is_alive(), "the stream did not tell the job's end"
     mine = [e for e in events if e["job"]["id"] == job["id"]]
     kinds = [e["type"] for e in mine]
     assert kinds[0] == "queued" and kinds[-2:] == ["image_ended", "done"], kinds

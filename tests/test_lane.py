@@ -81,19 +81,33 @@ class Item:
 
     def __init__(self, *fixturenames: str):
         self.fixturenames = fixturenames
+        self.nodeid = f"tests/test_{fixturenames[-1]}.py::test_it"
         self.marks: list[pytest.Mark] = []
 
     def add_marker(self, mark: pytest.MarkDecorator) -> None:
         self.marks.append(mark.mark)
 
 
-def test_tests_asking_for_a_served_flow_a_browser_a_proxy_or_a_flow_s_environment_are_slow():
+def test_tests_asking_for_a_program_or_a_real_size_model_are_slow_and_those_of_one_program_share_a_worker():
     from conftest import pytest_collection_modifyitems
 
-    items = [Item("tmp_path"), Item("served_flow"), Item("token_flow"), Item("tmp_path", "page"), Item("flow_env")]
-    items.append(Item("tiny_models", "model_dir"))
+    items = [Item("tmp_path"), Item("served_flow"), Item("tmp_path", "token_flow"), Item("tmp_path", "page")]
+    items += [Item("flow_env"), Item("tiny_models", "model_dir"), Item("rn50_models"), Item("postgres")]
     pytest_collection_modifyitems(items)
-    assert [[m.name for m in item.marks] for item in items] == [[], ["slow"], ["slow"], ["slow"], ["slow"], []]
+    slow = [any(m.name == "slow" for m in item.marks) for item in items]
+    assert slow == [False, True, True, True, True, True, True, False]
+    from workers import worker_group
+
+    assert [worker_group(item) for item in items] == [
+        "tests/test_tmp_path.py",  # by file: its module fixtures are built once
+        "served",  # the two served Flows on one worker
+        "served",
+        "tests/test_page.py",
+        "tests/test_flow_env.py",
+        "tests/test_model_dir.py",
+        "tests/test_rn50_models.py",
+        "postgres",  # one PostgreSQL cluster per run
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,3 +125,18 @@ def test_a_missing_program_skips_with_the_command_that_installs_it(monkeypatch, 
     with pytest.raises(pytest.skip.Exception, match=command):
         need()
     assert command in needs.HOW_TO_GET[what]
+
+
+def test_the_controller_shares_out_the_groups_the_workers_wrote(tmp_path, monkeypatch):
+    import types
+
+    from workers import GROUPS_DIR, GroupScheduling, write_groups
+
+    monkeypatch.setenv(GROUPS_DIR, str(tmp_path))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    flow, alone = Item("served_http"), Item("tmp_path")
+    write_groups([flow, alone])
+    scheduler = types.SimpleNamespace()
+    split = GroupScheduling._split_scope.__get__(scheduler)
+    assert split(flow.nodeid) == "served" and split(alone.nodeid) == "tests/test_tmp_path.py"
+    assert split("tests/test_new.py::test_unknown[1]") == "tests/test_new.py"  # not written: its file

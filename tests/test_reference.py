@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # the real 512x512 UNet's cases: a minute of CPU each run of the script
 
 SCRIPT = Path(__file__).resolve().parent / "reference_check.py"
 

@@ -218,7 +218,7 @@ def _model_schedules(name: str, value: Any, limits: Limits) -> dict[str, str] | 
         except SettingsError as exc:
             raise SettingsError(name, f"{known}: {str(exc).removeprefix(name + ': ')}") from None
         schedules[known] = schedule.strip() if isinstance(schedule, str) else schedule_text(steps)
-    return schedules
+    return schedules or None  # no entries ([], "; ") means none, as None and {} do: one form for the wire
 
 
 def _image_prompts(name: str, value: Any, limits: Limits) -> list[str | bytes]:
