@@ -183,3 +183,13 @@ def test_results_are_saved_under_the_home_folder_for_output_dir_tilde(tmp_path, 
     assert s.output_dir == str(tmp_path / "home" / "out") and s.init_image == str(tmp_path / "home" / "a.png")
     kept = expand_user_paths(validate_settings(output_dir="rel/out", init_image="https://x/~a.png", tokens=False))
     assert kept.output_dir == "rel/out" and kept.init_image == "https://x/~a.png"
+
+
+@pytest.mark.parametrize("text", ["{" * 5000, "[" * 5000, "a: " + "[" * 2000 + "]" * 2000])
+def test_a_deeply_nested_settings_file_is_refused_by_libyaml_s_parser(tmp_path, capsys, text):
+    """Deep nesting is refused by libyaml's depth limit; PyYAML's own parser took seconds for 5 KB of it."""
+    path = tmp_path / "deep.yml"
+    path.write_text(text)
+    code, _, err = run(["--settings", str(path)], capsys)
+    assert code == 2
+    assert_clean_refusal(err, f"error: --settings {path}: not a YAML/JSON settings file (")

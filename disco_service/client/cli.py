@@ -24,6 +24,7 @@ import yaml
 from disco.packages import MissingPackage
 from disco.settings import SETTING_NAMES, SettingsError, describe, kind, validate_settings
 from disco.settings.notebook_names import unknown_settings_error
+from disco.settings.yaml_io import SAFE_LOADER
 from disco.weights import WeightsUnavailable
 from disco_service import config
 from disco_service.client.api import GenerationFailed, download_models, generate_image
@@ -202,10 +203,10 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     if not text.strip():
         raise SettingsFileError(typed, "not a YAML/JSON settings file (it is empty)")
     try:
-        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text)):
+        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text, Loader=SAFE_LOADER)):
             raise SettingsFileError(typed, "not a YAML/JSON settings file (YAML aliases are not taken)")
         # JSON's kinds of values only: YAML's dates, sets and bytes become text the settings judge
-        values = json.loads(json.dumps(yaml.safe_load(text), default=str))
+        values = json.loads(json.dumps(yaml.load(text, Loader=SAFE_LOADER), default=str))
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())[:300]
         raise SettingsFileError(typed, f"not a YAML/JSON settings file ({reason})") from None
