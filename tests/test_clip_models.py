@@ -166,6 +166,7 @@ def rn50_yfcc15m(tmp_path_factory):
     return directory / "rn50-quickgelu-yfcc15m-455df137.pt"
 
 
+@pytest.mark.slow  # real-size weights: an RN50 file written and loaded
 def test_an_openclip_release_file_loads_strictly_into_both_of_its_names(rn50_yfcc15m, tmp_path):
     stored = torch.load(rn50_yfcc15m, weights_only=True)
     plain, quick = load_clip(rn50_yfcc15m, "RN50::yfcc15m"), load_clip(rn50_yfcc15m, "RN50-quickgelu::yfcc15m")
@@ -179,6 +180,7 @@ def test_an_openclip_release_file_loads_strictly_into_both_of_its_names(rn50_yfc
     assert not torch.allclose(plain.encode_text(tokens), quick.encode_text(tokens))
 
 
+@pytest.mark.slow  # real-size weights: an RN50 file written and loaded
 def test_an_openclip_training_checkpoint_loads_and_a_short_file_is_refused(rn50_yfcc15m, tmp_path):
     stored = torch.load(rn50_yfcc15m, weights_only=True)
     # open_clip's training checkpoints (DataParallel's "module." names under "state_dict") load the same
@@ -258,6 +260,7 @@ def test_command_line_takes_a_list_and_help_offers_the_models():
 # ----- weight files: the layouts as published, loaded strictly -----
 
 
+@pytest.mark.slow  # real-size weights: a ViT-B/32 file written and loaded
 def test_openai_checkpoint_layout_loads_into_the_quickgelu_architecture(tmp_path):
     from make_test_weights import make
 
@@ -415,6 +418,7 @@ def test_the_settings_schema_offers_the_models_for_a_form():
     assert "ViT-B-32::openai (OpenAI ViT-B/32: the quickest" in row["allowed"] and not row["seed_api"]
 
 
+@pytest.mark.slow  # real-size weights: RN50 and ViT-B/32 files written and loaded
 def test_the_encoder_embeds_the_prompts_with_every_chosen_model(tmp_path):
     from docarray import Document, DocumentArray
     from make_test_weights import make

@@ -23,6 +23,7 @@ def test_live_bytes_counts_what_is_alive_and_the_peak():
         assert counter.now == 4
 
 
+@pytest.mark.slow  # real-size weights: RN50 and ViT-B/32 at 224 px
 @pytest.mark.parametrize("half", [False, True])
 @pytest.mark.parametrize("clip_model", ["RN50::openai", "ViT-B-32::openai"])
 def test_cutout_bytes_cover_what_a_clip_pass_takes(clip_model, half):
@@ -33,6 +34,7 @@ def test_cutout_bytes_cover_what_a_clip_pass_takes(clip_model, half):
     assert 0.6 * budget < per_cutout <= budget, f"{per_cutout / 2**20:.1f} MiB per cutout"
 
 
+@pytest.mark.slow  # real-size weights: the 512x512 UNet and RN50 at 1280x768
 @pytest.mark.parametrize("side,card", [("fast", 8 * GIB), ("exact", 12 * GIB)])
 def test_the_default_image_fits_the_card(side, card):
     from memory import measure  # benchmarks/memory.py

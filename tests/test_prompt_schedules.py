@@ -294,6 +294,7 @@ def test_an_image_prompt_changes_the_run_and_its_weight_joins_the_prompts(tiny_m
         validate_settings(text_prompts=["sea"], image_prompts=[data_uri(png((0, 0, 1))) + ":-1"], tokens=False)
 
 
+@pytest.mark.slow  # real-size weights: an RN50 file written and loaded
 def test_the_encoder_hands_schedules_and_image_prompts_to_the_sampler(tmp_path):
     from docarray import Document, DocumentArray
     from make_test_weights import make

@@ -151,7 +151,8 @@ def generate(
     if not verbose:
         ignore_third_party_warnings()
     cfg = config.load()
-    settings = expand_user_paths(validate_settings(values, limits=cfg.limits))
+    # the prompts' CLIP token counts last: open_clip's tokenizer takes seconds to import, a missing file not
+    settings = expand_user_paths(validate_settings(values, limits=cfg.limits, tokens=False))
     init_bytes = read_init_image(settings.init_image) if settings.init_image else None
     settings.image_prompts = read_image_prompts(settings.image_prompts)
     if init_bytes is not None:
@@ -159,6 +160,7 @@ def generate(
 
         decode_init_image(init_bytes, settings.width, settings.height)  # not an image: refused here already
     check_output_dir(settings.output_dir)  # a file, or a folder that cannot be written: refused before any work
+    validate_settings(settings, limits=cfg.limits)  # the token counts
     if not host:  # the Flow started here reads the checkpoint path as this process sees it
         settings.diffusion_model = local_checkpoint(settings.diffusion_model)
     animation = None
