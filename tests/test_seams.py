@@ -179,6 +179,19 @@ def test_listing_the_downloads_needs_no_torch(model_dir):
     assert any(line.endswith("512x512_diffusion_uncond_finetune_008100.pt") for line in lines)
 
 
+def test_a_missing_init_image_is_refused_before_open_clip_is_imported(tmp_path):
+    """The client checks its files before the prompts' token counts: open_clip's import (seconds)
+    waits for a run that can start."""
+    code = (
+        "import sys; from disco_service.client.cli import main; "
+        f"rc = main(['--init_image', {str(tmp_path / 'missing.png')!r}, '--no_progress']); "
+        "print('OPEN_CLIP' if 'open_clip' in sys.modules else 'NO-OPEN_CLIP', rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1].split() == ["NO-OPEN_CLIP", "2"], done.stdout + done.stderr
+    assert done.stderr.startswith("error: init_image: no such file"), done.stderr
+
+
 def test_an_unreachable_flow_is_one_clear_line_and_ctrl_c_ends_the_wait(tmp_path):
     """Nothing listens: the client says so at once and waits for a Flow that may be restarting;
     Ctrl-C ends the wait with one error line (it was a traceback when the cancel could not be sent)."""

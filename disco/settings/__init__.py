@@ -58,6 +58,7 @@ from .texts import (
     SCHEDULE_LENGTH,
 )
 from .validation import (
+    check_prompt_tokens,
     frames_skip_steps,
     model_schedules,
     settings_from_yaml,
@@ -67,6 +68,7 @@ from .validation import (
 from .yaml_io import read_yaml, write_yaml
 
 __all__ = [
+    "check_prompt_tokens",
     "ANIMATION_MODES",
     "GIF_MAX_FPS",
     "KEYFRAME_3D_SETTINGS",

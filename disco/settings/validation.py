@@ -101,6 +101,20 @@ def validate_settings(
     if s.resume_from_frame is not None:
         read_int("resume_from_frame", s.resume_from_frame, 0, s.max_frames - 1)
     _check_cost(with_video_init_overrides(s), limits)
+    _check_prompts(s, tokens)
+    if s.animation_mode != "None":
+        s = dataclasses.replace(s, n_batches=1)  # one animation per run, as in the notebook
+    return s
+
+
+def check_prompt_tokens(s: Settings) -> None:
+    """CLIP's 77-token limit for every prompt of settings validated with ``tokens=False``, for each
+    model of ``clip_models`` (open_clip's tokenizer takes seconds to import, so a caller may check
+    its files first); raises ``SettingsError`` naming ``text_prompts``."""
+    _check_prompts(s, tokens=True)
+
+
+def _check_prompts(s: Settings, tokens: bool) -> None:
     check_prompts(
         s.text_prompts,
         s.style,
@@ -111,9 +125,6 @@ def validate_settings(
         truncate=s.truncate_overlength_prompt,
         image_weights=[parse_image_prompt(p).weight for p in s.image_prompts],
     )
-    if s.animation_mode != "None":
-        s = dataclasses.replace(s, n_batches=1)  # one animation per run, as in the notebook
-    return s
 
 
 def settings_from_yaml(text_or_path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> Settings:

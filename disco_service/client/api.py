@@ -29,6 +29,7 @@ from disco.settings import (
     SETTING_NAMES,
     Settings,
     SettingsError,
+    check_prompt_tokens,
     default,
     uses_secondary_model,
     validate_settings,
@@ -160,7 +161,7 @@ def generate(
 
         decode_init_image(init_bytes, settings.width, settings.height)  # not an image: refused here already
     check_output_dir(settings.output_dir)  # a file, or a folder that cannot be written: refused before any work
-    validate_settings(settings, limits=cfg.limits)  # the token counts
+    check_prompt_tokens(settings)
     if not host:  # the Flow started here reads the checkpoint path as this process sees it
         settings.diffusion_model = local_checkpoint(settings.diffusion_model)
     animation = None
