@@ -26,7 +26,7 @@ from conftest import ROOT, TINY, TOKENS
 pytestmark = pytest.mark.slow
 
 ALICE, BOB = ({"Authorization": f"Bearer {TOKENS[name]}"} for name in ("alice", "bob"))
-LONG = {**TINY, "steps": 12, "skip_steps": 0, "display_rate": 1, "n_batches": 1}  # long enough to be killed mid-image
+LONG = {**TINY, "steps": 8, "skip_steps": 0, "display_rate": 1, "n_batches": 1}  # long enough to be killed mid-image
 SHORT = {**TINY, "n_batches": 1}
 
 

@@ -100,8 +100,8 @@ def test_tests_asking_for_a_program_or_a_real_size_model_are_slow_and_those_of_o
 
     assert [worker_group(item) for item in items] == [
         "tests/test_tmp_path.py",  # by file: its module fixtures are built once
-        "served",  # the two served Flows on one worker
-        "served",
+        "served",  # each served Flow's tests on one worker
+        "token_flow",
         "tests/test_page.py",
         "tests/test_flow_env.py",
         "tests/test_model_dir.py",

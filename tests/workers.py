@@ -1,8 +1,8 @@
 """How the suite shares out among pytest-xdist's workers (``-n``): by group, one group per worker.
 
 A test's group (``worker_group``) is its file's, so module fixtures (a browser page, a built CLIP,
-a served Flow of one file) are built once, except that every test of a session-wide program (the
-served Flows, the PostgreSQL cluster) joins that program's group, so each program starts once.
+a served Flow of one file) are built once, except that every test of a session-wide program (each
+of the two served Flows, the PostgreSQL cluster) joins that program's group, so each starts once.
 
 The groups depend on the fixtures a test asks for, which only the workers know (they collect; the
 controller that shares out does not), so each worker writes its collection's groups to a folder
@@ -25,7 +25,7 @@ __all__ = ["GROUPS_DIR", "SHARED_PROGRAMS", "GroupScheduling", "name_groups_fold
 
 GROUPS_DIR = "DISCO_TEST_GROUPS_DIR"  # the environment variable naming the folder, inherited by the workers
 # fixtures of a session-wide program, and the group of the tests that ask for one
-SHARED_PROGRAMS = {"served_flow": "served", "served_http": "served", "token_flow": "served", "postgres": "postgres"}
+SHARED_PROGRAMS = {"served_flow": "served", "served_http": "served", "token_flow": "token_flow", "postgres": "postgres"}
 
 
 def worker_group(item: pytest.Item) -> str:
