@@ -12,7 +12,7 @@ import serve
 from disco_service.client.local_flow import free_port, local_flow
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = {**TINY, "steps": 8, "skip_steps": 0, "display_rate": 4}
+RUN = {**TINY, "steps": 5, "skip_steps": 0, "display_rate": 4}  # long enough for the two images to overlap
 
 
 def test_two_sampler_replicas_make_the_images_of_one_call_at_once(flow_env, tmp_path, monkeypatch):
