@@ -45,7 +45,9 @@ def bump_one(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def test_perturbed_expected_arrays_fail(reference_dir, tmp_path):
+def test_perturbed_expected_arrays_and_schedule_facts_fail(reference_dir, tmp_path):
+    import json
+
     copy = perturbed_copy(
         reference_dir,
         tmp_path,
@@ -56,22 +58,19 @@ def test_perturbed_expected_arrays_fail(reference_dir, tmp_path):
             "plms_eta0.0_pred_xstart": bump_one,
         },
     )
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["cases"]["ddim_eta0.0"]["timestep_map"][3] += 1  # a schedule fact, not an array
+    (copy / "meta.json").write_text(json.dumps(meta))
     result = run_check(copy, "--only", "unet,ddim_eta0.8,sec,plms_eta0.0,ddim_eta0.0")
     assert result.returncode == 1, result.stdout
-    failed = {line.split()[2] for line in result.stdout.splitlines() if line.startswith("FAIL")}
-    assert failed == {"unet_out", "ddim_eta0.8_samples", "sec_pred", "plms_eta0.0_pred_xstart"}
-
-
-def test_perturbed_schedule_fact_fails(reference_dir, tmp_path):
-    import json
-
-    copy = perturbed_copy(reference_dir, tmp_path, {})
-    meta = json.loads((copy / "meta.json").read_text())
-    meta["cases"]["ddim_eta0.0"]["timestep_map"][3] += 1
-    (copy / "meta.json").write_text(json.dumps(meta))
-    result = run_check(copy, "--only", "ddim_eta0.0")
-    assert result.returncode == 1
-    assert any(line.startswith("FAIL") and "timestep_map" in line for line in result.stdout.splitlines())
+    failed = {tuple(line.split()[1:3]) for line in result.stdout.splitlines() if line.startswith("FAIL")}
+    assert failed == {
+        ("unet", "unet_out"),
+        ("ddim_eta0.8", "ddim_eta0.8_samples"),
+        ("sec", "sec_pred"),
+        ("plms_eta0.0", "plms_eta0.0_pred_xstart"),
+        ("ddim_eta0.0", "timestep_map"),
+    }, result.stdout
 
 
 def test_unknown_arrays_are_not_silently_skipped(reference_dir, tmp_path):
