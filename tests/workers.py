@@ -13,8 +13,10 @@ no longer reads.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,8 +40,11 @@ def worker_group(item: pytest.Item) -> str:
 
 
 def name_groups_folder() -> None:
-    """In the controller, before the workers start: a fresh folder for their groups."""
-    os.environ[GROUPS_DIR] = tempfile.mkdtemp(prefix="disco-test-groups-")
+    """In the controller, before the workers start: a fresh folder for their groups, removed when
+    the run ends."""
+    folder = tempfile.mkdtemp(prefix="disco-test-groups-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[GROUPS_DIR] = folder
 
 
 def write_groups(items: list[pytest.Item]) -> None:

@@ -68,7 +68,6 @@ from .validation import (
 from .yaml_io import read_yaml, write_yaml
 
 __all__ = [
-    "check_prompt_tokens",
     "ANIMATION_MODES",
     "GIF_MAX_FPS",
     "KEYFRAME_3D_SETTINGS",
@@ -99,6 +98,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "bool_schedule",
+    "check_prompt_tokens",
     "choice_meanings",
     "choices",
     "coerce_settings",
