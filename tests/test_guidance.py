@@ -267,7 +267,8 @@ def test_range_loss_acts_on_the_blend_at_the_modules_defaults(tiny_models):
 def test_bf16_autocast_guidance_follows_the_fp32_gradient(rn50_models):
     tiny_models = rn50_models  # bfloat16's precision through RN50's own depth
     diffusion = GaussianDiffusion(10)
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # 32 px: the secondary model in fp16 is slow on a CPU; the cutouts are still CLIP's 64 px
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([diffusion.scaled_timestep(5)])
     settings = dict(clip_guidance_scale=5000, range_scale=150, clamp_grad=True)
     fp32 = guidance_for(tiny_models, diffusion, **settings)(x, t, 5)
@@ -294,7 +295,8 @@ class OverflowingInHalf(torch.nn.Module):
 
 def test_fp16_overflow_is_retried_in_fp32_with_the_same_cutouts(tiny_models):
     diffusion = GaussianDiffusion(10)
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # 32 px: the secondary model in fp16 is slow on a CPU; the cutouts are still CLIP's 64 px
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([diffusion.scaled_timestep(5)])
     settings = dict(clip_guidance_scale=5000, clamp_grad=True, cutn_batches=2)
     want = guidance_for(tiny_models, diffusion, **settings)(x, t, 5)  # fp32 throughout
