@@ -64,6 +64,8 @@ __all__ = [
     "keep_run",
     "latest_animation_seed",
     "PNG_KEY",
+    "picture_name",
+    "picture_tags",
     "png_settings",
     "read_png_settings",
     "resumable_prefix",
@@ -245,29 +247,66 @@ def write_frame(output_dir: Path, prefix: str, frame: int, png: bytes, recipe: M
     return path
 
 
+def picture_name(stem: str, tags: Mapping[str, Any]) -> str | None:
+    """The name, relative to its folder, of a picture that came back beside the frames (``tags`` of
+    one of ``doc.matches``), or None when ``tags`` name no such picture (no ``partial`` or ``eye``,
+    an eye other than ``l``/``r``, a ``partial`` other than the notebook's ``NN%`` or ``jjj``, a
+    ``frame`` that is not a whole number >= 0). ``{name}_l.png`` / ``{name}_r.png`` for a VR frame's
+    eye views; ``partials/{name}-{end}.png`` for a step ``intermediate_saves`` kept. ``name`` is
+    ``stem`` (``{prefix}_{i}`` of a still image), or ``{stem}-frame{NNNN}`` for a picture of an
+    animation's frame; an empty ``stem`` drops its part (the result store's names:
+    ``frame0001_l.png``, ``partials/frame0001-50%.png``, ``partials/50%.png``). Output files and
+    the result store, the job API's downloads and its zip are all named here."""
+    frame = tags.get("frame")
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, int | float) or frame != int(frame) or frame < 0:
+            return None
+        frame = int(frame)
+    base = "-".join(part for part in (stem, None if frame is None else f"frame{frame:04d}") if part)
+    if "eye" in tags:
+        eye = tags["eye"]
+        return f"{base}_{eye}.png" if eye in ("l", "r") and base else None
+    if "partial" in tags:
+        end = str(tags["partial"])
+        if not re.fullmatch(r"\d{2,}%|\d{3,}", end):
+            return None
+        return f"{PARTIALS_FOLDER}/" + "-".join(part for part in (base, end) if part) + ".png"
+    return None
+
+
+_STORED_PICTURE = re.compile(
+    rf"frame(?P<eye_frame>\d{{4,}})_(?P<eye>[lr])\.png"
+    rf"|{PARTIALS_FOLDER}/(?:frame(?P<frame>\d{{4,}})-)?(?P<partial>\d{{2,}}%|\d{{3,}})\.png"
+)
+
+
+def picture_tags(name: str) -> dict[str, Any] | None:
+    """The tags of a picture from its name as ``picture_name("", tags)`` made it (the result store's
+    and the job API's names: ``frame0001_l.png``, ``partials/frame0001-50%.png``, ``partials/020.png``),
+    or None for any other name (so a name read from a request can never leave its folder)."""
+    found = _STORED_PICTURE.fullmatch(name) if isinstance(name, str) else None
+    if found is None:
+        return None
+    if found["eye"]:
+        tags: dict[str, Any] = {"eye": found["eye"], "frame": int(found["eye_frame"])}
+    else:
+        tags = {"partial": found["partial"]}
+        if found["frame"]:
+            tags["frame"] = int(found["frame"])
+    return tags if picture_name("", tags) == name else None  # one spelling per picture (no frame00001)
+
+
 def write_pictures(doc: Any, output_dir: Path, stem: str, recipe: Mapping[str, Any]) -> list[Path]:
     """Write the pictures that came back beside the frames (``doc.matches``), with ``recipe``
-    embedded: each step ``intermediate_saves`` kept as ``partials/{name}-{end}.png`` (``end`` the
-    notebook's: ``NN%`` for a count, the step for a list) and each eye view of a VR frame as
-    ``{name}_l.png`` / ``{name}_r.png``. ``name`` is ``stem`` (``{prefix}_{i}`` of a still image),
-    or ``{stem}-frame{NNNN}`` for a picture of an animation's frame (``stem``: the run's prefix).
-    Returns the paths written."""
+    embedded, under the names of ``picture_name(stem, tags)`` (``stem``: ``{prefix}_{i}`` of a
+    still image, the run's prefix of an animation). Returns the paths written."""
     written = []
     for picture in getattr(doc, "matches", None) or []:
-        tags = picture.tags
-        if not picture.uri or ("partial" not in tags and "eye" not in tags):
+        name = picture_name(stem, picture.tags) if picture.uri else None
+        if name is None:
             continue
-        base = stem if tags.get("frame") is None else f"{stem}-frame{int(tags['frame']):04d}"
-        if "eye" in tags:
-            if tags["eye"] not in ("l", "r"):
-                continue
-            path = _inside(output_dir, f"{base}_{tags['eye']}.png")
-        else:
-            suffix = str(tags["partial"])
-            if not re.fullmatch(r"\d{2,}%|\d{3,}", suffix):
-                continue
-            (output_dir / PARTIALS_FOLDER).mkdir(parents=True, exist_ok=True)
-            path = _inside(output_dir, f"{PARTIALS_FOLDER}/{base}-{suffix}.png")
+        path = _inside(output_dir, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(embed_settings(data_uri_bytes(picture.uri), recipe))
         written.append(path)
     return written

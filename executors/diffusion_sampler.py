@@ -16,7 +16,7 @@ frames are shown as the latest frame but not kept; each finished frame becomes a
 on the job board for the client to fetch while the job runs. A stop ends it at the next step with
 every finished frame. The steps ``intermediate_saves`` keeps and a VR animation's eye views go back
 as ``doc.matches`` (PNG data URIs tagged ``partial`` and ``step``, or ``eye``, and ``frame``),
-for the client to write beside the frames.
+for the client to write beside the frames, and into the result store as they are made.
 Jobs publish their state on the shared job board; ``/progress`` and ``/cancel`` are answered
 from it by the Renderer, to which the client addresses them, so this executor's replicas
 receive ``/generate`` requests only and Jina's round-robin hands consecutive images to
@@ -131,7 +131,7 @@ class DiffusionSampler(Executor):
         for report in reports:
             png = None
             if report.partial is not None:  # intermediate_saves: kept beside the display frames
-                _add_picture(doc, _checked_frame(report), partial=report.partial, step=report.step)
+                self._picture(doc, recipe, _checked_frame(report), partial=report.partial, step=report.step)
             if report.image is not None and _displayed(report, doc):
                 frame = _checked_frame(report)
                 doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
@@ -143,6 +143,16 @@ class DiffusionSampler(Executor):
                 shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames
             self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
             yield report.step
+
+    def _picture(self, doc: Document, recipe: Mapping, picture: np.ndarray, **tags) -> None:
+        """A picture made beside the frames: a step ``intermediate_saves`` keeps (``partial``: its file
+        name's end, ``step``) or an eye view of a VR frame (``eye``: ``l`` or ``r``), with the
+        ``frame`` of an animation. It goes back as one of ``doc.matches`` (a PNG data URI with
+        ``tags``), which the client writes to ``output_dir``, and into the result store at once, under
+        the same name (``disco_service.outputs.picture_name``), for the job API."""
+        png = png_bytes(picture)
+        self.store.add_picture(doc.id, tags, png, recipe)
+        doc.matches.append(Document(uri="data:image/png;base64," + base64.b64encode(png).decode(), tags=tags))
 
     def _animation(self, doc: Document, plan: AnimationPlan, frame_steps) -> Iterator[int]:
         """Run an animation: display frames are the latest frame only, finished frames become
@@ -156,9 +166,10 @@ class DiffusionSampler(Executor):
             png = png_bytes(_checked_frame(report)) if report.image is not None else None
             shown = {"loss": report.loss} if report.loss is not None else {}
             if report.partial is not None:  # intermediate_saves: kept beside the frames
-                _add_picture(doc, _checked_frame(report), partial=report.partial, step=report.step, frame=item.frame)
+                picture = _checked_frame(report)
+                self._picture(doc, recipe, picture, partial=report.partial, step=report.step, frame=item.frame)
             for eye, view in zip(EYES, item.eyes or (), strict=False):  # vr_mode: the frame's eye views
-                _add_picture(doc, view, eye=eye, frame=item.frame)
+                self._picture(doc, recipe, view, eye=eye, frame=item.frame)
             if item.finished is not None:
                 finished += 1
                 tags = {"frame": item.frame, "seed": item.seed, "step": report.step, "cur_t": report.cur_t}
@@ -182,14 +193,6 @@ def _displayed(report, doc: Document) -> bool:
         return True
     rate = int(doc.tags.get("display_rate") or 1)
     return (report.step - 1) % rate == 0 or report.cur_t == -1
-
-
-def _add_picture(doc: Document, picture: np.ndarray, **tags) -> None:
-    """A picture that goes back beside the frames (``doc.matches``, as a PNG data URI with
-    ``tags``): a step ``intermediate_saves`` keeps (``partial``: its file name's end), or an eye
-    view of a VR frame (``eye``: ``l`` or ``r``); the client writes them to ``output_dir``."""
-    uri = "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode()
-    doc.matches.append(Document(uri=uri, tags=tags))
 
 
 def _checked_frame(report) -> np.ndarray:

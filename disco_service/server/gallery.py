@@ -2,7 +2,8 @@
 
 ``DELETE /jobs/{id}`` on a finished job removes it (the job API's route calls ``delete_job``);
 ``GET /jobs/{id}/files.zip`` answers every file of the job's images, named as ``client.py`` names
-them: final PNGs, GIFs, sprite sheets, an animation's frames and MP4.
+them: final PNGs, GIFs, sprite sheets, an animation's frames and MP4, a VR animation's eye views and
+the steps ``intermediate_saves`` kept (in ``partials/``, as in ``output_dir``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def delete_job(queue: JobQueue, job: Job) -> None:
 
 def job_files(queue: JobQueue, job: Job) -> list[tuple[str, Path]]:
     """The job's files as (name in the zip, path): per image its final PNG (when done), GIF,
-    sprite sheet, an animation's frames and MP4."""
+    sprite sheet, an animation's frames and MP4, its eye views and intermediate saves."""
     found: list[tuple[str, Path]] = []
     names = {FINAL: "final.png", GIF: "frames.gif", SPRITE: "sprite.png", MP4: "video.mp4"}
     for image in job.images:
@@ -54,6 +55,9 @@ def job_files(queue: JobQueue, job: Job) -> list[tuple[str, Path]]:
                 found.append((_file_name(job, image, api_name), path))
         for number, path in queue.store.animation_frames(image.doc_id):
             found.append((_file_name(job, image, animation_frame_name(number)), path))
+        for name, _ in queue.store.pictures(image.doc_id):
+            if (path := queue.store.file(image.doc_id, name)) is not None:
+                found.append((_file_name(job, image, name), path))
     return found
 
 

@@ -11,17 +11,23 @@ Jobs (short requests only; the long call to the executors stays inside the servi
 - ``GET /jobs/{id}``: status, position and per image: seed, status, step, total, ``eta_s``,
   ``latest_frame``, and once it ended ``png`` (only when done), ``gif`` and ``sprite`` (URLs); an
   animation's also ``frame`` (the one being made, from 0), ``frames``, ``frames_done``,
-  ``frame_pngs`` (its finished frames, as they are made) and, once it ended, ``mp4``.
+  ``frame_pngs`` (its finished frames, as they are made) and, once it ended, ``mp4``; as they are
+  made, a VR animation's ``eye_views`` (per frame: ``frame``, ``l``, ``r``) and the steps
+  ``intermediate_saves`` keeps, ``partials`` (each: ``frame``, null for a still image, ``end``,
+  the notebook's ``NN%`` or step ``jjj``, and ``url``).
 - ``DELETE /jobs/{id}``: cancel (queued images at once, running ones at their next step; frames
   kept); on a finished job: delete it and its files (gallery.py).
 - ``GET /jobs``: the caller's jobs, newest first (also the images its token asked of the Flow
   itself over gRPC or ``POST /post``, direct_calls.py) (``?limit=N``, default 50; ``?before=T``: those
   created before T, the answer's ``next_before``).
-- ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png|video.mp4|frameNNNN.png}``: the files.
+- ``GET /jobs/{id}/images/{i}/{final.png|latest.png|frames.gif|sprite.png|video.mp4|frameNNNN.png}``: the files;
+  also ``frameNNNN_l.png``, ``frameNNNN_r.png`` (eye views) and ``partials/{[frameNNNN-]NN%|jjj}.png``
+  (intermediate saves; ``%`` sent as ``%25``), downloaded under client.py's names.
 
 Results by Document id, for any caller of ``/generate`` (e.g. a gRPC caller whose connection
 dropped): ``GET /results/{id}`` (its record; while it is still running, its progress, and asking
-keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|sprite.png|stepNNNN.png}``.
+keeps it from being abandoned) and ``GET /results/{id}/{final.png|frames.gif|sprite.png|stepNNNN.png}``
+(and the eye views and intermediate saves by the same names as above).
 A result answers the caller that sent its image only (its token's owner, results.py); to any other
 caller it is not found (404).
 
@@ -50,11 +56,13 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
 from disco.settings import Limits, SettingsError, default, validate_settings
 from disco_service import wire
+from disco_service.outputs import picture_name, picture_tags
 from disco_service.server import http_guard
 from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
@@ -75,6 +83,7 @@ __all__ = [
     "MEDIA",
     "mount",
     "open_path",
+    "picture_links",
     "coded_post_answer",
     "post_failure",
     "post_status",
@@ -215,6 +224,21 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
     return settings, init, video
 
 
+def picture_links(store: ResultStore, doc_id: str, base: str) -> dict[str, list[dict[str, Any]]]:
+    """The eye views and intermediate saves kept of an image (``ResultStore.pictures``) with their
+    URLs under ``base``: ``eye_views``, one entry per frame (``frame``, ``l``, ``r``: URLs or null),
+    and ``partials`` (``frame``, null for a still image; ``end``: ``NN%`` or ``jjj``; ``url``)."""
+    eyes: dict[int, dict[str, Any]] = {}
+    partials = []
+    for name, tags in store.pictures(doc_id):
+        url = f"{base}/{quote(name)}"
+        if "eye" in tags:
+            eyes.setdefault(tags["frame"], {"frame": tags["frame"], "l": None, "r": None})[tags["eye"]] = url
+        else:
+            partials.append({"frame": tags.get("frame"), "end": tags["partial"], "url": url})
+    return {"eye_views": [eyes[n] for n in sorted(eyes)], "partials": partials}
+
+
 def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
     """One image of a job as the API shows it; an animation's also with the frame being made
     (``frame``, from 0), ``frames``, ``frames_done``, its finished frames (``frame_pngs``) and, once
@@ -243,6 +267,7 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "frames_done": len(finished_frames) if animated else None,
         "frame_pngs": [f"{base}/{animation_frame_name(n)}" for n in finished_frames],
         "mp4": f"{base}/video.mp4" if animated and ended and finished_frames else None,
+        **picture_links(queue.store, image.doc_id, base),
     }
 
 
@@ -262,9 +287,13 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
 
 
 def _file_name(job: Job, image: Image, name: str) -> str:
-    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}..."""
+    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}...;
+    an eye view's or an intermediate save's as ``picture_name`` names it in ``output_dir`` (a save's
+    with its ``partials/`` folder)."""
     parts = ("reverse_diffusion", str(job.settings.get("batch_name") or ""), str(job.settings["seed"]))
     prefix = "-".join(p for p in parts if p)
+    if (tags := picture_tags(name)) is not None:  # an animation's pictures are named by the run, as its frames
+        return picture_name(prefix if "frame" in tags else f"{prefix}_{image.index}", tags)
     ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
     if name == "video.mp4":
         return f"{prefix}.mp4"  # as client.py names an animation's files
@@ -359,18 +388,21 @@ def mount(
 
     @app.get("/jobs/{job_id}/images/{index}/{name}", tags=["jobs"])
     async def image_file(job_id: str, index: int, name: str, request: Request):
-        """A file of a job's image: final.png, latest.png, frames.gif, sprite.png, video.mp4, frameNNNN.png."""
+        """A file of a job's image: final.png, latest.png, frames.gif, sprite.png, video.mp4, frameNNNN.png,
+        a VR frame's eye views frameNNNN_l.png and frameNNNN_r.png."""
         job = find(request, job_id)
-        if not 0 <= index < len(job.images) or (name not in IMAGE_FILES and not _ANIMATION_FRAME.fullmatch(name)):
+        known = name in IMAGE_FILES or _ANIMATION_FRAME.fullmatch(name) or picture_tags(name) is not None
+        if not 0 <= index < len(job.images) or not known:
             files = ", ".join(IMAGE_FILES)
             raise ApiError(
                 404,
                 ErrorCode.FILE_NOT_FOUND,
                 f"job {job_id!r} has images 0 to {len(job.images) - 1}, each with {files} (an animation's also "
-                "frame0000.png ...)",
+                "frame0000.png ..., eye views frame0000_l.png ..., intermediate saves partials/50%.png ...)",
             )
         image = job.images[index]
-        headers = {"Content-Disposition": content_disposition(_file_name(job, image, name))}
+        download = _file_name(job, image, name).rsplit("/", 1)[-1]
+        headers = {"Content-Disposition": content_disposition(download)}
         if name == "latest.png":
             png = queue.latest_frame(image)
             if png is None:
@@ -385,12 +417,20 @@ def mount(
             raise ApiError(409, ErrorCode.IMAGE_NOT_FINISHED, message)
         if frame := _ANIMATION_FRAME.fullmatch(name):  # a finished frame: there as soon as it is made
             path = store.file(image.doc_id, animation_frame_name(int(frame[1])))
+        elif picture_tags(name) is not None:  # an eye view or an intermediate save: there as soon as made
+            path = store.file(image.doc_id, name)
         else:
             path = store.file(image.doc_id, IMAGE_FILES[name]) if image.finished_status else None
         if path is None:
             message = f"image {index} of job {job_id!r} has no {name} ({image.status})"
             raise ApiError(404, ErrorCode.FILE_NOT_FOUND, message)
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix], headers=headers)
+
+    @app.get("/jobs/{job_id}/images/{index}/partials/{name}", tags=["jobs"])
+    async def image_partial(job_id: str, index: int, name: str, request: Request):
+        """A step ``intermediate_saves`` kept: partials/50%.png (``%`` sent as ``%25``), partials/020.png, an
+        animation's partials/frame0000-50%.png ..."""
+        return await image_file(job_id, index, f"partials/{name}", request)
 
     def result_id(request: Request, doc_id: str) -> str:
         """The id, if it names a result this caller may see: one it sent (over the job API, gRPC or
@@ -430,6 +470,7 @@ def mount(
             files.update(gif=f"{base}/{GIF}", sprite=f"{base}/{SPRITE}")
         if finished:
             files.update(frame_pngs=[f"{base}/{animation_frame_name(n)}" for n in finished], mp4=f"{base}/{MP4}")
+        files.update(picture_links(store, doc_id, base))
         return {**record, "error": public_message(record.get("error")), "files": files}
 
     @app.get("/results/{doc_id}/{name}", tags=["results"])
@@ -440,6 +481,11 @@ def mount(
         if path is None:
             raise ApiError(404, ErrorCode.FILE_NOT_FOUND, f"result {doc_id!r} has no file {name!r}")
         return Response(path.read_bytes(), media_type=MEDIA[path.suffix])
+
+    @app.get("/results/{doc_id}/partials/{name}", tags=["results"])
+    async def result_partial(doc_id: str, name: str, request: Request):
+        """A step ``intermediate_saves`` kept of an image in the result store (partials/50%.png ...)."""
+        return await result_file(doc_id, f"partials/{name}", request)
 
     @app.get("/runs/{batch_name}", tags=["results"])
     async def run(batch_name: str, request: Request):

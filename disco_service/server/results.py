@@ -14,6 +14,9 @@ the job API serves its images from here. On Kubernetes the folder is a shared vo
         sprite.png          the frames as a sprite sheet
         frame0000.png ...   an animation's finished frames (animation_mode 2D or Video Input)
         video.mp4           an animation's finished frames as an MP4, once it ended
+        frame0000_l.png ... vr_mode: each finished frame's left and right eye views (_l, _r)
+        partials/50%.png    intermediate_saves: each step kept (the notebook's ``NN%`` or step ``jjj``;
+                            an animation's ``partials/frame0000-50%.png`` ...), as made
         document.json       the Document as the Renderer returned it (final image, frames as chunks,
                             tags), in docarray's JSON, for an image of a run with a ``batch_name``
         run.json            that run: its batch_name, run_seed, the image's batch_index, when written
@@ -40,7 +43,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from disco_service.outputs import embed_settings, write_animations
+from disco.partials import PARTIALS_FOLDER
+from disco_service.outputs import embed_settings, picture_name, picture_tags, write_animations
 from disco_service.server.jobs import check_job_id
 from disco_service.server.public_errors import LOG
 from disco_service.wire import JobStatus
@@ -49,6 +53,7 @@ __all__ = ["animation_frame_name", "frame_name", "ResultStore"]
 
 FINAL, GIF, SPRITE, RECORD, MP4 = "final.png", "frames.gif", "sprite.png", "result.json", "video.mp4"
 DOCUMENT, RUN = "document.json", "run.json"
+
 _FRAME = re.compile(r"step(\d{4,})\.png")
 _ANIMATION_FRAME = re.compile(r"frame(\d{4,})\.png")
 
@@ -129,6 +134,37 @@ class ResultStore:
         entry.mkdir(parents=True, exist_ok=True)
         _write_atomic(entry / animation_frame_name(frame), embed_settings(png, settings))
 
+    def add_picture(self, doc_id: str, tags: Mapping[str, Any], png: bytes, settings: Mapping[str, Any]) -> str:
+        """Keep a picture made beside the frames (a VR frame's eye view, a step ``intermediate_saves``
+        keeps: ``tags`` as the sampler sends it back, ``eye`` or ``partial``, and ``frame``) under
+        ``picture_name("", tags)``, with ``settings`` embedded; returns that name. Raises ValueError
+        for tags that name no such picture."""
+        name = picture_name("", tags)
+        if name is None:
+            raise ValueError(f"not an eye view or an intermediate save: {dict(tags)!r}")
+        path = self.entry(doc_id) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, embed_settings(png, settings))
+        return name
+
+    def pictures(self, doc_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """The eye views and intermediate saves kept of an image as (name, tags), ordered by frame
+        (a still image's first), then eye views before saves, then name."""
+        entry = self.entry(doc_id)
+        names = []
+        for folder, prefix in ((entry, ""), (entry / PARTIALS_FOLDER, f"{PARTIALS_FOLDER}/")):
+            try:
+                names += [prefix + n for n in os.listdir(folder)]
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+        found = [(name, tags) for name in names if (tags := picture_tags(name)) is not None]
+
+        def order(item: tuple[str, dict[str, Any]]):
+            name, tags = item
+            return (tags.get("frame", -1), "partial" in tags, len(name), name)
+
+        return sorted(found, key=order)
+
     def finish(self, doc_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Write the image's record (its ``status`` decides whether the last frame is its final image)
         and, when it is done, ``final.png``. ``record['frames']`` lists the kept frames as
@@ -206,10 +242,11 @@ class ResultStore:
 
     def file(self, doc_id: str, name: str) -> Path | None:
         """One of the image's files by its name in the store (``final.png``, ``frames.gif``,
-        ``sprite.png``, ``step0001.png``..., an animation's ``video.mp4``, ``frame0000.png``...), or
+        ``sprite.png``, ``step0001.png``..., an animation's ``video.mp4``, ``frame0000.png``..., the
+        eye views and intermediate saves of ``pictures``: ``frame0000_l.png``, ``partials/50%.png``...), or
         None. The GIF and the sprite sheet are made from the frames here when the Renderer never got
         the image (its caller was gone)."""
-        numbered = _FRAME.fullmatch(name) or _ANIMATION_FRAME.fullmatch(name)
+        numbered = _FRAME.fullmatch(name) or _ANIMATION_FRAME.fullmatch(name) or picture_tags(name) is not None
         if name not in (FINAL, GIF, SPRITE, MP4) and not numbered:
             return None
         path = self.entry(doc_id) / name
