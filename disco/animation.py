@@ -27,7 +27,11 @@ Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
 ``video_init_seed_continuity`` every video frame uses ``seed``) and the prompts of its frame
 (``disco.prompts.prompt_key_at``). So a run resumed at frame ``n`` from frame ``n - 1``'s PNG
 makes the same frames as one that was never stopped (a turbo run resumed starts its blending
-afresh from the resumed frame's start).
+afresh from the resumed frame's start). A flow-warped Video Input run resumes the same way, from
+frame ``n - 1``'s PNG and the video's frames ``n - 1`` on (the flow is RAFT's between video frames
+``n - 1`` and ``n``), as the notebook, which warps the saved previous frame, does; one whose frames
+are written blended (``video_init_blend_mode`` other than ``"None"``) cannot be, since its files hold
+the blend, not frame ``n - 1`` as made.
 
 What a run makes and needs (its frames, each frame's settings and steps, whether LPIPS is needed)
 is planned in ``disco.animation_plan`` (re-exported here: ``plan_run``, ``frame_settings``), which
@@ -220,15 +224,19 @@ def animate(
     previous_frame: np.ndarray | None = None,
     video_frames: Iterable[np.ndarray] | None = None,
     frames: int | None = None,
+    previous_video_frame: np.ndarray | None = None,
 ) -> Iterator[FrameStep]:
     """Make frames ``start_frame .. frames - 1``, yielding every step of each (stop iterating to stop).
 
     ``init_image``: frame 0's init image (1, 3, H, W) in [-1, 1] (2D, 3D). ``previous_frame``: frame
-    ``start_frame - 1`` as (H, W, 3) uint8, needed to resume a 2D or 3D animation. ``video_frames``:
-    the video's extracted frames from ``start_frame`` on, (h, w, 3) uint8 of any size (resized to
-    the output). ``frames``: how many frames the animation has (default ``max_frames``; for a video
-    at most its number of extracted frames). A 3D run needs ``models.depth``, a Video Input run with
-    optical flow (``flow_model_needed``) ``models.flow`` and ``start_frame`` 0; a turbo frame (not
+    ``start_frame - 1`` as (H, W, 3) uint8, needed to resume a 2D or 3D animation, and a Video Input
+    animation with ``video_init_flow_warp`` (with ``previous_video_frame``, the video's extracted frame
+    ``start_frame - 1``, (h, w, 3) uint8). ``video_frames``: the video's extracted frames from
+    ``start_frame`` on, (h, w, 3) uint8 of any size (resized to the output). ``frames``: how many
+    frames the animation has (default ``max_frames``; for a video at most its number of extracted
+    frames). A 3D run needs ``models.depth``, a Video Input run with optical flow
+    (``flow_model_needed``) ``models.flow``; one resumed (``start_frame`` > 0) needs
+    ``video_init_blend_mode`` ``"None"`` (the module's note). Raises ValueError otherwise. A turbo frame (not
     sampled) is one ``FrameStep`` whose report has ``total`` 0 and the finished frame. A Video Input
     frame's ``finished`` is the frame as written (``video_init_blend_mode``).
     """
@@ -250,7 +258,16 @@ def animate(
         if flowing and models.flow is None:
             raise ValueError("Video Input with optical flow needs a flow model (models.flow)")
         if flowing and start_frame > 0:
-            raise ValueError("a Video Input animation with optical flow cannot be resumed: it needs every frame")
+            if settings.video_init_blend_mode != "None":
+                raise ValueError(
+                    f"a Video Input animation written with video_init_blend_mode {settings.video_init_blend_mode!r} "
+                    "cannot be resumed: its frames are written blended, not as made"
+                )
+            if previous_frame is None or previous_video_frame is None:
+                raise ValueError(
+                    f"resuming a flow-warped Video Input animation at frame {start_frame} needs frame "
+                    f"{start_frame - 1} and the video's frame {start_frame - 1}"
+                )
         if flowing:
             opencv()  # a frame will be warped: a missing OpenCV fails before any work, not after frame 0
     else:
@@ -258,6 +275,8 @@ def animate(
     turbo = (settings.turbo_steps, settings.turbo_preroll) if mode == "3D" and settings.turbo_mode else (0, 0)
     previous, older = previous_frame, None  # older: turbo's warp of the last sampled frame's start
     previous_video, video_motion = None, None  # Video Input with optical flow: video frame n - 1, the motion to n
+    if mode == "Video Input" and flowing and start_frame > 0:  # resumed: frame n - 1 as made, its video frame
+        previous_video = resized_frame(previous_video_frame, settings.width, settings.height)
 
     def vr(finished: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:  # a finished frame's eye views
         return eye_views(finished, settings, models.depth.depth, models.device) if settings.vr_mode else None

@@ -4,7 +4,9 @@ A request is one Document per image, or one per animation. ``doc.tags`` holds th
 (their names as in ``disco.settings.Settings``) and the request's bookkeeping (``REQUEST_TAGS``).
 ``doc.blob`` carries the picture the job starts from, as bytes (the server never opens a path or
 URL): the init image; for an animation resumed at ``start_frame`` > 0 in 2D, the PNG of frame
-``start_frame - 1``; for ``Video Input``, the video file. On the way back, tags carry the job's
+``start_frame - 1``; for ``Video Input``, the video file, and when a flow-warped one
+(``video_init_flow_warp``) is resumed, ``doc.uri`` carries frame ``start_frame - 1``'s PNG, as read
+back from ``output_dir``, as a ``data:`` URI (``resumed_frame``). On the way back, tags carry the job's
 ``status`` (a ``JobStatus``), ``steps_done``, ``error`` and the like, and chunks carry the frames
 with ``step`` and ``cur_t`` (an animation's chunks: its finished frames, with ``frame`` and
 ``seed``; its tags: ``frames_done`` and the MP4's rate, ``mp4_fps``).
@@ -42,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from disco.animation_plan import flow_model_needed
 from disco.prompts import data_uri_bytes, parse_image_prompt
 from disco.settings import (
     DEFAULT_LIMITS,
@@ -54,6 +57,7 @@ from disco.settings import (
 )
 
 __all__ = [
+    "resumed_frame",
     "ACCEPT_UNFINISHED",
     "KEEP_ALIVE",
     "cast_tags",
@@ -365,10 +369,13 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
     return settings
 
 
-def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any = 0) -> int:
-    """The bytes an animation's request must carry (see the module's docstring) and its
-    ``start_frame``, checked at the server's trust boundary; returns ``start_frame``. Raises
-    ``SettingsError`` naming the setting the missing part stands for."""
+def check_request_media(
+    settings: Settings, blob: bytes | None, start_frame: Any = 0, previous_frame: Any = None
+) -> int:
+    """The bytes an animation's request must carry (see the module's docstring), its
+    ``start_frame`` and, for a flow-warped Video Input run resumed, ``previous_frame`` (``doc.uri``),
+    checked at the server's trust boundary; returns ``start_frame``. Raises ``SettingsError`` naming
+    the setting the missing part stands for."""
     if isinstance(start_frame, bool) or not isinstance(start_frame, int | float) or start_frame != int(start_frame):
         raise SettingsError("resume_from_frame", f"start_frame must be a frame number, got {start_frame!r}")
     start_frame = int(start_frame)
@@ -383,12 +390,51 @@ def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any
             "video_init_path",
             "Video Input needs the video's bytes in the request (clients read the file and send them)",
         )
+    if start_frame > 0 and flow_model_needed(settings):
+        resumed_frame(settings, start_frame, previous_frame)
     if settings.animation_mode in ("2D", "3D") and start_frame > 0 and not blob:
         mode, previous = settings.animation_mode, start_frame - 1
         raise SettingsError(
             "resume_from_frame", f"a {mode} animation resumed at frame {start_frame} needs frame {previous}'s PNG"
         )
     return start_frame
+
+
+def resumed_frame(settings: Settings, start_frame: int, uri: Any) -> np.ndarray:
+    """Frame ``start_frame - 1`` of a Video Input run with optical flow resumed at ``start_frame``, as
+    its request carries it (``doc.uri``: a ``data:`` URI of its PNG, as read back from ``output_dir``),
+    decoded to (height, width, 3) uint8. Raises ``SettingsError`` naming ``video_init_blend_mode`` when
+    the run's frames were written blended (then the frame as made is in no file), or
+    ``resume_from_frame`` when the frame is missing, not a PNG or not of the run's size."""
+    if settings.video_init_blend_mode != "None":
+        raise SettingsError(
+            "video_init_blend_mode",
+            f"a Video Input animation written with video_init_blend_mode {settings.video_init_blend_mode!r} "
+            "cannot be resumed: its files hold each frame blended with the one before, and the next frame "
+            "starts from the frame as made; only a run written with 'None' can be",
+        )
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    needs = f"a flow-warped Video Input animation resumed at frame {start_frame} needs frame {start_frame - 1}"
+    try:
+        data = data_uri_bytes(uri) if isinstance(uri, str) else None
+    except SettingsError:
+        data = None
+    if not data:
+        raise SettingsError("resume_from_frame", f"{needs}'s PNG as a data URI in the request's uri")
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            if picture.format != "PNG" or picture.size != (settings.width, settings.height):
+                raise SettingsError(
+                    "resume_from_frame",
+                    f"{needs} as a {settings.width}x{settings.height} PNG, got a {picture.format} of "
+                    f"{picture.size[0]}x{picture.size[1]}",
+                )
+            return np.asarray(picture.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SettingsError("resume_from_frame", f"{needs}'s PNG, which cannot be read: {exc}") from None
 
 
 def settings_from_tags(tags: Mapping[str, Any]) -> Settings:

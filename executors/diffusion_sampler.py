@@ -224,7 +224,9 @@ def _prompts_at(doc: Document, clip_models: list[str]):
 
 def _animation_job(doc: Document, s) -> tuple[AnimationPlan, dict]:
     """What an animation request asks for: its plan (``disco.animation_plan``, as its client planned
-    it) and the arguments of ``disco.animation.animate`` (where it starts, from which picture or video)."""
+    it) and the arguments of ``disco.animation.animate`` (where it starts, from which picture or video;
+    a flow-warped Video Input run resumed at frame n also from frame n - 1, sent as ``doc.uri``,
+    and the video's frame n - 1)."""
     start = int(doc.tags.get("start_frame") or 0)
     video = video_info(doc.blob) if s.animation_mode == "Video Input" else None
     plan = plan_run(s, init_image=bool(doc.blob), start_frame=start, video=video)
@@ -233,7 +235,13 @@ def _animation_job(doc: Document, s) -> tuple[AnimationPlan, dict]:
             "resume_from_frame", f"the animation has {plan.frames} frames; nothing is left after {start}"
         )
     arguments: dict = {"start_frame": start}
-    if video is not None:
+    if video is not None and start > 0 and s.video_init_flow_warp:  # resumed: warps frame start - 1 as made
+        frames = video_frames(doc.blob, s.extract_nth_frame, start - 1)
+        previous_video = next(frames, None)
+        previous_made, doc.uri = wire.resumed_frame(s, start, doc.uri), None  # not sent back as the result
+        arguments.update(video_frames=frames, frames=plan.frames, previous_video_frame=previous_video)
+        arguments["previous_frame"] = previous_made
+    elif video is not None:
         arguments.update(video_frames=video_frames(doc.blob, s.extract_nth_frame, start), frames=plan.frames)
     else:
         picture = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None

@@ -53,7 +53,8 @@ def validated(doc, limits: Limits) -> Settings:
     Document's tags (``wire.ERROR_TAGS``)."""
     try:
         settings = wire.settings_from_request(doc.tags, limits)
-        wire.check_request_media(settings, doc.blob, wire.restore_numbers(doc.tags).get("start_frame", 0))
+        start_frame = wire.restore_numbers(doc.tags).get("start_frame", 0)
+        wire.check_request_media(settings, doc.blob, start_frame, doc.uri)
     except ValueError as exc:
         doc.tags.update(wire.failure_of(exc).tags())
         raise

@@ -365,20 +365,86 @@ def test_bad_values_are_refused_naming_the_setting(values, named, words):
     assert refused.value.parameter == named
 
 
-def test_a_flow_warped_video_is_not_resumed(tmp_path):
+def test_a_flow_warped_video_cancelled_after_frame_0_resumes_as_if_never_stopped(
+    tiny_models, raft, tmp_path, monkeypatch
+):
+    from disco_service import wire
+
+    models = dataclasses.replace(tiny_models, flow=RecordedFlow(raft))
+    clip = moving_video(tmp_path)
+    out = tmp_path / "out"
+    chosen = dict(
+        animation_mode="Video Input", video_init_path=clip, extract_nth_frame=1, video_init_flow_warp=True,
+        video_init_flow_blend=0.6, video_init_blend_mode="None", batch_name="river", output_dir=str(out),
+    )  # fmt: skip
+    whole_dir = tmp_path / "whole"
+    _, whole = request(models, whole_dir, **{**chosen, "output_dir": str(whole_dir)})
+    sampler(models, whole_dir)._generate(whole)
+    uninterrupted = {int(c.tags["frame"]): c.tensor for c in whole.chunks}
+    assert sorted(uninterrupted) == [0, 1, 2]
+
+    plan, doc = request(models, tmp_path, **chosen)
+    executor = sampler(models, tmp_path)
+    publish = executor.board.add_finished_frame
+
+    def cancel_after_frame_0(job_id, frame, png):
+        publish(job_id, frame, png)
+        plan.keep_frame(doc, frame, png)  # the client writes each finished frame as it sees it
+        executor.board.cancel(job_id)  # the client's cancel arrives now: the job stops at its next step
+
+    monkeypatch.setattr(executor.board, "add_finished_frame", cancel_after_frame_0)
+    executor._generate(doc)
+    assert doc.tags["status"] == "cancelled" and [int(c.tags["frame"]) for c in doc.chunks] == [0]
+
+    models.flow.calls.clear()
+    resumed, again = request(models, tmp_path, **chosen, resume_run=True)
+    assert resumed.start_frame == 1 and resumed.prefix == "reverse_diffusion-river-5"
+    s = wire.settings_from_tags(again.tags)
+    assert np.array_equal(wire.resumed_frame(s, 1, again.uri), uninterrupted[0])  # frame 0 as read back from its PNG
+    assert wire.check_request_media(s, again.blob, again.tags["start_frame"], again.uri) == 1  # as the encoder
+    sampler(models, tmp_path)._generate(again)
+    assert again.tags["status"] == "done" and not again.uri  # the frame sent is not sent back
+    made = {int(c.tags["frame"]): c.tensor for c in again.chunks}
+    assert sorted(made) == [1, 2]
+    for n in (1, 2):
+        assert np.array_equal(made[n], uninterrupted[n]), n  # bit for bit, as if it had never stopped
+    pictures = [resized_frame(p, 64, 64) for p in video_frames(Path(clip).read_bytes(), 1)]
+    assert len(models.flow.calls) == 2  # frame 1's flow is between video frames 1 and 0, as unresumed
+    assert np.array_equal(models.flow.calls[0][0], pictures[1]) and np.array_equal(models.flow.calls[0][1], pictures[0])
+
+
+def test_a_video_written_blended_is_not_resumed_and_the_server_checks_the_frame_sent(tmp_path):
     from disco.images import png_bytes
+    from disco.prompts import data_uri
+    from disco_service import wire
     from disco_service.outputs import base_prefix, write_frame
 
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(TINY_VIDEO)
-    write_frame(tmp_path, base_prefix("", 7), 0, png_bytes(np.zeros((64, 64, 3), np.uint8)), {})
+    write_frame(tmp_path, base_prefix("", 7), 0, png_bytes(np.full((64, 64, 3), 9, np.uint8)), {})
     s = validate_settings(
         **ANIMATED, animation_mode="Video Input", video_init_path=str(clip), output_dir=str(tmp_path), seed=7,
         resume_run=True, tokens=False,
     )  # fmt: skip
-    with pytest.raises(SettingsError, match="^resume_run: a Video Input animation with optical flow"):
-        plan_animation(s, None)
-    assert plan_animation(dataclasses.replace(s, **NO_FLOW), None).start_frame == 1
+    assert s.video_init_blend_mode == "optical flow"  # the notebook's default
+    for mode in ("optical flow", "linear"):
+        with pytest.raises(SettingsError, match=f"^video_init_blend_mode: .*{mode!r} cannot be resumed"):
+            plan_animation(dataclasses.replace(s, video_init_blend_mode=mode), None)
+    flowing = dataclasses.replace(s, video_init_blend_mode="None")
+    run = plan_animation(flowing, None)
+    doc = run.document()
+    assert run.start_frame == 1 and doc.blob == TINY_VIDEO  # the video in blob, frame 0's PNG in uri
+    assert np.array_equal(wire.resumed_frame(flowing, 1, doc.uri), np.full((64, 64, 3), 9, np.uint8))
+    assert not plan_animation(dataclasses.replace(s, **NO_FLOW), None).document().uri  # no flow: the video alone
+    # the encoder's check: frame 0's PNG must be there, of the run's size
+    wrong_size = data_uri(png_bytes(np.zeros((48, 64, 3), np.uint8)))
+    for sent in (None, "", "/etc/passwd", "data:image/png;base64,%%%", data_uri(b"not a picture"), wrong_size):
+        with pytest.raises(SettingsError, match="^resume_from_frame: .*needs frame 0"):
+            wire.check_request_media(flowing, TINY_VIDEO, 1, sent)
+    with pytest.raises(SettingsError, match="^video_init_blend_mode"):
+        wire.check_request_media(s, TINY_VIDEO, 1, doc.uri)
+    assert wire.check_request_media(flowing, TINY_VIDEO, 1, doc.uri) == 1
+    assert wire.check_request_media(dataclasses.replace(s, **NO_FLOW), TINY_VIDEO, 1) == 1
 
 
 NEW_SETTINGS = [*FLOW_SETTINGS, *VIDEO_INIT_OVERRIDES]

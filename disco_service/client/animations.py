@@ -4,7 +4,8 @@
 frame to start at (``resume_run``: after the last finished frame in ``output_dir``, or after
 ``resume_from_frame``), and the bytes the request carries (``disco_service.wire``): the init
 image, the previous frame's PNG of a resumed 2D or 3D run, or the video (the client reads
-``video_init_path``; the server never opens a path). While the job runs, each finished frame the
+``video_init_path``; the server never opens a path), with, for a resumed flow-warped Video Input run,
+the previous frame's PNG as the request's ``uri`` (a ``data:`` URI). While the job runs, each finished frame the
 client fetches is written at once (``AnimationRun.keep_frame``), so a run whose client dies can be
 resumed from its files. ``AnimationRun.save`` writes the frames that came back, the MP4 of every
 frame in the folder, and returns the Document with every frame as a chunk.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from disco.animation_plan import AnimationPlan, flow_model_needed, plan_run
+from disco.prompts import data_uri
 from disco.settings import Settings, SettingsError
 from disco_service import wire
 from disco_service.client.user_files import MAX_VIDEO_BYTES, read_user_file
@@ -46,6 +48,7 @@ class AnimationRun:
     prefix: str  # reverse_diffusion-{batch_name}-{seed}[-runN]
     plan: AnimationPlan  # frames, steps and models, as the sampler will plan them too
     blob: bytes | None  # what the request carries (see the module's docstring)
+    previous_frame: bytes | None = None  # a resumed flow-warped Video Input run: frame start - 1's PNG
     kept: dict[int, Path] = field(default_factory=dict)  # frames written during this run
 
     @property
@@ -86,6 +89,8 @@ class AnimationRun:
         doc = Document(id=uuid.uuid4().hex, tags=tags)
         if self.blob:
             doc.blob = self.blob
+        if self.previous_frame is not None:  # beside the video in blob (wire.resumed_frame)
+            doc.uri = data_uri(self.previous_frame)
         return doc
 
     def keep_frame(self, doc, frame: int, png: bytes) -> None:
@@ -153,20 +158,16 @@ def plan_animation(settings: Settings, init_bytes: bytes | None) -> AnimationRun
         if settings.seed is None:
             settings.seed = wire.new_run_seed()
         prefix, start = run_prefix(out, settings.batch_name, settings.seed, animation=True), 0
-    blob, video = init_bytes, None
+    blob, video, previous = init_bytes, None, None
     if settings.animation_mode == "Video Input" and start > 0 and flow_model_needed(settings):
-        raise SettingsError(
-            "resume_run",
-            "a Video Input animation with optical flow (video_init_flow_warp, or video_init_blend_mode "
-            "'optical flow') cannot be resumed: each frame needs the one before as made; start it afresh, or "
-            "set video_init_flow_warp false and video_init_blend_mode 'None' or 'linear'",
-        )
+        previous = finished_frames(out, prefix)[start - 1].read_bytes()  # the flow warps it onto frame start
+        wire.resumed_frame(settings, start, data_uri(previous))  # refuses a run written blended, a PNG of another size
     if settings.animation_mode == "Video Input":
         blob, video = _video(settings)
     elif start > 0:
         blob = finished_frames(out, prefix)[start - 1].read_bytes()  # a resumed 2D or 3D run starts from it
     plan = plan_run(settings, init_image=init_bytes is not None, start_frame=start, video=video)
-    return AnimationRun(settings, out, prefix, plan, blob)
+    return AnimationRun(settings, out, prefix, plan, blob, previous)
 
 
 def _resume_start(settings: Settings, frames: dict[int, Path], prefix: str) -> int:
