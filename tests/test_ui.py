@@ -554,3 +554,55 @@ def test_the_page_asks_for_the_token_keeps_it_and_sends_it(page, token_flow, tmp
     for other in (first, second, third):
         other.context.close()
     assert not errors, errors
+
+
+def test_an_images_intermediate_saves_show_under_its_card(page, served_http):
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{served_http}/ui/")
+    expect(page.locator("#paint")).to_be_enabled()
+    fill(page, {"text_prompts": "a lighthouse", "width": 64, "height": 64, "steps": 6, "n_batches": 1})
+    fill(page, {**FAST, "intermediate_saves": 1})
+    job = paint(page)
+    assert job["settings"]["intermediate_saves"] == 1
+    card = page.locator(f'#gallery figure[data-job="{job["id"]}"]')
+    expect(card).to_have_attribute("data-status", "done", timeout=180_000)
+    # 5 steps run: one save keeps j 2 and 4 of 0..4, named 50% and 100% (the notebook's ceil(j / 4 * 100))
+    expect(card.locator("details.partials summary")).to_have_text("2 intermediate saves")
+    card.locator("details.partials summary").click()
+    links = card.locator("details.partials a")
+    assert links.all_inner_texts() == ["50%", "100%"]
+    seed = job["settings"]["seed"]
+    name, data = download(page, links.first)
+    assert name == f"reverse_diffusion-{seed}_0-50%.png" and Image.open(io.BytesIO(data)).size == (64, 64)
+    assert card.locator("details.eye-views").count() == 0  # a still image has no eye views
+
+    # a VR frame's eye views (as GET /jobs lists them; here two of the image's real PNGs stand in for
+    # them, since a served VR run needs the depth models) show as a pair when opened
+    with urllib.request.urlopen(f"{served_http}/jobs/{job['id']}", timeout=30) as answer:
+        saves = [p["url"] for p in json.loads(answer.read())["images"][0]["partials"]]
+
+    def with_eyes(route):
+        answer = route.fetch()
+        body = answer.json()
+        for listed in body["jobs"]:
+            if listed["id"] == job["id"]:
+                listed["images"][0]["eye_views"] = [{"frame": 0, "l": saves[0], "r": saves[1]}]
+        route.fulfill(response=answer, json=body)
+
+    page.route("**/jobs/events*", lambda route: route.abort())  # the page falls back to GET /jobs
+    page.route(re.compile(r".*/jobs(\?.*)?$"), with_eyes)
+    try:
+        page.reload()
+        card = page.locator(f'#gallery figure[data-job="{job["id"]}"]')
+        expect(card.locator("details.eye-views summary")).to_have_text("VR eye views (1 frame)", timeout=30_000)
+        card.locator("details.eye-views summary").click()
+        pair = card.locator(".eye-pair img")
+        expect(pair.first).to_have_attribute("data-src", saves[0])
+        expect(pair.last).to_have_attribute("data-src", saves[1])
+        assert card.locator(".eye-links a").all_inner_texts() == ["left", "right"]
+    finally:
+        page.unroute_all()
+    assert not errors, errors

@@ -712,6 +712,7 @@ function jobCard(job, image) {
   const card = galleryCard(settings, status, {
     picture: image.png || frames[frames.length - 1] || image.latest_frame, video: image.mp4, downloads,
     frames, initImage: job.init_image, hadVideo: job.video, animation: animated ? `${job.settings.animation_mode} animation` : null,
+    eyes: image.eye_views || [], partials: image.partials || [],
   });
   card.dataset.job = job.id;
   card.dataset.index = image.index;
@@ -761,10 +762,44 @@ function galleryCard(settings, status, files) {
       el("summary", { text: `${files.frames.length} frames` }), el("div", { class: "links" }, list),
     ]));
   }
+  if (files.eyes && files.eyes.length) parts.push(eyeViews(files.eyes));
+  if (files.partials && files.partials.length) parts.push(partialSaves(files.partials));
   const details = el("details", {}, [el("summary", { text: "settings" }),
     el("pre", { text: JSON.stringify(settings, null, 1) })]);
   parts.push(reuse, details);
   return el("figure", { class: `picture ${status.split(" ")[0]}`, "data-seed": String(seed) }, parts);
+}
+
+// A VR animation's eye views: the last frame's pair side by side (fetched when opened), every pair as links.
+function eyeViews(eyes) {
+  const last = eyes[eyes.length - 1];
+  const pair = ["l", "r"].map((eye) => el("img", { alt: `frame ${last.frame + 1}, ${eye === "l" ? "left" : "right"} eye` }));
+  const links = eyes.map((views) => el("span", { class: "eye-links" }, [
+    `frame ${views.frame + 1}: `,
+    ...["l", "r"].filter((eye) => views[eye]).map((eye) => downloadLink(
+      views[eye], eye === "l" ? "left" : "right", `frame${String(views.frame).padStart(4, "0")}_${eye}.png`,
+    )),
+  ]));
+  const box = el("details", { class: "eye-views" }, [
+    el("summary", { text: `VR eye views (${eyes.length} frame${eyes.length === 1 ? "" : "s"})` }),
+    el("div", { class: "eye-pair" }, pair), el("div", { class: "links" }, links),
+  ]);
+  box.addEventListener("toggle", () => {
+    if (box.open) pair.forEach((img, i) => showMedia(img, last[i ? "r" : "l"]));
+  });
+  return box;
+}
+
+// The steps intermediate_saves kept: links, each named by its frame and the notebook's end (NN% or the step).
+function partialSaves(partials) {
+  const list = partials.map((save) => {
+    const at = /%$/.test(save.end) ? save.end : `step ${Number(save.end)}`;
+    const text = save.frame === null || save.frame === undefined ? at : `frame ${save.frame + 1} · ${at}`;
+    return downloadLink(save.url, text, decodeURIComponent(save.url.split("/").pop()));
+  });
+  return el("details", { class: "partials" }, [
+    el("summary", { text: `${partials.length} intermediate saves` }), el("div", { class: "links" }, list),
+  ]);
 }
 
 // The images already in the server's output folder (when it has one), after the jobs' own.
