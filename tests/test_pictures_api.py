@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import time
 import zipfile
 from pathlib import Path
 from urllib.parse import quote
@@ -31,7 +32,7 @@ from disco.prompts import prompt_sets
 from disco.settings import DEFAULT_LIMITS
 from disco_service import transport, wire
 from disco_service.client import api
-from disco_service.outputs import data_uri_bytes, picture_name, picture_tags
+from disco_service.outputs import data_uri_bytes, picture_name, picture_tags, read_png_settings
 from disco_service.server import gallery, http_api, job_queue
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
@@ -225,3 +226,27 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_the_store_keeps_pictures_by_name_refuses_other_tags_and_sweeps_them(tmp_path):
+    store = ResultStore(tmp_path / "results", ttl_s=60)
+    doc_id = "a" * 32
+    for tags in ({"partial": "100%"}, {"eye": "r", "frame": 2}, {"partial": "50%"}, {"eye": "l", "frame": 2.0}):
+        store.add_picture(doc_id, tags, _png(), {"seed": 5})
+    assert store.pictures(doc_id) == [
+        ("partials/50%.png", {"partial": "50%"}),
+        ("partials/100%.png", {"partial": "100%"}),
+        ("frame0002_l.png", {"eye": "l", "frame": 2}),
+        ("frame0002_r.png", {"eye": "r", "frame": 2}),
+    ]  # a still image's first, then by frame: eye views before saves, 50% before 100%
+    assert read_png_settings(store.file(doc_id, "frame0002_l.png"))["seed"] == 5  # its recipe
+    for bad in ({"eye": "l"}, {"partial": "../../x"}, {"partial": "50%", "frame": -1}, {"step": 3}):
+        with pytest.raises(ValueError, match="not an eye view or an intermediate save"):
+            store.add_picture(doc_id, bad, _png(), {})
+    (store.entry(doc_id) / "partials" / "notes.txt").write_text("not a picture")
+    (store.entry(doc_id) / "result.json").write_text("{}")
+    for name in ("partials/notes.txt", "partials/../result.json", "../" + doc_id + "/result.json", "frame2_l.png"):
+        assert store.file(doc_id, name) is None, name
+    assert "partials/notes.txt" not in [name for name, _ in store.pictures(doc_id)]
+    assert store.frames(doc_id) == [] and store.animation_frames(doc_id) == []  # not taken for frames
+    assert store.sweep(now=time.time() + 3600) == [doc_id] and not store.entry(doc_id).exists()
