@@ -211,6 +211,30 @@ class Settings:
     gif_size_ratio: float = setting(
         0.5, "the GIF's size relative to the image's (discoart's): smaller, a smaller file", low=0.05, high=1
     )
+    gobig: bool = setting(
+        False,
+        "GoBig (progrockdiffusion's): after the image, enlarge it gobig_scale times and diffuse it again in "
+        "overlapping tiles of width_height, each tile starting from its part of the enlarged picture; memory "
+        "stays that of one tile. Still images only",
+    )
+    gobig_scale: int = setting(2, "GoBig: how many times wider and taller the enlarged image is", low=2, high=4)
+    gobig_skip_ratio: float = setting(
+        0.6,
+        "GoBig: the share of steps each tile skips (more keeps the picture, less adds new detail)",
+        low=0,
+        high=0.95,
+    )
+    gobig_overlap: int = setting(
+        64,
+        "GoBig: pixels neighbouring tiles share, blended linearly from one tile into the next",
+        low=0,
+        allowed="less than half the smaller side of width_height",
+    )
+    gobig_from_init: bool = setting(
+        False,
+        "GoBig: enlarge init_image itself (an image made before, at width_height) instead of diffusing one "
+        "first: the follow-up to a finished image",
+    )
     diffusion_model: str = setting(
         DEFAULT_MODEL,
         "the diffusion model: what kind of picture it paints",
