@@ -211,3 +211,17 @@ def test_gobig_from_init_enlarges_the_given_picture_without_sampling_it_first(ti
     assert doc.tags["steps_done"] == doc.tags["total"] == 4 * (10 - 9)
     assert doc.tensor.shape == (128, 128, 3)
     assert torch.allclose(starts[0], picture, atol=1 / 255)  # the init image itself was enlarged
+
+
+def test_the_progress_bar_counts_the_tiles_and_says_which_tile_it_is_on():
+    from docarray import Document
+
+    from disco_service.client.progress import ProgressBars
+
+    s = validate_settings(**TILE, seed=5, tokens=False)
+    bars = ProgressBars([Document(id="j0", tags=wire.restore_numbers(wire.request_tags(s, 0)))], file=io.StringIO())
+    assert bars.bars["j0"].total == plan_run(s).run_steps == 28
+    bars.update([Document(id="j0", tags={"status": "running", "step": 14, "total": 28, "tile": 3, "tiles": 9})])
+    shown = str(bars.bars["j0"])
+    assert shown.startswith("image 0 (seed 5): GoBig tile 3/9") and "14/28" in shown
+    bars.close()
