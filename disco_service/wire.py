@@ -49,6 +49,7 @@ from disco.settings import (
     Limits,
     Settings,
     SettingsError,
+    check_gobig_start,
     kind,
     validate_settings,
 )
@@ -372,6 +373,7 @@ def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any
     if isinstance(start_frame, bool) or not isinstance(start_frame, int | float) or start_frame != int(start_frame):
         raise SettingsError("resume_from_frame", f"start_frame must be a frame number, got {start_frame!r}")
     start_frame = int(start_frame)
+    check_gobig_start(settings, bool(blob))
     if settings.animation_mode == "None":
         return 0
     if not 0 <= start_frame < settings.max_frames:

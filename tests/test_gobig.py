@@ -99,7 +99,6 @@ def test_settings_are_checked_naming_the_setting():
         (dict(animation_mode="2D"), "gobig", "still images only"),
         (dict(gobig_overlap=32), "gobig_overlap", "below 32"),
         (dict(gobig=False, gobig_from_init=True), "gobig_from_init", "needs gobig true"),
-        (dict(gobig_from_init=True), "gobig_from_init", "needs an init_image"),
         (dict(gobig_scale=5), "gobig_scale", r"\[2, 4\]"),
         (dict(gobig_skip_ratio=0.99), "gobig_skip_ratio", r"\[0, 0.95\]"),
     ]
@@ -107,6 +106,26 @@ def test_settings_are_checked_naming_the_setting():
         with pytest.raises(SettingsError, match=words) as caught:
             validate_settings(**{**TILE, **change}, tokens=False)
         assert caught.value.parameter == name, (change, caught.value)
+
+
+def test_gobig_from_init_needs_the_pictures_bytes_at_each_trust_boundary(tmp_path):
+    from disco.settings import Limits, check_gobig_start
+    from disco_service.server.http_api import settings_from_json
+
+    s = validate_settings(**TILE, gobig_from_init=True, tokens=False)  # a path is not checked here
+    check_gobig_start(s, has_init_image=True)
+    refusals = []
+    for refuse in (
+        lambda: check_gobig_start(s, has_init_image=False),
+        lambda: wire.check_request_media(s, None),  # the encoder: no bytes in the Document
+        lambda: settings_from_json({**TILE, "gobig_from_init": True}, Limits()),  # the job API: no init_image sent
+        lambda: api.generate_image(**TILE, gobig_from_init=True, output_dir=str(tmp_path), progress=False),
+    ):
+        with pytest.raises(SettingsError, match="needs an init_image") as caught:
+            refuse()
+        refusals.append(caught.value.parameter)
+    assert refusals == ["gobig_from_init"] * 4
+    assert wire.check_request_media(s, b"bytes of a picture") == 0
 
 
 def test_the_plan_and_the_quota_count_the_tiles_steps():

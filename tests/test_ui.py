@@ -388,6 +388,21 @@ def test_paint_watch_reload_cancel_and_reuse_in_the_page(page, served_http, serv
     old.locator("button.reuse").click()
     assert page.input_value("#text_prompts") == "an image from before:1" and page.input_value("#seed") == "4242"
     assert page.input_value("#steps") == "50" and page.input_value("#cut_overview") == "[12]*400+[4]*600"  # no GPU
+
+    # GoBig on B's card: B's settings and picture, the form's GoBig settings, an overlap 64 px allow
+    fill(page, {"gobig_skip_ratio": "0.95"})  # each tile samples 1 of B's 16 steps
+    with page.expect_response(is_job_post) as answer:
+        card_b.locator("button.gobig").click()
+    body, big = answer.value.request.post_data_json, answer.value.json()
+    assert answer.value.status == 202, big
+    assert body["gobig"] is True and body["gobig_from_init"] is True and body["gobig_overlap"] == 31
+    assert body["gobig_skip_ratio"] == 0.95 and body["seed"] == int(seed) and body["steps"] == 16
+    assert body["init_image"].startswith("data:image/png;base64,")
+    card_big = page.locator(f'#gallery figure[data-job="{big["id"]}"]')
+    expect(card_big).to_have_attribute("data-status", "done", timeout=180_000)
+    name, data = download(page, card_big.locator("a", has_text="PNG"))
+    assert Image.open(io.BytesIO(data)).size == (128, 128)  # 2x, from 3 x 3 tiles of 64 x 64
+    expect(card_big.locator("button.gobig")).to_have_count(0)  # an enlarged image is not offered again
     assert not errors, errors
 
 

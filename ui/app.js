@@ -209,7 +209,7 @@ function dataUri(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);
-    reader.onerror = () => reject(new Error(`${file.name} cannot be read: ${reader.error}`));
+    reader.onerror = () => reject(new Error(`${file.name || "the image"} cannot be read: ${reader.error}`));
     reader.readAsDataURL(file);
   });
 }
@@ -440,6 +440,34 @@ async function submit(event) {
     showError(null, `the job could not be sent: ${error.message}`);
   } finally {
     paint.disabled = false;
+  }
+}
+
+// GoBig on a finished image: a new job that enlarges this very picture (its PNG as the init image,
+// gobig_from_init) tile by tile with the image's own settings and the form's GoBig settings
+// (gobig_scale, gobig_skip_ratio, gobig_overlap: at most what the image's size allows).
+async function goBig(job, image, button) {
+  clearErrors();
+  button.disabled = true;
+  try {
+    const { blob } = await fetchBlob(image.png);
+    const form = await readForm();
+    const chosen = (name) => form[name] ?? defaultOf(name);
+    const [width, height] = job.settings.width_height;
+    const fits = Math.floor((Math.min(width, height) - 1) / 2); // less than half the smaller side
+    const body = JSON.stringify({
+      ...job.settings, seed: image.seed, n_batches: 1, init_image: await dataUri(blob),
+      gobig: true, gobig_from_init: true, gobig_scale: chosen("gobig_scale"),
+      gobig_skip_ratio: chosen("gobig_skip_ratio"), gobig_overlap: Math.min(chosen("gobig_overlap"), fits),
+    });
+    const response = await api("../jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) showError(answer.setting, answer.detail || `GoBig was refused: HTTP ${response.status}`);
+    else known(answer);
+  } catch (error) {
+    showError(null, `GoBig could not be sent: ${error.message}`);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -719,7 +747,14 @@ function jobCard(job, image) {
   const remove = el("button", { type: "button", class: "secondary delete", text: "Delete job" });
   remove.addEventListener("click", () => deleteJob(job.id, remove));
   const all = downloadLink(`/jobs/${encodeURIComponent(job.id)}/files.zip`, "Download all", `disco-${job.id}.zip`);
-  card.append(el("div", { class: "links job-actions" }, [all, remove]));
+  const actions = [all, remove];
+  if (!animated && image.status === "done" && image.png && !job.settings.gobig) { // an enlarged image is not enlarged again
+    const enlarge = el("button", { type: "button", class: "secondary gobig", text: "GoBig" });
+    enlarge.title = "Enlarge this image and diffuse it again tile by tile (the form's gobig_scale, gobig_skip_ratio, gobig_overlap)";
+    enlarge.addEventListener("click", () => goBig(job, image, enlarge));
+    actions.unshift(enlarge);
+  }
+  card.append(el("div", { class: "links job-actions" }, actions));
   return card;
 }
 

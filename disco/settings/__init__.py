@@ -58,6 +58,7 @@ from .texts import (
     SCHEDULE_LENGTH,
 )
 from .validation import (
+    check_gobig_start,
     check_prompt_tokens,
     frames_skip_steps,
     model_schedules,
@@ -98,6 +99,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "bool_schedule",
+    "check_gobig_start",
     "check_prompt_tokens",
     "choice_meanings",
     "choices",

@@ -204,7 +204,13 @@ def _check_gobig(s: Settings) -> None:
         )
     if s.gobig_from_init and not s.gobig:
         raise SettingsError("gobig_from_init", "needs gobig true (it says what GoBig enlarges)")
-    if s.gobig_from_init and not s.init_image:
+
+
+def check_gobig_start(s: Settings, has_init_image: bool) -> None:
+    """``gobig_from_init`` needs the picture to enlarge: checked where the init image's bytes are
+    known (the client after reading its file, the server from its request), not in
+    ``validate_settings``, which sees a path at most. Raises ``SettingsError`` naming ``gobig_from_init``."""
+    if s.gobig_from_init and not has_init_image:
         raise SettingsError("gobig_from_init", "needs an init_image: the picture to enlarge")
 
 

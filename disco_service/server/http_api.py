@@ -53,7 +53,7 @@ from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
-from disco.settings import Limits, SettingsError, default, validate_settings
+from disco.settings import Limits, SettingsError, check_gobig_start, default, validate_settings
 from disco_service import wire
 from disco_service.server import http_guard
 from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
@@ -202,6 +202,7 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
             "resume_run", "the job API starts animations afresh: resume one from its files with client.py"
         )
     settings = validate_settings(values, limits=limits, tokens=False)
+    check_gobig_start(settings, init is not None)
     if settings.animation_mode == "Video Input":
         if video is None:
             raise SettingsError("video_init_path", "Video Input needs a video: send the file as a data URI")
