@@ -204,7 +204,12 @@ class Settings:
             "watercolor": "the notebook's schedules for KaliYuga's watercolor models",
         },
     )
-    batch_size: int = setting(1, "images per sampler call", low=1, high=1)
+    batch_size: int = setting(
+        1,
+        "images per sampler call (discoart's): 1, each image is its own job (n_batches of them)",
+        low=1,
+        allowed="1; to paint several images at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
+    )
     gif_fps: float = setting(
         20, "frames per second of each image's GIF of its frames (discoart's)", low=1, high=GIF_MAX_FPS
     )

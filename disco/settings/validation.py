@@ -61,6 +61,12 @@ def validate_settings(
     # the cut settings not given: from cut_schedules_group (auto: the model's own, as the notebook switches)
     s = dataclasses.replace(s, **cut_schedules(vars(s)))
 
+    if s.batch_size != 1:  # images are spread over the sampler's replicas one job each, not batched in one call
+        raise SettingsError(
+            "batch_size",
+            f"must be 1 here, got {s.batch_size}: each image is its own job (n_batches of them); to paint several "
+            "at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
+        )
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     clamped = bool_schedule("clamp_grad", s.clamp_grad)
