@@ -39,8 +39,7 @@ from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
-from disco.settings import settings_schema
-from disco.settings.preview import PREVIEWED_SETTINGS
+from disco.settings import PREVIEWED_SETTINGS, settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
 from disco_service.server import estimates, events, flow_secret, http_api, routes, tokens

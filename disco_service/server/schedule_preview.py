@@ -18,8 +18,8 @@ from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
-from disco.settings import Limits, SettingsError
-from disco.settings.preview import MAX_PREVIEW_CHARS, PREVIEWED_SETTINGS, preview_schedule, runs
+from disco.settings import MAX_PREVIEW_CHARS, PREVIEWED_SETTINGS, Limits, SettingsError, preview_schedule
+from disco.settings.preview import runs
 from disco_service import wire
 from disco_service.server.http_guard import TookTooLong, off_loop, parse_json
 
