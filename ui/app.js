@@ -378,7 +378,7 @@ function buildField(row) {
   field.node = el("div", { class: `field ${row.kind}${wide ? " wide" : ""}`, "data-setting": row.name }, [
     label, el("p", { class: "hint", text: row.meaning }), ...body, el("p", { class: "error", "data-error": row.name }),
   ]);
-  if (server.schedule_settings.includes(row.name) && field.inputs[0].type !== "file") withPreview(field);
+  if ((server.schedule_settings || []).includes(row.name) && field.inputs[0].type !== "file") withPreview(field);
   field.write(row.default);
   fields.set(row.name, field);
   return field;
@@ -871,6 +871,9 @@ function galleryCard(settings, status, files) {
     fillForm(settings);
     if (files.initImage && fields.has("init_image")) {
       fields.get("init_image").remark("This image started from an init image, which is not sent back: choose it again.");
+    }
+    if ((settings.image_prompts || []).length && fields.has("image_prompts")) {
+      fields.get("image_prompts").remark("This image was painted towards image prompts, which a file field cannot be given back: choose them again.");
     }
     if (files.hadVideo && fields.has("video_init_path")) {
       fields.get("video_init_path").remark("This animation started from a video: choose it again.");
