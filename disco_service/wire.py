@@ -68,6 +68,7 @@ __all__ = [
     "failure_of_tags",
     "RESTARTING",
     "setting_of",
+    "check_image_prompt_sources",
     "check_request_media",
     "check_run_seed",
     "ENDPOINTS",
@@ -347,14 +348,7 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
             "init_image",
             f"the server does not open paths or URLs: send the image's bytes in doc.blob, got {values['init_image']!r}",
         )
-    for prompt in values.get("image_prompts") or ():
-        source = parse_image_prompt(prompt).source if isinstance(prompt, str) and prompt.strip() else prompt
-        if not isinstance(source, str) or data_uri_bytes(source) is None:
-            shown = repr(source if not isinstance(source, str) or len(source) <= 60 else source[:57] + "...")
-            raise SettingsError(
-                "image_prompts",
-                f"the server does not open paths or URLs: send each image's bytes as a base64 data: URI, got {shown}",
-            )
+    check_image_prompt_sources(values.get("image_prompts"))
     settings = validate_settings(values, limits=limits)
     index = restored.get("batch_index")
     if settings.n_batches != 1 and not (isinstance(index, int) and 0 <= index < settings.n_batches):
@@ -364,6 +358,24 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
             f"{settings.n_batches}" + (f" with batch_index {index!r}" if index is not None else ""),
         )
     return settings
+
+
+def check_image_prompt_sources(prompts: Any) -> None:
+    """Each of ``image_prompts`` as a server takes it: a base64 ``data:`` URI of the image's bytes,
+    optionally with ``:weight`` after it (a list; one alone, or None, also do). Raises
+    ``SettingsError`` naming ``image_prompts`` for a path or URL (the server never opens them)."""
+    if isinstance(prompts, str | bytes | bytearray):
+        prompts = [prompts]
+    if not isinstance(prompts, list | tuple):
+        return  # not a list: validate_settings names it
+    for prompt in prompts:
+        source = parse_image_prompt(prompt).source if isinstance(prompt, str) and prompt.strip() else prompt
+        if not isinstance(source, str) or data_uri_bytes(source) is None:
+            shown = repr(source if not isinstance(source, str) or len(source) <= 60 else source[:57] + "...")
+            raise SettingsError(
+                "image_prompts",
+                f"the server does not open paths or URLs: send each image's bytes as a base64 data: URI, got {shown}",
+            )
 
 
 def check_request_media(settings: Settings, blob: bytes | None, start_frame: Any = 0) -> int:

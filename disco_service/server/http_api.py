@@ -191,6 +191,7 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
     if not isinstance(body, dict):
         raise SettingsError("settings", f"the body must be a JSON object of settings, got {type(body).__name__}")
     values = wire.restore_numbers(body)
+    wire.check_image_prompt_sources(values.get("image_prompts"))  # data URIs only, as the Flow takes them
     init = decode_init_image(values.pop("init_image", None))
     video = decode_video(values.pop("video_init_path", None))
     if values.get("output_dir", default("output_dir")) != default("output_dir"):
