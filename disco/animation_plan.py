@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .settings import Settings, frames_skip_steps, with_video_init_overrides
+from .tiling import gobig_steps
 
 if TYPE_CHECKING:  # disco.video needs torch (through disco.images); the plan reads only two of its numbers
     from .video import VideoInfo
@@ -77,6 +78,7 @@ class AnimationPlan:
     turbo_steps: int = 0  # 3D with turbo_mode: only every this many frames is diffused (0: every frame)
     turbo_preroll: int = 0  # 3D with turbo_mode: frames up to this one are all diffused
     flow_model: bool = False  # Video Input: RAFT's optical flow is needed (flow_model_needed)
+    gobig_steps: int = 0  # a still image with gobig: the steps of its enlargement's tiles (disco.tiling)
 
     @property
     def complete(self) -> bool:
@@ -90,8 +92,9 @@ class AnimationPlan:
 
     @property
     def run_steps(self) -> int:
-        """Diffusion steps of every frame this run makes (0 when it is ``complete``)."""
-        return sum(self.steps_of(n) for n in self.made)
+        """Diffusion steps of every frame this run makes (0 when it is ``complete``), a still image's
+        GoBig tiles included."""
+        return sum(self.steps_of(n) for n in self.made) + self.gobig_steps
 
     def diffused(self, frame: int) -> bool:
         """Whether frame ``frame`` is sampled; with turbo (``turbo_steps`` > 0) only the frames up to
@@ -138,7 +141,7 @@ def plan_run(
 
     def steps(n: int) -> int:
         s = frame_settings(settings, n)
-        return s.steps - s.skip_steps
+        return 0 if s.gobig_from_init else s.steps - s.skip_steps
 
     # frames after the first made all sample alike: the first two made tell everything
     sampled = range(start_frame, min(frames, start_frame + 2))
@@ -149,9 +152,14 @@ def plan_run(
     warps = frames > max(start_frame, 1) or settings.vr_mode
     depth = depth_models(settings) if mode == "3D" and warps else ()
     flow = flow_model_needed(settings) and frames > max(start_frame, 1)
+    tiles = 0
+    if settings.gobig and mode == "None":
+        s = settings
+        tiles = gobig_steps(s.width, s.height, s.steps, s.gobig_scale, s.gobig_skip_ratio, s.gobig_overlap)
     return AnimationPlan(
-        mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss, depth, *turbo, flow_model=flow
-    )
+        mode, start_frame, frames, fps, steps(start_frame), later, with_init_loss, depth, *turbo, flow_model=flow,
+        gobig_steps=tiles,
+    )  # fmt: skip
 
 
 def turbo_diffused(frame: int, turbo_steps: int, turbo_preroll: int) -> bool:

@@ -52,6 +52,7 @@ from disco.settings import (
     Limits,
     Settings,
     SettingsError,
+    check_gobig_start,
     kind,
     validate_settings,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "failure_of_tags",
     "RESTARTING",
     "setting_of",
+    "check_image_prompt_sources",
     "check_request_media",
     "check_run_seed",
     "ENDPOINTS",
@@ -350,14 +352,7 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
             "init_image",
             f"the server does not open paths or URLs: send the image's bytes in doc.blob, got {values['init_image']!r}",
         )
-    for prompt in values.get("image_prompts") or ():
-        source = parse_image_prompt(prompt).source if isinstance(prompt, str) and prompt.strip() else prompt
-        if not isinstance(source, str) or data_uri_bytes(source) is None:
-            shown = repr(source if not isinstance(source, str) or len(source) <= 60 else source[:57] + "...")
-            raise SettingsError(
-                "image_prompts",
-                f"the server does not open paths or URLs: send each image's bytes as a base64 data: URI, got {shown}",
-            )
+    check_image_prompt_sources(values.get("image_prompts"))
     settings = validate_settings(values, limits=limits)
     index = restored.get("batch_index")
     if settings.n_batches != 1 and not (isinstance(index, int) and 0 <= index < settings.n_batches):
@@ -367,6 +362,24 @@ def settings_from_request(tags: Mapping[str, Any], limits: Limits = DEFAULT_LIMI
             f"{settings.n_batches}" + (f" with batch_index {index!r}" if index is not None else ""),
         )
     return settings
+
+
+def check_image_prompt_sources(prompts: Any) -> None:
+    """Each of ``image_prompts`` as a server takes it: a base64 ``data:`` URI of the image's bytes,
+    optionally with ``:weight`` after it (a list; one alone, or None, also do). Raises
+    ``SettingsError`` naming ``image_prompts`` for a path or URL (the server never opens them)."""
+    if isinstance(prompts, str | bytes | bytearray):
+        prompts = [prompts]
+    if not isinstance(prompts, list | tuple):
+        return  # not a list: validate_settings names it
+    for prompt in prompts:
+        source = parse_image_prompt(prompt).source if isinstance(prompt, str) and prompt.strip() else prompt
+        if not isinstance(source, str) or data_uri_bytes(source) is None:
+            shown = repr(source if not isinstance(source, str) or len(source) <= 60 else source[:57] + "...")
+            raise SettingsError(
+                "image_prompts",
+                f"the server does not open paths or URLs: send each image's bytes as a base64 data: URI, got {shown}",
+            )
 
 
 def check_request_media(
@@ -379,6 +392,7 @@ def check_request_media(
     if isinstance(start_frame, bool) or not isinstance(start_frame, int | float) or start_frame != int(start_frame):
         raise SettingsError("resume_from_frame", f"start_frame must be a frame number, got {start_frame!r}")
     start_frame = int(start_frame)
+    check_gobig_start(settings, bool(blob))
     if settings.animation_mode == "None":
         return 0
     if not 0 <= start_frame < settings.max_frames:

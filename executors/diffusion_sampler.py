@@ -37,6 +37,7 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from disco.animation import AnimationPlan, animate, plan_run
+from disco.gobig import gobig
 from disco.images import decode_init_image, png_bytes, to_uint8_hwc
 from disco.loading import ModelCache, select_device
 from disco.prompts import prompt_key_at, prompt_weight_of
@@ -110,7 +111,10 @@ class DiffusionSampler(Executor):
             init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
             plan = plan_run(s, init_image=init is not None)
             models = self.cache.models(s.diffusion_model, uses_secondary_model(s), plan.with_init_loss, s.clip_models)
-            steps = self._image(doc, sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init), kept)
+            first = () if s.gobig_from_init else sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init)
+            steps = self._image(doc, first, kept, plan.run_steps)
+            if s.gobig:  # the image (or, gobig_from_init, the init image) enlarged and diffused again by tiles
+                steps = self._gobig(doc, s, steps, prompts_at(0), models, init, plan)
         else:  # its finished frames: on the job board, in the result store, with its client
             plan, arguments = _animation_job(doc, s)
             models = self.cache.models(
@@ -122,11 +126,14 @@ class DiffusionSampler(Executor):
         timeout = min(self.client_timeout_s, asked) if asked else self.client_timeout_s
         run = SamplingRun(doc.id, plan, self.board, self.replica, timeout)
         run.drive(steps)
-        doc.tags.update(run.end(self.store, run.record(s.seed, image_settings(doc.tags), kept)))
+        record = run.record(s.seed, image_settings(doc.tags), kept)
+        if "gobig_size" in doc.tags:  # its final.png is the enlarged image, kept already
+            record["gobig_size"] = doc.tags["gobig_size"]
+        doc.tags.update(run.end(self.store, record))
 
-    def _image(self, doc: Document, reports, kept: list[dict]) -> Iterator[int]:
+    def _image(self, doc: Document, reports, kept: list[dict], total: int) -> Iterator[int]:
         """Run one image: every display frame becomes a chunk, the latest frame and a frame in the result
-        store (``kept`` lists them); yields the steps done."""
+        store (``kept`` lists them); yields the steps done (of ``total``, GoBig's tiles included)."""
         recipe = image_settings(doc.tags)
         for report in reports:
             png = None
@@ -141,7 +148,7 @@ class DiffusionSampler(Executor):
             shown = {"loss": report.loss} if report.loss is not None else {}
             if png is not None:
                 shown.update(frame_step=report.step, frame_cur_t=report.cur_t)  # pollers fetch new frames
-            self.board.update(doc.id, png, step=report.step, total=report.total, cur_t=report.cur_t, **shown)
+            self.board.update(doc.id, png, step=report.step, total=total, cur_t=report.cur_t, **shown)
             yield report.step
 
     def _picture(self, doc: Document, recipe: Mapping, picture: np.ndarray, **tags) -> None:
@@ -153,6 +160,38 @@ class DiffusionSampler(Executor):
         png = png_bytes(picture)
         self.store.add_picture(doc.id, tags, png, recipe)
         doc.matches.append(Document(uri="data:image/png;base64," + base64.b64encode(png).decode(), tags=tags))
+
+    def _gobig(self, doc: Document, s, first: Iterator[int], prompts, models, init, plan) -> Iterator[int]:
+        """After the image's own steps (``first``), GoBig (disco/gobig.py): each tile's steps are counted
+        on after them, its display frames shown as the latest frame (not kept: they are parts of
+        another picture), and the blended enlarged image becomes the Document's ``tensor`` (the
+        Renderer makes it the final image) and the result store's ``final.png``."""
+        done = 0
+        for done in first:
+            yield done
+        if s.gobig_from_init:
+            image = init[0].add(1).div(2)
+        elif doc.chunks:
+            image = torch.from_numpy(doc.chunks[-1].tensor).permute(2, 0, 1).float().div(255)
+        else:
+            return
+        recipe = image_settings(doc.tags)
+        for item in gobig(s, *prompts, models, s.seed, image):
+            report = item.report
+            done += 1
+            png = png_bytes(_checked_frame(report)) if report.image is not None else None
+            shown = {"loss": report.loss} if report.loss is not None else {}
+            self.board.update(
+                doc.id, png, step=done, total=plan.run_steps, cur_t=report.cur_t, tile=item.tile + 1, tiles=item.tiles,
+                **shown,
+            )  # fmt: skip
+            if item.image is not None:
+                if not torch.isfinite(item.image).all():
+                    raise SamplingFailed(f"the enlarged image became NaN at tile {item.tile + 1} of {item.tiles}")
+                doc.tensor = to_uint8_hwc(item.image)
+                self.store.add_final(doc.id, png_bytes(doc.tensor), recipe)
+                doc.tags["gobig_size"] = [doc.tensor.shape[1], doc.tensor.shape[0]]
+            yield done
 
     def _animation(self, doc: Document, plan: AnimationPlan, frame_steps) -> Iterator[int]:
         """Run an animation: display frames are the latest frame only, finished frames become

@@ -77,6 +77,10 @@ class Renderer(Executor):
                     if doc.tags.get("animation_mode", "None") != "None":
                         doc.tags["mp4"] = _mp4(doc.chunks, float(doc.tags.get("mp4_fps") or doc.tags.get("fps") or 12))
                 doc.uri = doc.chunks[-1].uri  # the last frame: the final image, or the latest if stopped early
+            if doc.tensor is not None:  # a final image that is not its last frame: GoBig's enlarged image
+                doc.convert_image_tensor_to_uri()
+                doc.uri = embed_settings_in_uri(doc.uri, recipe)
+                doc.tensor = None
             doc.embedding = None
             doc.blob = None
             self.store.keep_document(doc.id, doc)  # the run, by its batch_name (GET /runs/{batch_name})

@@ -39,7 +39,7 @@ from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 
-from disco.settings import settings_schema
+from disco.settings import PREVIEWED_SETTINGS, settings_schema
 from disco_service import config, wire
 from disco_service.outputs import png_settings
 from disco_service.server import estimates, events, flow_secret, http_api, routes, tokens
@@ -64,8 +64,9 @@ def page_settings() -> dict:
     """What the page's form and its requests are made from: every setting (name, kind, default,
     meaning, what is allowed, low/high/choices, seed-API flag; ``settings_schema`` with this
     server's limits), the executor that answers /progress and /cancel, the tags a request may
-    carry besides the settings, the largest seed and the job statuses. It depends on the
-    server's configuration only, never on the request. ``device``: where the samplers run (``cpu``
+    carry besides the settings, the largest seed, the job statuses and the settings whose value may
+    be a schedule (``schedule_settings``: the page plots them with ``POST /schedules/preview``). It
+    depends on the server's configuration only, never on the request. ``device``: where the samplers run (``cpu``
     or ``gpu``); on a CPU the form starts from small settings (``estimates.CPU_DEFAULTS`` as the
     rows' defaults) and ``confirm_over_s`` is how long a job may be estimated to run before the
     page asks (None: never)."""
@@ -80,6 +81,7 @@ def page_settings() -> dict:
         "max_seed": wire.MAX_SEED,
         "job_statuses": [status.value for status in wire.JobStatus],
         "event_types": list(events.EVENT_TYPES),
+        "schedule_settings": list(PREVIEWED_SETTINGS),
     }
 
 

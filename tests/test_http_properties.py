@@ -1,6 +1,7 @@
 """The gateway's HTTP API against hostile and careless callers, built in-process (no Flow).
 
-The app is the job API, the results and PaddleHub's route (http_api.mount, hub_serving.mount) over
+The app is the job API, the results, PaddleHub's route and the schedules' preview (http_api.mount,
+hub_serving.mount, schedule_preview.mount) over
 a job queue whose Flow is a fake. What is checked: generated requests from the API's own
 description (schemathesis) and generated header values, bodies and names (hypothesis) get a 2xx
 or a 4xx that says what was wrong, never a 5xx, a traceback or a server path; bodies are bounded;
@@ -25,7 +26,8 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from disco.settings import DEFAULT_LIMITS
-from disco_service.server import http_api, http_guard, hub_serving
+from disco.settings.preview import PREVIEWED_SETTINGS
+from disco_service.server import http_api, http_guard, hub_serving, schedule_preview
 from disco_service.server.job_queue import JobQueue
 from disco_service.server.results import ResultStore
 from disco_service.server.tokens import Tokens
@@ -54,6 +56,7 @@ def build_app(tmp_path, tokens=(), max_body_bytes: int = http_guard.DEFAULT_MAX_
     app.add_api_route("/", lambda: {}, include_in_schema=False)
     http_api.mount(app, queue, Tokens(tokens), DEFAULT_LIMITS, max_body_bytes)
     hub_serving.mount(app, queue, DEFAULT_LIMITS)
+    schedule_preview.mount(app, DEFAULT_LIMITS)
     return app, queue
 
 
@@ -150,14 +153,14 @@ def test_a_bearer_token_of_any_characters_is_a_401_never_a_500(tmp_path_factory,
     assert_security_headers(response)
 
 
-@pytest.mark.parametrize("route", ["/jobs", f"/predict/{hub_serving.MODULE}"])
+@pytest.mark.parametrize("route", ["/jobs", f"/predict/{hub_serving.MODULE}", "/schedules/preview"])
 def test_json_nested_100_000_deep_is_a_4xx_on_every_body_route(tmp_path, route):
     app, _ = build_app(tmp_path)
     with InProcessClient(app) as client:
         for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
             response = client.post(route, content=body, headers={"content-type": "application/json"})
             assert_answer_without_internals(response)
-            if route == "/jobs":
+            if route in ("/jobs", "/schedules/preview"):
                 assert response.status_code == 400 and response.json()["setting"] == "settings"
                 assert "nests" in response.json()["detail"]
             else:
@@ -177,6 +180,38 @@ def test_any_body_to_the_job_api_is_a_2xx_or_a_4xx_naming_what_was_wrong(tmp_pat
     assert_answer_without_internals(response)
     if response.status_code == 400:
         assert response.json()["setting"]  # names the setting, or "settings" for the body as a whole
+
+
+_TERM = st.from_regex(r"\[[-\d., eTrueFals]{0,12}\](\*\d{1,4})?", fullmatch=True)  # a schedule's term, or near one
+_PREVIEW_VALUES = st.one_of(
+    st.text(max_size=40), st.builds("+".join, st.lists(_TERM, max_size=4)),
+    st.floats(), st.booleans(), st.none(), st.lists(st.integers(), max_size=3),
+)  # fmt: skip
+
+
+@given(
+    setting=st.sampled_from(PREVIEWED_SETTINGS) | st.text(max_size=20),
+    value=_PREVIEW_VALUES,
+    text_before=st.text(max_size=10),
+)
+@settings(**QUICK)
+def test_any_preview_request_is_the_values_or_a_4xx_naming_the_setting(tmp_path_factory, setting, value, text_before):
+    app, _ = build_app(tmp_path_factory.mktemp("previews"))
+    if setting == "text_prompts" and isinstance(value, str):
+        value = f"{text_before}:{value}"  # a prompt line with its weight
+    with InProcessClient(app) as client:
+        response = client.post("/schedules/preview", json={"setting": setting, "value": value})
+    assert_answer_without_internals(response)
+    body = response.json()
+    if response.status_code == 200:
+        assert sum(count for _, count in body["runs"]) == body["length"] == 1000
+        assert body["low"] == min(v for v, _ in body["runs"]) and body["high"] == max(v for v, _ in body["runs"])
+    else:
+        assert response.status_code == 400
+        if setting in PREVIEWED_SETTINGS and body["code"] == "setting_invalid":
+            assert body["setting"] == setting and body["detail"].startswith(f"{setting}: ")
+        else:
+            assert body["code"] == "request_invalid" and body["setting"] is None
 
 
 @given(name=st.text(min_size=1, max_size=30).filter(lambda t: t.strip()))

@@ -253,6 +253,70 @@ def test_uploads_and_several_clip_models_are_sent_and_a_refusal_shows_under_its_
     assert "seed" not in body and not set(body) & LEFT_OUT  # an empty field: the server's default
 
 
+def test_schedules_are_plotted_as_typed_and_image_prompts_are_sent_with_their_weights(page, served_http, tmp_path):
+    """A schedule's plot (the server's reading, POST /schedules/preview) under its field, redrawn as it
+    is typed, an error line naming the setting for one it cannot read; a weight beside each image prompt."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{served_http}/ui/")
+    expect(page.locator("#paint")).to_be_enabled()
+    page.click("#advanced summary")
+    # the default cut schedule, plotted at once: x the virtual step (300 px for 1000), y 12 at the top, 4 at the bottom
+    overview = page.locator('[data-preview="cut_overview"] figure.schedule-plot')
+    expect(overview.locator("polyline")).to_have_attribute("points", "0,2 120,2 120,58 300,58")
+    expect(overview.locator(".plot-values")).to_have_text("124")
+
+    prompts = page.locator('[data-preview="text_prompts"] figure.schedule-plot')
+    problem = page.locator('[data-preview-error="text_prompts"]')
+    expect(prompts).to_have_count(0)  # the defaults have one weight each: nothing to plot
+    page.fill("#text_prompts", "a lighthouse:[1]*500+[0]*500\nyellow color scheme:0.5")
+    expect(prompts.locator("polyline")).to_have_attribute("points", "0,2 150,2 150,58 300,58")
+    expect(prompts.locator("svg")).to_have_attribute(
+        "aria-label", "a lighthouse over the 1000 virtual steps: 1 at steps 0 to 499, 0 at steps 500 to 999"
+    )
+    page.locator("#text_prompts").press("Control+End")
+    page.locator("#text_prompts").type("\nstars:[0]*250+[2]*750")  # typed on: a second plot
+    expect(prompts).to_have_count(2)
+    expect(prompts.nth(1).locator("polyline")).to_have_attribute("points", "0,58 75,58 75,2 300,2")
+    page.fill("#text_prompts", "a lighthouse:[1]*500+[0]*400")
+    expect(problem).to_have_text(
+        "text_prompts: prompt 'a lighthouse': its weight schedule: must cover exactly 1000 steps, "
+        "'[1]*500+[0]*400' covers 900"
+    )
+    expect(prompts).to_have_count(0)
+    page.fill("#use_secondary_model", "[True]*200+[Maybe]*800")
+    expect(page.locator('[data-preview-error="use_secondary_model"]')).to_contain_text("use_secondary_model: ")
+    page.fill("#use_secondary_model", "[True]*200+[False]*800")
+    expect(page.locator('[data-preview-error="use_secondary_model"]')).to_have_text("")
+    expect(page.locator('[data-preview="use_secondary_model"] svg')).to_have_attribute(
+        "aria-label", "use_secondary_model over the 1000 virtual steps: on at steps 0 to 199, off at steps 200 to 999"
+    )
+    page.fill("#text_prompts", "a lighthouse:[1]*500+[0]*500")
+    expect(problem).to_have_text("")
+
+    # image prompts: a weight beside each file (1 unless changed), sent after its data URI
+    red, blue = tiny_png(tmp_path / "red.png"), tiny_png(tmp_path / "blue.png", (20, 40, 200))
+    page.set_input_files("#image_prompts", [str(tmp_path / "red.png"), str(tmp_path / "blue.png")])
+    expect(page.get_by_label("weight of red.png")).to_have_value("1")
+    page.get_by_label("weight of blue.png").fill("-0.5")
+    sent, listen = job_requests(page)
+    page.fill("#steps", "0")  # refused by the server: nothing runs, and what was sent can be read
+    with page.expect_response(is_job_post) as answer:
+        page.click("#paint")
+    page.remove_listener("request", listen)
+    assert answer.value.status == 400 and answer.value.json()["setting"] == "steps"
+    (body,) = sent
+    uri = "data:image/png;base64,"
+    assert body["image_prompts"] == [
+        f"{uri}{base64.b64encode(red).decode()}:1",
+        f"{uri}{base64.b64encode(blue).decode()}:-0.5",
+    ]
+    assert body["text_prompts"] == ["a lighthouse:[1]*500+[0]*500"]
+    assert not errors, errors
+
+
 def test_a_setting_new_to_the_page_shows_in_the_form_and_is_sent(page, served_http):
     from playwright.sync_api import expect
 
@@ -388,6 +452,21 @@ def test_paint_watch_reload_cancel_and_reuse_in_the_page(page, served_http, serv
     old.locator("button.reuse").click()
     assert page.input_value("#text_prompts") == "an image from before:1" and page.input_value("#seed") == "4242"
     assert page.input_value("#steps") == "50" and page.input_value("#cut_overview") == "[12]*400+[4]*600"  # no GPU
+
+    # GoBig on B's card: B's settings and picture, the form's GoBig settings, an overlap 64 px allow
+    fill(page, {"gobig_skip_ratio": "0.95"})  # each tile samples 1 of B's 16 steps
+    with page.expect_response(is_job_post) as answer:
+        card_b.locator("button.gobig").click()
+    body, big = answer.value.request.post_data_json, answer.value.json()
+    assert answer.value.status == 202, big
+    assert body["gobig"] is True and body["gobig_from_init"] is True and body["gobig_overlap"] == 31
+    assert body["gobig_skip_ratio"] == 0.95 and body["seed"] == int(seed) and body["steps"] == 16
+    assert body["init_image"].startswith("data:image/png;base64,")
+    card_big = page.locator(f'#gallery figure[data-job="{big["id"]}"]')
+    expect(card_big).to_have_attribute("data-status", "done", timeout=180_000)
+    name, data = download(page, card_big.locator("a", has_text="PNG"))
+    assert Image.open(io.BytesIO(data)).size == (128, 128)  # 2x, from 3 x 3 tiles of 64 x 64
+    expect(card_big.locator("button.gobig")).to_have_count(0)  # an enlarged image is not offered again
     assert not errors, errors
 
 

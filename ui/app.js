@@ -209,7 +209,7 @@ function dataUri(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);
-    reader.onerror = () => reject(new Error(`${file.name} cannot be read: ${reader.error}`));
+    reader.onerror = () => reject(new Error(`${file.name || "the image"} cannot be read: ${reader.error}`));
     reader.readAsDataURL(file);
   });
 }
@@ -227,20 +227,39 @@ function promptText(prompts) {
 function inputsFor(row) {
   const { name, kind } = row;
   if (UPLOADS[kind]) {
-    // a file: its bytes go as a data: URI; a reused job's file is not sent back, so the note asks for it again
-    // image_prompts: several files, each sent as a data: URI (its weight 1)
+    // a file: its bytes go as a data: URI; a reused job's file is not sent back, so the note asks for it again;
+    // image_prompts: several files, each sent as a data: URI with its weight after it ("data:...;base64,...:0.5",
+    // the notebook's "path:weight"), the weight from a number field beside the file (1 unless changed)
     const several = kind === "images";
     const input = el("input", { id: name, name, type: "file", accept: UPLOADS[kind], ...(several ? { multiple: "" } : {}) });
     const note = el("p", { class: "upload-note", "data-note": name });
-    input.addEventListener("change", () => { note.textContent = ""; });
+    const weights = several ? el("div", { class: "image-weights", "data-weights": name }) : null;
+    const showWeights = () => {
+      if (!weights) return;
+      weights.replaceChildren(...[...input.files].map((file, i) => {
+        const id = `${name}-weight-${i}`;
+        const box = el("input", { id, type: "number", step: "any", value: "1", "data-file": file.name });
+        box.title = `the weight of ${file.name} beside the text prompts' (negative: away from it)`;
+        return el("div", { class: "image-weight" }, [
+          el("label", { for: id, class: "part", text: `weight of ${file.name}` }), box,
+        ]);
+      }));
+    };
+    input.addEventListener("change", () => { note.textContent = ""; showWeights(); });
+    const weighed = async (file, i) => {
+      const uri = await dataUri(file);
+      const box = weights && weights.querySelector(`#${CSS.escape(`${name}-weight-${i}`)}`);
+      const weight = box ? box.value.trim() : "";
+      return weight === "" ? uri : `${uri}:${weight}`; // an empty weight: the server's 1
+    };
     const read = () => {
       if (!input.files.length) return undefined;
-      return several ? Promise.all([...input.files].map(dataUri)) : dataUri(input.files[0]);
+      return several ? Promise.all([...input.files].map(weighed)) : dataUri(input.files[0]);
     };
     return {
-      inputs: [input], extra: [note],
+      inputs: [input], extra: weights ? [note, weights] : [note],
       read,
-      write: () => { input.value = ""; note.textContent = ""; },
+      write: () => { input.value = ""; note.textContent = ""; showWeights(); },
       remark: (text) => { note.textContent = text; },
     };
   }
@@ -359,9 +378,122 @@ function buildField(row) {
   field.node = el("div", { class: `field ${row.kind}${wide ? " wide" : ""}`, "data-setting": row.name }, [
     label, el("p", { class: "hint", text: row.meaning }), ...body, el("p", { class: "error", "data-error": row.name }),
   ]);
+  if ((server.schedule_settings || []).includes(row.name) && field.inputs[0].type !== "file") withPreview(field);
   field.write(row.default);
   fields.set(row.name, field);
   return field;
+}
+
+// ----- schedules: a plot of a setting's value over the 1000 virtual steps, as the server reads it -----
+
+const PREVIEW_WAIT_MS = 300; // typing pauses this long before the server is asked
+const MAX_PREVIEWS = 8; // plots per field (one per prompt line or MODEL=SCHEDULE entry)
+const PLOT_W = 300;
+const PLOT_H = 60;
+const SVG = "http://www.w3.org/2000/svg";
+
+// Under a setting whose value may be a schedule (settings.json's schedule_settings): a plot of each
+// schedule it holds, redrawn as it is typed, and a line with the server's message for one it cannot read.
+function withPreview(field) {
+  const name = field.row.name;
+  field.preview = {
+    box: el("div", { class: "schedule-previews", "data-preview": name }),
+    error: el("p", { class: "error", "data-preview-error": name, role: "status" }),
+    timer: null, version: 0,
+  };
+  field.node.insertBefore(field.preview.box, field.node.querySelector(`[data-error="${CSS.escape(name)}"]`));
+  field.node.insertBefore(field.preview.error, field.preview.box);
+  field.inputs[0].addEventListener("input", () => previewSoon(field));
+  const write = field.write;
+  field.write = (value) => {
+    write(value);
+    previewSoon(field);
+  };
+}
+
+function previewSoon(field) {
+  clearTimeout(field.preview.timer);
+  field.preview.timer = setTimeout(() => preview(field), PREVIEW_WAIT_MS);
+}
+
+// The texts of a field that may hold a schedule: a prompt per line (text_prompts; prompts by frame as
+// JSON are not plotted), MODEL=SCHEDULE entries (clip_models_schedules), or the one value. Only text
+// with a "[" is sent: the server tells which of them are schedules and reads them.
+function scheduleTexts(field) {
+  const text = field.inputs[0].value;
+  let parts = [text];
+  if (field.row.kind === "texts") parts = text.trim().startsWith("{") ? [] : text.split("\n");
+  else if (field.row.kind === "model_schedules") parts = text.trim().startsWith("{") ? [] : text.split(/[;\n]+/);
+  return parts.map((part) => part.trim()).filter((part) => part.includes("[")).slice(0, MAX_PREVIEWS);
+}
+
+async function preview(field) {
+  const { box, error } = field.preview;
+  const version = ++field.preview.version;
+  const texts = scheduleTexts(field);
+  const answers = await Promise.all(texts.map((text) => previewOf(field.row.name, text)));
+  if (version !== field.preview.version) return; // typed on meanwhile: a newer preview is on its way
+  const problems = answers.filter((answer) => answer.problem).map((answer) => answer.problem);
+  box.replaceChildren(...answers.flatMap((answer, i) => (answer.schedule ? [schedulePlot(field, texts[i], answer)] : [])));
+  error.textContent = problems.join(" ");
+}
+
+// POST ../schedules/preview: the value at each virtual step as runs ([[value, count], ...]), or
+// { problem } with the server's message (which names the setting).
+async function previewOf(setting, value) {
+  try {
+    const response = await api("../schedules/preview", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ setting, value }),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) return { problem: answer.detail || `${setting}: cannot be previewed (HTTP ${response.status})` };
+    return answer;
+  } catch (failure) {
+    return { problem: `${setting}: cannot be previewed (${failure.message})` };
+  }
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function shortNumber(value) {
+  return String(Number(value.toPrecision(4)));
+}
+
+// One schedule as a step line: x the virtual step (0 to 999), y the value (its least at the bottom,
+// its greatest at the top), with the same in words for a screen reader.
+function schedulePlot(field, text, answer) {
+  const { runs, low, high, length } = answer;
+  const onOff = field.row.kind === "bool_or_schedule" || field.row.kind === "model_schedules";
+  const word = (value) => (onOff ? (value ? "on" : "off") : shortNumber(value));
+  const x = (step) => shortNumber((step / length) * PLOT_W);
+  const y = (value) => shortNumber(high === low ? PLOT_H / 2 : 2 + ((high - value) / (high - low)) * (PLOT_H - 4));
+  const points = [];
+  const words = [];
+  let step = 0;
+  for (const [value, count] of runs) {
+    points.push(`${x(step)},${y(value)}`, `${x(step + count)},${y(value)}`);
+    words.push(`${word(value)} at steps ${step} to ${step + count - 1}`);
+    step += count;
+  }
+  const label = field.row.kind === "texts" ? text.replace(/:[^:]*$/, "").trim() : field.row.name;
+  const described = `${label} over the ${length} virtual steps: ${words.slice(0, 6).join(", ")}`
+    + (words.length > 6 ? `, and ${words.length - 6} more changes` : "");
+  const plot = svg("svg", {
+    class: "plot", viewBox: `0 0 ${PLOT_W} ${PLOT_H}`, preserveAspectRatio: "none", role: "img", "aria-label": described,
+  });
+  const title = svg("title");
+  title.textContent = described;
+  plot.append(title, svg("polyline", { class: "line", points: points.join(" ") }));
+  return el("figure", { class: "schedule-plot", "data-schedule": text }, [
+    el("div", { class: "plot-values" }, [el("span", { text: word(high) }), el("span", { text: word(low) })]),
+    plot,
+    el("figcaption", {}, [el("span", { text: "step 0" }), el("span", { class: "plot-label", text: label }),
+      el("span", { text: `step ${length - 1}` })]),
+  ]);
 }
 
 function buildForm(rows) {
@@ -440,6 +572,34 @@ async function submit(event) {
     showError(null, `the job could not be sent: ${error.message}`);
   } finally {
     paint.disabled = false;
+  }
+}
+
+// GoBig on a finished image: a new job that enlarges this very picture (its PNG as the init image,
+// gobig_from_init) tile by tile with the image's own settings and the form's GoBig settings
+// (gobig_scale, gobig_skip_ratio, gobig_overlap: at most what the image's size allows).
+async function goBig(job, image, button) {
+  clearErrors();
+  button.disabled = true;
+  try {
+    const { blob } = await fetchBlob(image.png);
+    const form = await readForm();
+    const chosen = (name) => form[name] ?? defaultOf(name);
+    const [width, height] = job.settings.width_height;
+    const fits = Math.floor((Math.min(width, height) - 1) / 2); // less than half the smaller side
+    const body = JSON.stringify({
+      ...job.settings, seed: image.seed, n_batches: 1, init_image: await dataUri(blob),
+      gobig: true, gobig_from_init: true, gobig_scale: chosen("gobig_scale"),
+      gobig_skip_ratio: chosen("gobig_skip_ratio"), gobig_overlap: Math.min(chosen("gobig_overlap"), fits),
+    });
+    const response = await api("../jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) showError(answer.setting, answer.detail || `GoBig was refused: HTTP ${response.status}`);
+    else known(answer);
+  } catch (error) {
+    showError(null, `GoBig could not be sent: ${error.message}`);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -720,7 +880,14 @@ function jobCard(job, image) {
   const remove = el("button", { type: "button", class: "secondary delete", text: "Delete job" });
   remove.addEventListener("click", () => deleteJob(job.id, remove));
   const all = downloadLink(`/jobs/${encodeURIComponent(job.id)}/files.zip`, "Download all", `disco-${job.id}.zip`);
-  card.append(el("div", { class: "links job-actions" }, [all, remove]));
+  const actions = [all, remove];
+  if (!animated && image.status === "done" && image.png && !job.settings.gobig) { // an enlarged image is not enlarged again
+    const enlarge = el("button", { type: "button", class: "secondary gobig", text: "GoBig" });
+    enlarge.title = "Enlarge this image and diffuse it again tile by tile (the form's gobig_scale, gobig_skip_ratio, gobig_overlap)";
+    enlarge.addEventListener("click", () => goBig(job, image, enlarge));
+    actions.unshift(enlarge);
+  }
+  card.append(el("div", { class: "links job-actions" }, actions));
   return card;
 }
 
@@ -740,6 +907,9 @@ function galleryCard(settings, status, files) {
     fillForm(settings);
     if (files.initImage && fields.has("init_image")) {
       fields.get("init_image").remark("This image started from an init image, which is not sent back: choose it again.");
+    }
+    if ((settings.image_prompts || []).length && fields.has("image_prompts")) {
+      fields.get("image_prompts").remark("This image was painted towards image prompts, which a file field cannot be given back: choose them again.");
     }
     if (files.hadVideo && fields.has("video_init_path")) {
       fields.get("video_init_path").remark("This animation started from a video: choose it again.");

@@ -11,7 +11,8 @@ One concept per module, in the order they build on each other:
 - ``fields``: the ``Settings`` dataclass, the field table every other reader is driven by;
 - ``coercion``: each value read into its field's type, in one loop over the fields;
 - ``validation``: ``validate_settings``, the coercion plus the rules between settings;
-- ``schema``: the settings in words (``describe``) and as data for a form (``settings_schema``).
+- ``schema``: the settings in words (``describe``) and as data for a form (``settings_schema``);
+- ``preview``: a setting's value over the 1000 virtual steps, read by its own reader (``preview_schedule``).
 
 Importers use the names re-exported here.
 """
@@ -36,6 +37,7 @@ from .fields import (
     setting,
     with_video_init_overrides,
 )
+from .preview import MAX_PREVIEW_CHARS, PREVIEWED_SETTINGS, SchedulePreview, preview_schedule
 from .schedules import bool_schedule, count_schedule, number_or_schedule, parse_schedule
 from .schema import describe, settings_schema
 from .texts import (
@@ -58,6 +60,7 @@ from .texts import (
     SCHEDULE_LENGTH,
 )
 from .validation import (
+    check_gobig_start,
     check_prompt_tokens,
     frames_skip_steps,
     model_schedules,
@@ -82,11 +85,13 @@ __all__ = [
     "LIGHTHOUSE",
     "MAX_BATCHES",
     "MAX_FRAMES",
+    "MAX_PREVIEW_CHARS",
     "MAX_STEPS",
     "MAX_TRANSFORMATIONS",
     "MOTION_SETTINGS",
     "PERLIN_ALIASES",
     "PERLIN_MODES",
+    "PREVIEWED_SETTINGS",
     "SAMPLING_MODES",
     "SCALE_ALLOWED",
     "SCHEDULE",
@@ -95,9 +100,11 @@ __all__ = [
     "SETTING_NAMES",
     "VIDEO_INIT_OVERRIDES",
     "Limits",
+    "SchedulePreview",
     "Settings",
     "SettingsError",
     "bool_schedule",
+    "check_gobig_start",
     "check_prompt_tokens",
     "choice_meanings",
     "choices",
@@ -111,6 +118,7 @@ __all__ = [
     "model_schedules",
     "number_or_schedule",
     "parse_schedule",
+    "preview_schedule",
     "read_setting",
     "read_yaml",
     "setting",

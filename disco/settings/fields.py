@@ -204,12 +204,41 @@ class Settings:
             "watercolor": "the notebook's schedules for KaliYuga's watercolor models",
         },
     )
-    batch_size: int = setting(1, "images per sampler call", low=1, high=1)
+    batch_size: int = setting(
+        1,
+        "images per sampler call (discoart's): 1, each image is its own job (n_batches of them)",
+        low=1,
+        allowed="1; to paint several images at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
+    )
     gif_fps: float = setting(
         20, "frames per second of each image's GIF of its frames (discoart's)", low=1, high=GIF_MAX_FPS
     )
     gif_size_ratio: float = setting(
         0.5, "the GIF's size relative to the image's (discoart's): smaller, a smaller file", low=0.05, high=1
+    )
+    gobig: bool = setting(
+        False,
+        "GoBig (progrockdiffusion's): after the image, enlarge it gobig_scale times and diffuse it again in "
+        "overlapping tiles of width_height, each tile starting from its part of the enlarged picture; memory "
+        "stays that of one tile. Still images only",
+    )
+    gobig_scale: int = setting(2, "GoBig: how many times wider and taller the enlarged image is", low=2, high=4)
+    gobig_skip_ratio: float = setting(
+        0.6,
+        "GoBig: the share of steps each tile skips (more keeps the picture, less adds new detail)",
+        low=0,
+        high=0.95,
+    )
+    gobig_overlap: int = setting(
+        64,
+        "GoBig: pixels neighbouring tiles share, blended linearly from one tile into the next",
+        low=0,
+        allowed="less than half the smaller side of width_height",
+    )
+    gobig_from_init: bool = setting(
+        False,
+        "GoBig: enlarge init_image itself (an image made before, at width_height) instead of diffusing one "
+        "first: the follow-up to a finished image",
     )
     diffusion_model: str = setting(
         DEFAULT_MODEL,

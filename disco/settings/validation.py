@@ -17,6 +17,7 @@ from ..cut_presets import cut_schedules
 from ..errors import DEFAULT_LIMITS, Limits, SettingsError
 from ..keyframes import keyframe_series
 from ..models import DIFFUSION_MODELS as MODELS
+from ..tiling import gobig_steps
 from .coercion import PERCENTAGE, coerce_settings
 from .fields import (
     KEYFRAME_3D_SETTINGS,
@@ -60,6 +61,12 @@ def validate_settings(
     # the cut settings not given: from cut_schedules_group (auto: the model's own, as the notebook switches)
     s = dataclasses.replace(s, **cut_schedules(vars(s)))
 
+    if s.batch_size != 1:  # images are spread over the sampler's replicas one job each, not batched in one call
+        raise SettingsError(
+            "batch_size",
+            f"must be 1 here, got {s.batch_size}: each image is its own job (n_batches of them); to paint several "
+            "at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
+        )
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     clamped = bool_schedule("clamp_grad", s.clamp_grad)
@@ -96,6 +103,7 @@ def validate_settings(
             raise SettingsError("near_plane", f"must be smaller than far_plane ({s.far_plane}), got {s.near_plane}")
         raise SettingsError("far_plane", f"must be larger than near_plane ({s.near_plane}), got {s.far_plane}")
     frames_skip_steps(s)
+    _check_gobig(s)
     if s.animation_mode == "Video Input":
         _check_video_init(s)
     if s.resume_from_frame is not None:
@@ -187,6 +195,31 @@ def _check_video_init(s: Settings) -> None:
         ) from None
 
 
+def _check_gobig(s: Settings) -> None:
+    """GoBig's rules: still images only; tiles that advance (an overlap under half the smaller side);
+    ``gobig_from_init`` with ``gobig`` and an ``init_image`` to enlarge."""
+    if s.gobig and s.animation_mode != "None":
+        raise SettingsError(
+            "gobig", f"works on still images only (animation_mode 'None'), got animation_mode {s.animation_mode!r}"
+        )
+    if s.gobig and 2 * s.gobig_overlap >= min(s.width, s.height):
+        raise SettingsError(
+            "gobig_overlap",
+            f"must be less than half the smaller side of width_height {s.width}x{s.height} "
+            f"(below {(min(s.width, s.height) + 1) // 2}), got {s.gobig_overlap}",
+        )
+    if s.gobig_from_init and not s.gobig:
+        raise SettingsError("gobig_from_init", "needs gobig true (it says what GoBig enlarges)")
+
+
+def check_gobig_start(s: Settings, has_init_image: bool) -> None:
+    """``gobig_from_init`` needs the picture to enlarge: checked where the init image's bytes are
+    known (the client after reading its file, the server from its request), not in
+    ``validate_settings``, which sees a path at most. Raises ``SettingsError`` naming ``gobig_from_init``."""
+    if s.gobig_from_init and not has_init_image:
+        raise SettingsError("gobig_from_init", "needs an init_image: the picture to enlarge")
+
+
 def _check_model_needs(s: Settings) -> None:
     """Refuse settings the chosen model cannot work with (its ``needs``), naming the setting."""
     model = MODELS.get(s.diffusion_model)
@@ -203,7 +236,18 @@ def _check_model_needs(s: Settings) -> None:
 def _check_cost(s: Settings, limits: Limits) -> None:
     """Refuse an image above the server's pixel-step cap (width x height x sampled steps)."""
     cap = limits.max_pixel_steps
-    cost = s.width * s.height * (s.steps - s.skip_steps)
+    first = 0 if s.gobig_from_init else s.steps - s.skip_steps
+    tiles = 0
+    if s.gobig:
+        tiles = gobig_steps(s.width, s.height, s.steps, s.gobig_scale, s.gobig_skip_ratio, s.gobig_overlap)
+    cost = s.width * s.height * (first + tiles)
+    if cap is not None and tiles and cost > cap:
+        raise SettingsError(
+            "gobig_scale",
+            f"{s.width}x{s.height} pixels x {first + tiles} steps (the image's {first} and GoBig's tiles' {tiles}) "
+            f"is {cost} pixel-steps, above this server's cap of {cap} (DISCO_MAX_PIXEL_STEPS): "
+            "lower gobig_scale, raise gobig_skip_ratio or lower width_height or steps",
+        )
     if cap is not None and cost > cap:
         raise SettingsError(
             "steps",

@@ -29,6 +29,7 @@ from disco.settings import (
     SETTING_NAMES,
     Settings,
     SettingsError,
+    check_gobig_start,
     check_prompt_tokens,
     default,
     uses_secondary_model,
@@ -155,6 +156,7 @@ def generate(
     # the prompts' CLIP token counts last: open_clip's tokenizer takes seconds to import, a missing file not
     settings = expand_user_paths(validate_settings(values, limits=cfg.limits, tokens=False))
     init_bytes = read_init_image(settings.init_image) if settings.init_image else None
+    check_gobig_start(settings, init_bytes is not None)
     settings.image_prompts = read_image_prompts(settings.image_prompts)
     if init_bytes is not None:
         from disco.images import decode_init_image

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from disco.animation_plan import plan_run
 from disco.settings import Settings, count_schedule, with_video_init_overrides
 
 __all__ = [
@@ -69,7 +70,7 @@ def cpu_notice(s: Settings, why: str, animation: Any = None) -> str:
             f"{animation.steps} steps in all, about {duration(per_step)} a step, {duration(total)} in all on 2 cores."
         )
         return notice + f" Use a GPU, or for a first try: {SMALL_ANIMATION}" if total > LONG_RUN_S else notice
-    steps = s.steps - s.skip_steps
+    steps = plan_run(s).run_steps  # GoBig's tiles included
     images = f"{s.n_batches} image{'s' if s.n_batches > 1 else ''}"
     total = per_step * steps * s.n_batches
     notice = (

@@ -33,8 +33,7 @@ class ProgressBars:
         self.animations: set[str] = set()
         if enabled:
             for i, d in enumerate(docs):
-                total = int(d.tags["steps"]) - int(d.tags["skip_steps"])
-                name = f"image {i}"
+                total, name = _image_steps(d.tags), f"image {i}"
                 if d.tags.get("animation_mode", "None") != "None":
                     total, name = _animation_steps(d.tags), "animation"
                     self.animations.add(d.id)
@@ -70,6 +69,10 @@ class ProgressBars:
                 bar.bar_format = FIRST_STEPS_FORMAT
                 bar.set_description_str(self._name(bar), refresh=False)
                 bar.reset(total=bar.total)  # the clock starts with the job, not with the request
+            if state.tags.get("tiles") and state.id not in self.animations:  # GoBig's tiles, after the image
+                bar.set_description_str(
+                    f"{self._name(bar)}: GoBig tile {int(state.tags['tile'])}/{int(state.tags['tiles'])}", False
+                )
             if step is not None:
                 if int(step) >= RATE_AFTER_STEPS:
                     bar.bar_format = None  # tqdm's own: with the rate and the time left
@@ -111,6 +114,19 @@ class ProgressBars:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+def _image_steps(tags: Any) -> int:
+    """A still image's steps: its own (none with ``gobig_from_init``) and GoBig's tiles' (disco.tiling)."""
+    steps, skip = int(tags["steps"]), int(tags["skip_steps"])
+    if not tags.get("gobig"):
+        return steps - skip
+    from disco.tiling import gobig_steps
+
+    width, height = (int(v) for v in tags["width_height"])
+    scale, ratio, overlap = int(tags["gobig_scale"]), float(tags["gobig_skip_ratio"]), int(tags["gobig_overlap"])
+    own = 0 if tags.get("gobig_from_init") else steps - skip
+    return own + gobig_steps(width, height, steps, scale, ratio, overlap)
 
 
 def _animation_steps(tags: Any) -> int:

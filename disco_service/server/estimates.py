@@ -116,8 +116,8 @@ def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S, vi
 
 def _sampled_steps(settings, video: bytes | None) -> int:
     """Diffusion steps of a job of ``settings``: each image's, or the animation plan's over its frames."""
-    if settings.animation_mode == "None":
-        return (settings.steps - settings.skip_steps) * settings.n_batches
+    if settings.animation_mode == "None":  # each image's steps, GoBig's tiles included
+        return plan_run(settings).run_steps * settings.n_batches
     if settings.animation_mode == "Video Input":
         if video is None:  # its length is not known: as many frames as it may have
             return (settings.steps - settings.skip_steps) * settings.max_frames

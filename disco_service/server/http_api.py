@@ -60,7 +60,7 @@ from urllib.parse import quote
 
 from fastapi import Request  # at module level: FastAPI reads the handlers' annotations here
 
-from disco.settings import Limits, SettingsError, default, validate_settings
+from disco.settings import Limits, SettingsError, check_gobig_start, default, validate_settings
 from disco_service import wire
 from disco_service.outputs import picture_name, picture_tags
 from disco_service.server import http_guard
@@ -200,6 +200,7 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
     if not isinstance(body, dict):
         raise SettingsError("settings", f"the body must be a JSON object of settings, got {type(body).__name__}")
     values = wire.restore_numbers(body)
+    wire.check_image_prompt_sources(values.get("image_prompts"))  # data URIs only, as the Flow takes them
     init = decode_init_image(values.pop("init_image", None))
     video = decode_video(values.pop("video_init_path", None))
     if values.get("output_dir", default("output_dir")) != default("output_dir"):
@@ -211,6 +212,7 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
             "resume_run", "the job API starts animations afresh: resume one from its files with client.py"
         )
     settings = validate_settings(values, limits=limits, tokens=False)
+    check_gobig_start(settings, init is not None)
     if settings.animation_mode == "Video Input":
         if video is None:
             raise SettingsError("video_init_path", "Video Input needs a video: send the file as a data URI")

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from disco.tiling import gobig_steps
 from disco_service.wire import ErrorCode, Failure
 
 __all__ = [
@@ -51,8 +52,9 @@ def next_day_s(now: float) -> float:
 
 
 def job_pixel_steps(settings: dict[str, Any], images: int) -> float:
-    """Pixel-steps a job of ``images`` images asks for: width x height x (steps - skip_steps) each;
-    an animation's one image counts ``max_frames`` frames. ``settings``: the job's tags."""
+    """Pixel-steps a job of ``images`` images asks for: width x height x (steps - skip_steps) each,
+    with GoBig its tiles' steps too (disco.tiling); an animation's one image counts ``max_frames``
+    frames. ``settings``: the job's tags (validated)."""
     width, height = (int(v) for v in settings.get("width_height") or (0, 0))
     video = settings.get("animation_mode") == "Video Input"  # its video_init_* overrides count in their place
 
@@ -62,6 +64,10 @@ def job_pixel_steps(settings: dict[str, Any], images: int) -> float:
 
     steps = max(0, value("steps") - value("skip_steps"))
     frames = int(settings.get("max_frames") or 1) if settings.get("animation_mode", "None") != "None" else 1
+    if settings.get("gobig") and frames == 1 and width and height:  # the image's steps (none from init) and its tiles'
+        steps = 0 if settings.get("gobig_from_init") else steps
+        scale, ratio, overlap = (settings.get(n) for n in ("gobig_scale", "gobig_skip_ratio", "gobig_overlap"))
+        steps += gobig_steps(width, height, value("steps"), int(scale), float(ratio), int(overlap))
     return float(width * height * steps * frames * images)
 
 

@@ -165,6 +165,13 @@ class ResultStore:
 
         return sorted(found, key=order)
 
+    def add_final(self, doc_id: str, png: bytes, settings: Mapping[str, Any]) -> None:
+        """Keep an image's final picture when it is not its last frame (GoBig's enlarged image), with
+        ``settings``; ``finish`` then leaves it as it is."""
+        entry = self.entry(doc_id)
+        entry.mkdir(parents=True, exist_ok=True)
+        _write_atomic(entry / FINAL, embed_settings(png, settings))
+
     def finish(self, doc_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Write the image's record (its ``status`` decides whether the last frame is its final image)
         and, when it is done, ``final.png``. ``record['frames']`` lists the kept frames as
@@ -182,7 +189,7 @@ class ResultStore:
             if finished:
                 self.write_mp4(doc_id, float(record["animation"].get("fps") or 12))
         last = frames or finished
-        if record.get("status") == "done" and last:
+        if record.get("status") == "done" and last and not record.get("gobig_size"):
             _write_atomic(entry / FINAL, last[-1][1].read_bytes())
         _write_atomic(entry / RECORD, json.dumps(written).encode())
         return written

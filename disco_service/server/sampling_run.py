@@ -64,7 +64,8 @@ class SamplingRun:
         end, the job is asked to stop (its status becomes the reason), its caller stops polling
         (``abandoned``), or reading them raises (``failed``, with ``error``). Raises nothing."""
         self.started = time.time()
-        shown: dict[str, Any] = {"total": self.plan.first_steps}
+        # a still image's steps are its own and GoBig's tiles'; an animation shows its frame's
+        shown: dict[str, Any] = {"total": self.plan.first_steps if self.animation else self.plan.run_steps}
         if self.animation:
             shown.update(frame=self.plan.start_frame, frames=self.plan.frames, run_total=self.total)
         self.board.update(
