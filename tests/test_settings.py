@@ -1,5 +1,7 @@
 """Settings: the seed API's defaults, validation that names the parameter, YAML, schedules."""
 
+import base64
+import dataclasses
 import inspect
 import math
 
@@ -23,7 +25,19 @@ from disco.settings import (
     validate_settings,
 )
 from disco.settings.coercion import KIND_READERS, READERS
+from disco.settings.prompt_text import parse_image_prompt
 from disco_service import wire
+
+# a 1x1 PNG as a data URI: an image prompt as the client sends it
+PIXEL_URI = (
+    "data:image/png;base64,"
+    + base64.b64encode(
+        bytes.fromhex(
+            "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478da6360f8cf000001"
+            "0101005d1bdc740000000049454e44ae426082"
+        )
+    ).decode()
+)
 
 SEED_DEFAULTS = {
     "text_prompts": [LIGHTHOUSE, "yellow color scheme"],
@@ -197,15 +211,22 @@ _VALUES = st.one_of(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_VALUES)
 @example({"clip_models_schedules": []})  # was {} here and None after the wire: one form for "none"
+@example({"init_image": "0", "image_prompts": ["0:2"]})  # paths: the client sends their bytes instead
 def test_any_input_validates_or_raises_settings_error(values):
     try:
         s = validate_settings(values)
     except SettingsError as exc:
         assert exc.parameter and str(exc).startswith(f"{exc.parameter}: ")
         return
-    # what validates is usable: it survives the trip to the server (as image 0 of the run) and validates there again
-    assert wire.settings_from_request({**wire.settings_to_tags(s), "batch_index": 0}) == s
-    assert wire.settings_from_tags(wire.settings_to_tags(s)) == s
+    # what validates is usable: as the client sends it (files as bytes: the init image beside the
+    # tags, image prompts as data URIs) it survives the trip to the server (as image 0 of the run)
+    # and validates there again
+    weights = [parse_image_prompt(p).weight for p in s.image_prompts]
+    sent = validate_settings(
+        dataclasses.replace(s, init_image=None, image_prompts=[f"{PIXEL_URI}:{w}" for w in weights]).to_dict()
+    )
+    assert wire.settings_from_request({**wire.settings_to_tags(sent), "batch_index": 0}) == sent
+    assert wire.settings_from_tags(wire.settings_to_tags(sent)) == sent
 
 
 @settings(max_examples=100, deadline=None)
