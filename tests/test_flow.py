@@ -375,20 +375,17 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path):
     ],
     ids=["missing", "not-an-image", "too-many-pixels"],
 )
-def test_cli_refuses_a_bad_init_image_before_starting_anything(tmp_path, make, fragment):
+def test_cli_refuses_a_bad_init_image_before_starting_anything(tmp_path, make, fragment, monkeypatch, capsys):
+    """The command line's own code in this process (test_cli_bad_input_exits_2_without_traceback runs
+    the program: its exit code and its stderr without a traceback)."""
     source = make(tmp_path)
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "client.py"), "--init_image", str(source), "--width_height", "64", "64"]
-        + ["--output_dir", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DISCO_MAX_PIXELS": str(64 * 64), "DISCO_MODEL_DIR": str(tmp_path / "no-models")},
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.startswith("error: init_image: ") and fragment in done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.setenv("DISCO_MAX_PIXELS", str(64 * 64))
+    monkeypatch.setenv("DISCO_MODEL_DIR", str(tmp_path / "no-models"))
+    code = disco_client.main(["--init_image", str(source), "--width_height", "64", "64", "--output_dir", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-2000:]
+    assert stderr.startswith("error: init_image: ") and fragment in stderr
     assert not out.exists() and not (tmp_path / "no-models").exists()  # refused before any download or Flow
 
 
