@@ -2,11 +2,13 @@
 
 import json
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import serve
-from disco_service.server import flow_secret
 from disco_service.server.flow_secret import METADATA_KEY, SECRET_FILE, deployments_metadata, resolve
 
 EXECUTORS = ("encoder", "sampler", "renderer")
@@ -65,34 +67,33 @@ def test_serve_py_binds_the_executors_to_loopback_unless_told_and_hands_everyone
     assert {e["name"] for e in shared["executors"]} == set(EXECUTORS)
 
 
-def test_an_executor_refuses_a_call_without_the_secret_over_grpc(tmp_path):
-    """A tiny executor, guarded, behind Jina's own gateway: the gateway's calls pass, a direct call
-    without the secret (or with a wrong one) is refused, the health check stays open."""
+@pytest.mark.slow  # a Jina Flow: a gateway and an executor, in a program of their own
+def test_an_executor_refuses_a_call_without_the_secret_over_grpc():
+    """A tiny executor, guarded, behind Jina's own gateway (tests/guarded_echo.py): the gateway's
+    calls pass, a direct call without the secret (or with a wrong one) is refused, the health check
+    stays open."""
     from docarray import Document, DocumentArray
-    from jina import Client, Executor, Flow, requests
+    from jina import Client
     from jina.serve.runtimes.servers import BaseServer
 
     from disco_service.client.local_flow import free_port
 
-    class Echo(Executor):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            flow_secret.guard_executor(self, "s3cret")
-
-        @requests
-        def echo(self, docs, **kwargs):
-            for doc in docs:
-                doc.text = "answered"
-
-    port = free_port()
-    flow = Flow(port=free_port()).add(
-        uses=Echo, name="echo", host="127.0.0.1", port=port, grpc_metadata={METADATA_KEY: "s3cret"}
+    gateway, port = free_port(), free_port()
+    script = Path(__file__).with_name("guarded_echo.py")
+    program = subprocess.Popen(
+        [sys.executable, str(script), str(gateway), str(port), "s3cret"], stdout=subprocess.PIPE, text=True
     )
-    with flow:
-        assert flow.post("/", DocumentArray([Document()]))[0].text == "answered"
+    try:
+        # Jina's log lines, then "ready" (or the end, when the Flow fails to start within its timeout_ready)
+        assert any(line.strip() == "ready" for line in program.stdout), "the Flow did not start"
+        answer = Client(host=f"grpc://127.0.0.1:{gateway}").post("/", DocumentArray([Document()]))
+        assert answer[0].text == "answered"
         direct = Client(host=f"grpc://127.0.0.1:{port}")
         for metadata in ((), ((METADATA_KEY, "wrong"),), (("authorization", "Bearer s3cret"),)):
             with pytest.raises(Exception, match="UNAUTHENTICATED.*answers its own Flow's gateway only"):
                 direct.post("/", DocumentArray([Document()]), metadata=metadata)
         assert direct.post("/", DocumentArray([Document()]), metadata=((METADATA_KEY, "s3cret"),))[0].text
         assert BaseServer.is_ready(f"127.0.0.1:{port}")  # the health check (jina ping, Kubernetes' probes) is open
+    finally:
+        program.terminate()
+        program.wait(timeout=60)
