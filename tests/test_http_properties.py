@@ -189,6 +189,11 @@ _PREVIEW_VALUES = st.one_of(
 )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def previews_app(tmp_path_factory):
+    return build_app(tmp_path_factory.mktemp("previews"))[0]
+
+
 @given(
     setting=st.sampled_from(PREVIEWED_SETTINGS) | st.text(max_size=20),
     value=_PREVIEW_VALUES,
@@ -196,8 +201,8 @@ _PREVIEW_VALUES = st.one_of(
 )
 @example(setting="clip_guidance_scale", value=float("nan"), text_before="")  # NaN in the body's JSON
 @settings(**QUICK)
-def test_any_preview_request_is_the_values_or_a_4xx_naming_the_setting(tmp_path_factory, setting, value, text_before):
-    app, _ = build_app(tmp_path_factory.mktemp("previews"))
+def test_any_preview_request_is_the_values_or_a_4xx_naming_the_setting(previews_app, setting, value, text_before):
+    app = previews_app  # a preview keeps nothing: one app answers every example
     if setting == "text_prompts" and isinstance(value, str):
         value = f"{text_before}:{value}"  # a prompt line with its weight
     with InProcessClient(app) as client:
