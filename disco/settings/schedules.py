@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import Any
 
 from ..errors import SettingsError
@@ -20,6 +21,17 @@ def parse_schedule(name: str, value: Any, length: int = SCHEDULE_LENGTH) -> list
     (a value that is inf, NaN or overflows a float is "not a finite number")."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return [read_float(name, value)] * length
+    if isinstance(value, str):  # the same few texts come again and again (defaults, presets): read once
+        return list(_parsed_text(name, value, length))
+    return _parsed(name, value, length)
+
+
+@lru_cache(maxsize=256)
+def _parsed_text(name: str, value: str, length: int) -> tuple[float, ...]:
+    return tuple(_parsed(name, value, length))
+
+
+def _parsed(name: str, value: Any, length: int) -> list[float]:
     if isinstance(value, list | tuple):
         values = [read_float(name, v) for v in value]
     elif isinstance(value, str):
@@ -54,6 +66,17 @@ def parse_schedule(name: str, value: Any, length: int = SCHEDULE_LENGTH) -> list
 
 def count_schedule(name: str, value: Any) -> list[int]:
     """A schedule of cutout counts: whole numbers >= 0 at every virtual step."""
+    if isinstance(value, str):
+        return list(_counts_of_text(name, value))
+    return _counts(name, value)
+
+
+@lru_cache(maxsize=256)
+def _counts_of_text(name: str, value: str) -> tuple[int, ...]:
+    return tuple(_counts(name, value))
+
+
+def _counts(name: str, value: Any) -> list[int]:
     values = parse_schedule(name, value)
     if any(v < 0 or not v.is_integer() for v in values):
         raise SettingsError(name, f"cutout counts must be whole numbers >= 0, got {value!r}")
