@@ -29,9 +29,10 @@ Frame ``n`` uses seed ``seed + n`` (the notebook adds one per frame; with
 makes the same frames as one that was never stopped (a turbo run resumed starts its blending
 afresh from the resumed frame's start). A flow-warped Video Input run resumes the same way, from
 frame ``n - 1``'s PNG and the video's frames ``n - 1`` on (the flow is RAFT's between video frames
-``n - 1`` and ``n``), as the notebook, which warps the saved previous frame, does; one whose frames
-are written blended (``video_init_blend_mode`` other than ``"None"``) cannot be, since its files hold
-the blend, not frame ``n - 1`` as made.
+``n - 1`` and ``n``), as the notebook, which warps the saved previous frame, does. A run whose frames
+are written blended (``video_init_blend_mode`` other than ``"None"``) keeps only the blend in its
+files, so it resumes from frame ``n - 1`` as written, as the notebook's resume does: its next frames
+differ a little from those of a run that never stopped, which start from the frame as made.
 
 What a run makes and needs (its frames, each frame's settings and steps, whether LPIPS is needed)
 is planned in ``disco.animation_plan`` (re-exported here: ``plan_run``, ``frame_settings``), which
@@ -235,8 +236,9 @@ def animate(
     ``start_frame`` on, (h, w, 3) uint8 of any size (resized to the output). ``frames``: how many
     frames the animation has (default ``max_frames``; for a video at most its number of extracted
     frames). A 3D run needs ``models.depth``, a Video Input run with optical flow
-    (``flow_model_needed``) ``models.flow``; one resumed (``start_frame`` > 0) needs
-    ``video_init_blend_mode`` ``"None"`` (the module's note). Raises ValueError otherwise. A turbo frame (not
+    (``flow_model_needed``) ``models.flow``; one resumed (``start_frame`` > 0) with optical flow
+    ``previous_frame`` and ``previous_video_frame`` (written blended: the frame as written, the module's
+    note). Raises ValueError otherwise. A turbo frame (not
     sampled) is one ``FrameStep`` whose report has ``total`` 0 and the finished frame. A Video Input
     frame's ``finished`` is the frame as written (``video_init_blend_mode``).
     """
@@ -258,11 +260,6 @@ def animate(
         if flowing and models.flow is None:
             raise ValueError("Video Input with optical flow needs a flow model (models.flow)")
         if flowing and start_frame > 0:
-            if settings.video_init_blend_mode != "None":
-                raise ValueError(
-                    f"a Video Input animation written with video_init_blend_mode {settings.video_init_blend_mode!r} "
-                    "cannot be resumed: its frames are written blended, not as made"
-                )
             if previous_frame is None or previous_video_frame is None:
                 raise ValueError(
                     f"resuming a flow-warped Video Input animation at frame {start_frame} needs frame "

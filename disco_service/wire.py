@@ -417,16 +417,10 @@ def check_request_media(
 def resumed_frame(settings: Settings, start_frame: int, uri: Any) -> np.ndarray:
     """Frame ``start_frame - 1`` of a Video Input run with optical flow resumed at ``start_frame``, as
     its request carries it (``doc.uri``: a ``data:`` URI of its PNG, as read back from ``output_dir``),
-    decoded to (height, width, 3) uint8. Raises ``SettingsError`` naming ``video_init_blend_mode`` when
-    the run's frames were written blended (then the frame as made is in no file), or
-    ``resume_from_frame`` when the frame is missing, not a PNG or not of the run's size."""
-    if settings.video_init_blend_mode != "None":
-        raise SettingsError(
-            "video_init_blend_mode",
-            f"a Video Input animation written with video_init_blend_mode {settings.video_init_blend_mode!r} "
-            "cannot be resumed: its files hold each frame blended with the one before, and the next frame "
-            "starts from the frame as made; only a run written with 'None' can be",
-        )
+    decoded to (height, width, 3) uint8; of a run written blended (``video_init_blend_mode`` other than
+    ``"None"``) the frame as written, which the resumed run starts from as the notebook does. Raises
+    ``SettingsError`` naming ``resume_from_frame`` when the frame is missing, not a PNG or not of the
+    run's size."""
     import io
 
     from PIL import Image, UnidentifiedImageError

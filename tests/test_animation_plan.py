@@ -88,10 +88,6 @@ def test_the_client_and_the_sampler_plan_every_animation_alike(values, init, vid
         if turbo and values["animation_mode"] == "3D":
             values.update(turbo_mode=True, turbo_steps=turbo[0], turbo_preroll=turbo[1])
         s = tiny(out, **values, resume_run=kept > 0)
-        if kept and flow_model_needed(s) and s.video_init_blend_mode != "None":  # written blended: not resumed
-            with pytest.raises(SettingsError, match="^video_init_blend_mode: .* cannot be resumed"):
-                plan_animation(s, PICTURE if init else None)
-            return
         client = plan_animation(s, PICTURE if init else None)
         if client.complete:  # every frame is there: the client sends nothing, the sampler would refuse it
             with pytest.raises(SettingsError, match="resume_from_frame"):

@@ -18,7 +18,9 @@ from make_test_weights import make
 from test_animation import ANIMATED, NO_FLOW, request, sampler, video
 from test_settings_properties import values as any_values
 
+from disco.animation import animate
 from disco.animation_plan import flow_model_needed, frame_settings, plan_run
+from disco.clip_model import encode_texts
 from disco.images import array_to_init, resized_frame
 from disco.optical_flow import FlowModel, load_raft, warp_with_flow
 from disco.settings import VIDEO_INIT_OVERRIDES, SettingsError, validate_settings, with_video_init_overrides
@@ -413,7 +415,7 @@ def test_a_flow_warped_video_cancelled_after_frame_0_resumes_as_if_never_stopped
     assert np.array_equal(models.flow.calls[0][0], pictures[1]) and np.array_equal(models.flow.calls[0][1], pictures[0])
 
 
-def test_a_video_written_blended_is_not_resumed_and_the_server_checks_the_frame_sent(tmp_path):
+def test_a_video_written_blended_resumes_from_its_frame_as_written_and_the_server_checks_the_frame_sent(tmp_path):
     from disco.images import png_bytes
     from disco.prompts import data_uri
     from disco_service import wire
@@ -427,24 +429,41 @@ def test_a_video_written_blended_is_not_resumed_and_the_server_checks_the_frame_
         resume_run=True, tokens=False,
     )  # fmt: skip
     assert s.video_init_blend_mode == "optical flow"  # the notebook's default
-    for mode in ("optical flow", "linear"):
-        with pytest.raises(SettingsError, match=f"^video_init_blend_mode: .*{mode!r} cannot be resumed"):
-            plan_animation(dataclasses.replace(s, video_init_blend_mode=mode), None)
-    flowing = dataclasses.replace(s, video_init_blend_mode="None")
-    run = plan_animation(flowing, None)
-    doc = run.document()
-    assert run.start_frame == 1 and doc.blob == TINY_VIDEO  # the video in blob, frame 0's PNG in uri
-    assert np.array_equal(wire.resumed_frame(flowing, 1, doc.uri), np.full((64, 64, 3), 9, np.uint8))
+    for mode in ("optical flow", "linear", "None"):  # written blended or not: frame 0's PNG as written goes along
+        run = plan_animation(dataclasses.replace(s, video_init_blend_mode=mode), None)
+        doc = run.document()
+        assert run.start_frame == 1 and doc.blob == TINY_VIDEO  # the video in blob, frame 0's PNG in uri
+        assert np.array_equal(wire.resumed_frame(run.settings, 1, doc.uri), np.full((64, 64, 3), 9, np.uint8))
+        assert wire.check_request_media(run.settings, TINY_VIDEO, 1, doc.uri) == 1  # as the encoder
     assert not plan_animation(dataclasses.replace(s, **NO_FLOW), None).document().uri  # no flow: the video alone
     # the encoder's check: frame 0's PNG must be there, of the run's size
     wrong_size = data_uri(png_bytes(np.zeros((48, 64, 3), np.uint8)))
     for sent in (None, "", "/etc/passwd", "data:image/png;base64,%%%", data_uri(b"not a picture"), wrong_size):
         with pytest.raises(SettingsError, match="^resume_from_frame: .*needs frame 0"):
-            wire.check_request_media(flowing, TINY_VIDEO, 1, sent)
-    with pytest.raises(SettingsError, match="^video_init_blend_mode"):
-        wire.check_request_media(s, TINY_VIDEO, 1, doc.uri)
-    assert wire.check_request_media(flowing, TINY_VIDEO, 1, doc.uri) == 1
+            wire.check_request_media(s, TINY_VIDEO, 1, sent)
     assert wire.check_request_media(dataclasses.replace(s, **NO_FLOW), TINY_VIDEO, 1) == 1
+
+
+def test_a_run_written_blended_resumed_at_frame_2_starts_from_frame_1_as_written(tiny_models, raft, monkeypatch):
+    """As the notebook resumes: the frame in the file (the blend) is carried along the flow, since the
+    frame as made is in no file."""
+    import disco.animation as animation
+
+    models = dataclasses.replace(tiny_models, flow=raft)
+    s = validate_settings(
+        **ANIMATED, animation_mode="Video Input", video_init_path="clip.mp4", extract_nth_frame=1, max_frames=3,
+        video_init_flow_warp=True, video_init_blend_mode="optical flow", tokens=False,
+    )  # fmt: skip
+    warped, real = [], animation.flow_start
+    monkeypatch.setattr(animation, "flow_start", lambda *a: warped.append(a[1]) or real(*a))
+    written = np.kron(textured(3, (16, 16)), np.ones((4, 4, 1), np.uint8))  # frame 1 as its PNG holds it
+    videos = [np.roll(written, 4 * n, axis=1) for n in range(3)]
+    steps = animate(
+        s, lambda n: (encode_texts(models.clip, ["a river"]), [1.0]), models, 5, start_frame=2,
+        previous_frame=written, video_frames=videos[2:], frames=3, previous_video_frame=videos[1],
+    )  # fmt: skip
+    first = next(steps)
+    assert first.frame == 2 and len(warped) == 1 and np.array_equal(warped[0], written)
 
 
 NEW_SETTINGS = [*FLOW_SETTINGS, *VIDEO_INIT_OVERRIDES]

@@ -161,7 +161,7 @@ def plan_animation(settings: Settings, init_bytes: bytes | None) -> AnimationRun
     blob, video, previous = init_bytes, None, None
     if settings.animation_mode == "Video Input" and start > 0 and flow_model_needed(settings):
         previous = finished_frames(out, prefix)[start - 1].read_bytes()  # the flow warps it onto frame start
-        wire.resumed_frame(settings, start, data_uri(previous))  # refuses a run written blended, a PNG of another size
+        wire.resumed_frame(settings, start, data_uri(previous))  # refuses a PNG of another size
     if settings.animation_mode == "Video Input":
         blob, video = _video(settings)
     elif start > 0:
