@@ -206,7 +206,7 @@ class Settings:
     )
     batch_size: int = setting(
         1,
-        "images per sampler call (discoart's): 1, each image is its own job (n_batches of them)",
+        "images per sampler call (discoart's): each image is its own job (n_batches of them)",
         low=1,
         allowed="1; to paint several images at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
     )

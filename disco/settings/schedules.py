@@ -122,7 +122,11 @@ def bool_schedule(name: str, value: Any) -> list[bool]:
         value = _TRUTH.sub(lambda m: "1" if m.group(1).lower() == "true" else "0", value)
     elif not isinstance(value, int | float):
         raise SettingsError(name, f"must be true, false or a schedule such as [True]*500+[False]*500, got {value!r}")
-    values = parse_schedule(name, value)
+    needed = f"a schedule of true/false (1/0) values such as [True]*500+[False]*500 is needed, got {value!r}"
+    try:
+        values = parse_schedule(name, value)
+    except SettingsError as exc:  # the grammar is the number schedules': say what this one takes, then why
+        raise SettingsError(name, f"{needed} ({str(exc).removeprefix(f'{name}: ')})") from None
     if any(v not in (0, 1) for v in values):
-        raise SettingsError(name, f"a schedule of true/false (1/0) values is needed, got {value!r}")
+        raise SettingsError(name, needed)
     return [v == 1 for v in values]
