@@ -269,7 +269,7 @@ def test_every_built_in_route_is_for_callers_for_health_or_off(token_flow):
     status, description = call("GET", f"{http}/openapi.json", headers=bearer("alice"))
     assert status == 200 and description["info"]["title"] == "Disco Diffusion"
     assert "jina" not in json.dumps(description["info"]).lower()
-    ours = ("/jobs", "/results/", "/runs/", "/predict/", "/admin/", "/metrics")  # the service's own routes
+    ours = ("/jobs", "/results/", "/runs/", "/predict/", "/admin/", "/metrics", "/schedules/")  # the service's own
     for path in description["paths"]:
         assert path.startswith(ours) or BUILT_IN_ROUTES.get(path) in ("callers", "health"), path
     assert call("GET", f"{http}/openapi.json")[0] == 401  # behind the token, as every route but / and the page
