@@ -773,7 +773,20 @@ function draw(jobs) {
     for (const image of job.images) {
       if (!inGallery(image)) continue;
       const key = `${job.id}/${image.index}`;
-      if (!cards.has(key)) cards.set(key, jobCard(job, image));
+      // a card is made again when what it shows changed (e.g. a cancelled image's last step came after
+      // its status), else kept as it is: its picture is not fetched again
+      const shows = JSON.stringify([image.status, image.step, image.total, image.frames_done, image.png, image.mp4,
+        (image.partials || []).length, (image.eye_views || []).length]);
+      const before = cards.get(key);
+      if (!before || before.dataset.shows !== shows) {
+        if (before) {
+          releaseAll(before);
+          before.remove();
+        }
+        const card = jobCard(job, image);
+        card.dataset.shows = shows;
+        cards.set(key, card);
+      }
       shown.push(key);
     }
   }
