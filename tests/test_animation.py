@@ -220,6 +220,20 @@ def starts(monkeypatch):
     return seen
 
 
+def cancel_after(executor: DiffusionSampler, plan, doc, last: int, monkeypatch) -> None:
+    """As the client does while ``executor`` runs ``doc``: write each finished frame as it is
+    published, and cancel the job once frame ``last`` is there (it stops at its next step)."""
+    publish = executor.board.add_finished_frame
+
+    def keep_then_cancel(job_id, frame, png):
+        publish(job_id, frame, png)
+        plan.keep_frame(doc, frame, png)
+        if frame == last:
+            executor.board.cancel(job_id)
+
+    monkeypatch.setattr(executor.board, "add_finished_frame", keep_then_cancel)
+
+
 def rendered(doc) -> None:
     """What the Renderer does to the chunks: PNG data URIs."""
     for chunk in doc.chunks:
@@ -308,15 +322,7 @@ def test_cancel_after_frame_1_then_resume_makes_only_the_rest(tiny_models, tmp_p
 
     plan, doc = request(tiny_models, tmp_path, **settings)
     executor = sampler(tiny_models, tmp_path)
-    publish = executor.board.add_finished_frame
-
-    def cancel_after_frame_1(job_id, frame, png):
-        publish(job_id, frame, png)
-        plan.keep_frame(doc, frame, png)  # the client writes each finished frame as it sees it
-        if frame == 1:
-            executor.board.cancel(job_id)  # the client's cancel arrives now: the job stops at its next step
-
-    monkeypatch.setattr(executor.board, "add_finished_frame", cancel_after_frame_1)
+    cancel_after(executor, plan, doc, 1, monkeypatch)
     executor._generate(doc)
     assert doc.tags["status"] == "cancelled" and [int(c.tags["frame"]) for c in doc.chunks] == [0, 1]
     rendered(doc)

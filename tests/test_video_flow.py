@@ -15,7 +15,7 @@ from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from make_test_weights import make
-from test_animation import ANIMATED, NO_FLOW, request, sampler, video
+from test_animation import ANIMATED, NO_FLOW, cancel_after, request, sampler, video
 from test_settings_properties import values as any_values
 
 from disco.animation import animate
@@ -387,14 +387,7 @@ def test_a_flow_warped_video_cancelled_after_frame_0_resumes_as_if_never_stopped
 
     plan, doc = request(models, tmp_path, **chosen)
     executor = sampler(models, tmp_path)
-    publish = executor.board.add_finished_frame
-
-    def cancel_after_frame_0(job_id, frame, png):
-        publish(job_id, frame, png)
-        plan.keep_frame(doc, frame, png)  # the client writes each finished frame as it sees it
-        executor.board.cancel(job_id)  # the client's cancel arrives now: the job stops at its next step
-
-    monkeypatch.setattr(executor.board, "add_finished_frame", cancel_after_frame_0)
+    cancel_after(executor, plan, doc, 0, monkeypatch)
     executor._generate(doc)
     assert doc.tags["status"] == "cancelled" and [int(c.tags["frame"]) for c in doc.chunks] == [0]
 
