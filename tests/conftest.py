@@ -9,6 +9,9 @@ from lane import REAL_SIZE_FIXTURES, SLOW_FIXTURES, guarded
 from workers import GroupScheduling, name_groups_folder, write_groups
 
 ROOT = Path(__file__).resolve().parent.parent
+# a file the run appends each failure to, one line each, and an internal error's end (.ci/run prints it
+# last, where a long traceback would otherwise push the names of the failed tests out of sight)
+FAILURES_LOG = "DISCO_TEST_FAILURES"
 
 REFERENCE = ROOT / "tests" / "fixtures" / "reference"
 # a quick image on the test weights: 64x64, a few steps, one small cutout batch
@@ -54,6 +57,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if (SLOW_FIXTURES | REAL_SIZE_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     write_groups(items)
+
+
+def _log_failure(text: str) -> None:
+    path = os.environ.get(FAILURES_LOG)
+    if path and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller hears every worker's reports
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(text.rstrip() + "\n")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        lines = report.longreprtext.strip().splitlines() or ["(no message)"]
+        error = next((line for line in lines if line.startswith("E ")), lines[-1])  # the error's first line
+        _log_failure(f"FAILED {report.nodeid} ({report.when}): {error[:300]} [{lines[-1][:200]}]")
+
+
+def pytest_internalerror(excrepr, excinfo) -> None:
+    _log_failure("INTERNALERROR, its last lines:\n" + "\n".join(str(excrepr).splitlines()[-15:]))
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: share the tests out by group (tests/workers.py)
