@@ -3,6 +3,7 @@ guidance and the sampler, the encoder-to-sampler format, and the default's pictu
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,12 +159,14 @@ def test_each_notebook_openclip_model_is_offered_and_builds_as_open_clip_builds_
 
 @pytest.fixture(scope="module")
 def rn50_yfcc15m(tmp_path_factory):
-    """The test file of open_clip's ``rn50-quickgelu-yfcc15m-455df137.pt`` (a plain state dict)."""
+    """The test file of open_clip's ``rn50-quickgelu-yfcc15m-455df137.pt`` (a plain state dict; 400 MB,
+    removed when the module's tests end)."""
     from make_test_weights import make
 
     directory = tmp_path_factory.mktemp("openclip")
     make(directory, ["rn50-quickgelu-yfcc15m-455df137.pt"])
-    return directory / "rn50-quickgelu-yfcc15m-455df137.pt"
+    yield directory / "rn50-quickgelu-yfcc15m-455df137.pt"
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.slow  # real-size weights: an RN50 file written and loaded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -139,11 +141,13 @@ def test_midas_weight_blends_and_1_and_0_pick_one_model() -> None:
 
 
 @pytest.fixture(scope="module")
-def depth_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The two depth files in their published layouts, with random (seeded) weights."""
+def depth_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The two depth files in their published layouts, with random (seeded) weights (1.6 GB: removed
+    when the module's tests end)."""
     directory = tmp_path_factory.mktemp("depth_weights")
     make(directory, [MIDAS_FILE, ADABINS_FILE])
-    return directory
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.slow
