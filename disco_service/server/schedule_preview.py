@@ -11,14 +11,15 @@ values at virtual steps 0 to 999 run-length encoded as ``[[value, count], ...]``
 ``setting_invalid`` naming the setting and saying why, as ``POST /jobs`` would; a body that is not
 such an object, or names no such setting, a 400 with code ``request_invalid``.
 
-``text_prompts`` also takes its two JSON forms as the value (``disco.settings.preview_prompts``):
-one structured prompt ``{"text": ..., "weight": ..., "clip_models": [...]}``, answered as a prompt
-line is with its ``text`` and ``clip_models`` (the CLIP models it applies to; null: every one) added;
-and the prompts by frame ``{"0": [prompts], "100": [...]}``, answered as ``setting`` and ``frames``:
-for each frame key in order, ``{"frame", "until", "prompts"}``, ``until`` the frame before the next
-key (null for the last), each prompt ``{"text", "clip_models", "schedule", "length", "runs", "low",
-"high"}``. Such a value is at most ``MAX_PREVIEW_CHARS`` characters as JSON; a refusal names the
-prompt (and for the prompts by frame, the frame).
+A prompt of ``text_prompts`` is answered with its ``text`` (without the weight) and ``clip_models``
+(the CLIP models it applies to; null: every one) besides. ``text_prompts`` also takes its two JSON
+forms as the value (``disco.settings.preview_prompts``): one structured prompt ``{"text": ...,
+"weight": ..., "clip_models": [...]}``, answered as a prompt line is; and the prompts by frame
+``{"0": [prompts], "100": [...]}``, answered as ``setting`` and ``frames``: for each frame key in
+order, ``{"frame", "until", "prompts"}``, ``until`` the frame before the next key (null for the
+last), each prompt ``{"text", "clip_models", "schedule", "length", "runs", "low", "high"}``. Such a
+value is at most ``MAX_PREVIEW_CHARS`` characters as JSON; a refusal names the prompt (and for the
+prompts by frame, the frame).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def preview(body: Any, limits: Limits) -> dict[str, Any]:
         raise ValueError(f"'setting' must be a setting's name, got {type(setting).__name__}")
     if setting not in PREVIEWED_SETTINGS:
         preview_schedule(setting, value, limits)  # raises the ValueError that lists the settings
-    if setting == "text_prompts" and isinstance(value, Mapping):
+    if setting == "text_prompts" and isinstance(value, Mapping | str):
         found = preview_prompts(value, limits)
         if isinstance(found, PromptPreview):
             return {"setting": setting, **_prompt_answer(found)}
