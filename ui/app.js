@@ -488,6 +488,7 @@ async function preview(field) {
   if (version !== field.preview.version) return; // typed on meanwhile: a newer preview is on its way
   const problems = answers.filter((answer) => answer.problem).map((answer) => answer.problem);
   const shown = answers.flatMap((answer, i) => {
+    if (answer.problem) return [];
     if (answer.frames) return [framePrompts(field, answer.frames)];
     if (answer.schedule) return [schedulePlot(field, texts[i], answer)];
     return typeof texts[i] === "object" ? [promptLine(answer)] : []; // a structured prompt of one weight
