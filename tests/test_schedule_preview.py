@@ -5,6 +5,7 @@ it, ``POST /schedules/preview``, in-process; and the page's form of weighted ima
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -210,7 +211,7 @@ def test_prompts_by_frame_are_read_per_frame_key_in_frame_order_with_the_frames_
         ({"0": []}, "must be a non-empty list of prompts"),
         ({}, "a mapping of frame numbers to prompts must not be empty"),
         ({"0": ["sea"] * 101}, "at most 100 prompts are allowed per frame of a schedule, got 101 at frame 0"),
-        ({"0": ["x" * MAX_PREVIEW_CHARS]}, f"characters long as JSON; a preview takes {MAX_PREVIEW_CHARS}"),
+        ({"0": ["x" * MAX_PREVIEW_CHARS]}, f"over {MAX_PREVIEW_CHARS} characters long as JSON"),
         (["sea", "fog"], "preview one prompt as text"),
     ],
 )
@@ -222,6 +223,22 @@ def test_a_prompt_structure_a_job_could_not_hold_is_a_settings_error_naming_the_
         job_value = value if value and not {"text", "colour"} & set(value) else [value]
         with pytest.raises(SettingsError, match="^text_prompts: "):  # a job with it is refused too
             validate_settings(text_prompts=job_value, clip_models=list(CLIP_MODELS[:6]), tokens=False)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=40,
+)
+
+
+@given(value=_json, limit=st.integers(0, 400))
+@settings(**QUICK)
+def test_a_structure_s_length_as_json_is_measured_as_json_writes_it(value, limit):
+    from disco.settings.preview import _over_json_chars
+
+    written = json.dumps(value, separators=(",", ":"))
+    assert _over_json_chars(value, limit) == (len(written) > limit), written
 
 
 # ----- the route -----

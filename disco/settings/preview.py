@@ -135,13 +135,9 @@ def preview_prompts(value: Any, limits: Limits = DEFAULT_LIMITS) -> PromptPrevie
     if not isinstance(value, Mapping):
         found = preview_schedule("text_prompts", value, limits)  # a str: anything else is refused there
         return PromptPreview(parse_prompt(value).text, None, found.values, found.schedule)
-    try:
-        size = len(json.dumps(value, allow_nan=True, skipkeys=True, default=repr))
-    except (RecursionError, ValueError):
-        raise SettingsError("text_prompts", "the value nests too deeply to preview") from None
-    if size > MAX_PREVIEW_CHARS:
+    if _over_json_chars(value, MAX_PREVIEW_CHARS):
         raise SettingsError(
-            "text_prompts", f"the value is {size} characters long as JSON; a preview takes {MAX_PREVIEW_CHARS}"
+            "text_prompts", f"the value is over {MAX_PREVIEW_CHARS} characters long as JSON; a preview takes that many"
         )
     if any(key in PROMPT_KEYS for key in value):  # one structured prompt
         (prompt,) = read_setting("text_prompts", [value], limits)
@@ -157,6 +153,31 @@ def preview_prompts(value: Any, limits: Limits = DEFAULT_LIMITS) -> PromptPrevie
             raise SettingsError("text_prompts", f"frame {frame}: {problem}") from None
         found.append(FramePrompts(frame, keys[i + 1] - 1 if i + 1 < len(keys) else None, prompts))
     return tuple(found)
+
+
+def _over_json_chars(value: Any, limit: int) -> bool:
+    """Whether ``value`` written as compact JSON (``separators=(",", ":")``) is longer than ``limit``
+    characters (the infinities counted as 3): counted item by item,
+    without recursion, and stopped as soon as the count passes ``limit`` (a hostile body of many
+    megabytes is refused at its first few thousand items)."""
+    size, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            size += 2 + max(2 * len(item) - 1, 0)  # braces, each key's colon, the commas between
+            for key, inner in item.items():
+                size += len(json.dumps(str(key)))
+                stack.append(inner)
+                if size > limit:
+                    return True
+        elif isinstance(item, list | tuple):
+            size += 2 + max(len(item) - 1, 0)
+            stack.extend(item[: limit + 1])  # each item takes a character at least
+        else:
+            size += len(json.dumps(item) if isinstance(item, str) else repr(item))
+        if size > limit:
+            return True
+    return False
 
 
 def _prompt_preview(prompt: str | Mapping[str, Any]) -> PromptPreview:
