@@ -183,9 +183,23 @@ def test_any_body_to_the_job_api_is_a_2xx_or_a_4xx_naming_what_was_wrong(tmp_pat
 
 
 _TERM = st.from_regex(r"\[[-\d., eTrueFals]{0,12}\](\*\d{1,4})?", fullmatch=True)  # a schedule's term, or near one
+_WEIGHT = st.builds("+".join, st.lists(_TERM, max_size=4)) | st.floats() | st.booleans() | st.text(max_size=8)
+_MODELS = st.none() | st.text(max_size=20) | st.lists(st.text(max_size=20) | st.integers(), max_size=2)
+_STRUCTURED = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": st.text(max_size=12) | st.none() | st.integers(),
+        "weight": _WEIGHT | st.none(),
+        "clip_models": _MODELS,
+    },
+)
+_PROMPT = st.text(max_size=20) | _STRUCTURED | st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2)
+_FRAME_KEY = st.integers(-2, 10**9 + 2).map(str) | st.text(max_size=6) | st.floats().map(str)
 _PREVIEW_VALUES = st.one_of(
     st.text(max_size=40), st.builds("+".join, st.lists(_TERM, max_size=4)),
     st.floats(), st.booleans(), st.none(), st.lists(st.integers(), max_size=3),
+    _PROMPT,  # text_prompts' structured prompt, and its prompts by frame (values that are not lists among them)
+    st.dictionaries(_FRAME_KEY, st.lists(_PROMPT, max_size=3) | _PROMPT | st.integers(), max_size=3),
 )  # fmt: skip
 
 
@@ -200,6 +214,12 @@ def previews_app(tmp_path_factory):
     text_before=st.text(max_size=10),
 )
 @example(setting="clip_guidance_scale", value=float("nan"), text_before="")  # NaN in the body's JSON
+@example(
+    setting="text_prompts", value={"0": ["a:2", {"text": "b", "weight": "[1]*999+[0]"}], "9": ["c"]}, text_before=""
+)
+@example(
+    setting="text_prompts", value={"text": "b", "weight": float("nan"), "clip_models": ["RN50::openai"]}, text_before=""
+)
 @settings(**QUICK)
 def test_any_preview_request_is_the_values_or_a_4xx_naming_the_setting(previews_app, setting, value, text_before):
     app = previews_app  # a preview keeps nothing: one app answers every example
@@ -212,8 +232,13 @@ def test_any_preview_request_is_the_values_or_a_4xx_naming_the_setting(previews_
     assert_answer_without_internals(response)
     body = response.json()
     if response.status_code == 200:
-        assert sum(count for _, count in body["runs"]) == body["length"] == 1000
-        assert body["low"] == min(v for v, _ in body["runs"]) and body["high"] == max(v for v, _ in body["runs"])
+        frames = body.get("frames") or [{"prompts": [body]}]  # text_prompts by frame: a preview per prompt
+        assert "frames" not in body or (setting == "text_prompts" and isinstance(value, dict))
+        for answer in (prompt for frame in frames for prompt in frame["prompts"]):
+            assert sum(count for _, count in answer["runs"]) == answer["length"] == 1000
+            assert answer["low"] == min(v for v, _ in answer["runs"])
+            assert answer["high"] == max(v for v, _ in answer["runs"])
+            assert setting != "text_prompts" or (answer["text"].strip() and "clip_models" in answer)
     else:
         assert response.status_code == 400
         if setting in PREVIEWED_SETTINGS and body["code"] == "setting_invalid":

@@ -5,6 +5,7 @@ it, ``POST /schedules/preview``, in-process; and the page's form of weighted ima
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -13,8 +14,17 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from disco.clip_catalog import CLIP_MODELS
 from disco.settings import DEFAULT_LIMITS, SettingsError, validate_settings
-from disco.settings.preview import MAX_PREVIEW_CHARS, PREVIEWED_SETTINGS, preview_schedule, runs
+from disco.settings.preview import (
+    MAX_PREVIEW_CHARS,
+    PREVIEWED_SETTINGS,
+    FramePrompts,
+    PromptPreview,
+    preview_prompts,
+    preview_schedule,
+    runs,
+)
 from disco.settings.prompt_text import data_uri, data_uri_bytes, parse_image_prompt, parse_prompt
 from disco_service import wire
 from disco_service.server import http_api, job_queue, schedule_preview
@@ -156,6 +166,81 @@ def test_any_value_is_a_preview_or_a_settings_error_naming_the_setting(setting, 
     assert len(found.values) == 1000 and all(isinstance(v, float) for v in found.values)
 
 
+# ----- text_prompts' structured prompt and prompts by frame -----
+
+
+def test_a_structured_prompt_is_read_with_its_weight_and_the_clip_models_it_applies_to():
+    found = preview_prompts({"text": "a lighthouse", "weight": "[2]*300+[-1]*700", "clip_models": ["rn50::openai"]})
+    assert found.text == "a lighthouse" and found.clip_models == ("RN50::openai",) and found.schedule
+    assert runs(found.values) == [[2.0, 300], [-1.0, 700]]
+    assert preview_prompts({"text": "fog", "weight": 0.5}) == PromptPreview("fog", None, (0.5,) * 1000, False)
+    assert preview_prompts({"text": "fog:[1]*999+[0]"}).values == (1.0,) * 999 + (0.0,)  # the weight after the colon
+    line = preview_prompts("fog:[1]*500+[3]*500")
+    assert line.text == "fog" and line.clip_models is None and runs(line.values) == [[1.0, 500], [3.0, 500]]
+
+
+def test_prompts_by_frame_are_read_per_frame_key_in_frame_order_with_the_frames_they_hold_for():
+    found = preview_prompts(
+        {"100": [{"text": "storm", "weight": "[1]*500+[4]*500", "clip_models": ["ViT-B-32::openai"]}],
+         "0": ["a lighthouse:2", "fog"], "250": ["calm sea:[0.5]*1000"]}
+    )  # fmt: skip
+    assert [(f.frame, f.until) for f in found] == [(0, 99), (100, 249), (250, None)]
+    assert [[(p.text, p.clip_models, p.schedule) for p in f.prompts] for f in found] == [
+        [("a lighthouse", None, False), ("fog", None, False)],
+        [("storm", ("ViT-B-32::openai",), True)],
+        [("calm sea", None, True)],
+    ]
+    assert found[0].prompts[0].values == (2.0,) * 1000 and runs(found[1].prompts[0].values) == [[1, 500], [4, 500]]
+    assert isinstance(found[0], FramePrompts)
+
+
+@pytest.mark.parametrize(
+    "value,fragment",
+    [
+        ({"text": "sea", "weight": "[1]*500"}, "prompt 'sea': its weight schedule: must cover exactly 1000 steps"),
+        ({"text": "sea", "weight": "loud"}, "prompt 'sea': its weight must be a number or a schedule, got 'loud'"),
+        ({"text": "sea:2", "weight": 3}, "prompt 'sea:2': the weight is given twice"),
+        ({"text": "sea", "clip_models": ["RN51::openai"]}, "prompt 'sea': its clip_models: unknown CLIP model"),
+        ({"text": "sea", "clip_models": []}, "prompt 'sea': its clip_models: must be a non-empty list"),
+        ({"text": "  ", "weight": 2}, "'text' must be non-empty text"),
+        ({"text": "sea", "colour": "blue"}, "unknown key 'colour'; allowed: text, weight, clip_models"),
+        ({"0": ["sea:[1]*500+[2]*400"]}, "frame 0: prompt 'sea': its weight schedule: must cover exactly 1000 steps"),
+        ({"0": ["sea"], "12": [{"text": "fog", "weight": float("inf")}]}, "frame 12: the prompt weight inf in 'fog'"),
+        ({"0": ["sea"], "dusk": ["fog"]}, "keys must be frame numbers (whole numbers >= 0), got 'dusk'"),
+        ({"0": "sea", "5": {"text": "fog"}}, "each frame's prompts must be a list of texts"),
+        ({"0": []}, "must be a non-empty list of prompts"),
+        ({}, "a mapping of frame numbers to prompts must not be empty"),
+        ({"0": ["sea"] * 101}, "at most 100 prompts are allowed per frame of a schedule, got 101 at frame 0"),
+        ({"0": ["x" * MAX_PREVIEW_CHARS]}, f"over {MAX_PREVIEW_CHARS} characters long as JSON"),
+        (["sea", "fog"], "preview one prompt as text"),
+    ],
+)
+def test_a_prompt_structure_a_job_could_not_hold_is_a_settings_error_naming_the_prompt(value, fragment):
+    with pytest.raises(SettingsError) as refused:
+        preview_prompts(value)
+    assert refused.value.parameter == "text_prompts" and fragment in str(refused.value), str(refused.value)
+    if isinstance(value, dict) and len(str(value)) < MAX_PREVIEW_CHARS:
+        job_value = value if value and not {"text", "colour"} & set(value) else [value]
+        with pytest.raises(SettingsError, match="^text_prompts: "):  # a job with it is refused too
+            validate_settings(text_prompts=job_value, clip_models=list(CLIP_MODELS[:6]), tokens=False)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=40,
+)
+
+
+@given(value=_json, limit=st.integers(0, 400))
+@settings(**QUICK)
+def test_a_structure_s_length_as_json_is_measured_as_json_writes_it(value, limit):
+    from disco.settings.preview import _over_json_chars
+
+    written = json.dumps(value, separators=(",", ":"))
+    assert _over_json_chars(value, limit) == (len(written) > limit), written
+
+
 # ----- the route -----
 
 
@@ -164,8 +249,8 @@ def test_the_route_answers_the_values_as_runs_or_a_refusal_naming_the_setting(tm
     ok = call(app, "POST", "/schedules/preview", json={"setting": "text_prompts", "value": "sea:[1]*500+[0.25]*500"})
     assert ok.status_code == 200, ok.text
     assert ok.json() == {
-        "setting": "text_prompts", "schedule": True, "length": 1000, "runs": [[1.0, 500], [0.25, 500]],
-        "low": 0.25, "high": 1.0,
+        "setting": "text_prompts", "text": "sea", "clip_models": None, "schedule": True, "length": 1000,
+        "runs": [[1.0, 500], [0.25, 500]], "low": 0.25, "high": 1.0,
     }  # fmt: skip
     flat = call(app, "POST", "/schedules/preview", json={"setting": "clamp_grad", "value": True}).json()
     assert flat["schedule"] is False and flat["runs"] == [[1.0, 1000]]
@@ -240,3 +325,93 @@ def test_the_page_s_weighted_image_prompts_are_accepted_and_reach_the_flow_with_
     # weights summing to 0 with the text prompts' are refused, naming the prompts
     refused = call(app, "POST", "/jobs", json={**body, "image_prompts": [f"{red}:-1"]})
     assert refused.status_code == 400 and refused.json()["setting"] == "text_prompts", refused.text
+
+
+def test_the_route_answers_a_structured_prompt_and_prompts_by_frame_or_a_refusal_naming_the_prompt(tmp_path):
+    app, _ = app_of(tmp_path)
+    structured = {"text": "sea", "weight": "[1]*500+[0.25]*500", "clip_models": ["vit-b-32::openai"]}
+    ok = call(app, "POST", "/schedules/preview", json={"setting": "text_prompts", "value": structured})
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {
+        "setting": "text_prompts", "text": "sea", "clip_models": ["ViT-B-32::openai"], "schedule": True,
+        "length": 1000, "runs": [[1.0, 500], [0.25, 500]], "low": 0.25, "high": 1.0,
+    }  # fmt: skip
+    by_frame = {"0": ["a lighthouse:2", {"text": "fog", "weight": "[0]*100+[1]*900"}], "40": ["storm"]}
+    ok = call(app, "POST", "/schedules/preview", json={"setting": "text_prompts", "value": by_frame})
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"setting": "text_prompts", "frames": [
+        {"frame": 0, "until": 39, "prompts": [
+            {"text": "a lighthouse", "clip_models": None, "schedule": False, "length": 1000, "runs": [[2.0, 1000]],
+             "low": 2.0, "high": 2.0},
+            {"text": "fog", "clip_models": None, "schedule": True, "length": 1000, "runs": [[0.0, 100], [1.0, 900]],
+             "low": 0.0, "high": 1.0},
+        ]},
+        {"frame": 40, "until": None, "prompts": [
+            {"text": "storm", "clip_models": None, "schedule": False, "length": 1000, "runs": [[1.0, 1000]],
+             "low": 1.0, "high": 1.0},
+        ]},
+    ]}  # fmt: skip
+    for value, detail in [
+        ({"0": ["sea"], "9": [{"text": "fog", "weight": "[1]*9"}]}, "frame 9: prompt 'fog': its weight schedule"),
+        ({"text": "sea", "clip_models": ["RN51::openai"]}, "prompt 'sea': its clip_models: unknown CLIP model"),
+        ({"0": ["sea"], "0.5": ["fog"]}, "keys must be frame numbers"),
+        (["sea"], "for text_prompts also a structured prompt or prompts by frame, got list"),
+    ]:
+        refused = call(app, "POST", "/schedules/preview", json={"setting": "text_prompts", "value": value})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "setting_invalid" and refused.json()["setting"] == "text_prompts"
+        assert refused.json()["detail"].startswith("text_prompts: ") and detail in refused.json()["detail"]
+    other = call(app, "POST", "/schedules/preview", json={"setting": "cut_overview", "value": {"0": ["[1]*1000"]}})
+    assert other.status_code == 400 and other.json()["setting"] == "cut_overview"  # only text_prompts takes objects
+
+
+# prompt structures as a caller writes them, and what each prompt's weight is at every step
+_texts = st.text(st.characters(codec="utf-8", exclude_characters=":[]"), min_size=1, max_size=12).filter(str.strip)
+
+
+@st.composite
+def written_prompts(draw) -> tuple[str | dict, str, tuple[str, ...] | None, list[float]]:
+    """A prompt line or a structured prompt; its text, CLIP models and weight at each step."""
+    text = draw(_texts)
+    weight = draw(st.none() | st.floats(-50, 50).map(lambda v: round(v, 2)) | schedules())
+    written, expanded = (weight, weight) if not isinstance(weight, tuple) else weight
+    steps = [1.0] * 1000 if weight is None else expanded if isinstance(expanded, list) else [float(expanded)] * 1000
+    models = draw(st.none() | st.lists(st.sampled_from(CLIP_MODELS), min_size=1, max_size=3, unique=True))
+    if models is None and draw(st.booleans()):  # the line form
+        return (text if weight is None else f"{text}:{written}"), text.strip(), None, steps
+    prompt = {"text": text} | ({} if weight is None else {"weight": written})
+    if models is not None:
+        prompt["clip_models"] = [m.lower() if draw(st.booleans()) else m for m in models]  # case is forgiven
+    return prompt, text.strip(), None if models is None else tuple(models), steps
+
+
+@given(
+    by_frame=st.dictionaries(st.integers(0, 10**6), st.lists(written_prompts(), min_size=1, max_size=3), max_size=3),
+    one=written_prompts(),
+)
+@settings(**(QUICK | {"max_examples": 25}))
+def test_any_prompt_structure_is_previewed_prompt_by_prompt_and_frame_by_frame_as_written(
+    tmp_path_factory, by_frame, one
+):
+    app, _ = app_of(tmp_path_factory.mktemp("prompts"))
+    written, text, models, steps = one
+    answer = call(app, "POST", "/schedules/preview", json={"setting": "text_prompts", "value": written}).json()
+    assert (answer["text"], answer["clip_models"]) == (text, None if models is None else list(models))
+    assert [v for v, n in answer["runs"] for _ in range(n)] == steps
+    value = {str(frame): [p[0] for p in prompts] for frame, prompts in by_frame.items()}
+    response = call(app, "POST", "/schedules/preview", json={"setting": "text_prompts", "value": value})
+    if not by_frame:
+        assert response.status_code == 400 and "must not be empty" in response.json()["detail"]
+        return
+    assert response.status_code == 200, response.text
+    frames = response.json()["frames"]
+    keys = sorted(by_frame)
+    assert [(f["frame"], f["until"]) for f in frames] == list(
+        zip(keys, [k - 1 for k in keys[1:]] + [None], strict=True)
+    )
+    for frame in frames:
+        expected = by_frame[frame["frame"]]
+        assert [(p["text"], p["clip_models"]) for p in frame["prompts"]] == [
+            (t, None if m is None else list(m)) for _, t, m, _ in expected
+        ]
+        assert [[v for v, n in p["runs"] for _ in range(n)] for p in frame["prompts"]] == [s for *_, s in expected]

@@ -293,8 +293,28 @@ def test_schedules_are_plotted_as_typed_and_image_prompts_are_sent_with_their_we
     expect(page.locator('[data-preview="use_secondary_model"] svg')).to_have_attribute(
         "aria-label", "use_secondary_model over the 1000 virtual steps: on at steps 0 to 199, off at steps 200 to 999"
     )
-    page.fill("#text_prompts", "a lighthouse:[1]*500+[0]*500")
+    # a structured prompt on its line: its weight plotted, the CLIP models it applies to in the label
+    page.fill(
+        "#text_prompts", 'a lighthouse:2\n{"text": "fog", "weight": "[0]*250+[1]*750", "clip_models": ["rn50::openai"]}'
+    )
+    expect(prompts).to_have_count(1)
+    expect(prompts.locator(".plot-label")).to_have_text("fog (RN50::openai only)")
+    expect(prompts.locator("polyline")).to_have_attribute("points", "0,58 75,58 75,2 300,2")
+    # prompts by frame: each frame key with the frames it holds for, and its prompts' weights
+    page.fill(
+        "#text_prompts", '{"0": ["a lighthouse:2", "fog:[1]*500+[0]*500"], "40": [{"text": "storm", "weight": 3}]}'
+    )
+    keys = page.locator('[data-preview="text_prompts"] .frame-key')
+    expect(keys.locator(".frame-span")).to_have_text(["frame 0: frames 0 to 39", "frame 40: frames 40 on"])
+    expect(keys.nth(0).locator(".prompt-weight")).to_have_text("a lighthouse: weight 2")
+    expect(keys.nth(0).locator("polyline")).to_have_attribute("points", "0,2 150,2 150,58 300,58")
+    expect(keys.nth(1).locator(".prompt-weight")).to_have_text("storm: weight 3")
+    page.fill("#text_prompts", '{"0": ["sea"], "9": [{"text": "fog", "weight": "[1]*9"}]}')
+    expect(problem).to_contain_text("text_prompts: frame 9: prompt 'fog': its weight schedule: must cover exactly")
+    expect(keys).to_have_count(0)
+    page.fill("#text_prompts", 'a lighthouse:[1]*500+[0]*500\n{"text": "fog", "weight": 0.5}')
     expect(problem).to_have_text("")
+    expect(page.locator('[data-preview="text_prompts"] .prompt-weight')).to_have_text("fog: weight 0.5")
 
     # image prompts: a weight beside each file (1 unless changed), sent after its data URI
     red, blue = tiny_png(tmp_path / "red.png"), tiny_png(tmp_path / "blue.png", (20, 40, 200))
@@ -313,7 +333,7 @@ def test_schedules_are_plotted_as_typed_and_image_prompts_are_sent_with_their_we
         f"{uri}{base64.b64encode(red).decode()}:1",
         f"{uri}{base64.b64encode(blue).decode()}:-0.5",
     ]
-    assert body["text_prompts"] == ["a lighthouse:[1]*500+[0]*500"]
+    assert body["text_prompts"] == ["a lighthouse:[1]*500+[0]*500", {"text": "fog", "weight": 0.5}]
     assert not errors, errors
 
 

@@ -214,9 +214,9 @@ function dataUri(file) {
   });
 }
 
-// Prompts as one line: a list, or prompts by frame ({"0": [...], "10": [...]}).
+// Prompts as one line: a list (of lines, or structured prompts {"text": ...}), or prompts by frame ({"0": [...], "10": [...]}).
 function promptText(prompts) {
-  if (Array.isArray(prompts)) return prompts.join(" | ");
+  if (Array.isArray(prompts)) return prompts.map((p) => (p && typeof p === "object" ? String(p.text) : p)).join(" | ");
   if (prompts && typeof prompts === "object") {
     return Object.entries(prompts).map(([frame, list]) => `${frame}: ${promptText(list)}`).join(" · ");
   }
@@ -305,9 +305,14 @@ function inputsFor(row) {
     if (row.high !== null) input.max = row.high;
     return { inputs: [input], read: () => numberIn(input), write: (v) => { input.value = v ?? ""; } };
   }
+  if (name === "text_prompts") {
+    const area = el("textarea", { id: name, name, rows: 4 });
+    const write = (v) => { area.value = promptsWritten(v); };
+    return { inputs: [area], read: () => promptsRead(area.value), write };
+  }
   if (kind === "texts" || kind === "model_schedules") {
-    // one per line (clip_models_schedules: MODEL=SCHEDULE per line); or, for prompts that change over an animation's frames, the notebook's
-    // {frame: [prompts]} as JSON (text that does not parse goes as typed: the server names it)
+    // one per line (clip_models_schedules: MODEL=SCHEDULE per line), or JSON {...} (text that does not
+    // parse goes as typed: the server names it)
     const area = el("textarea", { id: name, name, rows: 4 });
     const read = () => {
       const text = area.value.trim();
@@ -353,6 +358,46 @@ function inputsFor(row) {
   return { inputs: [input], read, write: (v) => { input.value = v ?? ""; } };
 }
 
+// text_prompts as typed: a prompt per line, "text:weight" (the weight a number or a schedule) or a
+// structured prompt as JSON on its line ({"text": ..., "weight": ..., "clip_models": [...]}); or the
+// whole text as JSON: the notebook's prompts by frame for an animation ({"0": [...], "100": [...]}),
+// one structured prompt, or a list of prompts. Text that starts as JSON but does not parse, and whose
+// first line is no structured prompt, goes as typed: the server names it.
+function promptsRead(typed) {
+  const text = typed.trim();
+  if (text.startsWith("{") || text.startsWith("[")) {
+    try {
+      const value = JSON.parse(text);
+      if (Array.isArray(value)) return value;
+      if (value && typeof value === "object") return structuredPrompt(value) ? [value] : value;
+    } catch (error) { /* a prompt per line, below */ }
+  }
+  const lines = typed.split("\n").map((line) => line.trim()).filter((line) => line);
+  const read = lines.map((line) => {
+    if (!line.startsWith("{")) return line;
+    try {
+      const value = JSON.parse(line);
+      return structuredPrompt(value) ? value : line;
+    } catch (error) { return line; }
+  });
+  if (text.startsWith("{") && typeof read[0] === "string") return text;
+  return read;
+}
+
+// A prompt written as {"text": ..., "weight": ..., "clip_models": [...]} (one of those keys at least).
+function structuredPrompt(value) {
+  return Boolean(value) && typeof value === "object" && !Array.isArray(value)
+    && ["text", "weight", "clip_models"].some((key) => key in value);
+}
+
+// text_prompts as the field shows them: a line per prompt, a structured one as JSON on its line;
+// prompts by frame as JSON.
+function promptsWritten(prompts) {
+  if (Array.isArray(prompts)) return prompts.map((p) => (typeof p === "string" ? p : JSON.stringify(p))).join("\n");
+  if (prompts && typeof prompts === "object") return JSON.stringify(prompts, null, 1);
+  return prompts ?? "";
+}
+
 function buildField(row) {
   const field = { row, ...inputsFor(row) };
   const title = row.allowed ? `${row.meaning}; allowed: ${row.allowed}` : row.meaning;
@@ -364,7 +409,8 @@ function buildField(row) {
   const name = row.name.split(/(?<=_)/).flatMap((part) => [part, el("wbr")]);
   const label = el("label", { for: field.inputs[0].id, title }, name);
   if (row.kind === "texts") {
-    const how = row.choices ? "one or more" : row.name === "text_prompts" ? "one per line, or {frame: [...]} as JSON"
+    const how = row.choices ? "one or more" : row.name === "text_prompts"
+      ? 'one per line ("text:weight" or {"text", "weight", "clip_models"}), or {frame: [...]} as JSON'
       : "one per line";
     label.append(" ", el("small", { text: how }));
   }
@@ -416,11 +462,18 @@ function previewSoon(field) {
   field.preview.timer = setTimeout(() => preview(field), PREVIEW_WAIT_MS);
 }
 
-// The texts of a field that may hold a schedule: a prompt per line (text_prompts; prompts by frame as
-// JSON are not plotted), MODEL=SCHEDULE entries (clip_models_schedules), or the one value. Only text
-// with a "[" is sent: the server tells which of them are schedules and reads them.
+// The values of a field that may hold a schedule, each previewed on its own: a prompt per line
+// (text_prompts: a structured prompt as its object, prompts by frame as one object), MODEL=SCHEDULE
+// entries (clip_models_schedules), or the one value. Only text with a "[" is sent: the server tells
+// which of them are schedules and reads them; a structured prompt and prompts by frame always are.
 function scheduleTexts(field) {
   const text = field.inputs[0].value;
+  if (field.row.name === "text_prompts") {
+    const prompts = promptsRead(text);
+    if (typeof prompts === "string") return [];
+    if (!Array.isArray(prompts)) return [prompts];
+    return prompts.filter((p) => typeof p !== "string" || p.includes("[")).slice(0, MAX_PREVIEWS);
+  }
   let parts = [text];
   if (field.row.kind === "texts") parts = text.trim().startsWith("{") ? [] : text.split("\n");
   else if (field.row.kind === "model_schedules") parts = text.trim().startsWith("{") ? [] : text.split(/[;\n]+/);
@@ -434,8 +487,45 @@ async function preview(field) {
   const answers = await Promise.all(texts.map((text) => previewOf(field.row.name, text)));
   if (version !== field.preview.version) return; // typed on meanwhile: a newer preview is on its way
   const problems = answers.filter((answer) => answer.problem).map((answer) => answer.problem);
-  box.replaceChildren(...answers.flatMap((answer, i) => (answer.schedule ? [schedulePlot(field, texts[i], answer)] : [])));
+  const shown = answers.flatMap((answer, i) => {
+    if (answer.problem) return [];
+    if (answer.frames) return [framePrompts(field, answer.frames)];
+    if (answer.schedule) return [schedulePlot(field, texts[i], answer)];
+    return typeof texts[i] === "object" ? [promptLine(answer)] : []; // a structured prompt of one weight
+  });
+  box.replaceChildren(...shown);
   error.textContent = problems.join(" ");
+}
+
+// The prompts by frame as the server read them: each frame key with the frames it holds for, and its
+// prompts, a plot for a weight written as a schedule (MAX_PREVIEWS plots in all), a line for the others.
+function framePrompts(field, frames) {
+  let plots = 0;
+  return el("div", { class: "frame-prompts" }, frames.map((frame, i) => {
+    const first = i === 0 ? 0 : frame.frame;
+    const span = frame.until === null ? `frames ${first} on` : `frames ${first} to ${frame.until}`;
+    const prompts = frame.prompts.map((answer) => {
+      if (answer.schedule && plots < MAX_PREVIEWS) {
+        plots += 1;
+        return schedulePlot(field, answer.text, answer);
+      }
+      return promptLine(answer);
+    });
+    return el("div", { class: "frame-key", "data-frame": frame.frame }, [
+      el("p", { class: "frame-span", text: `frame ${frame.frame}: ${span}` }), ...prompts,
+    ]);
+  }));
+}
+
+// One prompt as a line: its text, its weight (or the range a schedule spans) and the CLIP models it applies to.
+function promptLine(answer) {
+  const weight = answer.low === answer.high ? `weight ${shortNumber(answer.low)}`
+    : `weight ${shortNumber(answer.low)} to ${shortNumber(answer.high)}`;
+  return el("p", { class: "prompt-weight", "data-prompt": answer.text, text: `${answer.text}: ${weight}${modelsNote(answer)}` });
+}
+
+function modelsNote(answer) {
+  return answer.clip_models ? ` (${answer.clip_models.join(", ")} only)` : "";
 }
 
 // POST ../schedules/preview: the value at each virtual step as runs ([[value, count], ...]), or
@@ -479,7 +569,8 @@ function schedulePlot(field, text, answer) {
     words.push(`${word(value)} at steps ${step} to ${step + count - 1}`);
     step += count;
   }
-  const label = field.row.kind === "texts" ? text.replace(/:[^:]*$/, "").trim() : field.row.name;
+  const label = answer.text !== undefined ? answer.text + modelsNote(answer)
+    : field.row.kind === "texts" ? text.replace(/:[^:]*$/, "").trim() : field.row.name;
   const described = `${label} over the ${length} virtual steps: ${words.slice(0, 6).join(", ")}`
     + (words.length > 6 ? `, and ${words.length - 6} more changes` : "");
   const plot = svg("svg", {
@@ -488,7 +579,7 @@ function schedulePlot(field, text, answer) {
   const title = svg("title");
   title.textContent = described;
   plot.append(title, svg("polyline", { class: "line", points: points.join(" ") }));
-  return el("figure", { class: "schedule-plot", "data-schedule": text }, [
+  return el("figure", { class: "schedule-plot", "data-schedule": typeof text === "string" ? text : JSON.stringify(text) }, [
     el("div", { class: "plot-values" }, [el("span", { text: word(high) }), el("span", { text: word(low) })]),
     plot,
     el("figcaption", {}, [el("span", { text: "step 0" }), el("span", { class: "plot-label", text: label }),

@@ -12,7 +12,8 @@ One concept per module, in the order they build on each other:
 - ``coercion``: each value read into its field's type, in one loop over the fields;
 - ``validation``: ``validate_settings``, the coercion plus the rules between settings;
 - ``schema``: the settings in words (``describe``) and as data for a form (``settings_schema``);
-- ``preview``: a setting's value over the 1000 virtual steps, read by its own reader (``preview_schedule``).
+- ``preview``: a setting's value over the 1000 virtual steps, read by its own reader (``preview_schedule``;
+  ``preview_prompts`` for ``text_prompts`` in all its forms).
 
 Importers use the names re-exported here.
 """
@@ -37,7 +38,15 @@ from .fields import (
     setting,
     with_video_init_overrides,
 )
-from .preview import MAX_PREVIEW_CHARS, PREVIEWED_SETTINGS, SchedulePreview, preview_schedule
+from .preview import (
+    MAX_PREVIEW_CHARS,
+    PREVIEWED_SETTINGS,
+    FramePrompts,
+    PromptPreview,
+    SchedulePreview,
+    preview_prompts,
+    preview_schedule,
+)
 from .schedules import bool_schedule, count_schedule, number_or_schedule, parse_schedule
 from .schema import describe, settings_schema
 from .texts import (
@@ -100,6 +109,8 @@ __all__ = [
     "SETTING_NAMES",
     "VIDEO_INIT_OVERRIDES",
     "Limits",
+    "FramePrompts",
+    "PromptPreview",
     "SchedulePreview",
     "Settings",
     "SettingsError",
@@ -118,6 +129,7 @@ __all__ = [
     "model_schedules",
     "number_or_schedule",
     "parse_schedule",
+    "preview_prompts",
     "preview_schedule",
     "read_setting",
     "read_yaml",
