@@ -1,0 +1,115 @@
+"""batch_size above 1 through the service, in one process: the sampler answers each sent Document with
+its batch's images, the Renderer and the client's files treat each as a full image."""
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from docarray import DocumentArray
+
+from disco.clip_catalog import DEFAULT_CLIP_MODEL
+from disco.clip_model import encode_texts
+from disco_service import wire
+from disco_service.client import api
+from disco_service.outputs import png_settings
+from disco_service.server.results import ResultStore
+
+
+@pytest.fixture
+def executors(tiny_models, tmp_path, monkeypatch):
+    """The sampler (its models the tiny ones) and the Renderer, sharing a job board and a result store;
+    ``calls`` counts the sampler's ``sample_image`` calls."""
+    import executors.diffusion_sampler as sampling
+    from executors.diffusion_sampler import DiffusionSampler
+    from executors.renderer import Renderer
+
+    board, results = str(tmp_path / "jobs.sqlite3"), str(tmp_path / "results")
+    sampler = DiffusionSampler(model_dir=str(tmp_path), use_gpu="0", preload="none", state_store=board,
+                               results_dir=results)  # fmt: skip
+    monkeypatch.setattr(sampler.cache, "models", lambda *args, **kwargs: tiny_models)
+    calls = []
+    real = sampling.sample_image
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].batch_size)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_image", counting)
+    return sampler, Renderer(state_store=board, results_dir=results), ResultStore(results, 3600), calls
+
+
+def with_embeddings(tiny_models, docs):
+    """The Documents as the encoder passes them on (one prompt, embedded by the tiny CLIP)."""
+    embeds = encode_texts(tiny_models.clip, ["a red apple"]).numpy()
+    for doc in docs:
+        doc.embedding, doc.tags[wire.EMBEDDING_WIDTHS_TAG] = wire.pack_embeddings({DEFAULT_CLIP_MODEL: embeds})
+        doc.tags[wire.PROMPT_WEIGHTS_TAG] = [1.0]
+        doc.tags["prompt_sets"] = [[0, 1]]
+    return docs
+
+
+def run(tiny_models, executors, tmp_path, monkeypatch, **given):
+    """``generate_image`` with the sampler and the Renderer in this process standing for the Flow (one
+    request per Document, as ``run_jobs`` sends them); the Documents sent and those returned."""
+    sampler, renderer = executors[:2]
+    sent = []
+
+    async def in_process(address, docs, show_progress, on_finished_frame=None, token=None):
+        answers = DocumentArray()
+        for doc in docs:
+            sent.append(doc)
+            answer = sampler.generate(with_embeddings(tiny_models, DocumentArray([doc])))
+            renderer.render(answer, parameters={wire.ACCEPT_UNFINISHED: True})
+            answers.extend(answer)
+        for doc in answers:
+            wire.cast_tags(doc)
+        return answers, []
+
+    monkeypatch.setattr(api, "run_jobs", in_process)
+    values = {**TINY, "seed": 7, "steps": 3, "display_rate": 1, "output_dir": str(tmp_path / "out"), **given}
+    answer = api.generate_image(**values, host="grpc://127.0.0.1:1", progress=False)
+    return sent, answer
+
+
+def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_models, executors, tmp_path, monkeypatch):
+    sent, answer = run(tiny_models, executors, tmp_path, monkeypatch, n_batches=2, batch_size=2, steps=2)
+    store, calls = executors[2], executors[3]
+    assert calls == [2, 2]  # one call per batch, each painting 2 images
+    assert len(answer) == 4
+    tags = [(d.tags["seed"], d.tags["batch_index"], d.tags[wire.BATCH_POSITION_TAG]) for d in answer]
+    assert sorted(tags) == [(7, 0, 0), (7, 0, 1), (8, 1, 0), (8, 1, 1)]
+    first = sent[0].id
+    assert {d.id for d in answer} == {
+        first,
+        wire.batch_image_id(first, 1),
+        sent[1].id,
+        wire.batch_image_id(sent[1].id, 1),
+    }
+    finals = set()
+    for doc in answer:
+        assert doc.tags["status"] == wire.JobStatus.DONE
+        assert [int(c.tags["step"]) for c in doc.chunks] == [1]  # every display_rate-th step and the last
+        assert doc.uri.startswith("data:image/png") and doc.uri == doc.chunks[-1].uri
+        finals.add(doc.uri)
+        record = store.read(doc.id)  # each image's own record and final image in the result store
+        assert record["status"] == "done" and (store.entry(doc.id) / "final.png").is_file()
+    assert len(finals) == 4  # four different pictures
+    files = [f for d in answer for f in d.tags["files"]]
+    names = [Path(f).name for f in files]
+    assert len(names) == len(set(names))  # nothing overwritten
+    finals_written = sorted(n for n in names if n.endswith(("_0.png", "_1.png")))
+    assert finals_written == [f"reverse_diffusion-7_{i}_{k}.png" for i in (0, 1) for k in (0, 1)]
+    remade = png_settings((tmp_path / "out" / finals_written[1]).read_bytes())
+    assert remade["seed"] == 7 and remade["batch_size"] == 2 and remade["n_batches"] == 1
+
+
+def test_batch_size_one_answers_one_document_as_before(tiny_models, executors, tmp_path, monkeypatch):
+    sent, answer = run(tiny_models, executors, tmp_path, monkeypatch, n_batches=2, steps=2)
+    assert executors[3] == [1, 1]
+    assert [d.id for d in answer] == [d.id for d in sent]
+    assert all(wire.BATCH_POSITION_TAG not in d.tags and wire.BATCH_OF_TAG not in d.tags for d in answer)
+    files = [Path(f) for d in answer for f in d.tags["files"]]
+    assert sorted(f.name for f in files if f.name.endswith(("_0.png", "_1.png"))) == [
+        "reverse_diffusion-7_0.png",
+        "reverse_diffusion-7_1.png",
+    ]
