@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 from docarray import DocumentArray
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from disco.clip_catalog import DEFAULT_CLIP_MODEL
 from disco.clip_model import encode_texts
@@ -113,3 +115,50 @@ def test_batch_size_one_answers_one_document_as_before(tiny_models, executors, t
         "reverse_diffusion-7_0.png",
         "reverse_diffusion-7_1.png",
     ]
+
+
+# ----- the job API, quotas and estimates -----
+
+
+@pytest.mark.parametrize("n", [2, 8])
+def test_the_job_api_refuses_a_batch_naming_batch_size_and_what_to_use(n):
+    """POST /jobs, /jobs/estimate and /predict read their settings here: never a silent single image."""
+    from disco.errors import Limits
+    from disco.settings import SettingsError
+    from disco_service.server.http_api import settings_from_json
+
+    with pytest.raises(SettingsError) as err:
+        settings_from_json({"width_height": [64, 64], "batch_size": n}, Limits())
+    assert err.value.parameter == "batch_size" and "n_batches" in str(err.value)
+    assert settings_from_json({"width_height": [64, 64], "batch_size": 1}, Limits())[0].batch_size == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 4), st.integers(2, 60))
+def test_pixel_steps_count_every_image_of_every_batch(batch, calls, steps):
+    from disco_service.server.quotas import job_pixel_steps
+
+    tags = {"width_height": [64, 128], "steps": steps, "skip_steps": 1, "batch_size": batch}
+    assert job_pixel_steps(tags, calls) == 64 * 128 * (steps - 1) * calls * batch
+
+
+def test_the_day_quota_counts_a_batchs_images(tmp_path):
+    from disco_service.server.quotas import Quota, QuotaExceeded
+    from disco_service.server.store import open_store
+
+    store = open_store(str(tmp_path / "jobs.sqlite3"))
+    store.quota = Quota(max_images_per_day=5)
+    store.submit("j1", "alice", {"text_prompts": ["x"], "seed": 7, "batch_size": 2}, [7, 8])  # 2 calls of 2
+    assert store.usage("alice")["images"] == 4
+    with pytest.raises(QuotaExceeded, match="this job adds 2"):
+        store.submit("j2", "alice", {"text_prompts": ["x"], "seed": 9, "batch_size": 2}, [9])
+
+
+def test_the_cpu_notice_counts_a_batchs_images():
+    from disco.settings import validate_settings
+    from disco_service.client.cpu_estimate import cpu_notice
+
+    one = cpu_notice(validate_settings(width_height=[256, 256], n_batches=2), "no CUDA GPU found")
+    four = cpu_notice(validate_settings(width_height=[256, 256], n_batches=2, batch_size=2), "no CUDA GPU found")
+    assert "2 images of 256x256" in one
+    assert "4 images (2 batches of 2) of 256x256" in four

@@ -95,7 +95,7 @@ def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S, vi
     animated = settings.animation_mode != "None"
     settings = with_video_init_overrides(settings)  # a video's overrides in place
     per_step = cpu_seconds_per_step(settings.width, settings.height, cutn_batches=1, cutouts=mean_cutouts(settings))
-    seconds = per_step * _sampled_steps(settings, video)
+    seconds = per_step * _sampled_steps(settings, video) * settings.batch_size  # a batch's images share its steps
     tags = wire.settings_to_tags(settings)
     images = 1 if animated else settings.n_batches
     notice = None

@@ -196,7 +196,7 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
     files as data URIs). Raises ``SettingsError`` naming the bad setting. Everything is checked but
     CLIP's 77-token limit of a prompt, which needs the tokenizer (open_clip and torch, too heavy for
     the gateway): the Flow's encoder checks it, and a job whose prompt it refuses fails with its
-    message."""
+    message. ``batch_size`` must be 1 here: a job's images are one sampler call each."""
     if not isinstance(body, dict):
         raise SettingsError("settings", f"the body must be a JSON object of settings, got {type(body).__name__}")
     values = wire.restore_numbers(body)
@@ -212,6 +212,13 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
             "resume_run", "the job API starts animations afresh: resume one from its files with client.py"
         )
     settings = validate_settings(values, limits=limits, tokens=False)
+    if settings.batch_size != 1:
+        raise SettingsError(
+            "batch_size",
+            f"must be 1 for a job of the job API (each of its images is one sampler call), got "
+            f"{settings.batch_size}: ask for more images with n_batches, or paint batches with client.py / "
+            "generate_image (gRPC)",
+        )
     check_gobig_start(settings, init is not None)
     if settings.animation_mode == "Video Input":
         if video is None:
