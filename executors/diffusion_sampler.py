@@ -59,6 +59,12 @@ class SamplingFailed(RuntimeError):
     code = wire.ErrorCode.SAMPLING_FAILED
 
 
+class DocumentIdInUse(ValueError):
+    """The id a batch's further image would take is used already (``wire.batch_image_id``)."""
+
+    code = wire.ErrorCode.DOCUMENT_ID_IN_USE
+
+
 class DiffusionSampler(Executor):
     def __init__(
         self,
@@ -112,6 +118,7 @@ class DiffusionSampler(Executor):
         prompts_at = _prompts_at(doc, s.clip_models)
         kept: list[dict] = []  # an image's frames in the result store: step and diffusion timestep
         batch = batch_documents(doc, s.batch_size)
+        self._claim_batch(batch)
         if s.animation_mode == "None":
             init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
             plan = plan_run(s, init_image=init is not None)
@@ -140,6 +147,19 @@ class DiffusionSampler(Executor):
             self.store.finish(other.id, {**record, "settings": image_settings(other.tags)})
             other.tags.update(ended)
         return batch
+
+    def _claim_batch(self, batch: list[Document]) -> None:
+        """A batch's further images belong to whoever sent its Document (``ResultStore.claim``), so
+        their results answer that caller alone; an id another caller holds, or one used before, fails
+        the request before sampling (``DocumentIdInUse``)."""
+        owner = self.store.owner(batch[0].id)
+        for other in batch[1:]:
+            taken = self.store.used(other.id) or (owner is not None and not self.store.claim(other.id, owner))
+            if taken or (owner is None and self.store.owner(other.id) is not None):
+                raise DocumentIdInUse(
+                    f"Document id {other.id!r} (image {other.tags[wire.BATCH_POSITION_TAG]} of the batch of "
+                    f"{batch[0].id!r}) was already used for an image; send the batch with a new id"
+                )
 
     def _image(self, batch: list[Document], reports, kept: list[dict], total: int) -> Iterator[int]:
         """Run one image, or one batch (``batch``: its Documents, image 0's first, as

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from disco.clip_catalog import DEFAULT_CLIP_MODEL
 from disco.clip_model import encode_texts
+from disco.settings import validate_settings
 from disco_service import wire
 from disco_service.client import api
 from disco_service.outputs import png_settings
@@ -53,13 +54,14 @@ def with_embeddings(tiny_models, docs):
 def run(tiny_models, executors, tmp_path, monkeypatch, **given):
     """``generate_image`` with the sampler and the Renderer in this process standing for the Flow (one
     request per Document, as ``run_jobs`` sends them); the Documents sent and those returned."""
-    sampler, renderer = executors[:2]
+    sampler, renderer, store = executors[:3]
     sent = []
 
     async def in_process(address, docs, show_progress, on_finished_frame=None, token=None):
         answers = DocumentArray()
         for doc in docs:
             sent.append(doc)
+            store.claim(doc.id, "alice")  # as the gateway records who sent an image
             answer = sampler.generate(with_embeddings(tiny_models, DocumentArray([doc])))
             renderer.render(answer, parameters={wire.ACCEPT_UNFINISHED: True})
             answers.extend(answer)
@@ -94,6 +96,7 @@ def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_model
         assert doc.uri.startswith("data:image/png") and doc.uri == doc.chunks[-1].uri
         finals.add(doc.uri)
         record = store.read(doc.id)  # each image's own record and final image in the result store
+        assert store.owner(doc.id) == "alice"  # a batch's images answer their sender alone
         assert record["status"] == "done" and (store.entry(doc.id) / "final.png").is_file()
     assert len(finals) == 4  # four different pictures
     files = [f for d in answer for f in d.tags["files"]]
@@ -115,6 +118,18 @@ def test_batch_size_one_answers_one_document_as_before(tiny_models, executors, t
         "reverse_diffusion-7_0.png",
         "reverse_diffusion-7_1.png",
     ]
+
+
+def test_a_batch_whose_image_id_is_taken_fails_before_sampling(tiny_models, executors):
+    from executors.diffusion_sampler import DocumentIdInUse
+
+    sampler, _, store, calls = executors
+    doc = with_embeddings(tiny_models, api.make_documents(validate_settings(TINY, batch_size=3, seed=1), None))[0]
+    store.claim(doc.id, "alice")
+    store.claim(wire.batch_image_id(doc.id, 2), "mallory")
+    with pytest.raises(DocumentIdInUse, match="image 2 of the batch"):
+        sampler.generate(DocumentArray([doc]))
+    assert calls == [] and store.owner(wire.batch_image_id(doc.id, 2)) == "mallory"
 
 
 # ----- the job API, quotas and estimates -----
