@@ -177,3 +177,56 @@ def test_the_cpu_notice_counts_a_batchs_images():
     four = cpu_notice(validate_settings(width_height=[256, 256], n_batches=2, batch_size=2), "no CUDA GPU found")
     assert "2 images of 256x256" in one
     assert "4 images (2 batches of 2) of 256x256" in four
+
+
+def test_a_callers_batch_is_listed_with_its_job(tmp_path):
+    """A caller's own /generate request of a batch is recorded as a job (direct_calls); its view lists
+    the batch's further images with their result URLs, which answer that caller alone."""
+    from docarray import Document
+    from jina.types.request.data import DataRequest
+
+    from disco_service.server import http_api
+    from disco_service.server.direct_calls import CALLER, DirectCalls
+    from disco_service.server.job_queue import JobQueue
+    from disco_service.server.tokens import Tokens
+
+    class NoFlow:
+        async def generate(self, doc): ...
+
+        async def progress(self, ids, frame=False, keep_alive=True):
+            return []
+
+        async def cancel(self, ids): ...
+
+    store = ResultStore(tmp_path)
+    tokens = Tokens(["alice-token-0123456789"])
+    direct = DirectCalls(JobQueue(store, NoFlow(), max_jobs_per_owner=2), tokens)
+    alice = tokens.owner("Bearer alice-token-0123456789")
+    settings = validate_settings({**TINY, "text_prompts": ["a fox"], "seed": 40, "batch_size": 3}, tokens=False)
+    made = DataRequest()
+    made.header.exec_endpoint = wire.GENERATE
+    made.data.docs = DocumentArray([Document(id="fox1", tags=wire.request_tags(settings, 0))])
+    token = CALLER.set(alice)
+    try:
+        answered = direct.admit(made)
+    finally:
+        CALLER.reset(token)
+    for k, doc_id in enumerate(["fox1", "fox1-1", "fox1-2"]):  # what the sampler keeps (it claims the others)
+        assert store.claim(doc_id, alice)
+        if k < 2:
+            store.finish(doc_id, {"status": "done", "steps_done": 3})
+    answered()
+    [job] = direct.queue.jobs_of(alice)
+    [image] = http_api.job_view(direct.queue, job)["images"]
+    assert image["batch"] == [
+        {
+            "position": 1,
+            "id": "fox1-1",
+            "status": "done",
+            "result": "/results/fox1-1",
+            "png": "/results/fox1-1/final.png",
+        },
+        {"position": 2, "id": "fox1-2", "status": None, "result": "/results/fox1-2", "png": None},
+    ]
+    one = direct.queue.submit(alice, validate_settings({**TINY, "text_prompts": ["a hare"], "seed": 41}, tokens=False))
+    assert "batch" not in http_api.job_view(direct.queue, one)["images"][0]  # batch_size 1: the view as before

@@ -251,7 +251,8 @@ def picture_links(store: ResultStore, doc_id: str, base: str) -> dict[str, list[
 def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
     """One image of a job as the API shows it; an animation's also with the frame being made
     (``frame``, from 0), ``frames``, ``frames_done``, its finished frames (``frame_pngs``) and, once
-    it ended with some frame, its ``mp4``."""
+    it ended with some frame, its ``mp4``; of a batch (``batch_size`` above 1) the batch's further
+    images (``batch_links``)."""
     base = f"/jobs/{job.id}/images/{image.index}"
     ended = image.finished_status
     finished_frames = [n for n, _ in queue.store.animation_frames(image.doc_id)]
@@ -277,7 +278,25 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "frame_pngs": [f"{base}/{animation_frame_name(n)}" for n in finished_frames],
         "mp4": f"{base}/video.mp4" if animated and ended and finished_frames else None,
         **picture_links(queue.store, image.doc_id, base),
+        **batch_links(queue.store, image.doc_id, int(job.settings.get("batch_size") or 1)),
     }
+
+
+def batch_links(store: ResultStore, doc_id: str, batch_size: int) -> dict[str, list[dict[str, Any]]]:
+    """With ``batch_size`` above 1 (a job recorded from a caller's own ``/generate`` request: the job
+    API refuses batches), ``batch``: the batch's further images, made in the same sampler call as
+    image ``doc_id`` and kept in the result store under their own ids (``wire.batch_image_id``), each
+    with its ``position`` in the batch, ``id``, ``status`` (None while not recorded), ``result`` (its
+    record, ``GET /results/{id}``) and ``png`` (its final image, once done). Nothing at batch_size 1."""
+    if batch_size <= 1:
+        return {}
+    batch = []
+    for k in range(1, batch_size):
+        other = wire.batch_image_id(doc_id, k)
+        status = (store.read(other) or {}).get("status")
+        png = f"/results/{other}/{FINAL}" if status == JobStatus.DONE else None
+        batch.append({"position": k, "id": other, "status": status, "result": f"/results/{other}", "png": png})
+    return {"batch": batch}
 
 
 def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
