@@ -76,7 +76,9 @@ def run(tiny_models, executors, tmp_path, monkeypatch, **given):
 
 
 def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_models, executors, tmp_path, monkeypatch):
-    sent, answer = run(tiny_models, executors, tmp_path, monkeypatch, n_batches=2, batch_size=2, steps=2)
+    sent, answer = run(
+        tiny_models, executors, tmp_path, monkeypatch, n_batches=2, batch_size=2, steps=2, batch_name="fox"
+    )
     store, calls = executors[2], executors[3]
     assert calls == [2, 2]  # one call per batch, each painting 2 images
     assert len(answer) == 4
@@ -103,7 +105,9 @@ def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_model
     names = [Path(f).name for f in files]
     assert len(names) == len(set(names))  # nothing overwritten
     finals_written = sorted(n for n in names if n.endswith(("_0.png", "_1.png")))
-    assert finals_written == [f"reverse_diffusion-7_{i}_{k}.png" for i in (0, 1) for k in (0, 1)]
+    assert finals_written == [f"reverse_diffusion-fox-7_{i}_{k}.png" for i in (0, 1) for k in (0, 1)]
+    ordered = [sent[0].id, wire.batch_image_id(sent[0].id, 1), sent[1].id, wire.batch_image_id(sent[1].id, 1)]
+    assert store.run_documents("fox", lambda doc_id: True) == ordered  # GET /runs/fox: every image, in order
     remade = png_settings((tmp_path / "out" / finals_written[1]).read_bytes())
     assert remade["seed"] == 7 and remade["batch_size"] == 2 and remade["n_batches"] == 1
 
