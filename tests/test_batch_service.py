@@ -77,7 +77,15 @@ def run(tiny_models, executors, tmp_path, monkeypatch, **given):
 
 def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_models, executors, tmp_path, monkeypatch):
     sent, answer = run(
-        tiny_models, executors, tmp_path, monkeypatch, n_batches=2, batch_size=2, steps=2, batch_name="fox"
+        tiny_models,
+        executors,
+        tmp_path,
+        monkeypatch,
+        n_batches=2,
+        batch_size=2,
+        steps=3,
+        batch_name="fox",
+        intermediate_saves=[1],
     )
     store, calls = executors[2], executors[3]
     assert calls == [2, 2]  # one call per batch, each painting 2 images
@@ -94,7 +102,7 @@ def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_model
     finals = set()
     for doc in answer:
         assert doc.tags["status"] == wire.JobStatus.DONE
-        assert [int(c.tags["step"]) for c in doc.chunks] == [1]  # every display_rate-th step and the last
+        assert [int(c.tags["step"]) for c in doc.chunks] == [1, 2]  # every display_rate-th step and the last
         assert doc.uri.startswith("data:image/png") and doc.uri == doc.chunks[-1].uri
         finals.add(doc.uri)
         record = store.read(doc.id)  # each image's own record and final image in the result store
@@ -108,6 +116,9 @@ def test_n_batches_times_batch_size_images_one_sampler_call_per_batch(tiny_model
     assert finals_written == [f"reverse_diffusion-fox-7_{i}_{k}.png" for i in (0, 1) for k in (0, 1)]
     ordered = [sent[0].id, wire.batch_image_id(sent[0].id, 1), sent[1].id, wire.batch_image_id(sent[1].id, 1)]
     assert store.run_documents("fox", lambda doc_id: True) == ordered  # GET /runs/fox: every image, in order
+    partials = sorted(Path(f).name for f in files if Path(f).parent.name == "partials")
+    assert partials == [f"reverse_diffusion-fox-7_{i}_{k}-001.png" for i in (0, 1) for k in (0, 1)]  # each its own
+    assert len({(Path(f).read_bytes()) for f in files if Path(f).parent.name == "partials"}) == 4
     remade = png_settings((tmp_path / "out" / finals_written[1]).read_bytes())
     assert remade["seed"] == 7 and remade["batch_size"] == 2 and remade["n_batches"] == 1
 
