@@ -135,6 +135,32 @@ def test_batch_size_one_answers_one_document_as_before(tiny_models, executors, t
     ]
 
 
+def test_a_failed_batch_names_every_image_and_keeps_each(tiny_models, executors, tmp_path, monkeypatch):
+    """A batch that turns NaN fails as a whole: every image comes back failed with its frames so far,
+    saved, and the error names each by its batch and its place in it."""
+    import torch
+
+    import executors.diffusion_sampler as sampling
+    from disco.sampler import StepReport
+
+    def turns_nan(s, *args, **kwargs):
+        fine = torch.full((s.batch_size, 3, 64, 64), 0.5)
+        yield StepReport(1, 2, 1, fine[0], None, images=fine)
+        nan = torch.full((s.batch_size, 3, 64, 64), float("nan"))
+        yield StepReport(2, 2, -1, nan[0], None, images=nan)
+
+    monkeypatch.setattr(sampling, "sample_image", turns_nan)
+    with pytest.raises(api.GenerationFailed) as failed:
+        run(tiny_models, executors, tmp_path, monkeypatch, batch_size=2, n_batches=1)
+    assert [m.split(":")[0] for m in failed.value.messages] == ["image 0, place 0 in its batch",
+                                                                "image 0, place 1 in its batch"]  # fmt: skip
+    assert all("NaN at step 2" in m for m in failed.value.messages)
+    for doc in failed.value.results:
+        assert doc.tags["status"] == "failed" and [int(c.tags["step"]) for c in doc.chunks] == [1]
+    names = sorted(Path(f).name for d in failed.value.results for f in d.tags["files"] if f.endswith("failed.png"))
+    assert names == ["reverse_diffusion-7_0_0-failed.png", "reverse_diffusion-7_0_1-failed.png"]
+
+
 def test_a_batch_whose_image_id_is_taken_fails_before_sampling(tiny_models, executors):
     from executors.diffusion_sampler import DocumentIdInUse
 
