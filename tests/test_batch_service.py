@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from disco.clip_catalog import DEFAULT_CLIP_MODEL
 from disco.clip_model import encode_texts
-from disco.settings import validate_settings
+from disco.settings import SettingsError, validate_settings
 from disco_service import wire
 from disco_service.client import api
 from disco_service.outputs import png_settings
@@ -176,17 +176,77 @@ def test_a_batch_whose_image_id_is_taken_fails_before_sampling(tiny_models, exec
 # ----- the job API, quotas and estimates -----
 
 
-@pytest.mark.parametrize("n", [2, 8])
-def test_the_job_api_refuses_a_batch_naming_batch_size_and_what_to_use(n):
-    """POST /jobs, /jobs/estimate and /predict read their settings here: never a silent single image."""
+def test_the_job_api_paints_batches_and_shows_each_image(tmp_path, monkeypatch):
+    """POST /jobs with batch_size 2: each of the job's images is one batch (one sampler call); its
+    view lists the batch's further images, which the caller can fetch, the zip holds all of them under
+    client.py's names, deleting the job removes them; /predict (one image per batch in its answer)
+    refuses a batch naming batch_size."""
+    import asyncio
+    import io
+
+    from fake_flow import FakeFlow, png
+    from PIL import Image
+    from test_http_api import ended, service, until
+
+    from disco_service import transport
+    from disco_service.server import gallery, hub_serving, job_queue
+
+    monkeypatch.setattr(job_queue, "POLL_S", 0.01)
+    monkeypatch.setattr(transport, "RETRY", transport.RetryPolicy(pause_s=0))
+
+    class BatchFlow(FakeFlow):
+        """Keeps a batch's further images as the sampler does: claimed for the sender, recorded."""
+
+        async def generate(self, doc):
+            answer = await super().generate(doc)
+            for k in range(1, int(doc.tags.get("batch_size") or 1)):
+                other = wire.batch_image_id(doc.id, k)
+                self.store.claim(other, self.store.owner(doc.id))
+                self.store.add_frame(other, 3, png((0, 50 * k, 0)), {"seed": doc.tags["seed"]})
+                self.store.finish(other, {"status": "done", "seed": doc.tags["seed"], "steps_done": 3})
+            return answer
+
+    store = ResultStore(tmp_path / "results", 3600)
+    body = {"text_prompts": ["a lighthouse"], "width_height": [64, 64], "steps": 3, "skip_steps": 0, "seed": 5}
+
+    async def scenario():
+        async with service(store, BatchFlow(store)) as (client, queue):
+            made = (await client.post("/jobs", json={**body, "n_batches": 2, "batch_size": 2})).json()
+            job = await until(client, f"/jobs/{made['id']}", ended)
+            assert job["status"] == "done" and len(job["images"]) == 2
+            for image in job["images"]:
+                [other] = image["batch"]
+                assert other["position"] == 1 and other["status"] == "done"
+                picture = await client.get(other["png"])
+                assert Image.open(io.BytesIO(picture.content)).convert("RGB").getpixel((0, 0)) == (0, 50, 0)
+            kept = queue.jobs[made["id"]]
+            names = sorted(name for name, _ in gallery.job_files(queue, kept))
+            assert [n for n in names if n.endswith("_0.png") or n.endswith("_1.png")] == [
+                f"reverse_diffusion-5_{i}_{k}.png" for i in (0, 1) for k in (0, 1)
+            ]
+            extras = [image["batch"][0]["id"] for image in job["images"]]
+            gallery.delete_job(queue, kept)
+            assert not any(store.used(doc_id) for doc_id in extras)
+
+            route = f"/predict/{hub_serving.MODULE}"
+            refused = (await client.post(route, json={**body, "batch_size": 2})).json()
+            assert (
+                refused["status"] == "101"
+                and refused["msg"].startswith("batch_size:")
+                and "n_batches" in refused["msg"]
+            )
+
+    asyncio.run(scenario())
+
+
+def test_the_job_api_reads_a_batch(tmp_path):
     from disco.errors import Limits
-    from disco.settings import SettingsError
     from disco_service.server.http_api import settings_from_json
 
+    assert settings_from_json({"width_height": [64, 64], "batch_size": 3}, Limits())[0].batch_size == 3
     with pytest.raises(SettingsError) as err:
-        settings_from_json({"width_height": [64, 64], "batch_size": n}, Limits())
-    assert err.value.parameter == "batch_size" and "n_batches" in str(err.value)
-    assert settings_from_json({"width_height": [64, 64], "batch_size": 1}, Limits())[0].batch_size == 1
+        settings_from_json({"width_height": [64, 64], "batch_size": 3, "animation_mode": "2D"}, Limits())
+    assert err.value.parameter == "batch_size"
 
 
 @settings(max_examples=25, deadline=None)

@@ -62,7 +62,7 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 
 from disco.settings import Limits, SettingsError, check_gobig_start, default, validate_settings
 from disco_service import wire
-from disco_service.outputs import picture_name, picture_tags
+from disco_service.outputs import image_stem, picture_name, picture_tags
 from disco_service.server import http_guard
 from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
@@ -196,7 +196,7 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
     files as data URIs). Raises ``SettingsError`` naming the bad setting. Everything is checked but
     CLIP's 77-token limit of a prompt, which needs the tokenizer (open_clip and torch, too heavy for
     the gateway): the Flow's encoder checks it, and a job whose prompt it refuses fails with its
-    message. ``batch_size`` must be 1 here: a job's images are one sampler call each."""
+    message."""
     if not isinstance(body, dict):
         raise SettingsError("settings", f"the body must be a JSON object of settings, got {type(body).__name__}")
     values = wire.restore_numbers(body)
@@ -212,13 +212,6 @@ def settings_from_json(body: Any, limits: Limits) -> tuple[Any, bytes | None, by
             "resume_run", "the job API starts animations afresh: resume one from its files with client.py"
         )
     settings = validate_settings(values, limits=limits, tokens=False)
-    if settings.batch_size != 1:
-        raise SettingsError(
-            "batch_size",
-            f"must be 1 for a job of the job API (each of its images is one sampler call), got "
-            f"{settings.batch_size}: ask for more images with n_batches, or paint batches with client.py / "
-            "generate_image (gRPC)",
-        )
     check_gobig_start(settings, init is not None)
     if settings.animation_mode == "Video Input":
         if video is None:
@@ -314,20 +307,21 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
     }
 
 
-def _file_name(job: Job, image: Image, name: str) -> str:
-    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}...;
-    an eye view's or an intermediate save's as ``picture_name`` names it in ``output_dir`` (a save's
-    with its ``partials/`` folder)."""
+def _file_name(job: Job, image: Image, name: str, position: int | None = None) -> str:
+    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}...
+    (of a batch's image at ``position``, ``..._{i}_{position}...``); an eye view's or an intermediate
+    save's as ``picture_name`` names it in ``output_dir`` (a save's with its ``partials/`` folder)."""
     parts = ("reverse_diffusion", str(job.settings.get("batch_name") or ""), str(job.settings["seed"]))
     prefix = "-".join(p for p in parts if p)
+    stem = image_stem(prefix, image.index, position)
     if (tags := picture_tags(name)) is not None:  # an animation's pictures are named by the run, as its frames
-        return picture_name(prefix if "frame" in tags else f"{prefix}_{image.index}", tags)
+        return picture_name(prefix if "frame" in tags else stem, tags)
     ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
     if name == "video.mp4":
         return f"{prefix}.mp4"  # as client.py names an animation's files
     if frame := _ANIMATION_FRAME.fullmatch(name):
         return f"{prefix}-frame{frame[1]}.png"
-    return f"{prefix}_{image.index}{ending[name]}"
+    return f"{stem}{ending[name]}"
 
 
 def mount(
