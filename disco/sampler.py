@@ -65,10 +65,12 @@ class StepReport:
     step: int  # steps done in this run, 1..total
     total: int
     cur_t: int  # Disco's cur_t after the step: the next timestep index, -1 after the last step
-    image: torch.Tensor | None  # (3, H, W) in [0, 1] on the CPU, on display steps and the last
-    loss: float | None  # the latest CLIP loss, for display (on display steps)
+    image: torch.Tensor | None  # (3, H, W) in [0, 1] on the CPU, on display steps and the last: image 0 of the batch
+    loss: float | None  # the latest CLIP loss, for display (on display steps): the batch's images' summed
     fp32_retries: int = 0  # steps so far whose fp16 guidance overflowed and was computed again in fp32
     partial: str | None = None  # intermediate_saves keeps this step: its file name's end (disco.partials)
+    # every image of the batch (batch_size, 3, H, W) in [0, 1] on the CPU, when ``image`` is given
+    images: torch.Tensor | None = None
 
 
 def as_prompts(prompt_weights: Sequence[float | Prompt]) -> list[Prompt]:
@@ -133,11 +135,19 @@ def sample_image(
     seed: int,
     init_image: torch.Tensor | None = None,
 ) -> Iterator[StepReport]:
-    """Run one image. ``prompt_embeds``: per model of ``settings.clip_models`` (by name), its
-    normalised embeddings of the prompts (m, d), or one tensor when there is one model (image
-    prompts' cutout embeddings are rows like any prompt's); ``prompt_weights``: each row's weight,
-    a number, or a ``Prompt`` whose weight schedule and CLIP models apply by step;
-    ``init_image`` (1, 3, H, W) in [-1, 1]."""
+    """Run one batch of ``settings.batch_size`` images (discoart's ``batch_size``: painted together,
+    x_T drawn as (batch_size, 3, H, W) from ``seed``; each report's ``images`` holds them all and
+    ``image`` the first, so batch_size 1 is the single image). What the batch shares is the
+    notebook's: one set of cutout positions and augmentations per cutout batch, applied to every
+    image, the gradient's RMS clamp and the saturation loss taken over the whole batch, and a step
+    whose gradient has a NaN anywhere taken unguided for every image (``disco.guidance``); each
+    image's CLIP, TV, range and init losses are its own.
+
+    ``prompt_embeds``: per model of ``settings.clip_models`` (by name), its normalised embeddings of
+    the prompts (m, d), or one tensor when there is one model (image prompts' cutout embeddings are
+    rows like any prompt's); ``prompt_weights``: each row's weight, a number, or a ``Prompt`` whose
+    weight schedule and CLIP models apply by step; ``init_image`` (1, 3, H, W) in [-1, 1], the start
+    of every image of the batch (as is a perlin start)."""
     device = models.device
     g_cpu = torch.Generator().manual_seed(seed)
     g_dev = g_cpu if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
@@ -186,9 +196,10 @@ def sample_image(
         if j in saves:
             saved = partial_suffix(settings.intermediate_saves, j, settings.steps, settings.skip_steps)
         show = j % settings.display_rate == 0 or last or saved is not None
-        image = step.pred_xstart[0].add(1).div(2).clamp(0, 1).detach().cpu() if show else None
+        images = step.pred_xstart.add(1).div(2).clamp(0, 1).detach().cpu() if show else None
         # read on display steps only: reading a device value makes the host wait for the GPU
         loss = float(guidance.losses[-1]) if show and guidance.losses else None
-        yield StepReport(j + 1, total, step.index - 1, image, loss, guidance.fp32_retries, saved)
+        image = images[0] if images is not None else None
+        yield StepReport(j + 1, total, step.index - 1, image, loss, guidance.fp32_retries, saved, images)
     if guidance.fp32_retries:
         log.warning("%d of %d steps overflowed in fp16 and were computed in fp32", guidance.fp32_retries, total)

@@ -12,6 +12,10 @@ For image ``i`` of a run (the run's ``seed``; image ``i`` itself used ``seed + i
                                                               image at about NN% of its steps
     partials/reverse_diffusion-{batch_name}-{seed}_{i}-{jjj}.png  with intermediate_saves a list: at step jjj
 
+With ``batch_size`` B above 1, batch ``i`` (one sampler call, seed ``seed + i``) makes B images, and
+each one's files start ``reverse_diffusion-{batch_name}-{seed}_{i}_{k}`` instead, ``k`` its place in
+the batch (0 to B - 1): ``..._{i}_{k}.png``, ``..._{i}_{k}-step{NNNN}.png`` and so on.
+
 An animation (one per run, its frames made with ``seed + n``) writes
 
     reverse_diffusion-{batch_name}-{seed}-frame{NNNN}.png     each finished frame n
@@ -47,7 +51,7 @@ from typing import Any
 
 from disco.partials import PARTIALS_FOLDER
 from disco.settings import SETTING_NAMES, Settings, SettingsError, default
-from disco_service.wire import JobStatus, restore_numbers
+from disco_service.wire import BATCH_POSITION_TAG, JobStatus, restore_numbers
 
 __all__ = [
     "base_prefix",
@@ -60,6 +64,7 @@ __all__ = [
     "gif_frame_ms",
     "glob_escape",
     "image_file_name",
+    "image_stem",
     "image_settings",
     "keep_run",
     "latest_animation_seed",
@@ -347,14 +352,22 @@ def check_output_dir(output_dir: str | Path) -> Path:
     return out
 
 
-def image_file_name(prefix: str, i: int, status: str | None = None) -> str:
+def image_stem(prefix: str, i: int, position: int | None = None) -> str:
+    """The start of every file name of batch ``i``'s image: ``{prefix}_{i}``, or with ``batch_size``
+    above 1 ``{prefix}_{i}_{position}`` (its place in the batch, from 0)."""
+    return f"{prefix}_{i}" if position is None else f"{prefix}_{i}_{position}"
+
+
+def image_file_name(prefix: str, i: int, status: str | None = None, position: int | None = None) -> str:
     """The file name of image ``i``'s last picture: ``{prefix}_{i}.png`` when it finished (``status``
     ``done``, or none given), else ``{prefix}_{i}-{status}.png`` (e.g. ``-cancelled``): a picture
-    of an image stopped early, never to be mistaken for a finished one."""
+    of an image stopped early, never to be mistaken for a finished one. ``position``: its place in
+    its batch, with ``batch_size`` above 1 (``image_stem``)."""
+    stem = image_stem(prefix, i, position)
     if status in (None, "", JobStatus.DONE):
-        return f"{prefix}_{i}.png"
+        return f"{stem}.png"
     word = status if status in set(JobStatus) else "unfinished"  # a status of a later version: still not final
-    return f"{prefix}_{i}-{word}.png"
+    return f"{stem}-{word}.png"
 
 
 RUNS_FOLDER = "runs"  # output_dir/runs/{batch_name}.json: each named run's DocumentArray, the latest of a name
@@ -389,22 +402,25 @@ def save_outputs(docs: Any, settings: Settings) -> list[Path]:
     written: list[Path] = []
     for doc in docs:
         i = int(doc.tags.get("batch_index", 0))
+        position = doc.tags.get(BATCH_POSITION_TAG)
+        position = None if position is None else int(position)
+        stem = image_stem(prefix, i, position)
         recipe = image_settings(doc.tags)
         files = []
         for chunk in doc.chunks:
             if chunk.uri:
-                path = _inside(out, f"{prefix}_{i}-step{int(chunk.tags.get('step', 0)):04d}.png")
+                path = _inside(out, f"{stem}-step{int(chunk.tags.get('step', 0)):04d}.png")
                 path.write_bytes(embed_settings(data_uri_bytes(chunk.uri), recipe))
                 files.append(path)
         if doc.uri:
-            final = _inside(out, image_file_name(prefix, i, doc.tags.get("status")))
+            final = _inside(out, image_file_name(prefix, i, doc.tags.get("status"), position))
             final.write_bytes(embed_settings(data_uri_bytes(doc.uri), recipe))
             files.insert(0, final)
         if len(doc.chunks):
-            gif, sprite = _inside(out, f"{prefix}_{i}.gif"), _inside(out, f"{prefix}_{i}-sprite.png")
+            gif, sprite = _inside(out, f"{stem}.gif"), _inside(out, f"{stem}-sprite.png")
             write_animations(doc.chunks, gif, sprite, recipe)
             files += [gif, sprite]
-        files += write_pictures(doc, out, f"{prefix}_{i}", recipe)
+        files += write_pictures(doc, out, stem, recipe)
         doc.tags["files"] = [str(f) for f in files]
         written += files
     return written

@@ -59,6 +59,9 @@ from disco.settings import (
 
 __all__ = [
     "resumed_frame",
+    "BATCH_OF_TAG",
+    "BATCH_POSITION_TAG",
+    "batch_image_id",
     "ACCEPT_UNFINISHED",
     "KEEP_ALIVE",
     "cast_tags",
@@ -115,9 +118,15 @@ NOT_FINISHED = "not_finished"
 
 # Tags a request may carry besides the settings: the client's bookkeeping for one image of a run.
 REQUEST_TAGS = ("batch_index", "run_seed", "client_timeout_s", "start_frame")
+# With batch_size above 1 the sampler answers each request's Document with batch_size Documents: the
+# one sent (image 0) and one per further image, each tagged with its place in the batch and the id
+# of the Document sent (``batch_image_id``).
+BATCH_POSITION_TAG = "batch_position"
+BATCH_OF_TAG = "batch_of"
 # Whole numbers that are not settings: bookkeeping, progress and results.
 INT_TAGS = (
-    *("seed", "run_seed", "batch_index", "steps_done", "step", "total", "cur_t", "frame_step", "frame_cur_t"),
+    *("seed", "run_seed", "batch_index", BATCH_POSITION_TAG, "steps_done", "step", "total", "cur_t"),
+    *("frame_step", "frame_cur_t"),
     *("start_frame", "frame", "frames", "frames_done", "last_finished", "run_step", "run_total"),
 )
 
@@ -289,6 +298,14 @@ def request_tags_animation(settings: Settings, start_frame: int, client_timeout_
     tags = request_tags(settings, 0, client_timeout_s)
     tags["start_frame"] = start_frame
     return tags
+
+
+def batch_image_id(doc_id: str, position: int) -> str:
+    """The Document id of image ``position`` (1 or more) of the batch sent as Document ``doc_id``:
+    ``{doc_id}-{position}`` (ids are file names of the result store, at most 64 characters: a longer
+    sent id is cut to make room)."""
+    end = f"-{position}"
+    return doc_id[: 64 - len(end)] + end
 
 
 def request_tags(settings: Settings, batch_index: int, client_timeout_s: float | None = None) -> dict[str, Any]:

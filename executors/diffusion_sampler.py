@@ -59,6 +59,12 @@ class SamplingFailed(RuntimeError):
     code = wire.ErrorCode.SAMPLING_FAILED
 
 
+class DocumentIdInUse(ValueError):
+    """The id a batch's further image would take is used already (``wire.batch_image_id``)."""
+
+    code = wire.ErrorCode.DOCUMENT_ID_IN_USE
+
+
 class DiffusionSampler(Executor):
     def __init__(
         self,
@@ -97,22 +103,28 @@ class DiffusionSampler(Executor):
         self.client_timeout_s = float(client_timeout_s or cfg.client_timeout_s)
 
     @requests(on="/generate")
-    def generate(self, docs: DocumentArray, **kwargs) -> None:
+    def generate(self, docs: DocumentArray, **kwargs) -> DocumentArray:
+        """Each Document's image, or with ``batch_size`` B above 1 its batch: the Document is image 0 and
+        B - 1 Documents follow it (``batch_documents``), each with its own frames and final image."""
+        answer = DocumentArray()
         for doc in docs:
-            self._generate(doc)
+            answer.extend(self._generate(doc))
+        return answer
 
-    def _generate(self, doc: Document) -> None:
+    def _generate(self, doc: Document) -> list[Document]:
         s = wire.settings_from_tags(doc.tags)  # validated by the encoder, the Flow's first executor
         if doc.embedding is None:
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
         prompts_at = _prompts_at(doc, s.clip_models)
         kept: list[dict] = []  # an image's frames in the result store: step and diffusion timestep
+        batch = batch_documents(doc, s.batch_size)
+        self._claim_batch(batch)
         if s.animation_mode == "None":
             init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
             plan = plan_run(s, init_image=init is not None)
             models = self.cache.models(s.diffusion_model, uses_secondary_model(s), plan.with_init_loss, s.clip_models)
             first = () if s.gobig_from_init else sample_image(s, *prompts_at(0), models, seed=s.seed, init_image=init)
-            steps = self._image(doc, first, kept, plan.run_steps)
+            steps = self._image(batch, first, kept, plan.run_steps)
             if s.gobig:  # the image (or, gobig_from_init, the init image) enlarged and diffused again by tiles
                 steps = self._gobig(doc, s, steps, prompts_at(0), models, init, plan)
         else:  # its finished frames: on the job board, in the result store, with its client
@@ -129,21 +141,48 @@ class DiffusionSampler(Executor):
         record = run.record(s.seed, image_settings(doc.tags), kept)
         if "gobig_size" in doc.tags:  # its final.png is the enlarged image, kept already
             record["gobig_size"] = doc.tags["gobig_size"]
-        doc.tags.update(run.end(self.store, record))
+        ended = run.end(self.store, record)
+        doc.tags.update(ended)
+        for other in batch[1:]:  # the batch's other images: their own records, the same run
+            self.store.finish(other.id, {**record, "settings": image_settings(other.tags)})
+            other.tags.update(ended)
+        return batch
 
-    def _image(self, doc: Document, reports, kept: list[dict], total: int) -> Iterator[int]:
-        """Run one image: every display frame becomes a chunk, the latest frame and a frame in the result
-        store (``kept`` lists them); yields the steps done (of ``total``, GoBig's tiles included)."""
-        recipe = image_settings(doc.tags)
+    def _claim_batch(self, batch: list[Document]) -> None:
+        """A batch's further images belong to whoever sent its Document (``ResultStore.claim``), so
+        their results answer that caller alone; an id another caller holds, or one used before, fails
+        the request before sampling (``DocumentIdInUse``)."""
+        owner = self.store.owner(batch[0].id)
+        for other in batch[1:]:
+            taken = self.store.used(other.id) or (owner is not None and not self.store.claim(other.id, owner))
+            if taken or (owner is None and self.store.owner(other.id) is not None):
+                raise DocumentIdInUse(
+                    f"Document id {other.id!r} (image {other.tags[wire.BATCH_POSITION_TAG]} of the batch of "
+                    f"{batch[0].id!r}) was already used for an image; send the batch with a new id"
+                )
+
+    def _image(self, batch: list[Document], reports, kept: list[dict], total: int) -> Iterator[int]:
+        """Run one image, or one batch (``batch``: its Documents, image 0's first, as
+        ``batch_documents`` makes them): every display frame of each image becomes a chunk of its
+        Document and a frame in the result store under its id (``kept`` lists them: the same steps for
+        every image); the job board, under image 0's id, shows image 0's latest frame and counts the
+        batch's steps once. Yields the steps done (of ``total``, GoBig's tiles included)."""
+        doc = batch[0]
+        recipes = [image_settings(d.tags) for d in batch]
         for report in reports:
             png = None
+            images = report.images if report.images is not None else [report.image]
             if report.partial is not None:  # intermediate_saves: kept beside the display frames
-                self._picture(doc, recipe, _checked_frame(report), partial=report.partial, step=report.step)
+                for d, recipe, image in zip(batch, recipes, images, strict=False):
+                    picture = _checked_picture(image, report.step)
+                    self._picture(d, recipe, picture, partial=report.partial, step=report.step)
             if report.image is not None and _displayed(report, doc):
-                frame = _checked_frame(report)
-                doc.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
-                png = png_bytes(frame)
-                self.store.add_frame(doc.id, report.step, png, recipe)
+                for d, recipe, image in zip(batch, recipes, images, strict=False):
+                    frame = _checked_picture(image, report.step)
+                    d.chunks.append(Document(tensor=frame, tags={"step": report.step, "cur_t": report.cur_t}))
+                    shown_png = png_bytes(frame)
+                    self.store.add_frame(d.id, report.step, shown_png, recipe)
+                    png = png or shown_png  # image 0's, for the job board
                 kept.append({"step": report.step, "cur_t": report.cur_t})
             shown = {"loss": report.loss} if report.loss is not None else {}
             if png is not None:
@@ -235,9 +274,29 @@ def _displayed(report, doc: Document) -> bool:
 
 
 def _checked_frame(report) -> np.ndarray:
-    if not torch.isfinite(report.image).all():
-        raise SamplingFailed(f"the image became NaN at step {report.step}")
-    return to_uint8_hwc(report.image)
+    return _checked_picture(report.image, report.step)
+
+
+def _checked_picture(image: torch.Tensor, step: int) -> np.ndarray:
+    """``image`` (3, H, W) in [0, 1] as (H, W, 3) uint8; raises ``SamplingFailed`` when it became NaN."""
+    if not torch.isfinite(image).all():
+        raise SamplingFailed(f"the image became NaN at step {step}")
+    return to_uint8_hwc(image)
+
+
+def batch_documents(doc: Document, batch_size: int) -> list[Document]:
+    """The Documents of one sampler call's images: ``doc`` itself (image 0) and, with ``batch_size``
+    above 1, one more per image, with id ``{doc.id}-{k}`` (``wire.batch_image_id``) and ``doc``'s tags
+    (the same seed and ``batch_index``) plus ``batch_position`` k and ``batch_of`` (``doc.id``, the
+    job the board and the client follow). With batch_size 1 ``doc`` alone, its tags unchanged."""
+    if batch_size == 1:
+        return [doc]
+    doc.tags[wire.BATCH_POSITION_TAG] = 0
+    others = []
+    for k in range(1, batch_size):
+        tags = {**doc.tags, wire.BATCH_POSITION_TAG: k, wire.BATCH_OF_TAG: doc.id}
+        others.append(Document(id=wire.batch_image_id(doc.id, k), tags=tags))
+    return [doc, *others]
 
 
 def _prompts_at(doc: Document, clip_models: list[str]):

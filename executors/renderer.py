@@ -33,7 +33,7 @@ from disco_service.outputs import embed_settings_in_uri, image_settings
 from disco_service.server.flow_secret import guard_executor, resolve
 from disco_service.server.jobs import JobBoard
 from disco_service.server.results import GIF, SPRITE, ResultStore
-from disco_service.wire import ACCEPT_UNFINISHED, KEEP_ALIVE, NOT_FINISHED, JobStatus
+from disco_service.wire import ACCEPT_UNFINISHED, BATCH_OF_TAG, KEEP_ALIVE, NOT_FINISHED, JobStatus
 
 SWEEP_EVERY_S = 3600
 
@@ -89,7 +89,8 @@ class Renderer(Executor):
         self._sweep()
         unfinished = [d for d in docs if d.tags.get("status") not in (None, JobStatus.DONE)]
         if unfinished and not parameters.get(ACCEPT_UNFINISHED):
-            unwatched = [d for d in unfinished if self.board.last_seen(d.id) is None]
+            # a batch's further images are watched through the Document sent (batch_of)
+            unwatched = [d for d in unfinished if self.board.last_seen(d.tags.get(BATCH_OF_TAG) or d.id) is None]
             if unwatched:  # the gateway makes the request an error of these (gateway/page_gateway.py)
                 return {NOT_FINISHED: [_not_finished(d) for d in unwatched]}
         return None

@@ -115,7 +115,7 @@ def test_disco_extras_defaults():
         ("cut_icgray_p", "[2]*1000", "[0, 1]"),
         ("cut_ic_pow", 0, "> 0"),
         ("diffusion_model", "sd-v1", "diffusion_model"),
-        ("batch_size", 2, "serve with sampler replicas"),
+        ("batch_size", 9, "batch_size"),
         ("use_gpu", "yes", "true or false"),
     ],
 )

@@ -967,6 +967,10 @@ function jobCard(job, image) {
   if (image.mp4) downloads.push(downloadLink(image.mp4, "MP4", `${stem}.mp4`));
   if (image.gif) downloads.push(downloadLink(image.gif, "GIF", `${stem}.gif`));
   if (image.sprite) downloads.push(downloadLink(image.sprite, "sprite sheet", `${stem}-sprite.png`));
+  // a batch (batch_size above 1, sent with client.py): the batch's further images, each its own PNG
+  for (const other of image.batch || []) {
+    if (other.png) downloads.push(downloadLink(other.png, `batch image ${other.position}`, `${stem}_${other.position}.png`));
+  }
   let status = image.status;
   if (image.status !== "done") {
     const at = animated ? `after ${image.frames_done || 0} of ${image.frames} frames`

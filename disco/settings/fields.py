@@ -47,6 +47,7 @@ from .yaml_io import write_yaml
 # A GIF stores each frame's delay in hundredths of a second, and browsers show delays under 2 of them
 # as 10: 50 frames a second is the fastest a GIF plays as written.
 GIF_MAX_FPS = 50
+MAX_BATCH_SIZE = 8  # images painted together in one sampler call: each adds its pixels to every step's memory
 
 
 def setting(
@@ -206,9 +207,11 @@ class Settings:
     )
     batch_size: int = setting(
         1,
-        "images per sampler call (discoart's): each image is its own job (n_batches of them)",
+        "images painted together in one sampler call (discoart's): each batch of n_batches makes batch_size "
+        "images from one seed, guided together (the same cutout positions for all); n_batches x batch_size "
+        "images in all. Still images only, not with gobig; the pixel caps count every image of a batch",
         low=1,
-        allowed="1; to paint several images at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
+        high=MAX_BATCH_SIZE,
     )
     gif_fps: float = setting(
         20, "frames per second of each image's GIF of its frames (discoart's)", low=1, high=GIF_MAX_FPS

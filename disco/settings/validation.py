@@ -61,12 +61,7 @@ def validate_settings(
     # the cut settings not given: from cut_schedules_group (auto: the model's own, as the notebook switches)
     s = dataclasses.replace(s, **cut_schedules(vars(s)))
 
-    if s.batch_size != 1:  # images are spread over the sampler's replicas one job each, not batched in one call
-        raise SettingsError(
-            "batch_size",
-            f"must be 1 here, got {s.batch_size}: each image is its own job (n_batches of them); to paint several "
-            "at once on one GPU, serve with sampler replicas (serve.py --replicas N)",
-        )
+    _check_batch(s)
     if s.skip_steps >= s.steps:
         raise SettingsError("skip_steps", f"must be smaller than steps ({s.steps}), got {s.skip_steps}")
     clamped = bool_schedule("clamp_grad", s.clamp_grad)
@@ -195,6 +190,26 @@ def _check_video_init(s: Settings) -> None:
         ) from None
 
 
+def _check_batch(s: Settings) -> None:
+    """``batch_size`` above 1 only where a batch means something: a still image. An animation's frames
+    each start from the one before (the notebook runs animations with n_batches 1 and one image per
+    frame), and GoBig enlarges and re-diffuses one picture tile by tile."""
+    if s.batch_size == 1:
+        return
+    if s.animation_mode != "None":
+        raise SettingsError(
+            "batch_size",
+            f"must be 1 for an animation (each frame grows from the one frame before it), got {s.batch_size} "
+            f"with animation_mode {s.animation_mode!r}; for several animations, run them one after another",
+        )
+    if s.gobig:
+        raise SettingsError(
+            "batch_size",
+            f"must be 1 with gobig (GoBig enlarges one picture tile by tile), got {s.batch_size}; "
+            "use n_batches for several enlarged images",
+        )
+
+
 def _check_gobig(s: Settings) -> None:
     """GoBig's rules: still images only; tiles that advance (an overlap under half the smaller side);
     ``gobig_from_init`` with ``gobig`` and an ``init_image`` to enlarge."""
@@ -234,13 +249,29 @@ def _check_model_needs(s: Settings) -> None:
 
 
 def _check_cost(s: Settings, limits: Limits) -> None:
-    """Refuse an image above the server's pixel-step cap (width x height x sampled steps)."""
+    """Refuse a request above the server's caps: the batch's pixels (width x height x batch_size, against
+    ``max_pixels``) and its pixel-steps (those pixels x sampled steps, against ``max_pixel_steps``)."""
     cap = limits.max_pixel_steps
+    pixels = s.width * s.height
+    if s.batch_size > 1 and pixels * s.batch_size > limits.max_pixels:
+        raise SettingsError(
+            "batch_size",
+            f"{s.batch_size} images of {s.width}x{s.height} are {pixels * s.batch_size} pixels in one sampler call, "
+            f"above this server's cap of {limits.max_pixels} (DISCO_MAX_PIXELS): lower batch_size or width_height, "
+            "or raise n_batches instead (one call per batch)",
+        )
     first = 0 if s.gobig_from_init else s.steps - s.skip_steps
     tiles = 0
     if s.gobig:
         tiles = gobig_steps(s.width, s.height, s.steps, s.gobig_scale, s.gobig_skip_ratio, s.gobig_overlap)
-    cost = s.width * s.height * (first + tiles)
+    cost = pixels * s.batch_size * (first + tiles)
+    if cap is not None and s.batch_size > 1 and cost > cap:
+        raise SettingsError(
+            "batch_size",
+            f"{s.batch_size} images of {s.width}x{s.height} pixels x {first} steps (steps - skip_steps) is {cost} "
+            f"pixel-steps, above this server's cap of {cap} (DISCO_MAX_PIXEL_STEPS): lower batch_size (n_batches "
+            "makes one call per batch), width_height or steps",
+        )
     if cap is not None and tiles and cost > cap:
         raise SettingsError(
             "gobig_scale",

@@ -239,7 +239,10 @@ def load_run(batch_name: str, host: str | None = None, token: str | None = None,
 
 
 def _name(doc) -> str:
-    return "animation" if doc.tags.get("animation_mode", "None") != "None" else f"image {doc.tags.get('batch_index')}"
+    if doc.tags.get("animation_mode", "None") != "None":
+        return "animation"
+    position = doc.tags.get(wire.BATCH_POSITION_TAG)  # with batch_size above 1: its place in the batch
+    return f"image {doc.tags.get('batch_index')}" + (f", place {position} in its batch" if position is not None else "")
 
 
 def _save(results, settings: Settings, animation: AnimationRun | None = None) -> list[str]:

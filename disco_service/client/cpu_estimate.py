@@ -71,8 +71,11 @@ def cpu_notice(s: Settings, why: str, animation: Any = None) -> str:
         )
         return notice + f" Use a GPU, or for a first try: {SMALL_ANIMATION}" if total > LONG_RUN_S else notice
     steps = plan_run(s).run_steps  # GoBig's tiles included
-    images = f"{s.n_batches} image{'s' if s.n_batches > 1 else ''}"
-    total = per_step * steps * s.n_batches
+    count = s.n_batches * s.batch_size  # a batch's step costs its images' each (their pixels and cutouts)
+    images = f"{count} image{'s' if count > 1 else ''}"
+    if s.batch_size > 1:
+        images += f" ({s.n_batches} batch{'es' if s.n_batches > 1 else ''} of {s.batch_size})"
+    total = per_step * steps * count
     notice = (
         f"running on the CPU ({why}): {images} of {s.width}x{s.height}, {steps} steps each, "
         f"about {duration(per_step)} a step, {duration(total)} in all on 2 cores."

@@ -95,9 +95,9 @@ def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S, vi
     animated = settings.animation_mode != "None"
     settings = with_video_init_overrides(settings)  # a video's overrides in place
     per_step = cpu_seconds_per_step(settings.width, settings.height, cutn_batches=1, cutouts=mean_cutouts(settings))
-    seconds = per_step * _sampled_steps(settings, video)
+    seconds = per_step * _sampled_steps(settings, video) * settings.batch_size  # a batch's images share its steps
     tags = wire.settings_to_tags(settings)
-    images = 1 if animated else settings.n_batches
+    images = 1 if animated else settings.n_batches * settings.batch_size
     notice = None
     if where == "cpu" and not animated:
         notice = cpu_notice(settings, "this server has no GPU")
@@ -110,7 +110,7 @@ def estimate(settings, where: str, confirm_over_s: float | None = LONG_RUN_S, vi
         "long": where == "cpu" and bool(confirm_over_s) and seconds > confirm_over_s,
         "confirm_over_s": confirm_over_s or None,
         "images": images,
-        "pixel_steps": job_pixel_steps(tags, images),
+        "pixel_steps": job_pixel_steps(tags, 1 if animated else settings.n_batches),
     }
 
 

@@ -3,7 +3,8 @@
 ``DELETE /jobs/{id}`` on a finished job removes it (the job API's route calls ``delete_job``);
 ``GET /jobs/{id}/files.zip`` answers every file of the job's images, named as ``client.py`` names
 them: final PNGs, GIFs, sprite sheets, an animation's frames and MP4, a VR animation's eye views and
-the steps ``intermediate_saves`` kept (in ``partials/``, as in ``output_dir``).
+the steps ``intermediate_saves`` kept (in ``partials/``, as in ``output_dir``), of every image of a
+batch (``batch_size`` above 1).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 from disco_service.server.http_api import ApiError, _file_name
 from disco_service.server.job_queue import Job, JobQueue
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, animation_frame_name
-from disco_service.wire import ErrorCode, JobStatus
+from disco_service.wire import ErrorCode, JobStatus, batch_image_id
 
 __all__ = ["delete_job", "job_files", "mount"]
 
@@ -29,6 +30,8 @@ def delete_job(queue: JobQueue, job: Job) -> None:
     if not job.finished:
         raise ValueError(f"job {job.id} is {job.status}: cancel it first")
     doc_ids = queue.state.doc_ids_of(job.id)
+    batch = int(job.settings.get("batch_size") or 1)  # a batch's further images are kept under ids of their own
+    doc_ids = [*doc_ids, *(batch_image_id(d, k) for d in doc_ids for k in range(1, batch))]
     queue.state.delete_job(job.id)
     for doc_id in doc_ids:
         try:
@@ -41,23 +44,29 @@ def delete_job(queue: JobQueue, job: Job) -> None:
 
 def job_files(queue: JobQueue, job: Job) -> list[tuple[str, Path]]:
     """The job's files as (name in the zip, path): per image its final PNG (when done), GIF,
-    sprite sheet, an animation's frames and MP4, its eye views and intermediate saves."""
+    sprite sheet, an animation's frames and MP4, its eye views and intermediate saves; with
+    ``batch_size`` above 1 those of every image of each batch (named ``..._{i}_{k}``, as client.py
+    names them)."""
     found: list[tuple[str, Path]] = []
     names = {FINAL: "final.png", GIF: "frames.gif", SPRITE: "sprite.png", MP4: "video.mp4"}
+    batch = int(job.settings.get("batch_size") or 1)
     for image in job.images:
         if not image.finished_status:
             continue
-        for stored, api_name in names.items():
-            if stored == FINAL and image.status != JobStatus.DONE:
-                continue
-            path = queue.store.file(image.doc_id, stored)
-            if path is not None:
-                found.append((_file_name(job, image, api_name), path))
-        for number, path in queue.store.animation_frames(image.doc_id):
-            found.append((_file_name(job, image, animation_frame_name(number)), path))
-        for name, _ in queue.store.pictures(image.doc_id):
-            if (path := queue.store.file(image.doc_id, name)) is not None:
-                found.append((_file_name(job, image, name), path))
+        for k in range(batch):
+            doc_id = image.doc_id if k == 0 else batch_image_id(image.doc_id, k)
+            position = k if batch > 1 else None
+            for stored, api_name in names.items():
+                if stored == FINAL and image.status != JobStatus.DONE:
+                    continue
+                path = queue.store.file(doc_id, stored)
+                if path is not None:
+                    found.append((_file_name(job, image, api_name, position), path))
+            for number, path in queue.store.animation_frames(doc_id):
+                found.append((_file_name(job, image, animation_frame_name(number)), path))
+            for name, _ in queue.store.pictures(doc_id):
+                if (path := queue.store.file(doc_id, name)) is not None:
+                    found.append((_file_name(job, image, name, position), path))
     return found
 
 

@@ -62,7 +62,7 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 
 from disco.settings import Limits, SettingsError, check_gobig_start, default, validate_settings
 from disco_service import wire
-from disco_service.outputs import picture_name, picture_tags
+from disco_service.outputs import image_stem, picture_name, picture_tags
 from disco_service.server import http_guard
 from disco_service.server.http_guard import TookTooLong, content_disposition, off_loop, parse_json
 from disco_service.server.job_queue import Image, Job, JobQueue, TooManyJobs
@@ -244,7 +244,8 @@ def picture_links(store: ResultStore, doc_id: str, base: str) -> dict[str, list[
 def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
     """One image of a job as the API shows it; an animation's also with the frame being made
     (``frame``, from 0), ``frames``, ``frames_done``, its finished frames (``frame_pngs``) and, once
-    it ended with some frame, its ``mp4``."""
+    it ended with some frame, its ``mp4``; of a batch (``batch_size`` above 1) the batch's further
+    images (``batch_links``)."""
     base = f"/jobs/{job.id}/images/{image.index}"
     ended = image.finished_status
     finished_frames = [n for n, _ in queue.store.animation_frames(image.doc_id)]
@@ -270,7 +271,25 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
         "frame_pngs": [f"{base}/{animation_frame_name(n)}" for n in finished_frames],
         "mp4": f"{base}/video.mp4" if animated and ended and finished_frames else None,
         **picture_links(queue.store, image.doc_id, base),
+        **batch_links(queue.store, image.doc_id, int(job.settings.get("batch_size") or 1)),
     }
+
+
+def batch_links(store: ResultStore, doc_id: str, batch_size: int) -> dict[str, list[dict[str, Any]]]:
+    """With ``batch_size`` above 1 (a job recorded from a caller's own ``/generate`` request: the job
+    API refuses batches), ``batch``: the batch's further images, made in the same sampler call as
+    image ``doc_id`` and kept in the result store under their own ids (``wire.batch_image_id``), each
+    with its ``position`` in the batch, ``id``, ``status`` (None while not recorded), ``result`` (its
+    record, ``GET /results/{id}``) and ``png`` (its final image, once done). Nothing at batch_size 1."""
+    if batch_size <= 1:
+        return {}
+    batch = []
+    for k in range(1, batch_size):
+        other = wire.batch_image_id(doc_id, k)
+        status = (store.read(other) or {}).get("status")
+        png = f"/results/{other}/{FINAL}" if status == JobStatus.DONE else None
+        batch.append({"position": k, "id": other, "status": status, "result": f"/results/{other}", "png": png})
+    return {"batch": batch}
 
 
 def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
@@ -288,20 +307,21 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
     }
 
 
-def _file_name(job: Job, image: Image, name: str) -> str:
-    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}...;
-    an eye view's or an intermediate save's as ``picture_name`` names it in ``output_dir`` (a save's
-    with its ``partials/`` folder)."""
+def _file_name(job: Job, image: Image, name: str, position: int | None = None) -> str:
+    """A download's name, as client.py names its files: reverse_diffusion-{batch_name}-{seed}_{i}...
+    (of a batch's image at ``position``, ``..._{i}_{position}...``); an eye view's or an intermediate
+    save's as ``picture_name`` names it in ``output_dir`` (a save's with its ``partials/`` folder)."""
     parts = ("reverse_diffusion", str(job.settings.get("batch_name") or ""), str(job.settings["seed"]))
     prefix = "-".join(p for p in parts if p)
+    stem = image_stem(prefix, image.index, position)
     if (tags := picture_tags(name)) is not None:  # an animation's pictures are named by the run, as its frames
-        return picture_name(prefix if "frame" in tags else f"{prefix}_{image.index}", tags)
+        return picture_name(prefix if "frame" in tags else stem, tags)
     ending = {"final.png": ".png", "latest.png": "-latest.png", "frames.gif": ".gif", "sprite.png": "-sprite.png"}
     if name == "video.mp4":
         return f"{prefix}.mp4"  # as client.py names an animation's files
     if frame := _ANIMATION_FRAME.fullmatch(name):
         return f"{prefix}-frame{frame[1]}.png"
-    return f"{prefix}_{image.index}{ending[name]}"
+    return f"{stem}{ending[name]}"
 
 
 def mount(

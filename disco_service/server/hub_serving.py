@@ -85,6 +85,12 @@ def mount(app, queue: JobQueue, limits: Limits) -> None:
             settings, init, _ = await off_loop(settings_from_json, body, limits)
             if settings.animation_mode != "None":
                 raise SettingsError("animation_mode", f"{MODULE} makes still images: send animations to /jobs")
+            if settings.batch_size != 1:  # the module's answer has one image per batch
+                raise SettingsError(
+                    "batch_size",
+                    f"must be 1 for {MODULE} (its answer has one image per sampler call), got {settings.batch_size}: "
+                    "ask for more images with n_batches, or send batches to /jobs",
+                )
             job = queue.submit(request.state.owner, settings, init)
         except (SettingsError, TooManyJobs, TookTooLong) as exc:
             return answer("101", failure=wire.failure_of(exc, named=False))

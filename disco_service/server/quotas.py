@@ -52,9 +52,9 @@ def next_day_s(now: float) -> float:
 
 
 def job_pixel_steps(settings: dict[str, Any], images: int) -> float:
-    """Pixel-steps a job of ``images`` images asks for: width x height x (steps - skip_steps) each,
-    with GoBig its tiles' steps too (disco.tiling); an animation's one image counts ``max_frames``
-    frames. ``settings``: the job's tags (validated)."""
+    """Pixel-steps a job of ``images`` sampler calls asks for: width x height x (steps - skip_steps) x
+    ``batch_size`` each (every image of a batch), with GoBig its tiles' steps too (disco.tiling); an
+    animation's one image counts ``max_frames`` frames. ``settings``: the job's tags (validated)."""
     width, height = (int(v) for v in settings.get("width_height") or (0, 0))
     video = settings.get("animation_mode") == "Video Input"  # its video_init_* overrides count in their place
 
@@ -68,7 +68,8 @@ def job_pixel_steps(settings: dict[str, Any], images: int) -> float:
         steps = 0 if settings.get("gobig_from_init") else steps
         scale, ratio, overlap = (settings.get(n) for n in ("gobig_scale", "gobig_skip_ratio", "gobig_overlap"))
         steps += gobig_steps(width, height, value("steps"), int(scale), float(ratio), int(overlap))
-    return float(width * height * steps * frames * images)
+    batch = int(settings.get("batch_size") or 1)  # each sampler call paints batch_size images
+    return float(width * height * steps * frames * images * batch)
 
 
 def _when(now: float) -> str:

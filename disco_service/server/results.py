@@ -300,6 +300,7 @@ class ResultStore:
             "batch_name": name,
             "run_seed": int(tags.get("run_seed", tags.get("seed", 0))),
             "batch_index": int(tags.get("batch_index", 0)),
+            "batch_position": int(tags.get("batch_position", 0)),  # its place in its batch (batch_size > 1)
             "written": time.time(),
         }
         _write_atomic(entry / RUN, json.dumps(run).encode())
@@ -307,16 +308,18 @@ class ResultStore:
 
     def run_documents(self, batch_name: str, may_see: Callable[[str], bool]) -> list[str]:
         """The Document ids of the latest run named ``batch_name`` among the images ``may_see`` (a
-        Document id to bool: whether the caller owns it) admits, in ``batch_index`` order; [] when
-        there is none. The latest run is the run seed of the newest image of that name; of images of
-        that seed with the same index (the same run made again), the newest counts."""
+        Document id to bool: whether the caller owns it) admits, in ``batch_index`` order (then by
+        place in the batch); [] when there is none. The latest run is the run seed of the newest image
+        of that name; of images of that seed with the same index and place in its batch (the same run
+        made again), the newest counts."""
         found = []
         for entry in self.images.iterdir():
             try:
                 run = json.loads((entry / RUN).read_bytes())
                 if run["batch_name"] != batch_name or not (entry / DOCUMENT).is_file():
                     continue
-                key = (float(run["written"]), int(run["run_seed"]), int(run["batch_index"]))
+                index = (int(run["batch_index"]), int(run.get("batch_position", 0)))
+                key = (float(run["written"]), int(run["run_seed"]), index)
             except (OSError, ValueError, TypeError, KeyError):
                 continue
             if may_see(entry.name):

@@ -322,6 +322,7 @@ class JobStore(BoardRecords, StatsRecords):
             if queued + images > quota.max_queued_images:
                 raise QuotaExceeded.queue_full(queued, images, quota.max_queued_images)
         pixel_steps = job_pixel_steps(settings, images)
+        images *= int(settings.get("batch_size") or 1)  # the day's images: every image of each batch
         day = utc_day(now)
         row = tx.one("SELECT images, pixel_steps FROM usage WHERE owner = ? AND day = ?", (owner, day))
         used_images, used_pixel_steps = (row["images"], row["pixel_steps"]) if row else (0, 0.0)
