@@ -1,6 +1,9 @@
 """The Flow's secret: where each process finds it, and what serve.py hands its executors and gateway."""
 
+import contextlib
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -80,9 +83,10 @@ def test_an_executor_refuses_a_call_without_the_secret_over_grpc():
 
     gateway, port = free_port(), free_port()
     script = Path(__file__).with_name("guarded_echo.py")
-    program = subprocess.Popen(
-        [sys.executable, str(script), str(gateway), str(port), "s3cret"], stdout=subprocess.PIPE, text=True
-    )
+    program = subprocess.Popen(  # a session of its own: its gateway and executor are stopped with it
+        [sys.executable, str(script), str(gateway), str(port), "s3cret"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
     try:
         # Jina's log lines, then "ready" (or the end, when the Flow fails to start within its timeout_ready)
         assert any(line.strip() == "ready" for line in program.stdout), "the Flow did not start"
@@ -95,5 +99,9 @@ def test_an_executor_refuses_a_call_without_the_secret_over_grpc():
         assert direct.post("/", DocumentArray([Document()]), metadata=((METADATA_KEY, "s3cret"),))[0].text
         assert BaseServer.is_ready(f"127.0.0.1:{port}")  # the health check (jina ping, Kubernetes' probes) is open
     finally:
-        program.terminate()
-        program.wait(timeout=60)
+        os.killpg(program.pid, signal.SIGTERM)  # the Flow's own process and the gateway and executor it forked
+        try:
+            program.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # whatever of the group outlived the request to stop
+                os.killpg(program.pid, signal.SIGKILL)
