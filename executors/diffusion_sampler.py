@@ -151,7 +151,9 @@ class DiffusionSampler(Executor):
     def _claim_batch(self, batch: list[Document]) -> None:
         """A batch's further images belong to whoever sent its Document (``ResultStore.claim``), so
         their results answer that caller alone; an id another caller holds, or one used before, fails
-        the request before sampling (``DocumentIdInUse``)."""
+        the request before sampling (``DocumentIdInUse``). A batch of one has nothing to claim."""
+        if len(batch) == 1:
+            return
         owner = self.store.owner(batch[0].id)
         for other in batch[1:]:
             taken = self.store.used(other.id) or (owner is not None and not self.store.claim(other.id, owner))
