@@ -331,3 +331,34 @@ def test_a_callers_batch_is_listed_with_its_job(tmp_path):
     ]
     one = direct.queue.submit(alice, validate_settings({**TINY, "text_prompts": ["a hare"], "seed": 41}, tokens=False))
     assert "batch" not in http_api.job_view(direct.queue, one)["images"][0]  # batch_size 1: the view as before
+
+
+def test_a_batch_whose_request_broke_mid_run_comes_back_as_every_one_of_its_images_failed():
+    """The client's answer to a request that broke mid-run (the Flow gone): B failed Documents, as a
+    finished batch answers B, image 0 with the frames polled so far, each saying why and where."""
+    import asyncio
+
+    from docarray import Document
+
+    from disco_service.client.runner import JobWatcher
+
+    sent = Document(id="job", tags={"batch_size": 3.0, "seed": 5.0})  # numbers arrive as floats
+    watcher = JobWatcher(None, [sent])
+    watcher.states["job"] = {"status": "running", "step": 2, "total": 4}
+    watcher.frames["job"].append(Document(uri="data:image/png;base64,AAAA", tags={"step": 2}))
+
+    async def flow_gone(*args, **kwargs):
+        raise ConnectionError("the Flow is gone")
+
+    watcher._progress = flow_gone
+    images = asyncio.run(watcher.lost(sent, ConnectionError("connection reset")))
+    assert [d.id for d in images] == ["job", "job-1", "job-2"]
+    assert [d.tags[wire.BATCH_POSITION_TAG] for d in images] == [0, 1, 2]
+    assert all(d.tags[wire.BATCH_OF_TAG] == "job" for d in images[1:])
+    assert all(d.tags["status"] == "failed" and "at step 2 of 4" in d.tags["error"] for d in images)
+    assert len(images[0].chunks) == 1 and images[0].uri and not len(images[1].chunks)
+    # a batch of one answers its one image, as before
+    single = Document(id="one", tags={"batch_size": 1.0})
+    watcher = JobWatcher(None, [single])
+    watcher._progress = flow_gone
+    assert [d.id for d in asyncio.run(watcher.lost(single, ConnectionError("reset")))] == ["one"]

@@ -151,7 +151,7 @@ async def run_jobs(
         await watcher.catch_up()  # an animation's frames finished since the last poll are kept too
     for i, (doc, out) in enumerate(zip(docs, outcomes, strict=True)):
         if isinstance(out, BaseException) and watcher.started(doc.id):
-            outcomes[i] = DocumentArray([await watcher.lost(doc, out)])
+            outcomes[i] = DocumentArray(await watcher.lost(doc, out))
     try:  # collected: the server may remove the jobs' files now
         await post(client, wire.FORGET, _ids(docs), wire.JOB_STATE_EXECUTOR, metadata=auth)
     except Exception:  # a Flow that is gone keeps them until its sweep (a day)
@@ -245,8 +245,10 @@ class JobWatcher:
     def started(self, job_id: str) -> bool:
         return (self.states.get(job_id) or {}).get("status", JobStatus.WAITING) != JobStatus.WAITING
 
-    async def lost(self, doc, error: BaseException):
-        """A failed Document for a job whose request failed mid-run: its frames so far and why.
+    async def lost(self, doc, error: BaseException) -> list:
+        """The failed Documents of a job whose request failed mid-run: its image's frames so far and
+        why; a batch (``batch_size`` B above 1) answers B of them, as a finished batch does, the
+        further images without frames (the board shows image 0's alone).
 
         The server marks a job whose sampler process died; its own message is used when the
         Flow still answers within a few seconds.
@@ -282,7 +284,18 @@ class JobWatcher:
             out.chunks.append(frame)
         if len(out.chunks):
             out.uri = out.chunks[-1].uri
-        return out
+        batch_size = int(doc.tags.get("batch_size") or 1)
+        if batch_size == 1:
+            return [out]
+        out.tags[wire.BATCH_POSITION_TAG] = 0
+        further = [
+            Document(
+                id=wire.batch_image_id(doc.id, k),
+                tags={**out.tags, wire.BATCH_POSITION_TAG: k, wire.BATCH_OF_TAG: doc.id},
+            )
+            for k in range(1, batch_size)
+        ]
+        return [out, *further]
 
 
 def _is_animation(doc) -> bool:
