@@ -124,3 +124,19 @@ def test_progress_says_waiting_then_shows_the_rate_only_after_two_steps():
     first = show((0, {"status": "running", "step": 2}), (1, {"status": "running", "step": 0}), (2, waiting))[0]
     assert "2/10" in first and ("step/s" in first or "s/step" in first)
     bars.close()
+
+
+def test_a_batch_s_bar_says_it_is_a_batch_and_how_many_images_it_paints():
+    import io
+
+    from docarray import Document
+
+    from disco_service.client.progress import ProgressBars
+
+    tags = {"steps": 10, "skip_steps": 0, "batch_size": 3.0}
+    bars = ProgressBars([Document(id=f"j{i}", tags={**tags, "seed": 5 + i}) for i in range(2)], file=io.StringIO())
+    running, waiting = {"status": "running", "step": 1}, {"status": "waiting"}
+    bars.update([Document(id="j0", tags=running), Document(id="j1", tags=waiting)])
+    first, second = (str(bars.bars[f"j{i}"]) for i in range(2))
+    assert first.startswith("batch 0, 3 images (seed 5):  10%") and "1/10" in first
+    assert second == "batch 1, 3 images (seed 6): waiting for a sampler, 1 of this run's images ahead"

@@ -34,6 +34,8 @@ class ProgressBars:
         if enabled:
             for i, d in enumerate(docs):
                 total, name = _image_steps(d.tags), f"image {i}"
+                if int(d.tags.get("batch_size") or 1) > 1:  # one sampler call paints the batch's images
+                    name = f"batch {i}, {int(d.tags['batch_size'])} images"
                 if d.tags.get("animation_mode", "None") != "None":
                     total, name = _animation_steps(d.tags), "animation"
                     self.animations.add(d.id)
