@@ -95,21 +95,22 @@ def test_generate_image_seeds_files_and_names(served_flow, tmp_path):
     assert da[0].tags["files"][0].endswith("reverse_diffusion-11_0.png")
 
 
-def test_generate_image_returns_every_image_of_every_batch(served_flow, tmp_path):
-    """n_batches x batch_size Documents through the served Flow: the sampler's extra Documents travel
-    through the Renderer and back over gRPC, each a full image with distinct files."""
+def test_generate_image_returns_every_image_of_a_batch(served_flow, tmp_path):
+    """A batch's Documents through the served Flow: the sampler's extra Documents travel through the
+    Renderer and back over gRPC, each a full image with distinct files (n_batches x batch_size:
+    tests/test_batch_service.py, in-process)."""
     from disco_service import wire
 
     da = disco_client.generate_image(
-        text_prompts=["a lighthouse"], seed=21, n_batches=2, batch_size=2, output_dir=str(tmp_path / "out"),
+        text_prompts=["a lighthouse"], seed=21, n_batches=1, batch_size=3, output_dir=str(tmp_path / "out"),
         host=served_flow, progress=False, **{**TINY, "steps": 2},
     )  # fmt: skip
-    assert len(da) == 4
+    assert len(da) == 3
     assert sorted((d.tags["seed"], d.tags["batch_index"], d.tags[wire.BATCH_POSITION_TAG]) for d in da) == [
-        (21, 0, 0), (21, 0, 1), (22, 1, 0), (22, 1, 1),
+        (21, 0, 0), (21, 0, 1), (21, 0, 2),
     ]  # fmt: skip
     assert all(d.tags["status"] == "done" and d.uri.startswith("data:image/png") and len(d.chunks) for d in da)
-    assert len({d.uri for d in da}) == 4
+    assert len({d.uri for d in da}) == 3
     files = [f for d in da for f in d.tags["files"]]
     assert len(files) == len(set(files)) and all(Path(f).is_file() for f in files)
 
