@@ -61,7 +61,9 @@ __all__ = [
     "resumed_frame",
     "BATCH_OF_TAG",
     "BATCH_POSITION_TAG",
+    "batch_documents",
     "batch_image_id",
+    "batch_image_ids",
     "ACCEPT_UNFINISHED",
     "KEEP_ALIVE",
     "cast_tags",
@@ -306,6 +308,30 @@ def batch_image_id(doc_id: str, position: int) -> str:
     sent id is cut to make room)."""
     end = f"-{position}"
     return doc_id[: 64 - len(end)] + end
+
+
+def batch_image_ids(doc_id: str, batch_size: int) -> list[str]:
+    """The ids of every image of the batch sent as Document ``doc_id``: ``doc_id`` itself (image 0),
+    then ``batch_image_id`` of each further image, in their order in the batch."""
+    return [doc_id, *(batch_image_id(doc_id, k) for k in range(1, batch_size))]
+
+
+def batch_documents(doc: Any, batch_size: int) -> list[Any]:
+    """The Documents of one sampler call's images: ``doc`` itself (image 0) and, with ``batch_size``
+    above 1, one more per image, with id ``{doc.id}-{k}`` (``batch_image_id``) and ``doc``'s tags
+    (the same seed and ``batch_index``) plus ``batch_position`` k and ``batch_of`` (``doc.id``, the
+    job the board and the client follow). With batch_size 1 ``doc`` alone, its tags unchanged."""
+    if batch_size == 1:
+        return [doc]
+    from docarray import Document  # the client's and the executors' own: not needed to read the wire's tags
+
+    doc.tags[BATCH_POSITION_TAG] = 0
+    ids = batch_image_ids(doc.id, batch_size)
+    further = [
+        Document(id=ids[k], tags={**doc.tags, BATCH_POSITION_TAG: k, BATCH_OF_TAG: doc.id})
+        for k in range(1, batch_size)
+    ]
+    return [doc, *further]
 
 
 def request_tags(settings: Settings, batch_index: int, client_timeout_s: float | None = None) -> dict[str, Any]:

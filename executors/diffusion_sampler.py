@@ -105,7 +105,7 @@ class DiffusionSampler(Executor):
     @requests(on="/generate")
     def generate(self, docs: DocumentArray, **kwargs) -> DocumentArray:
         """Each Document's image, or with ``batch_size`` B above 1 its batch: the Document is image 0 and
-        B - 1 Documents follow it (``batch_documents``), each with its own frames and final image."""
+        B - 1 Documents follow it (``wire.batch_documents``), each with its own frames and final image."""
         answer = DocumentArray()
         for doc in docs:
             answer.extend(self._generate(doc))
@@ -117,7 +117,7 @@ class DiffusionSampler(Executor):
             raise ValueError("the Document has no prompt embedding: send it through the PromptEncoder first")
         prompts_at = _prompts_at(doc, s.clip_models)
         kept: list[dict] = []  # an image's frames in the result store: step and diffusion timestep
-        batch = batch_documents(doc, s.batch_size)
+        batch = wire.batch_documents(doc, s.batch_size)
         self._claim_batch(batch)
         if s.animation_mode == "None":
             init = decode_init_image(doc.blob, s.width, s.height) if doc.blob else None
@@ -165,7 +165,7 @@ class DiffusionSampler(Executor):
 
     def _image(self, batch: list[Document], reports, kept: list[dict], total: int) -> Iterator[int]:
         """Run one image, or one batch (``batch``: its Documents, image 0's first, as
-        ``batch_documents`` makes them): every display frame of each image becomes a chunk of its
+        ``wire.batch_documents`` makes them): every display frame of each image becomes a chunk of its
         Document and a frame in the result store under its id (``kept`` lists them: the same steps for
         every image); the job board, under image 0's id, shows image 0's latest frame and counts the
         batch's steps once. Yields the steps done (of ``total``, GoBig's tiles included)."""
@@ -284,21 +284,6 @@ def _checked_picture(image: torch.Tensor, step: int) -> np.ndarray:
     if not torch.isfinite(image).all():
         raise SamplingFailed(f"the image became NaN at step {step}")
     return to_uint8_hwc(image)
-
-
-def batch_documents(doc: Document, batch_size: int) -> list[Document]:
-    """The Documents of one sampler call's images: ``doc`` itself (image 0) and, with ``batch_size``
-    above 1, one more per image, with id ``{doc.id}-{k}`` (``wire.batch_image_id``) and ``doc``'s tags
-    (the same seed and ``batch_index``) plus ``batch_position`` k and ``batch_of`` (``doc.id``, the
-    job the board and the client follow). With batch_size 1 ``doc`` alone, its tags unchanged."""
-    if batch_size == 1:
-        return [doc]
-    doc.tags[wire.BATCH_POSITION_TAG] = 0
-    others = []
-    for k in range(1, batch_size):
-        tags = {**doc.tags, wire.BATCH_POSITION_TAG: k, wire.BATCH_OF_TAG: doc.id}
-        others.append(Document(id=wire.batch_image_id(doc.id, k), tags=tags))
-    return [doc, *others]
 
 
 def _prompts_at(doc: Document, clip_models: list[str]):

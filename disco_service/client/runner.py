@@ -284,18 +284,7 @@ class JobWatcher:
             out.chunks.append(frame)
         if len(out.chunks):
             out.uri = out.chunks[-1].uri
-        batch_size = int(doc.tags.get("batch_size") or 1)
-        if batch_size == 1:
-            return [out]
-        out.tags[wire.BATCH_POSITION_TAG] = 0
-        further = [
-            Document(
-                id=wire.batch_image_id(doc.id, k),
-                tags={**out.tags, wire.BATCH_POSITION_TAG: k, wire.BATCH_OF_TAG: doc.id},
-            )
-            for k in range(1, batch_size)
-        ]
-        return [out, *further]
+        return wire.batch_documents(out, int(doc.tags.get("batch_size") or 1))
 
 
 def _is_animation(doc) -> bool:

@@ -19,7 +19,7 @@ from fastapi import Request  # at module level: FastAPI reads the handlers' anno
 from disco_service.server.http_api import ApiError, _file_name
 from disco_service.server.job_queue import Job, JobQueue
 from disco_service.server.results import FINAL, GIF, MP4, SPRITE, animation_frame_name
-from disco_service.wire import ErrorCode, JobStatus, batch_image_id
+from disco_service.wire import ErrorCode, JobStatus, batch_image_ids
 
 __all__ = ["delete_job", "job_files", "mount"]
 
@@ -29,9 +29,8 @@ def delete_job(queue: JobQueue, job: Job) -> None:
     its init image or video. Raises ``ValueError`` for a job not finished (cancel it first)."""
     if not job.finished:
         raise ValueError(f"job {job.id} is {job.status}: cancel it first")
-    doc_ids = queue.state.doc_ids_of(job.id)
     batch = int(job.settings.get("batch_size") or 1)  # a batch's further images are kept under ids of their own
-    doc_ids = [*doc_ids, *(batch_image_id(d, k) for d in doc_ids for k in range(1, batch))]
+    doc_ids = [i for d in queue.state.doc_ids_of(job.id) for i in batch_image_ids(d, batch)]
     queue.state.delete_job(job.id)
     for doc_id in doc_ids:
         try:
@@ -53,8 +52,7 @@ def job_files(queue: JobQueue, job: Job) -> list[tuple[str, Path]]:
     for image in job.images:
         if not image.finished_status:
             continue
-        for k in range(batch):
-            doc_id = image.doc_id if k == 0 else batch_image_id(image.doc_id, k)
+        for k, doc_id in enumerate(batch_image_ids(image.doc_id, batch)):
             position = k if batch > 1 else None
             for stored, api_name in names.items():
                 if stored == FINAL and image.status != JobStatus.DONE:

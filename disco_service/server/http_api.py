@@ -276,16 +276,14 @@ def image_view(queue: JobQueue, job: Job, image: Image) -> dict[str, Any]:
 
 
 def batch_links(store: ResultStore, doc_id: str, batch_size: int) -> dict[str, list[dict[str, Any]]]:
-    """With ``batch_size`` above 1 (a job recorded from a caller's own ``/generate`` request: the job
-    API refuses batches), ``batch``: the batch's further images, made in the same sampler call as
+    """With ``batch_size`` above 1, ``batch``: the batch's further images, made in the same sampler call as
     image ``doc_id`` and kept in the result store under their own ids (``wire.batch_image_id``), each
     with its ``position`` in the batch, ``id``, ``status`` (None while not recorded), ``result`` (its
     record, ``GET /results/{id}``) and ``png`` (its final image, once done). Nothing at batch_size 1."""
     if batch_size <= 1:
         return {}
     batch = []
-    for k in range(1, batch_size):
-        other = wire.batch_image_id(doc_id, k)
+    for k, other in enumerate(wire.batch_image_ids(doc_id, batch_size)[1:], start=1):
         status = (store.read(other) or {}).get("status")
         png = f"/results/{other}/{FINAL}" if status == JobStatus.DONE else None
         batch.append({"position": k, "id": other, "status": status, "result": f"/results/{other}", "png": png})
